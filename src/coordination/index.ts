@@ -1,0 +1,2 @@
+export * from './userCoordinator.js';
+export * from './coordinatorRegistry.js';

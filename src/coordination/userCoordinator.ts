@@ -1,0 +1,238 @@
+import type { EventEngine, LogHead, Subscription } from '../engine/types.js';
+import type { LogEntry } from '../protocol/events.js';
+
+/** A connection as its user's coordinator sees it. */
+export interface CoordinatorMember {
+  readonly connectionId: string;
+  /** False once the connection began closing; a closing connection is never registered. */
+  isOpen(): boolean;
+  /** The user's next live entry. Entries arrive in seq order without gap; must not throw. */
+  deliver(entry: LogEntry): void;
+  /** The coordinator lost continuity of the user's log; the member must make its client resume. */
+  resync(): void;
+}
+
+export interface ResumePosition {
+  readonly lastSeq?: number;
+  readonly epoch?: string;
+}
+
+export type Denial = 'not_admitted' | 'stale_generation' | 'connection_closed' | 'too_many_connections';
+
+export type SetupResult =
+  | {
+      readonly ok: true;
+      readonly head: LogHead;
+      readonly resumed: boolean;
+      /** Entries after the client's position, up to head.lastSeq, when resumed. */
+      readonly replay: readonly LogEntry[];
+    }
+  | { readonly ok: false; readonly reason: Denial };
+
+export type TeardownResult = { readonly ok: true } | { readonly ok: false; readonly reason: Denial };
+
+export interface CoordinatorOptions {
+  readonly maxConnections: number;
+  /** Live entries buffered while the log's continuity is being restored. */
+  readonly maxPendingEntries?: number;
+  /** Called once per entry fanned out (metrics). */
+  readonly onFanout?: (entry: LogEntry) => void;
+  /** Called when something goes wrong that no connection should see as an exception. */
+  readonly onFault?: (error: unknown, context: string) => void;
+}
+
+const noop = () => {};
+
+/**
+ * One per user per node: every setup and teardown of the user's connections runs through
+ * `#serial`, one at a time. It also owns the node's single subscription to the user's log and
+ * fans each entry out to the registered connections in seq order, repairing gaps from the log.
+ *
+ * Connections hold a generation from `admit`; a request carrying a generation that is no longer
+ * the admitted one is denied with a reason, so an old connection's teardown cannot remove what
+ * a newer registration added.
+ */
+export class UserCoordinator {
+  readonly #admitted = new Map<string, number>();
+  readonly #members = new Map<string, CoordinatorMember>();
+  #nextGeneration = 1;
+  #tail: Promise<unknown> = Promise.resolve();
+
+  #subscription: Subscription | null = null;
+  /** Last seq fanned out; null while the subscription is being established. */
+  #lastSeq: number | null = null;
+  #pending: LogEntry[] = [];
+  #repairing = false;
+  readonly #maxPending: number;
+
+  constructor(
+    readonly userId: string,
+    private readonly engine: EventEngine,
+    private readonly options: CoordinatorOptions,
+    private readonly onIdle: (coordinator: UserCoordinator) => void,
+  ) {
+    this.#maxPending = options.maxPendingEntries ?? 10_000;
+  }
+
+  get connectionCount(): number {
+    return this.#members.size;
+  }
+
+  get admittedCount(): number {
+    return this.#admitted.size;
+  }
+
+  /** Synchronous, so a coordinator handed out by the registry cannot be released before this. */
+  admit(member: CoordinatorMember): number {
+    const generation = this.#nextGeneration++;
+    this.#admitted.set(member.connectionId, generation);
+    return generation;
+  }
+
+  setup(member: CoordinatorMember, generation: number, resume: ResumePosition): Promise<SetupResult> {
+    return this.#serial(async (): Promise<SetupResult> => {
+      const denial = this.#check(member.connectionId, generation);
+      if (denial) return { ok: false, reason: denial };
+      if (!member.isOpen()) return { ok: false, reason: 'connection_closed' };
+      if (this.#members.size >= this.options.maxConnections) {
+        return { ok: false, reason: 'too_many_connections' };
+      }
+      await this.#ensureSubscribed();
+      // Registered before the head is read: every entry after that head reaches the member live.
+      this.#members.set(member.connectionId, member);
+      const head = await this.engine.head(this.userId);
+      const replay = await this.#replayFor(resume, head);
+      return { ok: true, head, resumed: replay !== null, replay: replay ?? [] };
+    });
+  }
+
+  teardown(connectionId: string, generation: number): Promise<TeardownResult> {
+    return this.#serial(async (): Promise<TeardownResult> => {
+      const denial = this.#check(connectionId, generation);
+      if (denial) return { ok: false, reason: denial };
+      this.#admitted.delete(connectionId);
+      this.#members.delete(connectionId);
+      if (this.#admitted.size === 0) await this.#release();
+      return { ok: true };
+    });
+  }
+
+  #check(connectionId: string, generation: number): Denial | null {
+    const admitted = this.#admitted.get(connectionId);
+    if (admitted === undefined) return 'not_admitted';
+    return admitted === generation ? null : 'stale_generation';
+  }
+
+  #serial<T>(op: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(op);
+    this.#tail = result.then(noop, noop);
+    return result;
+  }
+
+  async #replayFor(resume: ResumePosition, head: LogHead): Promise<LogEntry[] | null> {
+    const from = resume.lastSeq;
+    if (from === undefined || resume.epoch !== head.epoch || from > head.lastSeq) return null;
+    if (from === head.lastSeq) return [];
+    const entries = await this.engine.read(this.userId, from + 1, head.lastSeq);
+    const complete = entries.length === head.lastSeq - from && entries[0]?.seq === from + 1;
+    return complete ? entries : null;
+  }
+
+  async #ensureSubscribed(): Promise<void> {
+    if (this.#subscription) return;
+    this.#lastSeq = null;
+    this.#subscription = await this.engine.subscribe(this.userId, (entry) => this.#onLive(entry));
+    try {
+      const head = await this.engine.head(this.userId);
+      this.#lastSeq = head.lastSeq;
+    } catch (error) {
+      await this.#unsubscribe();
+      throw error;
+    }
+    this.#drainPending();
+  }
+
+  async #release(): Promise<void> {
+    this.onIdle(this);
+    await this.#unsubscribe();
+  }
+
+  async #unsubscribe(): Promise<void> {
+    const subscription = this.#subscription;
+    this.#subscription = null;
+    this.#lastSeq = null;
+    this.#pending = [];
+    await subscription?.unsubscribe();
+  }
+
+  #onLive(entry: LogEntry): void {
+    if (this.#lastSeq === null || this.#repairing) {
+      this.#pending.push(entry);
+      if (this.#pending.length > this.#maxPending) this.#loseContinuity();
+      return;
+    }
+    this.#accept(entry);
+  }
+
+  #accept(entry: LogEntry): void {
+    const last = this.#lastSeq!;
+    if (entry.seq <= last) return;
+    if (entry.seq === last + 1) {
+      this.#fanOut(entry);
+      return;
+    }
+    this.#repairing = true;
+    this.#pending.push(entry);
+    void this.#repair(last + 1, entry.seq - 1);
+  }
+
+  /** A notification was lost (possible on Redis pub/sub): read the missing range from the log. */
+  async #repair(fromSeq: number, toSeq: number): Promise<void> {
+    try {
+      const missing = await this.engine.read(this.userId, fromSeq, toSeq);
+      if (missing.length !== toSeq - fromSeq + 1 || missing[0]?.seq !== fromSeq) {
+        this.#loseContinuity();
+        return;
+      }
+      for (const entry of missing) {
+        if (entry.seq > this.#lastSeq!) this.#fanOut(entry);
+      }
+    } catch (error) {
+      this.options.onFault?.(error, 'gap repair');
+      this.#loseContinuity();
+      return;
+    }
+    this.#repairing = false;
+    this.#drainPending();
+  }
+
+  #drainPending(): void {
+    const pending = this.#pending.sort((a, b) => a.seq - b.seq);
+    this.#pending = [];
+    for (let i = 0; i < pending.length; i++) {
+      if (this.#repairing) {
+        this.#pending.push(...pending.slice(i));
+        return;
+      }
+      this.#accept(pending[i]!);
+    }
+  }
+
+  /**
+   * The entries between what was fanned out and what arrives next cannot be recovered here:
+   * every member makes its client resume (which answers `resumed: false` if they are gone).
+   */
+  #loseContinuity(): void {
+    const newest = this.#pending.reduce((max, e) => Math.max(max, e.seq), this.#lastSeq ?? 0);
+    this.#pending = [];
+    this.#repairing = false;
+    if (this.#lastSeq !== null) this.#lastSeq = newest;
+    for (const member of [...this.#members.values()]) member.resync();
+  }
+
+  #fanOut(entry: LogEntry): void {
+    this.#lastSeq = entry.seq;
+    this.options.onFanout?.(entry);
+    for (const member of this.#members.values()) member.deliver(entry);
+  }
+}

@@ -1,0 +1,2 @@
+export type * from './types.js';
+export { MemoryEngine, type MemoryEngineOptions } from './memoryEngine.js';

@@ -1,0 +1,47 @@
+import type { EventBody, LogEntry } from '../protocol/events.js';
+
+/**
+ * The durable per-user event log (PROTOCOL.md sections 3 and 7).
+ *
+ * Shaped for Redis Streams + pub/sub as much as for memory: every call is async, appends take
+ * a batch, live delivery is a per-user subscription that may (on Redis) lose notifications,
+ * which is why consumers track seq and repair gaps with `read`.
+ */
+export interface LogHead {
+  /** Names one unbroken history of this user's log; changes only when the log was lost. */
+  readonly epoch: string;
+  /** Newest seq of the user (0 if none). */
+  readonly lastSeq: number;
+}
+
+export type LiveListener = (entry: LogEntry) => void;
+
+export interface Subscription {
+  unsubscribe(): Promise<void>;
+}
+
+/** What an idempotency key was first used for. */
+export interface MessageClaim {
+  readonly runId: string;
+  readonly threadId: string;
+}
+
+export interface EventEngine {
+  /** Resolves once the engine can serve requests (connected, scripts loaded). */
+  ready(): Promise<void>;
+  /** Appends events in order, assigning consecutive seqs atomically. */
+  append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]>;
+  /** Live entries of one user; resolves once delivery is active. */
+  subscribe(userId: string, listener: LiveListener): Promise<Subscription>;
+  /** Retained entries with fromSeq <= seq <= toSeq, in seq order (evicted ones are missing). */
+  read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]>;
+  head(userId: string): Promise<LogHead>;
+  /**
+   * Claims an idempotency key for a user: resolves null when this call claimed it, otherwise
+   * the claim that was there first.
+   */
+  claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null>;
+  /** Gives up a claim that did not lead to a run (e.g. the thread was busy under `reject`). */
+  releaseMessage(userId: string, messageId: string): Promise<void>;
+  close(): Promise<void>;
+}

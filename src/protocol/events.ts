@@ -1,0 +1,57 @@
+/**
+ * Durable agent events (PROTOCOL.md section 7). The run manager builds EventBody values; the
+ * engine assigns `seq` and serializes each event once, so fan-out to N connections sends the
+ * same string N times without re-encoding.
+ */
+interface EventBase {
+  readonly run_id: string;
+  readonly thread_id: string;
+  readonly ts: string;
+}
+
+export type AgentErrorCode = 'agent_failed' | 'timeout' | 'run_lost' | 'shutdown';
+
+export type EventBody = EventBase &
+  (
+    | { readonly type: 'agent_started'; readonly message_id: string; readonly text: string }
+    | { readonly type: 'agent_thinking'; readonly text: string }
+    | {
+        readonly type: 'tool_executing';
+        readonly call_id: string;
+        readonly tool: string;
+        readonly args: Record<string, unknown>;
+      }
+    | {
+        readonly type: 'tool_completed';
+        readonly call_id: string;
+        readonly tool: string;
+        readonly ok: boolean;
+        readonly result: unknown;
+      }
+    | { readonly type: 'agent_completed'; readonly status: 'completed' | 'cancelled'; readonly text: string }
+    | { readonly type: 'agent_error'; readonly code: AgentErrorCode; readonly message: string }
+  );
+
+export type EventType = EventBody['type'];
+
+/** An event as an agent run produces it, before the run manager stamps run, thread and time. */
+export type EventPayload = EventBody extends infer E ? (E extends EventBody ? Omit<E, 'run_id' | 'thread_id' | 'ts'> : never) : never;
+export type DurableEvent = EventBody & { readonly seq: number };
+
+export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType> = new Set(['agent_completed', 'agent_error']);
+
+/** One entry of a user's log as the engine stores and delivers it. */
+export interface LogEntry {
+  readonly seq: number;
+  readonly type: EventType;
+  /** The complete event, `seq` included, as sent on the wire. */
+  readonly json: string;
+  /** Append time on the appending node (ms since epoch), for the append-to-send histogram. */
+  readonly appendedAt: number;
+}
+
+export function encodeEvent(body: EventBody, seq: number): string {
+  // `type` and `seq` lead so that readers of raw frames see them first.
+  const { type, ...rest } = body;
+  return JSON.stringify({ type, seq, ...rest });
+}

@@ -1,0 +1,4 @@
+export * from './closeCodes.js';
+export * from './clientFrames.js';
+export * from './events.js';
+export * from './serverFrames.js';

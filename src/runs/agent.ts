@@ -1,0 +1,39 @@
+/**
+ * The interface an embedding application implements to plug its agent into agentwire.
+ *
+ * `run` is called once per run and yields steps; the run manager turns each step into a durable
+ * event (`agent_thinking`, `tool_executing`, `tool_completed`) and appends `agent_started` before
+ * the first and exactly one terminal event after the last. The agent must stop promptly when
+ * `signal` aborts (cancel, run timeout, shutdown): whatever it yields afterwards is ignored.
+ */
+export interface AgentRunInput {
+  readonly runId: string;
+  readonly userId: string;
+  readonly threadId: string;
+  /** The client's `user_message` id. */
+  readonly messageId: string;
+  readonly text: string;
+  readonly signal: AbortSignal;
+}
+
+export type AgentStep =
+  | { readonly type: 'thinking'; readonly text: string }
+  | {
+      readonly type: 'tool_call';
+      readonly callId: string;
+      readonly tool: string;
+      readonly args: Record<string, unknown>;
+    }
+  | {
+      readonly type: 'tool_result';
+      readonly callId: string;
+      readonly tool: string;
+      readonly ok: boolean;
+      readonly result: unknown;
+    }
+  /** The final answer; the last one yielded becomes `agent_completed.text`. */
+  | { readonly type: 'answer'; readonly text: string };
+
+export interface Agent {
+  run(input: AgentRunInput): AsyncIterable<AgentStep>;
+}

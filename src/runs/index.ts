@@ -1,0 +1,3 @@
+export type * from './agent.js';
+export * from './runManager.js';
+export { createDemoAgent } from './demoAgent.js';

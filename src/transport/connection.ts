@@ -1,0 +1,342 @@
+import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { WebSocket, RawData } from 'ws';
+import type { VerifyResult } from '../auth/index.js';
+import type { CoordinatorMember, ResumePosition, SetupResult } from '../coordination/index.js';
+import type { UserCoordinator } from '../coordination/index.js';
+import { ConnectionLifecycle, ConnectionState } from '../lifecycle/index.js';
+import {
+  BINARY_FRAME,
+  CloseCode,
+  ackFrame,
+  connectionReadyFrame,
+  errorFrame,
+  parseClientFrame,
+  pongFrame,
+  type AuthFrame,
+  type ClientFrame,
+  type ErrorCode,
+  type FrameRef,
+  type LogEntry,
+  type ParsedFrame,
+} from '../protocol/index.js';
+import type { ConnectionContext } from './connectionContext.js';
+import { TokenBucket } from './tokenBucket.js';
+
+const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = ConnectionState;
+
+export type AuthMethod = 'header' | 'subprotocol' | 'frame';
+
+/**
+ * One client connection. Its lifecycle state machine is the only place its state lives; every
+ * method checks that state before acting, so an event that arrives late (a frame after close,
+ * a setup that resolves after the socket died) is dropped instead of acting on a dead socket.
+ */
+export class Connection implements CoordinatorMember {
+  readonly connectionId = randomUUID();
+  readonly lifecycle: ConnectionLifecycle;
+  userId: string | null = null;
+  /** Sweeper fields: no timer per connection. */
+  authDeadline = 0;
+  lastSeenAt: number;
+  pingSentAt = 0;
+
+  #ws: WebSocket | null = null;
+  #coordinator: UserCoordinator | null = null;
+  #generation = 0;
+  #resume: ResumePosition;
+  #authStarted = false;
+  readonly #inbox: ParsedFrame[] = [];
+  #dispatching = false;
+  /** Live entries that arrive during setup; null once connection_ready has been sent. */
+  #liveBuffer: LogEntry[] | null = [];
+  #lastSentSeq = 0;
+  readonly #bucket: TokenBucket;
+  #limitedInARow = 0;
+  readonly #upgradeStartedAt = performance.now();
+
+  constructor(
+    private readonly ctx: ConnectionContext,
+    resume: ResumePosition,
+  ) {
+    this.lifecycle = new ConnectionLifecycle(this.connectionId, ctx.metrics.lifecycleObserver);
+    this.#resume = resume;
+    const now = ctx.clock.now();
+    this.lastSeenAt = now;
+    this.#bucket = new TokenBucket(ctx.limits.rateLimitPerSec, ctx.limits.rateLimitBurst, now);
+  }
+
+  /** The upgrade was answered with an HTTP error; no socket ever existed. */
+  refuse(): void {
+    if (this.lifecycle.state === ConnectionState.CONNECTING) this.lifecycle.transition(CLOSED);
+  }
+
+  /**
+   * Called synchronously from the handshake callback: listeners are attached before any frame
+   * can be read, so nothing the client sends early is lost.
+   */
+  accept(ws: WebSocket, upgradeAuth: VerifyResult | null, method: AuthMethod | null, originAllowed: boolean): void {
+    this.#ws = ws;
+    this.lifecycle.transition(ACCEPTED);
+    this.ctx.connections.add(this);
+    ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    ws.on('pong', () => this.#sawPeer());
+    ws.on('close', (code) => void this.#onSocketClosed(code));
+    ws.on('error', (error) => this.ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
+
+    if (!originAllowed) return this.close(CloseCode.FORBIDDEN, 'origin_not_allowed');
+    if (upgradeAuth && method) {
+      this.#authStarted = true;
+      this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
+      if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
+      void this.#authenticated(upgradeAuth.userId);
+      return;
+    }
+    this.authDeadline = this.ctx.clock.now() + this.ctx.limits.authTimeoutMs;
+    this.ctx.awaitingAuth.add(this);
+  }
+
+  isOpen(): boolean {
+    return !this.lifecycle.isEnding;
+  }
+
+  deliver(entry: LogEntry): void {
+    if (this.lifecycle.isEnding) return;
+    if (this.#liveBuffer) {
+      this.#liveBuffer.push(entry);
+      if (this.#liveBuffer.length > this.ctx.limits.maxBufferedEvents) {
+        this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
+      }
+      return;
+    }
+    this.#sendEntry(entry);
+    if (this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) {
+      this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
+    }
+  }
+
+  resync(): void {
+    this.close(CloseCode.TRY_AGAIN_LATER, 'resync');
+  }
+
+  /** Starts the closing handshake; a no-op once closing. */
+  close(code: number, reason: string): void {
+    if (!this.lifecycle.beginClosing()) return;
+    this.ctx.awaitingAuth.delete(this);
+    this.#ws?.close(code, reason);
+  }
+
+  /** Drops a peer that stopped answering; the socket's close event finishes the teardown. */
+  terminate(): void {
+    if (this.lifecycle.beginClosing()) this.ctx.awaitingAuth.delete(this);
+    this.#ws?.terminate();
+  }
+
+  /** Called by the gateway's single sweeper. */
+  sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
+    if (this.lifecycle.isEnding) return;
+    if (this.pingSentAt !== 0) {
+      if (now - this.pingSentAt >= heartbeatTimeoutMs) {
+        this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
+        this.terminate();
+      }
+    } else if (now - this.lastSeenAt >= heartbeatMs) {
+      this.pingSentAt = now;
+      this.#ws!.ping();
+    }
+  }
+
+  #sawPeer(): void {
+    this.lastSeenAt = this.ctx.clock.now();
+    this.pingSentAt = 0;
+  }
+
+  #onMessage(data: RawData, isBinary: boolean): void {
+    if (this.lifecycle.isEnding) return;
+    this.#sawPeer();
+    const parsed = isBinary ? BINARY_FRAME : parseClientFrame(data.toString());
+    if (parsed.kind === 'frame' && parsed.frame.type === 'auth' && !this.#authStarted) {
+      this.#authStarted = true;
+      void this.#authenticateWithFrame(parsed.frame);
+      return;
+    }
+    if (this.lifecycle.state === PROCESSING_READY) {
+      if (!this.#bucket.take(this.lastSeenAt)) return this.#rateLimited(parsed);
+      this.#limitedInARow = 0;
+    }
+    this.#inbox.push(parsed);
+    if (this.#inbox.length > this.ctx.limits.inboxLimit) {
+      return this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
+    }
+    this.#pump();
+  }
+
+  #rateLimited(parsed: ParsedFrame): void {
+    if (++this.#limitedInARow > this.ctx.limits.abuseLimit) {
+      return this.close(CloseCode.POLICY_VIOLATION, 'rate_limit_abuse');
+    }
+    this.#sendError('rate_limited', 'too many frames; slow down', refOf(parsed));
+  }
+
+  async #authenticateWithFrame(frame: AuthFrame): Promise<void> {
+    const result = await this.ctx.verifier.verify(frame.token);
+    this.ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
+    if (this.lifecycle.isEnding) return;
+    if (!result.ok) return this.close(CloseCode.UNAUTHORIZED, result.reason);
+    if (frame.last_seq !== undefined) this.#resume = { lastSeq: frame.last_seq, epoch: frame.epoch };
+    await this.#authenticated(result.userId);
+  }
+
+  async #authenticated(userId: string): Promise<void> {
+    this.lifecycle.transition(AUTHENTICATED);
+    this.ctx.awaitingAuth.delete(this);
+    this.userId = userId;
+    const coordinator = this.ctx.registry.getOrCreate(userId);
+    this.#coordinator = coordinator;
+    this.#generation = coordinator.admit(this);
+    let setup: SetupResult;
+    try {
+      setup = await coordinator.setup(this, this.#generation, this.#resume);
+    } catch (error) {
+      return this.#fail(error, 'setup', CloseCode.TRY_AGAIN_LATER, 'engine_unavailable');
+    }
+    if (this.lifecycle.isEnding) return;
+    if (!setup.ok) {
+      if (setup.reason === 'too_many_connections') {
+        return this.close(CloseCode.TOO_MANY_CONNECTIONS, 'too_many_connections');
+      }
+      return this.#fail(new Error(`setup denied: ${setup.reason}`), 'setup', CloseCode.SERVER_FAULT, 'server_fault');
+    }
+    this.lifecycle.transition(SERVICES_READY);
+    this.#becomeReady(setup);
+  }
+
+  /** Synchronous from connection_ready to PROCESSING_READY: no live entry can slip in between. */
+  #becomeReady(setup: Extract<SetupResult, { ok: true }>): void {
+    const ws = this.#ws!;
+    ws.send(
+      connectionReadyFrame({
+        connectionId: this.connectionId,
+        userId: this.userId!,
+        epoch: setup.head.epoch,
+        lastSeq: setup.head.lastSeq,
+        resumed: setup.resumed,
+        replayed: setup.replay.length,
+        heartbeatMs: this.ctx.limits.heartbeatMs,
+        serverTime: new Date(this.ctx.clock.now()),
+      }),
+    );
+    this.#lastSentSeq = setup.resumed ? this.#resume.lastSeq! : setup.head.lastSeq;
+    for (const entry of setup.replay) this.#sendEntry(entry);
+    const buffered = this.#liveBuffer!;
+    this.#liveBuffer = null;
+    for (const entry of buffered) this.#sendEntry(entry);
+    this.lifecycle.transition(PROCESSING_READY);
+    this.ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
+    this.ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
+    this.#pump();
+  }
+
+  #sendEntry(entry: LogEntry): void {
+    if (entry.seq <= this.#lastSentSeq) return;
+    if (entry.seq !== this.#lastSentSeq + 1) {
+      // The coordinator guarantees contiguity; a gap here is a bug, and the client must resume.
+      return this.#fail(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver', CloseCode.SERVER_FAULT, 'server_fault');
+    }
+    this.#ws!.send(entry.json);
+    this.#lastSentSeq = entry.seq;
+    this.ctx.metrics.eventSent(entry.type);
+  }
+
+  /** Dispatches held frames in arrival order, one at a time, only in PROCESSING_READY. */
+  #pump(): void {
+    if (this.#dispatching) return;
+    this.#dispatching = true;
+    while (this.#inbox.length > 0 && this.lifecycle.state === PROCESSING_READY) {
+      const pending = this.#handle(this.#inbox.shift()!);
+      if (pending) {
+        pending.then(
+          () => {
+            this.#dispatching = false;
+            this.#pump();
+          },
+          (error) => this.#fail(error, 'dispatch', CloseCode.TRY_AGAIN_LATER, 'engine_unavailable'),
+        );
+        return;
+      }
+    }
+    this.#dispatching = false;
+  }
+
+  #handle(parsed: ParsedFrame): Promise<void> | undefined {
+    if (parsed.kind === 'invalid') {
+      this.#sendError(parsed.code, parsed.message, parsed.ref, parsed.path);
+      return;
+    }
+    const frame: ClientFrame = parsed.frame;
+    switch (frame.type) {
+      case 'auth':
+        this.#sendError('already_authenticated', 'this connection is already authenticated', null);
+        return;
+      case 'ping':
+        this.#send(pongFrame(frame.id, new Date(this.ctx.clock.now())));
+        return;
+      case 'cancel': {
+        const reply = this.ctx.runs.cancel(this.userId!, frame.run_id);
+        if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
+        else this.#sendError(reply.code, reply.message, frame.id);
+        return;
+      }
+      case 'user_message':
+        return this.ctx.runs.submit(
+          this.userId!,
+          { id: frame.id, threadId: frame.thread_id, text: frame.text },
+          (reply) => {
+            if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
+            else this.#sendError(reply.code, reply.message, frame.id);
+          },
+        );
+    }
+  }
+
+  #send(frame: string): void {
+    if (!this.lifecycle.isEnding) this.#ws!.send(frame);
+  }
+
+  #sendError(code: ErrorCode, message: string, ref: FrameRef, path?: string): void {
+    this.ctx.metrics.errorsSent.inc({ code });
+    this.#send(errorFrame(code, message, ref, path));
+  }
+
+  #fail(error: unknown, context: string, code: number, reason: string): void {
+    this.ctx.metrics.faults.inc({ context });
+    this.ctx.logger.error({ conn: this.connectionId, user: this.userId, err: error, context }, 'connection failed');
+    this.close(code, reason);
+  }
+
+  async #onSocketClosed(code: number): Promise<void> {
+    this.lifecycle.beginClosing();
+    this.ctx.awaitingAuth.delete(this);
+    this.#inbox.length = 0;
+    this.#liveBuffer = null;
+    this.ctx.metrics.closes.inc({ code: String(code) });
+    if (this.#coordinator) {
+      try {
+        const result = await this.#coordinator.teardown(this.connectionId, this.#generation);
+        if (!result.ok) this.ctx.logger.warn({ conn: this.connectionId, reason: result.reason }, 'teardown denied');
+      } catch (error) {
+        this.ctx.metrics.faults.inc({ context: 'teardown' });
+        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'teardown failed');
+      }
+    }
+    this.lifecycle.transition(CLOSED);
+    this.ctx.connections.delete(this);
+    this.ctx.connectionClosed(this);
+  }
+}
+
+function refOf(parsed: ParsedFrame): FrameRef {
+  if (parsed.kind === 'invalid') return parsed.ref;
+  const id = (parsed.frame as { id?: unknown }).id;
+  return typeof id === 'string' || typeof id === 'number' ? id : null;
+}

@@ -1,0 +1,321 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { createTokenVerifier, extractUpgradeCredentials, selectSubprotocol } from '../auth/index.js';
+import type { TokenVerifier, VerifierOptions, VerifyResult } from '../auth/index.js';
+import { systemClock, type Clock, type TimerHandle } from '../clock.js';
+import { CoordinatorRegistry, type ResumePosition } from '../coordination/index.js';
+import { MemoryEngine } from '../engine/index.js';
+import type { EventEngine } from '../engine/index.js';
+import { createRouteHandler, type TestTokenIssuer } from '../http/index.js';
+import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
+import { CloseCode } from '../protocol/index.js';
+import type { Agent } from '../runs/agent.js';
+import { createDemoAgent } from '../runs/demoAgent.js';
+import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
+import { Connection } from './connection.js';
+import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
+
+export interface GatewayOptions {
+  /** The agent that answers messages. Default: the demo agent of PROTOCOL.md section 13. */
+  agent?: Agent;
+  /** The per-user event log. Default: a new in-memory engine (closed with the gateway). */
+  engine?: EventEngine;
+  /** How tokens are verified: key options, or a verifier of your own. */
+  auth: VerifierOptions | TokenVerifier;
+  /** Enables `POST /v1/auth/test-token`. Never in production. */
+  testTokens?: TestTokenIssuer;
+  path?: string;
+  clock?: Clock;
+  logger?: Logger;
+  metrics?: GatewayMetrics;
+  authTimeoutMs?: number;
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  runTimeoutMs?: number;
+  drainTimeoutMs?: number;
+  maxConnectionsPerUser?: number;
+  threadPolicy?: ThreadPolicy;
+  maxFrameBytes?: number;
+  inboxLimit?: number;
+  rateLimitPerSec?: number;
+  rateLimitBurst?: number;
+  abuseLimit?: number;
+  slowConsumerBytes?: number;
+  maxBufferedEvents?: number;
+  permessageDeflate?: boolean;
+  /** Allowed `Origin` header values; null or absent allows any. */
+  allowedOrigins?: readonly string[] | null;
+  /** Pause between the demo agent's steps (when no agent is given). Default 20. */
+  demoStepMs?: number;
+  /** How often the single sweeper checks heartbeats and auth deadlines. */
+  sweepIntervalMs?: number;
+}
+
+export interface ListenResult {
+  readonly server: Server;
+  readonly port: number;
+  readonly host: string;
+  readonly url: string;
+}
+
+/**
+ * The gateway: HTTP routes, the WebSocket upgrade, and the wiring between connections, user
+ * coordinators, the run manager and the engine. Create it with `createGateway`, then either
+ * `listen()` on its own server or `attach()` to an application's `http.Server`.
+ */
+export class Gateway {
+  readonly metrics: GatewayMetrics;
+  readonly runs: RunManager;
+  readonly engine: EventEngine;
+  readonly path: string;
+  readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => boolean;
+
+  readonly #ctx: ConnectionContext;
+  readonly #wss: WebSocketServer;
+  readonly #ownsEngine: boolean;
+  readonly #heartbeatTimeoutMs: number;
+  readonly #drainTimeoutMs: number;
+  readonly #allowedOrigins: ReadonlySet<string> | null;
+  readonly #sweeper: TimerHandle;
+  readonly #servers: Server[] = [];
+  #engineReady = false;
+  #draining = false;
+  #shutdown: Promise<void> | null = null;
+  #closeWaiters: Array<() => void> = [];
+
+  constructor(options: GatewayOptions) {
+    const clock = options.clock ?? systemClock;
+    const logger = options.logger ?? silentLogger;
+    this.metrics = options.metrics ?? new GatewayMetrics();
+    this.path = options.path ?? '/ws';
+    this.#ownsEngine = !options.engine;
+    this.engine = options.engine ?? new MemoryEngine({ clock });
+    const verifier = 'verify' in options.auth ? options.auth : createTokenVerifier(options.auth);
+    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? 20 });
+    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
+    this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+
+    const limits: ConnectionLimits = {
+      authTimeoutMs: options.authTimeoutMs ?? 5000,
+      heartbeatMs: options.heartbeatMs ?? 25_000,
+      inboxLimit: options.inboxLimit ?? 64,
+      rateLimitPerSec: options.rateLimitPerSec ?? 20,
+      rateLimitBurst: options.rateLimitBurst ?? 40,
+      abuseLimit: options.abuseLimit ?? 200,
+      slowConsumerBytes: options.slowConsumerBytes ?? 1024 * 1024,
+      maxBufferedEvents: options.maxBufferedEvents ?? 1000,
+    };
+    const onFault = (error: unknown, context: string) => {
+      this.metrics.faults.inc({ context });
+      logger.error({ err: error, context }, 'fault');
+    };
+    this.runs = new RunManager({
+      engine: this.engine,
+      agent,
+      clock,
+      threadPolicy: options.threadPolicy ?? 'enqueue',
+      runTimeoutMs: options.runTimeoutMs ?? 120_000,
+      onRunEnded: (outcome) => this.metrics.runEnded(outcome),
+      onFault,
+    });
+    const registry = new CoordinatorRegistry(this.engine, {
+      maxConnections: options.maxConnectionsPerUser ?? 32,
+      onFanout: (entry) => this.metrics.fannedOut(entry, clock.now()),
+      onFault,
+    });
+    this.#ctx = {
+      clock,
+      logger,
+      metrics: this.metrics,
+      verifier,
+      registry,
+      runs: this.runs,
+      limits,
+      connections: new Set(),
+      awaitingAuth: new Set(),
+      connectionClosed: () => this.#connectionClosed(),
+    };
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: options.maxFrameBytes ?? 64 * 1024,
+      perMessageDeflate: options.permessageDeflate ?? false,
+      handleProtocols: (offered) => selectSubprotocol(offered),
+    });
+    this.handleRequest = createRouteHandler({
+      isReady: () => this.isReady,
+      registry: this.metrics.registry,
+      ...(options.testTokens ? { testTokens: options.testTokens } : {}),
+    });
+    const sweepMs =
+      options.sweepIntervalMs ??
+      Math.max(10, Math.min(1000, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)));
+    this.#sweeper = clock.setInterval(() => this.#sweep(), sweepMs);
+    this.engine.ready().then(
+      () => {
+        this.#engineReady = true;
+      },
+      (error) => onFault(error, 'engine ready'),
+    );
+  }
+
+  /** Ready: the engine is up and the gateway is not draining (`/readyz`, upgrades). */
+  get isReady(): boolean {
+    return this.#engineReady && !this.#draining;
+  }
+
+  /** Resolves once the gateway is ready to accept connections. */
+  async ready(): Promise<void> {
+    await this.engine.ready();
+    this.#engineReady = true;
+  }
+
+  get connectionCount(): number {
+    return this.#ctx.connections.size;
+  }
+
+  get coordinatorCount(): number {
+    return this.#ctx.registry.size;
+  }
+
+  /** Serves WebSocket upgrades on `path` of an existing server; other upgrades are left alone. */
+  attach(server: Server): void {
+    this.#servers.push(server);
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (pathOf(req) === this.path) void this.#onUpgrade(req, socket, head);
+    });
+  }
+
+  /** Starts a server of its own with the HTTP routes and the WebSocket endpoint. */
+  async listen(port: number, host = '127.0.0.1'): Promise<ListenResult> {
+    const server = createServer((req, res) => {
+      if (!this.handleRequest(req, res)) {
+        res.writeHead(404, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ detail: 'not found' }));
+      }
+    });
+    this.attach(server);
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      if (pathOf(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+    await this.ready();
+    const address = server.address() as AddressInfo;
+    const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return { server, port: address.port, host: address.address, url: `ws://${shownHost}:${address.port}${this.path}` };
+  }
+
+  /**
+   * Graceful shutdown (PROTOCOL.md section 11): not ready, runs get the drain timeout, the rest
+   * end with `agent_error` code `shutdown`, then every connection is closed with 1012.
+   */
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drainAndClose();
+    return this.#shutdown;
+  }
+
+  async #drainAndClose(): Promise<void> {
+    this.#draining = true;
+    await this.runs.drain(this.#drainTimeoutMs);
+    for (const connection of this.#ctx.connections) connection.close(CloseCode.SERVICE_RESTART, 'service_restart');
+    await this.#connectionsClosed(2000);
+    for (const connection of this.#ctx.connections) connection.terminate();
+    await this.#connectionsClosed(1000);
+    this.#ctx.clock.clearInterval(this.#sweeper);
+    this.#wss.close();
+    await Promise.all(
+      this.#servers.map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            if (!server.listening) return resolve();
+            server.close(() => resolve());
+            server.closeIdleConnections?.();
+          }),
+      ),
+    );
+    if (this.#ownsEngine) await this.engine.close();
+  }
+
+  #connectionsClosed(timeoutMs: number): Promise<void> {
+    if (this.#ctx.connections.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#closeWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #connectionClosed(): void {
+    if (this.#ctx.connections.size > 0) return;
+    const waiters = this.#closeWaiters;
+    this.#closeWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const connection = new Connection(this.#ctx, resumeFromUrl(req.url));
+    if (!this.isReady) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
+    const credentials = extractUpgradeCredentials(req.headers);
+    let verification: VerifyResult | null = null;
+    if (credentials.conflict) {
+      verification = { ok: false, reason: 'token_invalid', detail: 'header and subprotocol tokens differ' };
+    } else if (credentials.token !== null) {
+      verification = await this.#ctx.verifier.verify(credentials.token);
+    }
+    if (socket.destroyed) return connection.refuse();
+    if (!this.isReady) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
+    // ws answers a malformed handshake itself without calling back; the connection then ends here.
+    socket.once('close', () => connection.refuse());
+    const origin = req.headers.origin;
+    const originAllowed = !this.#allowedOrigins || (origin !== undefined && this.#allowedOrigins.has(origin.toLowerCase()));
+    this.#wss.handleUpgrade(req, socket, head, (ws) =>
+      connection.accept(ws, verification, verification ? credentials.method : null, originAllowed),
+    );
+  }
+
+  #sweep(): void {
+    const now = this.#ctx.clock.now();
+    for (const connection of this.#ctx.awaitingAuth) {
+      if (now >= connection.authDeadline) connection.close(CloseCode.AUTH_TIMEOUT, 'auth_timeout');
+    }
+    const heartbeatMs = this.#ctx.limits.heartbeatMs;
+    for (const connection of this.#ctx.connections) connection.sweep(now, heartbeatMs, this.#heartbeatTimeoutMs);
+  }
+}
+
+export function createGateway(options: GatewayOptions): Gateway {
+  return new Gateway(options);
+}
+
+function pathOf(req: IncomingMessage): string {
+  return (req.url ?? '/').split('?', 1)[0]!;
+}
+
+function resumeFromUrl(url: string | undefined): ResumePosition {
+  const query = new URLSearchParams((url ?? '').split('?')[1] ?? '');
+  const lastSeq = query.get('last_seq');
+  const epoch = query.get('epoch');
+  if (lastSeq === null || !/^\d{1,15}$/.test(lastSeq)) return {};
+  return epoch === null ? { lastSeq: Number(lastSeq) } : { lastSeq: Number(lastSeq), epoch };
+}
+
+function rejectUpgrade(socket: Duplex, status: number, text: string, headers: Record<string, string> = {}): void {
+  if (socket.destroyed) return;
+  const lines = [`HTTP/1.1 ${status} ${text}`, 'Connection: close', 'Content-Length: 0'];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  socket.end(`${lines.join('\r\n')}\r\n\r\n`);
+}

@@ -1,0 +1,48 @@
+import { signToken } from '../../src/auth/index.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
+import { TestClient, type ConnectOptions } from './wsClient.js';
+
+export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
+
+export interface TestGateway {
+  gateway: Gateway;
+  url: string;
+  port: number;
+  token(userId: string, ttlSec?: number): Promise<string>;
+  /** Connects as `userId` (token via subprotocol unless `options.via` says otherwise). */
+  connect(userId: string, options?: ConnectOptions): Promise<TestClient>;
+  /** Connects and waits for connection_ready. */
+  ready(userId: string, options?: ConnectOptions): Promise<TestClient>;
+  clients: TestClient[];
+  stop(): Promise<void>;
+}
+
+/** A gateway on 127.0.0.1 and a random port, with HS256 auth and a fast demo agent. */
+export async function startGateway(options: Partial<GatewayOptions> = {}): Promise<TestGateway> {
+  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, ...options });
+  const { port, url } = await gateway.listen(0, '127.0.0.1');
+  const clients: TestClient[] = [];
+  const token = async (userId: string, ttlSec = 600) => (await signToken(TEST_SECRET, { sub: userId, ttlSec })).token;
+  const connect = async (userId: string, connectOptions: ConnectOptions = {}) => {
+    const client = new TestClient(url, { token: await token(userId), ...connectOptions });
+    clients.push(client);
+    return client;
+  };
+  return {
+    gateway,
+    url,
+    port,
+    token,
+    connect,
+    clients,
+    async ready(userId, connectOptions) {
+      const client = await connect(userId, connectOptions);
+      await client.ready();
+      return client;
+    },
+    async stop() {
+      for (const client of clients) client.close();
+      await gateway.shutdown();
+    },
+  };
+}

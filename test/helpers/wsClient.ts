@@ -1,0 +1,172 @@
+import WebSocket from 'ws';
+
+export type Frame = Record<string, any>;
+export type AuthVia = 'header' | 'subprotocol' | 'frame' | 'none';
+
+export interface ConnectOptions {
+  token?: string;
+  via?: AuthVia;
+  lastSeq?: number;
+  epoch?: string;
+  /** Extra subprotocols to offer (agentwire.v1 is offered unless `offerProtocol` is false). */
+  offerProtocol?: boolean;
+  headers?: Record<string, string>;
+}
+
+/**
+ * A test client over a real socket: records every frame, and lets a test wait for a frame or
+ * the close by event, never by sleeping. Every wait has a timeout that names what was awaited.
+ */
+export class TestClient {
+  readonly frames: Frame[] = [];
+  readonly ws: WebSocket;
+  closeCode: number | null = null;
+  closeReason = '';
+  unexpectedResponseStatus: number | null = null;
+  readonly opened: Promise<void>;
+  readonly closed: Promise<{ code: number; reason: string }>;
+  #waiters = new Set<() => void>();
+
+  constructor(url: string, options: ConnectOptions = {}) {
+    const via = options.via ?? 'subprotocol';
+    const query = new URLSearchParams();
+    if (options.lastSeq !== undefined && via !== 'frame') query.set('last_seq', String(options.lastSeq));
+    if (options.epoch !== undefined && via !== 'frame') query.set('epoch', options.epoch);
+    const target = query.size ? `${url}?${query}` : url;
+    const protocols: string[] = options.offerProtocol === false ? [] : ['agentwire.v1'];
+    const headers: Record<string, string> = { ...options.headers };
+    if (options.token && via === 'subprotocol') protocols.push(`jwt.${options.token}`);
+    if (options.token && via === 'header') headers.authorization = `Bearer ${options.token}`;
+    this.ws = new WebSocket(target, protocols, { headers });
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.once('open', () => resolve());
+      this.ws.once('unexpected-response', (_req, res) => {
+        this.unexpectedResponseStatus = res.statusCode ?? null;
+        reject(new Error(`upgrade refused with HTTP ${res.statusCode}`));
+      });
+      this.ws.once('error', reject);
+    });
+    this.opened.catch(() => {});
+    this.closed = new Promise((resolve) => {
+      this.ws.once('close', (code, reason) => {
+        this.closeCode = code;
+        this.closeReason = reason.toString();
+        this.#notify();
+        resolve({ code, reason: this.closeReason });
+      });
+    });
+    this.ws.on('error', () => {});
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      this.frames.push(JSON.parse(data.toString()));
+      this.#notify();
+    });
+    if (via === 'frame' && options.token !== undefined) {
+      this.ws.once('open', () => {
+        const auth: Frame = { type: 'auth', token: options.token };
+        if (options.lastSeq !== undefined) auth.last_seq = options.lastSeq;
+        if (options.epoch !== undefined) auth.epoch = options.epoch;
+        this.send(auth);
+      });
+    }
+  }
+
+  send(frame: Frame | string): void {
+    this.ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  /** Resolves with the first recorded frame (from index `from`) that matches. */
+  waitFor(predicate: (frame: Frame) => boolean, timeoutMs = 5000, what = 'frame', from = 0): Promise<Frame> {
+    return this.#waitUntil(() => this.frames.slice(from).find(predicate), timeoutMs, what);
+  }
+
+  waitForType(type: string, timeoutMs = 5000): Promise<Frame> {
+    return this.waitFor((f) => f.type === type, timeoutMs, `frame of type ${type}`);
+  }
+
+  ready(timeoutMs = 5000): Promise<Frame> {
+    return this.waitForType('connection_ready', timeoutMs);
+  }
+
+  /** Resolves once `count` frames match. */
+  waitForCount(predicate: (frame: Frame) => boolean, count: number, timeoutMs = 5000, what = 'frames'): Promise<Frame[]> {
+    return this.#waitUntil(() => {
+      const matched = this.frames.filter(predicate);
+      return matched.length >= count ? matched : undefined;
+    }, timeoutMs, `${count} ${what}`);
+  }
+
+  /** Resolves with the run's events once its terminal event arrived. */
+  async runEvents(runId: string, timeoutMs = 10000): Promise<Frame[]> {
+    await this.waitFor(
+      (f) => f.run_id === runId && (f.type === 'agent_completed' || f.type === 'agent_error'),
+      timeoutMs,
+      `terminal event of ${runId}`,
+    );
+    return this.frames.filter((f) => f.run_id === runId && typeof f.seq === 'number');
+  }
+
+  /** Sends a user_message and resolves with its ack (or error). */
+  async message(id: string, threadId: string, text: string, timeoutMs = 5000): Promise<Frame> {
+    this.send({ type: 'user_message', id, thread_id: threadId, text });
+    return this.waitFor(
+      (f) => (f.type === 'ack' || f.type === 'error') && (f.id === id || f.ref === id),
+      timeoutMs,
+      `ack of ${id}`,
+    );
+  }
+
+  events(): Frame[] {
+    return this.frames.filter((f) => typeof f.seq === 'number');
+  }
+
+  waitClosed(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
+    return this.#waitUntil(
+      () => (this.closeCode === null ? undefined : { code: this.closeCode, reason: this.closeReason }),
+      timeoutMs,
+      'close',
+    );
+  }
+
+  close(code = 1000): void {
+    if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
+    else this.ws.close(code);
+  }
+
+  #notify(): void {
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+
+  #waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    const now = check();
+    if (now !== undefined) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        const value = check();
+        if (value === undefined) return;
+        clearTimeout(timer);
+        this.#waiters.delete(waiter);
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; close=${this.closeCode}; frames=${JSON.stringify(this.frames.slice(-5))}`,
+          ),
+        );
+      }, timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+}
+
+/** Asserts contiguous seqs (each +1 from the previous). Returns the first problem or null. */
+export function seqProblem(events: Frame[], startAfter?: number): string | null {
+  let previous = startAfter ?? (events.length ? events[0]!.seq - 1 : 0);
+  for (const event of events) {
+    if (event.seq !== previous + 1) return `expected seq ${previous + 1}, got ${event.seq}`;
+    previous = event.seq;
+  }
+  return null;
+}
