@@ -61,6 +61,8 @@ export class UserCoordinator {
   #subscription: Subscription | null = null;
   /** Last seq fanned out; null while the subscription is being established. */
   #lastSeq: number | null = null;
+  /** Epoch of the log the fanned-out entries belong to. */
+  #epoch: string | null = null;
   #pending: LogEntry[] = [];
   #repairing = false;
   readonly #maxPending: number;
@@ -141,9 +143,14 @@ export class UserCoordinator {
   async #ensureSubscribed(): Promise<void> {
     if (this.#subscription) return;
     this.#lastSeq = null;
-    this.#subscription = await this.engine.subscribe(this.userId, (entry) => this.#onLive(entry));
+    this.#subscription = await this.engine.subscribe(
+      this.userId,
+      (entry) => this.#onLive(entry),
+      () => void this.#catchUp(),
+    );
     try {
       const head = await this.engine.head(this.userId);
+      this.#epoch = head.epoch;
       this.#lastSeq = head.lastSeq;
     } catch (error) {
       await this.#unsubscribe();
@@ -175,6 +182,12 @@ export class UserCoordinator {
   }
 
   #accept(entry: LogEntry): void {
+    if (entry.epoch !== undefined && entry.epoch !== this.#epoch) {
+      // The log was lost and started over (e.g. Redis flushed): nobody can continue seamlessly.
+      this.#loseContinuity();
+      this.#epoch = entry.epoch;
+      this.#lastSeq = entry.seq - 1;
+    }
     const last = this.#lastSeq!;
     if (entry.seq <= last) return;
     if (entry.seq === last + 1) {
@@ -184,6 +197,27 @@ export class UserCoordinator {
     this.#repairing = true;
     this.#pending.push(entry);
     void this.#repair(last + 1, entry.seq - 1);
+  }
+
+  /** Notifications may have been lost with nothing after them to reveal it: compare with the head. */
+  async #catchUp(): Promise<void> {
+    if (this.#lastSeq === null || this.#repairing || !this.#subscription) return;
+    let head: LogHead;
+    try {
+      head = await this.engine.head(this.userId);
+    } catch (error) {
+      this.options.onFault?.(error, 'catch-up');
+      return;
+    }
+    if (this.#lastSeq === null || this.#repairing) return;
+    if (head.epoch !== this.#epoch) {
+      this.#loseContinuity();
+      this.#epoch = head.epoch;
+      this.#lastSeq = head.lastSeq;
+    } else if (head.lastSeq > this.#lastSeq) {
+      this.#repairing = true;
+      await this.#repair(this.#lastSeq + 1, head.lastSeq);
+    }
   }
 
   /** A notification was lost (possible on Redis pub/sub): read the missing range from the log. */

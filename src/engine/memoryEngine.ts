@@ -50,6 +50,8 @@ export class MemoryEngine implements EventEngine {
     );
   }
 
+  readonly available = true;
+
   async ready(): Promise<void> {}
 
   async append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]> {
@@ -58,7 +60,7 @@ export class MemoryEngine implements EventEngine {
     const appended: LogEntry[] = [];
     for (const body of events) {
       const seq = ++log.lastSeq;
-      const entry: LogEntry = { seq, type: body.type, json: encodeEvent(body, seq), appendedAt: now };
+      const entry: LogEntry = { seq, type: body.type, json: encodeEvent(body, seq), appendedAt: now, epoch: log.epoch };
       log.entries.push(entry);
       appended.push(entry);
     }

@@ -1,5 +1,6 @@
 import type { EventBody, LogEntry } from '../protocol/events.js';
 
+
 /**
  * The durable per-user event log (PROTOCOL.md sections 3 and 7).
  *
@@ -16,6 +17,13 @@ export interface LogHead {
 
 export type LiveListener = (entry: LogEntry) => void;
 
+/**
+ * Told when live notifications may have been lost without a later entry revealing the gap
+ * (e.g. the engine's pub/sub connection was re-established): the subscriber should compare its
+ * position with `head()` and read what it missed.
+ */
+export type GapListener = () => void;
+
 export interface Subscription {
   unsubscribe(): Promise<void>;
 }
@@ -26,13 +34,36 @@ export interface MessageClaim {
   readonly threadId: string;
 }
 
+/**
+ * Ties an append to a run, for engines shared by several nodes: the append is refused with
+ * RunEndedError once the run's terminal event was appended (by any node), so a run never gets
+ * events after its terminal event, e.g. from a node that was presumed dead.
+ */
+export interface AppendFence {
+  readonly runId: string;
+  /** This append carries the run's terminal event. */
+  readonly terminal: boolean;
+}
+
+export class RunEndedError extends Error {
+  override readonly name = 'RunEndedError';
+  constructor(readonly runId: string) {
+    super(`run ${runId} already ended`);
+  }
+}
+
 export interface EventEngine {
   /** Resolves once the engine can serve requests (connected, scripts loaded). */
   ready(): Promise<void>;
+  /**
+   * False while the engine cannot serve requests (e.g. Redis unreachable): the gateway is then
+   * not ready and answers upgrades with 503. Absent means always available once ready.
+   */
+  readonly available?: boolean;
   /** Appends events in order, assigning consecutive seqs atomically. */
-  append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]>;
+  append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]>;
   /** Live entries of one user; resolves once delivery is active. */
-  subscribe(userId: string, listener: LiveListener): Promise<Subscription>;
+  subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription>;
   /** Retained entries with fromSeq <= seq <= toSeq, in seq order (evicted ones are missing). */
   read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]>;
   head(userId: string): Promise<LogHead>;

@@ -97,7 +97,8 @@ function invalid(path: string, message: string, ref: FrameRef): ParsedFrame {
 }
 
 function frameRef(id: unknown): FrameRef {
-  if (typeof id === 'string') return id.slice(0, 128);
+  // Echoed as sent (bounded by the frame size limit), so a client can match the error to its frame.
+  if (typeof id === 'string') return id;
   if (typeof id === 'number' && Number.isFinite(id)) return id;
   return null;
 }

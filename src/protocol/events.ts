@@ -48,6 +48,8 @@ export interface LogEntry {
   readonly json: string;
   /** Append time on the appending node (ms since epoch), for the append-to-send histogram. */
   readonly appendedAt: number;
+  /** The log's epoch when the entry was appended (live entries); a change means the log was lost. */
+  readonly epoch?: string;
 }
 
 export function encodeEvent(body: EventBody, seq: number): string {

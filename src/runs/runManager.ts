@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import type { Clock, TimerHandle } from '../clock.js';
-import type { EventEngine, MessageClaim } from '../engine/types.js';
+import { sleep, type Clock, type TimerHandle } from '../clock.js';
+import { RunEndedError, type EventEngine } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload } from '../protocol/events.js';
 import type { Agent, AgentStep } from './agent.js';
+import { LocalRunStore, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
 export type ThreadPolicy = 'enqueue' | 'reject';
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
@@ -15,6 +16,12 @@ export interface RunManagerOptions {
   readonly runTimeoutMs: number;
   /** Runs waiting behind a busy thread; one more gets `thread_busy`. Default 32. */
   readonly maxQueuedPerThread?: number;
+  /** Thread queues and run ownership. Default: in memory, for one node. */
+  readonly store?: RunStore;
+  /** How often a shared store is asked for runs whose node died. Default 2000 ms. */
+  readonly lostRunSweepMs?: number;
+  /** How long an append or thread step is retried while the engine is unavailable. Default 30000 ms. */
+  readonly retryForMs?: number;
   readonly onRunEnded?: (outcome: RunOutcome) => void;
   readonly onFault?: (error: unknown, context: string) => void;
 }
@@ -33,16 +40,11 @@ export type CancelReply =
   | { readonly kind: 'ack'; readonly status: 'cancelling'; readonly runId: string; readonly threadId: string }
   | { readonly kind: 'error'; readonly code: 'run_not_found' | 'forbidden'; readonly message: string };
 
-interface Run {
-  readonly id: string;
-  readonly userId: string;
-  readonly threadId: string;
-  readonly messageId: string;
-  readonly text: string;
+/** A run executing on this node. */
+interface ActiveRun {
+  readonly record: RunRecord;
   readonly controller: AbortController;
-  started: boolean;
   finished: boolean;
-  cancelRequested: boolean;
   answer: string;
   /** Appends of this run, chained so the log receives them in order. */
   appended: Promise<void>;
@@ -53,28 +55,48 @@ type Terminal =
   | { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string }
   | { type: 'agent_error'; code: AgentErrorCode; message: string };
 
-const noop = () => {};
+/** Thrown inside an append chain when the run was ended elsewhere (fenced off). */
+class FencedOff extends Error {}
 
 /**
- * Runs agents for users: per-thread serialization (FIFO or reject), idempotent message ids,
- * cancel, run timeout, and exactly one terminal event per run. Runs belong to the user, not to
- * a connection, so a disconnect does not stop them.
+ * Runs agents for users: idempotent message ids, per-thread serialization through the run
+ * store (FIFO or reject), cancel, run timeout, and exactly one terminal event per run. Runs
+ * belong to the user, not to a connection, so a disconnect does not stop them. With a shared
+ * store, runs of a node that died are ended with `run_lost` by another node's sweeper.
  */
 export class RunManager {
-  readonly #runs = new Map<string, Run>();
-  /** Per user+thread: the running run first, then the queued ones in arrival order. */
-  readonly #threads = new Map<string, Run[]>();
+  readonly #active = new Map<string, ActiveRun>();
+  readonly #store: RunStore;
   readonly #maxQueued: number;
+  readonly #retryForMs: number;
+  readonly #timers: TimerHandle[] = [];
   #shuttingDown = false;
   #idleWaiters: Array<() => void> = [];
 
   constructor(private readonly options: RunManagerOptions) {
+    this.#store = options.store ?? new LocalRunStore();
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
+    this.#retryForMs = options.retryForMs ?? 30_000;
+    this.#store.onCancelRequest((runId) => {
+      const run = this.#active.get(runId);
+      if (run) this.#finish(run, cancelled(run.answer));
+    });
+    const leaseMs = this.#store.leaseMs;
+    if (leaseMs !== undefined) {
+      this.#timers.push(
+        options.clock.setInterval(() => void this.#renewLeases(), Math.max(10, Math.floor(leaseMs / 3))),
+        options.clock.setInterval(() => void this.#endLostRuns(), options.lostRunSweepMs ?? 2000),
+      );
+    }
   }
 
-  /** Runs started or queued and not yet ended. */
+  /** Runs executing on this node, plus runs queued in a node-local store. */
   get liveRuns(): number {
-    return this.#runs.size;
+    return this.#active.size + (this.#store.queuedCount ?? 0);
+  }
+
+  get nodeId(): string {
+    return this.#store.nodeId;
   }
 
   /**
@@ -82,15 +104,26 @@ export class RunManager {
    * started is appended, so the sender sees its ack before `agent_started`.
    */
   async submit(userId: string, message: MessageRequest, reply: (reply: SubmitReply) => void): Promise<void> {
-    const candidate: MessageClaim = { runId: `run_${randomUUID()}`, threadId: message.threadId };
-    const existing = await this.options.engine.claimMessage(userId, message.id, candidate);
+    const record: RunRecord = {
+      runId: `run_${randomUUID()}`,
+      userId,
+      threadId: message.threadId,
+      messageId: message.id,
+      text: message.text,
+    };
+    const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
     if (existing) {
       reply({ kind: 'ack', status: 'duplicate', runId: existing.runId, threadId: existing.threadId });
       return;
     }
-    const key = threadKey(userId, message.threadId);
-    const queue = this.#threads.get(key);
-    if (queue && (this.options.threadPolicy === 'reject' || queue.length > this.#maxQueued)) {
+    let outcome;
+    try {
+      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued);
+    } catch (error) {
+      await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
+      throw error;
+    }
+    if (outcome === 'busy') {
       await this.options.engine.releaseMessage(userId, message.id);
       reply({
         kind: 'error',
@@ -102,49 +135,36 @@ export class RunManager {
       });
       return;
     }
-    const run: Run = {
-      id: candidate.runId,
-      userId,
-      threadId: message.threadId,
-      messageId: message.id,
-      text: message.text,
-      controller: new AbortController(),
-      started: false,
-      finished: false,
-      cancelRequested: false,
-      answer: '',
-      appended: Promise.resolve(),
-      timeout: null,
-    };
-    this.#runs.set(run.id, run);
-    if (queue) {
-      queue.push(run);
-      reply({ kind: 'ack', status: 'queued', runId: run.id, threadId: run.threadId });
-      return;
-    }
-    this.#threads.set(key, [run]);
-    reply({ kind: 'ack', status: 'started', runId: run.id, threadId: run.threadId });
-    void this.#execute(run);
+    reply({ kind: 'ack', status: outcome === 'start' ? 'started' : 'queued', runId: record.runId, threadId: record.threadId });
+    if (outcome === 'start') this.#execute({ record, cancelRequested: false });
   }
 
-  cancel(userId: string, runId: string): CancelReply {
-    const run = this.#runs.get(runId);
-    if (!run) return { kind: 'error', code: 'run_not_found', message: `no active run ${runId}` };
-    if (run.userId !== userId) {
-      return { kind: 'error', code: 'forbidden', message: `run ${runId} belongs to another user` };
+  /** Handles one `cancel`; like `submit`, `reply` comes before the run's terminal event. */
+  async cancel(userId: string, runId: string, reply: (reply: CancelReply) => void): Promise<void> {
+    const local = this.#active.get(runId);
+    if (local && local.record.userId === userId) {
+      reply({ kind: 'ack', status: 'cancelling', runId, threadId: local.record.threadId });
+      this.#finish(local, cancelled(local.answer));
+      return;
     }
-    run.cancelRequested = true;
-    // A queued run ends when its turn comes, so runs on the thread still never overlap.
-    if (run.started) this.#finish(run, { type: 'agent_completed', status: 'cancelled', text: run.answer });
-    return { kind: 'ack', status: 'cancelling', runId: run.id, threadId: run.threadId };
+    const lookup = await this.#store.requestCancel(userId, runId);
+    switch (lookup.kind) {
+      case 'not_found':
+        return reply({ kind: 'error', code: 'run_not_found', message: `no active run ${runId}` });
+      case 'forbidden':
+        return reply({ kind: 'error', code: 'forbidden', message: `run ${runId} belongs to another user` });
+      default:
+        return reply({ kind: 'ack', status: 'cancelling', runId, threadId: lookup.threadId });
+    }
   }
 
   /**
-   * Graceful drain: live runs get up to `timeoutMs`; then every run still live ends with
-   * `agent_error` code `shutdown`. Resolves once every terminal event is appended.
+   * Graceful drain: live runs get up to `timeoutMs`; then every run still executing here ends
+   * with `agent_error` code `shutdown`, and so does every run its thread hands this node next.
+   * Resolves once every terminal event is appended.
    */
   async drain(timeoutMs: number): Promise<void> {
-    if (this.#runs.size > 0) {
+    if (this.liveRuns > 0) {
       let timer: TimerHandle | undefined;
       await Promise.race([
         this.#whenIdle(),
@@ -153,35 +173,46 @@ export class RunManager {
       if (timer !== undefined) this.options.clock.clearTimeout(timer);
     }
     this.#shuttingDown = true;
-    for (const run of [...this.#runs.values()]) {
-      if (run.started) this.#finish(run, shutdownError());
-    }
+    for (const run of [...this.#active.values()]) this.#finish(run, shutdownError());
     await this.#whenIdle();
   }
 
+  /** Stops lease renewal and the lost-run sweeper; call after `drain`. */
+  async close(): Promise<void> {
+    for (const timer of this.#timers) this.options.clock.clearInterval(timer);
+    await this.#store.close();
+  }
+
   #whenIdle(): Promise<void> {
-    if (this.#runs.size === 0) return Promise.resolve();
+    if (this.liveRuns === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  async #execute(run: Run): Promise<void> {
-    run.started = true;
-    this.#append(run, { type: 'agent_started', message_id: run.messageId, text: run.text });
+  async #execute(assignment: RunAssignment): Promise<void> {
+    const { record } = assignment;
+    const run: ActiveRun = {
+      record,
+      controller: new AbortController(),
+      finished: false,
+      answer: '',
+      appended: Promise.resolve(),
+      timeout: null,
+    };
+    this.#active.set(record.runId, run);
+    this.#append(run, { type: 'agent_started', message_id: record.messageId, text: record.text });
     if (this.#shuttingDown) return this.#finish(run, shutdownError());
-    if (run.cancelRequested) {
-      return this.#finish(run, { type: 'agent_completed', status: 'cancelled', text: '' });
-    }
+    if (assignment.cancelRequested) return this.#finish(run, cancelled(''));
     run.timeout = this.options.clock.setTimeout(
       () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.options.runTimeoutMs} ms` }),
       this.options.runTimeoutMs,
     );
     try {
       const steps = this.options.agent.run({
-        runId: run.id,
-        userId: run.userId,
-        threadId: run.threadId,
-        messageId: run.messageId,
-        text: run.text,
+        runId: record.runId,
+        userId: record.userId,
+        threadId: record.threadId,
+        messageId: record.messageId,
+        text: record.text,
         signal: run.controller.signal,
       });
       for await (const step of steps) {
@@ -204,45 +235,125 @@ export class RunManager {
     }
   }
 
-  #append(run: Run, event: EventPayload): void {
-    const body = { ...event, run_id: run.id, thread_id: run.threadId, ts: new Date(this.options.clock.now()).toISOString() } as EventBody;
-    run.appended = run.appended
-      .then(() => this.options.engine.append(run.userId, [body]))
-      .then(noop, (error) => this.options.onFault?.(error, `append ${body.type} of ${run.id}`));
+  #append(run: ActiveRun, event: EventPayload, terminal = false): void {
+    const body = { ...event, run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() } as EventBody;
+    run.appended = run.appended.then(() =>
+      this.#retry(`append ${body.type} of ${run.record.runId}`, async () => {
+        try {
+          await this.options.engine.append(run.record.userId, [body], { runId: run.record.runId, terminal });
+        } catch (error) {
+          if (error instanceof RunEndedError) throw new FencedOff();
+          throw error;
+        }
+      }),
+    );
   }
 
   /** The single place a run ends: exactly one terminal event, then the thread moves on. */
-  #finish(run: Run, terminal: Terminal): void {
+  #finish(run: ActiveRun, terminal: Terminal): void {
     if (run.finished) return;
     run.finished = true;
     if (run.timeout !== null) this.options.clock.clearTimeout(run.timeout);
     run.controller.abort(new Error(terminal.type === 'agent_error' ? terminal.code : terminal.status));
-    this.#append(run, terminal);
-    void run.appended.then(() => {
-      this.#runs.delete(run.id);
-      this.options.onRunEnded?.(terminal.type === 'agent_error' ? terminal.code : terminal.status);
-      this.#advanceThread(run);
-      if (this.#runs.size === 0) {
-        const waiters = this.#idleWaiters;
-        this.#idleWaiters = [];
-        for (const resolve of waiters) resolve();
-      }
-    });
+    this.#append(run, terminal, true);
+    void run.appended.then(
+      () => this.#ended(run.record, terminal.type === 'agent_error' ? terminal.code : terminal.status),
+      (error) => {
+        // Fenced off: another node ended this run (and moved its thread on). Otherwise the
+        // terminal event could not be written; the run's lease lapses and a sweeper ends it.
+        if (!(error instanceof FencedOff)) this.options.onFault?.(error, `end ${run.record.runId}`);
+        this.#forget(run.record.runId);
+      },
+    );
   }
 
-  #advanceThread(finished: Run): void {
-    const key = threadKey(finished.userId, finished.threadId);
-    const queue = this.#threads.get(key);
-    if (!queue) return;
-    queue.shift();
-    const next = queue[0];
-    if (next) void this.#execute(next);
-    else this.#threads.delete(key);
+  /** The terminal event is in the log: hand the thread to its next run, then forget this one. */
+  async #ended(record: RunRecord, outcome: RunOutcome): Promise<void> {
+    try {
+      const next = await this.#retry(`advance ${record.threadId}`, () => this.#store.advance(record));
+      if (next) void this.#execute(next);
+    } catch (error) {
+      this.options.onFault?.(error, `advance after ${record.runId}`);
+    }
+    this.#forget(record.runId);
+    this.options.onRunEnded?.(outcome);
+  }
+
+  #forget(runId: string): void {
+    this.#active.delete(runId);
+    if (this.liveRuns > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
+  async #retry<T>(context: string, operation: () => Promise<T>): Promise<T> {
+    const deadline = this.options.clock.now() + this.#retryForMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await operation();
+      } catch (error) {
+        if (error instanceof FencedOff || this.options.clock.now() >= deadline) throw error;
+        if (attempt === 0) this.options.onFault?.(error, `${context} (retrying)`);
+        await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
+      }
+    }
+  }
+
+  async #renewLeases(): Promise<void> {
+    try {
+      await this.#store.renewLeases([...this.#active.values()].filter((run) => !run.finished).map((run) => run.record));
+    } catch (error) {
+      this.options.onFault?.(error, 'renew leases');
+    }
+  }
+
+  /** Ends the runs of nodes that stopped renewing their leases (they died). */
+  async #endLostRuns(): Promise<void> {
+    let lost: RunRecord[];
+    try {
+      lost = await this.#store.claimLostRuns(20);
+    } catch (error) {
+      this.options.onFault?.(error, 'claim lost runs');
+      return;
+    }
+    for (const record of lost) {
+      if (this.#active.has(record.runId)) continue;
+      const body = {
+        type: 'agent_error',
+        code: 'run_lost',
+        message: 'the node executing this run stopped',
+        run_id: record.runId,
+        thread_id: record.threadId,
+        ts: this.#now(),
+      } as EventBody;
+      try {
+        await this.options.engine.append(record.userId, [body], { runId: record.runId, terminal: true });
+        this.options.onRunEnded?.('run_lost');
+      } catch (error) {
+        // Already ended by its own node just before it died: only the thread must move on.
+        if (!(error instanceof RunEndedError)) {
+          this.options.onFault?.(error, `end lost run ${record.runId}`);
+          continue;
+        }
+      }
+      try {
+        const next = await this.#store.advance(record);
+        if (next) void this.#execute(next);
+      } catch (error) {
+        this.options.onFault?.(error, `advance after lost run ${record.runId}`);
+      }
+    }
+  }
+
+  #now(): string {
+    return new Date(this.options.clock.now()).toISOString();
   }
 }
 
-function threadKey(userId: string, threadId: string): string {
-  return `${userId}\u0000${threadId}`;
+function cancelled(text: string): Terminal {
+  return { type: 'agent_completed', status: 'cancelled', text };
 }
 
 function shutdownError(): Terminal {

@@ -281,12 +281,11 @@ export class Connection implements CoordinatorMember {
       case 'ping':
         this.#send(pongFrame(frame.id, new Date(this.ctx.clock.now())));
         return;
-      case 'cancel': {
-        const reply = this.ctx.runs.cancel(this.userId!, frame.run_id);
-        if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
-        else this.#sendError(reply.code, reply.message, frame.id);
-        return;
-      }
+      case 'cancel':
+        return this.ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
+          if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
+          else this.#sendError(reply.code, reply.message, frame.id);
+        });
       case 'user_message':
         return this.ctx.runs.submit(
           this.userId!,

@@ -1,0 +1,269 @@
+import { randomUUID } from 'node:crypto';
+import { Redis, type RedisOptions } from 'ioredis';
+import type { EventBody, EventType, LogEntry } from '../protocol/events.js';
+import { encodeEvent } from '../protocol/events.js';
+import { APPEND_SCRIPT, HEAD_SCRIPT } from './redisScripts.js';
+import { userKeys, type UserKeys } from './redisKeys.js';
+import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
+import { RunEndedError } from './types.js';
+
+export interface RedisEngineOptions {
+  readonly url: string;
+  /** Prefix of every key and channel. Default `aw`. */
+  readonly keyPrefix?: string;
+  /** Entries kept per user (exact XADD MAXLEN). Default 1000. */
+  readonly retentionEvents?: number;
+  /** A user's log, claims and runs expire after this long without an append. Default 24 h. */
+  readonly retentionMs?: number;
+  /** Sharded pub/sub (SPUBLISH/SSUBSCRIBE) when the server supports it. Default true. */
+  readonly shardedPubSub?: boolean;
+  readonly redisOptions?: RedisOptions;
+  readonly now?: () => number;
+  /** Connection problems, for logs; the engine recovers by itself. */
+  readonly onError?: (error: unknown) => void;
+}
+
+interface Channel {
+  readonly listeners: Set<LiveListener>;
+  readonly gapListeners: Set<GapListener>;
+  subscribed: Promise<void>;
+}
+
+/**
+ * The Redis engine: a Stream per user as the durable log, seq assigned atomically with the
+ * append by one Lua script that also publishes the wake-up, and live delivery over (sharded)
+ * pub/sub. Pub/sub may lose messages; subscribers repair gaps from the stream, and are told to
+ * check for gaps whenever the subscriber connection is re-established.
+ */
+export class RedisEngine implements EventEngine {
+  readonly #commands: Redis;
+  readonly #subscriber: Redis;
+  readonly #prefix: string;
+  readonly #maxLen: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #channels = new Map<string, Channel>();
+  #sharded = false;
+  #ready: Promise<void> | null = null;
+  #subscriberConnectedOnce = false;
+  #closed = false;
+
+  constructor(private readonly options: RedisEngineOptions) {
+    this.#prefix = options.keyPrefix ?? 'aw';
+    this.#maxLen = options.retentionEvents ?? 1000;
+    this.#ttlMs = options.retentionMs ?? 86_400_000;
+    this.#now = options.now ?? Date.now;
+    const base: RedisOptions = {
+      lazyConnect: true,
+      // Fail fast while Redis is unreachable: callers answer 1013/503 instead of hanging.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+      ...options.redisOptions,
+    };
+    this.#commands = new Redis(options.url, base);
+    this.#subscriber = new Redis(options.url, { ...base, autoResubscribe: true });
+    const onError = (error: unknown) => options.onError?.(error);
+    this.#commands.on('error', onError);
+    this.#subscriber.on('error', onError);
+    this.#commands.defineCommand('awHead', { numberOfKeys: 2, lua: HEAD_SCRIPT });
+    this.#commands.defineCommand('awAppend', { numberOfKeys: 3, lua: APPEND_SCRIPT });
+    this.#subscriber.on('ready', () => this.#subscriberReady());
+    const onMessage = (channel: string | Buffer, message: string | Buffer) => this.#onMessage(String(channel), String(message));
+    this.#subscriber.on('message', onMessage);
+    this.#subscriber.on('smessage', onMessage);
+  }
+
+  get available(): boolean {
+    return !this.#closed && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
+  }
+
+  /** The connection for commands, shared with the cluster run store. */
+  get redis(): Redis {
+    return this.#commands;
+  }
+
+  keys(userId: string): UserKeys {
+    return userKeys(this.#prefix, userId);
+  }
+
+  get keyPrefix(): string {
+    return this.#prefix;
+  }
+
+  get retentionMs(): number {
+    return this.#ttlMs;
+  }
+
+  ready(): Promise<void> {
+    this.#ready ??= this.#connect();
+    return this.#ready;
+  }
+
+  async #connect(): Promise<void> {
+    await Promise.all([this.#commands.connect(), this.#subscriber.connect()]);
+    if (this.options.shardedPubSub !== false) {
+      const info = await this.#commands.info('server');
+      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
+      this.#sharded = major >= 7;
+    }
+  }
+
+  async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
+    const keys = this.keys(userId);
+    const now = this.#now();
+    const args: (string | number)[] = [
+      randomUUID(),
+      this.#ttlMs,
+      this.#maxLen,
+      keys.live,
+      this.#sharded ? 'SPUBLISH' : 'PUBLISH',
+      now,
+      fence ? '1' : '0',
+      fence?.terminal ? '1' : '0',
+      events.length,
+    ];
+    const parts = events.map((body) => splitAtSeq(body));
+    for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
+    const runKey = fence ? keys.runs + fence.runId : keys.meta;
+    const [epoch, first] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number];
+    if (Number(first) === -1) throw new RunEndedError(fence!.runId);
+    return parts.map((part, index) => {
+      const seq = Number(first) + index;
+      return { seq, type: events[index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
+    });
+  }
+
+  async subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
+    const name = this.keys(userId).live;
+    let channel = this.#channels.get(name);
+    if (!channel) {
+      channel = { listeners: new Set(), gapListeners: new Set(), subscribed: Promise.resolve() };
+      this.#channels.set(name, channel);
+      const created = channel;
+      channel.subscribed = (this.#sharded ? this.#subscriber.ssubscribe(name) : this.#subscriber.subscribe(name)).then(
+        () => {},
+        (error) => {
+          if (this.#channels.get(name) === created && created.listeners.size === 0) this.#channels.delete(name);
+          throw error;
+        },
+      );
+    }
+    channel.listeners.add(listener);
+    if (onPossibleGap) channel.gapListeners.add(onPossibleGap);
+    const current = channel;
+    try {
+      await current.subscribed;
+    } catch (error) {
+      current.listeners.delete(listener);
+      if (onPossibleGap) current.gapListeners.delete(onPossibleGap);
+      if (current.listeners.size === 0 && this.#channels.get(name) === current) this.#channels.delete(name);
+      throw error;
+    }
+    return {
+      unsubscribe: async () => {
+        current.listeners.delete(listener);
+        if (onPossibleGap) current.gapListeners.delete(onPossibleGap);
+        if (current.listeners.size > 0 || this.#channels.get(name) !== current) return;
+        this.#channels.delete(name);
+        if (this.#subscriber.status !== 'ready') return;
+        await (this.#sharded ? this.#subscriber.sunsubscribe(name) : this.#subscriber.unsubscribe(name)).catch(
+          (error: unknown) => this.options.onError?.(error),
+        );
+      },
+    };
+  }
+
+  async read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]> {
+    if (toSeq < fromSeq) return [];
+    const rows = await this.#commands.xrange(this.keys(userId).log, `${fromSeq}-0`, `${toSeq}-0`);
+    return rows.map(([id, fields]) => {
+      const entry: { seq: number; type: EventType; json: string; appendedAt: number } = {
+        seq: Number.parseInt(id, 10),
+        type: 'agent_started',
+        json: '',
+        appendedAt: 0,
+      };
+      for (let i = 0; i < fields.length; i += 2) {
+        const value = fields[i + 1]!;
+        if (fields[i] === 'j') entry.json = value;
+        else if (fields[i] === 't') entry.type = value as EventType;
+        else if (fields[i] === 'a') entry.appendedAt = Number(value);
+      }
+      return entry;
+    });
+  }
+
+  async head(userId: string): Promise<LogHead> {
+    const keys = this.keys(userId);
+    const [epoch, seq] = (await (this.#commands as RedisWithScripts).awHead(keys.meta, keys.log, randomUUID(), this.#ttlMs)) as [string, string];
+    return { epoch, lastSeq: Number(seq) };
+  }
+
+  async claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
+    const key = this.keys(userId).claims + messageId;
+    // SET NX GET: one round trip that either claims the id or returns who holds it.
+    const previous = await this.#commands.set(key, JSON.stringify(claim), 'PX', this.#ttlMs, 'NX', 'GET');
+    return previous === null ? null : (JSON.parse(previous) as MessageClaim);
+  }
+
+  async releaseMessage(userId: string, messageId: string): Promise<void> {
+    await this.#commands.del(this.keys(userId).claims + messageId);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#channels.clear();
+    await Promise.allSettled([this.#commands.quit(), this.#subscriber.quit()]);
+    this.#commands.disconnect();
+    this.#subscriber.disconnect();
+  }
+
+  #onMessage(channelName: string, message: string): void {
+    const channel = this.#channels.get(channelName);
+    if (!channel) return;
+    const entry = parseNotification(message);
+    if (!entry) return;
+    for (const listener of channel.listeners) listener(entry);
+  }
+
+  /** After a reconnect, notifications sent meanwhile are gone: subscribers must check for gaps. */
+  #subscriberReady(): void {
+    if (!this.#subscriberConnectedOnce) {
+      this.#subscriberConnectedOnce = true;
+      return;
+    }
+    for (const channel of this.#channels.values()) {
+      for (const onGap of channel.gapListeners) onGap();
+    }
+  }
+}
+
+type RedisWithScripts = Redis & {
+  awHead(...args: (string | number)[]): Promise<unknown>;
+  awAppend(...args: (string | number)[]): Promise<unknown>;
+};
+
+/** Encodes the event with a placeholder seq and splits around it, so Lua can write the real one. */
+function splitAtSeq(body: EventBody): { head: string; tail: string } {
+  const json = encodeEvent(body, 0);
+  const marker = `"seq":0`;
+  const at = json.indexOf(marker) + marker.length - 1;
+  return { head: json.slice(0, at), tail: json.slice(at + 1) };
+}
+
+/** `<epoch> <seq> <type> <appendedAt> <json>` */
+function parseNotification(message: string): LogEntry | null {
+  const a = message.indexOf(' ');
+  const b = message.indexOf(' ', a + 1);
+  const c = message.indexOf(' ', b + 1);
+  const d = message.indexOf(' ', c + 1);
+  if (a < 0 || b < 0 || c < 0 || d < 0) return null;
+  return {
+    epoch: message.slice(0, a),
+    seq: Number(message.slice(a + 1, b)),
+    type: message.slice(b + 1, c) as EventType,
+    appendedAt: Number(message.slice(c + 1, d)),
+    json: message.slice(d + 1),
+  };
+}

@@ -1,0 +1,45 @@
+/**
+ * Lua scripts of the Redis engine. Each runs atomically, so two nodes can never assign the
+ * same seq, and an epoch is created exactly once per unbroken history of a user's log.
+ */
+
+/** Creates the log's meta if it is missing (log lost or new) and returns epoch and seq. */
+const ENSURE_META = `
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'seq', 0)
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end`;
+
+/** KEYS: meta, log. ARGV: newEpoch, ttlMs. Returns {epoch, seq}. */
+export const HEAD_SCRIPT = `${ENSURE_META}
+return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
+
+/**
+ * KEYS: meta, log, run record (or a dummy key in the same slot when no fence is wanted).
+ * ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence ('1' checks that the run
+ * record is not ended), terminal ('1' marks it ended), count, then per event: json head, json
+ * tail, type. Each event's JSON is head .. seq .. tail, so the seq is written into the event
+ * here, where it is assigned. Returns {epoch, firstSeq} or {epoch, -1} when fenced off.
+ */
+export const APPEND_SCRIPT = `${ENSURE_META}
+if ARGV[7] == '1' then
+  if redis.call('HGET', KEYS[3], 'state') == 'ended' then return {epoch, -1} end
+  if ARGV[8] == '1' then redis.call('HSET', KEYS[3], 'state', 'ended') end
+end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local first = seq + 1
+local count = tonumber(ARGV[9])
+for i = 0, count - 1 do
+  seq = seq + 1
+  local json = ARGV[10 + 3 * i] .. seq .. ARGV[11 + 3 * i]
+  local etype = ARGV[12 + 3 * i]
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'j', json, 't', etype, 'a', ARGV[6])
+  redis.call(ARGV[5], ARGV[4], epoch .. ' ' .. seq .. ' ' .. etype .. ' ' .. ARGV[6] .. ' ' .. json)
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return {epoch, first}`;

@@ -1,0 +1,204 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { RedisEngine } from '../engine/redisEngine.js';
+import type { ThreadPolicy } from './runManager.js';
+import type { CancelLookup, EnqueueOutcome, RunAssignment, RunRecord, RunStore } from './runStore.js';
+
+export interface RedisRunStoreOptions {
+  /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
+  readonly leaseMs?: number;
+  readonly nodeId?: string;
+  readonly now?: () => number;
+  readonly onError?: (error: unknown) => void;
+}
+
+/**
+ * Run queues and ownership shared by every node through Redis. Each script runs atomically, so
+ * two nodes receiving messages for one thread at the same moment still queue them in one order,
+ * and exactly one node starts each run. Leases live in one sorted set (score = expiry), which is
+ * why this store needs a single Redis (or Sentinel), not Redis Cluster.
+ */
+const ENQUEUE = `
+local len = redis.call('LLEN', KEYS[1])
+if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
+redis.call('RPUSH', KEYS[1], ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local state = 'queued'
+local owner = ''
+if len == 0 then state = 'running'; owner = ARGV[3] end
+redis.call('HSET', KEYS[2], 'user', ARGV[6], 'thread', ARGV[7], 'message', ARGV[8], 'text', ARGV[9],
+  'state', state, 'owner', owner, 'cancel', '0')
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
+if len == 0 then
+  redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6] .. '\\n' .. ARGV[5])
+  return 'start'
+end
+return 'queued'`;
+
+/** KEYS: queue, leases. ARGV: runId, userId, nodeId, leaseExpiry, runKeyPrefix. */
+const ADVANCE = `
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return false end
+redis.call('LPOP', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2] .. '\\n' .. ARGV[1])
+while true do
+  local nextId = redis.call('LINDEX', KEYS[1], 0)
+  if not nextId then return false end
+  local key = ARGV[5] .. nextId
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, 'state', 'running', 'owner', ARGV[3])
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2] .. '\\n' .. nextId)
+    local r = redis.call('HMGET', key, 'thread', 'message', 'text', 'cancel')
+    return {nextId, r[1], r[2], r[3], r[4]}
+  end
+  redis.call('LPOP', KEYS[1])
+end`;
+
+/** KEYS: run record. ARGV: userId. */
+const CANCEL = `
+local r = redis.call('HMGET', KEYS[1], 'user', 'state', 'owner', 'thread')
+if not r[1] then return {'not_found'} end
+if r[1] ~= ARGV[1] then return {'forbidden'} end
+if r[2] == 'ended' then return {'not_found'} end
+if r[2] == 'queued' then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  return {'queued', r[4]}
+end
+return {'running', r[4], r[3]}`;
+
+type ScriptedRedis = Redis & {
+  awEnqueue(...args: (string | number)[]): Promise<string>;
+  awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
+  awCancel(...args: (string | number)[]): Promise<string[]>;
+};
+
+export class RedisRunStore implements RunStore {
+  readonly nodeId: string;
+  readonly #redis: ScriptedRedis;
+  readonly #subscriber: Redis;
+  readonly #leaseMs: number;
+  readonly #now: () => number;
+  readonly #leases: string;
+  readonly #cancelListeners: Array<(runId: string) => void> = [];
+
+  constructor(
+    private readonly engine: RedisEngine,
+    url: string,
+    options: RedisRunStoreOptions = {},
+  ) {
+    this.nodeId = options.nodeId ?? `node-${randomUUID().slice(0, 8)}`;
+    this.#leaseMs = options.leaseMs ?? 15_000;
+    this.#now = options.now ?? Date.now;
+    this.#leases = `${engine.keyPrefix}:run-leases`;
+    this.#redis = engine.redis as ScriptedRedis;
+    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
+    this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
+    this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
+    this.#subscriber = new Redis(url, {
+      lazyConnect: false,
+      autoResubscribe: true,
+      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+    });
+    this.#subscriber.on('error', (error) => options.onError?.(error));
+    this.#subscriber.on('message', (_channel: string, runId: string) => {
+      for (const listener of this.#cancelListeners) listener(runId);
+    });
+    void this.#subscriber.subscribe(this.#controlChannel(this.nodeId)).catch((error: unknown) => options.onError?.(error));
+  }
+
+  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
+    const keys = this.engine.keys(record.userId);
+    return (await this.#redis.awEnqueue(
+      keys.threads + record.threadId,
+      keys.runs + record.runId,
+      this.#leases,
+      this.#runIndex(record.runId),
+      policy,
+      maxQueued,
+      this.nodeId,
+      this.#retentionMs(),
+      record.runId,
+      record.userId,
+      record.threadId,
+      record.messageId,
+      record.text,
+      this.#now() + this.#leaseMs,
+    )) as EnqueueOutcome;
+  }
+
+  async advance(record: RunRecord): Promise<RunAssignment | null> {
+    const keys = this.engine.keys(record.userId);
+    const next = await this.#redis.awAdvance(
+      keys.threads + record.threadId,
+      this.#leases,
+      record.runId,
+      record.userId,
+      this.nodeId,
+      this.#now() + this.#leaseMs,
+      keys.runs,
+    );
+    if (!next) return null;
+    const [runId, threadId, messageId, text, cancel] = next;
+    return { record: { runId, userId: record.userId, threadId, messageId, text }, cancelRequested: cancel === '1' };
+  }
+
+  async requestCancel(userId: string, runId: string): Promise<CancelLookup> {
+    const owner = await this.#redis.get(this.#runIndex(runId));
+    if (owner === null) return { kind: 'not_found' };
+    if (owner !== userId) return { kind: 'forbidden' };
+    const [kind, threadId, node] = await this.#redis.awCancel(this.engine.keys(userId).runs + runId, userId);
+    if (kind === 'queued') return { kind, threadId: threadId! };
+    if (kind === 'running') {
+      if (node !== this.nodeId) await this.#redis.publish(this.#controlChannel(node!), runId);
+      return { kind, threadId: threadId!, owner: node! };
+    }
+    return kind === 'forbidden' ? { kind } : { kind: 'not_found' };
+  }
+
+  onCancelRequest(listener: (runId: string) => void): void {
+    this.#cancelListeners.push(listener);
+  }
+
+  async renewLeases(runs: readonly RunRecord[]): Promise<void> {
+    if (runs.length === 0) return;
+    const expiry = this.#now() + this.#leaseMs;
+    const args: (string | number)[] = [];
+    for (const run of runs) args.push(expiry, `${run.userId}\n${run.runId}`);
+    await this.#redis.zadd(this.#leases, 'XX', ...args);
+  }
+
+  async claimLostRuns(limit: number): Promise<RunRecord[]> {
+    const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', this.#now(), 'LIMIT', 0, limit);
+    const claimed: RunRecord[] = [];
+    for (const member of expired) {
+      // ZREM succeeds on exactly one node: that node ends the run.
+      if ((await this.#redis.zrem(this.#leases, member)) !== 1) continue;
+      const [userId, runId] = member.split('\n') as [string, string];
+      const [threadId, messageId, text] = await this.#redis.hmget(this.engine.keys(userId).runs + runId, 'thread', 'message', 'text');
+      if (threadId === null) continue;
+      claimed.push({ runId, userId, threadId, messageId: messageId ?? '', text: text ?? '' });
+    }
+    return claimed;
+  }
+
+  async close(): Promise<void> {
+    await this.#subscriber.quit().catch(() => {});
+    this.#subscriber.disconnect();
+  }
+
+  get leaseMs(): number {
+    return this.#leaseMs;
+  }
+
+  #controlChannel(nodeId: string): string {
+    return `${this.engine.keyPrefix}:node:${nodeId}:cancel`;
+  }
+
+  #runIndex(runId: string): string {
+    return `${this.engine.keyPrefix}:run-owner:${runId}`;
+  }
+
+  #retentionMs(): number {
+    return this.engine.retentionMs;
+  }
+}

@@ -1,0 +1,125 @@
+import type { ThreadPolicy } from './runManager.js';
+
+/**
+ * Where runs wait for their thread and who executes them. The run manager executes agents; the
+ * store decides order and ownership: per-thread FIFO queues, the node that owns each running
+ * run, cancel requests, and leases that let another node end the runs of a node that died.
+ * `LocalRunStore` keeps this in memory for one node; `RedisRunStore` shares it across nodes.
+ */
+export interface RunRecord {
+  readonly runId: string;
+  readonly userId: string;
+  readonly threadId: string;
+  readonly messageId: string;
+  readonly text: string;
+}
+
+/** A run handed to this node to execute now. */
+export interface RunAssignment {
+  readonly record: RunRecord;
+  /** Cancel was requested while the run was queued: it ends as cancelled at once. */
+  readonly cancelRequested: boolean;
+}
+
+export type EnqueueOutcome = 'start' | 'queued' | 'busy';
+
+export type CancelLookup =
+  | { readonly kind: 'not_found' }
+  | { readonly kind: 'forbidden' }
+  /** Marked: it ends as cancelled when its turn comes. */
+  | { readonly kind: 'queued'; readonly threadId: string }
+  /** Running on node `owner`, which has been asked to end it. */
+  | { readonly kind: 'running'; readonly threadId: string; readonly owner: string };
+
+export interface RunStore {
+  readonly nodeId: string;
+  /** Set by shared stores: leases must be renewed this often (a third of it) or runs are presumed lost. */
+  readonly leaseMs?: number;
+  /** Set by node-local stores: runs queued here and not started yet. */
+  readonly queuedCount?: number;
+  /** Queues the run on its thread; 'start' means it is first and this node now executes it. */
+  enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome>;
+  /**
+   * The run's terminal event is in the log: takes it off its thread and hands this node the
+   * next run of the thread, if any. Idempotent: a second call for the same run returns null.
+   */
+  advance(record: RunRecord): Promise<RunAssignment | null>;
+  /** Finds a live run for a cancel from `userId`, marks or forwards the request. */
+  requestCancel(userId: string, runId: string): Promise<CancelLookup>;
+  /** Cancel requests addressed to runs this node executes (from other nodes). */
+  onCancelRequest(listener: (runId: string) => void): void;
+  /** Renews this node's leases on the runs it executes. */
+  renewLeases(runs: readonly RunRecord[]): Promise<void>;
+  /** Takes over runs whose owner stopped renewing its lease (the node died). */
+  claimLostRuns(limit: number): Promise<RunRecord[]>;
+  close(): Promise<void>;
+}
+
+interface LocalRun {
+  readonly record: RunRecord;
+  running: boolean;
+  cancelRequested: boolean;
+}
+
+/** One node's runs, in memory: no leases are needed because the store dies with its node. */
+export class LocalRunStore implements RunStore {
+  readonly nodeId = 'local';
+  readonly #runs = new Map<string, LocalRun>();
+  readonly #threads = new Map<string, LocalRun[]>();
+
+  get queuedCount(): number {
+    return this.#runs.size - this.#threads.size;
+  }
+
+  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
+    const key = threadKey(record);
+    const queue = this.#threads.get(key);
+    if (queue && (policy === 'reject' || queue.length > maxQueued)) return 'busy';
+    const run: LocalRun = { record, running: !queue, cancelRequested: false };
+    this.#runs.set(record.runId, run);
+    if (queue) {
+      queue.push(run);
+      return 'queued';
+    }
+    this.#threads.set(key, [run]);
+    return 'start';
+  }
+
+  async advance(record: RunRecord): Promise<RunAssignment | null> {
+    const key = threadKey(record);
+    const queue = this.#threads.get(key);
+    if (!queue || queue[0]?.record.runId !== record.runId) return null;
+    queue.shift();
+    this.#runs.delete(record.runId);
+    const next = queue[0];
+    if (!next) {
+      this.#threads.delete(key);
+      return null;
+    }
+    next.running = true;
+    return { record: next.record, cancelRequested: next.cancelRequested };
+  }
+
+  async requestCancel(userId: string, runId: string): Promise<CancelLookup> {
+    const run = this.#runs.get(runId);
+    if (!run) return { kind: 'not_found' };
+    if (run.record.userId !== userId) return { kind: 'forbidden' };
+    if (run.running) return { kind: 'running', threadId: run.record.threadId, owner: this.nodeId };
+    run.cancelRequested = true;
+    return { kind: 'queued', threadId: run.record.threadId };
+  }
+
+  onCancelRequest(): void {}
+
+  async renewLeases(): Promise<void> {}
+
+  async claimLostRuns(): Promise<RunRecord[]> {
+    return [];
+  }
+
+  async close(): Promise<void> {}
+}
+
+function threadKey(record: RunRecord): string {
+  return `${record.userId}\u0000${record.threadId}`;
+}

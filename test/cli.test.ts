@@ -1,0 +1,169 @@
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createTokenVerifier, signToken } from '../src/auth/index.js';
+import { ChildTracker, type Child } from './helpers/childProcess.js';
+import { seqProblem, type Frame } from './helpers/wsClient.js';
+
+const children = new ChildTracker();
+afterEach(async () => children.killAll());
+
+/** Splits a printed shell command line into arguments (double-quoted parts stay whole). */
+function shellWords(line: string): string[] {
+  return [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]!);
+}
+
+interface DevServer {
+  child: Child;
+  url: string;
+  token: string;
+  /** The arguments of the printed `agentwire chat` command line, after `chat`. */
+  chatArgs: string[];
+}
+
+/** `agentwire serve` in dev mode: no JWT setting, NODE_ENV unset, a free port. */
+async function startDevServer(): Promise<DevServer> {
+  const child = children.spawn(['serve'], { PORT: '0' });
+  const [, url] = await child.waitForStdout(/^agentwire listening on (ws:\/\/127\.0\.0\.1:\d+\/ws)$/m);
+  const [, token] = await child.waitForStdout(/^A token for user "demo" \(valid 24 h\):\n\n {2}(\S+)\n/m);
+  const [, chatLine] = await child.waitForStdout(/^ *npx agentwire chat (.+)\n/m);
+  return { child, url: url!, token: token!, chatArgs: shellWords(chatLine!) };
+}
+
+/** Runs `node bin/agentwire.mjs chat ...` and waits for it to exit. */
+async function chat(args: string[]) {
+  const child = children.spawn(['chat', ...args]);
+  const exit = await child.waitExit(20_000);
+  return { exit, stdout: child.stdout, stderr: child.stderr };
+}
+
+const RUN_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
+
+describe('agentwire serve in dev mode + agentwire chat', () => {
+  it('prints a ready token and a chat command that works as printed', async () => {
+    const server = await startDevServer();
+    expect(server.chatArgs).toEqual(['--url', server.url, '--token', server.token, 'what is 2+3*4?']);
+    // The printed token is for user demo and lives 24 h.
+    expect(decodeProtectedHeader(server.token).alg).toBe('HS256');
+    const claims = decodeJwt(server.token);
+    expect(claims.sub).toBe('demo');
+    expect(claims.exp! - claims.iat!).toBe(86_400);
+
+    const { exit, stdout, stderr } = await chat(server.chatArgs);
+    expect(stderr).toBe('');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(stdout).toContain('connected as demo');
+    expect(stdout).toContain('2+3*4 = 14');
+    expect(stdout.trimEnd().split('\n').at(-1)).toBe('#6 completed: 2+3*4 = 14');
+    expect(server.child.running).toBe(true);
+  });
+
+  it('--json prints one parseable JSON frame per line: ready, ack, then the run in seq order', async () => {
+    const server = await startDevServer();
+    const { exit, stdout, stderr } = await chat(['--url', server.url, '--token', server.token, '--json', 'what is 2+3*4?']);
+    expect(stderr).toBe('');
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(stdout.endsWith('\n')).toBe(true);
+    const frames = stdout
+      .slice(0, -1)
+      .split('\n')
+      .map((line) => JSON.parse(line) as Frame);
+    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...RUN_TYPES]);
+    expect(frames[0]).toMatchObject({ protocol: 'agentwire.v1', user_id: 'demo', last_seq: 0, resumed: false });
+    expect(frames[1]).toMatchObject({ status: 'started' });
+    const events = frames.slice(2);
+    expect(events.every((f) => f.run_id === frames[1]!.run_id)).toBe(true);
+    expect(seqProblem(events, 0)).toBeNull();
+    expect(events.at(-1)).toMatchObject({ status: 'completed', text: '2+3*4 = 14' });
+  });
+
+  it('exits non-zero when the run fails (/fail)', async () => {
+    const server = await startDevServer();
+    const { exit, stdout, stderr } = await chat(['--url', server.url, '--token', server.token, '/fail what is 1+1?']);
+    expect(exit).toEqual({ code: 1, signal: null });
+    expect(stderr).toBe('');
+    expect(stdout).toContain('tool calculator ok: 2');
+    expect(stdout.trimEnd().split('\n').at(-1)).toBe('#5 error agent_failed: demo agent failure requested by /fail');
+  });
+
+  it('exits non-zero with a message naming close code 4401 when the token is bad', async () => {
+    const server = await startDevServer();
+    const forged = (await signToken('not-the-dev-secret-0123456789abcdef', { sub: 'demo', ttlSec: 600 })).token;
+    const { exit, stdout, stderr } = await chat(['--url', server.url, '--token', forged, 'hello']);
+    expect(exit.code).not.toBe(0);
+    expect(exit).toEqual({ code: 3, signal: null });
+    expect(stdout).toBe('');
+    expect(stderr).toBe('agentwire chat: connection closed with 4401 (token_invalid)\n');
+    expect(server.child.running).toBe(true);
+  });
+});
+
+describe('agentwire serve start-up errors', () => {
+  it('stops with one stderr line naming AGENTWIRE_HEARTBEAT_MS when it is not a number', async () => {
+    const child = children.spawn(['serve'], { PORT: '0', AGENTWIRE_HEARTBEAT_MS: 'abc' });
+    const exit = await child.waitExit();
+    expect(exit.code).not.toBe(0);
+    expect(exit.signal).toBeNull();
+    expect(child.stdout).toBe('');
+    expect(child.stderr).toMatch(/^[^\n]+\n$/);
+    expect(child.stderr).toContain('AGENTWIRE_HEARTBEAT_MS');
+    expect(child.stderr).toContain('"abc"');
+  });
+
+  it('stops with one stderr line naming AGENTWIRE_JWT_SECRET in production without a key', async () => {
+    const child = children.spawn(['serve'], { PORT: '0', NODE_ENV: 'production' });
+    const exit = await child.waitExit();
+    expect(exit.code).not.toBe(0);
+    expect(exit.signal).toBeNull();
+    expect(child.stdout).toBe('');
+    expect(child.stderr).toMatch(/^[^\n]+\n$/);
+    expect(child.stderr).toContain('AGENTWIRE_JWT_SECRET');
+    expect(child.stderr).toContain('production');
+  });
+});
+
+describe('agentwire serve --help and agentwire token', () => {
+  it('serve --help lists every setting of the configuration contract (PROTOCOL.md section 12)', async () => {
+    const child = children.spawn(['serve', '--help']);
+    const exit = await child.waitExit();
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(child.stderr).toBe('');
+    const contract = [
+      'PORT',
+      'HOST',
+      'NODE_ENV',
+      'AGENTWIRE_JWT_SECRET',
+      'AGENTWIRE_JWT_PUBLIC_KEY',
+      'AGENTWIRE_JWKS_URL',
+      'AGENTWIRE_JWT_ISSUER',
+      'AGENTWIRE_JWT_AUDIENCE',
+      'AGENTWIRE_E2E_BYPASS_KEY',
+      'AGENTWIRE_REDIS_URL',
+      'AGENTWIRE_AUTH_TIMEOUT_MS',
+      'AGENTWIRE_HEARTBEAT_MS',
+      'AGENTWIRE_HEARTBEAT_TIMEOUT_MS',
+      'AGENTWIRE_RUN_TIMEOUT_MS',
+      'AGENTWIRE_DRAIN_TIMEOUT_MS',
+      'AGENTWIRE_MAX_CONNECTIONS_PER_USER',
+      'AGENTWIRE_THREAD_POLICY',
+      'AGENTWIRE_DEMO_STEP_MS',
+    ];
+    const words = new Set(child.stdout.split(/\s+/));
+    const missing = contract.filter((name) => !words.has(name));
+    expect(missing).toEqual([]);
+  });
+
+  it('token --secret s --user u prints one HS256 JWT for u that verifies with s (and only with s)', async () => {
+    const child = children.spawn(['token', '--secret', 's', '--user', 'u']);
+    const exit = await child.waitExit();
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(child.stderr).toBe('');
+    expect(child.stdout).toMatch(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\n$/);
+    const token = child.stdout.trim();
+    expect(decodeProtectedHeader(token).alg).toBe('HS256');
+    const verified = await createTokenVerifier({ secret: 's' }).verify(token);
+    expect(verified).toMatchObject({ ok: true, userId: 'u' });
+    const claims = decodeJwt(token);
+    expect(claims.exp! - claims.iat!).toBe(3600);
+    expect(await createTokenVerifier({ secret: 't' }).verify(token)).toMatchObject({ ok: false, reason: 'token_invalid' });
+  });
+});

@@ -1,0 +1,94 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+/** A free TCP port on 127.0.0.1, found by binding port 0. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A redis-server of the test's own, on a free port, with an append-only file in a temp dir so a
+ * restart keeps the data. Fails (never skips) when redis-server is missing: CI installs it.
+ */
+export class RedisServer {
+  #process: ChildProcess | null = null;
+  readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-redis-'));
+
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<RedisServer> {
+    const server = new RedisServer(await freePort());
+    await server.startProcess();
+    return server;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  get pid(): number | undefined {
+    return this.#process?.pid;
+  }
+
+  async startProcess(): Promise<void> {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    this.#process = child;
+    let output = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start on ${this.port}: ${output}`)), 10_000);
+      child.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot run redis-server (is it installed?): ${error.message}`));
+      });
+      child.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`redis-server exited with ${code}: ${output}`));
+      });
+    });
+  }
+
+  /** Stops the server (SIGTERM: it finishes writing its append-only file) and waits for exit. */
+  async stopProcess(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const child = this.#process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill(signal);
+    await exited;
+  }
+
+  async restart(): Promise<void> {
+    await this.stopProcess();
+    await this.startProcess();
+  }
+
+  client(): Redis {
+    return new Redis(this.url, { lazyConnect: false, maxRetriesPerRequest: 3 });
+  }
+
+  async stop(): Promise<void> {
+    await this.stopProcess('SIGKILL');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

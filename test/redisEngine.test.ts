@@ -1,0 +1,185 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisEngine } from '../src/engine/redisEngine.js';
+import { RunEndedError } from '../src/engine/types.js';
+import type { EventBody, LogEntry } from '../src/protocol/events.js';
+import { RedisServer } from './helpers/redisServer.js';
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+let prefixCounter = 0;
+function engine(options: Partial<ConstructorParameters<typeof RedisEngine>[0]> = {}): RedisEngine {
+  return new RedisEngine({ url: redis.url, keyPrefix: `t${++prefixCounter}`, ...options });
+}
+
+function thinking(text: string, run = 'r1'): EventBody {
+  return { type: 'agent_thinking', text, run_id: run, thread_id: 't1', ts: new Date(0).toISOString() };
+}
+
+/** Resolves once `entries` holds `count` items; driven by the listener, bounded by a timeout. */
+function collector() {
+  const entries: LogEntry[] = [];
+  let wake = () => {};
+  return {
+    entries,
+    listener: (entry: LogEntry) => {
+      entries.push(entry);
+      wake();
+    },
+    until(count: number, timeoutMs = 5000): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`got ${entries.length} of ${count} entries`)), timeoutMs);
+        const check = () => {
+          if (entries.length < count) return;
+          clearTimeout(timer);
+          resolve();
+        };
+        wake = check;
+        check();
+      });
+    },
+  };
+}
+
+describe('RedisEngine', () => {
+  it('assigns contiguous seqs per user, writes them into the JSON, and reads ranges back', async () => {
+    const e = engine();
+    await e.ready();
+    expect(e.available).toBe(true);
+    const head0 = await e.head('alice');
+    expect(head0.lastSeq).toBe(0);
+    const appended = await e.append('alice', [thinking('a "quoted" text'), thinking('b')]);
+    expect(appended.map((x) => x.seq)).toEqual([1, 2]);
+    expect(JSON.parse(appended[0]!.json)).toMatchObject({ type: 'agent_thinking', seq: 1, text: 'a "quoted" text' });
+    expect((await e.append('bob', [thinking('other user')]))[0]!.seq).toBe(1);
+    const head = await e.head('alice');
+    expect(head).toEqual({ epoch: head0.epoch, lastSeq: 2 });
+    const read = await e.read('alice', 1, 2);
+    expect(read.map((x) => [x.seq, x.type, x.json])).toEqual(appended.map((x) => [x.seq, x.type, x.json]));
+    expect(await e.read('alice', 2, 1)).toEqual([]);
+    await e.close();
+  });
+
+  it('never assigns the same seq twice when two engines (two nodes) append concurrently', async () => {
+    const a = engine();
+    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
+    await Promise.all([a.ready(), b.ready()]);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).append('carol', [thinking(`m${i}`), thinking(`n${i}`)])),
+    );
+    const seqs = results.flat().map((x) => x.seq).sort((x, y) => x - y);
+    expect(seqs).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('delivers live entries to subscribers of that user only, in order', async () => {
+    const e = engine();
+    await e.ready();
+    const alice = collector();
+    const bob = collector();
+    const subA = await e.subscribe('alice', alice.listener);
+    const subB = await e.subscribe('bob', bob.listener);
+    await e.append('alice', [thinking('1'), thinking('2')]);
+    await e.append('bob', [thinking('x')]);
+    await e.append('alice', [thinking('3')]);
+    await alice.until(3);
+    await bob.until(1);
+    expect(alice.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+    expect(bob.entries.map((x) => JSON.parse(x.json).text)).toEqual(['x']);
+    const head = await e.head('alice');
+    expect(alice.entries.every((x) => x.epoch === head.epoch)).toBe(true);
+    await subA.unsubscribe();
+    await subB.unsubscribe();
+    await e.close();
+  });
+
+  it('claims an idempotency key once across engines and releases it', async () => {
+    const a = engine();
+    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
+    await Promise.all([a.ready(), b.ready()]);
+    const claims = await Promise.all([
+      a.claimMessage('dave', 'm1', { runId: 'run-a', threadId: 't' }),
+      b.claimMessage('dave', 'm1', { runId: 'run-b', threadId: 't' }),
+    ]);
+    expect(claims.filter((c) => c === null)).toHaveLength(1);
+    const winner = claims[0] === null ? 'run-a' : 'run-b';
+    expect(claims.find((c) => c !== null)).toEqual({ runId: winner, threadId: 't' });
+    await a.releaseMessage('dave', 'm1');
+    expect(await b.claimMessage('dave', 'm1', { runId: 'run-c', threadId: 't' })).toBeNull();
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('fences appends of an ended run', async () => {
+    const e = engine();
+    await e.ready();
+    await e.append('erin', [thinking('step', 'r9')], { runId: 'r9', terminal: false });
+    const terminal: EventBody = { type: 'agent_error', code: 'run_lost', message: 'x', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
+    await e.append('erin', [terminal], { runId: 'r9', terminal: true });
+    await expect(e.append('erin', [thinking('late', 'r9')], { runId: 'r9', terminal: false })).rejects.toBeInstanceOf(RunEndedError);
+    await expect(e.append('erin', [terminal], { runId: 'r9', terminal: true })).rejects.toBeInstanceOf(RunEndedError);
+    expect((await e.head('erin')).lastSeq).toBe(2);
+    await e.close();
+  });
+
+  it('trims to the retention count and changes the epoch only when the log was lost', async () => {
+    const e = engine({ retentionEvents: 10 });
+    await e.ready();
+    const before = await e.head('frank');
+    for (let i = 0; i < 30; i++) await e.append('frank', [thinking(`m${i}`)]);
+    const retained = await e.read('frank', 1, 30);
+    expect(retained.map((x) => x.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 21 + i));
+    expect((await e.head('frank')).epoch).toBe(before.epoch);
+    const admin = redis.client();
+    await admin.del(e.keys('frank').meta, e.keys('frank').log);
+    admin.disconnect();
+    const after = await e.head('frank');
+    expect(after.epoch).not.toBe(before.epoch);
+    expect(after.lastSeq).toBe(0);
+    await e.close();
+  });
+
+  it('tells subscribers to check for gaps after its pub/sub connection was killed', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    let gapSignals = 0;
+    let onGap = () => {};
+    const gap = new Promise<void>((resolve) => (onGap = resolve));
+    await e.subscribe('gina', live.listener, () => {
+      gapSignals++;
+      onGap();
+    });
+    const admin = redis.client();
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await gap;
+    expect(gapSignals).toBeGreaterThanOrEqual(1);
+    // Resubscribed: live delivery works again.
+    await e.append('gina', [thinking('after')]);
+    await live.until(1);
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('is unavailable while Redis is down, fails fast, and recovers without a restart', async () => {
+    const e = engine();
+    await e.ready();
+    await e.append('hank', [thinking('before')]);
+    await redis.stopProcess();
+    await expect(e.append('hank', [thinking('during')])).rejects.toThrow();
+    expect(e.available).toBe(false);
+    await redis.startProcess();
+    // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
+    await Promise.all(
+      [e.redis].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
+    );
+    const head = await e.head('hank');
+    expect(head.lastSeq).toBe(1);
+    expect((await e.read('hank', 1, 1))[0]!.json).toContain('before');
+    await e.close();
+  });
+});
