@@ -59,6 +59,8 @@ const DEFAULTS: GatewayConfig = {
   retentionMs: 86400000,
   allowedOrigins: null,
   logLevel: 'info',
+  runLeaseMs: 15000,
+  runSweepMs: 2000,
 };
 
 /**
@@ -88,6 +90,9 @@ const SAMPLES: Record<
   AGENTWIRE_JWT_AUDIENCE: { value: 'agentwire', key: 'jwtAudience', expected: 'agentwire' },
   AGENTWIRE_E2E_BYPASS_KEY: { value: 'bypass-123', key: 'e2eBypassKey', expected: 'bypass-123' },
   AGENTWIRE_REDIS_URL: { value: 'redis://localhost:6379/0', key: 'redisUrl', expected: 'redis://localhost:6379/0' },
+  AGENTWIRE_NODE_ID: { value: 'gw-2', key: 'nodeId', expected: 'gw-2' },
+  AGENTWIRE_RUN_LEASE_MS: { value: '3000', key: 'runLeaseMs', expected: 3000 },
+  AGENTWIRE_RUN_SWEEP_MS: { value: '500', key: 'runSweepMs', expected: 500 },
   AGENTWIRE_AUTH_TIMEOUT_MS: { value: '1500', key: 'authTimeoutMs', expected: 1500 },
   AGENTWIRE_HEARTBEAT_MS: { value: '5000', key: 'heartbeatMs', expected: 5000 },
   AGENTWIRE_HEARTBEAT_TIMEOUT_MS: { value: '2000', key: 'heartbeatTimeoutMs', expected: 2000 },

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { signToken } from '../auth/index.js';
 import { ConfigError, SETTINGS, loadConfig, parseServeFlags, redactConfig, type GatewayConfig } from '../config/index.js';
-import { MemoryEngine } from '../engine/index.js';
-import { GatewayMetrics, createLogger } from '../observability/index.js';
+import { RedisPresence } from '../coordination/index.js';
+import { MemoryEngine, RedisEngine } from '../engine/index.js';
+import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
+import { RedisRunStore } from '../runs/redisRunStore.js';
 import { createGateway } from '../transport/index.js';
 
 /** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
@@ -15,9 +17,6 @@ export async function runServe(argv: string[]): Promise<number> {
       return 0;
     }
     config = loadConfig(process.env, flags);
-    if (config.redisUrl) {
-      throw new ConfigError('AGENTWIRE_REDIS_URL', 'the Redis engine is not part of this build yet; unset it to use the in-memory engine');
-    }
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`agentwire: invalid setting ${error.message}\n`);
@@ -35,9 +34,12 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(config.jwtIssuer ? { issuer: config.jwtIssuer } : {}),
     ...(config.jwtAudience ? { audience: config.jwtAudience } : {}),
   };
+  const cluster = config.redisUrl ? redisCluster(config, config.redisUrl, logger) : null;
+  const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs });
   const gateway = createGateway({
     auth: keys,
-    engine: new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs }),
+    engine,
+    ...(cluster ? { runStore: cluster.runStore, presence: cluster.presence, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(config.e2eBypassKey && secret
@@ -64,7 +66,8 @@ export async function runServe(argv: string[]): Promise<number> {
     const stop = (signal: string) => {
       logger.info({ signal }, 'draining');
       gateway.shutdown().then(
-        () => {
+        async () => {
+          await engine.close();
           logger.info('stopped');
           resolve(0);
         },
@@ -80,13 +83,18 @@ export async function runServe(argv: string[]): Promise<number> {
 
   let url: string;
   try {
-    ({ url } = await gateway.listen(config.port, config.host));
+    ({ url } = await gateway.listen(config.port, config.host, { waitForReady: false }));
   } catch (error) {
     process.stderr.write(`agentwire: cannot listen on ${config.host}:${config.port}: ${(error as Error).message}\n`);
     return 1;
   }
-  logger.info({ url, config: redactConfig(config) }, 'listening');
+  logger.info({ url, node: gateway.runs.nodeId, config: redactConfig(config) }, 'listening');
   process.stdout.write(`agentwire listening on ${url}\n`);
+  if (!gateway.isReady) logger.info('waiting for the engine before accepting connections (/readyz is 503 until then)');
+  gateway.ready().then(
+    () => logger.info('ready'),
+    (error: unknown) => logger.error({ err: error }, 'engine failed to start'),
+  );
   if (config.devMode && secret) {
     const { token } = await signToken(secret, { sub: 'demo', ttlSec: 86_400 });
     process.stdout.write(
@@ -105,6 +113,24 @@ export async function runServe(argv: string[]): Promise<number> {
     );
   }
   return stopped;
+}
+
+/** The Redis engine plus the cluster-wide run store and connection presence sharing it. */
+function redisCluster(config: GatewayConfig, url: string, logger: Logger) {
+  let lastError = '';
+  const onError = (error: unknown) => {
+    // ioredis reports every failed reconnect; log each distinct problem once until it changes.
+    const message = error instanceof Error ? error.message : String(error);
+    if (message !== lastError) logger.warn({ err: message }, 'redis connection problem');
+    lastError = message;
+  };
+  const engine = new RedisEngine({ url, retentionEvents: config.retentionEvents, retentionMs: config.retentionMs, onError });
+  const runStore = new RedisRunStore(engine, url, {
+    leaseMs: config.runLeaseMs,
+    ...(config.nodeId ? { nodeId: config.nodeId } : {}),
+    onError,
+  });
+  return { engine, runStore, presence: new RedisPresence(engine) };
 }
 
 function pick(config: GatewayConfig, from: 'jwtIssuer' | 'jwtAudience', to: string): Record<string, string> {

@@ -28,6 +28,10 @@ export interface GatewayConfig {
   devMode: boolean;
   e2eBypassKey?: string;
   redisUrl?: string;
+  /** Node name in a Redis cluster; random when unset. */
+  nodeId?: string;
+  runLeaseMs: number;
+  runSweepMs: number;
   authTimeoutMs: number;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
@@ -215,6 +219,12 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
 
   // --- engine ------------------------------------------------------------------------------
   const redisUrl = parseUrl('AGENTWIRE_REDIS_URL', ['redis:', 'rediss:'], 'a redis:// or rediss:// URL', text, raw, fail);
+  const nodeId = text('AGENTWIRE_NODE_ID');
+  if (nodeId !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(nodeId)) {
+    throw fail('AGENTWIRE_NODE_ID', raw('AGENTWIRE_NODE_ID'), `must be 1..64 of [A-Za-z0-9._-] (got ${JSON.stringify(nodeId)})`);
+  }
+  const runLeaseMs = int('AGENTWIRE_RUN_LEASE_MS', 15000, 100, MAX_TIMER_MS);
+  const runSweepMs = int('AGENTWIRE_RUN_SWEEP_MS', 2000, 10, MAX_TIMER_MS);
 
   // --- timing and limits -------------------------------------------------------------------
   const authTimeoutMs = int('AGENTWIRE_AUTH_TIMEOUT_MS', 5000, 1, MAX_TIMER_MS);
@@ -287,7 +297,10 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
     retentionMs,
     allowedOrigins,
     logLevel,
+    runLeaseMs,
+    runSweepMs,
   };
+  if (nodeId !== undefined) config.nodeId = nodeId;
   if (jwtSecret !== undefined) config.jwtSecret = jwtSecret;
   if (jwtPublicKey !== undefined) config.jwtPublicKey = jwtPublicKey;
   if (jwksUrl !== undefined) config.jwksUrl = jwksUrl;

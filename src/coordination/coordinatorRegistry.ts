@@ -31,4 +31,8 @@ export class CoordinatorRegistry {
   get size(): number {
     return this.#byUser.size;
   }
+
+  values(): IterableIterator<UserCoordinator> {
+    return this.#byUser.values();
+  }
 }

@@ -1,2 +1,4 @@
 export * from './userCoordinator.js';
 export * from './coordinatorRegistry.js';
+export type * from './presence.js';
+export { RedisPresence } from './redisPresence.js';

@@ -1,5 +1,6 @@
 import type { EventEngine, LogHead, Subscription } from '../engine/types.js';
 import type { LogEntry } from '../protocol/events.js';
+import type { ConnectionPresence } from './presence.js';
 
 /** A connection as its user's coordinator sees it. */
 export interface CoordinatorMember {
@@ -33,6 +34,8 @@ export type TeardownResult = { readonly ok: true } | { readonly ok: false; reado
 
 export interface CoordinatorOptions {
   readonly maxConnections: number;
+  /** Extends the per-user cap across nodes; without it the cap is per node. */
+  readonly presence?: ConnectionPresence;
   /** Live entries buffered while the log's continuity is being restored. */
   readonly maxPendingEntries?: number;
   /** Called once per entry fanned out (metrics). */
@@ -84,6 +87,11 @@ export class UserCoordinator {
     return this.#admitted.size;
   }
 
+  /** Ids of the connections registered here (for presence renewal). */
+  connectionIds(): IterableIterator<string> {
+    return this.#members.keys();
+  }
+
   /** Synchronous, so a coordinator handed out by the registry cannot be released before this. */
   admit(member: CoordinatorMember): number {
     const generation = this.#nextGeneration++;
@@ -97,6 +105,11 @@ export class UserCoordinator {
       if (denial) return { ok: false, reason: denial };
       if (!member.isOpen()) return { ok: false, reason: 'connection_closed' };
       if (this.#members.size >= this.options.maxConnections) {
+        return { ok: false, reason: 'too_many_connections' };
+      }
+      const presence = this.options.presence;
+      const ref = { userId: this.userId, connectionId: member.connectionId };
+      if (presence && !(await presence.acquire(ref, this.options.maxConnections))) {
         return { ok: false, reason: 'too_many_connections' };
       }
       await this.#ensureSubscribed();
@@ -113,7 +126,11 @@ export class UserCoordinator {
       const denial = this.#check(connectionId, generation);
       if (denial) return { ok: false, reason: denial };
       this.#admitted.delete(connectionId);
-      this.#members.delete(connectionId);
+      if (this.#members.delete(connectionId) && this.options.presence) {
+        await this.options.presence
+          .release({ userId: this.userId, connectionId })
+          .catch((error: unknown) => this.options.onFault?.(error, 'presence release'));
+      }
       if (this.#admitted.size === 0) await this.#release();
       return { ok: true };
     });

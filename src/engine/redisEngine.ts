@@ -100,8 +100,9 @@ export class RedisEngine implements EventEngine {
     return this.#ready;
   }
 
+  /** Resolves once both connections are up; until then ioredis keeps retrying (start-up outages). */
   async #connect(): Promise<void> {
-    await Promise.all([this.#commands.connect(), this.#subscriber.connect()]);
+    await Promise.all([this.#commands, this.#subscriber].map((client) => connected(client, this.options.onError)));
     if (this.options.shardedPubSub !== false) {
       const info = await this.#commands.info('server');
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
@@ -237,6 +238,13 @@ export class RedisEngine implements EventEngine {
       for (const onGap of channel.gapListeners) onGap();
     }
   }
+}
+
+function connected(client: Redis, onError?: (error: unknown) => void): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  const ready = new Promise<void>((resolve) => client.once('ready', () => resolve()));
+  if (client.status === 'wait') client.connect().catch((error: unknown) => onError?.(error));
+  return ready;
 }
 
 type RedisWithScripts = Redis & {

@@ -45,8 +45,12 @@ interface ActiveRun {
   readonly record: RunRecord;
   readonly controller: AbortController;
   finished: boolean;
+  /** Another node ended this run (its appends are refused): stop without a terminal event. */
+  fencedOff: boolean;
+  /** The terminal event could not be written; the lease lapses and a sweeper ends the run. */
+  terminalLost: boolean;
   answer: string;
-  /** Appends of this run, chained so the log receives them in order. */
+  /** Appends of this run, chained so the log receives them in order; never rejects. */
   appended: Promise<void>;
   timeout: TimerHandle | null;
 }
@@ -54,9 +58,6 @@ interface ActiveRun {
 type Terminal =
   | { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string }
   | { type: 'agent_error'; code: AgentErrorCode; message: string };
-
-/** Thrown inside an append chain when the run was ended elsewhere (fenced off). */
-class FencedOff extends Error {}
 
 /**
  * Runs agents for users: idempotent message ids, per-thread serialization through the run
@@ -194,6 +195,8 @@ export class RunManager {
       record,
       controller: new AbortController(),
       finished: false,
+      fencedOff: false,
+      terminalLost: false,
       answer: '',
       appended: Promise.resolve(),
       timeout: null,
@@ -237,34 +240,39 @@ export class RunManager {
 
   #append(run: ActiveRun, event: EventPayload, terminal = false): void {
     const body = { ...event, run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() } as EventBody;
-    run.appended = run.appended.then(() =>
-      this.#retry(`append ${body.type} of ${run.record.runId}`, async () => {
-        try {
-          await this.options.engine.append(run.record.userId, [body], { runId: run.record.runId, terminal });
-        } catch (error) {
-          if (error instanceof RunEndedError) throw new FencedOff();
-          throw error;
+    const context = `append ${body.type} of ${run.record.runId}`;
+    run.appended = run.appended.then(async () => {
+      if (run.fencedOff) return;
+      try {
+        await this.#retry(context, () => this.options.engine.append(run.record.userId, [body], { runId: run.record.runId, terminal }));
+      } catch (error) {
+        if (error instanceof RunEndedError) {
+          run.fencedOff = true;
+          this.#stop(run);
+          this.#forget(run.record.runId);
+          return;
         }
-      }),
-    );
+        this.options.onFault?.(error, context);
+        if (terminal) run.terminalLost = true;
+      }
+    });
   }
 
   /** The single place a run ends: exactly one terminal event, then the thread moves on. */
   #finish(run: ActiveRun, terminal: Terminal): void {
     if (run.finished) return;
+    this.#stop(run);
+    this.#append(run, terminal, true);
+    void run.appended.then(() => {
+      if (run.fencedOff || run.terminalLost) this.#forget(run.record.runId);
+      else void this.#ended(run.record, terminal.type === 'agent_error' ? terminal.code : terminal.status);
+    });
+  }
+
+  #stop(run: ActiveRun): void {
     run.finished = true;
     if (run.timeout !== null) this.options.clock.clearTimeout(run.timeout);
-    run.controller.abort(new Error(terminal.type === 'agent_error' ? terminal.code : terminal.status));
-    this.#append(run, terminal, true);
-    void run.appended.then(
-      () => this.#ended(run.record, terminal.type === 'agent_error' ? terminal.code : terminal.status),
-      (error) => {
-        // Fenced off: another node ended this run (and moved its thread on). Otherwise the
-        // terminal event could not be written; the run's lease lapses and a sweeper ends it.
-        if (!(error instanceof FencedOff)) this.options.onFault?.(error, `end ${run.record.runId}`);
-        this.#forget(run.record.runId);
-      },
-    );
+    run.controller.abort(new Error('run ended'));
   }
 
   /** The terminal event is in the log: hand the thread to its next run, then forget this one. */
@@ -294,7 +302,7 @@ export class RunManager {
       try {
         return await operation();
       } catch (error) {
-        if (error instanceof FencedOff || this.options.clock.now() >= deadline) throw error;
+        if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
         if (attempt === 0) this.options.onFault?.(error, `${context} (retrying)`);
         await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
       }

@@ -5,7 +5,7 @@ import { WebSocketServer } from 'ws';
 import { createTokenVerifier, extractUpgradeCredentials, selectSubprotocol } from '../auth/index.js';
 import type { TokenVerifier, VerifierOptions, VerifyResult } from '../auth/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
-import { CoordinatorRegistry, type ResumePosition } from '../coordination/index.js';
+import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } from '../coordination/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
 import { createRouteHandler, type TestTokenIssuer } from '../http/index.js';
@@ -14,6 +14,7 @@ import { CloseCode } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
 import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
+import type { RunStore } from '../runs/runStore.js';
 import { Connection } from './connection.js';
 import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
 
@@ -22,6 +23,12 @@ export interface GatewayOptions {
   agent?: Agent;
   /** The per-user event log. Default: a new in-memory engine (closed with the gateway). */
   engine?: EventEngine;
+  /** Thread queues and run ownership; a shared store (Redis) makes them cluster-wide. */
+  runStore?: RunStore;
+  /** Counts connections across nodes for the per-user cap (Redis); default per node. */
+  presence?: ConnectionPresence & { readonly renewIntervalMs?: number };
+  /** How often a shared run store is swept for runs of dead nodes. */
+  lostRunSweepMs?: number;
   /** How tokens are verified: key options, or a verifier of your own. */
   auth: VerifierOptions | TokenVerifier;
   /** Enables `POST /v1/auth/test-token`. Never in production. */
@@ -80,6 +87,8 @@ export class Gateway {
   readonly #allowedOrigins: ReadonlySet<string> | null;
   readonly #sweeper: TimerHandle;
   readonly #servers: Server[] = [];
+  readonly #presence: GatewayOptions['presence'];
+  #presenceRenewedAt = 0;
   #engineReady = false;
   #draining = false;
   #shutdown: Promise<void> | null = null;
@@ -118,11 +127,15 @@ export class Gateway {
       clock,
       threadPolicy: options.threadPolicy ?? 'enqueue',
       runTimeoutMs: options.runTimeoutMs ?? 120_000,
+      ...(options.runStore ? { store: options.runStore } : {}),
+      ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),
       onRunEnded: (outcome) => this.metrics.runEnded(outcome),
       onFault,
     });
+    this.#presence = options.presence;
     const registry = new CoordinatorRegistry(this.engine, {
       maxConnections: options.maxConnectionsPerUser ?? 32,
+      ...(options.presence ? { presence: options.presence } : {}),
       onFanout: (entry) => this.metrics.fannedOut(entry, clock.now()),
       onFault,
     });
@@ -162,9 +175,9 @@ export class Gateway {
     );
   }
 
-  /** Ready: the engine is up and the gateway is not draining (`/readyz`, upgrades). */
+  /** Ready: the engine is up and reachable, and the gateway is not draining (`/readyz`, upgrades). */
   get isReady(): boolean {
-    return this.#engineReady && !this.#draining;
+    return this.#engineReady && !this.#draining && this.engine.available !== false;
   }
 
   /** Resolves once the gateway is ready to accept connections. */
@@ -189,8 +202,12 @@ export class Gateway {
     });
   }
 
-  /** Starts a server of its own with the HTTP routes and the WebSocket endpoint. */
-  async listen(port: number, host = '127.0.0.1'): Promise<ListenResult> {
+  /**
+   * Starts a server of its own with the HTTP routes and the WebSocket endpoint. By default it
+   * resolves once the gateway is ready; with `waitForReady: false` it resolves as soon as it
+   * listens, answering `/readyz` and upgrades with 503 until the engine is up.
+   */
+  async listen(port: number, host = '127.0.0.1', { waitForReady = true } = {}): Promise<ListenResult> {
     const server = createServer((req, res) => {
       if (!this.handleRequest(req, res)) {
         res.writeHead(404, { 'Content-Type': 'application/json' });
@@ -205,7 +222,7 @@ export class Gateway {
       server.once('error', reject);
       server.listen(port, host, () => resolve());
     });
-    await this.ready();
+    if (waitForReady) await this.ready();
     const address = server.address() as AddressInfo;
     const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     return { server, port: address.port, host: address.address, url: `ws://${shownHost}:${address.port}${this.path}` };
@@ -228,6 +245,7 @@ export class Gateway {
     for (const connection of this.#ctx.connections) connection.terminate();
     await this.#connectionsClosed(1000);
     this.#ctx.clock.clearInterval(this.#sweeper);
+    await this.runs.close();
     this.#wss.close();
     await Promise.all(
       this.#servers.map(
@@ -294,6 +312,18 @@ export class Gateway {
     }
     const heartbeatMs = this.#ctx.limits.heartbeatMs;
     for (const connection of this.#ctx.connections) connection.sweep(now, heartbeatMs, this.#heartbeatTimeoutMs);
+    const presence = this.#presence;
+    if (presence?.renewIntervalMs !== undefined && now - this.#presenceRenewedAt >= presence.renewIntervalMs) {
+      this.#presenceRenewedAt = now;
+      const refs = [];
+      for (const coordinator of this.#ctx.registry.values()) {
+        for (const connectionId of coordinator.connectionIds()) refs.push({ userId: coordinator.userId, connectionId });
+      }
+      presence.renew(refs).catch((error: unknown) => {
+        this.metrics.faults.inc({ context: 'presence renew' });
+        this.#ctx.logger.warn({ err: error }, 'presence renewal failed');
+      });
+    }
   }
 }
 
