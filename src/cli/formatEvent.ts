@@ -1,8 +1,10 @@
-/** Renders server frames for people: one line per event, the answer last. */
+/** Renders server frames for people: one line per frame, the answer last. */
 export function formatFrame(frame: Record<string, unknown>): string | null {
   switch (frame.type) {
     case 'connection_ready':
-      return `connected as ${frame.user_id} (epoch ${frame.epoch}, last seq ${frame.last_seq})`;
+      return frame.resumed === true
+        ? `reconnected as ${frame.user_id} (epoch ${frame.epoch}, last seq ${frame.last_seq}, ${frame.replayed} missed event${frame.replayed === 1 ? '' : 's'} replayed)`
+        : `connected as ${frame.user_id} (epoch ${frame.epoch}, last seq ${frame.last_seq})`;
     case 'ack':
       return `${frame.status} ${frame.run_id} on thread ${frame.thread_id}`;
     case 'agent_started':

@@ -1,0 +1,256 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Agent, AgentStep } from '../src/runs/agent.js';
+import { AGENTWIRE_BIN, REPO_ROOT, cleanEnv } from './helpers/childProcess.js';
+import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { TcpProxy } from './helpers/tcpProxy.js';
+import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
+
+/**
+ * `agentwire chat` on the client SDK, beyond the one-shot cases of cli.test.ts: the interactive
+ * mode driven through the child's stdin, fail-fast exit 3 when no connection can be made, and a
+ * connection reset in the middle of a run that the command survives by resuming.
+ */
+
+class ChatChild {
+  readonly proc: ChildProcess;
+  stdout = '';
+  stderr = '';
+  exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  #waiters = new Set<() => void>();
+
+  constructor(args: string[]) {
+    this.proc = spawn(process.execPath, [AGENTWIRE_BIN, 'chat', ...args], {
+      cwd: REPO_ROOT,
+      env: cleanEnv(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.proc.stdout!.setEncoding('utf8');
+    this.proc.stderr!.setEncoding('utf8');
+    this.proc.stdout!.on('data', (chunk: string) => {
+      this.stdout += chunk;
+      this.#notify();
+    });
+    this.proc.stderr!.on('data', (chunk: string) => {
+      this.stderr += chunk;
+      this.#notify();
+    });
+    this.proc.stdin!.on('error', () => {});
+    this.proc.on('error', () => {});
+    this.proc.once('close', (code, signal) => {
+      this.exit = { code, signal };
+      this.#notify();
+    });
+  }
+
+  write(text: string): void {
+    this.proc.stdin!.write(text);
+  }
+
+  endInput(): void {
+    this.proc.stdin!.end();
+  }
+
+  lines(): string[] {
+    return this.stdout.split('\n').filter((line) => line.length > 0);
+  }
+
+  waitForStdout(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    return this.#waitUntil(() => this.stdout.match(pattern) ?? undefined, timeoutMs, `stdout matching ${pattern}`);
+  }
+
+  waitForStderr(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    return this.#waitUntil(() => this.stderr.match(pattern) ?? undefined, timeoutMs, `stderr matching ${pattern}`);
+  }
+
+  waitExit(timeoutMs = 20_000) {
+    return this.#waitUntil(() => this.exit ?? undefined, timeoutMs, 'exit');
+  }
+
+  async kill(): Promise<void> {
+    if (this.exit || this.proc.pid === undefined) return;
+    process.kill(this.proc.pid, 'SIGKILL');
+    await this.waitExit(5000);
+  }
+
+  #notify(): void {
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+
+  #waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
+    const now = check();
+    if (now !== undefined) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        const value = check();
+        if (value === undefined) return;
+        clearTimeout(timer);
+        this.#waiters.delete(waiter);
+        resolve(value);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(waiter);
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${what}; exit=${JSON.stringify(this.exit)}; ` +
+              `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
+          ),
+        );
+      }, timeoutMs);
+      this.#waiters.add(waiter);
+    });
+  }
+}
+
+let children: ChatChild[] = [];
+let cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  await Promise.all(children.map((child) => child.kill()));
+  children = [];
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  cleanups = [];
+});
+
+function chat(args: string[]): ChatChild {
+  const child = new ChatChild(args);
+  children.push(child);
+  return child;
+}
+
+async function gateway(options: Parameters<typeof startGateway>[0] = {}): Promise<TestGateway> {
+  const env = await startGateway(options);
+  cleanups.push(() => env.stop());
+  return env;
+}
+
+const RUN_LINES = (seq: number) => [
+  `#${seq} started`,
+  `#${seq + 1} thinking: `,
+  `#${seq + 2} tool `,
+  `#${seq + 3} tool `,
+  `#${seq + 4} thinking: `,
+  `#${seq + 5} completed: `,
+];
+
+describe('agentwire chat --interactive', () => {
+  it('sends each stdin line on one thread, one run after the other, and exits 0 at end of input', async () => {
+    const env = await gateway();
+    const child = chat(['--url', env.url, '--token', await env.token('alice'), '--thread', 'th-1']);
+    await child.waitForStdout(/^connected as alice \(epoch \S+, last seq 0\)\n/);
+    // Both lines at once: the second is sent only after the first run ended (ack "started",
+    // not "queued"), and an empty line is skipped.
+    child.write('what is 2+3*4?\n\nhow many words are here\n');
+    child.endInput();
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    expect(child.stderr).toBe('');
+    const lines = child.lines();
+    expect(lines).toHaveLength(1 + 7 + 7);
+    expect(lines[1]).toMatch(/^started run_\S+ on thread th-1$/);
+    expect(lines[8]).toMatch(/^started run_\S+ on thread th-1$/);
+    expect(lines[1]).not.toBe(lines[8]);
+    RUN_LINES(1).forEach((prefix, i) => expect(lines[2 + i]!.startsWith(prefix)).toBe(true));
+    RUN_LINES(7).forEach((prefix, i) => expect(lines[9 + i]!.startsWith(prefix)).toBe(true));
+    expect(lines[7]).toBe('#6 completed: 2+3*4 = 14');
+    expect(lines[14]).toBe('#12 completed: Your message has 5 words.');
+  });
+
+  it('/quit ends the session with 0 while stdin is still open; a failing run does not end it', async () => {
+    const env = await gateway();
+    const child = chat(['--url', env.url, '--token', await env.token('bob'), '--interactive']);
+    await child.waitForStdout(/^connected as bob /);
+    child.write('/fail what is 1+1?\n');
+    await child.waitForStdout(/^#5 error agent_failed: demo agent failure requested by \/fail\n/m);
+    expect(child.exit).toBeNull();
+    child.write('what is 10/4?\n');
+    await child.waitForStdout(/^#11 completed: 10\/4 = 2\.5\n/m);
+    expect(child.exit).toBeNull();
+    child.write('/quit\n');
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    expect(child.stderr).toBe('');
+    expect(child.lines().filter((line) => line.startsWith('started run_'))).toHaveLength(2);
+  });
+
+  it('--json in interactive mode writes only NDJSON frames to stdout', async () => {
+    const env = await gateway();
+    const child = chat(['--url', env.url, '--token', await env.token('carol'), '--json', '--thread', 'j1']);
+    await child.waitForStdout(/"type":"connection_ready"/);
+    child.write('what is 7*6?\n');
+    child.endInput();
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    const frames = child.lines().map((line) => JSON.parse(line) as Frame);
+    expect(frames.map((f) => f.type)).toEqual([
+      'connection_ready',
+      'ack',
+      'agent_started',
+      'agent_thinking',
+      'tool_executing',
+      'tool_completed',
+      'agent_thinking',
+      'agent_completed',
+    ]);
+    expect(frames[1]).toMatchObject({ status: 'started', thread_id: 'j1' });
+    expect(seqProblem(frames.slice(2), 0)).toBeNull();
+    expect(frames.at(-1)).toMatchObject({ text: '7*6 = 42' });
+  });
+});
+
+describe('agentwire chat: connection failures and recovery', () => {
+  it('exits 3 at once, naming the error, when nothing listens on the URL', async () => {
+    const port = await freePort();
+    const child = chat(['--url', `ws://127.0.0.1:${port}/ws`, '--token', 'x.y.z', 'hello']);
+    expect(await child.waitExit()).toEqual({ code: 3, signal: null });
+    expect(child.stdout).toBe('');
+    expect(child.stderr).toBe(`agentwire chat: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+  });
+
+  it('survives a connection reset in the middle of a run: reconnects, resumes and exits 0', async () => {
+    const gates: Array<() => void> = [];
+    const agent: Agent = {
+      async *run({ text }): AsyncGenerator<AgentStep> {
+        yield { type: 'thinking', text: 'before the reset' };
+        await new Promise<void>((resolve) => gates.push(resolve));
+        yield { type: 'thinking', text: 'after the reset' };
+        yield { type: 'answer', text: `echo: ${text}` };
+      },
+    };
+    const env = await gateway({ agent });
+    const proxy = await TcpProxy.start(env.port);
+    cleanups.push(() => proxy.close());
+    const child = chat(['--url', `ws://127.0.0.1:${proxy.port}/ws`, '--token', await env.token('dave'), 'hi there']);
+    const other = new TestClient(env.url, { token: await env.token('dave') });
+    cleanups.push(async () => other.close());
+    await other.ready();
+    await child.waitForStdout(/^#2 thinking: before the reset\n/m);
+    // The command's next connection is held at the proxy until the run has ended.
+    proxy.stallNew = true;
+    proxy.reset();
+    await child.waitForStderr(/^agentwire chat: connection lost \(connection closed with 1006\); reconnecting\n/);
+    // The run goes on while the command is away; it resumes and prints what it missed.
+    gates.shift()!();
+    await other.waitFor((f) => f.type === 'agent_completed', 5000, 'the end of the run');
+    proxy.stallNew = false;
+    proxy.unstall();
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    expect(child.lines().map((line) => line.replace(/run_\S+/, 'RUN').replace(/epoch \S+,/, 'epoch E,'))).toEqual([
+      'connected as dave (epoch E, last seq 0)',
+      'started RUN on thread ' + child.lines()[1]!.split(' on thread ')[1],
+      '#1 started',
+      '#2 thinking: before the reset',
+      'reconnected as dave (epoch E, last seq 4, 2 missed events replayed)',
+      '#3 thinking: after the reset',
+      '#4 completed: echo: hi there',
+    ]);
+    expect(child.stderr).toBe('agentwire chat: connection lost (connection closed with 1006); reconnecting\n');
+    expect(proxy.accepted).toBe(2);
+  });
+});
+
+/** A port that nothing listens on (bound, read, released). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
