@@ -1,5 +1,6 @@
 import { runChat } from './chat.js';
 import { runServe } from './serve.js';
+import { runStormCommand } from './storm.js';
 import { runToken } from './token.js';
 
 const USAGE = `agentwire — a race-free WebSocket gateway for agent chat
@@ -8,8 +9,12 @@ Usage:
   agentwire serve [flags]                 start a gateway (see: agentwire serve --help)
   agentwire chat [--url U] [--token T] [--thread ID] [--json] "text"
                                           send one message and print the run's events
+  agentwire chat [--url U] [--token T] [--thread ID] [--json] [--interactive]
+                                          no text: a prompt; each line is sent on one thread
   agentwire token --secret S [--user U] [--ttl-s N]
                                           mint an HS256 token for a user
+  agentwire storm --url U --connections N --users U (--token-secret S | --bypass-key K) [--report DIR]
+                                          load and race probe of any agentwire.v1 server (see --help)
 `;
 
 /** Entry point of the `agentwire` command; resolves to the process exit code. */
@@ -22,6 +27,8 @@ export async function main(argv: string[]): Promise<number> {
       return runChat(rest);
     case 'token':
       return runToken(rest);
+    case 'storm':
+      return runStormCommand(rest);
     case undefined:
     case 'help':
     case '--help':
