@@ -16,3 +16,4 @@ export type { DurableEvent, EventBody, EventType, LogEntry } from './protocol/in
 export { GatewayMetrics, createLogger } from './observability/index.js';
 export { systemClock, type Clock } from './clock.js';
 export { loadConfig, ConfigError, type GatewayConfig } from './config/index.js';
+export { createChatPageHandler, bundleChatPage, type ChatPageOptions, type ChatPageHandler } from './web/index.js';

@@ -60,6 +60,14 @@ export async function runServe(argv: string[]): Promise<number> {
     permessageDeflate: config.permessageDeflate,
     allowedOrigins: config.allowedOrigins,
     demoStepMs: config.demoStepMs,
+    // Dev mode serves the chat page at /. Only on a loopback host does every page load carry a
+    // token for user "demo"; elsewhere that would hand the demo identity to the network.
+    chatPage:
+      config.devMode && secret
+        ? isLoopback(config.host)
+          ? { token: async () => (await signToken(secret, { sub: 'demo', ttlSec: 86_400 })).token }
+          : true
+        : false,
   });
 
   const stopped = new Promise<number>((resolve) => {
@@ -82,8 +90,10 @@ export async function runServe(argv: string[]): Promise<number> {
   });
 
   let url: string;
+  let port: number;
+  let host: string;
   try {
-    ({ url } = await gateway.listen(config.port, config.host, { waitForReady: false }));
+    ({ url, port, host } = await gateway.listen(config.port, config.host, { waitForReady: false }));
   } catch (error) {
     process.stderr.write(`agentwire: cannot listen on ${config.host}:${config.port}: ${(error as Error).message}\n`);
     return 1;
@@ -109,6 +119,10 @@ export async function runServe(argv: string[]): Promise<number> {
         '',
         `  npx agentwire chat --url ${url} --token ${token} "what is 2+3*4?"`,
         '',
+        isLoopback(config.host)
+          ? `Open ${pageUrl(host, port)} in a browser to chat as "demo" on the chat page.`
+          : `Open ${pageUrl(host, port)} in a browser and paste the token above to chat on the chat page.`,
+        '',
       ].join('\n') + '\n',
     );
   }
@@ -131,6 +145,16 @@ function redisCluster(config: GatewayConfig, url: string, logger: Logger) {
     onError,
   });
   return { engine, runStore, presence: new RedisPresence(engine) };
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** The chat page's address as a browser on this machine reaches it. */
+function pageUrl(host: string, port: number): string {
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host.includes(':') ? `[${host}]` : host;
+  return `http://${shown}:${port}/`;
 }
 
 function pick(config: GatewayConfig, from: 'jwtIssuer' | 'jwtAudience', to: string): Record<string, string> {

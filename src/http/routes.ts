@@ -15,6 +15,8 @@ export interface RouteDeps {
   isReady(): boolean;
   readonly registry: Registry;
   readonly testTokens?: TestTokenIssuer;
+  /** The browser chat page (src/web), tried after the routes above. */
+  readonly chatPage?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 const MAX_BODY_BYTES = 4096;
@@ -42,7 +44,7 @@ export function createRouteHandler(deps: RouteDeps): (req: IncomingMessage, res:
     } else if (path === '/v1/auth/test-token' && req.method === 'POST' && deps.testTokens) {
       void issueTestToken(deps.testTokens, req, res);
     } else {
-      return false;
+      return deps.chatPage?.(req, res) ?? false;
     }
     return true;
   };

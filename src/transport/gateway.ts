@@ -15,6 +15,7 @@ import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
 import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
 import type { RunStore } from '../runs/runStore.js';
+import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { Connection } from './connection.js';
 import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
 
@@ -58,6 +59,11 @@ export interface GatewayOptions {
   demoStepMs?: number;
   /** How often the single sweeper checks heartbeats and auth deadlines. */
   sweepIntervalMs?: number;
+  /**
+   * Serves the browser chat page (src/web) at `/` (or `chatPage.path`) with its script; off by
+   * default. The page dials this gateway's `path` unless `chatPage.wsUrl` says otherwise.
+   */
+  chatPage?: boolean | ChatPageOptions;
 }
 
 export interface ListenResult {
@@ -162,6 +168,9 @@ export class Gateway {
       isReady: () => this.isReady,
       registry: this.metrics.registry,
       ...(options.testTokens ? { testTokens: options.testTokens } : {}),
+      ...(options.chatPage
+        ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
+        : {}),
     });
     const sweepMs =
       options.sweepIntervalMs ??
