@@ -49,6 +49,9 @@ export class RedisPresence implements ConnectionPresence {
     const expiry = this.now() + this.ttlMs;
     const pipeline = this.#redis.pipeline();
     for (const ref of refs) pipeline.zadd(this.#key(ref.userId), 'XX', expiry, ref.connectionId);
+    // The set's own TTL (set by acquire) must follow too, or the whole set of a user whose
+    // connections outlive it expires and the cluster-wide count drops to zero.
+    for (const userId of new Set(refs.map((ref) => ref.userId))) pipeline.pexpire(this.#key(userId), this.ttlMs * 2);
     await pipeline.exec();
   }
 

@@ -68,6 +68,8 @@ export class UserCoordinator {
   #epoch: string | null = null;
   #pending: LogEntry[] = [];
   #repairing = false;
+  /** A possible gap was signalled during a repair: check the head again once it is done. */
+  #catchUpAfterRepair = false;
   readonly #maxPending: number;
 
   constructor(
@@ -218,7 +220,12 @@ export class UserCoordinator {
 
   /** Notifications may have been lost with nothing after them to reveal it: compare with the head. */
   async #catchUp(): Promise<void> {
-    if (this.#lastSeq === null || this.#repairing || !this.#subscription) return;
+    if (this.#lastSeq === null || !this.#subscription) return;
+    // The repair covers only up to the entry that revealed its gap; what the signal is about may lie beyond.
+    if (this.#repairing) {
+      this.#catchUpAfterRepair = true;
+      return;
+    }
     let head: LogHead;
     try {
       head = await this.engine.head(this.userId);
@@ -226,7 +233,11 @@ export class UserCoordinator {
       this.options.onFault?.(error, 'catch-up');
       return;
     }
-    if (this.#lastSeq === null || this.#repairing) return;
+    if (this.#lastSeq === null) return;
+    if (this.#repairing) {
+      this.#catchUpAfterRepair = true;
+      return;
+    }
     if (head.epoch !== this.#epoch) {
       this.#loseContinuity();
       this.#epoch = head.epoch;
@@ -255,6 +266,10 @@ export class UserCoordinator {
     }
     this.#repairing = false;
     this.#drainPending();
+    if (this.#catchUpAfterRepair && !this.#repairing) {
+      this.#catchUpAfterRepair = false;
+      void this.#catchUp();
+    }
   }
 
   #drainPending(): void {

@@ -45,7 +45,10 @@ export class RedisEngine implements EventEngine {
   readonly #channels = new Map<string, Channel>();
   #sharded = false;
   #ready: Promise<void> | null = null;
-  #subscriberConnectedOnce = false;
+  #connectedOnce = false;
+  /** False from a drop of the subscriber connection until Redis confirmed its re-subscriptions. */
+  #subscriptionsActive = true;
+  #resubscribeRound = 0;
   #closed = false;
 
   constructor(private readonly options: RedisEngineOptions) {
@@ -62,13 +65,19 @@ export class RedisEngine implements EventEngine {
       ...options.redisOptions,
     };
     this.#commands = new Redis(options.url, base);
-    this.#subscriber = new Redis(options.url, { ...base, autoResubscribe: true });
+    // Not ioredis' autoResubscribe: nobody awaits its subscribe commands, so when the link drops
+    // again before Redis answers them they are rejected unhandled and the channels forgotten.
+    this.#subscriber = new Redis(options.url, { ...base, autoResubscribe: false });
     const onError = (error: unknown) => options.onError?.(error);
     this.#commands.on('error', onError);
     this.#subscriber.on('error', onError);
     this.#commands.defineCommand('awHead', { numberOfKeys: 2, lua: HEAD_SCRIPT });
     this.#commands.defineCommand('awAppend', { numberOfKeys: 3, lua: APPEND_SCRIPT });
-    this.#subscriber.on('ready', () => this.#subscriberReady());
+    this.#commands.on('ready', () => this.#signalGaps());
+    this.#subscriber.on('ready', () => this.#resubscribe());
+    this.#subscriber.on('close', () => {
+      this.#subscriptionsActive = false;
+    });
     const onMessage = (channel: string | Buffer, message: string | Buffer) => this.#onMessage(String(channel), String(message));
     this.#subscriber.on('message', onMessage);
     this.#subscriber.on('smessage', onMessage);
@@ -108,6 +117,7 @@ export class RedisEngine implements EventEngine {
       const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
       this.#sharded = major >= 7;
     }
+    this.#connectedOnce = true;
   }
 
   async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
@@ -123,6 +133,7 @@ export class RedisEngine implements EventEngine {
       fence ? '1' : '0',
       fence?.terminal ? '1' : '0',
       events.length,
+      fence?.appendId ?? '',
     ];
     const parts = events.map((body) => splitAtSeq(body));
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
@@ -228,12 +239,33 @@ export class RedisEngine implements EventEngine {
     for (const listener of channel.listeners) listener(entry);
   }
 
-  /** After a reconnect, notifications sent meanwhile are gone: subscribers must check for gaps. */
-  #subscriberReady(): void {
-    if (!this.#subscriberConnectedOnce) {
-      this.#subscriberConnectedOnce = true;
-      return;
-    }
+  /**
+   * The subscriber connection is (back) up without subscriptions: subscribe to every channel
+   * again, then, once Redis confirmed it, tell subscribers to check for gaps. If the link drops
+   * before that, the next 'ready' starts over.
+   */
+  #resubscribe(): void {
+    const round = ++this.#resubscribeRound;
+    const subscriber = this.#subscriber;
+    const names = [...this.#channels.keys()];
+    Promise.all(names.map((name) => (this.#sharded ? subscriber.ssubscribe(name) : subscriber.subscribe(name)))).then(
+      () => {
+        if (round !== this.#resubscribeRound) return;
+        this.#subscriptionsActive = true;
+        this.#signalGaps();
+      },
+      (error: unknown) => this.options.onError?.(error),
+    );
+  }
+
+  /**
+   * After a reconnect, notifications sent meanwhile are gone: subscribers must check for gaps.
+   * They are told once the subscriptions are active again (so nothing published after their
+   * check can be missed) and the command connection is up (the check reads the log); whichever
+   * of the two connections comes back last triggers it.
+   */
+  #signalGaps(): void {
+    if (!this.#connectedOnce || this.#closed || !this.#subscriptionsActive || this.#commands.status !== 'ready') return;
     for (const channel of this.#channels.values()) {
       for (const onGap of channel.gapListeners) onGap();
     }

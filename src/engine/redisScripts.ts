@@ -20,12 +20,17 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
 /**
  * KEYS: meta, log, run record (or a dummy key in the same slot when no fence is wanted).
  * ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence ('1' checks that the run
- * record is not ended), terminal ('1' marks it ended), count, then per event: json head, json
- * tail, type. Each event's JSON is head .. seq .. tail, so the seq is written into the event
- * here, where it is assigned. Returns {epoch, firstSeq} or {epoch, -1} when fenced off.
+ * record is not ended), terminal ('1' marks it ended), count, append id ('' for none), then per
+ * event: json head, json tail, type. Each event's JSON is head .. seq .. tail, so the seq is
+ * written into the event here, where it is assigned. Returns {epoch, firstSeq} or {epoch, -1}
+ * when fenced off. A fenced append whose id is the run's last applied one (a retry after a lost
+ * reply) is not applied again: it returns the firstSeq it got then.
  */
 export const APPEND_SCRIPT = `${ENSURE_META}
 if ARGV[7] == '1' then
+  if ARGV[10] ~= '' and redis.call('HGET', KEYS[3], 'append') == ARGV[10] then
+    return {epoch, tonumber(redis.call('HGET', KEYS[3], 'appended'))}
+  end
   if redis.call('HGET', KEYS[3], 'state') == 'ended' then return {epoch, -1} end
   if ARGV[8] == '1' then redis.call('HSET', KEYS[3], 'state', 'ended') end
 end
@@ -34,10 +39,14 @@ local first = seq + 1
 local count = tonumber(ARGV[9])
 for i = 0, count - 1 do
   seq = seq + 1
-  local json = ARGV[10 + 3 * i] .. seq .. ARGV[11 + 3 * i]
-  local etype = ARGV[12 + 3 * i]
+  local json = ARGV[11 + 3 * i] .. seq .. ARGV[12 + 3 * i]
+  local etype = ARGV[13 + 3 * i]
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'j', json, 't', etype, 'a', ARGV[6])
   redis.call(ARGV[5], ARGV[4], epoch .. ' ' .. seq .. ' ' .. etype .. ' ' .. ARGV[6] .. ' ' .. json)
+end
+if ARGV[7] == '1' and ARGV[10] ~= '' then
+  redis.call('HSET', KEYS[3], 'append', ARGV[10], 'appended', first)
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'seq', seq)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -43,6 +43,11 @@ export interface AppendFence {
   readonly runId: string;
   /** This append carries the run's terminal event. */
   readonly terminal: boolean;
+  /**
+   * Names this append across retries: an engine whose reply can be lost after the append was
+   * applied (Redis) applies an append with the same id only once and answers with its seqs.
+   */
+  readonly appendId?: string;
 }
 
 export class RunEndedError extends Error {

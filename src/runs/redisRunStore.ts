@@ -167,13 +167,15 @@ export class RedisRunStore implements RunStore {
     await this.#redis.zadd(this.#leases, 'XX', ...args);
   }
 
-  async claimLostRuns(limit: number): Promise<RunRecord[]> {
+  async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<RunRecord[]> {
     const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', this.#now(), 'LIMIT', 0, limit);
     const claimed: RunRecord[] = [];
     for (const member of expired) {
+      const [userId, runId] = member.split('\n') as [string, string];
+      // Removing it would leave a run that goes on here without a lease (renewals only update).
+      if (runningHere(runId)) continue;
       // ZREM succeeds on exactly one node: that node ends the run.
       if ((await this.#redis.zrem(this.#leases, member)) !== 1) continue;
-      const [userId, runId] = member.split('\n') as [string, string];
       const [threadId, messageId, text] = await this.#redis.hmget(this.engine.keys(userId).runs + runId, 'thread', 'message', 'text');
       if (threadId === null) continue;
       claimed.push({ runId, userId, threadId, messageId: messageId ?? '', text: text ?? '' });

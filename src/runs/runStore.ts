@@ -50,8 +50,12 @@ export interface RunStore {
   onCancelRequest(listener: (runId: string) => void): void;
   /** Renews this node's leases on the runs it executes. */
   renewLeases(runs: readonly RunRecord[]): Promise<void>;
-  /** Takes over runs whose owner stopped renewing its lease (the node died). */
-  claimLostRuns(limit: number): Promise<RunRecord[]>;
+  /**
+   * Takes over runs whose owner stopped renewing its lease (the node died). Runs for which
+   * `runningHere` is true are left alone: their lease lapsed while this node could not renew
+   * it (e.g. Redis was unreachable for longer than the lease), and its next renewal restores it.
+   */
+  claimLostRuns(limit: number, runningHere?: (runId: string) => boolean): Promise<RunRecord[]>;
   close(): Promise<void>;
 }
 
