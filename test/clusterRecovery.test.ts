@@ -128,7 +128,7 @@ class ObservedRunStore extends RedisRunStore {
   renewals = 0;
   readonly #wakers = new Set<() => void>();
 
-  override async claimLostRuns(...args: Parameters<RedisRunStore['claimLostRuns']>): Promise<RunRecord[]> {
+  override async claimLostRuns(...args: Parameters<RedisRunStore['claimLostRuns']>): ReturnType<RedisRunStore['claimLostRuns']> {
     try {
       return await super.claimLostRuns(...args);
     } finally {

@@ -20,7 +20,7 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
 /**
  * KEYS: meta, log, run record (or a dummy key in the same slot when no fence is wanted).
  * ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence ('1' checks that the run
- * record is not ended), terminal ('1' marks it ended), count, append id ('' for none), then per
+ * record is not ended, and marks it started), terminal ('1' marks it ended), count, append id ('' for none), then per
  * event: json head, json tail, type. Each event's JSON is head .. seq .. tail, so the seq is
  * written into the event here, where it is assigned. Returns {epoch, firstSeq} or {epoch, -1}
  * when fenced off. A fenced append whose id is the run's last applied one (a retry after a lost
@@ -32,6 +32,7 @@ if ARGV[7] == '1' then
     return {epoch, tonumber(redis.call('HGET', KEYS[3], 'appended'))}
   end
   if redis.call('HGET', KEYS[3], 'state') == 'ended' then return {epoch, -1} end
+  redis.call('HSET', KEYS[3], 'started', '1')
   if ARGV[8] == '1' then redis.call('HSET', KEYS[3], 'state', 'ended') end
 end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisEngine } from '../engine/redisEngine.js';
 import type { ThreadPolicy } from './runManager.js';
-import type { CancelLookup, EnqueueOutcome, RunAssignment, RunRecord, RunStore } from './runStore.js';
+import type { CancelLookup, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
 
 export interface RedisRunStoreOptions {
   /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
@@ -38,9 +38,9 @@ return 'queued'`;
 
 /** KEYS: queue, leases. ARGV: runId, userId, nodeId, leaseExpiry, runKeyPrefix. */
 const ADVANCE = `
+redis.call('ZREM', KEYS[2], ARGV[2] .. '\\n' .. ARGV[1])
 if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return false end
 redis.call('LPOP', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2] .. '\\n' .. ARGV[1])
 while true do
   local nextId = redis.call('LINDEX', KEYS[1], 0)
   if not nextId then return false end
@@ -66,7 +66,19 @@ if r[2] == 'queued' then
 end
 return {'running', r[4], r[3]}`;
 
+/**
+ * KEYS: leases. ARGV: member, now, new expiry. Takes over an expired lease by moving its expiry
+ * forward: exactly one node succeeds, and if that node fails before the run is ended and its
+ * thread advanced, the lease expires again and another sweep retries.
+ */
+const CLAIM = `
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expiry or tonumber(expiry) > tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1`;
+
 type ScriptedRedis = Redis & {
+  awClaim(...args: (string | number)[]): Promise<number>;
   awEnqueue(...args: (string | number)[]): Promise<string>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
   awCancel(...args: (string | number)[]): Promise<string[]>;
@@ -94,6 +106,7 @@ export class RedisRunStore implements RunStore {
     this.#redis.defineCommand('awEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
     this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
+    this.#redis.defineCommand('awClaim', { numberOfKeys: 1, lua: CLAIM });
     this.#subscriber = new Redis(url, {
       lazyConnect: false,
       autoResubscribe: true,
@@ -167,18 +180,27 @@ export class RedisRunStore implements RunStore {
     await this.#redis.zadd(this.#leases, 'XX', ...args);
   }
 
-  async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<RunRecord[]> {
-    const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', this.#now(), 'LIMIT', 0, limit);
-    const claimed: RunRecord[] = [];
+  async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<LostRun[]> {
+    const now = this.#now();
+    const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', now, 'LIMIT', 0, limit);
+    const claimed: LostRun[] = [];
     for (const member of expired) {
       const [userId, runId] = member.split('\n') as [string, string];
-      // Removing it would leave a run that goes on here without a lease (renewals only update).
+      // Its lease must stay: the run goes on here (renewals only update existing leases).
       if (runningHere(runId)) continue;
-      // ZREM succeeds on exactly one node: that node ends the run.
-      if ((await this.#redis.zrem(this.#leases, member)) !== 1) continue;
-      const [threadId, messageId, text] = await this.#redis.hmget(this.engine.keys(userId).runs + runId, 'thread', 'message', 'text');
-      if (threadId === null) continue;
-      claimed.push({ runId, userId, threadId, messageId: messageId ?? '', text: text ?? '' });
+      if ((await this.#redis.awClaim(this.#leases, member, now, now + this.#leaseMs)) !== 1) continue;
+      const [threadId, messageId, text, started] = await this.#redis.hmget(
+        this.engine.keys(userId).runs + runId,
+        'thread',
+        'message',
+        'text',
+        'started',
+      );
+      if (threadId === null) {
+        await this.#redis.zrem(this.#leases, member);
+        continue;
+      }
+      claimed.push({ runId, userId, threadId, messageId: messageId ?? '', text: text ?? '', started: started === '1' });
     }
     return claimed;
   }

@@ -3,7 +3,7 @@ import { sleep, type Clock, type TimerHandle } from '../clock.js';
 import { RunEndedError, type EventEngine } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload } from '../protocol/events.js';
 import type { Agent, AgentStep } from './agent.js';
-import { LocalRunStore, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
 export type ThreadPolicy = 'enqueue' | 'reject';
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
@@ -347,7 +347,7 @@ export class RunManager {
 
   /** Ends the runs of nodes that stopped renewing their leases (they died). */
   async #endLostRuns(): Promise<void> {
-    let lost: RunRecord[];
+    let lost: LostRun[];
     try {
       lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
     } catch (error) {
@@ -355,20 +355,17 @@ export class RunManager {
       return;
     }
     for (const record of lost) {
-      if (this.#active.has(record.runId)) continue;
-      const body = {
-        type: 'agent_error',
-        code: 'run_lost',
-        message: 'the node executing this run stopped',
-        run_id: record.runId,
-        thread_id: record.threadId,
-        ts: this.#now(),
-      } as EventBody;
+      const stamp = { run_id: record.runId, thread_id: record.threadId, ts: this.#now() };
+      const events: EventBody[] = [];
+      // A run handed to a node that died before writing anything still starts before it ends.
+      if (!record.started) events.push({ type: 'agent_started', message_id: record.messageId, text: record.text, ...stamp });
+      events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
       try {
-        await this.options.engine.append(record.userId, [body], { runId: record.runId, terminal: true });
+        await this.options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
         this.options.onRunEnded?.('run_lost');
       } catch (error) {
         // Already ended by its own node just before it died: only the thread must move on.
+        // Any other failure: the claimed lease expires again and a later sweep retries.
         if (!(error instanceof RunEndedError)) {
           this.options.onFault?.(error, `end lost run ${record.runId}`);
           continue;

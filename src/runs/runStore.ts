@@ -14,6 +14,12 @@ export interface RunRecord {
   readonly text: string;
 }
 
+/** A run whose node stopped renewing its lease, now claimed by this node to be ended. */
+export interface LostRun extends RunRecord {
+  /** Its `agent_started` is in the log; if not, the lost run must emit it before `run_lost`. */
+  readonly started: boolean;
+}
+
 /** A run handed to this node to execute now. */
 export interface RunAssignment {
   readonly record: RunRecord;
@@ -55,7 +61,7 @@ export interface RunStore {
    * `runningHere` is true are left alone: their lease lapsed while this node could not renew
    * it (e.g. Redis was unreachable for longer than the lease), and its next renewal restores it.
    */
-  claimLostRuns(limit: number, runningHere?: (runId: string) => boolean): Promise<RunRecord[]>;
+  claimLostRuns(limit: number, runningHere?: (runId: string) => boolean): Promise<LostRun[]>;
   close(): Promise<void>;
 }
 
@@ -117,7 +123,7 @@ export class LocalRunStore implements RunStore {
 
   async renewLeases(): Promise<void> {}
 
-  async claimLostRuns(): Promise<RunRecord[]> {
+  async claimLostRuns(): Promise<LostRun[]> {
     return [];
   }
 
