@@ -36,7 +36,17 @@ export function resolveKey(options: VerifierOptions): VerificationKey {
 
 function secretKey(secret: string): VerificationKey {
   if (secret.length === 0) throw new Error('secret (AGENTWIRE_JWT_SECRET) is empty');
-  return { key: new TextEncoder().encode(secret), algorithms: ['HS256'] };
+  const material = new TextEncoder().encode(secret);
+  // Given raw bytes, jose imports them into a CryptoKey on every verification, a large share of
+  // a connection setup's CPU (docs/BENCHMARKS.md): import once and hand jose the CryptoKey, the
+  // same key (HMAC SHA-256, non-extractable, verify only) that jose would import itself.
+  let imported: Promise<CryptoKey> | undefined;
+  const key: JWTVerifyGetKey = () =>
+    (imported ??= crypto.subtle.importKey('raw', material, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']).catch((error: unknown) => {
+      imported = undefined;
+      throw error;
+    }));
+  return { key, algorithms: ['HS256'] };
 }
 
 function pemKey(pem: string): VerificationKey {

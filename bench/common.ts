@@ -1,0 +1,161 @@
+/**
+ * Shared pieces of the benchmark: the IPC request/reply helper used between the orchestrator
+ * (bench/run.ts) and its child processes, the wire conventions both bench servers follow, and
+ * small statistics helpers. Nothing here is part of agentwire itself.
+ */
+import type { ChildProcess } from 'node:child_process';
+
+/** HS256 secret shared by the gateway bench server and the load generator. */
+export const BENCH_SECRET = 'bench-secret-0123456789-0123456789-0123456789-abcdef';
+
+/** Both bench servers listen here only. */
+export const BENCH_HOST = '127.0.0.1';
+
+/** The subprotocols the load generator offers (the browser path of PROTOCOL.md section 2). */
+export const SUBPROTOCOL = 'agentwire.v1';
+
+/** `user_message.text` understood by both bench servers: `steps:<n>` → n thinking events. */
+export function stepsText(steps: number): string {
+  return `steps:${steps}`;
+}
+
+export function parseSteps(text: string): number {
+  const match = /^steps:(\d{1,4})$/.exec(text);
+  return match ? Number(match[1]) : 1;
+}
+
+/** Durable events per run: agent_started + `steps` × agent_thinking + agent_completed. */
+export function eventsPerRun(steps: number): number {
+  return steps + 2;
+}
+
+export interface ServerUsage {
+  /** process.cpuUsage() of the server process, microseconds. */
+  readonly cpuUser: number;
+  readonly cpuSystem: number;
+  readonly rss: number;
+  readonly heapUsed: number;
+  readonly external: number;
+  readonly arrayBuffers: number;
+  readonly connections: number;
+}
+
+export interface IpcRequest {
+  readonly id: number;
+  readonly cmd: string;
+  readonly args?: unknown;
+}
+
+export type IpcReply = { readonly id: number; readonly ok: true; readonly result: unknown } | { readonly id: number; readonly ok: false; readonly error: string };
+
+/** Request/reply over a forked child's IPC channel; every call has a timeout. */
+export class IpcClient {
+  #nextId = 1;
+  readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }>();
+
+  constructor(
+    readonly name: string,
+    private readonly child: ChildProcess,
+  ) {
+    child.on('message', (message: unknown) => {
+      const reply = message as IpcReply;
+      if (typeof reply !== 'object' || reply === null || typeof reply.id !== 'number') return;
+      const pending = this.#pending.get(reply.id);
+      if (!pending) return;
+      this.#pending.delete(reply.id);
+      clearTimeout(pending.timer);
+      if (reply.ok) pending.resolve(reply.result);
+      else pending.reject(new Error(`${name}: ${reply.error}`));
+    });
+    child.once('exit', (code, signal) => {
+      for (const [id, pending] of this.#pending) {
+        this.#pending.delete(id);
+        clearTimeout(pending.timer);
+        pending.reject(new Error(`${name} exited (code ${code}, signal ${signal}) before answering`));
+      }
+    });
+  }
+
+  call<T>(cmd: string, args: unknown = {}, timeoutMs = 60_000): Promise<T> {
+    const id = this.#nextId++;
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new Error(`${this.name}: '${cmd}' timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
+      this.child.send({ id, cmd, args } satisfies IpcRequest);
+    });
+  }
+}
+
+/** Serves IPC requests in a child process: one handler per command. */
+export function serveIpc(handlers: Record<string, (args: any) => unknown>): void {
+  process.on('message', (message: unknown) => {
+    const request = message as IpcRequest;
+    if (typeof request !== 'object' || request === null || typeof request.id !== 'number') return;
+    const handler = handlers[request.cmd];
+    const reply = (payload: IpcReply) => {
+      if (process.connected) process.send!(payload);
+    };
+    if (!handler) return reply({ id: request.id, ok: false, error: `unknown command ${request.cmd}` });
+    Promise.resolve()
+      .then(() => handler(request.args ?? {}))
+      .then(
+        (result) => reply({ id: request.id, ok: true, result: result ?? null }),
+        (error: unknown) => reply({ id: request.id, ok: false, error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),
+      );
+  });
+}
+
+export function usageNow(connections: number): ServerUsage {
+  const cpu = process.cpuUsage();
+  const mem = process.memoryUsage();
+  return {
+    cpuUser: cpu.user,
+    cpuSystem: cpu.system,
+    rss: mem.rss,
+    heapUsed: mem.heapUsed,
+    external: mem.external,
+    arrayBuffers: mem.arrayBuffers,
+    connections,
+  };
+}
+
+/** Full GC (the server runs with --expose-gc), a few times with turns in between. */
+export async function fullGc(): Promise<void> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error('gc is not exposed: start the server with --expose-gc');
+  for (let i = 0; i < 4; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+// ---------------------------------------------------------------- statistics
+
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Nearest-rank percentile, p in (0, 100]. */
+export function percentile(values: readonly number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length)));
+  return sorted[rank - 1]!;
+}
+
+export interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  readonly values: readonly number[];
+}
+
+export function spread(values: readonly number[]): Spread {
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values), values };
+}

@@ -1,0 +1,25 @@
+/**
+ * The load generator process: a LoadClient driven over IPC by bench/run.ts, so that its CPU
+ * and memory never count as the server's.
+ */
+import { serveIpc } from './common.js';
+import { LoadClient } from './loadCore.js';
+
+if (!process.send) throw new Error('bench/load.ts must be started by bench/run.ts (IPC)');
+
+const client = new LoadClient();
+
+serveIpc({
+  tokens: (args: { users: string[] }) => client.prepareTokens(args.users),
+  connect: (args) => client.connectMany(args),
+  closeAll: () => client.closeAll(),
+  prepareEvents: (args) => client.prepareEvents(args),
+  runEvents: (args) => client.runEvents(args),
+  open: () => client.openCount,
+  stop: async () => {
+    await client.closeAll(5000);
+    setImmediate(() => process.exit(0));
+  },
+});
+
+process.send({ type: 'ready', pid: process.pid });

@@ -1,0 +1,299 @@
+/**
+ * The load generator's measurement code, usable in-process (bench smoke test) or from the
+ * load child process (bench/load.ts). It speaks the same client side to both bench servers:
+ * the URL carries `?bench_user=<id>` (the gateway ignores it; the raw server uses it as the
+ * identity) and the subprotocols `agentwire.v1, jwt.<token>` (the gateway verifies the token;
+ * the raw server ignores it), so both servers receive byte-for-byte similar upgrades.
+ *
+ * Frames are classified by their leading bytes instead of JSON.parse so that the load process
+ * spends as little CPU per frame as possible (it shares the machine with the server).
+ */
+import { performance } from 'node:perf_hooks';
+import { WebSocket, type RawData } from 'ws';
+import { signToken } from '../src/auth/index.js';
+import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, stepsText } from './common.js';
+
+export interface ConnectRequest {
+  readonly url: string;
+  /** One connection per entry (the same user may appear several times). */
+  readonly users: readonly string[];
+  /** Connections being set up at the same time. */
+  readonly concurrency: number;
+  /** Per connection: from `new WebSocket` to its first server frame. */
+  readonly timeoutMs?: number;
+}
+
+export interface ConnectResult {
+  readonly ok: number;
+  readonly failed: number;
+  /** First connect started → last first-frame received. */
+  readonly wallMs: number;
+  /** Per successful connection: `new WebSocket(...)` → first server frame, ms. */
+  readonly latenciesMs: number[];
+  readonly failures: string[];
+}
+
+export interface EventsRequest {
+  readonly runsPerUser: number;
+  readonly steps: number;
+  readonly timeoutMs?: number;
+  /** Makes message ids unique across repetitions on one server. */
+  readonly tag: string;
+}
+
+export interface EventsResult {
+  /** Durable event frames received, summed over every connection. */
+  readonly delivered: number;
+  readonly expected: number;
+  readonly runs: number;
+  readonly wallMs: number;
+  readonly errorFrames: number;
+  readonly agentErrors: number;
+}
+
+interface Counter {
+  ws: WebSocket;
+  received: number;
+}
+
+interface EventsState {
+  expectedPerConnection: number;
+  delivered: number;
+  done: number;
+  errorFrames: number;
+  agentErrors: number;
+  onProgress: (() => void) | null;
+}
+
+const A = 0x61; // 'a'
+const G = 0x67; // 'g'
+const E = 0x65; // 'e'
+const R = 0x72; // 'r'
+// Index of the first character of the type value in `{"type":"...`.
+const TYPE_AT = 9;
+
+function frameBytes(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+export class LoadClient {
+  readonly #tokens = new Map<string, string>();
+  readonly #open = new Set<WebSocket>();
+  #eventGroups: Counter[][] = [];
+  #events: EventsState | null = null;
+
+  /** Signs (and caches) a token per user, before anything is measured. */
+  async prepareTokens(users: readonly string[]): Promise<number> {
+    for (const user of users) {
+      if (this.#tokens.has(user)) continue;
+      const { token } = await signToken(BENCH_SECRET, { sub: user, ttlSec: 3600 });
+      this.#tokens.set(user, token);
+    }
+    return this.#tokens.size;
+  }
+
+  get openCount(): number {
+    return this.#open.size;
+  }
+
+  /** Opens connections with bounded concurrency and keeps them open (see closeAll). */
+  async connectMany(request: ConnectRequest): Promise<ConnectResult> {
+    await this.prepareTokens(request.users);
+    const timeoutMs = request.timeoutMs ?? 30_000;
+    const latencies: number[] = [];
+    const failures: string[] = [];
+    let next = 0;
+    const started = performance.now();
+    let finished = started;
+    const worker = async () => {
+      while (next < request.users.length) {
+        const user = request.users[next++]!;
+        const outcome = await this.#openOne(request.url, user, timeoutMs);
+        if (typeof outcome === 'number') latencies.push(outcome);
+        else if (failures.length < 20) failures.push(outcome.error);
+        else failures.push('');
+        finished = performance.now();
+      }
+    };
+    const workers = Math.max(1, Math.min(request.concurrency, request.users.length));
+    await Promise.all(Array.from({ length: workers }, worker));
+    return {
+      ok: latencies.length,
+      failed: failures.length,
+      wallMs: finished - started,
+      latenciesMs: latencies,
+      failures: failures.filter((f) => f !== ''),
+    };
+  }
+
+  #openOne(url: string, user: string, timeoutMs: number): Promise<number | { error: string }> {
+    const token = this.#tokens.get(user)!;
+    return new Promise((resolve) => {
+      const started = performance.now();
+      const ws = new WebSocket(`${url}?bench_user=${encodeURIComponent(user)}`, [SUBPROTOCOL, `jwt.${token}`], {
+        perMessageDeflate: false,
+      });
+      this.#open.add(ws);
+      let settled = false;
+      const settle = (value: number | { error: string }) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        ws.off('message', onFirst);
+        resolve(value);
+      };
+      const onFirst = (data: RawData) => {
+        const ms = performance.now() - started;
+        const text = frameBytes(data).toString('latin1', 0, 30);
+        if (!text.startsWith('{"type":"connection_ready"')) settle({ error: `first frame was ${text}` });
+        else settle(ms);
+      };
+      const timer = setTimeout(() => {
+        settle({ error: `no first frame within ${timeoutMs} ms` });
+        ws.terminate();
+      }, timeoutMs);
+      ws.on('message', onFirst);
+      ws.on('error', (error) => settle({ error: `socket error: ${error.message}` }));
+      ws.on('close', (code, reason) => {
+        this.#open.delete(ws);
+        settle({ error: `closed ${code} ${reason.toString()} before the first frame` });
+      });
+    });
+  }
+
+  /** Closes every open connection (close handshake; terminate what is left after the timeout). */
+  async closeAll(timeoutMs = 15_000): Promise<number> {
+    this.#eventGroups = [];
+    this.#events = null;
+    const sockets = [...this.#open];
+    if (sockets.length === 0) return 0;
+    await new Promise<void>((resolve) => {
+      let left = sockets.length;
+      const timer = setTimeout(() => resolve(), timeoutMs);
+      const one = () => {
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      for (const ws of sockets) {
+        ws.removeAllListeners('message');
+        if (ws.readyState === WebSocket.CLOSED) {
+          one();
+          continue;
+        }
+        ws.once('close', one);
+        if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'bench done');
+        else ws.terminate();
+      }
+    });
+    for (const ws of sockets) {
+      if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+      this.#open.delete(ws);
+    }
+    return sockets.length;
+  }
+
+  /**
+   * Opens `connsPerUser` connections for each user (not measured) and installs the counting
+   * handlers the events phase uses.
+   */
+  async prepareEvents(request: { url: string; users: readonly string[]; connsPerUser: number; concurrency?: number }): Promise<ConnectResult> {
+    const groups: Counter[][] = request.users.map(() => []);
+    const state: EventsState = { expectedPerConnection: 0, delivered: 0, done: 0, errorFrames: 0, agentErrors: 0, onProgress: null };
+    const all: string[] = [];
+    for (let c = 0; c < request.connsPerUser; c++) all.push(...request.users);
+    const before = new Set(this.#open);
+    const result = await this.connectMany({ url: request.url, users: all, concurrency: request.concurrency ?? 64 });
+    if (result.failed > 0) throw new Error(`events setup: ${result.failed} connections failed: ${result.failures.slice(0, 3).join('; ')}`);
+    const byUser = new Map<string, number>(request.users.map((u, i) => [u, i]));
+    for (const ws of this.#open) {
+      if (before.has(ws)) continue;
+      const user = new URL(ws.url).searchParams.get('bench_user')!;
+      const counter: Counter = { ws, received: 0 };
+      groups[byUser.get(user)!]!.push(counter);
+      ws.on('message', (data: RawData) => {
+        const bytes = frameBytes(data);
+        if (bytes[TYPE_AT] === A && bytes[TYPE_AT + 1] === G) {
+          state.delivered++;
+          counter.received++;
+          // agent_error: 'agent_e' + 'r' at +7 ('agent_completed' has 'c' there).
+          if (bytes[TYPE_AT + 6] === E && bytes[TYPE_AT + 7] === R) state.agentErrors++;
+          if (counter.received === state.expectedPerConnection) state.done++;
+          state.onProgress?.();
+        } else if (bytes[TYPE_AT] === E && bytes[TYPE_AT + 1] === R) {
+          state.errorFrames++;
+        }
+      });
+    }
+    this.#eventGroups = groups;
+    this.#events = state;
+    return result;
+  }
+
+  /**
+   * Each user's first connection sends `runsPerUser` messages one after another (the next when
+   * the previous run's terminal event arrives there); every connection of the user receives
+   * every event. Measured: first send → last expected event received.
+   */
+  async runEvents(request: EventsRequest): Promise<EventsResult> {
+    const state = this.#events;
+    const groups = this.#eventGroups;
+    if (!state || groups.length === 0) throw new Error('runEvents before prepareEvents');
+    const perRun = eventsPerRun(request.steps);
+    const connections = groups.reduce((n, g) => n + g.length, 0);
+    state.expectedPerConnection = request.runsPerUser * perRun;
+    state.delivered = 0;
+    state.done = 0;
+    state.errorFrames = 0;
+    state.agentErrors = 0;
+    for (const group of groups) for (const counter of group) counter.received = 0;
+    const expected = connections * state.expectedPerConnection;
+    const text = stepsText(request.steps);
+    let runs = 0;
+
+    const installed: Array<[WebSocket, () => void]> = [];
+    const started = performance.now();
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        state.onProgress = null;
+        reject(new Error(`events: ${state.delivered}/${expected} delivered after ${request.timeoutMs ?? 60_000} ms (error frames ${state.errorFrames})`));
+      }, request.timeoutMs ?? 60_000);
+      const sent = new Array<number>(groups.length).fill(0);
+      const send = (g: number) => {
+        const sender = groups[g]![0]!;
+        const k = sent[g]!++;
+        runs++;
+        sender.ws.send(`{"type":"user_message","id":"m-${request.tag}-${g}-${k}","thread_id":"t1","text":"${text}"}`);
+      };
+      // The sender's counter crossing a run boundary means that run's terminal event arrived.
+      const senderSeen = new Array<number>(groups.length).fill(0);
+      state.onProgress = () => {
+        if (state.done === connections) {
+          clearTimeout(timer);
+          state.onProgress = null;
+          resolve();
+        }
+      };
+      groups.forEach((group, g) => {
+        const sender = group[0]!;
+        const onFrame = () => {
+          const runsDone = Math.floor(sender.received / perRun);
+          if (runsDone > senderSeen[g]!) {
+            senderSeen[g] = runsDone;
+            if (sent[g]! < request.runsPerUser) send(g);
+          }
+        };
+        sender.ws.on('message', onFrame);
+        installed.push([sender.ws, onFrame]);
+      });
+      for (let g = 0; g < groups.length; g++) send(g);
+    }).finally(() => {
+      for (const [ws, onFrame] of installed) ws.off('message', onFrame);
+    });
+    const wallMs = performance.now() - started;
+    return { delivered: state.delivered, expected, runs, wallMs, errorFrames: state.errorFrames, agentErrors: state.agentErrors };
+  }
+}
