@@ -96,9 +96,12 @@ function invalid(path: string, message: string, ref: FrameRef): ParsedFrame {
   return { kind: 'invalid', code: 'invalid_message', message, path, ref };
 }
 
+const MAX_ECHOED_REF = 1024;
+
 function frameRef(id: unknown): FrameRef {
-  // Echoed as sent (bounded by the frame size limit), so a client can match the error to its frame.
-  if (typeof id === 'string') return id;
+  // Echoed as sent so a client can match the error to its frame; an id far beyond the 128
+  // characters the protocol allows is not echoed, so errors cannot amplify a flood.
+  if (typeof id === 'string') return id.length <= MAX_ECHOED_REF ? id : null;
   if (typeof id === 'number' && Number.isFinite(id)) return id;
   return null;
 }

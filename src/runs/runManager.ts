@@ -23,6 +23,7 @@ export interface RunManagerOptions {
   /** How long an append or thread step is retried while the engine is unavailable. Default 30000 ms. */
   readonly retryForMs?: number;
   readonly onRunEnded?: (outcome: RunOutcome) => void;
+  /** `context` is a short constant (a metrics label); the error carries the details. */
   readonly onFault?: (error: unknown, context: string) => void;
 }
 
@@ -49,6 +50,8 @@ interface ActiveRun {
   fencedOff: boolean;
   /** The terminal event could not be written; the lease lapses and a sweeper ends the run. */
   terminalLost: boolean;
+  /** A step could not be written even after retries: the run is stopped, later steps dropped. */
+  eventsLost: boolean;
   answer: string;
   /** Appends of this run, chained so the log receives them in order; never rejects. */
   appended: Promise<void>;
@@ -119,7 +122,8 @@ export class RunManager {
       text: message.text,
     };
     const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
-    if (existing) {
+    // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
+    if (existing && existing.runId !== record.runId) {
       reply({ kind: 'ack', status: 'duplicate', runId: existing.runId, threadId: existing.threadId });
       return;
     }
@@ -220,6 +224,7 @@ export class RunManager {
       finished: false,
       fencedOff: false,
       terminalLost: false,
+      eventsLost: false,
       answer: '',
       appended: Promise.resolve(),
       timeout: null,
@@ -266,13 +271,12 @@ export class RunManager {
     // Object.assign, not `{ ...event, run_id, ... }`: on Node 20 a spread followed by more
     // properties costs ~2 µs per event (docs/BENCHMARKS.md); the result is the same object.
     const body = Object.assign({}, event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() }) as EventBody;
-    const context = `append ${body.type} of ${run.record.runId}`;
     // One id for every attempt: an attempt whose reply was lost may have been applied.
     const fence = { runId: run.record.runId, terminal, appendId: randomUUID() };
     run.appended = run.appended.then(async () => {
-      if (run.fencedOff) return;
+      if (run.fencedOff || (run.eventsLost && !terminal)) return;
       try {
-        await this.#retry(context, () => this.options.engine.append(run.record.userId, [body], fence));
+        await this.#retry('append', () => this.options.engine.append(run.record.userId, [body], fence));
       } catch (error) {
         if (error instanceof RunEndedError) {
           run.fencedOff = true;
@@ -280,8 +284,15 @@ export class RunManager {
           this.#forget(run.record.runId);
           return;
         }
-        this.options.onFault?.(error, context);
-        if (terminal) run.terminalLost = true;
+        this.options.onFault?.(error, 'append');
+        if (terminal) {
+          run.terminalLost = true;
+          return;
+        }
+        // A run with a hole in its events must not go on: later steps would refer to a missing
+        // one (a tool_completed without its tool_executing). Stop it and end it once.
+        run.eventsLost = true;
+        this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' });
       }
     });
   }
@@ -306,10 +317,10 @@ export class RunManager {
   /** The terminal event is in the log: hand the thread to its next run, then forget this one. */
   async #ended(record: RunRecord, outcome: RunOutcome): Promise<void> {
     try {
-      const next = await this.#retry(`advance ${record.threadId}`, () => this.#store.advance(record));
+      const next = await this.#retry('advance', () => this.#store.advance(record));
       if (next) void this.#execute(next);
     } catch (error) {
-      this.options.onFault?.(error, `advance after ${record.runId}`);
+      this.options.onFault?.(error, 'advance');
     }
     this.#forget(record.runId);
     this.options.onRunEnded?.(outcome);
@@ -331,7 +342,7 @@ export class RunManager {
         return await operation();
       } catch (error) {
         if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
-        if (attempt === 0) this.options.onFault?.(error, `${context} (retrying)`);
+        if (attempt === 0) this.options.onFault?.(error, `${context} retrying`);
         await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
       }
     }
@@ -367,7 +378,7 @@ export class RunManager {
         // Already ended by its own node just before it died: only the thread must move on.
         // Any other failure: the claimed lease expires again and a later sweep retries.
         if (!(error instanceof RunEndedError)) {
-          this.options.onFault?.(error, `end lost run ${record.runId}`);
+          this.options.onFault?.(error, 'end lost run');
           continue;
         }
       }
@@ -375,7 +386,7 @@ export class RunManager {
         const next = await this.#store.advance(record);
         if (next) void this.#execute(next);
       } catch (error) {
-        this.options.onFault?.(error, `advance after lost run ${record.runId}`);
+        this.options.onFault?.(error, 'advance after lost run');
       }
     }
   }

@@ -52,7 +52,9 @@ export class Connection implements CoordinatorMember {
   #liveBuffer: LogEntry[] | null = [];
   #lastSentSeq = 0;
   readonly #bucket: TokenBucket;
-  #limitedInARow = 0;
+  /** Rate-limited frames in the current one-second window (abuse detection). */
+  #limitedInWindow = 0;
+  #limitedWindowStart = 0;
   readonly #upgradeStartedAt = performance.now();
 
   constructor(
@@ -89,7 +91,7 @@ export class Connection implements CoordinatorMember {
       this.#authStarted = true;
       this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
       if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
-      void this.#authenticated(upgradeAuth.userId);
+      this.#authenticated(upgradeAuth.userId).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
     this.authDeadline = this.ctx.clock.now() + this.ctx.limits.authTimeoutMs;
@@ -157,12 +159,11 @@ export class Connection implements CoordinatorMember {
     const parsed = isBinary ? BINARY_FRAME : parseClientFrame(data.toString());
     if (parsed.kind === 'frame' && parsed.frame.type === 'auth' && !this.#authStarted) {
       this.#authStarted = true;
-      void this.#authenticateWithFrame(parsed.frame);
+      this.#authenticateWithFrame(parsed.frame).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
     if (this.lifecycle.state === PROCESSING_READY) {
       if (!this.#bucket.take(this.lastSeenAt)) return this.#rateLimited(parsed);
-      this.#limitedInARow = 0;
     }
     this.#inbox.push(parsed);
     if (this.#inbox.length > this.ctx.limits.inboxLimit) {
@@ -172,7 +173,12 @@ export class Connection implements CoordinatorMember {
   }
 
   #rateLimited(parsed: ParsedFrame): void {
-    if (++this.#limitedInARow > this.ctx.limits.abuseLimit) {
+    const now = this.lastSeenAt;
+    if (now - this.#limitedWindowStart >= 1000) {
+      this.#limitedWindowStart = now;
+      this.#limitedInWindow = 0;
+    }
+    if (++this.#limitedInWindow > this.ctx.limits.abuseLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'rate_limit_abuse');
     }
     this.#sendError('rate_limited', 'too many frames; slow down', refOf(parsed));
@@ -205,7 +211,7 @@ export class Connection implements CoordinatorMember {
       if (setup.reason === 'too_many_connections') {
         return this.close(CloseCode.TOO_MANY_CONNECTIONS, 'too_many_connections');
       }
-      return this.#fail(new Error(`setup denied: ${setup.reason}`), 'setup', CloseCode.SERVER_FAULT, 'server_fault');
+      return this.#bug(new Error(`setup denied: ${setup.reason}`), 'setup');
     }
     this.lifecycle.transition(SERVICES_READY);
     this.#becomeReady(setup);
@@ -227,10 +233,12 @@ export class Connection implements CoordinatorMember {
       }),
     );
     this.#lastSentSeq = setup.resumed ? this.#resume.lastSeq! : setup.head.lastSeq;
-    for (const entry of setup.replay) this.#sendEntry(entry);
     const buffered = this.#liveBuffer!;
     this.#liveBuffer = null;
-    for (const entry of buffered) this.#sendEntry(entry);
+    for (const entry of [...setup.replay, ...buffered]) {
+      this.#sendEntry(entry);
+      if (this.lifecycle.isEnding) return;
+    }
     this.lifecycle.transition(PROCESSING_READY);
     this.ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
     this.ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
@@ -241,7 +249,7 @@ export class Connection implements CoordinatorMember {
     if (entry.seq <= this.#lastSentSeq) return;
     if (entry.seq !== this.#lastSentSeq + 1) {
       // The coordinator guarantees contiguity; a gap here is a bug, and the client must resume.
-      return this.#fail(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver', CloseCode.SERVER_FAULT, 'server_fault');
+      return this.#bug(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver');
     }
     this.#ws!.send(entry.json);
     this.#lastSentSeq = entry.seq;
@@ -298,13 +306,21 @@ export class Connection implements CoordinatorMember {
     }
   }
 
+  /** Replies (ack, error, pong) count against the same outbound limit as events. */
   #send(frame: string): void {
-    if (!this.lifecycle.isEnding) this.#ws!.send(frame);
+    if (this.lifecycle.isEnding) return;
+    this.#ws!.send(frame);
+    if (this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
   }
 
   #sendError(code: ErrorCode, message: string, ref: FrameRef, path?: string): void {
     this.ctx.metrics.errorsSent.inc({ code });
     this.#send(errorFrame(code, message, ref, path));
+  }
+
+  /** An exception that escaped a handler: a bug, answered with 1011 on this socket only. */
+  #bug(error: unknown, context: string): void {
+    this.#fail(error, context, CloseCode.SERVER_FAULT, 'server_fault');
   }
 
   #fail(error: unknown, context: string, code: number, reason: string): void {

@@ -1,0 +1,154 @@
+/**
+ * Regression tests for problems found in review: replies that bypassed the outbound limit,
+ * long ids echoed in every error, a rate-limit abuse counter that a trickle of passing frames
+ * reset, a run that went on after one of its events could not be written, and a seq gap in a
+ * replay that escaped as an unhandled rejection instead of closing one socket with 1011.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../src/clock.js';
+import { MemoryEngine } from '../src/engine/memoryEngine.js';
+import type { EventEngine } from '../src/engine/types.js';
+import type { EventBody, LogEntry } from '../src/protocol/events.js';
+import { createDemoAgent } from '../src/runs/demoAgent.js';
+import { RunManager, type RunOutcome } from '../src/runs/runManager.js';
+import { ManualClock } from './helpers/manualClock.js';
+import { startGateway, type TestGateway } from './helpers/gateway.js';
+
+let env: TestGateway | undefined;
+afterEach(async () => {
+  await env?.stop();
+  env = undefined;
+});
+
+/** The memory engine with some methods replaced (private fields rule out Object.create). */
+function engineWith(base: MemoryEngine, overrides: Partial<EventEngine>): EventEngine {
+  return {
+    ready: () => base.ready(),
+    append: (userId, events, fence) => base.append(userId, events, fence),
+    subscribe: (userId, listener, onGap) => base.subscribe(userId, listener, onGap),
+    read: (userId, from, to) => base.read(userId, from, to),
+    head: (userId) => base.head(userId),
+    claimMessage: (userId, id, claim) => base.claimMessage(userId, id, claim),
+    releaseMessage: (userId, id) => base.releaseMessage(userId, id),
+    close: () => base.close(),
+    ...overrides,
+  };
+}
+
+const closingCount = async (gateway: TestGateway['gateway']) =>
+  (await gateway.metrics.connections.get()).values.find((v) => v.labels.state === 'CLOSING')?.value ?? 0;
+
+describe('hardening', () => {
+  it('replies (pongs) count against the outbound limit: a flooding client that does not read gets 4008', async () => {
+    env = await startGateway({ slowConsumerBytes: 64 * 1024, rateLimitPerSec: 1_000_000, rateLimitBurst: 1_000_000 });
+    const client = await env.ready('alice');
+    client.ws.pause();
+    const id = 'p'.repeat(1000);
+    // Each pong echoes ~1 KB; without the check the server buffered replies without bound.
+    let sent = 0;
+    while ((await closingCount(env.gateway)) === 0 && sent < 20_000) {
+      for (let i = 0; i < 500; i++) client.send({ type: 'ping', id });
+      sent += 500;
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await closingCount(env.gateway)).toBe(1);
+    expect(sent).toBeLessThan(20_000);
+    client.ws.resume();
+    expect(await client.waitClosed(20_000)).toEqual({ code: 4008, reason: 'slow_consumer' });
+  });
+
+  it('an id far beyond the protocol limit is not echoed as ref', async () => {
+    env = await startGateway();
+    const client = await env.ready('alice');
+    client.send({ type: 'nope', id: 'x'.repeat(2000) });
+    client.send({ type: 'nope', id: 'y'.repeat(1024) });
+    const errors = await client.waitForCount((f) => f.type === 'error', 2);
+    expect(errors.map((e) => [e.code, e.ref === null ? null : e.ref.length])).toEqual([
+      ['unknown_type', null],
+      ['unknown_type', 1024],
+    ]);
+  });
+
+  it('rate-limit abuse is counted per second, so passing frames in between do not reset it', async () => {
+    const clock = new ManualClock();
+    env = await startGateway({ clock, heartbeatMs: 3_600_000, rateLimitPerSec: 10, rateLimitBurst: 1, abuseLimit: 5 });
+    const client = await env.ready('alice');
+    // t=0: one passes, three are limited; t=100 ms: a token refilled, one passes, three limited.
+    for (let i = 1; i <= 4; i++) client.send({ type: 'ping', id: i });
+    await client.waitForCount((f) => f.type === 'pong' || f.type === 'error', 4);
+    await clock.advance(100);
+    for (let i = 5; i <= 8; i++) client.send({ type: 'ping', id: i });
+    expect(await client.waitClosed()).toEqual({ code: 1008, reason: 'rate_limit_abuse' });
+    expect(client.frames.filter((f) => f.type === 'error').map((f) => f.ref)).toEqual([2, 3, 4, 6, 7]);
+  });
+
+  it('a run whose step cannot be written is stopped and ends once with agent_error, with no orphan step', async () => {
+    const memory = new MemoryEngine();
+    // An engine that can never write tool_executing events.
+    const engine = engineWith(memory, {
+      append: (userId: string, events: readonly EventBody[], fence?: Parameters<EventEngine['append']>[2]) =>
+        events.some((e) => e.type === 'tool_executing')
+          ? Promise.reject(new Error('log unavailable'))
+          : memory.append(userId, events, fence),
+    });
+    const outcomes: RunOutcome[] = [];
+    const faults: string[] = [];
+    const runs = new RunManager({
+      engine,
+      agent: createDemoAgent({ clock: systemClock, stepMs: 0 }),
+      clock: systemClock,
+      threadPolicy: 'enqueue',
+      runTimeoutMs: 10_000,
+      retryForMs: 30,
+      onRunEnded: (outcome) => outcomes.push(outcome),
+      onFault: (_error, context) => faults.push(context),
+    });
+    let ended: () => void = () => {};
+    const done = new Promise<void>((resolve) => (ended = resolve));
+    const seen: LogEntry[] = [];
+    await memory.subscribe('u1', (entry) => {
+      seen.push(entry);
+      if (entry.type === 'agent_error' || entry.type === 'agent_completed') ended();
+    });
+    await runs.submit('u1', { id: 'm1', threadId: 't1', text: 'what is 1+2?' }, () => {});
+    await done;
+    await runs.drain(1000);
+    const events = seen.map((e) => JSON.parse(e.json));
+    expect(events.map((e) => e.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
+    expect(events.at(-1)).toMatchObject({ code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' });
+    expect(outcomes).toEqual(['agent_failed']);
+    expect(faults).toContain('append');
+  });
+
+  it('a seq gap in a replay closes that socket with 1011 instead of escaping as an unhandled rejection', async () => {
+    const memory = new MemoryEngine();
+    // A log that answers a range read with a hole in it (a bug in an engine, simulated).
+    const engine = engineWith(memory, {
+      read: async (userId: string, from: number, to: number) => {
+        const entries = await memory.read(userId, from, to);
+        return entries.length > 2 ? [entries[0]!, entries[2]!, ...entries.slice(2)] : entries;
+      },
+    });
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      env = await startGateway({ engine });
+      const first = await env.ready('alice');
+      const ack = await first.message('m1', 't1', 'hello there');
+      await first.runEvents(ack.run_id);
+      const ready = first.frames[0]!;
+      const resumed = await env.connect('alice', { lastSeq: 0, epoch: ready.epoch });
+      expect(await resumed.waitClosed()).toEqual({ code: 1011, reason: 'server_fault' });
+      expect(resumed.frames[0]).toMatchObject({ type: 'connection_ready', resumed: true });
+      // The rest of the gateway is fine.
+      const other = await env.ready('bob');
+      other.send({ type: 'ping', id: 1 });
+      await other.waitForType('pong');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+});
