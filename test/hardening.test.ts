@@ -24,8 +24,8 @@ afterEach(async () => {
 function engineWith(base: MemoryEngine, overrides: Partial<EventEngine>): EventEngine {
   return {
     ready: () => base.ready(),
-    append: (userId, events, fence) => base.append(userId, events, fence),
-    subscribe: (userId, listener, onGap) => base.subscribe(userId, listener, onGap),
+    append: (userId, events) => base.append(userId, events),
+    subscribe: (userId, listener) => base.subscribe(userId, listener),
     read: (userId, from, to) => base.read(userId, from, to),
     head: (userId) => base.head(userId),
     claimMessage: (userId, id, claim) => base.claimMessage(userId, id, claim),
@@ -86,10 +86,10 @@ describe('hardening', () => {
     const memory = new MemoryEngine();
     // An engine that can never write tool_executing events.
     const engine = engineWith(memory, {
-      append: (userId: string, events: readonly EventBody[], fence?: Parameters<EventEngine['append']>[2]) =>
+      append: (userId: string, events: readonly EventBody[]) =>
         events.some((e) => e.type === 'tool_executing')
           ? Promise.reject(new Error('log unavailable'))
-          : memory.append(userId, events, fence),
+          : memory.append(userId, events),
     });
     const outcomes: RunOutcome[] = [];
     const faults: string[] = [];
