@@ -1,8 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { SignJWT, type JWTPayload } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config/index.js';
+import { ChildTracker } from './helpers/childProcess.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { TEST_SECRET, startGateway, type TestGateway } from './helpers/gateway.js';
 import { TestClient, type ConnectOptions, type Frame } from './helpers/wsClient.js';
@@ -13,18 +12,14 @@ import { TestClient, type ConnectOptions, type Frame } from './helpers/wsClient.
  * test-token route, the production guard, auth metrics and the Origin allow-list.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const OTHER_SECRET = 'another-secret-that-is-also-long-enough-0123456789';
 const nowSec = (): number => Math.floor(Date.now() / 1000);
 
 let envs: TestGateway[] = [];
-let children: ChildProcess[] = [];
+const children = new ChildTracker();
 
 afterEach(async () => {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-  }
-  children = [];
+  await children.killAll();
   await Promise.all(envs.map((env) => env.stop()));
   envs = [];
 });
@@ -374,27 +369,12 @@ describe('a bypass key in production is refused', () => {
   });
 
   it('`agentwire serve` exits non-zero with one line naming the setting', async () => {
-    const child = spawn(process.execPath, ['bin/agentwire.mjs', 'serve'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, PORT: '0' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`serve did not exit in 20 s; stdout=${stdout} stderr=${stderr}`)), 20_000);
-      child.once('close', (exitCode) => {
-        clearTimeout(timer);
-        resolve(exitCode);
-      });
-    });
+    const child = children.spawn(['serve'], { ...env, PORT: '0' });
+    const { code } = await child.waitExit(20_000);
     expect(code).not.toBe(0);
     expect(code).not.toBeNull();
-    expect(stdout).toBe('');
-    const lines = stderr.split('\n').filter((line) => line.trim() !== '');
+    expect(child.stdout).toBe('');
+    const lines = child.stderr.split('\n').filter((line) => line.trim() !== '');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain('AGENTWIRE_E2E_BYPASS_KEY');
   }, 30_000);

@@ -10,6 +10,7 @@ import { createChatPageHandler } from '../src/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../src/transport/index.js';
 import { ChildTracker } from './helpers/childProcess.js';
 import { TEST_SECRET, startGateway, type TestGateway } from './helpers/gateway.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
 import { TestClient } from './helpers/wsClient.js';
 
@@ -151,8 +152,6 @@ function expectExactly(list: Rendered[], from: number, to: number): void {
   }
 }
 
-const RUN_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
-
 /** A gateway on a given port (0: any) with HS256 test auth and the chat page on. */
 async function gatewayOn(port: number, options: Partial<GatewayOptions> = {}): Promise<{ gateway: Gateway; port: number }> {
   const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, chatPage: true, ...options });
@@ -198,7 +197,7 @@ describe('browser chat page', () => {
     expect(await page.getByLabel('Message', { exact: true }).inputValue()).toBe('');
 
     const first = await rendered(page);
-    expect(first.map((r) => r.type)).toEqual(RUN_TYPES);
+    expect(first.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
     expect(first.map((r) => r.seq)).toEqual(range(1, 6));
     expect(await log.locator('[data-type="agent_started"] .text').textContent()).toBe('what is 2+3*4?');
     expect(await log.locator('[data-type="agent_thinking"] .text').first().textContent()).toBe('Reading your message (3 words).');
@@ -265,7 +264,7 @@ describe('browser chat page', () => {
     await waitForTerminals(page, 1);
 
     const list = await rendered(page);
-    expect(list.map((r) => r.type)).toEqual(RUN_TYPES);
+    expect(list.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
     expectExactly(list, 1, 6);
     expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
     expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
@@ -305,7 +304,7 @@ describe('browser chat page', () => {
     expect(own.at(-1)!.type).toBe('agent_error');
     expect(await page.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: shutdown');
     const other = list.filter((r) => r.thread === 'side-thread');
-    expect(other.map((r) => r.type)).toEqual(RUN_TYPES);
+    expect(other.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
     // The thread made elsewhere appears in the list, with its unread count.
     expect(await page.getByRole('button', { name: /^side-thread/ }).textContent()).toBe('side-thread (6 new)');
     expect(await page.locator('#history-note').isHidden()).toBe(true);

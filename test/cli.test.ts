@@ -2,6 +2,8 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createTokenVerifier, signToken } from '../src/auth/index.js';
 import { ChildTracker, type Child } from './helpers/childProcess.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
+import { CONTRACT_SETTINGS } from './helpers/settings.js';
 import { seqProblem, type Frame } from './helpers/wsClient.js';
 
 const children = new ChildTracker();
@@ -36,8 +38,6 @@ async function chat(args: string[]) {
   return { exit, stdout: child.stdout, stderr: child.stderr };
 }
 
-const RUN_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
-
 describe('agentwire serve in dev mode + agentwire chat', () => {
   it('prints a ready token and a chat command that works as printed', async () => {
     const server = await startDevServer();
@@ -67,7 +67,7 @@ describe('agentwire serve in dev mode + agentwire chat', () => {
       .slice(0, -1)
       .split('\n')
       .map((line) => JSON.parse(line) as Frame);
-    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...RUN_TYPES]);
+    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...DEMO_RUN_TYPES]);
     expect(frames[0]).toMatchObject({ protocol: 'agentwire.v1', user_id: 'demo', last_seq: 0, resumed: false });
     expect(frames[1]).toMatchObject({ status: 'started' });
     const events = frames.slice(2);
@@ -98,26 +98,27 @@ describe('agentwire serve in dev mode + agentwire chat', () => {
 });
 
 describe('agentwire serve start-up errors', () => {
-  it('stops with one stderr line naming AGENTWIRE_HEARTBEAT_MS when it is not a number', async () => {
-    const child = children.spawn(['serve'], { PORT: '0', AGENTWIRE_HEARTBEAT_MS: 'abc' });
+  /** Runs `agentwire serve` with `env`; it must exit non-zero with nothing on stdout and one stderr line, returned. */
+  async function startupError(env: Record<string, string>): Promise<string> {
+    const child = children.spawn(['serve'], env);
     const exit = await child.waitExit();
     expect(exit.code).not.toBe(0);
     expect(exit.signal).toBeNull();
     expect(child.stdout).toBe('');
     expect(child.stderr).toMatch(/^[^\n]+\n$/);
-    expect(child.stderr).toContain('AGENTWIRE_HEARTBEAT_MS');
-    expect(child.stderr).toContain('"abc"');
+    return child.stderr;
+  }
+
+  it('stops with one stderr line naming AGENTWIRE_HEARTBEAT_MS when it is not a number', async () => {
+    const line = await startupError({ PORT: '0', AGENTWIRE_HEARTBEAT_MS: 'abc' });
+    expect(line).toContain('AGENTWIRE_HEARTBEAT_MS');
+    expect(line).toContain('"abc"');
   });
 
   it('stops with one stderr line naming AGENTWIRE_JWT_SECRET in production without a key', async () => {
-    const child = children.spawn(['serve'], { PORT: '0', NODE_ENV: 'production' });
-    const exit = await child.waitExit();
-    expect(exit.code).not.toBe(0);
-    expect(exit.signal).toBeNull();
-    expect(child.stdout).toBe('');
-    expect(child.stderr).toMatch(/^[^\n]+\n$/);
-    expect(child.stderr).toContain('AGENTWIRE_JWT_SECRET');
-    expect(child.stderr).toContain('production');
+    const line = await startupError({ PORT: '0', NODE_ENV: 'production' });
+    expect(line).toContain('AGENTWIRE_JWT_SECRET');
+    expect(line).toContain('production');
   });
 });
 
@@ -127,28 +128,8 @@ describe('agentwire serve --help and agentwire token', () => {
     const exit = await child.waitExit();
     expect(exit).toEqual({ code: 0, signal: null });
     expect(child.stderr).toBe('');
-    const contract = [
-      'PORT',
-      'HOST',
-      'NODE_ENV',
-      'AGENTWIRE_JWT_SECRET',
-      'AGENTWIRE_JWT_PUBLIC_KEY',
-      'AGENTWIRE_JWKS_URL',
-      'AGENTWIRE_JWT_ISSUER',
-      'AGENTWIRE_JWT_AUDIENCE',
-      'AGENTWIRE_E2E_BYPASS_KEY',
-      'AGENTWIRE_REDIS_URL',
-      'AGENTWIRE_AUTH_TIMEOUT_MS',
-      'AGENTWIRE_HEARTBEAT_MS',
-      'AGENTWIRE_HEARTBEAT_TIMEOUT_MS',
-      'AGENTWIRE_RUN_TIMEOUT_MS',
-      'AGENTWIRE_DRAIN_TIMEOUT_MS',
-      'AGENTWIRE_MAX_CONNECTIONS_PER_USER',
-      'AGENTWIRE_THREAD_POLICY',
-      'AGENTWIRE_DEMO_STEP_MS',
-    ];
     const words = new Set(child.stdout.split(/\s+/));
-    const missing = contract.filter((name) => !words.has(name));
+    const missing = CONTRACT_SETTINGS.filter((name) => !words.has(name));
     expect(missing).toEqual([]);
   });
 

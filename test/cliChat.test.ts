@@ -1,9 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent, AgentStep } from '../src/runs/agent.js';
-import { AGENTWIRE_BIN, REPO_ROOT, cleanEnv } from './helpers/childProcess.js';
+import { ChildTracker, type Child } from './helpers/childProcess.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
 import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
 
@@ -13,109 +13,17 @@ import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
  * connection reset in the middle of a run that the command survives by resuming.
  */
 
-class ChatChild {
-  readonly proc: ChildProcess;
-  stdout = '';
-  stderr = '';
-  exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  #waiters = new Set<() => void>();
-
-  constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [AGENTWIRE_BIN, 'chat', ...args], {
-      cwd: REPO_ROOT,
-      env: cleanEnv(),
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.proc.stdout!.setEncoding('utf8');
-    this.proc.stderr!.setEncoding('utf8');
-    this.proc.stdout!.on('data', (chunk: string) => {
-      this.stdout += chunk;
-      this.#notify();
-    });
-    this.proc.stderr!.on('data', (chunk: string) => {
-      this.stderr += chunk;
-      this.#notify();
-    });
-    this.proc.stdin!.on('error', () => {});
-    this.proc.on('error', () => {});
-    this.proc.once('close', (code, signal) => {
-      this.exit = { code, signal };
-      this.#notify();
-    });
-  }
-
-  write(text: string): void {
-    this.proc.stdin!.write(text);
-  }
-
-  endInput(): void {
-    this.proc.stdin!.end();
-  }
-
-  lines(): string[] {
-    return this.stdout.split('\n').filter((line) => line.length > 0);
-  }
-
-  waitForStdout(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    return this.#waitUntil(() => this.stdout.match(pattern) ?? undefined, timeoutMs, `stdout matching ${pattern}`);
-  }
-
-  waitForStderr(pattern: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    return this.#waitUntil(() => this.stderr.match(pattern) ?? undefined, timeoutMs, `stderr matching ${pattern}`);
-  }
-
-  waitExit(timeoutMs = 20_000) {
-    return this.#waitUntil(() => this.exit ?? undefined, timeoutMs, 'exit');
-  }
-
-  async kill(): Promise<void> {
-    if (this.exit || this.proc.pid === undefined) return;
-    process.kill(this.proc.pid, 'SIGKILL');
-    await this.waitExit(5000);
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
-  }
-
-  #waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-    const now = check();
-    if (now !== undefined) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const waiter = () => {
-        const value = check();
-        if (value === undefined) return;
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-        resolve(value);
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(
-          new Error(
-            `timed out after ${timeoutMs} ms waiting for ${what}; exit=${JSON.stringify(this.exit)}; ` +
-              `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
-          ),
-        );
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
-  }
-}
-
-let children: ChatChild[] = [];
+const children = new ChildTracker();
 let cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
-  await Promise.all(children.map((child) => child.kill()));
-  children = [];
+  await children.killAll();
   for (const cleanup of cleanups.reverse()) await cleanup();
   cleanups = [];
 });
 
-function chat(args: string[]): ChatChild {
-  const child = new ChatChild(args);
-  children.push(child);
-  return child;
+/** `agentwire chat ...args` with its stdin piped to the test. */
+function chat(args: string[]): Child {
+  return children.spawn(['chat', ...args], {}, { stdin: 'pipe', timeoutMs: 20_000 });
 }
 
 async function gateway(options: Parameters<typeof startGateway>[0] = {}): Promise<TestGateway> {
@@ -179,16 +87,7 @@ describe('agentwire chat --interactive', () => {
     child.endInput();
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
     const frames = child.lines().map((line) => JSON.parse(line) as Frame);
-    expect(frames.map((f) => f.type)).toEqual([
-      'connection_ready',
-      'ack',
-      'agent_started',
-      'agent_thinking',
-      'tool_executing',
-      'tool_completed',
-      'agent_thinking',
-      'agent_completed',
-    ]);
+    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...DEMO_RUN_TYPES]);
     expect(frames[1]).toMatchObject({ status: 'started', thread_id: 'j1' });
     expect(seqProblem(frames.slice(2), 0)).toBeNull();
     expect(frames.at(-1)).toMatchObject({ text: '7*6 = 42' });

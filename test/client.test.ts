@@ -159,6 +159,20 @@ async function connected(client: AgentwireClient, ready: Partial<Record<string, 
   return last();
 }
 
+/**
+ * The next dial comes exactly `delayMs` from now: no new socket after `delayMs - 1` ms, one
+ * new socket after one more ms.
+ */
+async function expectDialAfter(delayMs: number): Promise<void> {
+  const before = sockets().length;
+  await clock.advance(delayMs - 1);
+  await turn();
+  expect(sockets()).toHaveLength(before);
+  await clock.advance(1);
+  await turn();
+  expect(sockets()).toHaveLength(before + 1);
+}
+
 afterEach(() => {
   for (const client of clients) client.close();
   clients = [];
@@ -389,11 +403,7 @@ describe('client: connecting and auth', () => {
     last().fail('connect ECONNREFUSED');
     await turn();
     expect(sockets()).toHaveLength(2);
-    await clock.advance(249);
-    await turn();
-    expect(sockets()).toHaveLength(2);
-    await clock.advance(1);
-    await turn();
+    await expectDialAfter(250);
     expect(sockets()).toHaveLength(3);
   });
 
@@ -405,19 +415,11 @@ describe('client: connecting and auth', () => {
     await connected(client);
     last().serverClose(1011, 'server_fault');
     // attempt 0: 100 + 0.5 * (200 - 100) = 150
-    await clock.advance(149);
-    await turn();
-    expect(sockets()).toHaveLength(1);
-    await clock.advance(1);
-    await turn();
+    await expectDialAfter(150);
     expect(sockets()).toHaveLength(2);
     last().fail('connect ECONNREFUSED 127.0.0.1:1');
     // attempt 1: 100 + 0.5 * (400 - 100) = 250
-    await clock.advance(249);
-    await turn();
-    expect(sockets()).toHaveLength(2);
-    await clock.advance(1);
-    await turn();
+    await expectDialAfter(250);
     expect(sockets()).toHaveLength(3);
     last().ready({ resumed: true });
     last().serverClose(1013, 'try_again_later');
@@ -433,11 +435,7 @@ describe('client: connecting and auth', () => {
     const client = makeClient();
     await connected(client);
     last().serverClose(4429, 'too_many_connections');
-    await clock.advance(7499);
-    await turn();
-    expect(sockets()).toHaveLength(1);
-    await clock.advance(1);
-    await turn();
+    await expectDialAfter(7500);
     expect(sockets()).toHaveLength(2);
   });
 

@@ -6,7 +6,9 @@ import type { Agent, AgentStep } from '../src/runs/agent.js';
 import { createGateway, type Gateway } from '../src/transport/index.js';
 import { TEST_SECRET, startGateway, type TestGateway } from './helpers/gateway.js';
 import { ManualClock } from './helpers/manualClock.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
+import { within } from './helpers/waitFor.js';
 import { TestClient, seqProblem } from './helpers/wsClient.js';
 
 /**
@@ -89,18 +91,6 @@ function record(client: AgentwireClient) {
   client.on('event', (event) => seqs.push(event.seq));
   client.on('disconnect', (info) => disconnects.push(info));
   return { states, seqs, disconnects };
-}
-
-/** Bounds a wait on the SDK: rejects naming `what` if `promise` has not settled in time. */
-function within<T>(promise: Promise<T>, what: string | (() => string), timeoutMs = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const name = typeof what === 'string' ? what : what();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${name}`));
-    }, timeoutMs);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** All events of a run (bounded: a run that does not end fails the test in 5 s). */
@@ -340,14 +330,7 @@ describe('client SDK: network faults through a TCP proxy', () => {
     const ack = await within(run.ack, 'ack');
     expect(ack).toEqual({ type: 'ack', id: run.id, run_id: started.run_id, thread_id: 't1', status: 'duplicate' });
     const events = await collect(run.events);
-    expect(events.map((e) => e.type)).toEqual([
-      'agent_started',
-      'agent_thinking',
-      'tool_executing',
-      'tool_completed',
-      'agent_thinking',
-      'agent_completed',
-    ]);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(seqProblem(events, 0)).toBeNull();
     // One more message proves the log holds only one run for the re-sent id.
     const after = await within(client.send('t1', 'and then'), 'ack');

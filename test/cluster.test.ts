@@ -11,6 +11,7 @@ import type { RunAssignment, RunRecord } from '../src/runs/runStore.js';
 import { TestCluster, type GatewayNode } from './helpers/cluster.js';
 import { RedisServer } from './helpers/redisServer.js';
 import { isTerminal, runProblem } from './helpers/runInvariants.js';
+import { Waiters } from './helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from './helpers/wsClient.js';
 
 /**
@@ -518,23 +519,13 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
           if (Date.now() > deadline) throw new Error(`${channel} not subscribed`);
         }
         const log: LogEntry[] = [];
-        let onEntry = () => {};
+        const logWaiters = new Waiters(() => `log: ${log.map((e) => e.type).join(', ')}`);
         const subscription = await nodeA.engine.subscribe('u-gate', (entry) => {
           log.push(entry);
-          onEntry();
+          logWaiters.notify();
         });
         const waitForEntry = (predicate: (event: Record<string, any>) => boolean, what: string) =>
-          new Promise<Record<string, any>>((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 10_000);
-            const check = () => {
-              const found = log.map((e) => JSON.parse(e.json)).find(predicate);
-              if (!found) return;
-              clearTimeout(timer);
-              resolve(found);
-            };
-            onEntry = check;
-            check();
-          });
+          logWaiters.until<Record<string, any>>(() => log.map((e) => JSON.parse(e.json)).find(predicate), 10_000, what);
 
         const first = await submitTo(nodeA, 'u-gate', 'm1', 'tg', '/hang holds the thread');
         const second = await submitTo(nodeA, 'u-gate', 'm2', 'tg', 'handed over next');

@@ -23,39 +23,18 @@ import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { RedisRunStore } from '../src/runs/redisRunStore.js';
 import type { RunRecord } from '../src/runs/runStore.js';
 import { TestCluster } from './helpers/cluster.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
 import { httpGet, tryUpgrade } from './helpers/http.js';
 import { RedisServer } from './helpers/redisServer.js';
 import { InstrumentedEngine, deferred } from './helpers/instrumentedEngine.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { ScheduledEngine } from './helpers/scheduledEngine.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
+import { Waiters } from './helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from './helpers/wsClient.js';
 
-const DEMO_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 const isEvent = (frame: Frame) => typeof frame.seq === 'number';
 const noop = () => {};
-
-/** Resolves once `check()` is true; re-checked whenever `subscribe`'s callback fires. */
-function waitUntil(
-  check: () => boolean,
-  subscribe: (wake: () => void) => () => void,
-  timeoutMs: number,
-  what: string | (() => string),
-): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const unsubscribe = subscribe(() => {
-      if (!check()) return;
-      clearTimeout(timer);
-      unsubscribe();
-      resolve();
-    });
-    const timer = setTimeout(() => {
-      unsubscribe();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`));
-    }, timeoutMs);
-  });
-}
 
 /** The Redis engine with hooks a test can wait on: failed appends, gap signals, reads, heads. */
 class ObservedEngine extends RedisEngine {
@@ -64,14 +43,14 @@ class ObservedEngine extends RedisEngine {
   gapSignals = 0;
   headsDone = 0;
   readonly reads: Array<[number, number]> = [];
-  readonly #wakers = new Set<() => void>();
+  readonly #waiters = new Waiters();
 
   override async append(...args: Parameters<RedisEngine['append']>): Promise<LogEntry[]> {
     try {
       return await super.append(...args);
     } catch (error) {
       this.appendFailures++;
-      this.#notify();
+      this.#waiters.notify();
       throw error;
     }
   }
@@ -82,7 +61,7 @@ class ObservedEngine extends RedisEngine {
       (() => {
         this.gapSignals++;
         onPossibleGap();
-        this.#notify();
+        this.#waiters.notify();
       });
     return super.subscribe(userId, listener, onGap);
   }
@@ -95,30 +74,18 @@ class ObservedEngine extends RedisEngine {
   override async head(userId: string): Promise<LogHead> {
     const head = await super.head(userId);
     this.headsDone++;
-    this.#notify();
+    this.#waiters.notify();
     return head;
   }
 
-  until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    return waitUntil(
-      check,
-      (wake) => {
-        this.#wakers.add(wake);
-        return () => this.#wakers.delete(wake);
-      },
-      timeoutMs,
-      what,
-    );
+  async until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    await this.#waiters.until(check, timeoutMs, what);
   }
 
   /** Passed as the engine's `onError`. */
   recordError(error: unknown): void {
     this.connectionErrors.push(String((error as { code?: string }).code ?? error));
-    this.#notify();
-  }
-
-  #notify(): void {
-    for (const wake of [...this.#wakers]) wake();
+    this.#waiters.notify();
   }
 }
 
@@ -126,14 +93,14 @@ class ObservedEngine extends RedisEngine {
 class ObservedRunStore extends RedisRunStore {
   sweeps = 0;
   renewals = 0;
-  readonly #wakers = new Set<() => void>();
+  readonly #waiters = new Waiters();
 
   override async claimLostRuns(...args: Parameters<RedisRunStore['claimLostRuns']>): ReturnType<RedisRunStore['claimLostRuns']> {
     try {
       return await super.claimLostRuns(...args);
     } finally {
       this.sweeps++;
-      this.#notify();
+      this.#waiters.notify();
     }
   }
 
@@ -142,24 +109,12 @@ class ObservedRunStore extends RedisRunStore {
       await super.renewLeases(runs);
     } finally {
       if (runs.length > 0) this.renewals++;
-      this.#notify();
+      this.#waiters.notify();
     }
   }
 
-  until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    return waitUntil(
-      check,
-      (wake) => {
-        this.#wakers.add(wake);
-        return () => this.#wakers.delete(wake);
-      },
-      timeoutMs,
-      what,
-    );
-  }
-
-  #notify(): void {
-    for (const wake of [...this.#wakers]) wake();
+  async until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    await this.#waiters.until(check, timeoutMs, what);
   }
 }
 
@@ -173,12 +128,7 @@ interface Node {
 
 /** Stops a node; on a manual clock, advances it (bounded) so that its drain can end. */
 async function stopNode(node: Node): Promise<void> {
-  let stopped = false;
-  const stopping = node.env.stop().finally(() => {
-    stopped = true;
-  });
-  for (let i = 0; node.clock && !stopped && i < 50; i++) await node.clock.advance(200);
-  await stopping;
+  await stopAdvancing(node.env, node.clock, 200, 50);
   await node.engine.close();
 }
 
@@ -296,7 +246,7 @@ function streamProblem(events: Frame[]): string | null {
 function expectDemoRuns(events: Frame[], runIds: readonly string[]): void {
   for (const runId of runIds) {
     const run = events.filter((e) => e.run_id === runId);
-    expect(run.map((e) => e.type), `events of ${runId}`).toEqual(DEMO_TYPES);
+    expect(run.map((e) => e.type), `events of ${runId}`).toEqual(DEMO_RUN_TYPES);
     expect(run.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
   }
   const terminals = events.filter((e) => e.type === 'agent_completed' || e.type === 'agent_error');
@@ -336,7 +286,7 @@ class RedisProxy {
   cuts = 0;
   #holdPattern: RegExp | null = null;
   #losePattern: { request: RegExp; reply: RegExp } | null = null;
-  readonly #wakers = new Set<() => void>();
+  readonly #waiters = new Waiters();
 
   private constructor(
     public server: net.Server | null,
@@ -405,16 +355,8 @@ class RedisProxy {
     }
   }
 
-  until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    return waitUntil(
-      check,
-      (wake) => {
-        this.#wakers.add(wake);
-        return () => this.#wakers.delete(wake);
-      },
-      timeoutMs,
-      what,
-    );
+  async until(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    await this.#waiters.until(check, timeoutMs, what);
   }
 
   async close(): Promise<void> {
@@ -439,7 +381,7 @@ class RedisProxy {
       }
       if (connection.held !== null) {
         connection.held.push(chunk);
-        return this.#notify();
+        return this.#waiters.notify();
       }
       upstream.write(chunk);
       if (connection.heldReplies === null && this.#losePattern?.request.test(text)) connection.heldReplies = Buffer.alloc(0);
@@ -453,7 +395,7 @@ class RedisProxy {
       this.cuts++;
       client.destroy();
       upstream.destroy();
-      this.#notify();
+      this.#waiters.notify();
     });
     const end = () => {
       client.destroy();
@@ -463,10 +405,6 @@ class RedisProxy {
       socket.on('error', noop);
       socket.on('close', end);
     }
-  }
-
-  #notify(): void {
-    for (const wake of [...this.#wakers]) wake();
   }
 }
 
@@ -514,7 +452,7 @@ describe('redis-server restarts in mid-stream', () => {
     for (const runId of runIds) await a.runEvents(runId, 20_000);
     const events = a.events();
     expect(streamProblem(events)).toBeNull();
-    expect(events).toHaveLength(texts.length * DEMO_TYPES.length);
+    expect(events).toHaveLength(texts.length * DEMO_RUN_TYPES.length);
     expectDemoRuns(events, runIds);
     // What the client saw is exactly the durable log, which kept its epoch (AOF).
     expect(await logOf(node.engine, 'alice')).toEqual(events);
@@ -542,7 +480,7 @@ describe('while redis is down', () => {
     const w = await node.env.ready('bob');
     const epoch = a.frames[0]!.epoch as string;
     const first = await runToEnd(a, 'm1', 't1', 'hello there');
-    expect(first.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(first.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     await w.waitForCount(isEvent, 6, 5000, 'the first run on the second client');
     expect((await httpGet(`${node.httpUrl}/readyz`)).status).toBe(200);
 
@@ -583,7 +521,7 @@ describe('while redis is down', () => {
     const w2 = await node.env.ready('bob', { lastSeq: 6, epoch });
     expect(w2.frames[0]).toMatchObject({ epoch, last_seq: 6, resumed: true, replayed: 0 });
     const second = await runToEnd(w2, 'm-down', 't1', 'what is 6*7?');
-    expect(second.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(second.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(second.map((e) => e.seq)).toEqual([7, 8, 9, 10, 11, 12]);
     expect(second.at(-1)!.text).toContain('42');
 
@@ -618,7 +556,7 @@ describe('while redis is down', () => {
     await waitStatus(`${node.httpUrl}/readyz`, 200, 15_000);
 
     const events = await a.runEvents(ack.run_id, 20_000);
-    expect(events.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(streamProblem(a.events())).toBeNull();
     expect(a.closeCode).toBeNull();
     const b = await cluster.ready(node, 'carol', { lastSeq: 0, epoch });
@@ -705,7 +643,7 @@ describe('lost pub/sub notifications', () => {
       for (const runId of runIds) await client.runEvents(runId, 15_000);
     }
     const log = await logOf(n1.engine, 'dana');
-    expect(log).toHaveLength(runIds.length * DEMO_TYPES.length);
+    expect(log).toHaveLength(runIds.length * DEMO_RUN_TYPES.length);
     for (const client of clients) {
       expect(streamProblem(client.events())).toBeNull();
       expect(client.events()).toEqual(log);
@@ -878,7 +816,7 @@ describe('data loss', () => {
     expect(c.frames[0]).toMatchObject({ epoch: newEpoch, resumed: true, replayed: 6, last_seq: 6 });
     const fresh = await c.waitForCount(isEvent, 6, 5000, 'the new epoch replayed');
     expect(fresh.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(fresh.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(fresh.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(fresh[0]).toMatchObject({ run_id: ack.run_id, message_id: 'm2' });
     expect(b.events()).toEqual(fresh.slice(fresh.length - b.events().length));
   });
@@ -982,20 +920,9 @@ describe('a gap signal while a repair is under way', () => {
     const other = await otherEngine('repairing');
     const faults: string[] = [];
     const coordinator = new UserCoordinator('kim', engine, { maxConnections: 4, onFault: (e, c) => faults.push(`${c}: ${String(e)}`) }, noop);
-    const wakers = new Set<() => void>();
-    const member = new Member('c1', 0, {}, () => {
-      for (const w of [...wakers]) w();
-    });
-    const reach = (seq: number) =>
-      waitUntil(
-        () => member.position >= seq,
-        (w) => {
-          wakers.add(w);
-          return () => wakers.delete(w);
-        },
-        5000,
-        () => `the member to reach seq ${seq}: ${member.describe()}; faults ${faults.join('; ')}`,
-      );
+    const waiters = new Waiters(() => `${member.describe()}; faults ${faults.join('; ')}`);
+    const member = new Member('c1', 0, {}, () => waiters.notify());
+    const reach = (seq: number) => waiters.until(() => member.position >= seq, 5000, `the member to reach seq ${seq}`);
     member.setUp(await coordinator.setup(member, coordinator.admit(member), {}));
     await other.append('kim', [thinking('one')]);
     await reach(1);
@@ -1046,11 +973,8 @@ describe('interleavings over a real Redis (fast-check scheduler)', () => {
             (engine) =>
               new UserCoordinator(user, engine, { maxConnections: 10, onFault: (error, context) => faults.push(`${context}: ${String(error)}`) }, noop),
           );
-          const wakers = new Set<() => void>();
-          const wake = () => {
-            for (const w of [...wakers]) w();
-          };
-          const members = scenario.members.map((m, i) => new Member(`c${i}`, m.node, resumeFor(m.resume, start), wake));
+          const waiters = new Waiters();
+          const members = scenario.members.map((m, i) => new Member(`c${i}`, m.node, resumeFor(m.resume, start), () => waiters.notify()));
           const tasks: Promise<unknown>[] = members.map((member) => {
             const coordinator = coordinators[member.node]!;
             return coordinator.setup(member, coordinator.admit(member), member.resume).then(
@@ -1070,17 +994,12 @@ describe('interleavings over a real Redis (fast-check scheduler)', () => {
           const end = await nodesOfRun[0]!.head(user);
           const report = () => `\n${members.map((m) => m.describe()).join('\n')}\nend ${end.lastSeq}; faults ${faults.join('; ')}\n${s.report().map((t) => t.label).join(' | ')}`;
           await s.waitFor(
-            waitUntil(
+            waiters.until(
               () => members.every((m) => m.failure !== null || m.resyncs > 0 || m.position >= end.lastSeq),
-              (w) => {
-                wakers.add(w);
-                return () => wakers.delete(w);
-              },
               5000,
               `every member to reach seq ${end.lastSeq}`,
-            ).catch((error: Error) => {
-              throw new Error(error.message + report());
-            }),
+              report,
+            ),
           );
 
           const log = new Map((await nodesOfRun[0]!.read(user, 1, end.lastSeq)).map((e) => [e.seq, e.json]));

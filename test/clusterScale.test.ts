@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TestCluster } from './helpers/cluster.js';
+import { seededRandom } from './helpers/random.js';
 import { isTerminal, runProblem } from './helpers/runInvariants.js';
 import { seqProblem, type Frame, type TestClient } from './helpers/wsClient.js';
 
@@ -17,18 +18,6 @@ afterEach(async () => {
   await cluster?.stop();
   cluster = undefined;
 });
-
-/** Deterministic PRNG (mulberry32) so the plan is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Conn {
   readonly user: string;
@@ -55,7 +44,7 @@ describe('cluster at scale', () => {
   it('1,000 connections over 3 nodes and 100 users: each connection gets exactly its user’s events, contiguous, from where it joined', async () => {
     cluster = await TestCluster.start(3);
     const nodes = cluster.nodes;
-    const random = prng(20240611);
+    const random = seededRandom(20240611);
     const users = new Map<string, UserState>();
     const plan: Array<{ user: string; node: number }> = [];
     for (let u = 0; u < USERS; u++) {

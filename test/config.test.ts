@@ -9,6 +9,7 @@ import {
   redactConfig,
   type GatewayConfig,
 } from '../src/config/index.js';
+import { CONTRACT_SETTINGS } from './helpers/settings.js';
 
 const PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' })
   .publicKey.export({ type: 'spki', format: 'pem' })
@@ -164,26 +165,7 @@ describe('environment names', () => {
 
   it('contains every name required by PROTOCOL.md section 12', () => {
     const names = SETTINGS.map((s) => s.env);
-    for (const required of [
-      'PORT',
-      'HOST',
-      'NODE_ENV',
-      'AGENTWIRE_JWT_SECRET',
-      'AGENTWIRE_JWT_PUBLIC_KEY',
-      'AGENTWIRE_JWKS_URL',
-      'AGENTWIRE_JWT_ISSUER',
-      'AGENTWIRE_JWT_AUDIENCE',
-      'AGENTWIRE_E2E_BYPASS_KEY',
-      'AGENTWIRE_REDIS_URL',
-      'AGENTWIRE_AUTH_TIMEOUT_MS',
-      'AGENTWIRE_HEARTBEAT_MS',
-      'AGENTWIRE_HEARTBEAT_TIMEOUT_MS',
-      'AGENTWIRE_RUN_TIMEOUT_MS',
-      'AGENTWIRE_DRAIN_TIMEOUT_MS',
-      'AGENTWIRE_MAX_CONNECTIONS_PER_USER',
-      'AGENTWIRE_THREAD_POLICY',
-      'AGENTWIRE_DEMO_STEP_MS',
-    ]) {
+    for (const required of CONTRACT_SETTINGS) {
       expect(names).toContain(required);
     }
   });

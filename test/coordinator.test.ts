@@ -56,6 +56,19 @@ function registryOf(engine: EventEngine, options: Partial<CoordinatorOptions> = 
   return new CoordinatorRegistry(engine, { maxConnections: 32, ...options });
 }
 
+/** An engine whose every call waits for its gate (opened by the test, in `gates` order). */
+function gatedEngine(): { engine: InstrumentedEngine; gates: Deferred[] } {
+  const gates: Deferred[] = [];
+  const engine = new InstrumentedEngine(memoryEngine(), {
+    before: () => {
+      const gate = deferred();
+      gates.push(gate);
+      return gate.promise;
+    },
+  });
+  return { engine, gates };
+}
+
 /** Admits and sets up a member; asserts the setup succeeded. */
 async function join(registry: CoordinatorRegistry, userId: string, member: FakeMember, resume = {}) {
   const coordinator = registry.getOrCreate(userId);
@@ -222,14 +235,7 @@ describe('UserCoordinator: setups and teardowns of one user run one at a time', 
   });
 
   it('a teardown requested during a setup waits for it, and the setup after it waits for the teardown', async () => {
-    const gates: Deferred[] = [];
-    const engine = new InstrumentedEngine(memoryEngine(), {
-      before: () => {
-        const gate = deferred();
-        gates.push(gate);
-        return gate.promise;
-      },
-    });
+    const { engine, gates } = gatedEngine();
     const registry = registryOf(engine);
     const coordinator = registry.getOrCreate('u1');
     const a = new FakeMember('a');
@@ -309,14 +315,7 @@ describe('UserCoordinator: denials', () => {
   });
 
   it('denies connection_closed for a member that closed while its setup was queued', async () => {
-    const gates: Deferred[] = [];
-    const engine = new InstrumentedEngine(memoryEngine(), {
-      before: () => {
-        const gate = deferred();
-        gates.push(gate);
-        return gate.promise;
-      },
-    });
+    const { engine, gates } = gatedEngine();
     const registry = registryOf(engine);
     const coordinator = registry.getOrCreate('u1');
     const a = new FakeMember('a');

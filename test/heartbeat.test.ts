@@ -2,6 +2,7 @@ import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from './helpers/manualClock.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { within } from './helpers/waitFor.js';
 import type { Frame } from './helpers/wsClient.js';
 
 /**
@@ -32,22 +33,6 @@ async function start(clock: ManualClock): Promise<TestGateway> {
   return env;
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
-
 /**
  * A WebSocket-level ping from the client and its pong. The server answers it inside `ws`, and
  * the gateway does not count it as a sign of life (it only listens for pongs and messages), so
@@ -57,7 +42,7 @@ function withTimeout<T>(promise: Promise<T>, what: string, ms = 5000): Promise<T
 function roundTrip(ws: WebSocket): Promise<void> {
   const pong = new Promise<void>((resolve) => ws.once('pong', () => resolve()));
   ws.ping();
-  return withTimeout(pong, 'barrier pong');
+  return within(pong, 'barrier pong');
 }
 
 /**
@@ -95,7 +80,7 @@ async function peer(gateway: TestGateway, clock: ManualClock, userId: string, au
     });
   });
   const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
-  await withTimeout(ready, `connection_ready of ${userId}`);
+  await within(ready, `connection_ready of ${userId}`);
   return { ws, frames, pingsAt, closed, ready };
 }
 
@@ -122,7 +107,7 @@ describe('heartbeat (ManualClock)', () => {
     expect(await connectionsIn(gateway, 'CLOSING')).toBe(0);
     // Still dispatching frames.
     alice.ws.send(JSON.stringify({ type: 'ping', id: 'still-here' }));
-    await withTimeout(
+    await within(
       new Promise<void>((resolve) => alice.ws.on('message', (data) => JSON.parse(data.toString()).id === 'still-here' && resolve())),
       'pong still-here',
     );
@@ -155,7 +140,7 @@ describe('heartbeat (ManualClock)', () => {
 
     await clock.advance(1);
     const terminatedAt = clock.now();
-    expect(await withTimeout(silent.closed, 'close of the silent peer')).toBe(1006);
+    expect(await within(silent.closed, 'close of the silent peer')).toBe(1006);
     expect(terminatedAt).toBe(36_000);
     expect(terminatedAt - lastSignOfLife).toBeLessThanOrEqual(HEARTBEAT_MS + HEARTBEAT_TIMEOUT_MS + SWEEP_MS);
     expect(terminatedAt - lastSignOfLife).toBeGreaterThanOrEqual(HEARTBEAT_MS + HEARTBEAT_TIMEOUT_MS);

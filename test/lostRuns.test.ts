@@ -6,6 +6,7 @@ import { RunManager } from '../src/runs/runManager.js';
 import type { Agent } from '../src/runs/agent.js';
 import type { LogEntry } from '../src/protocol/events.js';
 import { RedisServer } from './helpers/redisServer.js';
+import { Waiters } from './helpers/waitFor.js';
 
 let redis: RedisServer;
 beforeAll(async () => {
@@ -18,23 +19,15 @@ afterAll(async () => {
 /** Records run outcomes and resolves once `count` have been reported. */
 function outcomeRecorder() {
   const outcomes: string[] = [];
-  let wake = () => {};
+  const waiters = new Waiters(() => `outcomes: ${outcomes}`);
   return {
     outcomes,
     onRunEnded: (outcome: string) => {
       outcomes.push(outcome);
-      wake();
+      waiters.notify();
     },
-    until(count: number): Promise<void> {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`outcomes: ${outcomes}`)), 10_000);
-        wake = () => {
-          if (outcomes.length < count) return;
-          clearTimeout(timer);
-          resolve();
-        };
-        wake();
-      });
+    async until(count: number): Promise<void> {
+      await waiters.until(() => outcomes.length >= count, 10_000, `${count} run outcome(s)`);
     },
   };
 }
@@ -48,25 +41,15 @@ const idleAgent: Agent = {
 /** Collects a user's live entries and resolves once one matches. */
 async function watch(engine: RedisEngine, userId: string) {
   const entries: LogEntry[] = [];
-  let wake = () => {};
+  const waiters = new Waiters(() => `got ${entries.map((e) => e.type)}`);
   await engine.subscribe(userId, (entry) => {
     entries.push(entry);
-    wake();
+    waiters.notify();
   });
   return {
     entries,
     until(predicate: (entry: LogEntry) => boolean, timeoutMs = 10_000): Promise<LogEntry> {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`not seen; got ${entries.map((e) => e.type)}`)), timeoutMs);
-        const check = () => {
-          const found = entries.find(predicate);
-          if (!found) return;
-          clearTimeout(timer);
-          resolve(found);
-        };
-        wake = check;
-        check();
-      });
+      return waiters.until(() => entries.find(predicate), timeoutMs, `a matching entry of ${userId}`);
     },
   };
 }

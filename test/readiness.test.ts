@@ -8,7 +8,9 @@ import { GatewayMetrics } from '../src/observability/index.js';
 import { createGateway, type Gateway } from '../src/transport/index.js';
 import { TEST_SECRET, startGateway, type TestGateway } from './helpers/gateway.js';
 import { httpGet, httpRequest, parsePrometheus, sampleValue, tryUpgrade } from './helpers/http.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { TransitionWatcher } from './helpers/transitions.js';
+import { within } from './helpers/waitFor.js';
 import { TestClient, seqProblem } from './helpers/wsClient.js';
 
 /** A memory engine whose `ready()` resolves only when the test opens it. */
@@ -57,8 +59,6 @@ async function runToEnd(client: TestClient, id: string, thread: string, text: st
   expect(ack).toMatchObject({ type: 'ack', status: 'started' });
   return client.runEvents(ack.run_id);
 }
-
-const DEMO_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 
 describe('readiness before and after the engine is up', () => {
   it('refuses upgrades with 503 + Retry-After and answers /readyz 503 until the engine is ready, then serves', async () => {
@@ -127,7 +127,7 @@ describe('readiness before and after the engine is up', () => {
     const hello = await client.ready();
     expect(hello).toMatchObject({ type: 'connection_ready', user_id: 'alice', last_seq: 0, resumed: false });
     const events = await runToEnd(client, 'm1', 't1', 'what is 2+3*4?');
-    expect(events.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(seqProblem(events, 0)).toBeNull();
     expect(events.at(-1)!.text).toBe('2+3*4 = 14');
     expect(transitions.count('ACCEPTED')).toBe(1);
@@ -143,7 +143,7 @@ describe('HTTP routes', () => {
     const base = `http://127.0.0.1:${env.port}`;
     const client = await env.ready('alice');
     const events = await runToEnd(client, 'm1', 't1', 'what is 2+3*4?');
-    expect(events.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
 
     const reply = await httpGet(`${base}/metrics`);
     expect(reply.status).toBe(200);
@@ -298,15 +298,14 @@ describe('embedding with attach()', () => {
     // The application's own WebSocket endpoint is left to the application.
     const echo = new WebSocket(`ws://127.0.0.1:${port}/echo`);
     cleanups.push(() => echo.terminate());
-    const echoed = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('timed out waiting for the echo')), 5000);
-      echo.once('error', reject);
-      echo.once('open', () => echo.send('hi'));
-      echo.once('message', (data) => {
-        clearTimeout(timer);
-        resolve(data.toString());
-      });
-    });
+    const echoed = await within(
+      new Promise<string>((resolve, reject) => {
+        echo.once('error', reject);
+        echo.once('open', () => echo.send('hi'));
+        echo.once('message', (data) => resolve(data.toString()));
+      }),
+      'the echo',
+    );
     expect(echoed).toBe('echo:hi');
 
     // The gateway's endpoint on the same server.
@@ -314,7 +313,7 @@ describe('embedding with attach()', () => {
     const client = track(new TestClient(`ws://127.0.0.1:${port}/ws`, { token }));
     await client.ready();
     const events = await runToEnd(client, 'm1', 't1', 'what is 2+3*4?');
-    expect(events.map((e) => e.type)).toEqual(DEMO_TYPES);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(events.at(-1)!.text).toBe('2+3*4 = 14');
     expect(gateway.connectionCount).toBe(1);
   });

@@ -3,6 +3,7 @@ import { RedisEngine } from '../src/engine/redisEngine.js';
 import { RunEndedError } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { RedisServer } from './helpers/redisServer.js';
+import { Waiters } from './helpers/waitFor.js';
 
 let redis: RedisServer;
 beforeAll(async () => {
@@ -24,24 +25,15 @@ function thinking(text: string, run = 'r1'): EventBody {
 /** Resolves once `entries` holds `count` items; driven by the listener, bounded by a timeout. */
 function collector() {
   const entries: LogEntry[] = [];
-  let wake = () => {};
+  const waiters = new Waiters(() => `got ${entries.length}`);
   return {
     entries,
     listener: (entry: LogEntry) => {
       entries.push(entry);
-      wake();
+      waiters.notify();
     },
-    until(count: number, timeoutMs = 5000): Promise<void> {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`got ${entries.length} of ${count} entries`)), timeoutMs);
-        const check = () => {
-          if (entries.length < count) return;
-          clearTimeout(timer);
-          resolve();
-        };
-        wake = check;
-        check();
-      });
+    async until(count: number, timeoutMs = 5000): Promise<void> {
+      await waiters.until(() => entries.length >= count, timeoutMs, `${count} entries`);
     },
   };
 }

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryEngine } from '../src/engine/index.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
 import { ManualClock } from './helpers/manualClock.js';
-import { runProblem, waitUntil } from './helpers/runInvariants.js';
+import { DEMO_RUN_TYPES, runProblem, waitUntil } from './helpers/runInvariants.js';
 import { seqProblem, type ConnectOptions, type Frame, type TestClient } from './helpers/wsClient.js';
 
 /**
@@ -12,7 +12,6 @@ import { seqProblem, type ConnectOptions, type Frame, type TestClient } from './
  */
 
 const STEP_MS = 30;
-const DEMO_EVENT_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 type Via = 'query' | 'frame';
 const VIAS: readonly Via[] = ['query', 'frame'];
 
@@ -21,14 +20,8 @@ let clock: ManualClock | undefined;
 let engine: MemoryEngine | undefined;
 
 afterEach(async () => {
-  if (env) {
-    const stopping = env.stop();
-    let stopped = false;
-    void stopping.then(() => (stopped = true));
-    // A run left live by a failed test would hold the drain on the manual clock.
-    for (let i = 0; clock && !stopped && i < 20; i++) await clock.advance(10_000);
-    await stopping;
-  }
+  // A run left live by a failed test would hold the drain on the manual clock.
+  if (env) await stopAdvancing(env, clock, 10_000, 20);
   await engine?.close();
   env = undefined;
   clock = undefined;
@@ -107,7 +100,7 @@ describe('resume mid-run', () => {
         expect(replay).toEqual(observer.events().filter((e) => e.seq > cut && e.seq <= ready.last_seq));
 
         // The rest of the run arrives live, continuing the replay.
-        for (let seq = cut + 3; seq <= DEMO_EVENT_TYPES.length; seq++) await step(again, seq);
+        for (let seq = cut + 3; seq <= DEMO_RUN_TYPES.length; seq++) await step(again, seq);
         await again.runEvents(ack.run_id);
         const seen = again.events();
         expect(seqProblem(seen, cut)).toBeNull();
@@ -118,7 +111,7 @@ describe('resume mid-run', () => {
         // Before and after the disconnect together: the whole run, once.
         const whole = [...client.events(), ...seen];
         expect(whole).toEqual(observer.events());
-        expect(whole.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+        expect(whole.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
         expect(runProblem(whole)).toBeNull();
         expect(await gateway.gateway.metrics.invalidTransitionCount()).toBe(0);
       });
@@ -132,7 +125,7 @@ describe('resume positions', () => {
     const first = await gatewayEnv.ready(user);
     const ack = await first.message('m1', 't1', 'count these four words');
     const events = await first.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     return { events, epoch: first.frames[0]!.epoch as string };
   }
 
@@ -223,7 +216,7 @@ describe('a run outlives its clients', () => {
     expect(replay.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: 'Your message has 3 words.' });
     const whole = [...a.events(), ...replay];
     expect(whole).toEqual([...b.events(), ...replay]);
-    expect(whole.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect(whole.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(runProblem(whole)).toBeNull();
   });
 
@@ -252,6 +245,6 @@ describe('a run outlives its clients', () => {
     expect(back.frames.slice(1).map((f) => f.seq)).toEqual([3, 4, 5, 6]);
     expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: '1+1 = 2' });
     expect(runProblem([...a.events(), ...events])).toBeNull();
-    expect([...a.events(), ...events].map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect([...a.events(), ...events].map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
   });
 });

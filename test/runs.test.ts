@@ -3,9 +3,10 @@ import { MemoryEngine } from '../src/engine/index.js';
 import type { Agent, AgentRunInput, AgentStep } from '../src/runs/agent.js';
 import { createDemoAgent } from '../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../src/runs/runManager.js';
-import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
 import { ManualClock } from './helpers/manualClock.js';
-import { isTerminal, runProblem, waitUntil } from './helpers/runInvariants.js';
+import { DEMO_RUN_TYPES, isTerminal, runProblem, waitUntil } from './helpers/runInvariants.js';
+import { within } from './helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from './helpers/wsClient.js';
 
 /**
@@ -15,20 +16,12 @@ import { seqProblem, type Frame, type TestClient } from './helpers/wsClient.js';
  * on gates the test opens.
  */
 
-const DEMO_EVENT_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
-
 let env: TestGateway | undefined;
 let clock: ManualClock | undefined;
 
 afterEach(async () => {
-  if (env) {
-    const stopping = env.stop();
-    let stopped = false;
-    void stopping.then(() => (stopped = true));
-    // A run left live by a failed test would hold the drain on the manual clock.
-    for (let i = 0; clock && !stopped && i < 20; i++) await clock.advance(10_000);
-    await stopping;
-  }
+  // A run left live by a failed test would hold the drain on the manual clock.
+  if (env) await stopAdvancing(env, clock, 10_000, 20);
   env = undefined;
   clock = undefined;
 });
@@ -51,19 +44,6 @@ function gateOrAbort(g: Gate, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', () => reject(signal.reason), { once: true });
     void g.opened.then(resolve);
   });
-}
-
-/** Awaits a promise no event frame announces, failing with `what` after `timeoutMs`. */
-async function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function agentOf(run: (input: AgentRunInput) => AsyncGenerator<AgentStep>): Agent {
@@ -203,7 +183,7 @@ describe('agent failures and timeouts', () => {
     const next = await message(client, 'm2', 't1', 'two words');
     expect(next.status).toBe('started');
     const nextEvents = await clockUntilTerminal(client, next.run_id);
-    expect(nextEvents.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect(nextEvents.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(nextEvents[0]!.seq).toBe(events.at(-1)!.seq + 1);
     await clock.advance(10_000);
     await barrier(client);
@@ -242,7 +222,7 @@ describe('agent failures and timeouts', () => {
     expect(env.gateway.runs.liveRuns).toBe(0);
     release.open();
     // The run manager takes the agent's next step, sees the run ended, and stops the agent.
-    await within(exited.opened, 5000, 'the agent to be stopped');
+    await within(exited.opened, 'the agent to be stopped', 5000);
     expect(lateYields).toBe(1);
     const other = await message(client, 'm2', 't2', 'after');
     await client.runEvents(other.run_id);
@@ -355,11 +335,11 @@ describe('threads', () => {
     const runs = [];
     for (const ack of acks) runs.push(await client.runEvents(ack.run_id));
     for (const [i, events] of runs.entries()) {
-      expect(events.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+      expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
       expect(events[0]).toMatchObject({ message_id: ids[i], thread_id: 'busy' });
       expect(events.at(-1)!.text).toBe(`${i}+10 = ${i + 10}`);
       // Each run occupies one contiguous range, right after the previous one.
-      expect(seqProblem(events, i * DEMO_EVENT_TYPES.length)).toBeNull();
+      expect(seqProblem(events, i * DEMO_RUN_TYPES.length)).toBeNull();
     }
     expectWellFormed(client);
     expect(await runsMetric(env)).toEqual({ completed: 3 });
@@ -548,7 +528,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     expect([hanging.status, queued.status, quick.status]).toEqual(['started', 'queued', 'started']);
 
     let drained = false;
-    const draining = within(runs.drain(1000), 5000, 'drain').then(() => (drained = true));
+    const draining = within(runs.drain(1000), 'drain', 5000).then(() => (drained = true));
     await manual.advance(999);
     expect(drained).toBe(false);
     expect(outcomes).toEqual(['completed']);
@@ -565,7 +545,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     expect(seqProblem(entries, 0)).toBeNull();
     const byRun = (runId: string) => entries.filter((e) => e.run_id === runId);
     for (const runId of [hanging.runId, queued.runId, quick.runId]) expect(runProblem(byRun(runId)), runId).toBeNull();
-    expect(byRun(quick.runId).map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect(byRun(quick.runId).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(byRun(hanging.runId).map((e) => e.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
     expect(byRun(hanging.runId).at(-1)).toMatchObject({ code: 'shutdown', ts: new Date(1000).toISOString() });
     // The queued run never ran its agent, and still got its start and one terminal event, after the hang ended.
@@ -579,14 +559,14 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     const { manual, engine, runs, outcomes, submit, log } = setup(10);
     await submit('m1', 't1', 'two words');
     let drained = false;
-    const draining = within(runs.drain(10_000), 5000, 'drain').then(() => (drained = true));
+    const draining = within(runs.drain(10_000), 'drain', 5000).then(() => (drained = true));
     await manual.advance(49);
     expect(drained).toBe(false);
     await manual.advance(1);
     await draining;
     expect(manual.now()).toBe(50);
     expect(outcomes).toEqual(['completed']);
-    expect((await log()).map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+    expect((await log()).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     expect(manual.pendingTimers).toBe(1); // only the engine's reaper: the drain timer was cleared
     await engine.close();
     expect(manual.pendingTimers).toBe(0);
@@ -594,7 +574,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
 
   it('drain with no live run resolves at once', async () => {
     const { manual, engine, runs, outcomes } = setup(10);
-    await within(runs.drain(1000), 5000, 'drain');
+    await within(runs.drain(1000), 'drain', 5000);
     expect(manual.now()).toBe(0);
     expect(outcomes).toEqual([]);
     await engine.close();

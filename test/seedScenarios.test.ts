@@ -9,6 +9,8 @@ import { CoordinatorRegistry, UserCoordinator } from '../src/coordination/index.
 import { MemoryEngine } from '../src/engine/index.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { InstrumentedEngine, SETUP_OPS, nextTurn } from './helpers/instrumentedEngine.js';
+import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
+import { within } from './helpers/waitFor.js';
 import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
 
 let env: TestGateway | undefined;
@@ -254,14 +256,7 @@ describe('seed plan: all five event kinds under connection churn', () => {
     } while (!terminal());
 
     const events = await main.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual([
-      'agent_started',
-      'agent_thinking',
-      'tool_executing',
-      'tool_completed',
-      'agent_thinking',
-      'agent_completed',
-    ]);
+    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
     for (const kind of FIVE_KINDS) expect(events.some((e) => e.type === kind)).toBe(true);
     expect(seqProblem(events, 0)).toBeNull();
     expect(events.at(-1)!.text).toContain('14');
@@ -304,11 +299,7 @@ describe('seed plan: high concurrency', () => {
         return { ready, closed, client };
       }),
     );
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('deadlock: 100 connections did not finish within 25 s')), 25_000);
-    });
-    const results = await Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+    const results = await within(work, 'all 100 connections to finish (a deadlock?)', 25_000);
 
     for (const { closed, client, ready } of results) {
       expect(closed.code).toBe(1000);

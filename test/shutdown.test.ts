@@ -5,7 +5,8 @@ import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { ChildTracker } from './helpers/childProcess.js';
 import { httpGet, tryUpgrade } from './helpers/http.js';
 import { ManualClock } from './helpers/manualClock.js';
-import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
+import { DEMO_RUN_TYPES, isTerminal } from './helpers/runInvariants.js';
+import { TestClient, seqProblem } from './helpers/wsClient.js';
 
 let env: TestGateway | undefined;
 const children = new ChildTracker();
@@ -23,8 +24,6 @@ afterEach(async () => {
   await env?.stop();
   env = undefined;
 });
-
-const isTerminal = (f: Frame) => f.type === 'agent_completed' || f.type === 'agent_error';
 
 /** The types of the run's durable events the client got, in arrival order. */
 const runTimeline = (client: TestClient, runId: string) =>
@@ -44,14 +43,7 @@ describe('graceful shutdown in process', () => {
     expect(closed).toEqual({ code: 1012, reason: 'service_restart' });
     await stopped;
 
-    expect(runTimeline(client, ack.run_id)).toEqual([
-      'agent_started',
-      'agent_thinking',
-      'tool_executing',
-      'tool_completed',
-      'agent_thinking',
-      'agent_completed',
-    ]);
+    expect(runTimeline(client, ack.run_id)).toEqual(DEMO_RUN_TYPES);
     const last = client.frames.at(-1)!;
     expect(last).toMatchObject({ type: 'agent_completed', run_id: ack.run_id, status: 'completed', text: '2+3*4 = 14' });
     expect(seqProblem(client.events(), 0)).toBeNull();
@@ -184,14 +176,7 @@ describe('graceful shutdown of `agentwire serve` on SIGTERM', () => {
 
     expect(runTimeline(client, hang.run_id)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
     expect(client.frames.find((f) => f.run_id === hang.run_id && isTerminal(f))).toMatchObject({ code: 'shutdown' });
-    expect(runTimeline(client, slow.run_id)).toEqual([
-      'agent_started',
-      'agent_thinking',
-      'tool_executing',
-      'tool_completed',
-      'agent_thinking',
-      'agent_completed',
-    ]);
+    expect(runTimeline(client, slow.run_id)).toEqual(DEMO_RUN_TYPES);
     expect(client.frames.find((f) => f.run_id === slow.run_id && isTerminal(f))).toMatchObject({
       status: 'completed',
       text: '2+3*4 = 14',

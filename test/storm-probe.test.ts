@@ -1,10 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -15,6 +13,7 @@ import type { StormReport } from '../src/storm/report.js';
 import { LogHistogram, percentile } from '../src/storm/stats.js';
 import { barChartSvg, escapeXml, histogramSvg, lineChartSvg } from '../src/storm/svg.js';
 import type { StormOptions } from '../src/storm/types.js';
+import { ChildTracker } from './helpers/childProcess.js';
 import { startGateway, TEST_SECRET, type TestGateway } from './helpers/gateway.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -650,48 +649,26 @@ function xmlProblem(xml: string): { root: string | null; problem: string | null 
 // The real CLI against a real gateway and against deliberately broken servers
 // ---------------------------------------------------------------------------------------------
 
-const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
-const BIN = fileURLToPath(new URL('../bin/agentwire.mjs', import.meta.url));
-
 interface CliRun {
+  pid: number | undefined;
   code: number | null;
   stdout: string;
   stderr: string;
 }
 
-const children: ChildProcess[] = [];
+const children = new ChildTracker();
 const cleanups: (() => Promise<void>)[] = [];
 
 afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      process.kill(child.pid, 'SIGKILL');
-      await once(child, 'close');
-    }
-  }
+  await children.killAll();
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
 /** Runs `node bin/agentwire.mjs storm ...args` and resolves when it exited (or fails after `timeoutMs`). */
-function runCli(args: string[], timeoutMs = 25_000): Promise<CliRun> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [name, value] of Object.entries(process.env)) if (!name.startsWith('AGENTWIRE_')) env[name] = value;
-  const child = spawn(process.execPath, [BIN, 'storm', ...args], { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`agentwire storm did not exit within ${timeoutMs} ms; stdout=${stdout.slice(-1500)} stderr=${stderr.slice(-1500)}`)),
-      timeoutMs,
-    );
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+async function runCli(args: string[], timeoutMs = 25_000): Promise<CliRun> {
+  const child = children.spawn(['storm', ...args]);
+  const { code } = await child.waitExit(timeoutMs);
+  return { pid: child.pid, code, stdout: child.stdout, stderr: child.stderr };
 }
 
 async function reportDir(): Promise<string> {
@@ -749,7 +726,8 @@ describe('agentwire storm against a real gateway', () => {
     expect(report.workers.map((w) => [w.index, w.connections, w.users, w.fatal])).toEqual([[0, 20, 4, null], [1, 20, 4, null]]);
     const pids = report.workers.map((w) => w.pid);
     expect(new Set(pids).size).toBe(2);
-    expect(pids).not.toContain(children[0]!.pid);
+    expect(run.pid).toBeDefined();
+    expect(pids).not.toContain(run.pid);
     expect(report.timeToReady.count).toBe(40);
     expect(report.timeToReady.max!).toBeLessThan(report.elapsedMs);
     expect(report.eventLatency.count).toBe(480);

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
-import { runProblem, waitUntil } from './helpers/runInvariants.js';
+import { seededRandom } from './helpers/random.js';
+import { DEMO_RUN_TYPES, runProblem, waitUntil } from './helpers/runInvariants.js';
 import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
 
 /**
@@ -8,7 +9,6 @@ import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
  * whose events must reach every connection of their user, in order, and no one else.
  */
 
-const DEMO_EVENT_TYPES = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 const MESSAGES_PER_USER = 2;
 
 let env: TestGateway | undefined;
@@ -16,18 +16,6 @@ afterEach(async () => {
   await env?.stop();
   env = undefined;
 });
-
-/** Deterministic pseudo-random numbers (mulberry32), so a failure can be reproduced. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 async function counterValues(counter: { get(): Promise<{ values: { labels: Record<string, unknown>; value: number }[] }> }) {
   const values: Record<string, number> = {};
@@ -82,7 +70,7 @@ async function storm(gatewayEnv: TestGateway, users: string[], perUser: number, 
   expect(await gateway.metrics.invalidTransitionCount()).toBe(0);
 
   // Each user sends its messages on different threads, each from a random connection of its own.
-  const next = random(seed);
+  const next = seededRandom(seed);
   const sent: Array<{ user: string; sender: TestClient; id: string; thread: string; text: string; answer: string }> = [];
   users.forEach((user, u) => {
     const clients = byUser.get(user)!;
@@ -102,7 +90,7 @@ async function storm(gatewayEnv: TestGateway, users: string[], perUser: number, 
   });
   expect(runIds.size).toBe(sent.length);
 
-  const expectedEvents = MESSAGES_PER_USER * DEMO_EVENT_TYPES.length;
+  const expectedEvents = MESSAGES_PER_USER * DEMO_RUN_TYPES.length;
   const isEvent = (f: Frame) => typeof f.seq === 'number';
   await Promise.all(all.map((client) => client.waitForCount(isEvent, expectedEvents, 25_000, 'events')));
 
@@ -120,7 +108,7 @@ async function storm(gatewayEnv: TestGateway, users: string[], perUser: number, 
       for (const runId of runs) {
         const runEvents = events.filter((e) => e.run_id === runId);
         expect(runProblem(runEvents)).toBeNull();
-        expect(runEvents.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+        expect(runEvents.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
       }
       // Identical lists on every connection of the user.
       if (c > 0) expect(events).toEqual(reference);
@@ -183,7 +171,7 @@ describe('connection storm', () => {
     await Promise.all(joiners.map(({ client }) => client.ready(25_000)));
     for (const [i, client] of first.entries()) {
       const events = await client.runEvents(acks[i]!.run_id, 15_000);
-      expect(events.map((e) => e.type)).toEqual(DEMO_EVENT_TYPES);
+      expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
       expect(seqProblem(events, 0)).toBeNull();
     }
     for (const { user, client } of joiners) {
@@ -192,7 +180,7 @@ describe('connection storm', () => {
       expect(ready).toMatchObject({ type: 'connection_ready', user_id: user, resumed: false, replayed: 0 });
       const lastSeq: number = ready.last_seq;
       expect(lastSeq).toBeGreaterThanOrEqual(1);
-      if (lastSeq < DEMO_EVENT_TYPES.length) await client.runEvents(acks[i]!.run_id, 15_000);
+      if (lastSeq < DEMO_RUN_TYPES.length) await client.runEvents(acks[i]!.run_id, 15_000);
       const events = client.events();
       // Exactly what the first connection saw after last_seq: no gap, no duplicate, no stranger.
       expect(events).toEqual(first[i]!.events().filter((e) => e.seq > lastSeq));

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { Waiters } from './waitFor.js';
 
 /** The repository root (where bin/agentwire.mjs lives). */
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -8,6 +9,13 @@ export const AGENTWIRE_BIN = fileURLToPath(new URL('../../bin/agentwire.mjs', im
 export interface ExitInfo {
   code: number | null;
   signal: NodeJS.Signals | null;
+}
+
+export interface ChildOptions {
+  /** 'pipe' lets the test write to the child's stdin (`write`, `endInput`); default 'ignore'. */
+  stdin?: 'pipe' | 'ignore';
+  /** Default deadline of the waits, in ms (15 s unless given). */
+  timeoutMs?: number;
 }
 
 /**
@@ -21,28 +29,36 @@ export class Child {
   exit: ExitInfo | null = null;
   /** Resolves once the process exited and its stdio closed (so all output is recorded). */
   readonly closed: Promise<ExitInfo>;
-  #waiters = new Set<() => void>();
+  readonly #timeoutMs: number;
+  readonly #waiters = new Waiters(
+    () =>
+      `exit=${JSON.stringify(this.exit)}; ` +
+      `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
+  );
 
-  constructor(args: string[], env: NodeJS.ProcessEnv) {
+  constructor(args: string[], env: NodeJS.ProcessEnv, options: ChildOptions = {}) {
+    this.#timeoutMs = options.timeoutMs ?? 15_000;
     this.proc = spawn(process.execPath, [AGENTWIRE_BIN, ...args], {
       cwd: REPO_ROOT,
       env,
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
     });
     this.proc.stdout!.setEncoding('utf8');
     this.proc.stderr!.setEncoding('utf8');
     this.proc.stdout!.on('data', (chunk: string) => {
       this.stdout += chunk;
-      this.#notify();
+      this.#waiters.notify();
     });
     this.proc.stderr!.on('data', (chunk: string) => {
       this.stderr += chunk;
-      this.#notify();
+      this.#waiters.notify();
     });
+    // Writing to a child that already exited fails with EPIPE; the test sees the exit instead.
+    this.proc.stdin?.on('error', () => {});
     this.closed = new Promise((resolve) => {
       this.proc.once('close', (code, signal) => {
         this.exit = { code, signal };
-        this.#notify();
+        this.#waiters.notify();
         resolve(this.exit);
       });
     });
@@ -58,14 +74,34 @@ export class Child {
     return this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
+  /** The non-empty lines of stdout so far. */
+  lines(): string[] {
+    return this.stdout.split('\n').filter((line) => line.length > 0);
+  }
+
+  /** Writes to the child's stdin (spawned with `stdin: 'pipe'`). */
+  write(text: string): void {
+    this.#stdin().write(text);
+  }
+
+  /** Ends the child's stdin (spawned with `stdin: 'pipe'`). */
+  endInput(): void {
+    this.#stdin().end();
+  }
+
   /** Resolves with the first match of `pattern` in stdout (waits for more output as needed). */
-  waitForStdout(pattern: RegExp, timeoutMs = 15_000): Promise<RegExpMatchArray> {
-    return this.#waitUntil(() => this.stdout.match(pattern) ?? undefined, timeoutMs, `stdout matching ${pattern}`);
+  waitForStdout(pattern: RegExp, timeoutMs = this.#timeoutMs): Promise<RegExpMatchArray> {
+    return this.#waiters.until(() => this.stdout.match(pattern) ?? undefined, timeoutMs, `stdout matching ${pattern}`);
+  }
+
+  /** Resolves with the first match of `pattern` in stderr (waits for more output as needed). */
+  waitForStderr(pattern: RegExp, timeoutMs = this.#timeoutMs): Promise<RegExpMatchArray> {
+    return this.#waiters.until(() => this.stderr.match(pattern) ?? undefined, timeoutMs, `stderr matching ${pattern}`);
   }
 
   /** Resolves once the process has exited and its output is complete. */
-  waitExit(timeoutMs = 15_000): Promise<ExitInfo> {
-    return this.#waitUntil(() => this.exit ?? undefined, timeoutMs, 'exit');
+  waitExit(timeoutMs = this.#timeoutMs): Promise<ExitInfo> {
+    return this.#waiters.until(() => this.exit ?? undefined, timeoutMs, 'exit');
   }
 
   /** Sends a signal to this child's pid (only). */
@@ -80,32 +116,9 @@ export class Child {
     await this.waitExit(timeoutMs);
   }
 
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
-  }
-
-  #waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-    const now = check();
-    if (now !== undefined) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const waiter = () => {
-        const value = check();
-        if (value === undefined) return;
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-        resolve(value);
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(
-          new Error(
-            `timed out after ${timeoutMs} ms waiting for ${what}; exit=${JSON.stringify(this.exit)}; ` +
-              `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
-          ),
-        );
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
+  #stdin(): NonNullable<ChildProcess['stdin']> {
+    if (!this.proc.stdin) throw new Error("this child's stdin is not piped (spawn it with stdin: 'pipe')");
+    return this.proc.stdin;
   }
 }
 
@@ -126,8 +139,8 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export class ChildTracker {
   readonly #children: Child[] = [];
 
-  spawn(args: string[], env: Record<string, string> = {}): Child {
-    const child = new Child(args, cleanEnv(env));
+  spawn(args: string[], env: Record<string, string> = {}, options: ChildOptions = {}): Child {
+    const child = new Child(args, cleanEnv(env), options);
     this.#children.push(child);
     return child;
   }

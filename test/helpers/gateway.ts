@@ -1,5 +1,6 @@
 import { signToken } from '../../src/auth/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
+import type { ManualClock } from './manualClock.js';
 import { TestClient, type ConnectOptions } from './wsClient.js';
 
 export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
@@ -45,4 +46,23 @@ export async function startGateway(options: Partial<GatewayOptions> = {}): Promi
       await gateway.shutdown();
     },
   };
+}
+
+/**
+ * Stops a gateway that may run on a manual clock: while the stop is pending, advances `clock`
+ * by `stepMs` (at most `maxSteps` times), so that a drain held by a run left live by a failed
+ * test can end. Without a clock it just stops.
+ */
+export async function stopAdvancing(
+  env: Pick<TestGateway, 'stop'>,
+  clock: ManualClock | undefined,
+  stepMs: number,
+  maxSteps: number,
+): Promise<void> {
+  let stopped = false;
+  const stopping = env.stop().finally(() => {
+    stopped = true;
+  });
+  for (let i = 0; clock && !stopped && i < maxSteps; i++) await clock.advance(stepMs);
+  await stopping;
 }

@@ -1,5 +1,8 @@
 import type { Frame } from './wsClient.js';
 
+/** The event types of one run of the demo agent (thinking, one tool call, thinking, answer), in order. */
+export const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
+
 export const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
 
 export function isTerminal(frame: Frame): boolean {

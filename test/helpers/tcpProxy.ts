@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { Waiters } from './waitFor.js';
 
 export type Direction = 'toServer' | 'toClient' | 'both';
 
@@ -37,7 +38,7 @@ export class TcpProxy {
   /** When set, new connections start stalled in both directions (until `unstall()`). */
   stallNew = false;
   #server: net.Server;
-  #waiters = new Set<() => void>();
+  readonly #waiters = new Waiters(() => `accepted=${this.accepted} open=${this.open.length}`);
 
   private constructor(
     server: net.Server,
@@ -95,27 +96,12 @@ export class TcpProxy {
       connection.client.resetAndDestroy();
       connection.upstream.destroy();
     }
-    this.#notify();
+    this.#waiters.notify();
   }
 
   /** Resolves once `predicate` holds; re-checked on every socket event of the proxy. */
   waitFor<T>(check: () => T | undefined | false, timeoutMs = 5000, what = 'proxy condition'): Promise<T> {
-    const now = check();
-    if (now !== undefined && now !== false) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const waiter = () => {
-        const value = check();
-        if (value === undefined || value === false) return;
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-        resolve(value);
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; accepted=${this.accepted} open=${this.open.length}`));
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
+    return this.#waiters.until(check, timeoutMs, what);
   }
 
   waitForAccepted(count: number, timeoutMs = 5000): Promise<ProxiedConnection> {
@@ -143,29 +129,25 @@ export class TcpProxy {
       connection.closed = true;
       client.destroy();
       upstream.destroy();
-      this.#notify();
+      this.#waiters.notify();
     };
     client.on('data', (chunk: Buffer) => {
       if (connection.closed) return;
       if (connection.stalledToServer) connection.heldToServer.push(chunk);
       else upstream.write(chunk);
-      this.#notify();
+      this.#waiters.notify();
     });
     upstream.on('data', (chunk: Buffer) => {
       if (connection.closed) return;
       if (connection.stalledToClient) connection.heldToClient.push(chunk);
       else client.write(chunk);
-      this.#notify();
+      this.#waiters.notify();
     });
     for (const socket of [client, upstream]) {
       socket.on('error', () => {});
       socket.on('close', end);
       socket.on('end', end);
     }
-    this.#notify();
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
+    this.#waiters.notify();
   }
 }

@@ -1,5 +1,6 @@
 import type { ConnectionState } from '../../src/lifecycle/index.js';
 import type { GatewayMetrics } from '../../src/observability/index.js';
+import { Waiters } from './waitFor.js';
 
 /**
  * Records every lifecycle transition of the connections that report to `metrics` (pass the same
@@ -8,7 +9,7 @@ import type { GatewayMetrics } from '../../src/observability/index.js';
  */
 export class TransitionWatcher {
   readonly seen: Array<{ from: ConnectionState | null; to: ConnectionState }> = [];
-  #waiters = new Set<() => void>();
+  readonly #waiters = new Waiters();
 
   constructor(metrics: GatewayMetrics) {
     const observer = metrics.lifecycleObserver;
@@ -16,7 +17,7 @@ export class TransitionWatcher {
     observer.transitioned = (from, to) => {
       original(from, to);
       this.seen.push({ from, to });
-      for (const waiter of [...this.#waiters]) waiter();
+      this.#waiters.notify();
     };
   }
 
@@ -25,20 +26,12 @@ export class TransitionWatcher {
   }
 
   /** Resolves once `count` transitions into `to` have been seen in total. */
-  waitFor(to: ConnectionState, count = 1, timeoutMs = 5000): Promise<void> {
-    if (this.count(to) >= count) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const waiter = () => {
-        if (this.count(to) < count) return;
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${count} transition(s) into ${to}; seen ${this.count(to)}`));
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
+  async waitFor(to: ConnectionState, count = 1, timeoutMs = 5000): Promise<void> {
+    await this.#waiters.until(
+      () => this.count(to) >= count,
+      timeoutMs,
+      `${count} transition(s) into ${to}`,
+      () => `seen ${this.count(to)}`,
+    );
   }
 }

@@ -1,4 +1,5 @@
 import WebSocket from 'ws';
+import { Waiters } from './waitFor.js';
 
 export type Frame = Record<string, any>;
 export type AuthVia = 'header' | 'subprotocol' | 'frame' | 'none';
@@ -25,7 +26,7 @@ export class TestClient {
   unexpectedResponseStatus: number | null = null;
   readonly opened: Promise<void>;
   readonly closed: Promise<{ code: number; reason: string }>;
-  #waiters = new Set<() => void>();
+  readonly #waiters = new Waiters(() => `close=${this.closeCode}; frames=${JSON.stringify(this.frames.slice(-5))}`);
 
   constructor(url: string, options: ConnectOptions = {}) {
     const via = options.via ?? 'subprotocol';
@@ -51,7 +52,7 @@ export class TestClient {
       this.ws.once('close', (code, reason) => {
         this.closeCode = code;
         this.closeReason = reason.toString();
-        this.#notify();
+        this.#waiters.notify();
         resolve({ code, reason: this.closeReason });
       });
     });
@@ -59,7 +60,7 @@ export class TestClient {
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) return;
       this.frames.push(JSON.parse(data.toString()));
-      this.#notify();
+      this.#waiters.notify();
     });
     if (via === 'frame' && options.token !== undefined) {
       this.ws.once('open', () => {
@@ -77,7 +78,7 @@ export class TestClient {
 
   /** Resolves with the first recorded frame (from index `from`) that matches. */
   waitFor(predicate: (frame: Frame) => boolean, timeoutMs = 5000, what = 'frame', from = 0): Promise<Frame> {
-    return this.#waitUntil(() => this.frames.slice(from).find(predicate), timeoutMs, what);
+    return this.#waiters.until(() => this.frames.slice(from).find(predicate), timeoutMs, what);
   }
 
   waitForType(type: string, timeoutMs = 5000): Promise<Frame> {
@@ -90,7 +91,7 @@ export class TestClient {
 
   /** Resolves once `count` frames match. */
   waitForCount(predicate: (frame: Frame) => boolean, count: number, timeoutMs = 5000, what = 'frames'): Promise<Frame[]> {
-    return this.#waitUntil(() => {
+    return this.#waiters.until(() => {
       const matched = this.frames.filter(predicate);
       return matched.length >= count ? matched : undefined;
     }, timeoutMs, `${count} ${what}`);
@@ -121,7 +122,7 @@ export class TestClient {
   }
 
   waitClosed(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
-    return this.#waitUntil(
+    return this.#waiters.until(
       () => (this.closeCode === null ? undefined : { code: this.closeCode, reason: this.closeReason }),
       timeoutMs,
       'close',
@@ -131,33 +132,6 @@ export class TestClient {
   close(code = 1000): void {
     if (this.ws.readyState === WebSocket.CONNECTING) this.ws.terminate();
     else this.ws.close(code);
-  }
-
-  #notify(): void {
-    for (const waiter of [...this.#waiters]) waiter();
-  }
-
-  #waitUntil<T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> {
-    const now = check();
-    if (now !== undefined) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      const waiter = () => {
-        const value = check();
-        if (value === undefined) return;
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-        resolve(value);
-      };
-      const timer = setTimeout(() => {
-        this.#waiters.delete(waiter);
-        reject(
-          new Error(
-            `timed out after ${timeoutMs} ms waiting for ${what}; close=${this.closeCode}; frames=${JSON.stringify(this.frames.slice(-5))}`,
-          ),
-        );
-      }, timeoutMs);
-      this.#waiters.add(waiter);
-    });
   }
 }
 
