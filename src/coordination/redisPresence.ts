@@ -48,7 +48,8 @@ export class RedisPresence implements ConnectionPresence {
     if (refs.length === 0) return;
     const expiry = this.now() + this.ttlMs;
     const pipeline = this.#redis.pipeline();
-    for (const ref of refs) pipeline.zadd(this.#key(ref.userId), 'XX', expiry, ref.connectionId);
+    // Not XX: an entry lost to a flush or restart, or pruned after a long outage, is added back.
+    for (const ref of refs) pipeline.zadd(this.#key(ref.userId), expiry, ref.connectionId);
     // The set's own TTL (set by acquire) must follow too, or the whole set of a user whose
     // connections outlive it expires and the cluster-wide count drops to zero.
     for (const userId of new Set(refs.map((ref) => ref.userId))) pipeline.pexpire(this.#key(userId), this.ttlMs * 2);

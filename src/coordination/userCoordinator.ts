@@ -114,10 +114,16 @@ export class UserCoordinator {
       if (presence && !(await presence.acquire(ref, this.options.maxConnections))) {
         return { ok: false, reason: 'too_many_connections' };
       }
-      await this.#ensureSubscribed();
-      // Registered before the head is read: every entry after that head reaches the member live.
-      this.#members.set(member.connectionId, member);
-      const head = await this.engine.head(this.userId);
+      let head: LogHead;
+      try {
+        await this.#ensureSubscribed();
+        // Registered before the head is read: every entry after that head reaches the member live.
+        this.#members.set(member.connectionId, member);
+        head = await this.engine.head(this.userId);
+      } catch (error) {
+        if (presence) await presence.release(ref).catch((e: unknown) => this.options.onFault?.(e, 'presence release'));
+        throw error;
+      }
       const replay = await this.#replayFor(resume, head);
       return { ok: true, head, resumed: replay !== null, replay: replay ?? [] };
     });

@@ -19,6 +19,14 @@ export interface RedisRunStoreOptions {
  * why this store needs a single Redis (or Sentinel), not Redis Cluster.
  */
 const ENQUEUE = `
+local current = redis.call('HMGET', KEYS[2], 'state', 'owner', 'advanced')
+if current[1] then
+  -- A replay (the reply to the first application was lost), so this node has not started the
+  -- run: it does now if this script made it the running one; one handed out since by ADVANCE
+  -- (here or on another node) is started by that node, and an ended one stays ended.
+  if current[1] == 'running' and current[2] == ARGV[3] and not current[3] then return 'start' end
+  return 'queued'
+end
 local len = redis.call('LLEN', KEYS[1])
 if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
 redis.call('RPUSH', KEYS[1], ARGV[5])
@@ -36,18 +44,31 @@ if len == 0 then
 end
 return 'queued'`;
 
-/** KEYS: queue, leases. ARGV: runId, userId, nodeId, leaseExpiry, runKeyPrefix. */
+/**
+ * KEYS: queue, leases. ARGV: runId, userId, nodeId, leaseExpiry, runKeyPrefix. The next run
+ * handed out is noted on the finished run's record, so a replay (its reply was lost) hands the
+ * same run out again instead of nothing. Ended records are never set running again.
+ */
 const ADVANCE = `
+local finished = ARGV[5] .. ARGV[1]
 redis.call('ZREM', KEYS[2], ARGV[2] .. '\\n' .. ARGV[1])
-if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return false end
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then
+  local handed = redis.call('HGET', finished, 'next')
+  if not handed then return false end
+  local r = redis.call('HMGET', ARGV[5] .. handed, 'state', 'owner', 'thread', 'message', 'text', 'cancel')
+  if r[1] ~= 'running' or r[2] ~= ARGV[3] then return false end
+  return {handed, r[3], r[4], r[5], r[6]}
+end
 redis.call('LPOP', KEYS[1])
 while true do
   local nextId = redis.call('LINDEX', KEYS[1], 0)
   if not nextId then return false end
   local key = ARGV[5] .. nextId
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('HSET', key, 'state', 'running', 'owner', ARGV[3])
+  local state = redis.call('HGET', key, 'state')
+  if state and state ~= 'ended' then
+    redis.call('HSET', key, 'state', 'running', 'owner', ARGV[3], 'advanced', '1')
     redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2] .. '\\n' .. nextId)
+    if redis.call('EXISTS', finished) == 1 then redis.call('HSET', finished, 'next', nextId) end
     local r = redis.call('HMGET', key, 'thread', 'message', 'text', 'cancel')
     return {nextId, r[1], r[2], r[3], r[4]}
   end
@@ -64,6 +85,8 @@ if r[2] == 'queued' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
   return {'queued', r[4]}
 end
+-- Also noted on the record: the owner's lease renewal sees it if the request over pub/sub is lost.
+redis.call('HSET', KEYS[1], 'cancel', '1')
 return {'running', r[4], r[3]}`;
 
 /**
@@ -177,7 +200,17 @@ export class RedisRunStore implements RunStore {
     const expiry = this.#now() + this.#leaseMs;
     const args: (string | number)[] = [];
     for (const run of runs) args.push(expiry, `${run.userId}\n${run.runId}`);
-    await this.#redis.zadd(this.#leases, 'XX', ...args);
+    const pipeline = this.#redis.pipeline();
+    pipeline.zadd(this.#leases, 'XX', ...args);
+    // Cancel requests are also noted on the run record: one whose pub/sub message was lost
+    // (the subscriber was reconnecting) still reaches the owner here, within a third of a lease.
+    for (const run of runs) pipeline.hget(this.engine.keys(run.userId).runs + run.runId, 'cancel');
+    const results = (await pipeline.exec()) ?? [];
+    for (const [error] of results) if (error) throw error;
+    runs.forEach((run, index) => {
+      if (results[index + 1]?.[1] !== '1') return;
+      for (const listener of this.#cancelListeners) listener(run.runId);
+    });
   }
 
   async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<LostRun[]> {

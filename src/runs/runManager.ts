@@ -318,7 +318,7 @@ export class RunManager {
   async #ended(record: RunRecord, outcome: RunOutcome): Promise<void> {
     try {
       const next = await this.#retry('advance', () => this.#store.advance(record));
-      if (next) void this.#execute(next);
+      if (next && !this.#active.has(next.record.runId)) void this.#execute(next);
     } catch (error) {
       this.options.onFault?.(error, 'advance');
     }
@@ -384,7 +384,7 @@ export class RunManager {
       }
       try {
         const next = await this.#store.advance(record);
-        if (next) void this.#execute(next);
+        if (next && !this.#active.has(next.record.runId)) void this.#execute(next);
       } catch (error) {
         this.options.onFault?.(error, 'advance after lost run');
       }
