@@ -810,7 +810,8 @@ describe('data loss', () => {
     const newEpoch = b.frames[0]!.epoch as string;
     expect(newEpoch).not.toBe(oldEpoch);
     expect(b.frames[0]).toMatchObject({ resumed: false, replayed: 0 });
-    await b.runEvents(ack.run_id, 10_000);
+    // Under load the run may already have ended before b connected; then c's replay shows it all.
+    if ((b.frames[0]!.last_seq as number) < 6) await b.runEvents(ack.run_id, 10_000);
 
     const c = await node.env.ready('fay', { lastSeq: 0, epoch: newEpoch });
     expect(c.frames[0]).toMatchObject({ epoch: newEpoch, resumed: true, replayed: 6, last_seq: 6 });

@@ -25,7 +25,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
-import fc, { type AsyncCommand, type Command, type Parameters, type Scheduler } from 'fast-check';
+import fc, { type AsyncCommand, type Command, type Parameters, type Plugin, type Scheduler } from 'fast-check';
 import { pino, type Logger } from 'pino';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -50,16 +50,23 @@ import { ScheduledEngine } from './helpers/scheduledEngine.js';
 import { TestClient, type Frame } from './helpers/wsClient.js';
 
 const NUM_RUNS = 200;
+/** Replaying one reported case: the checks that the whole exploration was wide are skipped. */
+const REPLAYING = process.env.AGENTWIRE_FC_PATH !== undefined;
 /** Run timeout on the tests' manual clocks: it passes only when everything else is quiet. */
 const RUN_TIMEOUT_MS = 1000;
 
-/** fc.assert parameters; AGENTWIRE_FC_SEED / AGENTWIRE_FC_PATH replay a reported failure. */
-function params<T>(numRuns: number): Parameters<T> {
+/**
+ * fc.assert parameters; AGENTWIRE_FC_SEED / AGENTWIRE_FC_PATH replay a reported failure. The time
+ * limit ends shrinking early enough for fast-check to print the seed and the counterexample
+ * before the test times out; reaching it before `numRuns` passed is a failure too.
+ */
+function params<T>(numRuns: number, timeLimitMs: number): Parameters<T> {
   const seed = process.env.AGENTWIRE_FC_SEED;
   const path = process.env.AGENTWIRE_FC_PATH;
   return {
     numRuns,
     verbose: 1,
+    plugins: [fc.interruptAfterTimeLimit(timeLimitMs, { failOnInterrupt: true }) as Plugin<T>],
     ...(seed ? { seed: Number(seed) } : {}),
     ...(path ? { path } : {}),
   };
@@ -227,8 +234,10 @@ class Coverage {
     }
   }
 
-  expectExplored(): void {
+  /** `timingDependent`: kinds that a run may or may not reach, depending on socket timing. */
+  expectExplored(timingDependent: ReadonlyArray<keyof Coverage> = []): void {
     for (const [name, count] of Object.entries(this)) {
+      if (timingDependent.includes(name as keyof Coverage)) continue;
       expect(count, `${name} never happened: the exploration is too narrow`).toBeGreaterThan(0);
     }
   }
@@ -777,16 +786,24 @@ class CloseCommand implements AsyncCommand<FakeModel, FakeWorld> {
   }
 }
 
-const fakeCommands = fc.commands<FakeModel, FakeWorld, false>(
-  [
+/**
+ * A plain array rather than fc.commands: a failure then replays from its seed and path alone
+ * (fc.commands also needs its replayPath). Commands whose check fails are skipped.
+ */
+const fakeCommands: fc.Arbitrary<Array<AsyncCommand<FakeModel, FakeWorld>>> = fc.array(
+  fc.oneof(
     fc
       .tuple(fc.nat(2), fc.constantFrom('upgrade' as const, 'frame' as const), resumeChoiceArb)
-      .map(([user, via, resume]) => new OpenCommand(user, via, resume)),
-    fc.tuple(fc.nat(8), frameChoiceArb).map(([pick, choice]) => new SendCommand(pick, choice)),
-    fc.tuple(fc.nat(8), frameChoiceArb).map(([pick, choice]) => new SendCommand(pick, choice)),
-    fc.nat(8).map((pick) => new CloseCommand(pick)),
-  ],
-  { maxCommands: 12 },
+      .map(([user, via, resume]): AsyncCommand<FakeModel, FakeWorld> => new OpenCommand(user, via, resume)),
+    {
+      weight: 2,
+      arbitrary: fc
+        .tuple(fc.nat(8), frameChoiceArb)
+        .map(([pick, choice]): AsyncCommand<FakeModel, FakeWorld> => new SendCommand(pick, choice)),
+    },
+    fc.nat(8).map((pick): AsyncCommand<FakeModel, FakeWorld> => new CloseCommand(pick)),
+  ),
+  { maxLength: 12 },
 );
 
 describe('interleavings over a fake socket (production Connection, coordinator, run manager)', () => {
@@ -816,13 +833,15 @@ describe('interleavings over a fake socket (production Connection, coordinator, 
           coverage.reorderedNotifications += world.engine.reorderedNotifications;
         },
       ),
-      params(NUM_RUNS),
+      params(NUM_RUNS, 20_000),
     );
-    expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
-    coverage.expectExplored();
-    // The scenarios are not all empty: most of them carry events to some connection.
-    expect(withTraffic).toBeGreaterThan(NUM_RUNS / 4);
-  }, 60_000);
+    if (!REPLAYING) {
+      expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
+      coverage.expectExplored();
+      // The scenarios are not all empty: many of them carry events to some connection.
+      expect(withTraffic).toBeGreaterThan(NUM_RUNS / 4);
+    }
+  }, 50_000);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -906,14 +925,15 @@ class BeginClosingCommand implements Command<LifecycleModel, LifecycleReal> {
 
 describe('the connection lifecycle against a model of the contract', () => {
   it('follows the model under random transition attempts; invalid ones throw and change nothing', () => {
-    const commands = fc.commands<LifecycleModel, LifecycleReal>(
-      [
-        // Mostly the next legal step, so that runs get deep into the chain.
-        fc.constantFrom(...ALL).map((to) => new TransitionCommand(to)),
-        fc.constantFrom(...CHAIN.slice(1)).map((to) => new TransitionCommand(to)),
-        fc.constant(new BeginClosingCommand()),
-      ],
-      { maxCommands: 30 },
+    type LifecycleCommand = Command<LifecycleModel, LifecycleReal>;
+    const commands = fc.array(
+      fc.oneof(
+        fc.constantFrom(...ALL).map((to): LifecycleCommand => new TransitionCommand(to)),
+        // Often a step along the chain, so that runs get deep into it.
+        fc.constantFrom(...CHAIN.slice(1)).map((to): LifecycleCommand => new TransitionCommand(to)),
+        fc.constant<LifecycleCommand>(new BeginClosingCommand()),
+      ),
+      { maxLength: 30 },
     );
     fc.assert(
       fc.property(commands, (cmds) => {
@@ -928,7 +948,7 @@ describe('the connection lifecycle against a model of the contract', () => {
           return { model, real };
         }, cmds);
       }),
-      params(NUM_RUNS),
+      params(NUM_RUNS, 10_000),
     );
   });
 });
@@ -1120,7 +1140,7 @@ class SocketWorld {
       return true;
     };
     const live = () => env.gateway.runs.liveRuns;
-    const quiescent = await quiesceRuns(this.s, clock, live, caughtUpAll, endRuns, 10_000);
+    const quiescent = await quiesceRuns(this.s, clock, live, caughtUpAll, endRuns, 5000);
     if (!endRuns && quiescent) return;
     await checkAll(inner, this.userIds, this.peers);
     if (!quiescent) throw new Error(`no quiescence: ${live()} live runs\n${describePeers(this.peers)}`);
@@ -1131,7 +1151,7 @@ class SocketWorld {
     await this.quiesce(true);
     for (const peer of this.openPeers()) peer.close();
     const closed = async () => this.peers.every((p) => p.closeCode !== null) && isClean(this.env);
-    if (!(await settle(this.s, closed, 10_000))) {
+    if (!(await settle(this.s, closed, 5000))) {
       const g = env.gateway;
       throw new Error(
         `teardown did not finish: connections=${g.connectionCount} coordinators=${g.coordinatorCount} ` +
@@ -1150,11 +1170,16 @@ class SocketWorld {
 describe('interleavings over real sockets (gateway, ws, jose, scheduled engine)', () => {
   const envs: SocketEnv[] = [];
   afterEach(async () => {
-    for (const { env, engine, inner } of envs.splice(0)) {
+    for (const { env, engine, inner, clock } of envs.splice(0)) {
       engine.use(null);
       for (const client of env.clients) client.close();
-      await env.stop();
-      await inner.close();
+      const stopped = env.stop().then(() => inner.close());
+      // After a failed case, runs may still be live: the drain timeout passes on the manual clock.
+      if (env.gateway.runs.liveRuns > 0) await clock.advance(10_000);
+      // And some may wait for a step that the failed case's scheduler never released: bounded.
+      let bound: NodeJS.Timeout | undefined;
+      await Promise.race([stopped, new Promise((resolve) => (bound = setTimeout(resolve, 5000)))]);
+      clearTimeout(bound);
     }
   });
 
@@ -1205,10 +1230,15 @@ describe('interleavings over real sockets (gateway, ws, jose, scheduled engine)'
           coverage.reorderedNotifications += engine.reorderedNotifications - reorderedBefore;
         },
       ),
-      params(NUM_RUNS),
+      params(NUM_RUNS, 30_000),
     );
-    expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
-    coverage.expectExplored();
-    expect(withTraffic).toBeGreaterThan(NUM_RUNS / 4);
-  }, 60_000);
+    if (!REPLAYING) {
+      expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
+      // Over real sockets a cancel races its run's end (a loaded CI machine once saw no cancel win
+      // in 200 runs); the fake-socket exploration above covers cancelled runs deterministically.
+      coverage.expectExplored(['cancelledRuns']);
+      // The scenarios are not all empty: many of them carry events to some connection.
+      expect(withTraffic).toBeGreaterThan(NUM_RUNS / 4);
+    }
+  }, 50_000);
 });
