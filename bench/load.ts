@@ -15,6 +15,7 @@ serveIpc({
   closeAll: () => client.closeAll(),
   prepareEvents: (args) => client.prepareEvents(args),
   runEvents: (args) => client.runEvents(args),
+  runPaced: (args) => client.runPaced(args),
   open: () => client.openCount,
   stop: async () => {
     await client.closeAll(5000);

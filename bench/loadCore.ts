@@ -11,12 +11,14 @@
 import { performance } from 'node:perf_hooks';
 import { WebSocket, type RawData } from 'ws';
 import { signToken } from '../src/auth/index.js';
-import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, stepsText } from './common.js';
+import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, percentile, stepsText } from './common.js';
 
 export interface ConnectRequest {
   readonly url: string;
   /** One connection per entry (the same user may appear several times). */
   readonly users: readonly string[];
+  /** Optional: one URL per entry of `users` (several nodes); `url` for the entries without one. */
+  readonly urls?: readonly string[];
   /** Connections being set up at the same time. */
   readonly concurrency: number;
   /** Per connection: from `new WebSocket` to its first server frame. */
@@ -39,6 +41,31 @@ export interface EventsRequest {
   readonly timeoutMs?: number;
   /** Makes message ids unique across repetitions on one server. */
   readonly tag: string;
+}
+
+export interface PacedRequest {
+  /** Messages sent per second over all users (round robin), open loop. */
+  readonly messagesPerSec: number;
+  readonly messages: number;
+  readonly steps: number;
+  readonly tag: string;
+  readonly timeoutMs?: number;
+}
+
+export interface PacedResult {
+  readonly delivered: number;
+  readonly expected: number;
+  /** First send → last expected event received. */
+  readonly wallMs: number;
+  /** Sending window only (first → last send). */
+  readonly sendMs: number;
+  /** Per delivered event: client Date.now() at receipt − the event's `ts` (both whole ms, same machine clock). */
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+  readonly max: number;
+  readonly errorFrames: number;
+  readonly agentErrors: number;
 }
 
 export interface EventsResult {
@@ -83,6 +110,8 @@ export class LoadClient {
   readonly #open = new Set<WebSocket>();
   #eventGroups: Counter[][] = [];
   #events: EventsState | null = null;
+  /** Set during runPaced: every durable event frame's append-to-receipt latency goes here. */
+  #latencies: number[] | null = null;
 
   /** Signs (and caches) a token per user, before anything is measured. */
   async prepareTokens(users: readonly string[]): Promise<number> {
@@ -109,8 +138,9 @@ export class LoadClient {
     let finished = started;
     const worker = async () => {
       while (next < request.users.length) {
-        const user = request.users[next++]!;
-        const outcome = await this.#openOne(request.url, user, timeoutMs);
+        const index = next++;
+        const user = request.users[index]!;
+        const outcome = await this.#openOne(request.urls?.[index] ?? request.url, user, timeoutMs);
         if (typeof outcome === 'number') latencies.push(outcome);
         else if (failures.length < 20) failures.push(outcome.error);
         else failures.push('');
@@ -200,13 +230,24 @@ export class LoadClient {
    * Opens `connsPerUser` connections for each user (not measured) and installs the counting
    * handlers the events phase uses.
    */
-  async prepareEvents(request: { url: string; users: readonly string[]; connsPerUser: number; concurrency?: number }): Promise<ConnectResult> {
+  async prepareEvents(request: {
+    url: string;
+    /** Several nodes: connection c of user u goes to urls[(u + c) % urls.length] (so senders alternate too). */
+    urls?: readonly string[];
+    users: readonly string[];
+    connsPerUser: number;
+    concurrency?: number;
+  }): Promise<ConnectResult> {
     const groups: Counter[][] = request.users.map(() => []);
     const state: EventsState = { expectedPerConnection: 0, delivered: 0, done: 0, errorFrames: 0, agentErrors: 0, onProgress: null };
     const all: string[] = [];
-    for (let c = 0; c < request.connsPerUser; c++) all.push(...request.users);
+    const urls: string[] = [];
+    for (let c = 0; c < request.connsPerUser; c++) {
+      all.push(...request.users);
+      if (request.urls) urls.push(...request.users.map((_, u) => request.urls![(u + c) % request.urls!.length]!));
+    }
     const before = new Set(this.#open);
-    const result = await this.connectMany({ url: request.url, users: all, concurrency: request.concurrency ?? 64 });
+    const result = await this.connectMany({ url: request.url, ...(request.urls ? { urls } : {}), users: all, concurrency: request.concurrency ?? 64 });
     if (result.failed > 0) throw new Error(`events setup: ${result.failed} connections failed: ${result.failures.slice(0, 3).join('; ')}`);
     const byUser = new Map<string, number>(request.users.map((u, i) => [u, i]));
     for (const ws of this.#open) {
@@ -221,6 +262,12 @@ export class LoadClient {
           counter.received++;
           // agent_error: 'agent_e' + 'r' at +7 ('agent_completed' has 'c' there).
           if (bytes[TYPE_AT + 6] === E && bytes[TYPE_AT + 7] === R) state.agentErrors++;
+          if (this.#latencies) {
+            const text = bytes.toString('latin1');
+            const at = text.lastIndexOf('"ts":');
+            // `"ts":"2025-01-01T00:00:00.000Z"`: ISO-8601 with milliseconds.
+            if (at >= 0) this.#latencies.push(Date.now() - Date.parse(text.slice(at + 6, at + 30)));
+          }
           if (counter.received === state.expectedPerConnection) state.done++;
           state.onProgress?.();
         } else if (bytes[TYPE_AT] === E && bytes[TYPE_AT + 1] === R) {
@@ -295,5 +342,76 @@ export class LoadClient {
     });
     const wallMs = performance.now() - started;
     return { delivered: state.delivered, expected, runs, wallMs, errorFrames: state.errorFrames, agentErrors: state.agentErrors };
+  }
+
+  /**
+   * Open-loop load at a fixed message rate: messages go out round robin over the users' first
+   * connections (each in its own thread, so none waits behind another), paced by elapsed time,
+   * whatever the server's speed. Every durable event's latency from its append (`ts`, stamped by
+   * the run manager right before the append) to its receipt here is recorded.
+   */
+  async runPaced(request: PacedRequest): Promise<PacedResult> {
+    const state = this.#events;
+    const groups = this.#eventGroups;
+    if (!state || groups.length === 0) throw new Error('runPaced before prepareEvents');
+    const perRun = eventsPerRun(request.steps);
+    let expected = 0;
+    for (let k = 0; k < request.messages; k++) expected += groups[k % groups.length]!.length * perRun;
+    state.expectedPerConnection = Number.MAX_SAFE_INTEGER;
+    state.delivered = 0;
+    state.done = 0;
+    state.errorFrames = 0;
+    state.agentErrors = 0;
+    const latencies: number[] = [];
+    this.#latencies = latencies;
+    const text = stepsText(request.steps);
+    const timeoutMs = request.timeoutMs ?? 60_000;
+    let sent = 0;
+    let sendMs = 0;
+    let ticker: NodeJS.Timeout | null = null;
+    const started = performance.now();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          state.onProgress = null;
+          reject(new Error(`paced: ${state.delivered}/${expected} delivered after ${timeoutMs} ms, ${sent}/${request.messages} sent (error frames ${state.errorFrames})`));
+        }, timeoutMs);
+        state.onProgress = () => {
+          if (sent === request.messages && state.delivered >= expected) {
+            clearTimeout(timer);
+            state.onProgress = null;
+            resolve();
+          }
+        };
+        const tick = () => {
+          const due = Math.min(request.messages, Math.floor(((performance.now() - started) / 1000) * request.messagesPerSec) + 1);
+          while (sent < due) {
+            const k = sent++;
+            const g = k % groups.length;
+            groups[g]![0]!.ws.send(`{"type":"user_message","id":"p-${request.tag}-${k}","thread_id":"p-${request.tag}-${k}","text":"${text}"}`);
+          }
+          if (sent < request.messages) ticker = setTimeout(tick, 2);
+          else sendMs = performance.now() - started;
+        };
+        tick();
+      });
+    } finally {
+      if (ticker) clearTimeout(ticker);
+      this.#latencies = null;
+      state.onProgress = null;
+    }
+    const wallMs = performance.now() - started;
+    return {
+      delivered: state.delivered,
+      expected,
+      wallMs,
+      sendMs,
+      p50: percentile(latencies, 50),
+      p90: percentile(latencies, 90),
+      p99: percentile(latencies, 99),
+      max: latencies.reduce((m, v) => Math.max(m, v), Number.NEGATIVE_INFINITY),
+      errorFrames: state.errorFrames,
+      agentErrors: state.agentErrors,
+    };
   }
 }

@@ -10,16 +10,24 @@
  * agent events per second with server CPU per event.
  *
  * Flags: --reps <n> (default 5), --quick (small sizes, for a fast sanity run),
- * --only gateway|raw, --phases rss,setup,ttr,events (a subset; for profiling),
+ * --only gateway|raw, --phases rss,setup,ttr,events,redis (a subset; for profiling),
  * --profile (each server runs with --cpu-prof into bench/profiles/<kind>/),
  * --json <file> (default bench/results/latest.json).
+ *
+ * The redis phase (bench/redisPhase.ts) runs after the others, with its own redis-server: the
+ * gateway on the Redis engine on one and on two nodes next to the in-memory gateway.
+ * --redis-autopipeline adds a one-node configuration with ioredis auto-pipelining (experiment);
+ * --redis-users <n> sets the number of users of the redis phase (default 300).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IpcClient, percentile, spread, type ServerUsage, type Spread } from './common.js';
 import type { ConnectResult, EventsResult } from './loadCore.js';
+import { buildRedisRows, measureRedisPhase, renderRedisTable, type RedisRepResult } from './redisPhase.js';
+import { redisServerVersion } from './redisServer.js';
 
 type Kind = 'raw' | 'gateway';
 
@@ -42,7 +50,7 @@ const reps = Number(option('reps') ?? (quick ? 1 : 5));
 const only = option('only') as Kind | undefined;
 const profile = flag('profile');
 const jsonOut = option('json') ?? `${HERE}results/latest.json`;
-const ALL_PHASES = ['rss', 'setup', 'ttr', 'events'] as const;
+const ALL_PHASES = ['rss', 'setup', 'ttr', 'events', 'redis'] as const;
 type Phase = (typeof ALL_PHASES)[number];
 const phases = new Set<Phase>((option('phases')?.split(',') ?? ALL_PHASES) as Phase[]);
 for (const phase of phases) if (!ALL_PHASES.includes(phase)) throw new Error(`--phases: unknown phase ${phase}`);
@@ -78,9 +86,16 @@ interface Started {
   port: number;
 }
 
-function startChild(name: string, file: string, extraExecArgv: string[], readyType: string): Promise<Started & { hello: Record<string, unknown> }> {
+function startChild(
+  name: string,
+  file: string,
+  extraExecArgv: string[],
+  readyType: string,
+  env: Record<string, string> = {},
+): Promise<Started & { hello: Record<string, unknown> }> {
   const child = fork(file, [], {
     cwd: ROOT,
+    env: { ...process.env, ...env },
     execArgv: ['--import', 'tsx', ...extraExecArgv],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -468,10 +483,14 @@ async function main(): Promise<number> {
   const loadBefore = loadavg();
   process.stdout.write(`load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' ')}\n`);
 
+  const redisVersion = phases.has('redis') ? redisServerVersion() : null;
+  if (redisVersion) process.stdout.write(`redis-server ${redisVersion}\n`);
+  const mainPhases = [...phases].some((p) => p !== 'redis');
   const loader = await startChild('load generator', `${HERE}load.ts`, [], 'ready');
   const results: RepResult[] = [];
+  let redisResults: RedisRepResult[] = [];
   try {
-    for (let rep = 1; rep <= reps; rep++) {
+    for (let rep = 1; rep <= (mainPhases ? reps : 0); rep++) {
       const order = rep % 2 === 1 ? kinds : [...kinds].reverse();
       const t0 = Date.now();
       const repResults = await measureRep(rep, order, loader.ipc);
@@ -488,24 +507,46 @@ async function main(): Promise<number> {
         );
       }
     }
+    if (phases.has('redis')) {
+      process.stdout.write(`load average before the redis phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      redisResults = await measureRedisPhase({
+        reps,
+        quick,
+        autoPipeline: flag('redis-autopipeline'),
+        ...(option('redis-users') ? { users: Number(option('redis-users')) } : {}),
+        load: loader.ipc,
+        startServer: (name, env) => {
+          const execArgv = ['--expose-gc'];
+          if (profile) execArgv.push('--cpu-prof', `--cpu-prof-dir=${HERE}profiles/${env.BENCH_REDIS_URL ? 'redis' : 'gateway-memory'}`);
+          return startChild(name, `${HERE}servers/gateway.ts`, execArgv, 'listening', env);
+        },
+        stopServer: stopChild,
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+    }
   } finally {
     await stopChild(loader);
     killChildren();
   }
 
-  const rows = buildRows(results);
-  const totalFailures = results.reduce((n, r) => n + r.failures, 0);
+  const rows = mainPhases ? buildRows(results) : [];
+  const redisRows = redisResults.length > 0 ? buildRedisRows(redisResults) : [];
+  const totalFailures = results.reduce((n, r) => n + r.failures, 0) + redisResults.reduce((n, r) => n + r.failures.length, 0);
   const loadAfter = loadavg();
   process.stdout.write(`load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n`);
-  process.stdout.write(`\n${renderTable(rows)}\n\n`);
-  process.stdout.write(
-    `values: median (min–max) over ${reps} repetition(s); ratio = agentwire / raw ws per repetition. ` +
-      `Total ${((Date.now() - began) / 1000).toFixed(0)} s. Connection failures: ${totalFailures}.\n`,
-  );
-  mkdirSync(fileURLToPath(new URL('.', `file://${jsonOut}`)), { recursive: true });
+  if (mainPhases) {
+    process.stdout.write(`\n${renderTable(rows)}\n\n`);
+    process.stdout.write(`values: median (min–max) over ${reps} repetition(s); ratio = agentwire / raw ws per repetition.\n`);
+  }
+  if (redisRows.length > 0) {
+    process.stdout.write(`\nRedis engine (redis-server ${redisVersion}, the bench's own, on this machine):\n\n${renderRedisTable(redisRows, redisResults, showSpread)}\n\n`);
+    process.stdout.write(`values: median (min–max) over ${reps} repetition(s); the verdict uses the median.\n`);
+  }
+  process.stdout.write(`Total ${((Date.now() - began) / 1000).toFixed(0)} s. Failures: ${totalFailures}.\n`);
+  mkdirSync(dirname(resolvePath(jsonOut)), { recursive: true });
   writeFileSync(
     jsonOut,
-    JSON.stringify({ machine: machine(), date: new Date().toISOString(), loadBefore, loadAfter, reps, sizes: SIZES, rows, results }, null, 2),
+    JSON.stringify({ machine: machine(), date: new Date().toISOString(), loadBefore, loadAfter, reps, sizes: SIZES, rows, results, redisRows, redisResults }, null, 2),
   );
   process.stdout.write(`results written to ${jsonOut}\n`);
   clearTimeout(watchdog);

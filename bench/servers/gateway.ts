@@ -3,24 +3,55 @@
  * metrics registry without process metrics) with HS256 auth, an error-level logger, rate limits
  * and the per-user connection cap raised out of the way, and the fast bench agent.
  *
+ * With BENCH_REDIS_URL set, the gateway runs on the Redis engine instead, wired as
+ * `agentwire serve` wires it (src/cli/serve.ts): RedisEngine + RedisRunStore + RedisPresence,
+ * node id BENCH_NODE_ID; several such processes on one Redis form a cluster.
+ *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
+import { RedisPresence } from '../../src/coordination/index.js';
+import { RedisEngine } from '../../src/engine/index.js';
 import { createGateway, createLogger } from '../../src/index.js';
+import { RedisRunStore } from '../../src/runs/redisRunStore.js';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
 
 if (!process.send) throw new Error('bench/servers/gateway.ts must be started by bench/run.ts (IPC)');
 
+const redisUrl = process.env.BENCH_REDIS_URL;
+const logger = createLogger('error');
+const cluster = redisUrl
+  ? (() => {
+      const onError = (error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'redis connection problem');
+      // BENCH_REDIS_AUTOPIPELINE=1 (--redis-autopipeline): an experiment through the engine's
+      // public redisOptions, not what `agentwire serve` does. Subscriber commands stay unpipelined.
+      const redisOptions =
+        process.env.BENCH_REDIS_AUTOPIPELINE === '1' ? { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['ssubscribe', 'sunsubscribe'] } : {};
+      const engine = new RedisEngine({ url: redisUrl, onError, redisOptions });
+      const runStore = new RedisRunStore(engine, redisUrl, { ...(process.env.BENCH_NODE_ID ? { nodeId: process.env.BENCH_NODE_ID } : {}), onError });
+      return { engine, runStore, presence: new RedisPresence(engine) };
+    })()
+  : null;
+
 const gateway = createGateway({
   auth: { secret: BENCH_SECRET },
   agent: benchAgent,
-  logger: createLogger('error'),
+  logger,
   rateLimitPerSec: 1_000_000,
   rateLimitBurst: 1_000_000,
   maxConnectionsPerUser: 1_000_000,
+  ...(cluster ? { engine: cluster.engine, runStore: cluster.runStore, presence: cluster.presence } : {}),
 });
 
 const { port } = await gateway.listen(0, BENCH_HOST);
+
+/** The gateway's own append → fan-out histogram (agentwire_append_to_send_seconds): cumulative bucket counts. */
+async function appendToSend(): Promise<{ le: number; count: number }[]> {
+  const metric = await gateway.metrics.appendToSend.get();
+  return metric.values
+    .filter((v) => v.metricName === 'agentwire_append_to_send_seconds_bucket')
+    .map((v) => ({ le: v.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(v.labels.le), count: v.value }));
+}
 
 serveIpc({
   usage: () => usageNow(gateway.connectionCount),
@@ -28,8 +59,10 @@ serveIpc({
     await fullGc();
     return usageNow(gateway.connectionCount);
   },
+  appendToSend,
   stop: async () => {
     await gateway.shutdown();
+    await cluster?.engine.close();
     // Let the reply go out, then exit (a normal exit also writes a --cpu-prof profile).
     setImmediate(() => process.exit(0));
   },
