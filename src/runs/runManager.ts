@@ -52,11 +52,20 @@ interface ActiveRun {
   terminalLost: boolean;
   /** A step could not be written even after retries: the run is stopped, later steps dropped. */
   eventsLost: boolean;
+  /** Set when the run's terminal event is decided. */
+  outcome: RunOutcome | null;
   answer: string;
-  /** Appends of this run, chained so the log receives them in order; never rejects. */
+  /** Events waiting for the next append of this run (one append carries them all). */
+  pending: EventBody[];
+  /** The run's appends, chained so the log receives them in order; never rejects. */
   appended: Promise<void>;
   timeout: TimerHandle | null;
 }
+
+const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
+
+/** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
+const MAX_PENDING_EVENTS = 64;
 
 type Terminal =
   | { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string }
@@ -225,7 +234,9 @@ export class RunManager {
       fencedOff: false,
       terminalLost: false,
       eventsLost: false,
+      outcome: null,
       answer: '',
+      pending: [],
       appended: Promise.resolve(),
       timeout: null,
     };
@@ -254,8 +265,8 @@ export class RunManager {
           continue;
         }
         this.#append(run, stepEvent(step));
-        // Backpressure: an agent never runs ahead of its own log.
-        await run.appended;
+        // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.
+        if (run.pending.length >= MAX_PENDING_EVENTS) await run.appended;
       }
       this.#finish(run, { type: 'agent_completed', status: 'completed', text: run.answer });
     } catch (error) {
@@ -267,44 +278,78 @@ export class RunManager {
     }
   }
 
+  /**
+   * Queues an event of the run. Events queued while an append is in flight go out together in
+   * the next one, so a fast agent costs one engine call (one Redis script) per batch, not per
+   * event; the batch's order is the order of the calls.
+   */
   #append(run: ActiveRun, event: EventPayload, terminal = false): void {
+    run.pending.push(this.#stamp(run, event));
+    if (run.pending.length > 1) return; // the append already chained will carry it
+    run.appended = run.appended.then(() => this.#writePending(run, terminal));
+  }
+
+  async #writePending(run: ActiveRun, terminal: boolean): Promise<void> {
+    const batch = run.pending.splice(0);
+    if (batch.length === 0 || run.fencedOff) return;
+    const events = run.eventsLost ? batch.filter((e) => TERMINAL_TYPES.has(e.type)) : batch;
+    if (events.length === 0) return;
+    const ending = terminal || events.some((e) => TERMINAL_TYPES.has(e.type));
+    try {
+      await this.#write(run, events, ending);
+    } catch (error) {
+      if (error instanceof RunEndedError) return this.#fencedOff(run);
+      this.options.onFault?.(error, 'append');
+      if (events.every((e) => TERMINAL_TYPES.has(e.type))) {
+        // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
+        run.terminalLost = true;
+        return;
+      }
+      // A run with a hole in its events must not go on: later steps would refer to a missing
+      // one (a tool_completed without its tool_executing). It ends once, as failed, even if the
+      // agent had finished meanwhile.
+      run.eventsLost = true;
+      const failure: Terminal = { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' };
+      if (!run.finished) return this.#finish(run, failure);
+      run.outcome = 'agent_failed';
+      const failed = this.#stamp(run, failure);
+      const at = run.pending.findIndex((e) => TERMINAL_TYPES.has(e.type));
+      if (at >= 0) run.pending[at] = failed;
+      else if (ending) {
+        run.pending.push(failed);
+        return this.#writePending(run, true);
+      }
+    }
+  }
+
+  /** One append of the run's events, retried while the engine is unavailable. */
+  #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
+    // One id for every attempt: an attempt whose reply was lost may have been applied.
+    const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
+    return this.#retry('append', () => this.options.engine.append(run.record.userId, events, fence));
+  }
+
+  #fencedOff(run: ActiveRun): void {
+    run.fencedOff = true;
+    this.#stop(run);
+    this.#forget(run.record.runId);
+  }
+
+  #stamp(run: ActiveRun, event: EventPayload): EventBody {
     // Object.assign, not `{ ...event, run_id, ... }`: on Node 20 a spread followed by more
     // properties costs ~2 µs per event (docs/BENCHMARKS.md); the result is the same object.
-    const body = Object.assign({}, event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() }) as EventBody;
-    // One id for every attempt: an attempt whose reply was lost may have been applied.
-    const fence = { runId: run.record.runId, terminal, appendId: randomUUID() };
-    run.appended = run.appended.then(async () => {
-      if (run.fencedOff || (run.eventsLost && !terminal)) return;
-      try {
-        await this.#retry('append', () => this.options.engine.append(run.record.userId, [body], fence));
-      } catch (error) {
-        if (error instanceof RunEndedError) {
-          run.fencedOff = true;
-          this.#stop(run);
-          this.#forget(run.record.runId);
-          return;
-        }
-        this.options.onFault?.(error, 'append');
-        if (terminal) {
-          run.terminalLost = true;
-          return;
-        }
-        // A run with a hole in its events must not go on: later steps would refer to a missing
-        // one (a tool_completed without its tool_executing). Stop it and end it once.
-        run.eventsLost = true;
-        this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' });
-      }
-    });
+    return Object.assign({}, event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() }) as EventBody;
   }
 
   /** The single place a run ends: exactly one terminal event, then the thread moves on. */
   #finish(run: ActiveRun, terminal: Terminal): void {
     if (run.finished) return;
     this.#stop(run);
+    run.outcome = terminal.type === 'agent_error' ? terminal.code : terminal.status;
     this.#append(run, terminal, true);
     void run.appended.then(() => {
       if (run.fencedOff || run.terminalLost) this.#forget(run.record.runId);
-      else void this.#ended(run.record, terminal.type === 'agent_error' ? terminal.code : terminal.status);
+      else void this.#ended(run.record, run.outcome!);
     });
   }
 
