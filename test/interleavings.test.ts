@@ -837,7 +837,9 @@ describe('interleavings over a fake socket (production Connection, coordinator, 
     );
     if (!REPLAYING) {
       expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
-      coverage.expectExplored();
+      // A cancel wins only if its run is still going: with batched appends a run often ends first,
+      // so a won cancel is not guaranteed in 200 runs (test/runs.test.ts covers cancel directly).
+      coverage.expectExplored(['cancelledRuns']);
       // The scenarios are not all empty: many of them carry events to some connection.
       expect(withTraffic).toBeGreaterThan(NUM_RUNS / 4);
     }
