@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import type { ChildProcess } from 'node:child_process';
 import { eventsPerRun, spread, type IpcClient, type ServerUsage, type Spread } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
-import { BenchRedis } from './redisServer.js';
+import { RedisServer } from '../test/helpers/redisServer.js';
 
 export interface StartedServer {
   child: ChildProcess;
@@ -104,7 +104,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
     : { users: 300, connsPerUser: 2, runsPerUser: 10, steps: 8, pacedSeconds: 4 };
   if (ctx.users !== undefined) SIZES.users = ctx.users;
   const perRun = eventsPerRun(SIZES.steps);
-  const redisServer = await BenchRedis.start();
+  const redisServer = await RedisServer.start({ appendfsync: 'everysec' });
   const admin = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
   const results: RedisRepResult[] = [];
   try {

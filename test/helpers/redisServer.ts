@@ -25,11 +25,23 @@ export class RedisServer {
   #process: ChildProcess | null = null;
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-redis-'));
 
-  private constructor(readonly port: number) {}
+  private constructor(
+    readonly port: number,
+    private readonly appendfsync: 'always' | 'everysec',
+  ) {}
 
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
-    await server.startProcess();
+  /**
+   * `appendfsync`: 'always' (default) so a restart in a test loses nothing; the bench uses
+   * Redis' default 'everysec', since syncing every write would measure the disk.
+   */
+  static async start(options: { appendfsync?: 'always' | 'everysec' } = {}): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), options.appendfsync ?? 'always');
+    try {
+      await server.startProcess();
+    } catch (error) {
+      await server.stop();
+      throw error;
+    }
     return server;
   }
 
@@ -44,7 +56,7 @@ export class RedisServer {
   async startProcess(): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--protected-mode', 'no'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.appendfsync, '--save', '', '--protected-mode', 'no'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#process = child;
