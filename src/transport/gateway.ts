@@ -216,7 +216,7 @@ export class Gateway {
    * resolves once the gateway is ready; with `waitForReady: false` it resolves as soon as it
    * listens, answering `/readyz` and upgrades with 503 until the engine is up.
    */
-  async listen(port: number, host = '127.0.0.1', { waitForReady = true } = {}): Promise<ListenResult> {
+  async listen(port: number, host = '127.0.0.1', { waitForReady = true, backlog = 2048 } = {}): Promise<ListenResult> {
     const server = createServer((req, res) => {
       if (!this.handleRequest(req, res)) {
         res.writeHead(404, { 'Content-Type': 'application/json' });
@@ -229,7 +229,9 @@ export class Gateway {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(port, host, () => resolve());
+      // Above Node's default of 511: a reconnect storm otherwise overflows the accept queue and
+      // the dropped SYNs wait a 1 s retransmit (capped by the kernel's somaxconn).
+      server.listen({ port, host, backlog }, () => resolve());
     });
     if (waitForReady) await this.ready();
     const address = server.address() as AddressInfo;
