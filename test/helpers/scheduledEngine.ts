@@ -22,10 +22,14 @@ import type { EventBody, LogEntry } from '../../src/protocol/events.js';
  * a notification whose subscription was cancelled before it is released is dropped, as a
  * pub/sub client drops messages after UNSUBSCRIBE.
  *
- * With no scheduler set (`use(null)`) the engine passes straight through.
+ * Only the users in the scheduler's scope are scheduled; other users' calls, and every call while
+ * no scheduler is set (`use(null)`), pass straight through. A test that reuses one engine for many
+ * runs scopes each scheduler to that run's users, so that a late call of an earlier run (a server
+ * may accept an upgrade after its client gave up) never waits on a scheduler nobody drives.
  */
 export class ScheduledEngine implements EventEngine {
   #scheduler: Scheduler | null = null;
+  #inScope: (userId: string) => boolean = () => true;
   /** Subscriptions whose request ran and whose unsubscribe request has not run yet. */
   activeSubscriptions = 0;
   /** Live notifications delivered after one with a higher seq on the same subscription. */
@@ -37,9 +41,14 @@ export class ScheduledEngine implements EventEngine {
     return this.inner.available ?? true;
   }
 
-  /** Sets the scheduler that orders the following calls (one per fast-check run). */
-  use(scheduler: Scheduler | null): void {
+  /** Sets the scheduler that orders the following calls of the users in scope (one per run). */
+  use(scheduler: Scheduler | null, inScope: (userId: string) => boolean = () => true): void {
     this.#scheduler = scheduler;
+    this.#inScope = inScope;
+  }
+
+  #schedulerFor(userId: string): Scheduler | null {
+    return this.#inScope(userId) ? this.#scheduler : null;
   }
 
   ready(): Promise<void> {
@@ -51,7 +60,7 @@ export class ScheduledEngine implements EventEngine {
   }
 
   append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
-    return this.#step(`append ${userId} ${events.map((e) => e.type).join(',')}`, () =>
+    return this.#step(userId, `append ${userId} ${events.map((e) => e.type).join(',')}`, () =>
       this.inner.append(userId, events, fence),
     );
   }
@@ -60,7 +69,7 @@ export class ScheduledEngine implements EventEngine {
     let active = true;
     let highest = 0;
     const later = (label: string, deliver: () => void) => {
-      const scheduler = this.#scheduler;
+      const scheduler = this.#schedulerFor(userId);
       if (!scheduler) return deliver();
       void scheduler.schedule(Promise.resolve(), label).then(() => {
         if (active) deliver();
@@ -74,12 +83,12 @@ export class ScheduledEngine implements EventEngine {
       });
     const scheduledGap: GapListener | undefined =
       onPossibleGap && (() => later(`possible gap ${userId}`, () => onPossibleGap()));
-    return this.#step(`subscribe ${userId}`, async () => {
+    return this.#step(userId, `subscribe ${userId}`, async () => {
       const inner = await this.inner.subscribe(userId, scheduledListener, scheduledGap);
       this.activeSubscriptions++;
       return {
         unsubscribe: () =>
-          this.#step(`unsubscribe ${userId}`, async () => {
+          this.#step(userId, `unsubscribe ${userId}`, async () => {
             if (active) this.activeSubscriptions--;
             active = false;
             await inner.unsubscribe();
@@ -89,23 +98,23 @@ export class ScheduledEngine implements EventEngine {
   }
 
   read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]> {
-    return this.#step(`read ${userId} ${fromSeq}..${toSeq}`, () => this.inner.read(userId, fromSeq, toSeq));
+    return this.#step(userId, `read ${userId} ${fromSeq}..${toSeq}`, () => this.inner.read(userId, fromSeq, toSeq));
   }
 
   head(userId: string): Promise<LogHead> {
-    return this.#step(`head ${userId}`, () => this.inner.head(userId));
+    return this.#step(userId, `head ${userId}`, () => this.inner.head(userId));
   }
 
   claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
-    return this.#step(`claim ${userId} ${messageId}`, () => this.inner.claimMessage(userId, messageId, claim));
+    return this.#step(userId, `claim ${userId} ${messageId}`, () => this.inner.claimMessage(userId, messageId, claim));
   }
 
   releaseMessage(userId: string, messageId: string): Promise<void> {
-    return this.#step(`release ${userId} ${messageId}`, () => this.inner.releaseMessage(userId, messageId));
+    return this.#step(userId, `release ${userId} ${messageId}`, () => this.inner.releaseMessage(userId, messageId));
   }
 
-  async #step<T>(label: string, op: () => Promise<T>): Promise<T> {
-    const scheduler = this.#scheduler;
+  async #step<T>(userId: string, label: string, op: () => Promise<T>): Promise<T> {
+    const scheduler = this.#schedulerFor(userId);
     if (!scheduler) return op();
     await scheduler.schedule(Promise.resolve(), `${label} (request)`);
     const result = await op();
