@@ -653,10 +653,10 @@ class FakeWorld {
     this.peers.push({ peer, socket, connection });
     const ws = socket as unknown as WebSocket;
     if (via === 'upgrade') {
-      connection.accept(ws, { ok: true, userId, expiresAt: null }, 'header', true);
+      connection.accept(ws, { upgradeAuth: { ok: true, userId, expiresAt: null }, method: 'header', originAllowed: true });
       return;
     }
-    connection.accept(ws, null, null, true);
+    connection.accept(ws, { upgradeAuth: null, method: null, originAllowed: true });
     // The auth frame is one more scheduled step: other frames may reach the server before it.
     const auth: Frame = { type: 'auth', token: userId };
     if (resume.lastSeq !== undefined) auth.last_seq = resume.lastSeq;

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisEngine } from '../src/engine/redisEngine.js';
+import { RedisEngine, parseNotification } from '../src/engine/redisEngine.js';
 import { RunEndedError } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { RedisServer } from './helpers/redisServer.js';
@@ -88,6 +88,47 @@ describe('RedisEngine', () => {
     await subA.unsubscribe();
     await subB.unsubscribe();
     await e.close();
+  });
+
+  it('announces each append in one notification, and treats one it cannot read as a possible gap', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    let gapSignals = 0;
+    const gapWaiters = new Waiters(() => `gap signals ${gapSignals}`);
+    await e.subscribe('hana', live.listener, () => {
+      gapSignals++;
+      gapWaiters.notify();
+    });
+    const channel = e.keys('hana').live;
+    const spy = redis.client();
+    const notifications: string[] = [];
+    spy.on('smessage', (_channel: string, message: string) => notifications.push(message));
+    await spy.ssubscribe(channel);
+
+    await e.append('hana', [thinking('line one\nline two'), thinking('b'), thinking('c')]);
+    await live.until(3);
+    expect(live.entries.map((x) => [x.seq, x.type])).toEqual([[1, 'agent_thinking'], [2, 'agent_thinking'], [3, 'agent_thinking']]);
+    expect(JSON.parse(live.entries[0]!.json).text).toBe('line one\nline two');
+    expect(notifications).toHaveLength(1);
+    expect(parseNotification(notifications[0]!)).toEqual(live.entries);
+
+    const admin = redis.client();
+    await admin.spublish(channel, 'not a notification');
+    await gapWaiters.until(() => gapSignals === 1, 5000, 'a gap signal');
+    expect(live.entries).toHaveLength(3);
+    spy.disconnect();
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('reads only notifications in its own format', () => {
+    expect(parseNotification('e1 1700000000000\n7 agent_started {"type":"agent_started","seq":7}')).toEqual([
+      { epoch: 'e1', appendedAt: 1700000000000, seq: 7, type: 'agent_started', json: '{"type":"agent_started","seq":7}' },
+    ]);
+    for (const bad of ['', 'e1 1700000000000', 'e1 x\n1 agent_started {}', 'e1 1\nseven agent_started {}', 'e1 1\n7 agent_started', 'e1 7 agent_started 1 {}']) {
+      expect(parseNotification(bad), bad).toBeNull();
+    }
   });
 
   it('claims an idempotency key once across engines and releases it', async () => {

@@ -4,6 +4,7 @@ import type { EventBody, EventType, LogEntry } from '../protocol/events.js';
 import { encodeEvent } from '../protocol/events.js';
 import { APPEND_SCRIPT, HEAD_SCRIPT } from './redisScripts.js';
 import { userKeys, type UserKeys } from './redisKeys.js';
+import { coalesceWrites } from './redisWrites.js';
 import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
 import { RunEndedError } from './types.js';
 
@@ -138,6 +139,7 @@ export class RedisEngine implements EventEngine {
     const parts = events.map((body) => splitAtSeq(body));
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
     const runKey = fence ? keys.runs + fence.runId : keys.meta;
+    coalesceWrites(this.#commands);
     const [epoch, first] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
     return parts.map((part, index) => {
@@ -215,6 +217,7 @@ export class RedisEngine implements EventEngine {
   async claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
     const key = this.keys(userId).claims + messageId;
     // SET NX GET: one round trip that either claims the id or returns who holds it.
+    coalesceWrites(this.#commands);
     const previous = await this.#commands.set(key, JSON.stringify(claim), 'PX', this.#ttlMs, 'NX', 'GET');
     return previous === null ? null : (JSON.parse(previous) as MessageClaim);
   }
@@ -234,9 +237,15 @@ export class RedisEngine implements EventEngine {
   #onMessage(channelName: string, message: string): void {
     const channel = this.#channels.get(channelName);
     if (!channel) return;
-    const entry = parseNotification(message);
-    if (!entry) return;
-    for (const listener of channel.listeners) listener(entry);
+    const entries = parseNotification(message);
+    if (!entries) {
+      // Not ours to read (e.g. another version's format): what it announced is in the log.
+      for (const onGap of channel.gapListeners) onGap();
+      return;
+    }
+    for (const entry of entries) {
+      for (const listener of channel.listeners) listener(entry);
+    }
   }
 
   /**
@@ -292,18 +301,25 @@ function splitAtSeq(body: EventBody): { head: string; tail: string } {
   return { head: json.slice(0, at), tail: json.slice(at + 1) };
 }
 
-/** `<epoch> <seq> <type> <appendedAt> <json>` */
-function parseNotification(message: string): LogEntry | null {
-  const a = message.indexOf(' ');
-  const b = message.indexOf(' ', a + 1);
-  const c = message.indexOf(' ', b + 1);
-  const d = message.indexOf(' ', c + 1);
-  if (a < 0 || b < 0 || c < 0 || d < 0) return null;
-  return {
-    epoch: message.slice(0, a),
-    seq: Number(message.slice(a + 1, b)),
-    type: message.slice(b + 1, c) as EventType,
-    appendedAt: Number(message.slice(c + 1, d)),
-    json: message.slice(d + 1),
-  };
+/**
+ * One notification per append: `<epoch> <appendedAt>`, then per entry a line `<seq> <type> <json>`
+ * (JSON never holds a raw newline). Null when the message is not in this format.
+ */
+export function parseNotification(message: string): LogEntry[] | null {
+  const lines = message.split('\n');
+  const header = lines[0]!;
+  const space = header.indexOf(' ');
+  const appendedAt = Number(header.slice(space + 1));
+  if (space <= 0 || lines.length < 2 || !Number.isFinite(appendedAt)) return null;
+  const epoch = header.slice(0, space);
+  const entries: LogEntry[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const a = line.indexOf(' ');
+    const b = line.indexOf(' ', a + 1);
+    const seq = Number(line.slice(0, a));
+    if (a <= 0 || b < 0 || !Number.isInteger(seq)) return null;
+    entries.push({ epoch, seq, type: line.slice(a + 1, b) as EventType, appendedAt, json: line.slice(b + 1) });
+  }
+  return entries;
 }

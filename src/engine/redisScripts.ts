@@ -22,7 +22,8 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
  * ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence ('1' checks that the run
  * record is not ended, and marks it started), terminal ('1' marks it ended), count, append id ('' for none), then per
  * event: json head, json tail, type. Each event's JSON is head .. seq .. tail, so the seq is
- * written into the event here, where it is assigned. Returns {epoch, firstSeq} or {epoch, -1}
+ * written into the event here, where it is assigned. One notification carries the whole batch
+(see parseNotification in redisEngine.ts). Returns {epoch, firstSeq} or {epoch, -1}
  * when fenced off. A fenced append whose id is the run's last applied one (a retry after a lost
  * reply) is not applied again: it returns the firstSeq it got then.
  */
@@ -38,13 +39,15 @@ end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local first = seq + 1
 local count = tonumber(ARGV[9])
+local notification = {epoch .. ' ' .. ARGV[6]}
 for i = 0, count - 1 do
   seq = seq + 1
   local json = ARGV[11 + 3 * i] .. seq .. ARGV[12 + 3 * i]
   local etype = ARGV[13 + 3 * i]
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'j', json, 't', etype, 'a', ARGV[6])
-  redis.call(ARGV[5], ARGV[4], epoch .. ' ' .. seq .. ' ' .. etype .. ' ' .. ARGV[6] .. ' ' .. json)
+  notification[i + 2] = seq .. ' ' .. etype .. ' ' .. json
 end
+redis.call(ARGV[5], ARGV[4], table.concat(notification, '\\n'))
 if ARGV[7] == '1' and ARGV[10] ~= '' then
   redis.call('HSET', KEYS[3], 'append', ARGV[10], 'appended', first)
   redis.call('PEXPIRE', KEYS[3], ARGV[2])

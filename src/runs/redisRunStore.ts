@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisEngine } from '../engine/redisEngine.js';
+import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
 import type { CancelLookup, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
 
@@ -144,6 +145,7 @@ export class RedisRunStore implements RunStore {
 
   async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
     const keys = this.engine.keys(record.userId);
+    coalesceWrites(this.#redis);
     return (await this.#redis.awEnqueue(
       keys.threads + record.threadId,
       keys.runs + record.runId,
@@ -164,6 +166,7 @@ export class RedisRunStore implements RunStore {
 
   async advance(record: RunRecord): Promise<RunAssignment | null> {
     const keys = this.engine.keys(record.userId);
+    coalesceWrites(this.#redis);
     const next = await this.#redis.awAdvance(
       keys.threads + record.threadId,
       this.#leases,

@@ -27,6 +27,22 @@ const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = Co
 
 export type AuthMethod = 'header' | 'subprotocol' | 'frame';
 
+/** A socket whose writes can be held and sent together (net.Socket, tls.TLSSocket). */
+export interface Corkable {
+  cork(): void;
+  uncork(): void;
+}
+
+/** What the upgrade established, handed to Connection#accept. */
+export interface Handshake {
+  /** Token verification at the upgrade (header or subprotocol); null when the client must send an auth frame. */
+  readonly upgradeAuth: VerifyResult | null;
+  readonly method: AuthMethod | null;
+  readonly originAllowed: boolean;
+  /** The socket under the WebSocket; given, frames sent in one tick are written together. */
+  readonly socket?: Corkable;
+}
+
 /**
  * One client connection. Its lifecycle state machine is the only place its state lives; every
  * method checks that state before acting, so an event that arrives late (a frame after close,
@@ -42,6 +58,9 @@ export class Connection implements CoordinatorMember {
   pingSentAt = 0;
 
   #ws: WebSocket | null = null;
+  /** The socket under #ws, corked while a tick's frames collect (see #coalesceWrites). */
+  #socket: Corkable | null = null;
+  #corked = false;
   #coordinator: UserCoordinator | null = null;
   #generation = 0;
   #resume: ResumePosition;
@@ -77,8 +96,10 @@ export class Connection implements CoordinatorMember {
    * Called synchronously from the handshake callback: listeners are attached before any frame
    * can be read, so nothing the client sends early is lost.
    */
-  accept(ws: WebSocket, upgradeAuth: VerifyResult | null, method: AuthMethod | null, originAllowed: boolean): void {
+  accept(ws: WebSocket, handshake: Handshake): void {
+    const { upgradeAuth, method, originAllowed } = handshake;
     this.#ws = ws;
+    this.#socket = handshake.socket ?? null;
     this.lifecycle.transition(ACCEPTED);
     this.ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
@@ -220,6 +241,7 @@ export class Connection implements CoordinatorMember {
   /** Synchronous from connection_ready to PROCESSING_READY: no live entry can slip in between. */
   #becomeReady(setup: Extract<SetupResult, { ok: true }>): void {
     const ws = this.#ws!;
+    this.#coalesceWrites();
     ws.send(
       connectionReadyFrame({
         connectionId: this.connectionId,
@@ -251,6 +273,7 @@ export class Connection implements CoordinatorMember {
       // The coordinator guarantees contiguity; a gap here is a bug, and the client must resume.
       return this.#bug(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver');
     }
+    this.#coalesceWrites();
     this.#ws!.send(entry.json);
     this.#lastSentSeq = entry.seq;
     this.ctx.metrics.eventSent(entry.type);
@@ -306,9 +329,27 @@ export class Connection implements CoordinatorMember {
     }
   }
 
+  /**
+   * Frames sent in one tick leave in one write: the socket is corked at the first and uncorked
+   * on the next tick. A fan-out of a batch of events (or a replay) then costs one syscall per
+   * connection instead of one per frame.
+   */
+  #coalesceWrites(): void {
+    if (this.#corked || !this.#socket) return;
+    this.#corked = true;
+    this.#socket.cork();
+    process.nextTick(this.#uncork);
+  }
+
+  readonly #uncork = (): void => {
+    this.#corked = false;
+    this.#socket!.uncork();
+  };
+
   /** Replies (ack, error, pong) count against the same outbound limit as events. */
   #send(frame: string): void {
     if (this.lifecycle.isEnding) return;
+    this.#coalesceWrites();
     this.#ws!.send(frame);
     if (this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
   }

@@ -312,7 +312,7 @@ export class Gateway {
     const origin = req.headers.origin;
     const originAllowed = !this.#allowedOrigins || (origin !== undefined && this.#allowedOrigins.has(origin.toLowerCase()));
     this.#wss.handleUpgrade(req, socket, head, (ws) =>
-      connection.accept(ws, verification, verification ? credentials.method : null, originAllowed),
+      connection.accept(ws, { upgradeAuth: verification, method: verification ? credentials.method : null, originAllowed, socket }),
     );
   }
 
