@@ -2,7 +2,7 @@
  * The load generator process: a LoadClient driven over IPC by bench/run.ts, so that its CPU
  * and memory never count as the server's.
  */
-import { serveIpc } from './common.js';
+import { serveIpc, usageNow } from './common.js';
 import { LoadClient } from './loadCore.js';
 
 if (!process.send) throw new Error('bench/load.ts must be started by bench/run.ts (IPC)');
@@ -17,6 +17,7 @@ serveIpc({
   runEvents: (args) => client.runEvents(args),
   runPaced: (args) => client.runPaced(args),
   open: () => client.openCount,
+  usage: () => usageNow(client.openCount),
   stop: async () => {
     await client.closeAll(5000);
     setImmediate(() => process.exit(0));

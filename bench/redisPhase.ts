@@ -29,8 +29,11 @@ export interface StartedServer {
 export interface RedisPhaseContext {
   readonly reps: number;
   readonly quick: boolean;
-  /** Also measure one node with ioredis auto-pipelining on (an experiment; see docs/BENCHMARKS.md). */
-  readonly autoPipeline: boolean;
+  /**
+   * Configurations to measure, by name (default memory-1, redis-1, redis-2); redis-1-ap is one
+   * node with ioredis auto-pipelining on (an experiment; see docs/BENCHMARKS.md).
+   */
+  readonly configs?: readonly string[];
   /** Users in the max and paced steps (default 300, --quick 20); each has connsPerUser connections. */
   readonly users?: number;
   readonly load: IpcClient;
@@ -51,8 +54,16 @@ const CONFIGS: readonly Config[] = [
   { name: 'memory-1', label: 'memory, 1 node', nodes: 1, redis: false },
   { name: 'redis-1', label: 'redis, 1 node', nodes: 1, redis: true },
   { name: 'redis-2', label: 'redis, 2 nodes', nodes: 2, redis: true },
+  { name: 'redis-1-ap', label: 'redis, 1 node, auto-pipelined', nodes: 1, redis: true, autoPipeline: true },
 ];
-const AUTO_PIPELINE: Config = { name: 'redis-1-ap', label: 'redis, 1 node, auto-pipelined', nodes: 1, redis: true, autoPipeline: true };
+const DEFAULT_CONFIGS: readonly ConfigName[] = ['memory-1', 'redis-1', 'redis-2'];
+
+function chosenConfigs(names: readonly string[] = DEFAULT_CONFIGS): Config[] {
+  for (const name of names) {
+    if (!CONFIGS.some((c) => c.name === name)) throw new Error(`--redis-configs: unknown configuration ${name} (known: ${CONFIGS.map((c) => c.name).join(', ')})`);
+  }
+  return CONFIGS.filter((c) => names.includes(c.name));
+}
 
 export interface RedisRepResult {
   config: ConfigName;
@@ -61,6 +72,8 @@ export interface RedisRepResult {
   maxPerNode: number;
   cpuPerEventUs: number;
   redisCpuPerEventUs: number;
+  /** The load generator's CPU per delivered event (it shares the machine). */
+  loadCpuPerEventUs: number;
   delivered: number;
   pacedTargetPerNode: number;
   pacedPerNode: number;
@@ -104,13 +117,13 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
     : { users: 300, connsPerUser: 2, runsPerUser: 10, steps: 8, pacedSeconds: 4 };
   if (ctx.users !== undefined) SIZES.users = ctx.users;
   const perRun = eventsPerRun(SIZES.steps);
+  const configs = chosenConfigs(ctx.configs);
   const redisServer = await RedisServer.start({ appendfsync: 'everysec' });
   const admin = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
   const results: RedisRepResult[] = [];
   try {
     for (let rep = 1; rep <= ctx.reps; rep++) {
       // Rotate the order so no configuration always runs first (or last).
-      const configs = ctx.autoPipeline ? [...CONFIGS, AUTO_PIPELINE] : CONFIGS;
       const order = configs.map((_, i) => configs[(i + rep - 1) % configs.length]!);
       for (const config of order) {
         await admin.flushall();
@@ -122,6 +135,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           maxPerNode: Number.NaN,
           cpuPerEventUs: Number.NaN,
           redisCpuPerEventUs: Number.NaN,
+          loadCpuPerEventUs: Number.NaN,
           delivered: 0,
           pacedTargetPerNode: Number.NaN,
           pacedPerNode: Number.NaN,
@@ -174,6 +188,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           await prepare(`rmax-${config.name}-r${rep}`);
           if (redis) await redis.config('RESETSTAT');
           const cpu0 = await usage();
+          const load0 = await ctx.load.call<ServerUsage>('usage');
           const redis0 = await redisCpuUs(redis);
           const events = await ctx.load.call<EventsResult>(
             'runEvents',
@@ -181,6 +196,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
             150_000,
           );
           const cpu1 = await usage();
+          const load1 = await ctx.load.call<ServerUsage>('usage');
           const redis1 = await redisCpuUs(redis);
           const stats = redis ? await redis.info('commandstats') : '';
           await closeAll();
@@ -193,6 +209,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           result.maxPerNode = (events.delivered / events.wallMs) * 1000 / config.nodes;
           result.cpuPerEventUs = serverCpu / events.delivered;
           result.redisCpuPerEventUs = config.redis ? (redis1 - redis0) / events.delivered : Number.NaN;
+          result.loadCpuPerEventUs = (cpuOf(load1) - cpuOf(load0)) / events.delivered;
 
           // Paced: open loop at half the maximum just measured.
           await prepare(`rpaced-${config.name}-r${rep}`);
@@ -228,7 +245,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
         results.push(result);
         ctx.log(
           `redis rep ${rep} ${config.name}: max ${Math.round(result.maxPerNode)} events/s/node, cpu/event ${result.cpuPerEventUs.toFixed(2)} µs ` +
-            `(+ redis ${result.redisCpuPerEventUs.toFixed(2)} µs); paced ${Math.round(result.pacedPerNode)}/s/node ` +
+            `(+ redis ${result.redisCpuPerEventUs.toFixed(2)} µs, + load generator ${result.loadCpuPerEventUs.toFixed(2)} µs); paced ${Math.round(result.pacedPerNode)}/s/node ` +
             `(target ${Math.round(result.pacedTargetPerNode)}): append→delivery p50/p90/p99/max ${result.p50}/${result.p90}/${result.p99}/${result.maxLatency} ms, ` +
             `server append→send p50/p99 <= ${result.serverP50}/${result.serverP99} ms` +
             (config.redis
@@ -276,6 +293,7 @@ export function buildRedisRows(results: RedisRepResult[]): RedisRow[] {
     row('delivered events per second per node (max)', 'events/s', (r) => r.maxPerNode, { text: '>= 30,000', pass: (m) => m >= 30_000 }),
     row('gateway CPU per delivered event (all nodes)', 'µs', (r) => r.cpuPerEventUs),
     row('redis-server CPU per delivered event', 'µs', (r) => r.redisCpuPerEventUs),
+    row('load generator CPU per delivered event', 'µs', (r) => r.loadCpuPerEventUs),
     row('paced rate per node (half the max)', 'events/s', (r) => r.pacedPerNode),
     row('append→delivery p50, paced', 'ms', (r) => r.p50),
     row('append→delivery p99, paced', 'ms', (r) => r.p99, { text: '< 10 ms', pass: (m) => m < 10 }),
@@ -285,7 +303,7 @@ export function buildRedisRows(results: RedisRepResult[]): RedisRow[] {
 }
 
 function configsIn(results: RedisRepResult[]): Config[] {
-  return [...CONFIGS, AUTO_PIPELINE].filter((c) => results.some((r) => r.config === c.name));
+  return CONFIGS.filter((c) => results.some((r) => r.config === c.name));
 }
 
 export function renderRedisTable(rows: RedisRow[], results: RedisRepResult[], fmtSpread: (s: Spread, digits: number) => string): string {

@@ -17,7 +17,8 @@
  * The redis phase (bench/redisPhase.ts) runs after the others, with its own redis-server: the
  * gateway on the Redis engine on one and on two nodes next to the in-memory gateway.
  * --redis-autopipeline adds a one-node configuration with ioredis auto-pipelining (experiment);
- * --redis-users <n> sets the number of users of the redis phase (default 300).
+ * --redis-users <n> sets the number of users of the redis phase (default 300); --redis-configs
+ * memory-1,redis-1,redis-2,redis-1-ap picks its configurations (default the first three).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -512,7 +513,8 @@ async function main(): Promise<number> {
       redisResults = await measureRedisPhase({
         reps,
         quick,
-        autoPipeline: flag('redis-autopipeline'),
+        ...(option('redis-configs') ? { configs: option('redis-configs')!.split(',') } : {}),
+        ...(flag('redis-autopipeline') ? { configs: ['memory-1', 'redis-1', 'redis-2', 'redis-1-ap'] } : {}),
         ...(option('redis-users') ? { users: Number(option('redis-users')) } : {}),
         load: loader.ipc,
         startServer: (name, env) => {

@@ -13,6 +13,7 @@ import { createDemoAgent } from '../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome } from '../src/runs/runManager.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
+import { within } from './helpers/waitFor.js';
 
 let env: TestGateway | undefined;
 afterEach(async () => {
@@ -125,6 +126,30 @@ describe('hardening', () => {
     expect(events.at(-1)).toMatchObject({ code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' });
     expect(outcomes).toEqual(['agent_failed']);
     expect(faults).toContain('append');
+  });
+
+  it('a run whose every append fails gives up after its retries, leaving the run to the lease sweeper', async () => {
+    const appends: string[][] = [];
+    const engine = engineWith(new MemoryEngine(), {
+      append: (_userId: string, events: readonly EventBody[]) => {
+        appends.push(events.map((e) => e.type));
+        return Promise.reject(new Error('log unavailable'));
+      },
+    });
+    const quickAgent = {
+      async *run() {
+        yield { type: 'thinking' as const, text: 'one step' };
+        yield { type: 'answer' as const, text: 'done' };
+      },
+    };
+    const runs = new RunManager({ engine, agent: quickAgent, clock: systemClock, threadPolicy: 'enqueue', runTimeoutMs: 10_000, retryForMs: 30 });
+    await runs.submit('u1', { id: 'm1', threadId: 't1', text: 'go' }, () => {});
+    await within(runs.drain(5000), 'the run to be given up', 10_000);
+    expect(runs.liveRuns).toBe(0);
+    // The whole run in one batch (retried once), then agent_started with the failure (retried once).
+    const batches = [...new Set(appends.map((types) => types.join(',')))];
+    expect(batches).toEqual(['agent_started,agent_thinking,agent_completed', 'agent_started,agent_error']);
+    expect(appends).toHaveLength(4);
   });
 
   it('a seq gap in a replay closes that socket with 1011 instead of escaping as an unhandled rejection', async () => {

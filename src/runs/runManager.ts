@@ -52,6 +52,8 @@ interface ActiveRun {
   terminalLost: boolean;
   /** A step could not be written even after retries: the run is stopped, later steps dropped. */
   eventsLost: boolean;
+  /** The run's agent_started event until an append carrying it succeeds. */
+  unwrittenStart: EventBody | null;
   /** Set when the run's terminal event is decided. */
   outcome: RunOutcome | null;
   answer: string;
@@ -63,6 +65,9 @@ interface ActiveRun {
 }
 
 const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
+
+/** Resolves once the microtasks queued so far (and those they queue) have run. */
+const endOfTick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
 
 /** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
 const MAX_PENDING_EVENTS = 64;
@@ -234,6 +239,7 @@ export class RunManager {
       fencedOff: false,
       terminalLost: false,
       eventsLost: false,
+      unwrittenStart: null,
       outcome: null,
       answer: '',
       pending: [],
@@ -242,6 +248,7 @@ export class RunManager {
     };
     this.#active.set(record.runId, run);
     this.#append(run, { type: 'agent_started', message_id: record.messageId, text: record.text });
+    run.unwrittenStart = run.pending.at(-1)!;
     if (this.#shuttingDown) return this.#finish(run, shutdownError());
     const cancelledEarly = this.#earlyCancels.delete(record.runId);
     if (assignment.cancelRequested || cancelledEarly) return this.#finish(run, cancelled(''));
@@ -279,28 +286,33 @@ export class RunManager {
   }
 
   /**
-   * Queues an event of the run. Events queued while an append is in flight go out together in
-   * the next one, so a fast agent costs one engine call (one Redis script) per batch, not per
-   * event; the batch's order is the order of the calls.
+   * Queues an event of the run. Events queued while an append is in flight, or in the same tick,
+   * go out together in the next append, so a fast agent costs one engine call (one Redis script,
+   * one notification, one socket write per connection) per batch, not per event; the batch's
+   * order is the order of the calls. The append waits for the end of the tick (the steps an agent
+   * yields without waiting on I/O), never for a timer.
    */
   #append(run: ActiveRun, event: EventPayload, terminal = false): void {
     run.pending.push(this.#stamp(run, event));
     if (run.pending.length > 1) return; // the append already chained will carry it
-    run.appended = run.appended.then(() => this.#writePending(run, terminal));
+    run.appended = run.appended.then(endOfTick).then(() => this.#writePending(run, terminal));
   }
 
   async #writePending(run: ActiveRun, terminal: boolean): Promise<void> {
     const batch = run.pending.splice(0);
     if (batch.length === 0 || run.fencedOff) return;
-    const events = run.eventsLost ? batch.filter((e) => TERMINAL_TYPES.has(e.type)) : batch;
+    // After a lost batch only the terminal event goes out, behind agent_started if that was in
+    // the lost batch: every run in the log begins with agent_started.
+    const events = run.eventsLost ? lostRunEvents(run, batch) : batch;
     if (events.length === 0) return;
     const ending = terminal || events.some((e) => TERMINAL_TYPES.has(e.type));
     try {
       await this.#write(run, events, ending);
+      if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
     } catch (error) {
       if (error instanceof RunEndedError) return this.#fencedOff(run);
       this.options.onFault?.(error, 'append');
-      if (events.every((e) => TERMINAL_TYPES.has(e.type))) {
+      if (events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart)) {
         // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
         run.terminalLost = true;
         return;
@@ -439,6 +451,11 @@ export class RunManager {
   #now(): string {
     return new Date(this.options.clock.now()).toISOString();
   }
+}
+
+function lostRunEvents(run: ActiveRun, batch: readonly EventBody[]): EventBody[] {
+  const terminal = batch.filter((e) => TERMINAL_TYPES.has(e.type));
+  return run.unwrittenStart && terminal.length > 0 ? [run.unwrittenStart, ...terminal] : terminal;
 }
 
 function cancelled(text: string): Terminal {

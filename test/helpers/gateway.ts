@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import { signToken } from '../../src/auth/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
 import type { ManualClock } from './manualClock.js';
@@ -7,6 +8,8 @@ export const TEST_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789
 
 export interface TestGateway {
   gateway: Gateway;
+  /** The HTTP server the gateway listens on. */
+  server: Server;
   url: string;
   port: number;
   token(userId: string, ttlSec?: number): Promise<string>;
@@ -21,7 +24,7 @@ export interface TestGateway {
 /** A gateway on 127.0.0.1 and a random port, with HS256 auth and a fast demo agent. */
 export async function startGateway(options: Partial<GatewayOptions> = {}): Promise<TestGateway> {
   const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, ...options });
-  const { port, url } = await gateway.listen(0, '127.0.0.1');
+  const { server, port, url } = await gateway.listen(0, '127.0.0.1');
   const clients: TestClient[] = [];
   const token = async (userId: string, ttlSec = 600) => (await signToken(TEST_SECRET, { sub: userId, ttlSec })).token;
   const connect = async (userId: string, connectOptions: ConnectOptions = {}) => {
@@ -31,6 +34,7 @@ export async function startGateway(options: Partial<GatewayOptions> = {}): Promi
   };
   return {
     gateway,
+    server,
     url,
     port,
     token,
