@@ -30,10 +30,10 @@ export interface RedisPhaseContext {
   readonly reps: number;
   readonly quick: boolean;
   /**
-   * Configurations to measure, by name (default memory-1, redis-1, redis-2); redis-1-ap is one
-   * node with ioredis auto-pipelining on (an experiment; see docs/BENCHMARKS.md).
+   * Configurations to measure, by name: memory-1, redis-1, redis-2, and redis-1-ap (one node
+   * with ioredis auto-pipelining on, an experiment; see docs/BENCHMARKS.md).
    */
-  readonly configs?: readonly string[];
+  readonly configs: readonly string[];
   /** Users in the max and paced steps (default 300, --quick 20); each has connsPerUser connections. */
   readonly users?: number;
   readonly load: IpcClient;
@@ -56,9 +56,7 @@ const CONFIGS: readonly Config[] = [
   { name: 'redis-2', label: 'redis, 2 nodes', nodes: 2, redis: true },
   { name: 'redis-1-ap', label: 'redis, 1 node, auto-pipelined', nodes: 1, redis: true, autoPipeline: true },
 ];
-const DEFAULT_CONFIGS: readonly ConfigName[] = ['memory-1', 'redis-1', 'redis-2'];
-
-function chosenConfigs(names: readonly string[] = DEFAULT_CONFIGS): Config[] {
+function chosenConfigs(names: readonly string[]): Config[] {
   for (const name of names) {
     if (!CONFIGS.some((c) => c.name === name)) throw new Error(`--redis-configs: unknown configuration ${name} (known: ${CONFIGS.map((c) => c.name).join(', ')})`);
   }

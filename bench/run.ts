@@ -513,8 +513,7 @@ async function main(): Promise<number> {
       redisResults = await measureRedisPhase({
         reps,
         quick,
-        ...(option('redis-configs') ? { configs: option('redis-configs')!.split(',') } : {}),
-        ...(flag('redis-autopipeline') ? { configs: ['memory-1', 'redis-1', 'redis-2', 'redis-1-ap'] } : {}),
+        configs: [...(option('redis-configs')?.split(',') ?? ['memory-1', 'redis-1', 'redis-2']), ...(flag('redis-autopipeline') ? ['redis-1-ap'] : [])],
         ...(option('redis-users') ? { users: Number(option('redis-users')) } : {}),
         load: loader.ipc,
         startServer: (name, env) => {

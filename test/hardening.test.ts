@@ -128,7 +128,7 @@ describe('hardening', () => {
     expect(faults).toContain('append');
   });
 
-  it('a run whose every append fails gives up after its retries, leaving the run to the lease sweeper', async () => {
+  it('a run whose every append fails gives up after its retries instead of retrying forever', async () => {
     const appends: string[][] = [];
     const engine = engineWith(new MemoryEngine(), {
       append: (_userId: string, events: readonly EventBody[]) => {
@@ -142,14 +142,58 @@ describe('hardening', () => {
         yield { type: 'answer' as const, text: 'done' };
       },
     };
-    const runs = new RunManager({ engine, agent: quickAgent, clock: systemClock, threadPolicy: 'enqueue', runTimeoutMs: 10_000, retryForMs: 30 });
+    // retryForMs 0: each append is tried once, so the count below does not depend on timing.
+    const runs = new RunManager({ engine, agent: quickAgent, clock: systemClock, threadPolicy: 'enqueue', runTimeoutMs: 10_000, retryForMs: 0 });
     await runs.submit('u1', { id: 'm1', threadId: 't1', text: 'go' }, () => {});
     await within(runs.drain(5000), 'the run to be given up', 10_000);
     expect(runs.liveRuns).toBe(0);
-    // The whole run in one batch (retried once), then agent_started with the failure (retried once).
-    const batches = [...new Set(appends.map((types) => types.join(',')))];
-    expect(batches).toEqual(['agent_started,agent_thinking,agent_completed', 'agent_started,agent_error']);
-    expect(appends).toHaveLength(4);
+    // The whole run in one batch, then agent_started with the failure; then it stops trying.
+    expect(appends.map((types) => types.join(','))).toEqual(['agent_started,agent_thinking,agent_completed', 'agent_started,agent_error']);
+  });
+
+  it('a run whose agent_started cannot be written is stopped: no step appears without agent_started', async () => {
+    const memory = new MemoryEngine();
+    let startFailures = 0;
+    const engine = engineWith(memory, {
+      append: (userId: string, events: readonly EventBody[]) => {
+        if (events[0]?.type === 'agent_started' && startFailures++ === 0) return Promise.reject(new Error('log unavailable'));
+        return memory.append(userId, events);
+      },
+    });
+    let releaseStep: () => void = () => {};
+    const stepReleased = new Promise<void>((resolve) => (releaseStep = resolve));
+    // The step follows I/O, so agent_started goes out alone first.
+    const ioAgent = {
+      async *run() {
+        await stepReleased;
+        yield { type: 'thinking' as const, text: 'after I/O' };
+        yield { type: 'answer' as const, text: 'done' };
+      },
+    };
+    const outcomes: RunOutcome[] = [];
+    const runs = new RunManager({
+      engine,
+      agent: ioAgent,
+      clock: systemClock,
+      threadPolicy: 'enqueue',
+      runTimeoutMs: 10_000,
+      retryForMs: 0,
+      onRunEnded: (outcome) => outcomes.push(outcome),
+    });
+    const seen: LogEntry[] = [];
+    let ended: () => void = () => {};
+    const done = new Promise<void>((resolve) => (ended = resolve));
+    await memory.subscribe('u1', (entry) => {
+      seen.push(entry);
+      if (entry.type === 'agent_error' || entry.type === 'agent_completed') ended();
+    });
+    await runs.submit('u1', { id: 'm1', threadId: 't1', text: 'go' }, () => {});
+    await within(done, 'the run to end');
+    releaseStep();
+    await within(runs.drain(1000), 'the drain');
+    expect(seen.map((e) => e.type)).toEqual(['agent_started', 'agent_error']);
+    expect(JSON.parse(seen[1]!.json)).toMatchObject({ code: 'agent_failed' });
+    expect(outcomes).toEqual(['agent_failed']);
   });
 
   it('a seq gap in a replay closes that socket with 1011 instead of escaping as an unhandled rejection', async () => {

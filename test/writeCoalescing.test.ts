@@ -61,6 +61,22 @@ describe('connection writes', () => {
   });
 });
 
+describe('outbound limit with coalesced writes', () => {
+  it('a batch larger than the limit to a client that reads is delivered, not taken for a backlog', async () => {
+    const engine = new MemoryEngine();
+    env = await startGateway({ engine, slowConsumerBytes: 256 * 1024 });
+    const client = await env.ready('dee');
+    const big = 'x'.repeat(30 * 1024);
+    // 20 × 30 KiB in one tick: 600 KiB corked at once, over the 256 KiB limit.
+    await engine.append('dee', Array.from({ length: 20 }, () => thinking(big)));
+    await client.waitForCount(isEvent, 20);
+    client.send({ type: 'ping', id: 'after' });
+    await client.waitFor((f) => f.type === 'pong');
+    expect(client.closeCode).toBeNull();
+  });
+  // A client that does not read still gets 4008: test/badInput.test.ts, test/hardening.test.ts.
+});
+
 describe('run appends', () => {
   /** Yields `steps` thinking steps; with `pauseMs`, waits on a timer before each. */
   function stepper(steps: number, pauseMs?: number): Agent {

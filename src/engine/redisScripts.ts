@@ -23,7 +23,7 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
  * record is not ended, and marks it started), terminal ('1' marks it ended), count, append id ('' for none), then per
  * event: json head, json tail, type. Each event's JSON is head .. seq .. tail, so the seq is
  * written into the event here, where it is assigned. One notification carries the whole batch
-(see parseNotification in redisEngine.ts). Returns {epoch, firstSeq} or {epoch, -1}
+ * (see parseNotification in redisEngine.ts). Returns {epoch, firstSeq} or {epoch, -1}
  * when fenced off. A fenced append whose id is the run's last applied one (a retry after a lost
  * reply) is not applied again: it returns the firstSeq it got then.
  */

@@ -312,7 +312,8 @@ export class RunManager {
     } catch (error) {
       if (error instanceof RunEndedError) return this.#fencedOff(run);
       this.options.onFault?.(error, 'append');
-      if (events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart)) {
+      const terminalOnly = events.some((e) => TERMINAL_TYPES.has(e.type)) && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
+      if (terminalOnly) {
         // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
         run.terminalLost = true;
         return;

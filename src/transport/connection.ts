@@ -20,18 +20,13 @@ import {
   type LogEntry,
   type ParsedFrame,
 } from '../protocol/index.js';
+import { corkForTick, type Corkable } from '../corkForTick.js';
 import type { ConnectionContext } from './connectionContext.js';
 import { TokenBucket } from './tokenBucket.js';
 
 const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = ConnectionState;
 
 export type AuthMethod = 'header' | 'subprotocol' | 'frame';
-
-/** A socket whose writes can be held and sent together (net.Socket, tls.TLSSocket). */
-export interface Corkable {
-  cork(): void;
-  uncork(): void;
-}
 
 /** What the upgrade established, handed to Connection#accept. */
 export interface Handshake {
@@ -58,9 +53,10 @@ export class Connection implements CoordinatorMember {
   pingSentAt = 0;
 
   #ws: WebSocket | null = null;
-  /** The socket under #ws, corked while a tick's frames collect (see #coalesceWrites). */
+  /** The socket under #ws, corked while a tick's frames collect (see #send). */
   #socket: Corkable | null = null;
-  #corked = false;
+  /** A checked frame was written while corked: check the backlog once the tick's write is out. */
+  #backlogCheckDue = false;
   #coordinator: UserCoordinator | null = null;
   #generation = 0;
   #resume: ResumePosition;
@@ -132,10 +128,7 @@ export class Connection implements CoordinatorMember {
       }
       return;
     }
-    this.#sendEntry(entry);
-    if (this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) {
-      this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
-    }
+    this.#sendEntry(entry, true);
   }
 
   resync(): void {
@@ -240,9 +233,8 @@ export class Connection implements CoordinatorMember {
 
   /** Synchronous from connection_ready to PROCESSING_READY: no live entry can slip in between. */
   #becomeReady(setup: Extract<SetupResult, { ok: true }>): void {
-    const ws = this.#ws!;
-    this.#coalesceWrites();
-    ws.send(
+    // Not checked: the replay's size is bounded by retention (docs/PROTOCOL.md section 8).
+    this.#write(
       connectionReadyFrame({
         connectionId: this.connectionId,
         userId: this.userId!,
@@ -253,12 +245,13 @@ export class Connection implements CoordinatorMember {
         heartbeatMs: this.ctx.limits.heartbeatMs,
         serverTime: new Date(this.ctx.clock.now()),
       }),
+      false,
     );
     this.#lastSentSeq = setup.resumed ? this.#resume.lastSeq! : setup.head.lastSeq;
     const buffered = this.#liveBuffer!;
     this.#liveBuffer = null;
     for (const entry of [...setup.replay, ...buffered]) {
-      this.#sendEntry(entry);
+      this.#sendEntry(entry, false);
       if (this.lifecycle.isEnding) return;
     }
     this.lifecycle.transition(PROCESSING_READY);
@@ -267,14 +260,13 @@ export class Connection implements CoordinatorMember {
     this.#pump();
   }
 
-  #sendEntry(entry: LogEntry): void {
+  #sendEntry(entry: LogEntry, checked: boolean): void {
     if (entry.seq <= this.#lastSentSeq) return;
     if (entry.seq !== this.#lastSentSeq + 1) {
       // The coordinator guarantees contiguity; a gap here is a bug, and the client must resume.
       return this.#bug(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver');
     }
-    this.#coalesceWrites();
-    this.#ws!.send(entry.json);
+    this.#write(entry.json, checked);
     this.#lastSentSeq = entry.seq;
     this.ctx.metrics.eventSent(entry.type);
   }
@@ -330,28 +322,36 @@ export class Connection implements CoordinatorMember {
   }
 
   /**
-   * Frames sent in one tick leave in one write: the socket is corked at the first and uncorked
-   * on the next tick. A fan-out of a batch of events (or a replay) then costs one syscall per
-   * connection instead of one per frame.
+   * Every frame but close goes out here. `checked` frames (live events, replies) count against
+   * the outbound limit: what the socket did not take may not exceed it. With the socket corked
+   * for the tick (so a batch leaves in one write) that is checked after the uncork, so a large
+   * batch to a client that reads is not mistaken for a backlog.
    */
-  #coalesceWrites(): void {
-    if (this.#corked || !this.#socket) return;
-    this.#corked = true;
-    this.#socket.cork();
-    process.nextTick(this.#uncork);
+  #write(frame: string, checked: boolean): void {
+    const socket = this.#socket;
+    if (socket) corkForTick(socket, this.#afterFlush);
+    this.#ws!.send(frame);
+    if (!checked) return;
+    if (socket) this.#backlogCheckDue = true;
+    else this.#checkBacklog();
   }
 
-  readonly #uncork = (): void => {
-    this.#corked = false;
-    this.#socket!.uncork();
+  readonly #afterFlush = (): void => {
+    if (!this.#backlogCheckDue) return;
+    this.#backlogCheckDue = false;
+    this.#checkBacklog();
   };
 
-  /** Replies (ack, error, pong) count against the same outbound limit as events. */
+  #checkBacklog(): void {
+    if (!this.lifecycle.isEnding && this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) {
+      this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
+    }
+  }
+
+  /** Replies (ack, error, pong). */
   #send(frame: string): void {
     if (this.lifecycle.isEnding) return;
-    this.#coalesceWrites();
-    this.#ws!.send(frame);
-    if (this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
+    this.#write(frame, true);
   }
 
   #sendError(code: ErrorCode, message: string, ref: FrameRef, path?: string): void {
