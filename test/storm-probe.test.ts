@@ -298,6 +298,29 @@ describe('storm checker: each violation kind', () => {
     expect(details(checker, 'no_cross_user')[0]).toBe('agent_started of run r1 for message m1 of user alice (seq 1)');
   });
 
+  it("no_cross_user: settling waits until every connection of the user has another user's run at its tail", () => {
+    // Alice's own run r1 ended everywhere; bob's run r2 then leaks into alice's log, and so far
+    // only one of her connections got all of it. Judging now would call the rest a missing tail.
+    const { checker, conns, bodies } = oneRun(2);
+    const [bobConn] = connect(checker, 'bob', 1);
+    feed(conns, numbered(bodies, 1));
+    bobConn!.sent('m2', 't2', 3);
+    bobConn!.frame(ack('m2', 'r2', 't2'), 3);
+    const leaked = numbered(runBodies('r2', 't2', 'm2'), 7);
+    feed([bobConn!], numbered(runBodies('r2', 't2', 'm2'), 1));
+    feed([conns[0]!], leaked);
+    feed([conns[1]!], leaked.slice(0, 2));
+    expect(checker.settled()).toBe(false);
+    feed([conns[1]!], leaked.slice(2));
+    expect(checker.settled()).toBe(true);
+    checker.finish(5);
+    expect(broken(checker)).toEqual({ no_cross_user: 2 });
+    expect(checker.examples.no_cross_user.map((v) => [v.connection, v.detail])).toEqual([
+      ['alice-c0', 'agent_started of run r2 of user bob (seq 7)'],
+      ['alice-c1', 'agent_started of run r2 of user bob (seq 7)'],
+    ]);
+  });
+
   it('no_cross_user: a run this user never started, attributed at the end', () => {
     for (const [foreign, expected] of [
       [() => undefined, 'run r9 was never started by this user (first seen as agent_started on alice-c0, seq 1)'],

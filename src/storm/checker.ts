@@ -105,9 +105,14 @@ export class StormChecker {
     return new Map(this.#runOwner);
   }
 
-  /** Every acked run has a terminal event on every connection of its user that is still open. */
+  /**
+   * Every acked run has a terminal event on every connection of its user that is still open,
+   * and every such connection got its user's newest seq, whoever's run that seq is of (until
+   * then, what finish() would report as a missing tail may still be on its way).
+   */
   settled(): boolean {
     for (const user of this.#users.values()) {
+      for (const conn of user.connections) if (conn.isOpenAndReady && conn.lastSeq < user.maxSeq) return false;
       for (const [runId, run] of user.runs) {
         if (!run.acked) continue;
         for (const conn of user.connections) {
