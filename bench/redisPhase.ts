@@ -30,8 +30,9 @@ export interface RedisPhaseContext {
   readonly reps: number;
   readonly quick: boolean;
   /**
-   * Configurations to measure, by name: memory-1, redis-1, redis-2, and redis-1-ap (one node
-   * with ioredis auto-pipelining on, an experiment; see docs/BENCHMARKS.md).
+   * Configurations to measure, by name: memory-1, redis-1, redis-2; redis-1-ap (one node with
+   * ioredis auto-pipelining on, an experiment); redis-1-tick, redis-2-tick (the bench agent
+   * yields each step in its own tick, as a streaming agent does). See docs/BENCHMARKS.md.
    */
   readonly configs: readonly string[];
   /** Users in the max and paced steps (default 300, --quick 20); each has connsPerUser connections. */
@@ -42,19 +43,23 @@ export interface RedisPhaseContext {
   readonly log: (line: string) => void;
 }
 
-export type ConfigName = 'memory-1' | 'redis-1' | 'redis-2' | 'redis-1-ap';
+export type ConfigName = 'memory-1' | 'redis-1' | 'redis-2' | 'redis-1-ap' | 'redis-1-tick' | 'redis-2-tick';
 interface Config {
   name: ConfigName;
   label: string;
   nodes: number;
   redis: boolean;
   autoPipeline?: boolean;
+  /** The bench agent yields each step in its own tick (BENCH_AGENT_STEP=tick). */
+  stepPerTick?: boolean;
 }
 const CONFIGS: readonly Config[] = [
   { name: 'memory-1', label: 'memory, 1 node', nodes: 1, redis: false },
   { name: 'redis-1', label: 'redis, 1 node', nodes: 1, redis: true },
   { name: 'redis-2', label: 'redis, 2 nodes', nodes: 2, redis: true },
   { name: 'redis-1-ap', label: 'redis, 1 node, auto-pipelined', nodes: 1, redis: true, autoPipeline: true },
+  { name: 'redis-1-tick', label: 'redis, 1 node, a step per tick', nodes: 1, redis: true, stepPerTick: true },
+  { name: 'redis-2-tick', label: 'redis, 2 nodes, a step per tick', nodes: 2, redis: true, stepPerTick: true },
 ];
 function chosenConfigs(names: readonly string[]): Config[] {
   for (const name of names) {
@@ -150,6 +155,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           for (let n = 0; n < config.nodes; n++) {
             const env: Record<string, string> = config.redis ? { BENCH_REDIS_URL: redisServer.url, BENCH_NODE_ID: `bench-node-${n + 1}` } : {};
             if (config.autoPipeline) env.BENCH_REDIS_AUTOPIPELINE = '1';
+            if (config.stepPerTick) env.BENCH_AGENT_STEP = 'tick';
             servers.push(await ctx.startServer(`${config.name} node ${n + 1}`, env));
           }
           const urls = servers.map((s) => `ws://127.0.0.1:${s.port}/ws`);
@@ -278,13 +284,11 @@ export function buildRedisRows(results: RedisRepResult[]): RedisRow[] {
   const row = (metric: string, unit: string, pick: (r: RedisRepResult) => number, target?: { text: string; pass: (median: number) => boolean }): RedisRow => {
     const cells: Partial<Record<ConfigName, Spread>> = {};
     for (const c of present) cells[c.name] = spread(results.filter((r) => r.config === c.name).map(pick));
-    const verdictOf = (c: ConfigName, label: string) => {
+    const verdictOf = (c: ConfigName) => {
       const median = cells[c]?.median ?? Number.NaN;
-      return `${label} ${Number.isFinite(median) ? (target!.pass(median) ? 'PASS' : 'MISS') : 'n/a'}`;
+      return `${c} ${Number.isFinite(median) ? (target!.pass(median) ? 'PASS' : 'MISS') : 'n/a'}`;
     };
-    const verdict = target
-      ? [verdictOf('redis-1', '1 node'), verdictOf('redis-2', '2 nodes'), ...(cells['redis-1-ap'] ? [verdictOf('redis-1-ap', '1 node ap')] : [])].join(', ')
-      : 'info';
+    const verdict = target ? present.filter((c) => c.redis).map((c) => verdictOf(c.name)).join(', ') : 'info';
     return { metric, unit, cells, target: target?.text ?? '-', verdict };
   };
   return [
