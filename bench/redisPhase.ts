@@ -87,6 +87,9 @@ export interface RedisRepResult {
   /** Upper bound of the histogram bucket holding the p50 / p99 of the gateway's append→send. */
   serverP50: number;
   serverP99: number;
+  /** Largest p99 / max event-loop delay of the gateway processes over the paced step, ms. */
+  loopDelayP99: number;
+  loopDelayMax: number;
   /** redis-server INFO commandstats over the max step: command → calls per delivered event, µs per call. */
   commandStats: Record<string, { callsPerEvent: number; usecPerCall: number }>;
   failures: string[];
@@ -148,6 +151,8 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           maxLatency: Number.NaN,
           serverP50: Number.NaN,
           serverP99: Number.NaN,
+          loopDelayP99: Number.NaN,
+          loopDelayMax: Number.NaN,
           commandStats: {},
           failures: [],
         };
@@ -222,12 +227,14 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           const messagesPerSec = (targetPerNode * config.nodes) / eventsPerMessage;
           const messages = Math.max(10, Math.round(messagesPerSec * SIZES.pacedSeconds));
           const hist0 = await Promise.all(servers.map((s) => s.ipc.call<Buckets>('appendToSend')));
+          await Promise.all(servers.map((s) => s.ipc.call('resetLoopDelay')));
           const paced = await ctx.load.call<PacedResult>(
             'runPaced',
             { messagesPerSec, messages, steps: SIZES.steps, tag: `rpaced-${rep}`, timeoutMs: 120_000 },
             150_000,
           );
           const hist1 = await Promise.all(servers.map((s) => s.ipc.call<Buckets>('appendToSend')));
+          const delays = await Promise.all(servers.map((s) => s.ipc.call<{ p99: number; max: number }>('loopDelay')));
           await closeAll();
           check('paced', paced);
           Object.assign(result, {
@@ -239,6 +246,8 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
             maxLatency: paced.max,
             serverP50: bucketPercentile(hist0, hist1, 50),
             serverP99: bucketPercentile(hist0, hist1, 99),
+            loopDelayP99: Math.max(...delays.map((d) => d.p99)),
+            loopDelayMax: Math.max(...delays.map((d) => d.max)),
           });
         } catch (error) {
           result.failures.push(error instanceof Error ? error.message : String(error));
@@ -251,7 +260,8 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           `redis rep ${rep} ${config.name}: max ${Math.round(result.maxPerNode)} events/s/node, cpu/event ${result.cpuPerEventUs.toFixed(2)} µs ` +
             `(+ redis ${result.redisCpuPerEventUs.toFixed(2)} µs, + load generator ${result.loadCpuPerEventUs.toFixed(2)} µs); paced ${Math.round(result.pacedPerNode)}/s/node ` +
             `(target ${Math.round(result.pacedTargetPerNode)}): append→delivery p50/p90/p99/max ${result.p50}/${result.p90}/${result.p99}/${result.maxLatency} ms, ` +
-            `server append→send p50/p99 <= ${result.serverP50}/${result.serverP99} ms` +
+            `server append→send p50/p99 <= ${result.serverP50}/${result.serverP99} ms, ` +
+            `event-loop delay p99/max ${result.loopDelayP99.toFixed(1)}/${result.loopDelayMax.toFixed(1)} ms` +
             (config.redis
               ? `\n  redis commands per delivered event (µs per call): ${Object.entries(result.commandStats)
                   .sort((a, b) => b[1].callsPerEvent * b[1].usecPerCall - a[1].callsPerEvent * a[1].usecPerCall)
@@ -301,6 +311,7 @@ export function buildRedisRows(results: RedisRepResult[]): RedisRow[] {
     row('append→delivery p99, paced', 'ms', (r) => r.p99, { text: '< 10 ms', pass: (m) => m < 10 }),
     row('append→delivery max, paced', 'ms', (r) => r.maxLatency),
     row('server append→send p99 (bucket bound), paced', 'ms', (r) => r.serverP99),
+    row('gateway event-loop delay p99, paced (worst node)', 'ms', (r) => r.loopDelayP99),
   ];
 }
 

@@ -13,6 +13,7 @@ import { RedisPresence } from '../../src/coordination/index.js';
 import { RedisEngine } from '../../src/engine/index.js';
 import { createGateway, createLogger } from '../../src/index.js';
 import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
 
@@ -53,8 +54,14 @@ async function appendToSend(): Promise<{ le: number; count: number }[]> {
     .map((v) => ({ le: v.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(v.labels.le), count: v.value }));
 }
 
+/** Event-loop delay of this process (10 ms resolution would hide what we look for: 1 ms). */
+const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+loopDelay.enable();
+
 serveIpc({
   usage: () => usageNow(gateway.connectionCount),
+  resetLoopDelay: () => loopDelay.reset(),
+  loopDelay: () => ({ p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 }),
   gc: async () => {
     await fullGc();
     return usageNow(gateway.connectionCount);
