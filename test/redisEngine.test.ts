@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisEngine, parseNotification } from '../src/engine/redisEngine.js';
 import { RunEndedError } from '../src/engine/types.js';
@@ -119,6 +120,40 @@ describe('RedisEngine', () => {
     expect(live.entries).toHaveLength(3);
     spy.disconnect();
     admin.disconnect();
+    await e.close();
+  });
+
+  it('delivers any batch of texts exactly as appended and read back (property, one notification per append)', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    const notifications: string[] = [];
+    const notified = new Waiters(() => `notifications ${notifications.length}`);
+    const spy = redis.client();
+    spy.on('smessage', (_channel: string, message: string) => {
+      notifications.push(message);
+      notified.notify();
+    });
+    await spy.ssubscribe(e.keys('ivy').live);
+    await e.subscribe('ivy', live.listener);
+    let appends = 0;
+    // Any code points: newlines, spaces, quotes, lone surrogates (JSON escapes what it must).
+    const texts = fc.array(fc.string({ unit: 'binary', maxLength: 40 }), { minLength: 1, maxLength: 8 });
+    await fc.assert(
+      fc.asyncProperty(texts, async (batch) => {
+        const appended = await e.append('ivy', batch.map((text) => thinking(text)));
+        appends++;
+        await live.until(appended.at(-1)!.seq);
+        const delivered = live.entries.slice(-batch.length);
+        expect(delivered).toEqual(appended);
+        expect(delivered.map((x) => JSON.parse(x.json).text)).toEqual(batch);
+        expect(await e.read('ivy', appended[0]!.seq, appended.at(-1)!.seq)).toEqual(appended.map(({ epoch: _epoch, ...rest }) => rest));
+      }),
+      { numRuns: 60 },
+    );
+    await notified.until(() => notifications.length >= appends, 5000, 'every notification');
+    expect(notifications).toHaveLength(appends);
+    spy.disconnect();
     await e.close();
   });
 
