@@ -86,7 +86,7 @@ interface Node {
 
 async function startNode(
   nodeId: string,
-  options: { engineUrl?: string; storeUrl?: string; clock?: Clock; leaseMs?: number } = {},
+  options: { engineUrl?: string; storeUrl?: string; clock?: Clock; leaseMs?: number; threadPolicy?: 'enqueue' | 'reject' } = {},
 ): Promise<Node> {
   const engine = await engineAt(options.engineUrl ?? redis!.url);
   const store = new RedisRunStore(engine, options.storeUrl ?? redis!.url, { nodeId, leaseMs: options.leaseMs ?? 60_000, onError: noop });
@@ -97,7 +97,7 @@ async function startNode(
     engine,
     agent,
     clock: options.clock ?? systemClock,
-    threadPolicy: 'enqueue',
+    threadPolicy: options.threadPolicy ?? 'enqueue',
     runTimeoutMs: 60_000,
     store,
     lostRunSweepMs: 600_000,
@@ -169,23 +169,6 @@ function ackOf(reply: SubmitReply): string {
 }
 
 describe('a command re-sent after its reply was lost', () => {
-  it('claim (SET NX GET): the replay finds our own claim, and the run starts instead of being a duplicate', async () => {
-    await useRedis();
-    const proxy = await startProxy();
-    const node = await startNode('n1', { engineUrl: proxy.url });
-    const first = ackOf(await node.submit('m1', 't1', 'one'));
-    await node.waitEnded(1);
-    // First application answers nil (claimed); the replay would answer the claim itself.
-    proxy.loseReplyTo(/\$2\r\nNX\r\n\$3\r\nGET\r\n/, /\$-1\r\n/);
-    const reply = await node.submit('m2', 't1', 'two');
-    expect(proxy.cuts).toBe(1);
-    expect(reply).toMatchObject({ kind: 'ack', status: 'started', threadId: 't1' });
-    await node.waitEnded(2);
-    expectCompletedRuns(await logOf(node.engine), [first, ackOf(reply)]);
-    // A real duplicate is still one.
-    expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
-  });
-
   it('ENQUEUE: the replay neither queues the run twice nor demotes it, so the acked run executes once', async () => {
     await useRedis();
     const proxy = await startProxy();
@@ -202,6 +185,9 @@ describe('a command re-sent after its reply was lost', () => {
     expectCompletedRuns(await logOf(node.engine), [first, ackOf(reply)]);
     // onRunEnded comes after the thread advanced: nothing is left queued on it.
     expect(await admin().lrange(node.engine.keys(USER).threads + 't1', 0, -1)).toEqual([]);
+    // The message id is claimed in the same script: the replay found its own claim, not a duplicate.
+    expect(JSON.parse((await admin().get(node.engine.keys(USER).claims + 'm2'))!)).toEqual({ runId: ackOf(reply), threadId: 't1' });
+    expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
   });
 
   it('ADVANCE: the replay hands out the same next run, which executes', async () => {
@@ -299,6 +285,25 @@ function terminal(runId: string) {
     ts: new Date(0).toISOString(),
   };
 }
+
+describe('message ids under the reject policy', () => {
+  it('the same id sent to two nodes while the thread is busy: both answers are thread_busy, never a duplicate of a run that does not exist', async () => {
+    await useRedis();
+    const n1 = await startNode('n1', { threadPolicy: 'reject' });
+    const n2 = await startNode('n2', { threadPolicy: 'reject' });
+    const held = ackOf(await n1.submit('m1', 't1', 'hold'));
+    await n1.agent.waiters.until(() => n1.agent.started.length === 1, 5000, 'the held run to start');
+    for (let round = 0; round < 20; round++) {
+      const replies = await Promise.all([n1.submit(`m-busy-${round}`, 't1', 'x'), n2.submit(`m-busy-${round}`, 't1', 'x')]);
+      expect(replies.map((r) => (r.kind === 'error' ? r.code : r.status)), `round ${round}`).toEqual(['thread_busy', 'thread_busy']);
+    }
+    expect(await admin().keys(`${n1.engine.keys(USER).claims}m-busy-*`)).toEqual([]);
+    // Once the thread is free the id is new: it starts a run.
+    await n1.runs.cancel(USER, held, noop);
+    await n1.waitEnded(1);
+    expect(await n2.submit('m-busy-0', 't1', 'x')).toMatchObject({ kind: 'ack', status: 'started' });
+  });
+});
 
 describe('cross-node cancel', () => {
   it('reaches the owner through its lease renewal when the pub/sub request is lost', async () => {

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisEngine } from '../engine/redisEngine.js';
+import type { MessageClaim } from '../engine/types.js';
 import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
 import type { CancelLookup, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
@@ -19,7 +20,16 @@ export interface RedisRunStoreOptions {
  * and exactly one node starts each run. Leases live in one sorted set (score = expiry), which is
  * why this store needs a single Redis (or Sentinel), not Redis Cluster.
  */
+/**
+ * KEYS: thread queue, run record, leases, run-owner index, message claim. ARGV: policy,
+ * maxQueued, nodeId, retentionMs, runId, userId, threadId, messageId, text, lease expiry, claim
+ * JSON. The message id is claimed first (SET NX GET): another run's claim answers
+ * {'duplicate', claim}, our own means this is a replay. 'busy' releases the claim in the same
+ * step, so no message is ever acked as a duplicate of a run that never starts.
+ */
 const ENQUEUE = `
+local claimed = redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[4], 'NX', 'GET')
+if claimed and claimed ~= ARGV[11] then return {'duplicate', claimed} end
 local current = redis.call('HMGET', KEYS[2], 'state', 'owner', 'advanced')
 if current[1] then
   -- A replay (the reply to the first application was lost), so this node has not started the
@@ -29,7 +39,10 @@ if current[1] then
   return 'queued'
 end
 local len = redis.call('LLEN', KEYS[1])
-if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
+if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then
+  redis.call('DEL', KEYS[5])
+  return 'busy'
+end
 redis.call('RPUSH', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local state = 'queued'
@@ -103,7 +116,7 @@ return 1`;
 
 type ScriptedRedis = Redis & {
   awClaim(...args: (string | number)[]): Promise<number>;
-  awEnqueue(...args: (string | number)[]): Promise<string>;
+  awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | ['duplicate', string]>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
   awCancel(...args: (string | number)[]): Promise<string[]>;
 };
@@ -127,7 +140,7 @@ export class RedisRunStore implements RunStore {
     this.#now = options.now ?? Date.now;
     this.#leases = `${engine.keyPrefix}:run-leases`;
     this.#redis = engine.redis as ScriptedRedis;
-    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
+    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
     this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
     this.#redis.defineCommand('awClaim', { numberOfKeys: 1, lua: CLAIM });
@@ -143,14 +156,19 @@ export class RedisRunStore implements RunStore {
     void this.#subscriber.subscribe(this.#controlChannel(this.nodeId)).catch((error: unknown) => options.onError?.(error));
   }
 
+  /** The message id is claimed in the ENQUEUE script, atomically with the thread decision. */
+  readonly claimsMessageIds = true;
+
   async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
     const keys = this.engine.keys(record.userId);
     coalesceWrites(this.#redis);
-    return (await this.#redis.awEnqueue(
+    const claim: MessageClaim = { runId: record.runId, threadId: record.threadId };
+    const outcome = await this.#redis.awEnqueue(
       keys.threads + record.threadId,
       keys.runs + record.runId,
       this.#leases,
       this.#runIndex(record.runId),
+      keys.claims + record.messageId,
       policy,
       maxQueued,
       this.nodeId,
@@ -161,7 +179,9 @@ export class RedisRunStore implements RunStore {
       record.messageId,
       record.text,
       this.#now() + this.#leaseMs,
-    )) as EnqueueOutcome;
+      JSON.stringify(claim),
+    );
+    return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }
 
   async advance(record: RunRecord): Promise<RunAssignment | null> {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sleep, type Clock, type TimerHandle } from '../clock.js';
-import { RunEndedError, type EventEngine } from '../engine/types.js';
+import { RunEndedError, type EventEngine, type MessageClaim } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload } from '../protocol/events.js';
 import type { Agent, AgentStep } from './agent.js';
 import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
@@ -135,21 +135,26 @@ export class RunManager {
       messageId: message.id,
       text: message.text,
     };
-    const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
-    // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
-    if (existing && existing.runId !== record.runId) {
-      reply({ kind: 'ack', status: 'duplicate', runId: existing.runId, threadId: existing.threadId });
-      return;
+    const duplicate = (claim: MessageClaim) => reply({ kind: 'ack', status: 'duplicate', runId: claim.runId, threadId: claim.threadId });
+    // A store that claims ids itself does it atomically with the enqueue; otherwise the engine does.
+    const engineClaims = !this.#store.claimsMessageIds;
+    if (engineClaims) {
+      const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
+      // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
+      if (existing && existing.runId !== record.runId) return duplicate(existing);
     }
     let outcome;
     try {
       outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued);
     } catch (error) {
-      await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
+      // A store's own claim stays: the enqueue may have been applied, and a retry of the message
+      // is then a duplicate of that run rather than a second one.
+      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
       throw error;
     }
+    if (typeof outcome === 'object') return duplicate(outcome.duplicate);
     if (outcome === 'busy') {
-      await this.options.engine.releaseMessage(userId, message.id);
+      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
       reply({
         kind: 'error',
         code: 'thread_busy',

@@ -1,3 +1,4 @@
+import type { MessageClaim } from '../engine/types.js';
 import type { ThreadPolicy } from './runManager.js';
 
 /**
@@ -27,7 +28,8 @@ export interface RunAssignment {
   readonly cancelRequested: boolean;
 }
 
-export type EnqueueOutcome = 'start' | 'queued' | 'busy';
+/** `duplicate`: the message id was already claimed, for the run it names (stores that claim ids). */
+export type EnqueueOutcome = 'start' | 'queued' | 'busy' | { readonly duplicate: MessageClaim };
 
 export type CancelLookup =
   | { readonly kind: 'not_found' }
@@ -43,6 +45,12 @@ export interface RunStore {
   readonly leaseMs?: number;
   /** Set by node-local stores: runs queued here and not started yet. */
   readonly queuedCount?: number;
+  /**
+   * Set by stores whose `enqueue` also claims the message id, in the same atomic step: it may
+   * then answer `duplicate`, and a `busy` answer has released the claim. Other stores get the
+   * id claimed through the engine first.
+   */
+  readonly claimsMessageIds?: boolean;
   /** Queues the run on its thread; 'start' means it is first and this node now executes it. */
   enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome>;
   /**
