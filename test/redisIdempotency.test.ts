@@ -1,8 +1,9 @@
 /**
  * Redis commands that reach Redis twice: ioredis re-sends a command whose reply was lost with
- * its connection (autoResendUnfulfilledCommands), after Redis already applied it. The message
- * claim, the ENQUEUE and the ADVANCE scripts must give the replay the outcome of the first
- * application (one run per id, exactly one terminal event, the next run executes). Also: a
+ * its connection (autoResendUnfulfilledCommands), after Redis already applied it. The ENQUEUE
+ * script (which also claims the message id) and the ADVANCE script must give the replay the
+ * outcome of the first application (one run per id, exactly one terminal event, the next run
+ * executes). Also: a
  * cross-node cancel whose pub/sub message is lost still reaches the owner through its lease
  * renewal, presence renewal re-adds lost entries, and a failed setup releases its presence entry.
  *
@@ -190,6 +191,19 @@ describe('a command re-sent after its reply was lost', () => {
     expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
   });
 
+  it('ENQUEUE answering duplicate: the replay answers the same duplicate and starts nothing', async () => {
+    await useRedis();
+    const proxy = await startProxy();
+    const node = await startNode('n1', { engineUrl: proxy.url });
+    const first = ackOf(await node.submit('m1', 't1', 'one'));
+    await node.waitEnded(1);
+    proxy.loseReplyTo(/run-owner:/, /\*2\r\n\$9\r\nduplicate\r\n/);
+    expect(await node.submit('m1', 't2', 'again')).toEqual({ kind: 'ack', status: 'duplicate', runId: first, threadId: 't1' });
+    expect(proxy.cuts).toBe(1);
+    expect(node.agent.started).toEqual([first]);
+    expectCompletedRuns(await logOf(node.engine), [first]);
+  });
+
   it('ADVANCE: the replay hands out the same next run, which executes', async () => {
     await useRedis();
     const proxy = await startProxy();
@@ -302,6 +316,18 @@ describe('message ids under the reject policy', () => {
     await n1.runs.cancel(USER, held, noop);
     await n1.waitEnded(1);
     expect(await n2.submit('m-busy-0', 't1', 'x')).toMatchObject({ kind: 'ack', status: 'started' });
+  });
+
+  it('an ENQUEUE that fails part-way leaves no claim: the same id later starts its run', async () => {
+    await useRedis();
+    const node = await startNode('n1');
+    const queueKey = node.engine.keys(USER).threads + 't1';
+    // A key of the wrong type makes the script fail after its first reads (Redis does not roll back).
+    await admin().set(queueKey, 'not a list');
+    await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
+    expect(await admin().exists(node.engine.keys(USER).claims + 'm1')).toBe(0);
+    await admin().del(queueKey);
+    expect(await node.submit('m1', 't1', 'one')).toMatchObject({ kind: 'ack', status: 'started' });
   });
 });
 

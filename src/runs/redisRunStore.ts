@@ -15,20 +15,15 @@ export interface RedisRunStoreOptions {
 }
 
 /**
- * Run queues and ownership shared by every node through Redis. Each script runs atomically, so
- * two nodes receiving messages for one thread at the same moment still queue them in one order,
- * and exactly one node starts each run. Leases live in one sorted set (score = expiry), which is
- * why this store needs a single Redis (or Sentinel), not Redis Cluster.
- */
-/**
  * KEYS: thread queue, run record, leases, run-owner index, message claim. ARGV: policy,
  * maxQueued, nodeId, retentionMs, runId, userId, threadId, messageId, text, lease expiry, claim
- * JSON. The message id is claimed first (SET NX GET): another run's claim answers
- * {'duplicate', claim}, our own means this is a replay. 'busy' releases the claim in the same
- * step, so no message is ever acked as a duplicate of a run that never starts.
+ * JSON. The message id's claim decides first: another run's claim answers {'duplicate', claim},
+ * our own means this is a replay. The claim is written last, together with its run, so neither
+ * a 'busy' answer nor a script that fails part-way (Redis does not roll scripts back) leaves a
+ * claim without a run: no message is ever acked as a duplicate of a run that never starts.
  */
 const ENQUEUE = `
-local claimed = redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[4], 'NX', 'GET')
+local claimed = redis.call('GET', KEYS[5])
 if claimed and claimed ~= ARGV[11] then return {'duplicate', claimed} end
 local current = redis.call('HMGET', KEYS[2], 'state', 'owner', 'advanced')
 if current[1] then
@@ -39,10 +34,7 @@ if current[1] then
   return 'queued'
 end
 local len = redis.call('LLEN', KEYS[1])
-if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then
-  redis.call('DEL', KEYS[5])
-  return 'busy'
-end
+if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
 redis.call('RPUSH', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local state = 'queued'
@@ -52,10 +44,9 @@ redis.call('HSET', KEYS[2], 'user', ARGV[6], 'thread', ARGV[7], 'message', ARGV[
   'state', state, 'owner', owner, 'cancel', '0')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
-if len == 0 then
-  redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6] .. '\\n' .. ARGV[5])
-  return 'start'
-end
+if len == 0 then redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6] .. '\\n' .. ARGV[5]) end
+redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[4])
+if len == 0 then return 'start' end
 return 'queued'`;
 
 /**
@@ -121,6 +112,12 @@ type ScriptedRedis = Redis & {
   awCancel(...args: (string | number)[]): Promise<string[]>;
 };
 
+/**
+ * Run queues and ownership shared by every node through Redis. Each script runs atomically, so
+ * two nodes receiving messages for one thread at the same moment still queue them in one order,
+ * and exactly one node starts each run. Leases live in one sorted set (score = expiry), which is
+ * why this store needs a single Redis (or Sentinel), not Redis Cluster.
+ */
 export class RedisRunStore implements RunStore {
   readonly nodeId: string;
   readonly #redis: ScriptedRedis;
