@@ -21,7 +21,7 @@ import type { Agent } from '../src/runs/agent.js';
 import { RedisRunStore } from '../src/runs/redisRunStore.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../src/runs/runManager.js';
 import type { RunRecord } from '../src/runs/runStore.js';
-import { LostReplyProxy } from './helpers/lostReplyProxy.js';
+import { RedisProxy } from './helpers/redisProxy.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { RedisServer } from './helpers/redisServer.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
@@ -129,8 +129,8 @@ async function startNode(
   };
 }
 
-async function startProxy(): Promise<LostReplyProxy> {
-  const proxy = await LostReplyProxy.start(redis!.port);
+async function startProxy(): Promise<RedisProxy> {
+  const proxy = await RedisProxy.start(redis!.port);
   cleanups.push(() => proxy.close());
   return proxy;
 }
