@@ -191,6 +191,36 @@ describe('a command re-sent after its reply was lost', () => {
     expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
   });
 
+  it('ENQUEUE whose reply is lost while Redis stays unreachable: the request fails, and once Redis is back the node starts the run it owns', async () => {
+    await useRedis();
+    const proxy = await startProxy();
+    const node = await startNode('n1', { engineUrl: proxy.url });
+    const first = ackOf(await node.submit('m1', 't1', 'one'));
+    await node.waitEnded(1);
+    proxy.loseReplyTo(/run-owner:/, /\$5\r\nstart\r\n/);
+    // Open connections stay; the reconnect after the cut is refused, so ioredis gives up.
+    await proxy.refuse();
+    await expect(node.submit('m2', 't1', 'two')).rejects.toThrow();
+    expect(proxy.cuts).toBe(1);
+    expect(node.agent.started).toEqual([first]);
+    await proxy.acceptAgain();
+    await node.waitEnded(2);
+    expect(node.ended).toEqual(['completed', 'completed']);
+    const second = node.agent.started[1]!;
+    expectCompletedRuns(await logOf(node.engine), [first, second]);
+    // The client, told its request failed, resends the id: a duplicate of the run that executed.
+    expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: second, threadId: 't1' });
+  });
+
+  it('an enqueue in doubt that was never applied creates nothing when settled', async () => {
+    await useRedis();
+    const node = await startNode('n1');
+    const record: RunRecord = { runId: 'run_never', userId: USER, threadId: 't1', messageId: 'm-never', text: 'x' };
+    expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
+    expect(await admin().exists(node.engine.keys(USER).claims + 'm-never', node.engine.keys(USER).runs + 'run_never')).toBe(0);
+    expect(await admin().llen(node.engine.keys(USER).threads + 't1')).toBe(0);
+  });
+
   it('ENQUEUE answering duplicate: the replay answers the same duplicate and starts nothing', async () => {
     await useRedis();
     const proxy = await startProxy();

@@ -17,7 +17,7 @@ export interface RedisRunStoreOptions {
 /**
  * KEYS: thread queue, run record, leases, run-owner index, message claim. ARGV: policy,
  * maxQueued, nodeId, retentionMs, runId, userId, threadId, messageId, text, lease expiry, claim
- * JSON. The message id's claim decides first: another run's claim answers {'duplicate', claim},
+ * JSON, replay only ('1': answer 'absent' instead of creating the run). The message id's claim decides first: another run's claim answers {'duplicate', claim},
  * our own means this is a replay. The claim is written last, together with its run, so neither
  * a 'busy' answer nor a script that fails part-way (Redis does not roll scripts back) leaves a
  * claim without a run: no message is ever acked as a duplicate of a run that never starts.
@@ -33,6 +33,7 @@ if current[1] then
   if current[1] == 'running' and current[2] == ARGV[3] and not current[3] then return 'start' end
   return 'queued'
 end
+if ARGV[12] == '1' then return 'absent' end
 local len = redis.call('LLEN', KEYS[1])
 if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
 redis.call('RPUSH', KEYS[1], ARGV[5])
@@ -107,7 +108,7 @@ return 1`;
 
 type ScriptedRedis = Redis & {
   awClaim(...args: (string | number)[]): Promise<number>;
-  awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | ['duplicate', string]>;
+  awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | 'absent' | ['duplicate', string]>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
   awCancel(...args: (string | number)[]): Promise<string[]>;
 };
@@ -156,7 +157,7 @@ export class RedisRunStore implements RunStore {
   /** The message id is claimed in the ENQUEUE script, atomically with the thread decision. */
   readonly claimsMessageIds = true;
 
-  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
+  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options: { replayOnly?: boolean } = {}): Promise<EnqueueOutcome> {
     const keys = this.engine.keys(record.userId);
     coalesceWrites(this.#redis);
     const claim: MessageClaim = { runId: record.runId, threadId: record.threadId };
@@ -177,6 +178,7 @@ export class RedisRunStore implements RunStore {
       record.text,
       this.#now() + this.#leaseMs,
       JSON.stringify(claim),
+      options.replayOnly ? '1' : '0',
     );
     return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }

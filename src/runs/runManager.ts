@@ -150,6 +150,7 @@ export class RunManager {
       // A store's own claim stays: the enqueue may have been applied, and a retry of the message
       // is then a duplicate of that run rather than a second one.
       if (engineClaims) await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
+      else this.#settleInDoubt(record);
       throw error;
     }
     if (typeof outcome === 'object') return duplicate(outcome.duplicate);
@@ -233,6 +234,22 @@ export class RunManager {
   #whenIdle(): Promise<void> {
     if (this.liveRuns === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * The store failed mid-enqueue (e.g. Redis dropped the link), so the run may exist with this
+   * node as its owner, and nothing would execute it until its lease lapsed and a sweeper ended
+   * it as lost. Once the store answers again, find out, without creating the run; if it is ours
+   * to start, start it (the client, told the request failed, resends the id and gets
+   * `duplicate` of this run).
+   */
+  #settleInDoubt(record: RunRecord): void {
+    this.#retry('enqueue in doubt', () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true })).then(
+      (outcome) => {
+        if (outcome === 'start' && !this.#active.has(record.runId) && !this.#shuttingDown) void this.#execute({ record, cancelRequested: false });
+      },
+      (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
+    );
   }
 
   async #execute(assignment: RunAssignment): Promise<void> {

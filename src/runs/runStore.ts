@@ -29,7 +29,7 @@ export interface RunAssignment {
 }
 
 /** `duplicate`: the message id was already claimed, for the run it names (stores that claim ids). */
-export type EnqueueOutcome = 'start' | 'queued' | 'busy' | { readonly duplicate: MessageClaim };
+export type EnqueueOutcome = 'start' | 'queued' | 'busy' | 'absent' | { readonly duplicate: MessageClaim };
 
 export type CancelLookup =
   | { readonly kind: 'not_found' }
@@ -51,8 +51,13 @@ export interface RunStore {
    * id claimed through the engine first.
    */
   readonly claimsMessageIds?: boolean;
-  /** Queues the run on its thread; 'start' means it is first and this node now executes it. */
-  enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome>;
+  /**
+   * Queues the run on its thread; 'start' means it is first and this node now executes it.
+   * With `replayOnly`, an enqueue whose earlier attempt may or may not have been applied is
+   * settled without creating anything: the outcome of that attempt if it was applied (so 'start'
+   * means this node owns the run), 'absent' if it was not.
+   */
+  enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options?: { replayOnly?: boolean }): Promise<EnqueueOutcome>;
   /**
    * The run's terminal event is in the log: takes it off its thread and hands this node the
    * next run of the thread, if any. Idempotent: a second call for the same run returns null.
