@@ -543,7 +543,7 @@ describe('lost replies and reconnect order', () => {
     const a = await node.env.ready('gus');
     // A first run loads the scripts, so the armed request below is the append itself.
     await runToEnd(a, 'm1', 't1', 'one two');
-    proxy.loseReplyTo(/agent_thinking/, /\*2\r\n\$36\r\n[0-9a-f-]{36}\r\n:\d+\r\n/);
+    proxy.loseReplyTo(/agent_thinking/, /\*3\r\n\$36\r\n[0-9a-f-]{36}\r\n:\d+\r\n:\d+\r\n/);
     const ack = await a.message('m2', 't1', 'three four');
     expect(ack).toMatchObject({ type: 'ack', status: 'started' });
     await a.runEvents(ack.run_id, 15_000);

@@ -194,6 +194,28 @@ describe('RedisEngine', () => {
     await e.close();
   });
 
+  it('writes agent_started once when a run re-sends it with its failure (first append applied, reply lost)', async () => {
+    const e = engine();
+    await e.ready();
+    const started: EventBody = { type: 'agent_started', message_id: 'm1', text: 'go', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
+    const failed: EventBody = { type: 'agent_error', code: 'agent_failed', message: 'x', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
+    const live = collector();
+    await e.subscribe('ines', live.listener);
+    await e.append('ines', [started, thinking('step', 'r7')], { runId: 'r7', terminal: false, appendId: 'a1' });
+    // The run never saw that reply: it ends with agent_started and its failure, under a new id.
+    const second = await e.append('ines', [started, failed], { runId: 'r7', terminal: true, appendId: 'a2' });
+    expect(second.map((x) => [x.seq, x.type])).toEqual([[3, 'agent_error']]);
+    // A retry of that append (its reply lost too) answers the same.
+    expect((await e.append('ines', [started, failed], { runId: 'r7', terminal: true, appendId: 'a2' })).map((x) => x.seq)).toEqual([3]);
+    expect((await e.read('ines', 1, 10)).map((x) => x.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
+    await live.until(3);
+    expect(live.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+    // Another run's first append keeps its agent_started.
+    const other = await e.append('ines', [{ ...started, run_id: 'r8' }], { runId: 'r8', terminal: false, appendId: 'b1' });
+    expect(other.map((x) => x.type)).toEqual(['agent_started']);
+    await e.close();
+  });
+
   it('trims to the retention count and changes the epoch only when the log was lost', async () => {
     const e = engine({ retentionEvents: 10 });
     await e.ready();

@@ -140,11 +140,11 @@ export class RedisEngine implements EventEngine {
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
     const runKey = fence ? keys.runs + fence.runId : keys.meta;
     coalesceWrites(this.#commands);
-    const [epoch, first] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number];
+    const [epoch, first, skipped] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number, number];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
-    return parts.map((part, index) => {
+    return parts.slice(Number(skipped)).map((part, index) => {
       const seq = Number(first) + index;
-      return { seq, type: events[index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
+      return { seq, type: events[index + Number(skipped)]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
     });
   }
 

@@ -23,16 +23,21 @@ return {epoch, redis.call('HGET', KEYS[1], 'seq')}`;
  * record is not ended, and marks it started), terminal ('1' marks it ended), count, append id ('' for none), then per
  * event: json head, json tail, type. Each event's JSON is head .. seq .. tail, so the seq is
  * written into the event here, where it is assigned. One notification carries the whole batch
- * (see parseNotification in redisEngine.ts). Returns {epoch, firstSeq} or {epoch, -1}
- * when fenced off. A fenced append whose id is the run's last applied one (a retry after a lost
- * reply) is not applied again: it returns the firstSeq it got then.
+ * (see parseNotification in redisEngine.ts). Returns {epoch, firstSeq, skipped} or
+ * {epoch, -1, 0} when fenced off. A fenced append whose id is the run's last applied one (a
+ * retry after a lost reply) is not applied again: it returns what it got then. A fenced append
+ * that leads with agent_started for a run that already started skips it (skipped = 1): a run
+ * whose first append was applied but never confirmed re-sends agent_started with its failure.
  */
 export const APPEND_SCRIPT = `${ENSURE_META}
+local skip = 0
 if ARGV[7] == '1' then
   if ARGV[10] ~= '' and redis.call('HGET', KEYS[3], 'append') == ARGV[10] then
-    return {epoch, tonumber(redis.call('HGET', KEYS[3], 'appended'))}
+    local r = redis.call('HMGET', KEYS[3], 'appended', 'skipped')
+    return {epoch, tonumber(r[1]), tonumber(r[2] or '0')}
   end
-  if redis.call('HGET', KEYS[3], 'state') == 'ended' then return {epoch, -1} end
+  if redis.call('HGET', KEYS[3], 'state') == 'ended' then return {epoch, -1, 0} end
+  if ARGV[13] == 'agent_started' and redis.call('HGET', KEYS[3], 'started') == '1' then skip = 1 end
   redis.call('HSET', KEYS[3], 'started', '1')
   if ARGV[8] == '1' then redis.call('HSET', KEYS[3], 'state', 'ended') end
 end
@@ -40,19 +45,19 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local first = seq + 1
 local count = tonumber(ARGV[9])
 local notification = {epoch .. ' ' .. ARGV[6]}
-for i = 0, count - 1 do
+for i = skip, count - 1 do
   seq = seq + 1
   local json = ARGV[11 + 3 * i] .. seq .. ARGV[12 + 3 * i]
   local etype = ARGV[13 + 3 * i]
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', 'j', json, 't', etype, 'a', ARGV[6])
-  notification[i + 2] = seq .. ' ' .. etype .. ' ' .. json
+  notification[#notification + 1] = seq .. ' ' .. etype .. ' ' .. json
 end
-redis.call(ARGV[5], ARGV[4], table.concat(notification, '\\n'))
+if count > skip then redis.call(ARGV[5], ARGV[4], table.concat(notification, '\\n')) end
 if ARGV[7] == '1' and ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[3], 'append', ARGV[10], 'appended', first)
+  redis.call('HSET', KEYS[3], 'append', ARGV[10], 'appended', first, 'skipped', skip)
   redis.call('PEXPIRE', KEYS[3], ARGV[2])
 end
 redis.call('HSET', KEYS[1], 'seq', seq)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return {epoch, first}`;
+return {epoch, first, skip}`;

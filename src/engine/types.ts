@@ -65,7 +65,12 @@ export interface EventEngine {
    * not ready and answers upgrades with 503. Absent means always available once ready.
    */
   readonly available?: boolean;
-  /** Appends events in order, assigning consecutive seqs atomically. */
+  /**
+   * Appends events in order, assigning consecutive seqs atomically; resolves with the entries
+   * written. Engines whose replies can be lost (Redis) drop a fenced append's leading
+   * agent_started when the run already started, since it was written by an attempt whose reply
+   * was lost.
+   */
   append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]>;
   /** Live entries of one user; resolves once delivery is active. */
   subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription>;
