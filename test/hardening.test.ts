@@ -11,6 +11,7 @@ import type { EventEngine } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { createDemoAgent } from '../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome } from '../src/runs/runManager.js';
+import type { RunStore } from '../src/runs/runStore.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { within } from './helpers/waitFor.js';
@@ -194,6 +195,44 @@ describe('hardening', () => {
     expect(seen.map((e) => e.type)).toEqual(['agent_started', 'agent_error']);
     expect(JSON.parse(seen[1]!.json)).toMatchObject({ code: 'agent_failed' });
     expect(outcomes).toEqual(['agent_failed']);
+  });
+
+  it('an enqueue in doubt is settled in the background, and close() stops its retries', async () => {
+    const clock = new ManualClock();
+    let attempts = 0;
+    const failingStore: RunStore = {
+      nodeId: 'n1',
+      claimsMessageIds: true,
+      enqueue: async () => {
+        attempts++;
+        throw new Error('link down');
+      },
+      advance: async () => null,
+      requestCancel: async () => ({ kind: 'not_found' }),
+      onCancelRequest: () => {},
+      renewLeases: async () => {},
+      claimLostRuns: async () => [],
+      close: async () => {},
+    };
+    const faults: string[] = [];
+    const runs = new RunManager({
+      engine: new MemoryEngine(),
+      agent: createDemoAgent({ clock, stepMs: 0 }),
+      clock,
+      threadPolicy: 'enqueue',
+      runTimeoutMs: 10_000,
+      store: failingStore,
+      onFault: (_error, context) => faults.push(context),
+    });
+    await expect(runs.submit('u1', { id: 'm1', threadId: 't1', text: 'hi' }, () => {})).rejects.toThrow('link down');
+    // The request failed; the settle tried once at once, and again after its first pause.
+    expect(attempts).toBe(2);
+    await clock.advance(50);
+    expect(attempts).toBe(3);
+    await runs.close();
+    await clock.advance(10_000);
+    expect(attempts).toBe(3);
+    expect(faults.filter((f) => f.startsWith('enqueue in doubt'))).toEqual(['enqueue in doubt retrying', 'enqueue in doubt']);
   });
 
   it('a seq gap in a replay closes that socket with 1011 instead of escaping as an unhandled rejection', async () => {

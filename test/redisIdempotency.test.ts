@@ -212,6 +212,19 @@ describe('a command re-sent after its reply was lost', () => {
     expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: second, threadId: 't1' });
   });
 
+  it('an enqueue applied only part-way (it failed before writing its claim) is settled as absent: it never starts', async () => {
+    await useRedis();
+    const node = await startNode('n1');
+    // The run record is written, then the lease index (wrong type) fails the script: no rollback.
+    await admin().set(`${node.engine.keyPrefix}:run-leases`, 'not a sorted set');
+    await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
+    const runId = (await admin().lindex(node.engine.keys(USER).threads + 't1', 0))!;
+    expect(await admin().hget(node.engine.keys(USER).runs + runId, 'state')).toBe('running');
+    const record: RunRecord = { runId, userId: USER, threadId: 't1', messageId: 'm1', text: 'one' };
+    expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
+    expect(node.agent.started).toEqual([]);
+  });
+
   it('an enqueue in doubt that was never applied creates nothing when settled', async () => {
     await useRedis();
     const node = await startNode('n1');

@@ -25,12 +25,18 @@ export interface RedisRunStoreOptions {
 const ENQUEUE = `
 local claimed = redis.call('GET', KEYS[5])
 if claimed and claimed ~= ARGV[11] then return {'duplicate', claimed} end
+-- Only a wholly applied enqueue wrote the claim (last): anything less was never acked.
+if ARGV[12] == '1' and not claimed then return 'absent' end
 local current = redis.call('HMGET', KEYS[2], 'state', 'owner', 'advanced')
 if current[1] then
   -- A replay (the reply to the first application was lost), so this node has not started the
-  -- run: it does now if this script made it the running one; one handed out since by ADVANCE
-  -- (here or on another node) is started by that node, and an ended one stays ended.
-  if current[1] == 'running' and current[2] == ARGV[3] and not current[3] then return 'start' end
+  -- run: it does now if this script made it the running one (its lease renewed, as it may
+  -- have lapsed meanwhile); one handed out since by ADVANCE (here or on another node) is
+  -- started by that node, and an ended one stays ended.
+  if current[1] == 'running' and current[2] == ARGV[3] and not current[3] then
+    redis.call('ZADD', KEYS[3], 'XX', ARGV[10], ARGV[6] .. '\\n' .. ARGV[5])
+    return 'start'
+  end
   return 'queued'
 end
 if ARGV[12] == '1' then return 'absent' end

@@ -89,6 +89,8 @@ export class RunManager {
   readonly #retryForMs: number;
   readonly #timers: TimerHandle[] = [];
   #shuttingDown = false;
+  /** Set by close(): retries of work in doubt stop. */
+  #closed = false;
   #idleWaiters: Array<() => void> = [];
   /**
    * Cancels of runs the store already handed to this node that it has not started yet (the
@@ -154,6 +156,7 @@ export class RunManager {
       throw error;
     }
     if (typeof outcome === 'object') return duplicate(outcome.duplicate);
+    if (outcome === 'absent') throw new Error('run store answered absent to an enqueue that was not replay-only');
     if (outcome === 'busy') {
       if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
       reply({
@@ -227,6 +230,7 @@ export class RunManager {
 
   /** Stops lease renewal and the lost-run sweeper; call after `drain`. */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const timer of this.#timers) this.options.clock.clearInterval(timer);
     await this.#store.close();
   }
@@ -244,9 +248,11 @@ export class RunManager {
    * `duplicate` of this run).
    */
   #settleInDoubt(record: RunRecord): void {
-    this.#retry('enqueue in doubt', () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true })).then(
+    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true });
+    this.#retry('enqueue in doubt', settle, () => this.#closed).then(
+      // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
       (outcome) => {
-        if (outcome === 'start' && !this.#active.has(record.runId) && !this.#shuttingDown) void this.#execute({ record, cancelRequested: false });
+        if (outcome === 'start' && !this.#active.has(record.runId) && !this.#closed) void this.#execute({ record, cancelRequested: false });
       },
       (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
     );
@@ -415,7 +421,7 @@ export class RunManager {
   }
 
   /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
-  async #retry<T>(context: string, operation: () => Promise<T>): Promise<T> {
+  async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
     const deadline = this.options.clock.now() + this.#retryForMs;
     for (let attempt = 0; ; attempt++) {
       try {
@@ -424,6 +430,7 @@ export class RunManager {
         if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
         if (attempt === 0) this.options.onFault?.(error, `${context} retrying`);
         await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
+        if (abandoned()) throw error;
       }
     }
   }
