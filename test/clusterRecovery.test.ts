@@ -25,7 +25,7 @@ import { TestCluster } from './helpers/cluster.js';
 import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
 import { httpGet, tryUpgrade } from './helpers/http.js';
 import { RedisProxy } from './helpers/redisProxy.js';
-import { RedisServer } from './helpers/redisServer.js';
+import { RedisServer, waitForSubscribers } from './helpers/redisServer.js';
 import { InstrumentedEngine, deferred } from './helpers/instrumentedEngine.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { ScheduledEngine } from './helpers/scheduledEngine.js';
@@ -268,18 +268,6 @@ async function startProxy(): Promise<RedisProxy> {
   const proxy = await RedisProxy.start(redis!.port);
   proxies.push(proxy);
   return proxy;
-}
-
-/** Polls Redis until `channel` has `count` shard subscribers (the node resubscribed). */
-async function waitShardSubscribers(channel: string, count: number, timeoutMs = 5000): Promise<void> {
-  const client = admin();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const reply = (await client.call('PUBSUB', 'SHARDNUMSUB', channel)) as [string, number];
-    if (Number(reply[1]) === count) return;
-    if (Date.now() > deadline) throw new Error(`${channel} has ${reply[1]} shard subscribers, not ${count}, after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 describe('redis-server restarts in mid-stream', () => {
@@ -594,7 +582,7 @@ describe('lost replies and reconnect order', () => {
     await ended;
     expect(Number(await admin().client('KILL', 'TYPE', 'pubsub'))).toBeGreaterThanOrEqual(1);
     await other.append('ida', [thinking('two, while the node was away')]);
-    await waitShardSubscribers(node.engine.keys('ida').live, 1);
+    await waitForSubscribers(admin(), node.engine.keys('ida').live, 1, { sharded: true });
     expect(a.events()).toHaveLength(1);
 
     await commands.connect();

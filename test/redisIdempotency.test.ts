@@ -23,7 +23,7 @@ import { RunManager, type RunOutcome, type SubmitReply } from '../src/runs/runMa
 import type { RunRecord } from '../src/runs/runStore.js';
 import { RedisProxy } from './helpers/redisProxy.js';
 import { ManualClock } from './helpers/manualClock.js';
-import { RedisServer } from './helpers/redisServer.js';
+import { RedisServer, waitForSubscribers } from './helpers/redisServer.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
 import { Waiters } from './helpers/waitFor.js';
 
@@ -129,22 +129,23 @@ async function startNode(
   };
 }
 
+/**
+ * A node whose engine talks to Redis through a proxy, after one completed run (`m1` on `t1`):
+ * the scripts are loaded, so a request armed next on the proxy is the script call itself.
+ */
+async function nodeBehindProxy(): Promise<{ proxy: RedisProxy; node: Node; first: string }> {
+  await useRedis();
+  const proxy = await startProxy();
+  const node = await startNode('n1', { engineUrl: proxy.url });
+  const first = ackOf(await node.submit('m1', 't1', 'one'));
+  await node.waitEnded(1);
+  return { proxy, node, first };
+}
+
 async function startProxy(): Promise<RedisProxy> {
   const proxy = await RedisProxy.start(redis!.port);
   cleanups.push(() => proxy.close());
   return proxy;
-}
-
-/** Polls Redis until `channel` has `count` subscribers. */
-async function waitSubscribers(channel: string, count: number, timeoutMs = 5000): Promise<void> {
-  const client = admin();
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const reply = (await client.call('PUBSUB', 'NUMSUB', channel)) as [string, number];
-    if (Number(reply[1]) === count) return;
-    if (Date.now() > deadline) throw new Error(`${channel} has ${reply[1]} subscribers, not ${count}, after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 type Frame = Record<string, unknown>;
@@ -171,12 +172,7 @@ function ackOf(reply: SubmitReply): string {
 
 describe('a command re-sent after its reply was lost', () => {
   it('ENQUEUE: the replay neither queues the run twice nor demotes it, so the acked run executes once', async () => {
-    await useRedis();
-    const proxy = await startProxy();
-    const node = await startNode('n1', { engineUrl: proxy.url });
-    // The first run loads the scripts, so the armed request below is the script itself.
-    const first = ackOf(await node.submit('m1', 't1', 'one'));
-    await node.waitEnded(1);
+    const { proxy, node, first } = await nodeBehindProxy();
     proxy.loseReplyTo(/run-owner:/, /\$5\r\nstart\r\n/);
     const reply = await node.submit('m2', 't1', 'two');
     expect(proxy.cuts).toBe(1);
@@ -192,11 +188,7 @@ describe('a command re-sent after its reply was lost', () => {
   });
 
   it('ENQUEUE whose reply is lost while Redis stays unreachable: the request fails, and once Redis is back the node starts the run it owns', async () => {
-    await useRedis();
-    const proxy = await startProxy();
-    const node = await startNode('n1', { engineUrl: proxy.url });
-    const first = ackOf(await node.submit('m1', 't1', 'one'));
-    await node.waitEnded(1);
+    const { proxy, node, first } = await nodeBehindProxy();
     proxy.loseReplyTo(/run-owner:/, /\$5\r\nstart\r\n/);
     // Open connections stay; the reconnect after the cut is refused, so ioredis gives up.
     await proxy.refuse();
@@ -235,11 +227,7 @@ describe('a command re-sent after its reply was lost', () => {
   });
 
   it('ENQUEUE answering duplicate: the replay answers the same duplicate and starts nothing', async () => {
-    await useRedis();
-    const proxy = await startProxy();
-    const node = await startNode('n1', { engineUrl: proxy.url });
-    const first = ackOf(await node.submit('m1', 't1', 'one'));
-    await node.waitEnded(1);
+    const { proxy, node, first } = await nodeBehindProxy();
     proxy.loseReplyTo(/run-owner:/, /\*2\r\n\$9\r\nduplicate\r\n/);
     expect(await node.submit('m1', 't2', 'again')).toEqual({ kind: 'ack', status: 'duplicate', runId: first, threadId: 't1' });
     expect(proxy.cuts).toBe(1);
@@ -248,11 +236,7 @@ describe('a command re-sent after its reply was lost', () => {
   });
 
   it('ADVANCE: the replay hands out the same next run, which executes', async () => {
-    await useRedis();
-    const proxy = await startProxy();
-    const node = await startNode('n1', { engineUrl: proxy.url });
-    const first = ackOf(await node.submit('m1', 't1', 'one'));
-    await node.waitEnded(1);
+    const { proxy, node, first } = await nodeBehindProxy();
     const held = await node.submit('m2', 't1', 'hold two');
     expect(held).toMatchObject({ status: 'started' });
     await node.agent.waiters.until(() => node.agent.started.length === 2, 5000, 'the second run to start');
@@ -389,7 +373,7 @@ describe('cross-node cancel', () => {
       subscriberProxy.stallNew = false;
       subscriberProxy.unstall();
     });
-    await waitSubscribers('idem:node:owner:cancel', 1);
+    await waitForSubscribers(admin(), 'idem:node:owner:cancel', 1);
     const ack = await owner.submit('m1', 't1', 'hold');
     const runId = ackOf(ack);
     await owner.agent.waiters.until(() => owner.agent.started.length === 1, 5000, 'the run to start');

@@ -142,9 +142,10 @@ export class RedisEngine implements EventEngine {
     coalesceWrites(this.#commands);
     const [epoch, first, skipped] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number, number];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
-    return parts.slice(Number(skipped)).map((part, index) => {
+    const skip = Number(skipped);
+    return parts.slice(skip).map((part, index) => {
       const seq = Number(first) + index;
-      return { seq, type: events[index + Number(skipped)]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
+      return { seq, type: events[skip + index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
     });
   }
 

@@ -252,10 +252,15 @@ export class RunManager {
     this.#retry('enqueue in doubt', settle, () => this.#closed).then(
       // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
       (outcome) => {
-        if (outcome === 'start' && !this.#active.has(record.runId) && !this.#closed) void this.#execute({ record, cancelRequested: false });
+        if (outcome === 'start' && !this.#closed) this.#executeHere({ record, cancelRequested: false });
       },
       (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
     );
+  }
+
+  /** A run the store handed to this node (after a thread advanced, or a settle); never twice. */
+  #executeHere(assignment: RunAssignment): void {
+    if (!this.#active.has(assignment.record.runId)) void this.#execute(assignment);
   }
 
   async #execute(assignment: RunAssignment): Promise<void> {
@@ -404,7 +409,7 @@ export class RunManager {
   async #ended(record: RunRecord, outcome: RunOutcome): Promise<void> {
     try {
       const next = await this.#retry('advance', () => this.#store.advance(record));
-      if (next && !this.#active.has(next.record.runId)) void this.#execute(next);
+      if (next) this.#executeHere(next);
     } catch (error) {
       this.options.onFault?.(error, 'advance');
     }
@@ -471,7 +476,7 @@ export class RunManager {
       }
       try {
         const next = await this.#store.advance(record);
-        if (next && !this.#active.has(next.record.runId)) void this.#execute(next);
+        if (next) this.#executeHere(next);
       } catch (error) {
         this.options.onFault?.(error, 'advance after lost run');
       }

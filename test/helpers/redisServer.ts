@@ -104,3 +104,23 @@ export class RedisServer {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Polls Redis (there is no event for it) until `channel` has `count` subscribers: plain pub/sub
+ * (NUMSUB) or sharded (SHARDNUMSUB).
+ */
+export async function waitForSubscribers(
+  client: Redis,
+  channel: string,
+  count: number,
+  { sharded = false, timeoutMs = 5000 }: { sharded?: boolean; timeoutMs?: number } = {},
+): Promise<void> {
+  const kind = sharded ? 'shard subscribers' : 'subscribers';
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const reply = (await client.call('PUBSUB', sharded ? 'SHARDNUMSUB' : 'NUMSUB', channel)) as [string, number];
+    if (Number(reply[1]) === count) return;
+    if (Date.now() > deadline) throw new Error(`${channel} has ${reply[1]} ${kind}, not ${count}, after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
