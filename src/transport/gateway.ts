@@ -216,6 +216,11 @@ export class Gateway {
     return this.#ctx.connections.size;
   }
 
+  /** Raw bytes of the frames held by connections not yet ready (bounded by `pendingBytesLimit`). */
+  get heldBytes(): number {
+    return this.#ctx.heldBytes.used;
+  }
+
   get coordinatorCount(): number {
     return this.#ctx.registry.size;
   }
