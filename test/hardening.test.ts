@@ -46,7 +46,8 @@ describe('hardening', () => {
     const client = await env.ready('alice');
     client.ws.pause();
     const id = 'p'.repeat(1000);
-    // Each pong echoes ~1 KB; without the check the server buffered replies without bound.
+    // Each reply echoes ~1 KB (an invalid_message error whose ref is the id, since a ping id is at
+    // most 128 characters); without the check the server buffered replies without bound.
     let sent = 0;
     while ((await closingCount(env.gateway)) === 0 && sent < 20_000) {
       for (let i = 0; i < 500; i++) client.send({ type: 'ping', id });

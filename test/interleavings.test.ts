@@ -41,6 +41,7 @@ import {
 import { GatewayMetrics } from '../src/observability/index.js';
 import type { LogEntry } from '../src/protocol/events.js';
 import { createDemoAgent, RunManager } from '../src/runs/index.js';
+import { ByteBudget } from '../src/transport/byteBudget.js';
 import { Connection } from '../src/transport/connection.js';
 import type { ConnectionContext } from '../src/transport/connectionContext.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
@@ -623,6 +624,7 @@ class FakeWorld {
         authTimeoutMs: 5000,
         heartbeatMs: 25_000,
         inboxLimit: 64,
+        inboxMaxBytes: 256 * 1024,
         rateLimitPerSec: 20,
         rateLimitBurst: 40,
         abuseLimit: 200,
@@ -631,6 +633,7 @@ class FakeWorld {
       },
       connections: new Set(),
       awaitingAuth: new Set(),
+      heldBytes: new ByteBudget(32 * 1024 * 1024),
       connectionClosed: () => {},
     };
   }

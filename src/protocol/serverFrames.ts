@@ -12,7 +12,10 @@ export type ErrorCode =
   | 'thread_busy'
   | 'run_not_found'
   | 'forbidden'
-  | 'already_authenticated';
+  | 'already_authenticated'
+  | 'too_many_runs'
+  | 'token_invalid'
+  | 'token_expired';
 
 export interface ConnectionReady {
   connectionId: string;
@@ -54,6 +57,16 @@ export function errorFrame(code: ErrorCode, message: string, ref: FrameRef, path
   );
 }
 
-export function pongFrame(id: unknown, serverTime: Date): string {
+/** `id` is a validated ping id (a short string or a finite number), never an arbitrary value. */
+export function pongFrame(id: string | number | undefined, serverTime: Date): string {
   return JSON.stringify({ type: 'pong', id: id ?? null, server_time: serverTime.toISOString() });
+}
+
+/** The answer to a successful `refresh_token`; `expiresAt` in ms, null for a token without `exp`. */
+export function tokenRefreshedFrame(id: string, expiresAt: number | null): string {
+  return JSON.stringify({
+    type: 'token_refreshed',
+    id,
+    expires_at: expiresAt === null ? null : new Date(expiresAt).toISOString(),
+  });
 }

@@ -11,14 +11,18 @@ import {
   ackFrame,
   connectionReadyFrame,
   errorFrame,
+  mayBeObject,
   parseClientFrame,
   pongFrame,
+  resumeFields,
+  tokenRefreshedFrame,
   type AuthFrame,
   type ClientFrame,
   type ErrorCode,
   type FrameRef,
   type LogEntry,
   type ParsedFrame,
+  type RefreshTokenFrame,
 } from '../protocol/index.js';
 import { corkForTick, type Corkable } from '../corkForTick.js';
 import type { ConnectionContext } from './connectionContext.js';
@@ -27,6 +31,16 @@ import { TokenBucket } from './tokenBucket.js';
 const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = ConnectionState;
 
 export type AuthMethod = 'header' | 'subprotocol' | 'frame';
+
+/**
+ * A frame waiting for dispatch, kept raw (parsed only when dispatched): a parsed frame can take
+ * many times its size in memory. `heldBytes` is what it counts against the pre-ready bounds.
+ */
+interface HeldFrame {
+  /** The frame's text; null for a binary frame, which is only ever answered unsupported_binary. */
+  readonly text: string | null;
+  readonly heldBytes: number;
+}
 
 /** What the upgrade established, handed to Connection#accept. */
 export interface Handshake {
@@ -51,6 +65,8 @@ export class Connection implements CoordinatorMember {
   authDeadline = 0;
   lastSeenAt: number;
   pingSentAt = 0;
+  /** When the connection's token expires (ms); null: no expiry. Checked by the sweeper. */
+  expiresAt: number | null = null;
 
   #ws: WebSocket | null = null;
   /** The socket under #ws, corked while a tick's frames collect (see #send). */
@@ -61,7 +77,9 @@ export class Connection implements CoordinatorMember {
   #generation = 0;
   #resume: ResumePosition;
   #authStarted = false;
-  readonly #inbox: ParsedFrame[] = [];
+  readonly #inbox: HeldFrame[] = [];
+  /** Sum of the inbox's heldBytes, also taken from ctx.heldBytes. */
+  #heldBytes = 0;
   #dispatching = false;
   /** Live entries that arrive during setup; null once connection_ready has been sent. */
   #liveBuffer: LogEntry[] | null = [];
@@ -100,7 +118,12 @@ export class Connection implements CoordinatorMember {
     this.ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#sawPeer());
-    ws.on('close', (code) => void this.#onSocketClosed(code));
+    ws.on('close', (code) =>
+      this.#onSocketClosed(code).catch((error: unknown) => {
+        this.ctx.metrics.faults.inc({ context: 'close' });
+        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
+      }),
+    );
     ws.on('error', (error) => this.ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
 
     if (!originAllowed) return this.close(CloseCode.FORBIDDEN, 'origin_not_allowed');
@@ -108,7 +131,7 @@ export class Connection implements CoordinatorMember {
       this.#authStarted = true;
       this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
       if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
-      this.#authenticated(upgradeAuth.userId).catch((error: unknown) => this.#bug(error, 'setup'));
+      this.#authenticated(upgradeAuth.userId, upgradeAuth.expiresAt).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
     this.authDeadline = this.ctx.clock.now() + this.ctx.limits.authTimeoutMs;
@@ -139,18 +162,24 @@ export class Connection implements CoordinatorMember {
   close(code: number, reason: string): void {
     if (!this.lifecycle.beginClosing()) return;
     this.ctx.awaitingAuth.delete(this);
+    this.#dropInbox();
     this.#ws?.close(code, reason);
   }
 
   /** Drops a peer that stopped answering; the socket's close event finishes the teardown. */
   terminate(): void {
     if (this.lifecycle.beginClosing()) this.ctx.awaitingAuth.delete(this);
+    this.#dropInbox();
     this.#ws?.terminate();
   }
 
-  /** Called by the gateway's single sweeper. */
+  /** Called by the gateway's single sweeper: token expiry and heartbeats. */
   sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
     if (this.lifecycle.isEnding) return;
+    if (this.expiresAt !== null && now >= this.expiresAt) {
+      this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
+      return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
+    }
     if (this.pingSentAt !== 0) {
       if (now - this.pingSentAt >= heartbeatTimeoutMs) {
         this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
@@ -169,24 +198,68 @@ export class Connection implements CoordinatorMember {
 
   #onMessage(data: RawData, isBinary: boolean): void {
     if (this.lifecycle.isEnding) return;
+    try {
+      this.#receive(data, isBinary);
+    } catch (error) {
+      this.#bug(error, 'message');
+    }
+  }
+
+  #receive(data: RawData, isBinary: boolean): void {
     this.#sawPeer();
-    const parsed = isBinary ? BINARY_FRAME : parseClientFrame(data.toString());
-    if (parsed.kind === 'frame' && parsed.frame.type === 'auth' && !this.#authStarted) {
-      this.#authStarted = true;
-      this.#authenticateWithFrame(parsed.frame).catch((error: unknown) => this.#bug(error, 'setup'));
-      return;
+    const text = isBinary ? null : data.toString();
+    if (text !== null && !this.#authStarted && mayBeObject(text)) {
+      // Parsed only to find the auth frame; any other frame is held as its raw text.
+      const parsed = parseClientFrame(text);
+      if (parsed.kind === 'frame' && parsed.frame.type === 'auth') {
+        this.#authStarted = true;
+        this.#authenticateWithFrame(parsed.frame).catch((error: unknown) => this.#bug(error, 'setup'));
+        return;
+      }
+    }
+    if (this.#inbox.length >= this.ctx.limits.inboxLimit) {
+      return this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
     }
     if (this.lifecycle.state === PROCESSING_READY) {
-      if (!this.#bucket.take(this.lastSeenAt)) return this.#rateLimited(parsed);
-    }
-    this.#inbox.push(parsed);
-    if (this.#inbox.length > this.ctx.limits.inboxLimit) {
-      return this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
+      if (!this.#bucket.take(this.lastSeenAt)) return this.#rateLimited(text);
+      this.#inbox.push({ text, heldBytes: 0 });
+    } else if (!this.#hold(text, text === null ? 0 : rawLength(data, text))) {
+      return;
     }
     this.#pump();
   }
 
-  #rateLimited(parsed: ParsedFrame): void {
+  /** Holds a frame that arrived before PROCESSING_READY within both byte bounds; false if it closed instead. */
+  #hold(text: string | null, bytes: number): boolean {
+    if (this.#heldBytes + bytes > this.ctx.limits.inboxMaxBytes) {
+      this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
+      return false;
+    }
+    if (!this.ctx.heldBytes.take(bytes)) {
+      this.ctx.logger.warn(
+        { conn: this.connectionId, held: this.ctx.heldBytes.used, limit: this.ctx.heldBytes.limit },
+        'bytes held before connection_ready reached the gateway limit; connection closed',
+      );
+      this.close(CloseCode.TRY_AGAIN_LATER, 'overloaded');
+      return false;
+    }
+    this.#heldBytes += bytes;
+    this.#inbox.push({ text, heldBytes: bytes });
+    return true;
+  }
+
+  #release(bytes: number): void {
+    this.#heldBytes -= bytes;
+    this.ctx.heldBytes.give(bytes);
+  }
+
+  /** A closing connection dispatches nothing more; what it held goes back at once. */
+  #dropInbox(): void {
+    this.#release(this.#heldBytes);
+    this.#inbox.length = 0;
+  }
+
+  #rateLimited(text: string | null): void {
     const now = this.lastSeenAt;
     if (now - this.#limitedWindowStart >= 1000) {
       this.#limitedWindowStart = now;
@@ -195,7 +268,7 @@ export class Connection implements CoordinatorMember {
     if (++this.#limitedInWindow > this.ctx.limits.abuseLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'rate_limit_abuse');
     }
-    this.#sendError('rate_limited', 'too many frames; slow down', refOf(parsed));
+    this.#sendError('rate_limited', 'too many frames; slow down', refOf(text === null ? BINARY_FRAME : parseClientFrame(text)));
   }
 
   async #authenticateWithFrame(frame: AuthFrame): Promise<void> {
@@ -203,14 +276,17 @@ export class Connection implements CoordinatorMember {
     this.ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) return this.close(CloseCode.UNAUTHORIZED, result.reason);
-    if (frame.last_seq !== undefined) this.#resume = { lastSeq: frame.last_seq, epoch: frame.epoch };
-    await this.#authenticated(result.userId);
+    // The frame's position replaces the URL's only when it names one (malformed fields are absent).
+    const resume = resumeFields(frame.last_seq, frame.epoch);
+    if (resume.lastSeq !== undefined) this.#resume = resume;
+    await this.#authenticated(result.userId, result.expiresAt);
   }
 
-  async #authenticated(userId: string): Promise<void> {
+  async #authenticated(userId: string, expiresAt: number | null): Promise<void> {
     this.lifecycle.transition(AUTHENTICATED);
     this.ctx.awaitingAuth.delete(this);
     this.userId = userId;
+    this.expiresAt = expiresAt;
     const coordinator = this.ctx.registry.getOrCreate(userId);
     this.#coordinator = coordinator;
     this.#generation = coordinator.admit(this);
@@ -276,7 +352,15 @@ export class Connection implements CoordinatorMember {
     if (this.#dispatching) return;
     this.#dispatching = true;
     while (this.#inbox.length > 0 && this.lifecycle.state === PROCESSING_READY) {
-      const pending = this.#handle(this.#inbox.shift()!);
+      const held = this.#inbox.shift()!;
+      this.#release(held.heldBytes);
+      let pending: Promise<void> | undefined;
+      try {
+        pending = this.#handle(held.text === null ? BINARY_FRAME : parseClientFrame(held.text));
+      } catch (error) {
+        this.#dispatching = false;
+        return this.#bug(error, 'dispatch');
+      }
       if (pending) {
         pending.then(
           () => {
@@ -304,6 +388,8 @@ export class Connection implements CoordinatorMember {
       case 'ping':
         this.#send(pongFrame(frame.id, new Date(this.ctx.clock.now())));
         return;
+      case 'refresh_token':
+        return this.#refreshToken(frame);
       case 'cancel':
         return this.ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
           if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
@@ -319,6 +405,22 @@ export class Connection implements CoordinatorMember {
           },
         );
     }
+  }
+
+  /** A fresher token of the same user moves the expiry; a refused one leaves it as it was. */
+  async #refreshToken(frame: RefreshTokenFrame): Promise<void> {
+    const result = await this.ctx.verifier.verify(frame.token);
+    this.ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
+    if (this.lifecycle.isEnding) return;
+    if (!result.ok) {
+      const code = result.reason === 'token_expired' ? 'token_expired' : 'token_invalid';
+      return this.#sendError(code, `token refused: ${code}`, frame.id);
+    }
+    if (result.userId !== this.userId) {
+      return this.#sendError('forbidden', 'the token names another user than this connection', frame.id);
+    }
+    this.expiresAt = result.expiresAt;
+    this.#send(tokenRefreshedFrame(frame.id, result.expiresAt));
   }
 
   /**
@@ -373,7 +475,7 @@ export class Connection implements CoordinatorMember {
   async #onSocketClosed(code: number): Promise<void> {
     this.lifecycle.beginClosing();
     this.ctx.awaitingAuth.delete(this);
-    this.#inbox.length = 0;
+    this.#dropInbox();
     this.#liveBuffer = null;
     this.ctx.metrics.closes.inc({ code: String(code) });
     if (this.#coordinator) {
@@ -395,4 +497,9 @@ function refOf(parsed: ParsedFrame): FrameRef {
   if (parsed.kind === 'invalid') return parsed.ref;
   const id = (parsed.frame as { id?: unknown }).id;
   return typeof id === 'string' || typeof id === 'number' ? id : null;
+}
+
+/** The frame's size on the wire (what the inbound limits are stated in). */
+function rawLength(data: RawData, text: string): number {
+  return Buffer.isBuffer(data) ? data.length : Buffer.byteLength(text);
 }

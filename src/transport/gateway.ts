@@ -10,12 +10,13 @@ import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
 import { createRouteHandler, type TestTokenIssuer } from '../http/index.js';
 import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
-import { CloseCode } from '../protocol/index.js';
+import { CloseCode, resumeFields } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
 import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
 import type { RunStore } from '../runs/runStore.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
+import { ByteBudget } from './byteBudget.js';
 import { Connection } from './connection.js';
 import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
 
@@ -47,6 +48,13 @@ export interface GatewayOptions {
   threadPolicy?: ThreadPolicy;
   maxFrameBytes?: number;
   inboxLimit?: number;
+  /** Raw bytes one connection may hold before `connection_ready` (more: 1008). Default 256 KiB. */
+  inboxMaxBytes?: number;
+  /**
+   * Raw bytes all connections not yet ready may hold together. Default 32 MiB. A frame beyond
+   * it closes its connection with 1013; while less than one maximum frame is left, upgrades get 503.
+   */
+  pendingBytesLimit?: number;
   rateLimitPerSec?: number;
   rateLimitBurst?: number;
   abuseLimit?: number;
@@ -57,7 +65,7 @@ export interface GatewayOptions {
   allowedOrigins?: readonly string[] | null;
   /** Pause between the demo agent's steps (when no agent is given). Default 20. */
   demoStepMs?: number;
-  /** How often the single sweeper checks heartbeats and auth deadlines. */
+  /** How often the single sweeper checks heartbeats, auth deadlines and token expiry (at most 1000). */
   sweepIntervalMs?: number;
   /**
    * Serves the browser chat page (src/web) at `/` (or `chatPage.path`) with its script; off by
@@ -91,6 +99,9 @@ export class Gateway {
   readonly #heartbeatTimeoutMs: number;
   readonly #drainTimeoutMs: number;
   readonly #allowedOrigins: ReadonlySet<string> | null;
+  readonly #maxFrameBytes: number;
+  /** Set while upgrades are refused for the held-bytes limit, so that is logged once per episode. */
+  #refusingForHeldBytes = false;
   readonly #sweeper: TimerHandle;
   readonly #servers: Server[] = [];
   readonly #presence: GatewayOptions['presence'];
@@ -112,11 +123,13 @@ export class Gateway {
     this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
     this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+    this.#maxFrameBytes = options.maxFrameBytes ?? 64 * 1024;
 
     const limits: ConnectionLimits = {
       authTimeoutMs: options.authTimeoutMs ?? 5000,
       heartbeatMs: options.heartbeatMs ?? 25_000,
       inboxLimit: options.inboxLimit ?? 64,
+      inboxMaxBytes: options.inboxMaxBytes ?? 256 * 1024,
       rateLimitPerSec: options.rateLimitPerSec ?? 20,
       rateLimitBurst: options.rateLimitBurst ?? 40,
       abuseLimit: options.abuseLimit ?? 200,
@@ -155,12 +168,13 @@ export class Gateway {
       limits,
       connections: new Set(),
       awaitingAuth: new Set(),
+      heldBytes: new ByteBudget(options.pendingBytesLimit ?? 32 * 1024 * 1024),
       connectionClosed: () => this.#connectionClosed(),
     };
     this.#wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
-      maxPayload: options.maxFrameBytes ?? 64 * 1024,
+      maxPayload: this.#maxFrameBytes,
       perMessageDeflate: options.permessageDeflate ?? false,
       handleProtocols: (offered) => selectSubprotocol(offered),
     });
@@ -172,9 +186,12 @@ export class Gateway {
         ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
         : {}),
     });
-    const sweepMs =
+    // At most 1 s: an expired token closes its connection within 2 s (PROTOCOL.md section 2).
+    const sweepMs = Math.min(
+      1000,
       options.sweepIntervalMs ??
-      Math.max(10, Math.min(1000, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)));
+        Math.max(10, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)),
+    );
     this.#sweeper = clock.setInterval(() => this.#sweep(), sweepMs);
     this.engine.ready().then(
       () => {
@@ -199,6 +216,11 @@ export class Gateway {
     return this.#ctx.connections.size;
   }
 
+  /** Raw bytes of the frames held by connections not yet ready (bounded by `pendingBytesLimit`). */
+  get heldBytes(): number {
+    return this.#ctx.heldBytes.used;
+  }
+
   get coordinatorCount(): number {
     return this.#ctx.registry.size;
   }
@@ -207,7 +229,12 @@ export class Gateway {
   attach(server: Server): void {
     this.#servers.push(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (pathOf(req) === this.path) void this.#onUpgrade(req, socket, head);
+      if (pathOf(req) !== this.path) return;
+      this.#onUpgrade(req, socket, head).catch((error: unknown) => {
+        this.metrics.faults.inc({ context: 'upgrade' });
+        this.#ctx.logger.error({ err: error }, 'upgrade failed');
+        socket.destroy();
+      });
     });
   }
 
@@ -295,6 +322,10 @@ export class Gateway {
       connection.refuse();
       return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
     }
+    if (!this.#heldBytesAllowUpgrade()) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
     const credentials = extractUpgradeCredentials(req.headers);
     let verification: VerifyResult | null = null;
     if (credentials.conflict) {
@@ -316,13 +347,33 @@ export class Gateway {
     );
   }
 
+  /** Whether a new connection could still hold one maximum-size frame before it is ready. */
+  #heldBytesAllowUpgrade(): boolean {
+    const heldBytes = this.#ctx.heldBytes;
+    const allowed = heldBytes.hasRoomFor(this.#maxFrameBytes);
+    if (allowed === this.#refusingForHeldBytes) {
+      this.#refusingForHeldBytes = !allowed;
+      if (allowed) this.#ctx.logger.info({ held: heldBytes.used }, 'accepting upgrades again');
+      else this.#ctx.logger.warn({ held: heldBytes.used, limit: heldBytes.limit }, 'bytes held before connection_ready at the limit; refusing upgrades with 503');
+    }
+    return allowed;
+  }
+
   #sweep(): void {
     const now = this.#ctx.clock.now();
     for (const connection of this.#ctx.awaitingAuth) {
       if (now >= connection.authDeadline) connection.close(CloseCode.AUTH_TIMEOUT, 'auth_timeout');
     }
     const heartbeatMs = this.#ctx.limits.heartbeatMs;
-    for (const connection of this.#ctx.connections) connection.sweep(now, heartbeatMs, this.#heartbeatTimeoutMs);
+    for (const connection of this.#ctx.connections) {
+      try {
+        connection.sweep(now, heartbeatMs, this.#heartbeatTimeoutMs);
+      } catch (error) {
+        this.metrics.faults.inc({ context: 'sweep' });
+        this.#ctx.logger.error({ conn: connection.connectionId, err: error }, 'sweep failed');
+        connection.close(CloseCode.SERVER_FAULT, 'server_fault');
+      }
+    }
     const presence = this.#presence;
     if (presence?.renewIntervalMs !== undefined && now - this.#presenceRenewedAt >= presence.renewIntervalMs) {
       this.#presenceRenewedAt = now;
@@ -346,12 +397,11 @@ function pathOf(req: IncomingMessage): string {
   return (req.url ?? '/').split('?', 1)[0]!;
 }
 
+/** The resume position of the upgrade URL; malformed fields are ignored as if absent (section 3). */
 function resumeFromUrl(url: string | undefined): ResumePosition {
   const query = new URLSearchParams((url ?? '').split('?')[1] ?? '');
   const lastSeq = query.get('last_seq');
-  const epoch = query.get('epoch');
-  if (lastSeq === null || !/^\d{1,15}$/.test(lastSeq)) return {};
-  return epoch === null ? { lastSeq: Number(lastSeq) } : { lastSeq: Number(lastSeq), epoch };
+  return resumeFields(lastSeq !== null && /^\d{1,15}$/.test(lastSeq) ? Number(lastSeq) : undefined, query.get('epoch') ?? undefined);
 }
 
 function rejectUpgrade(socket: Duplex, status: number, text: string, headers: Record<string, string> = {}): void {
