@@ -190,7 +190,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
         ...(await cb.waitForCount((f) => f.type === 'ack', 10, 10_000, 'acks on b')),
       ];
       // The order Redis queued them in, read while the first run still holds the thread.
-      const queue = await redis.lrange(userKeys(PREFIX, 'u-burst').threads + 't', 0, -1);
+      const queue = await redis.lrange(userKeys(PREFIX, 'u-burst').thread('t'), 0, -1);
 
       expect(ca.frames.concat(cb.frames).filter((f) => f.type === 'error')).toEqual([]);
       const started = acks.filter((a) => a.status === 'started');
@@ -224,7 +224,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       const executedIds = executed.map((runId) => idOfRun.get(runId)!);
       expect(executedIds.filter((id) => id.startsWith('a'))).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
       expect(executedIds.filter((id) => id.startsWith('b'))).toEqual(Array.from({ length: 10 }, (_, i) => `b${i}`));
-      expect(await redis.exists(userKeys(PREFIX, 'u-burst').threads + 't')).toBe(0);
+      expect(await redis.exists(userKeys(PREFIX, 'u-burst').thread('t'))).toBe(0);
     } finally {
       redis.disconnect();
     }
@@ -261,7 +261,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       }
       expect(new Set(runIds).size).toBe(10);
       // Exactly the ten runs are queued, none twice.
-      const queue = await redis.lrange(userKeys(PREFIX, 'u-dup').threads + 'td', 0, -1);
+      const queue = await redis.lrange(userKeys(PREFIX, 'u-dup').thread('td'), 0, -1);
       expect(queue).toHaveLength(10);
       expect(new Set(queue)).toEqual(new Set(runIds));
 
@@ -276,7 +276,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       expect(events.filter((e) => e.type === 'agent_started').map((e) => e.message_id).sort()).toEqual(
         Array.from({ length: 10 }, (_, i) => `d${i}`).sort(),
       );
-      expect(await redis.exists(userKeys(PREFIX, 'u-dup').threads + 'td')).toBe(0);
+      expect(await redis.exists(userKeys(PREFIX, 'u-dup').thread('td'))).toBe(0);
     } finally {
       redis.disconnect();
     }
@@ -538,7 +538,7 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
         expect(await cancelVia(nodeA, 'u-gate', (first as { runId: string }).runId)).toMatchObject({ kind: 'ack', status: 'cancelling' });
         // Redis now names node A as the owner of the second run; node A has not started it.
         expect((await handedOver)?.record.runId).toBe(secondRun);
-        expect(await redis.hget(userKeys('aw', 'u-gate').runs + secondRun, 'state')).toBe('running');
+        expect(await redis.hget(userKeys('aw', 'u-gate').run(secondRun), 'state')).toBe('running');
 
         const delivered = new Promise<void>((resolve) => store.onCancelRequest((runId) => runId === secondRun && resolve()));
         const canceller = via === 'the other node' ? nodeB : nodeA;

@@ -12,7 +12,8 @@ export type ErrorCode =
   | 'thread_busy'
   | 'run_not_found'
   | 'forbidden'
-  | 'already_authenticated';
+  | 'already_authenticated'
+  | 'too_many_runs';
 
 export interface ConnectionReady {
   connectionId: string;
