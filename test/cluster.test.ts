@@ -5,7 +5,7 @@ import { RedisEngine } from '../src/engine/redisEngine.js';
 import { userKeys } from '../src/engine/redisKeys.js';
 import type { LogEntry } from '../src/protocol/events.js';
 import { createDemoAgent } from '../src/runs/demoAgent.js';
-import { RedisRunStore } from '../src/runs/redisRunStore.js';
+import { leaseMember, RedisRunStore } from '../src/runs/redisRunStore.js';
 import { RunManager, type CancelReply, type SubmitReply } from '../src/runs/runManager.js';
 import type { RunAssignment, RunRecord } from '../src/runs/runStore.js';
 import { TestCluster, type GatewayNode } from './helpers/cluster.js';
@@ -88,7 +88,7 @@ describe('cluster: a node dies mid-run', () => {
       nodeA.child.signal('SIGKILL');
       await nodeA.child.waitExit();
       // Node A renewed this lease until it died; the score is the moment the run may be presumed lost.
-      const leaseScore = await redis.zscore(`${PREFIX}:run-leases`, `u-kill\n${lost.run_id}`);
+      const leaseScore = await redis.zscore(`${PREFIX}:run-leases`, leaseMember('u-kill', lost.run_id));
       expect(leaseScore).not.toBeNull();
       const leaseExpiry = Number(leaseScore);
       expect(leaseExpiry).toBeGreaterThan(killedAt);

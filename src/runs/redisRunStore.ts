@@ -145,7 +145,7 @@ function leasePrefix(userId: string): string {
   return `[${JSON.stringify(userId)},"`;
 }
 
-function leaseMember(userId: string, runId: string): string {
+export function leaseMember(userId: string, runId: string): string {
   return `${leasePrefix(userId)}${runId}"]`;
 }
 
