@@ -5,7 +5,7 @@ import { RedisEngine } from '../src/engine/redisEngine.js';
 import { userKeys } from '../src/engine/redisKeys.js';
 import type { LogEntry } from '../src/protocol/events.js';
 import { createDemoAgent } from '../src/runs/demoAgent.js';
-import { RedisRunStore } from '../src/runs/redisRunStore.js';
+import { leaseMember, RedisRunStore } from '../src/runs/redisRunStore.js';
 import { RunManager, type CancelReply, type SubmitReply } from '../src/runs/runManager.js';
 import type { RunAssignment, RunRecord } from '../src/runs/runStore.js';
 import { TestCluster, type GatewayNode } from './helpers/cluster.js';
@@ -88,7 +88,7 @@ describe('cluster: a node dies mid-run', () => {
       nodeA.child.signal('SIGKILL');
       await nodeA.child.waitExit();
       // Node A renewed this lease until it died; the score is the moment the run may be presumed lost.
-      const leaseScore = await redis.zscore(`${PREFIX}:run-leases`, `u-kill\n${lost.run_id}`);
+      const leaseScore = await redis.zscore(`${PREFIX}:run-leases`, leaseMember('u-kill', lost.run_id));
       expect(leaseScore).not.toBeNull();
       const leaseExpiry = Number(leaseScore);
       expect(leaseExpiry).toBeGreaterThan(killedAt);
@@ -190,7 +190,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
         ...(await cb.waitForCount((f) => f.type === 'ack', 10, 10_000, 'acks on b')),
       ];
       // The order Redis queued them in, read while the first run still holds the thread.
-      const queue = await redis.lrange(userKeys(PREFIX, 'u-burst').threads + 't', 0, -1);
+      const queue = await redis.lrange(userKeys(PREFIX, 'u-burst').thread('t'), 0, -1);
 
       expect(ca.frames.concat(cb.frames).filter((f) => f.type === 'error')).toEqual([]);
       const started = acks.filter((a) => a.status === 'started');
@@ -224,7 +224,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       const executedIds = executed.map((runId) => idOfRun.get(runId)!);
       expect(executedIds.filter((id) => id.startsWith('a'))).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
       expect(executedIds.filter((id) => id.startsWith('b'))).toEqual(Array.from({ length: 10 }, (_, i) => `b${i}`));
-      expect(await redis.exists(userKeys(PREFIX, 'u-burst').threads + 't')).toBe(0);
+      expect(await redis.exists(userKeys(PREFIX, 'u-burst').thread('t'))).toBe(0);
     } finally {
       redis.disconnect();
     }
@@ -261,7 +261,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       }
       expect(new Set(runIds).size).toBe(10);
       // Exactly the ten runs are queued, none twice.
-      const queue = await redis.lrange(userKeys(PREFIX, 'u-dup').threads + 'td', 0, -1);
+      const queue = await redis.lrange(userKeys(PREFIX, 'u-dup').thread('td'), 0, -1);
       expect(queue).toHaveLength(10);
       expect(new Set(queue)).toEqual(new Set(runIds));
 
@@ -276,7 +276,7 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       expect(events.filter((e) => e.type === 'agent_started').map((e) => e.message_id).sort()).toEqual(
         Array.from({ length: 10 }, (_, i) => `d${i}`).sort(),
       );
-      expect(await redis.exists(userKeys(PREFIX, 'u-dup').threads + 'td')).toBe(0);
+      expect(await redis.exists(userKeys(PREFIX, 'u-dup').thread('td'))).toBe(0);
     } finally {
       redis.disconnect();
     }
@@ -538,7 +538,7 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
         expect(await cancelVia(nodeA, 'u-gate', (first as { runId: string }).runId)).toMatchObject({ kind: 'ack', status: 'cancelling' });
         // Redis now names node A as the owner of the second run; node A has not started it.
         expect((await handedOver)?.record.runId).toBe(secondRun);
-        expect(await redis.hget(userKeys('aw', 'u-gate').runs + secondRun, 'state')).toBe('running');
+        expect(await redis.hget(userKeys('aw', 'u-gate').run(secondRun), 'state')).toBe('running');
 
         const delivered = new Promise<void>((resolve) => store.onCancelRequest((runId) => runId === secondRun && resolve()));
         const canceller = via === 'the other node' ? nodeB : nodeA;

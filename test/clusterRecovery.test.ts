@@ -19,7 +19,7 @@ import { UserCoordinator, type CoordinatorMember, type ResumePosition, type Setu
 import { RedisEngine, type RedisEngineOptions } from '../src/engine/redisEngine.js';
 import type { GapListener, LiveListener, LogHead, Subscription } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
-import { RedisRunStore } from '../src/runs/redisRunStore.js';
+import { leaseMember, RedisRunStore } from '../src/runs/redisRunStore.js';
 import type { RunRecord } from '../src/runs/runStore.js';
 import { TestCluster } from './helpers/cluster.js';
 import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
@@ -426,7 +426,7 @@ describe('run leases across an outage longer than the lease', () => {
     await a.waitFor((f) => f.type === 'agent_started', 5000, 'agent_started');
     const redisAdmin = admin();
     const leases = `${engine.keyPrefix}:run-leases`;
-    const lease = `lou\n${ack.run_id as string}`;
+    const lease = leaseMember('lou', ack.run_id as string);
     expect(Number(await redisAdmin.zscore(leases, lease))).toBe(clock.now() + 1000);
 
     await stopRedis();

@@ -48,6 +48,7 @@ const DEFAULTS: GatewayConfig = {
   runTimeoutMs: 120000,
   drainTimeoutMs: 10000,
   maxConnectionsPerUser: 32,
+  maxActiveRunsPerUser: 32,
   threadPolicy: 'enqueue',
   demoStepMs: 20,
   maxFrameBytes: 65536,
@@ -100,6 +101,7 @@ const SAMPLES: Record<
   AGENTWIRE_RUN_TIMEOUT_MS: { value: '3000', key: 'runTimeoutMs', expected: 3000 },
   AGENTWIRE_DRAIN_TIMEOUT_MS: { value: '250', key: 'drainTimeoutMs', expected: 250 },
   AGENTWIRE_MAX_CONNECTIONS_PER_USER: { value: '4', key: 'maxConnectionsPerUser', expected: 4 },
+  AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER: { value: '5', key: 'maxActiveRunsPerUser', expected: 5 },
   AGENTWIRE_THREAD_POLICY: { value: 'reject', key: 'threadPolicy', expected: 'reject' },
   AGENTWIRE_DEMO_STEP_MS: { value: '0', key: 'demoStepMs', expected: 0 },
   AGENTWIRE_MAX_FRAME_BYTES: { value: '1024', key: 'maxFrameBytes', expected: 1024 },
@@ -336,6 +338,12 @@ describe('validation rules', () => {
   )('%s rejects garbage and negatives', (env) => {
     expectConfigError(() => loadConfig({ [env]: 'twelve' }), env, 'must be an integer', '(got "twelve")');
     expectConfigError(() => loadConfig({ [env]: '-1' }), env, 'must be an integer', '(got "-1")');
+  });
+
+  it('AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER is an integer >= 1 (0 would refuse every message)', () => {
+    expect(loadConfig({ AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER: '1' }).maxActiveRunsPerUser).toBe(1);
+    expectConfigError(() => loadConfig({ AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER: '0' }), 'AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER', '>= 1', '(got "0")');
+    expectConfigError(() => loadConfig({ AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER: '2.5' }), 'AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER', '(got "2.5")');
   });
 
   it('PORT accepts 0..65535 only', () => {

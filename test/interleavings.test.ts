@@ -25,7 +25,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { isDeepStrictEqual } from 'node:util';
-import fc, { type AsyncCommand, type Command, type Parameters, type Plugin, type Scheduler } from 'fast-check';
+import fc, { type AsyncCommand, type Command, type Scheduler } from 'fast-check';
 import { pino, type Logger } from 'pino';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -44,6 +44,7 @@ import { createDemoAgent, RunManager } from '../src/runs/index.js';
 import { ByteBudget } from '../src/transport/byteBudget.js';
 import { Connection } from '../src/transport/connection.js';
 import type { ConnectionContext } from '../src/transport/connectionContext.js';
+import { fcParams } from './helpers/fastCheck.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { ManualClock } from './helpers/manualClock.js';
 import { runProblem } from './helpers/runInvariants.js';
@@ -55,23 +56,6 @@ const NUM_RUNS = 200;
 const REPLAYING = process.env.AGENTWIRE_FC_PATH !== undefined;
 /** Run timeout on the tests' manual clocks: it passes only when everything else is quiet. */
 const RUN_TIMEOUT_MS = 1000;
-
-/**
- * fc.assert parameters; AGENTWIRE_FC_SEED / AGENTWIRE_FC_PATH replay a reported failure. The time
- * limit ends shrinking early enough for fast-check to print the seed and the counterexample
- * before the test times out; reaching it before `numRuns` passed is a failure too.
- */
-function params<T>(numRuns: number, timeLimitMs: number): Parameters<T> {
-  const seed = process.env.AGENTWIRE_FC_SEED;
-  const path = process.env.AGENTWIRE_FC_PATH;
-  return {
-    numRuns,
-    verbose: 1,
-    plugins: [fc.interruptAfterTimeLimit(timeLimitMs, { failOnInterrupt: true }) as Plugin<T>],
-    ...(seed ? { seed: Number(seed) } : {}),
-    ...(path ? { path } : {}),
-  };
-}
 
 /** One turn of the event loop: lets socket I/O and everything queued behind it run. */
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -836,7 +820,7 @@ describe('interleavings over a fake socket (production Connection, coordinator, 
           coverage.reorderedNotifications += world.engine.reorderedNotifications;
         },
       ),
-      params(NUM_RUNS, 20_000),
+      fcParams(NUM_RUNS, 20_000),
     );
     if (!REPLAYING) {
       expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);
@@ -953,7 +937,7 @@ describe('the connection lifecycle against a model of the contract', () => {
           return { model, real };
         }, cmds);
       }),
-      params(NUM_RUNS, 10_000),
+      fcParams(NUM_RUNS, 10_000),
     );
   });
 });
@@ -1266,7 +1250,7 @@ describe('interleavings over real sockets (gateway, ws, jose, scheduled engine)'
           coverage.reorderedNotifications += engine.reorderedNotifications - reorderedBefore;
         },
       ),
-      params(NUM_RUNS, 30_000),
+      fcParams(NUM_RUNS, 30_000),
     );
     if (!REPLAYING) {
       expect(scenarios).toBeGreaterThanOrEqual(NUM_RUNS);

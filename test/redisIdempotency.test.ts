@@ -181,9 +181,9 @@ describe('a command re-sent after its reply was lost', () => {
     expect(node.ended).toEqual(['completed', 'completed']);
     expectCompletedRuns(await logOf(node.engine), [first, ackOf(reply)]);
     // onRunEnded comes after the thread advanced: nothing is left queued on it.
-    expect(await admin().lrange(node.engine.keys(USER).threads + 't1', 0, -1)).toEqual([]);
+    expect(await admin().lrange(node.engine.keys(USER).thread('t1'), 0, -1)).toEqual([]);
     // The message id is claimed in the same script: the replay found its own claim, not a duplicate.
-    expect(JSON.parse((await admin().get(node.engine.keys(USER).claims + 'm2'))!)).toEqual({ runId: ackOf(reply), threadId: 't1' });
+    expect(JSON.parse((await admin().get(node.engine.keys(USER).claim('m2')))!)).toEqual({ runId: ackOf(reply), threadId: 't1' });
     expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
   });
 
@@ -210,8 +210,8 @@ describe('a command re-sent after its reply was lost', () => {
     // The run record is written, then the lease index (wrong type) fails the script: no rollback.
     await admin().set(`${node.engine.keyPrefix}:run-leases`, 'not a sorted set');
     await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
-    const runId = (await admin().lindex(node.engine.keys(USER).threads + 't1', 0))!;
-    expect(await admin().hget(node.engine.keys(USER).runs + runId, 'state')).toBe('running');
+    const runId = (await admin().lindex(node.engine.keys(USER).thread('t1'), 0))!;
+    expect(await admin().hget(node.engine.keys(USER).run(runId), 'state')).toBe('running');
     const record: RunRecord = { runId, userId: USER, threadId: 't1', messageId: 'm1', text: 'one' };
     expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
     expect(node.agent.started).toEqual([]);
@@ -222,8 +222,8 @@ describe('a command re-sent after its reply was lost', () => {
     const node = await startNode('n1');
     const record: RunRecord = { runId: 'run_never', userId: USER, threadId: 't1', messageId: 'm-never', text: 'x' };
     expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
-    expect(await admin().exists(node.engine.keys(USER).claims + 'm-never', node.engine.keys(USER).runs + 'run_never')).toBe(0);
-    expect(await admin().llen(node.engine.keys(USER).threads + 't1')).toBe(0);
+    expect(await admin().exists(node.engine.keys(USER).claim('m-never'), node.engine.keys(USER).run('run_never'))).toBe(0);
+    expect(await admin().llen(node.engine.keys(USER).thread('t1'))).toBe(0);
   });
 
   it('ENQUEUE answering duplicate: the replay answers the same duplicate and starts nothing', async () => {
@@ -242,8 +242,8 @@ describe('a command re-sent after its reply was lost', () => {
     await node.agent.waiters.until(() => node.agent.started.length === 2, 5000, 'the second run to start');
     const queued = await node.submit('m3', 't1', 'three');
     expect(queued).toMatchObject({ status: 'queued' });
-    // ADVANCE: two keys, the second the lease set; its first answer is the next run (5 fields).
-    proxy.loseReplyTo(/\$1\r\n2\r\n[^]*run-leases/, /\*5\r\n/);
+    // ADVANCE: three keys, the second the lease set; its first answer is the next run (5 fields).
+    proxy.loseReplyTo(/\$1\r\n3\r\n[^]*run-leases/, /\*5\r\n/);
     // Cancel ends the held run (locally), and the thread advances to the queued one.
     await new Promise<void>((resolve) => void node.runs.cancel(USER, ackOf(held), () => resolve()));
     await node.waitEnded(3);
@@ -260,7 +260,7 @@ describe('a command re-sent after its reply was lost', () => {
       ['agent_thinking', undefined],
       ['agent_completed', 'cancelled'],
     ]);
-    expect(await admin().lrange(node.engine.keys(USER).threads + 't1', 0, -1)).toEqual([]);
+    expect(await admin().lrange(node.engine.keys(USER).thread('t1'), 0, -1)).toEqual([]);
   });
 
   it('ENQUEUE and ADVANCE applied twice directly: no second queue entry, no restart of a handed-out or ended run', async () => {
@@ -271,14 +271,14 @@ describe('a command re-sent after its reply was lost', () => {
     const record = (runId: string): RunRecord => ({ runId, userId: USER, threadId: 't1', messageId: `m-${runId}`, text: runId });
     const a = record('run_a');
     const b = record('run_b');
-    const queue = engine.keys(USER).threads + 't1';
+    const queue = engine.keys(USER).thread('t1');
     const client = admin();
     expect(await store.enqueue(a, 'enqueue', 32)).toBe('start');
     expect(await store.enqueue(a, 'enqueue', 32)).toBe('start');
     expect(await store.enqueue(b, 'enqueue', 32)).toBe('queued');
     expect(await store.enqueue(b, 'enqueue', 32)).toBe('queued');
     expect(await client.lrange(queue, 0, -1)).toEqual(['run_a', 'run_b']);
-    expect(await client.hget(engine.keys(USER).runs + 'run_a', 'state')).toBe('running');
+    expect(await client.hget(engine.keys(USER).run('run_a'), 'state')).toBe('running');
 
     await engine.append(USER, [terminal('run_a')], { runId: 'run_a', terminal: true });
     const next = await store.advance(a);
@@ -311,8 +311,8 @@ describe('a command re-sent after its reply was lost', () => {
     await engine.append(USER, [terminal('run_a')], { runId: 'run_a', terminal: true });
     expect(await store.advance(a)).toEqual({ record: c, cancelRequested: false });
     const client = admin();
-    expect(await client.hget(engine.keys(USER).runs + 'run_b', 'state')).toBe('ended');
-    expect(await client.lrange(engine.keys(USER).threads + 't1', 0, -1)).toEqual(['run_c']);
+    expect(await client.hget(engine.keys(USER).run('run_b'), 'state')).toBe('ended');
+    expect(await client.lrange(engine.keys(USER).thread('t1'), 0, -1)).toEqual(['run_c']);
   });
 });
 
@@ -338,7 +338,7 @@ describe('message ids under the reject policy', () => {
       const replies = await Promise.all([n1.submit(`m-busy-${round}`, 't1', 'x'), n2.submit(`m-busy-${round}`, 't1', 'x')]);
       expect(replies.map((r) => (r.kind === 'error' ? r.code : r.status)), `round ${round}`).toEqual(['thread_busy', 'thread_busy']);
     }
-    expect(await admin().keys(`${n1.engine.keys(USER).claims}m-busy-*`)).toEqual([]);
+    expect(await admin().keys(n1.engine.keys(USER).claim('m-busy-*'))).toEqual([]);
     // Once the thread is free the id is new: it starts a run.
     await n1.runs.cancel(USER, held, noop);
     await n1.waitEnded(1);
@@ -348,11 +348,11 @@ describe('message ids under the reject policy', () => {
   it('an ENQUEUE that fails part-way leaves no claim: the same id later starts its run', async () => {
     await useRedis();
     const node = await startNode('n1');
-    const queueKey = node.engine.keys(USER).threads + 't1';
+    const queueKey = node.engine.keys(USER).thread('t1');
     // A key of the wrong type makes the script fail after its first reads (Redis does not roll back).
     await admin().set(queueKey, 'not a list');
     await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
-    expect(await admin().exists(node.engine.keys(USER).claims + 'm1')).toBe(0);
+    expect(await admin().exists(node.engine.keys(USER).claim('m1'))).toBe(0);
     await admin().del(queueKey);
     expect(await node.submit('m1', 't1', 'one')).toMatchObject({ kind: 'ack', status: 'started' });
   });

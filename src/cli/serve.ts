@@ -51,6 +51,7 @@ export async function runServe(argv: string[]): Promise<number> {
     runTimeoutMs: config.runTimeoutMs,
     drainTimeoutMs: config.drainTimeoutMs,
     maxConnectionsPerUser: config.maxConnectionsPerUser,
+    maxActiveRunsPerUser: config.maxActiveRunsPerUser,
     threadPolicy: config.threadPolicy,
     maxFrameBytes: config.maxFrameBytes,
     inboxLimit: config.inboxLimit,

@@ -38,6 +38,7 @@ export interface GatewayConfig {
   runTimeoutMs: number;
   drainTimeoutMs: number;
   maxConnectionsPerUser: number;
+  maxActiveRunsPerUser: number;
   threadPolicy: ThreadPolicy;
   demoStepMs: number;
   maxFrameBytes: number;
@@ -233,6 +234,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
   const runTimeoutMs = int('AGENTWIRE_RUN_TIMEOUT_MS', 120000, 1, MAX_TIMER_MS);
   const drainTimeoutMs = int('AGENTWIRE_DRAIN_TIMEOUT_MS', 10000, 0, MAX_TIMER_MS);
   const maxConnectionsPerUser = int('AGENTWIRE_MAX_CONNECTIONS_PER_USER', 32, 1, Number.MAX_SAFE_INTEGER);
+  const maxActiveRunsPerUser = int('AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER', 32, 1, Number.MAX_SAFE_INTEGER);
 
   const threadPolicyRaw = raw('AGENTWIRE_THREAD_POLICY');
   let threadPolicy: ThreadPolicy = 'enqueue';
@@ -285,6 +287,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
     runTimeoutMs,
     drainTimeoutMs,
     maxConnectionsPerUser,
+    maxActiveRunsPerUser,
     threadPolicy,
     demoStepMs,
     maxFrameBytes,

@@ -58,6 +58,11 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
   setting('AGENTWIRE_RUN_TIMEOUT_MS', '120000', 'A run still going after this ends with agent_error code timeout.'),
   setting('AGENTWIRE_DRAIN_TIMEOUT_MS', '10000', 'On shutdown, time runs in flight get to finish (0 = end them at once).'),
   setting('AGENTWIRE_MAX_CONNECTIONS_PER_USER', '32', 'Connections per user; one more is closed with 4429.'),
+  setting(
+    'AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER',
+    '32',
+    "Runs of one user running or queued at once (all threads, all nodes); one more message gets error too_many_runs.",
+  ),
   setting('AGENTWIRE_THREAD_POLICY', 'enqueue', 'A message on a busy thread: enqueue (ack queued) or reject (error thread_busy).'),
   setting('AGENTWIRE_DEMO_STEP_MS', '20', "Pause between the demo agent's steps (0 allowed)."),
   setting('AGENTWIRE_MAX_FRAME_BYTES', '65536', 'Largest inbound frame; a larger one closes the connection with 1009.'),

@@ -138,7 +138,7 @@ export class RedisEngine implements EventEngine {
     ];
     const parts = events.map((body) => splitAtSeq(body));
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
-    const runKey = fence ? keys.runs + fence.runId : keys.meta;
+    const runKey = fence ? keys.run(fence.runId) : keys.meta;
     coalesceWrites(this.#commands);
     const [epoch, first, skipped] = (await (this.#commands as RedisWithScripts).awAppend(keys.meta, keys.log, runKey, ...args)) as [string, number, number];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
@@ -216,7 +216,7 @@ export class RedisEngine implements EventEngine {
   }
 
   async claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
-    const key = this.keys(userId).claims + messageId;
+    const key = this.keys(userId).claim(messageId);
     // SET NX GET: one round trip that either claims the id or returns who holds it.
     coalesceWrites(this.#commands);
     const previous = await this.#commands.set(key, JSON.stringify(claim), 'PX', this.#ttlMs, 'NX', 'GET');
@@ -224,7 +224,7 @@ export class RedisEngine implements EventEngine {
   }
 
   async releaseMessage(userId: string, messageId: string): Promise<void> {
-    await this.#commands.del(this.keys(userId).claims + messageId);
+    await this.#commands.del(this.keys(userId).claim(messageId));
   }
 
   async close(): Promise<void> {

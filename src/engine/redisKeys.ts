@@ -1,6 +1,11 @@
 /**
  * Redis key and channel names. Every key of one user carries the same hash tag, `{<user>}`, so
  * they share a Redis Cluster slot and one Lua script may touch them all.
+ *
+ * No id a client controls (user, message, thread) ever needs a separator: each is written with
+ * `encodeId` (reversible, and free of `{`/`}`), and only as the last part of a key or as the
+ * whole hash tag, whose end the first `}` marks. Run ids are the gateway's own
+ * (`isRunId`); a client-sent one is checked before it is used in a key.
  */
 export interface UserKeys {
   /** Hash: `epoch`, `seq`. */
@@ -9,30 +14,72 @@ export interface UserKeys {
   readonly log: string;
   /** Pub/sub channel waking the nodes that serve this user. */
   readonly live: string;
-  /** Prefix of idempotency keys: `<claims><messageId>`. */
-  readonly claims: string;
-  /** Prefix of run records: `<runs><runId>` (hash). */
+  /** Prefix of run records (hashes), for Lua scripts; from TypeScript use `run()`. */
   readonly runs: string;
-  /** Prefix of per-thread run queues: `<threads><threadId>` (list of run ids). */
-  readonly threads: string;
   /** Sorted set of the user's live connections across nodes (score = expiry). */
   readonly connections: string;
+  /** Sorted set of the user's runs that are running or queued (member = run id, score = enqueue time). */
+  readonly activeRuns: string;
+  /** Idempotency key of a message id (string: the claim's JSON). */
+  claim(messageId: string): string;
+  /** A run record (hash). Throws for anything but a run id of the gateway's format. */
+  run(runId: string): string;
+  /** A thread's run queue (list of run ids). */
+  thread(threadId: string): string;
 }
 
-/** `{` and `}` would break the hash tag; `%` is escaped first so the encoding is reversible. */
-function tag(userId: string): string {
-  return userId.replace(/%/g, '%25').replace(/\{/g, '%7B').replace(/\}/g, '%7D');
+/**
+ * Run ids as the gateway makes them (`run_<uuid>`), and any id of that alphabet: no separator,
+ * no escape, nothing that could reach another key.
+ */
+const RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function isRunId(value: string): boolean {
+  return RUN_ID.test(value);
+}
+
+/** A lone surrogate half: Redis stores UTF-8, which would turn it into U+FFFD (lossy). */
+const ESCAPED = /[%{}]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+const ESCAPE = /%(25|7B|7D|u[0-9A-F]{4})/g;
+
+/**
+ * Reversible and one-to-one: `%` (first, so `%7B` stays distinct from `{`), `{` and `}` (they
+ * would end the hash tag) and lone surrogate halves (lossy in UTF-8, so `a\uD800` and `a\uFFFD`
+ * would share keys) become `%25`, `%7B`, `%7D`, `%uD800`. Well-formed text is otherwise kept.
+ */
+export function encodeId(id: string): string {
+  return id.replace(ESCAPED, (char) => {
+    if (char === '%') return '%25';
+    if (char === '{') return '%7B';
+    if (char === '}') return '%7D';
+    return `%u${char.charCodeAt(0).toString(16).toUpperCase()}`;
+  });
+}
+
+export function decodeId(encoded: string): string {
+  return encoded.replace(ESCAPE, (_, code: string) => {
+    if (code === '25') return '%';
+    if (code === '7B') return '{';
+    if (code === '7D') return '}';
+    return String.fromCharCode(Number.parseInt(code.slice(1), 16));
+  });
 }
 
 export function userKeys(prefix: string, userId: string): UserKeys {
-  const base = `${prefix}:{${tag(userId)}}`;
+  const base = `${prefix}:{${encodeId(userId)}}`;
+  const runs = `${base}:run:`;
   return {
     meta: `${base}:meta`,
     log: `${base}:log`,
     live: `${base}:live`,
-    claims: `${base}:msg:`,
-    runs: `${base}:run:`,
-    threads: `${base}:thread:`,
+    runs,
     connections: `${base}:conns`,
+    activeRuns: `${base}:active`,
+    claim: (messageId) => `${base}:msg:${encodeId(messageId)}`,
+    run: (runId) => {
+      if (!isRunId(runId)) throw new TypeError(`not a run id: ${JSON.stringify(runId.slice(0, 80))}`);
+      return runs + runId;
+    },
+    thread: (threadId) => `${base}:thread:${encodeId(threadId)}`,
   };
 }

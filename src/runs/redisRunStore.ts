@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type { RedisEngine } from '../engine/redisEngine.js';
 import type { MessageClaim } from '../engine/types.js';
+import { decodeId, encodeId, isRunId } from '../engine/redisKeys.js';
 import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
-import type { CancelLookup, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
+import type { CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
 
 export interface RedisRunStoreOptions {
   /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
@@ -15,18 +16,22 @@ export interface RedisRunStoreOptions {
 }
 
 /**
- * KEYS: thread queue, run record, leases, run-owner index, message claim. ARGV: policy,
- * maxQueued, nodeId, retentionMs, runId, userId, threadId, messageId, text, lease expiry, claim
- * JSON, replay only ('1': answer 'absent' instead of creating the run). The message id's claim decides first: another run's claim answers {'duplicate', claim},
- * our own means this is a replay. The claim is written last, together with its run, so neither
- * a 'busy' answer nor a script that fails part-way (Redis does not roll scripts back) leaves a
- * claim without a run: no message is ever acked as a duplicate of a run that never starts.
+ * KEYS: thread queue, run record, leases, run-owner index, message claim, active runs.
+ * ARGV: policy, maxQueued, nodeId, retentionMs, runId, user (encoded), thread (encoded), message
+ * (encoded), text (encoded), lease expiry, claim JSON, replay only ('1': answer 'absent' instead
+ * of creating the run), lease prefix (a lease member is prefix .. runId .. '"]'), max active runs
+ * of the user, now, run record prefix. The message id's claim decides first: another run's claim
+ * answers {'duplicate', claim}, our own means this is a replay. The claim is written last,
+ * together with its run, so neither a 'busy' or 'too_many_runs' answer nor a script that fails
+ * part-way (Redis does not roll scripts back) leaves a claim without a run: no message is ever
+ * acked as a duplicate of a run that never starts.
  */
 const ENQUEUE = `
 local claimed = redis.call('GET', KEYS[5])
 if claimed and claimed ~= ARGV[11] then return {'duplicate', claimed} end
 -- Only a wholly applied enqueue wrote the claim (last): anything less was never acked.
 if ARGV[12] == '1' and not claimed then return 'absent' end
+local member = ARGV[13] .. ARGV[5] .. '"]'
 local current = redis.call('HMGET', KEYS[2], 'state', 'owner', 'advanced')
 if current[1] then
   -- A replay (the reply to the first application was lost), so this node has not started the
@@ -34,7 +39,7 @@ if current[1] then
   -- have lapsed meanwhile); one handed out since by ADVANCE (here or on another node) is
   -- started by that node, and an ended one stays ended.
   if current[1] == 'running' and current[2] == ARGV[3] and not current[3] then
-    redis.call('ZADD', KEYS[3], 'XX', ARGV[10], ARGV[6] .. '\\n' .. ARGV[5])
+    redis.call('ZADD', KEYS[3], 'XX', ARGV[10], member)
     return 'start'
   end
   return 'queued'
@@ -42,6 +47,20 @@ end
 if ARGV[12] == '1' then return 'absent' end
 local len = redis.call('LLEN', KEYS[1])
 if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
+local cap = tonumber(ARGV[14])
+if redis.call('ZCARD', KEYS[6]) >= cap then
+  -- Only runs still running or queued count: an entry whose record ended, vanished (expiry,
+  -- eviction) or runs without a lease (nobody would ever end it) is dropped, so no crash or
+  -- data loss holds the cap for good.
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+    local state = redis.call('HGET', ARGV[16] .. id, 'state')
+    if not state or state == 'ended'
+      or (state == 'running' and not redis.call('ZSCORE', KEYS[3], ARGV[13] .. id .. '"]')) then
+      redis.call('ZREM', KEYS[6], id)
+    end
+  end
+  if redis.call('ZCARD', KEYS[6]) >= cap then return 'too_many_runs' end
+end
 redis.call('RPUSH', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 local state = 'queued'
@@ -51,19 +70,23 @@ redis.call('HSET', KEYS[2], 'user', ARGV[6], 'thread', ARGV[7], 'message', ARGV[
   'state', state, 'owner', owner, 'cancel', '0')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
-if len == 0 then redis.call('ZADD', KEYS[3], ARGV[10], ARGV[6] .. '\\n' .. ARGV[5]) end
+if len == 0 then redis.call('ZADD', KEYS[3], ARGV[10], member) end
+redis.call('ZADD', KEYS[6], ARGV[15], ARGV[5])
+redis.call('PEXPIRE', KEYS[6], ARGV[4])
 redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[4])
 if len == 0 then return 'start' end
 return 'queued'`;
 
 /**
- * KEYS: queue, leases. ARGV: runId, userId, nodeId, leaseExpiry, runKeyPrefix. The next run
- * handed out is noted on the finished run's record, so a replay (its reply was lost) hands the
- * same run out again instead of nothing. Ended records are never set running again.
+ * KEYS: queue, leases, active runs. ARGV: runId, lease prefix, nodeId, leaseExpiry,
+ * runKeyPrefix. The next run handed out is noted on the finished run's record, so a replay (its
+ * reply was lost) hands the same run out again instead of nothing. Ended records are never set
+ * running again. Returned fields are as stored (encoded).
  */
 const ADVANCE = `
 local finished = ARGV[5] .. ARGV[1]
-redis.call('ZREM', KEYS[2], ARGV[2] .. '\\n' .. ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[2] .. ARGV[1] .. '"]')
+redis.call('ZREM', KEYS[3], ARGV[1])
 if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then
   local handed = redis.call('HGET', finished, 'next')
   if not handed then return false end
@@ -79,15 +102,16 @@ while true do
   local state = redis.call('HGET', key, 'state')
   if state and state ~= 'ended' then
     redis.call('HSET', key, 'state', 'running', 'owner', ARGV[3], 'advanced', '1')
-    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2] .. '\\n' .. nextId)
+    redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2] .. nextId .. '"]')
     if redis.call('EXISTS', finished) == 1 then redis.call('HSET', finished, 'next', nextId) end
     local r = redis.call('HMGET', key, 'thread', 'message', 'text', 'cancel')
     return {nextId, r[1], r[2], r[3], r[4]}
   end
   redis.call('LPOP', KEYS[1])
+  redis.call('ZREM', KEYS[3], nextId)
 end`;
 
-/** KEYS: run record. ARGV: userId. */
+/** KEYS: run record. ARGV: user (encoded). */
 const CANCEL = `
 local r = redis.call('HMGET', KEYS[1], 'user', 'state', 'owner', 'thread')
 if not r[1] then return {'not_found'} end
@@ -112,9 +136,36 @@ if not expiry or tonumber(expiry) > tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1`;
 
+/**
+ * Lease members are the JSON array `[userId, runId]`: no separator an id could contain, lossless
+ * for any user id (JSON escapes lone surrogates), and the scripts build one from this prefix and
+ * a run id (run ids need no JSON escaping).
+ */
+function leasePrefix(userId: string): string {
+  return `[${JSON.stringify(userId)},"`;
+}
+
+export function leaseMember(userId: string, runId: string): string {
+  return `${leasePrefix(userId)}${runId}"]`;
+}
+
+/** The user and run of a lease member, or null for anything else. */
+export function parseLeaseMember(member: string): { userId: string; runId: string } | null {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(member);
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 2) return null;
+  const [userId, runId] = parsed as unknown[];
+  if (typeof userId !== 'string' || typeof runId !== 'string' || !isRunId(runId)) return null;
+  return leaseMember(userId, runId) === member ? { userId, runId } : null;
+}
+
 type ScriptedRedis = Redis & {
   awClaim(...args: (string | number)[]): Promise<number>;
-  awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | 'absent' | ['duplicate', string]>;
+  awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | ['duplicate', string]>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
   awCancel(...args: (string | number)[]): Promise<string[]>;
 };
@@ -122,8 +173,12 @@ type ScriptedRedis = Redis & {
 /**
  * Run queues and ownership shared by every node through Redis. Each script runs atomically, so
  * two nodes receiving messages for one thread at the same moment still queue them in one order,
- * and exactly one node starts each run. Leases live in one sorted set (score = expiry), which is
- * why this store needs a single Redis (or Sentinel), not Redis Cluster.
+ * exactly one node starts each run, and a user's cap is never exceeded. Per user (its hash tag,
+ * see redisKeys.ts): thread queues, run records, message claims and the set of its active runs.
+ * Shared: the leases, one sorted set (member `[user, run]` as JSON, score = expiry), and the
+ * run-owner index (run id -> encoded user), which is why this store needs a single Redis (or
+ * Sentinel), not Redis Cluster. Ids a client chose are stored encoded (`encodeId`), so none can
+ * act as a separator or lose characters.
  */
 export class RedisRunStore implements RunStore {
   readonly nodeId: string;
@@ -144,8 +199,8 @@ export class RedisRunStore implements RunStore {
     this.#now = options.now ?? Date.now;
     this.#leases = `${engine.keyPrefix}:run-leases`;
     this.#redis = engine.redis as ScriptedRedis;
-    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
-    this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
+    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 6, lua: ENQUEUE });
+    this.#redis.defineCommand('awAdvance', { numberOfKeys: 3, lua: ADVANCE });
     this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
     this.#redis.defineCommand('awClaim', { numberOfKeys: 1, lua: CLAIM });
     this.#subscriber = new Redis(url, {
@@ -163,28 +218,34 @@ export class RedisRunStore implements RunStore {
   /** The message id is claimed in the ENQUEUE script, atomically with the thread decision. */
   readonly claimsMessageIds = true;
 
-  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options: { replayOnly?: boolean } = {}): Promise<EnqueueOutcome> {
+  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options: EnqueueOptions = {}): Promise<EnqueueOutcome> {
     const keys = this.engine.keys(record.userId);
+    const now = this.#now();
     coalesceWrites(this.#redis);
     const claim: MessageClaim = { runId: record.runId, threadId: record.threadId };
     const outcome = await this.#redis.awEnqueue(
-      keys.threads + record.threadId,
-      keys.runs + record.runId,
+      keys.thread(record.threadId),
+      keys.run(record.runId),
       this.#leases,
       this.#runIndex(record.runId),
-      keys.claims + record.messageId,
+      keys.claim(record.messageId),
+      keys.activeRuns,
       policy,
       maxQueued,
       this.nodeId,
       this.#retentionMs(),
       record.runId,
-      record.userId,
-      record.threadId,
-      record.messageId,
-      record.text,
-      this.#now() + this.#leaseMs,
+      encodeId(record.userId),
+      encodeId(record.threadId),
+      encodeId(record.messageId),
+      encodeId(record.text),
+      now + this.#leaseMs,
       JSON.stringify(claim),
       options.replayOnly ? '1' : '0',
+      leasePrefix(record.userId),
+      options.maxActive ?? Number.MAX_SAFE_INTEGER,
+      now,
+      keys.runs,
     );
     return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }
@@ -193,28 +254,35 @@ export class RedisRunStore implements RunStore {
     const keys = this.engine.keys(record.userId);
     coalesceWrites(this.#redis);
     const next = await this.#redis.awAdvance(
-      keys.threads + record.threadId,
+      keys.thread(record.threadId),
       this.#leases,
+      keys.activeRuns,
       record.runId,
-      record.userId,
+      leasePrefix(record.userId),
       this.nodeId,
       this.#now() + this.#leaseMs,
       keys.runs,
     );
     if (!next) return null;
     const [runId, threadId, messageId, text, cancel] = next;
-    return { record: { runId, userId: record.userId, threadId, messageId, text }, cancelRequested: cancel === '1' };
+    return {
+      record: { runId, userId: record.userId, threadId: decodeId(threadId), messageId: decodeId(messageId), text: decodeId(text) },
+      cancelRequested: cancel === '1',
+    };
   }
 
   async requestCancel(userId: string, runId: string): Promise<CancelLookup> {
+    // A client-sent run id: anything but the gateway's own format names no run (and no key).
+    if (!isRunId(runId)) return { kind: 'not_found' };
     const owner = await this.#redis.get(this.#runIndex(runId));
     if (owner === null) return { kind: 'not_found' };
-    if (owner !== userId) return { kind: 'forbidden' };
-    const [kind, threadId, node] = await this.#redis.awCancel(this.engine.keys(userId).runs + runId, userId);
-    if (kind === 'queued') return { kind, threadId: threadId! };
+    const user = encodeId(userId);
+    if (owner !== user) return { kind: 'forbidden' };
+    const [kind, threadId, node] = await this.#redis.awCancel(this.engine.keys(userId).run(runId), user);
+    if (kind === 'queued') return { kind, threadId: decodeId(threadId!) };
     if (kind === 'running') {
       if (node !== this.nodeId) await this.#redis.publish(this.#controlChannel(node!), runId);
-      return { kind, threadId: threadId!, owner: node! };
+      return { kind, threadId: decodeId(threadId!), owner: node! };
     }
     return kind === 'forbidden' ? { kind } : { kind: 'not_found' };
   }
@@ -227,12 +295,12 @@ export class RedisRunStore implements RunStore {
     if (runs.length === 0) return;
     const expiry = this.#now() + this.#leaseMs;
     const args: (string | number)[] = [];
-    for (const run of runs) args.push(expiry, `${run.userId}\n${run.runId}`);
+    for (const run of runs) args.push(expiry, leaseMember(run.userId, run.runId));
     const pipeline = this.#redis.pipeline();
     pipeline.zadd(this.#leases, 'XX', ...args);
     // Cancel requests are also noted on the run record: one whose pub/sub message was lost
     // (the subscriber was reconnecting) still reaches the owner here, within a third of a lease.
-    for (const run of runs) pipeline.hget(this.engine.keys(run.userId).runs + run.runId, 'cancel');
+    for (const run of runs) pipeline.hget(this.engine.keys(run.userId).run(run.runId), 'cancel');
     const results = (await pipeline.exec()) ?? [];
     for (const [error] of results) if (error) throw error;
     runs.forEach((run, index) => {
@@ -246,12 +314,18 @@ export class RedisRunStore implements RunStore {
     const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', now, 'LIMIT', 0, limit);
     const claimed: LostRun[] = [];
     for (const member of expired) {
-      const [userId, runId] = member.split('\n') as [string, string];
+      const lease = parseLeaseMember(member);
+      // Not a member this store wrote: it names no run, and must not fill every sweep's page.
+      if (!lease) {
+        await this.#redis.zrem(this.#leases, member);
+        continue;
+      }
+      const { userId, runId } = lease;
       // Its lease must stay: the run goes on here (renewals only update existing leases).
       if (runningHere(runId)) continue;
       if ((await this.#redis.awClaim(this.#leases, member, now, now + this.#leaseMs)) !== 1) continue;
       const [threadId, messageId, text, started] = await this.#redis.hmget(
-        this.engine.keys(userId).runs + runId,
+        this.engine.keys(userId).run(runId),
         'thread',
         'message',
         'text',
@@ -261,7 +335,14 @@ export class RedisRunStore implements RunStore {
         await this.#redis.zrem(this.#leases, member);
         continue;
       }
-      claimed.push({ runId, userId, threadId, messageId: messageId ?? '', text: text ?? '', started: started === '1' });
+      claimed.push({
+        runId,
+        userId,
+        threadId: decodeId(threadId),
+        messageId: decodeId(messageId ?? ''),
+        text: decodeId(text ?? ''),
+        started: started === '1',
+      });
     }
     return claimed;
   }

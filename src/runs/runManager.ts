@@ -16,6 +16,11 @@ export interface RunManagerOptions {
   readonly runTimeoutMs: number;
   /** Runs waiting behind a busy thread; one more gets `thread_busy`. Default 32. */
   readonly maxQueuedPerThread?: number;
+  /**
+   * Runs of one user that may be running or queued at once, over all threads (and, with a
+   * shared store, all nodes); one more gets `too_many_runs`. Default 32.
+   */
+  readonly maxActiveRunsPerUser?: number;
   /** Thread queues and run ownership. Default: in memory, for one node. */
   readonly store?: RunStore;
   /** How often a shared store is asked for runs whose node died. Default 2000 ms. */
@@ -35,7 +40,7 @@ export interface MessageRequest {
 
 export type SubmitReply =
   | { readonly kind: 'ack'; readonly status: 'started' | 'queued' | 'duplicate'; readonly runId: string; readonly threadId: string }
-  | { readonly kind: 'error'; readonly code: 'thread_busy'; readonly message: string };
+  | { readonly kind: 'error'; readonly code: 'thread_busy' | 'too_many_runs'; readonly message: string };
 
 export type CancelReply =
   | { readonly kind: 'ack'; readonly status: 'cancelling'; readonly runId: string; readonly threadId: string }
@@ -86,6 +91,7 @@ export class RunManager {
   readonly #active = new Map<string, ActiveRun>();
   readonly #store: RunStore;
   readonly #maxQueued: number;
+  readonly #maxActive: number;
   readonly #retryForMs: number;
   readonly #timers: TimerHandle[] = [];
   #shuttingDown = false;
@@ -101,6 +107,7 @@ export class RunManager {
   constructor(private readonly options: RunManagerOptions) {
     this.#store = options.store ?? new LocalRunStore();
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
+    this.#maxActive = options.maxActiveRunsPerUser ?? 32;
     this.#retryForMs = options.retryForMs ?? 30_000;
     this.#store.onCancelRequest((runId) => {
       const run = this.#active.get(runId);
@@ -147,7 +154,7 @@ export class RunManager {
     }
     let outcome;
     try {
-      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued);
+      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
     } catch (error) {
       // A store's own claim stays: the enqueue may have been applied, and a retry of the message
       // is then a duplicate of that run rather than a second one.
@@ -157,16 +164,21 @@ export class RunManager {
     }
     if (typeof outcome === 'object') return duplicate(outcome.duplicate);
     if (outcome === 'absent') throw new Error('run store answered absent to an enqueue that was not replay-only');
-    if (outcome === 'busy') {
+    if (outcome === 'busy' || outcome === 'too_many_runs') {
+      // Nothing was created: the id stays free, so the same message may be sent again later.
       if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
-      reply({
-        kind: 'error',
-        code: 'thread_busy',
-        message:
-          this.options.threadPolicy === 'reject'
-            ? `thread ${message.threadId} has a run in progress`
-            : `thread ${message.threadId} already has ${this.#maxQueued} queued runs`,
-      });
+      reply(
+        outcome === 'too_many_runs'
+          ? { kind: 'error', code: 'too_many_runs', message: `at most ${this.#maxActive} runs may be running or queued at once` }
+          : {
+              kind: 'error',
+              code: 'thread_busy',
+              message:
+                this.options.threadPolicy === 'reject'
+                  ? `thread ${message.threadId} has a run in progress`
+                  : `thread ${message.threadId} already has ${this.#maxQueued} queued runs`,
+            },
+      );
       return;
     }
     reply({ kind: 'ack', status: outcome === 'start' ? 'started' : 'queued', runId: record.runId, threadId: record.threadId });
@@ -248,7 +260,7 @@ export class RunManager {
    * `duplicate` of this run).
    */
   #settleInDoubt(record: RunRecord): void {
-    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true });
+    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
     this.#retry('enqueue in doubt', settle, () => this.#closed).then(
       // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
       (outcome) => {

@@ -28,8 +28,22 @@ export interface RunAssignment {
   readonly cancelRequested: boolean;
 }
 
-/** `duplicate`: the message id was already claimed, for the run it names (stores that claim ids). */
-export type EnqueueOutcome = 'start' | 'queued' | 'busy' | 'absent' | { readonly duplicate: MessageClaim };
+/**
+ * `duplicate`: the message id was already claimed, for the run it names (stores that claim ids).
+ * `too_many_runs`: the user already has `maxActive` runs running or queued; nothing was created.
+ */
+export type EnqueueOutcome = 'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | { readonly duplicate: MessageClaim };
+
+export interface EnqueueOptions {
+  /**
+   * Settle an enqueue whose earlier attempt may or may not have been applied, creating nothing:
+   * the outcome of that attempt if it was applied (so 'start' means this node owns the run),
+   * 'absent' if it was not.
+   */
+  readonly replayOnly?: boolean;
+  /** Runs of the user, running or queued over all threads (and nodes), beyond which none is created. Default: no limit. */
+  readonly maxActive?: number;
+}
 
 export type CancelLookup =
   | { readonly kind: 'not_found' }
@@ -52,12 +66,10 @@ export interface RunStore {
    */
   readonly claimsMessageIds?: boolean;
   /**
-   * Queues the run on its thread; 'start' means it is first and this node now executes it.
-   * With `replayOnly`, an enqueue whose earlier attempt may or may not have been applied is
-   * settled without creating anything: the outcome of that attempt if it was applied (so 'start'
-   * means this node owns the run), 'absent' if it was not.
+   * Queues the run on its thread; 'start' means it is first and this node now executes it. The
+   * decision on the thread and on the user's cap is one atomic step with the run's creation.
    */
-  enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options?: { replayOnly?: boolean }): Promise<EnqueueOutcome>;
+  enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options?: EnqueueOptions): Promise<EnqueueOutcome>;
   /**
    * The run's terminal event is in the log: takes it off its thread and hands this node the
    * next run of the thread, if any. Idempotent: a second call for the same run returns null.
@@ -89,15 +101,20 @@ export class LocalRunStore implements RunStore {
   readonly nodeId = 'local';
   readonly #runs = new Map<string, LocalRun>();
   readonly #threads = new Map<string, LocalRun[]>();
+  /** Runs of each user, running or queued. */
+  readonly #activeByUser = new Map<string, number>();
 
   get queuedCount(): number {
     return this.#runs.size - this.#threads.size;
   }
 
-  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number): Promise<EnqueueOutcome> {
+  async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options: EnqueueOptions = {}): Promise<EnqueueOutcome> {
     const key = threadKey(record);
     const queue = this.#threads.get(key);
     if (queue && (policy === 'reject' || queue.length > maxQueued)) return 'busy';
+    const active = this.#activeByUser.get(record.userId) ?? 0;
+    if (active >= (options.maxActive ?? Number.MAX_SAFE_INTEGER)) return 'too_many_runs';
+    this.#activeByUser.set(record.userId, active + 1);
     const run: LocalRun = { record, running: !queue, cancelRequested: false };
     this.#runs.set(record.runId, run);
     if (queue) {
@@ -114,6 +131,9 @@ export class LocalRunStore implements RunStore {
     if (!queue || queue[0]?.record.runId !== record.runId) return null;
     queue.shift();
     this.#runs.delete(record.runId);
+    const active = this.#activeByUser.get(record.userId)! - 1;
+    if (active > 0) this.#activeByUser.set(record.userId, active);
+    else this.#activeByUser.delete(record.userId);
     const next = queue[0];
     if (!next) {
       this.#threads.delete(key);

@@ -45,6 +45,8 @@ export interface GatewayOptions {
   runTimeoutMs?: number;
   drainTimeoutMs?: number;
   maxConnectionsPerUser?: number;
+  /** Runs of one user running or queued at once; one more message gets `too_many_runs`. Default 32. */
+  maxActiveRunsPerUser?: number;
   threadPolicy?: ThreadPolicy;
   maxFrameBytes?: number;
   inboxLimit?: number;
@@ -146,6 +148,7 @@ export class Gateway {
       clock,
       threadPolicy: options.threadPolicy ?? 'enqueue',
       runTimeoutMs: options.runTimeoutMs ?? 120_000,
+      ...(options.maxActiveRunsPerUser ? { maxActiveRunsPerUser: options.maxActiveRunsPerUser } : {}),
       ...(options.runStore ? { store: options.runStore } : {}),
       ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),
       onRunEnded: (outcome) => this.metrics.runEnded(outcome),
