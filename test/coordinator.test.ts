@@ -7,9 +7,10 @@ import {
   type SetupResult,
 } from '../src/coordination/index.js';
 import { MemoryEngine, type MemoryEngineOptions } from '../src/engine/index.js';
-import type { EventEngine, LiveListener, LogHead, MessageClaim, Subscription } from '../src/engine/types.js';
+import type { EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { InstrumentedEngine, deferred, nextTurn, type Deferred, type EngineOp } from './helpers/instrumentedEngine.js';
+import { ScheduledEngine } from './helpers/scheduledEngine.js';
 
 /** A connection as the coordinator sees it, recording what it is given. */
 class FakeMember implements CoordinatorMember {
@@ -621,6 +622,9 @@ describe('UserCoordinator: engine failures during setup', () => {
 class LosableEngine implements EventEngine {
   #inner = memoryEngine();
   readonly #listeners = new Map<string, Set<LiveListener>>();
+  readonly #gapListeners = new Map<string, Set<GapListener>>();
+  /** Drops live notifications, as a pub/sub connection that is down does. */
+  muted = false;
   #hold: { readonly at: 'request' | 'reply'; readonly gate: Deferred; held: number } | null = null;
 
   /** Heads held so far by the current hold. */
@@ -631,6 +635,11 @@ class LosableEngine implements EventEngine {
   lose(): void {
     this.#inner = memoryEngine();
     for (const userId of this.#listeners.keys()) this.#relay(userId);
+  }
+
+  /** Tells the subscribers that notifications may have been lost (a pub/sub reconnect). */
+  signalPossibleGap(userId: string): void {
+    for (const listener of this.#gapListeners.get(userId) ?? []) listener();
   }
 
   /** Hands `entry` to the subscribers as a notification still in flight from before a loss would be. */
@@ -657,7 +666,11 @@ class LosableEngine implements EventEngine {
     return head;
   }
 
-  async subscribe(userId: string, listener: LiveListener): Promise<Subscription> {
+  async subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
+    if (onPossibleGap) {
+      const gapListeners = this.#gapListeners.get(userId) ?? new Set();
+      this.#gapListeners.set(userId, gapListeners.add(onPossibleGap));
+    }
     let listeners = this.#listeners.get(userId);
     if (!listeners) {
       listeners = new Set();
@@ -665,13 +678,18 @@ class LosableEngine implements EventEngine {
       this.#relay(userId);
     }
     listeners.add(listener);
-    return { unsubscribe: async () => void listeners.delete(listener) };
+    return {
+      unsubscribe: async () => {
+        listeners.delete(listener);
+        if (onPossibleGap) this.#gapListeners.get(userId)?.delete(onPossibleGap);
+      },
+    };
   }
 
   #relay(userId: string): void {
     const inner = this.#inner;
     void inner.subscribe(userId, (entry) => {
-      if (inner === this.#inner) this.deliverLate(userId, entry);
+      if (inner === this.#inner && !this.muted) this.deliverLate(userId, entry);
     });
   }
 
@@ -730,6 +748,31 @@ describe('UserCoordinator: log loss', () => {
     expect(result.head.lastSeq).toBe(1);
     await appendN(engine, 'u1', 2);
     expect(b.seqs).toEqual([2, 3]);
+    expect(b.resyncs).toBe(0);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('a loss found by a catch-up (notifications lost) resyncs the old members; a new member gets what follows', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 1);
+    engine.lose();
+    engine.muted = true;
+    await appendN(engine, 'u1', 2);
+    engine.muted = false;
+    expect(a.resyncs).toBe(0);
+    engine.signalPossibleGap('u1');
+    await turnsUntil(() => a.resyncs > 0, 'the catch-up');
+    expect(a.resyncs).toBe(1);
+    expect(a.seqs).toEqual([1]);
+
+    const b = new FakeMember('b');
+    const { result } = await join(registry, 'u1', b);
+    expect(result.head.lastSeq).toBe(2);
+    await appendN(engine, 'u1', 1);
+    expect(b.seqs).toEqual([3]);
     expect(b.resyncs).toBe(0);
     expect(a.resyncs).toBe(1);
   });
@@ -801,5 +844,76 @@ describe('UserCoordinator: log loss', () => {
     await appendN(engine, 'u1', 2);
     expect(c.seqs).toEqual([1, 2]);
     expect(c.resyncs).toBe(0);
+  });
+});
+
+describe('UserCoordinator: log loss under any interleaving (property)', () => {
+  it('a member set up in the new epoch gets exactly the new history after its head; the member of the lost one resyncs once and gets none of it', async () => {
+    const setUpIn = { oldEpoch: 0, newEpoch: 0, handedOldEntries: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.scheduler(),
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        async (s, batches, oldAppendRacing) => {
+          const losable = new LosableEngine();
+          const engine = new ScheduledEngine(losable);
+          const registry = registryOf(engine);
+          const a = new FakeMember('a');
+          const { coordinator, result: ra } = await join(registry, 'u1', a);
+          await appendN(engine, 'u1', 2);
+          const oldEpoch = ra.head.epoch;
+
+          engine.use(s);
+          const b = new FakeMember('b');
+          const setupB = coordinator.setup(b, coordinator.admit(b), {});
+          // An append racing the loss: it lands in the old history or the new, and its
+          // notification may arrive late.
+          const racing = oldAppendRacing ? appendN(engine, 'u1', 1) : Promise.resolve([]);
+          const lost = s.schedule(Promise.resolve(), 'lose the log').then(() => losable.lose());
+          const appended = lost.then(async () => {
+            for (const n of batches) await appendN(engine, 'u1', n);
+          });
+          const [rb] = await s.waitFor(Promise.all([setupB, appended, racing]));
+          // Replies are scheduled once their request ran: drain until nothing is left.
+          for (let i = 0; i < 100 && (i === 0 || s.count() > 0); i++) {
+            await s.waitAll();
+            await nextTurn();
+          }
+          expect(s.count()).toBe(0);
+          engine.use(null);
+
+          expect(rb.ok).toBe(true);
+          const { head } = rb as Extract<SetupResult, { ok: true }>;
+          const newHead = await losable.head('u1');
+          // The member of the lost history: resynced once, given nothing of the new one.
+          expect(a.resyncs).toBe(1);
+          expect(a.delivered.every((e) => e.epoch === oldEpoch)).toBe(true);
+          if (head.epoch === oldEpoch) {
+            setUpIn.oldEpoch++;
+            // b was set up before the loss: it resyncs like a.
+            expect(b.resyncs).toBe(1);
+            expect(b.delivered.every((e) => e.epoch === oldEpoch)).toBe(true);
+            return;
+          }
+          setUpIn.newEpoch++;
+          expect(head.epoch).toBe(newHead.epoch);
+          if (b.delivered.some((e) => e.epoch === oldEpoch)) {
+            // Handed an entry of the lost history before its position was known: it must resync.
+            setUpIn.handedOldEntries++;
+            expect(b.resyncs).toBe(1);
+            return;
+          }
+          // Set up in the new history: everything after its head, in order, and no resync.
+          expect(b.resyncs).toBe(0);
+          expect(b.delivered.every((e) => e.epoch === head.epoch)).toBe(true);
+          expect(b.seqs.filter((seq) => seq > head.lastSeq)).toEqual(range(head.lastSeq + 1, newHead.lastSeq));
+        },
+      ),
+      { numRuns: 200 },
+    );
+    // Both sides of the race were explored.
+    expect(setUpIn.oldEpoch).toBeGreaterThan(0);
+    expect(setUpIn.newEpoch).toBeGreaterThan(0);
   });
 });
