@@ -68,8 +68,11 @@ export class UserCoordinator {
   readonly #members = new Map<string, CoordinatorMember>();
   /** Epoch of the position each member holds; absent while its setup has not read the head yet. */
   readonly #memberEpochs = new Map<string, string>();
-  /** The member being set up (setups run one at a time) and the epochs it was fanned out in meanwhile. */
-  #settingUp: { readonly connectionId: string; readonly fannedOutIn: Set<string> } | null = null;
+  /**
+   * While a member is registered but its setup has not read its head (setups run one at a time):
+   * the epochs entries were fanned out in meanwhile. Null otherwise.
+   */
+  #fannedOutDuringSetup: Set<string> | null = null;
   #nextGeneration = 1;
   #tail: Promise<unknown> = Promise.resolve();
 
@@ -135,18 +138,18 @@ export class UserCoordinator {
         await this.#ensureSubscribed();
         // Registered before the head is read: every entry after that head reaches the member live.
         this.#members.set(member.connectionId, member);
-        this.#settingUp = { connectionId: member.connectionId, fannedOutIn: new Set() };
+        this.#fannedOutDuringSetup = new Set();
         head = await this.#headForSetup();
       } catch (error) {
-        this.#settingUp = null;
+        this.#fannedOutDuringSetup = null;
         if (presence) await presence.release(ref).catch((e: unknown) => this.options.onFault?.(e, 'presence release'));
         throw error;
       }
-      const { fannedOutIn } = this.#settingUp!;
-      this.#settingUp = null;
+      const fannedOut = this.#fannedOutDuringSetup!;
+      this.#fannedOutDuringSetup = null;
       this.#memberEpochs.set(member.connectionId, head.epoch);
       // Entries of another history were handed to it before its position was known: start over.
-      if ([...fannedOutIn].some((epoch) => epoch !== head.epoch)) member.resync();
+      if ([...fannedOut].some((epoch) => epoch !== head.epoch)) member.resync();
       const replay = await this.#replayFor(resume, head);
       return { ok: true, head, resumed: replay !== null, replay: replay ?? [] };
     });
@@ -254,7 +257,7 @@ export class UserCoordinator {
       if (this.#leftEpochs.includes(entry.epoch)) return;
       // The log was lost and started over (e.g. Redis flushed). A member being set up may hold
       // any position in the new history, so then the new history is read from its start.
-      this.#enterEpoch(entry.epoch, this.#settingUp ? 0 : entry.seq - 1);
+      this.#enterEpoch(entry.epoch, this.#fannedOutDuringSetup ? 0 : entry.seq - 1);
     }
     const last = this.#lastSeq!;
     if (entry.seq <= last) return;
@@ -289,7 +292,7 @@ export class UserCoordinator {
     }
     if (head.epoch !== this.#epoch) {
       if (this.#leftEpochs.includes(head.epoch)) return; // answered before the loss was seen
-      this.#enterEpoch(head.epoch, this.#settingUp ? 0 : head.lastSeq);
+      this.#enterEpoch(head.epoch, this.#fannedOutDuringSetup ? 0 : head.lastSeq);
     }
     if (head.lastSeq > this.#lastSeq) {
       this.#repairing = true;
@@ -374,7 +377,7 @@ export class UserCoordinator {
     this.#lastSeq = entry.seq;
     this.options.onFanout?.(entry);
     const epoch = this.#epoch!;
-    this.#settingUp?.fannedOutIn.add(epoch);
+    this.#fannedOutDuringSetup?.add(epoch);
     for (const [connectionId, member] of this.#members) {
       const held = this.#memberEpochs.get(connectionId);
       // A member of a lost history is resyncing; none of the new history is its.
