@@ -63,10 +63,12 @@ function firstDistinct(max: number): LabelBound {
  */
 class BoundedCounter<T extends string> extends Counter<T> {
   readonly #bounds: Readonly<Record<T, LabelBound>>;
+  readonly #labelNames: readonly T[];
 
   constructor(config: CounterConfiguration<T> & { labelNames: readonly T[] }, bounds: Readonly<Record<T, LabelBound>>) {
     super(config);
     this.#bounds = bounds;
+    this.#labelNames = config.labelNames;
     // prom-client sets `inc` on the instance (it picks the exemplar variant or not), so it is
     // wrapped here rather than overridden. Exemplars are not enabled on the gateway's counters.
     const unbounded = this.inc.bind(this) as (labels?: LabelValues<T> | number, value?: number) => void;
@@ -79,8 +81,8 @@ class BoundedCounter<T extends string> extends Counter<T> {
   override labels(...args: [LabelValues<T>] | string[]): Counter.Internal {
     const [first] = args;
     if (typeof first === 'object') return super.labels(this.#bound(first));
-    const names = Object.keys(this.#bounds) as T[];
-    return super.labels(...(args as string[]).map((value, i) => this.#bounds[names[i]!](value)));
+    const names = this.#labelNames;
+    return super.labels(...(args as string[]).map((value, i) => (i < names.length ? this.#bounds[names[i]!](value) : value)));
   }
 
   #bound(labels: LabelValues<T>): LabelValues<T> {
