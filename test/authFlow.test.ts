@@ -1,4 +1,5 @@
 import { SignJWT, type JWTPayload } from 'jose';
+import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config/index.js';
 import { ChildTracker } from './helpers/childProcess.js';
@@ -13,6 +14,8 @@ import { TestClient, type ConnectOptions, type Frame } from './helpers/wsClient.
  */
 
 const OTHER_SECRET = 'another-secret-that-is-also-long-enough-0123456789';
+/** At least 32 bytes: what production mode asks of an HS256 secret. */
+const LONG_SECRET = 'x'.repeat(32);
 const nowSec = (): number => Math.floor(Date.now() / 1000);
 
 let envs: TestGateway[] = [];
@@ -35,6 +38,17 @@ function rawClient(env: TestGateway, options: ConnectOptions): TestClient {
   const client = new TestClient(env.url, options);
   env.clients.push(client);
   return client;
+}
+
+/** A pino logger at warn whose JSON lines the test can read. */
+function captureLogger(): { logger: Logger; lines(): Array<Record<string, unknown>>; text(): string } {
+  const chunks: string[] = [];
+  const logger = pino({ level: 'warn' }, { write: (chunk: string) => void chunks.push(chunk) });
+  return {
+    logger,
+    text: () => chunks.join(''),
+    lines: () => chunks.join('').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 async function hs256(claims: JWTPayload, secret = TEST_SECRET): Promise<string> {
@@ -349,10 +363,70 @@ describe('test-token route', () => {
     expect(res.status).toBe(404);
     await res.body?.cancel();
   });
+
+  it('after 20 wrong keys from one address within a minute answers 429 with Retry-After, the right key too, until the minute has passed', async () => {
+    const clock = new ManualClock(1_000_000);
+    const logged = captureLogger();
+    const bypassKey = 'the-right-bypass-key-0123';
+    const env = await start({ clock, logger: logged.logger, testTokens: { bypassKey, secret: TEST_SECRET } });
+    const wrongKeys = Array.from({ length: 20 }, (_, i) => `wrong-guess-${i}`);
+    for (const wrong of wrongKeys) {
+      const res = await post(env, { 'x-e2e-bypass-key': wrong }, { user_id: 'e2e-user' });
+      expect(res.status).toBe(401);
+      await res.body?.cancel();
+      await clock.advance(1000); // 20 misses within 20 s of the first
+    }
+    for (const key of ['wrong-guess-21', bypassKey]) {
+      const res = await post(env, { 'x-e2e-bypass-key': key }, { user_id: 'e2e-user' });
+      expect(res.status).toBe(429);
+      expect(res.headers.get('retry-after')).toBe('40');
+      await res.body?.cancel();
+    }
+    await clock.advance(39_000); // 1 s before the minute since the first miss has passed
+    const stillLimited = await post(env, { 'x-e2e-bypass-key': bypassKey }, { user_id: 'e2e-user' });
+    expect(stillLimited.status).toBe(429);
+    expect(stillLimited.headers.get('retry-after')).toBe('1');
+    await stillLimited.body?.cancel();
+    await clock.advance(1000);
+    const allowed = await post(env, { 'x-e2e-bypass-key': bypassKey }, { user_id: 'e2e-user' });
+    expect(allowed.status).toBe(200);
+    await allowed.body?.cancel();
+
+    // Each wrong key is logged at warn with the address and the count, never the key.
+    const warnings = logged.lines().filter((line) => line.msg === 'wrong E2E bypass key');
+    expect(warnings).toHaveLength(20);
+    expect(warnings.map((line) => line.misses)).toEqual(wrongKeys.map((_, i) => i + 1));
+    for (const line of warnings) {
+      expect(line.level).toBe(40);
+      expect(line.address).toMatch(/127\.0\.0\.1/);
+    }
+    const text = logged.text();
+    for (const key of [...wrongKeys, 'wrong-guess-21', bypassKey]) expect(text).not.toContain(key);
+  });
+
+  it('answers a body over 4 KiB with 413 that the client receives, and keeps serving', async () => {
+    const env = await start({ testTokens: { bypassKey: 'let-me-in-0123456789', secret: TEST_SECRET } });
+    for (const size of [4097, 64 * 1024, 1024 * 1024]) {
+      const res = await post(env, { 'x-e2e-bypass-key': 'let-me-in-0123456789' }, { user_id: 'u', pad: 'x'.repeat(size) });
+      expect(res.status).toBe(413);
+      expect(await res.json()).toEqual({ detail: 'body must be at most 4096 bytes' });
+    }
+    // Exactly 4 KiB is fine.
+    const prefix = JSON.stringify({ user_id: 'e2e-user', pad: '' });
+    const exact = JSON.stringify({ user_id: 'e2e-user', pad: 'x'.repeat(4096 - prefix.length) });
+    expect(Buffer.byteLength(exact)).toBe(4096);
+    const ok = await fetch(`http://127.0.0.1:${env.port}/v1/auth/test-token`, {
+      method: 'POST',
+      headers: { 'x-e2e-bypass-key': 'let-me-in-0123456789' },
+      body: exact,
+    });
+    expect(ok.status).toBe(200);
+    await ok.body?.cancel();
+  });
 });
 
 describe('a bypass key in production is refused', () => {
-  const env = { NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 'x', AGENTWIRE_E2E_BYPASS_KEY: 'k' };
+  const env = { NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: LONG_SECRET, AGENTWIRE_E2E_BYPASS_KEY: 'bypass-key-0123456789' };
 
   it('loadConfig throws a ConfigError naming AGENTWIRE_E2E_BYPASS_KEY', () => {
     let error: unknown;
@@ -365,7 +439,7 @@ describe('a bypass key in production is refused', () => {
     expect((error as ConfigError).setting).toBe('AGENTWIRE_E2E_BYPASS_KEY');
     expect((error as ConfigError).message).toMatch(/^AGENTWIRE_E2E_BYPASS_KEY: /);
     // Without the bypass key the same configuration is fine.
-    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 'x' }).production).toBe(true);
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: LONG_SECRET }).production).toBe(true);
   });
 
   it('`agentwire serve` exits non-zero with one line naming the setting', async () => {

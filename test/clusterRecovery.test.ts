@@ -665,6 +665,40 @@ describe('data loss', () => {
     expect(fresh[0]).toMatchObject({ run_id: ack.run_id, message_id: 'm2' });
     expect(b.events()).toEqual(fresh.slice(fresh.length - b.events().length));
   });
+
+  it('after FLUSHALL only the connection holding a position in the lost epoch resyncs; a connection set up in the new epoch runs its messages to the end (3 of 3)', async () => {
+    await useRedis();
+    const node = await startNode('flush-fresh');
+    let old = await node.env.ready('gil');
+    let oldEpoch = old.frames[0]!.epoch as string;
+    await runToEnd(old, 'm0', 't1', 'before the loss');
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const oldLastSeq = old.events().at(-1)!.seq as number;
+      expect(await admin().flushall()).toBe('OK');
+
+      const fresh = await node.env.ready('gil');
+      const ready = fresh.frames[0]!;
+      expect(ready).toMatchObject({ resumed: false, replayed: 0, last_seq: 0 });
+      expect(ready.epoch).not.toBe(oldEpoch);
+
+      // The new connection gets its run through agent_completed and stays open ...
+      const events = await runToEnd(fresh, `m${attempt}`, 't1', 'after the loss');
+      expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
+      expect(fresh.events().map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(fresh.closeCode).toBeNull();
+      // ... while the old connection, whose history is gone, is made to resume.
+      expect(await old.waitClosed(5000)).toEqual({ code: 1013, reason: 'resync' });
+
+      // The old client reconnects with its position in the lost epoch: not resumed.
+      const back = await node.env.ready('gil', { lastSeq: oldLastSeq, epoch: oldEpoch });
+      expect(back.frames[0]).toMatchObject({ epoch: ready.epoch, resumed: false, replayed: 0, last_seq: 6 });
+      expect(back.closeCode).toBeNull();
+      back.close();
+      old = fresh;
+      oldEpoch = ready.epoch as string;
+    }
+  });
 });
 
 /** A coordinator member that records what a connection would send: replay, then live entries. */

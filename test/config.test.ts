@@ -69,6 +69,9 @@ const DEFAULTS: GatewayConfig = {
  * One valid, non-default sample per setting, the config field it sets and the value expected
  * there. `extraEnv` supplies what the setting needs to be valid on its own.
  */
+const PRODUCTION_SECRET = 's3cret-of-at-least-32-bytes-long!';
+const BYPASS_KEY = 'bypass-key-0123456789';
+
 const SAMPLES: Record<
   string,
   { value: string; key: keyof GatewayConfig; expected: unknown; extraEnv?: Record<string, string> }
@@ -79,7 +82,7 @@ const SAMPLES: Record<
     value: 'production',
     key: 'production',
     expected: true,
-    extraEnv: { AGENTWIRE_JWT_SECRET: 's3cret' },
+    extraEnv: { AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET },
   },
   AGENTWIRE_JWT_SECRET: { value: 's3cret', key: 'jwtSecret', expected: 's3cret' },
   AGENTWIRE_JWT_PUBLIC_KEY: { value: PEM, key: 'jwtPublicKey', expected: PEM.trim() },
@@ -90,7 +93,7 @@ const SAMPLES: Record<
   },
   AGENTWIRE_JWT_ISSUER: { value: 'https://issuer.example.com/', key: 'jwtIssuer', expected: 'https://issuer.example.com/' },
   AGENTWIRE_JWT_AUDIENCE: { value: 'agentwire', key: 'jwtAudience', expected: 'agentwire' },
-  AGENTWIRE_E2E_BYPASS_KEY: { value: 'bypass-123', key: 'e2eBypassKey', expected: 'bypass-123' },
+  AGENTWIRE_E2E_BYPASS_KEY: { value: BYPASS_KEY, key: 'e2eBypassKey', expected: BYPASS_KEY },
   AGENTWIRE_REDIS_URL: { value: 'redis://localhost:6379/0', key: 'redisUrl', expected: 'redis://localhost:6379/0' },
   AGENTWIRE_NODE_ID: { value: 'gw-2', key: 'nodeId', expected: 'gw-2' },
   AGENTWIRE_RUN_LEASE_MS: { value: '3000', key: 'runLeaseMs', expected: 3000 },
@@ -260,7 +263,7 @@ describe('flags override env', () => {
   });
 
   it('--production overrides NODE_ENV in both directions', () => {
-    expect(loadConfig({ AGENTWIRE_JWT_SECRET: 'x' }, parseServeFlags(['--production'])).production).toBe(true);
+    expect(loadConfig({ AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET }, parseServeFlags(['--production'])).production).toBe(true);
     expect(loadConfig({ NODE_ENV: 'production' }, parseServeFlags(['--production=false'])).production).toBe(false);
   });
 
@@ -412,7 +415,7 @@ describe('validation rules', () => {
   });
 
   it('production with exactly one key starts', () => {
-    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 's' }).devMode).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET }).devMode).toBe(false);
     expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_PUBLIC_KEY: PEM }).jwtPublicKey).toBe(PEM.trim());
     expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWKS_URL: 'http://jwks.local/keys' }).jwksUrl).toBe(
       'http://jwks.local/keys',
@@ -421,12 +424,12 @@ describe('validation rules', () => {
 
   it('refuses a bypass key in production', () => {
     expectConfigError(
-      () => loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 's', AGENTWIRE_E2E_BYPASS_KEY: 'k' }),
+      () => loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
       'AGENTWIRE_E2E_BYPASS_KEY',
       /production/,
     );
     expectConfigError(
-      () => loadConfig({ AGENTWIRE_JWT_SECRET: 's', AGENTWIRE_E2E_BYPASS_KEY: 'k' }, { production: true }),
+      () => loadConfig({ AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }, { production: true }),
       'AGENTWIRE_E2E_BYPASS_KEY',
       /production/,
     );
@@ -434,22 +437,64 @@ describe('validation rules', () => {
 
   it('refuses a bypass key with only a public key or JWKS', () => {
     expectConfigError(
-      () => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_E2E_BYPASS_KEY: 'k' }),
+      () => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
       'AGENTWIRE_E2E_BYPASS_KEY',
       /HS256/,
     );
     expectConfigError(
-      () => loadConfig({ AGENTWIRE_JWKS_URL: 'https://x.example/jwks', AGENTWIRE_E2E_BYPASS_KEY: 'k' }),
+      () => loadConfig({ AGENTWIRE_JWKS_URL: 'https://x.example/jwks', AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
       'AGENTWIRE_E2E_BYPASS_KEY',
       /HS256/,
     );
   });
 
   it('allows a bypass key with a secret or in dev mode', () => {
-    expect(loadConfig({ AGENTWIRE_JWT_SECRET: 's', AGENTWIRE_E2E_BYPASS_KEY: 'k' }).e2eBypassKey).toBe('k');
-    const dev = loadConfig({ AGENTWIRE_E2E_BYPASS_KEY: 'k' });
+    expect(loadConfig({ AGENTWIRE_JWT_SECRET: 's', AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }).e2eBypassKey).toBe(BYPASS_KEY);
+    const dev = loadConfig({ AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY });
     expect(dev.devMode).toBe(true);
-    expect(dev.e2eBypassKey).toBe('k');
+    expect(dev.e2eBypassKey).toBe(BYPASS_KEY);
+  });
+
+  it('refuses a bypass key shorter than 16 characters, in one line naming the setting', () => {
+    for (const key of ['k', 'ab', 'x'.repeat(15)]) {
+      const e = expectConfigError(
+        () => loadConfig({ AGENTWIRE_JWT_SECRET: 's', AGENTWIRE_E2E_BYPASS_KEY: key }),
+        'AGENTWIRE_E2E_BYPASS_KEY',
+        /at least 16 characters/,
+      );
+      expect(e.message).not.toContain(key.length > 1 ? key : '"k"');
+      expect(e.message.split('\n')).toHaveLength(1);
+    }
+    expect(loadConfig({ AGENTWIRE_E2E_BYPASS_KEY: 'x'.repeat(16) }).e2eBypassKey).toBe('x'.repeat(16));
+  });
+
+  it('production mode is NODE_ENV=production in any letter case', () => {
+    for (const value of ['production', 'PRODUCTION', 'Production', ' pRoDuCtIoN ']) {
+      expect(loadConfig({ NODE_ENV: value, AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET }).production).toBe(true);
+      expectConfigError(() => loadConfig({ NODE_ENV: value }), 'AGENTWIRE_JWT_SECRET', /production/);
+      expectConfigError(
+        () => loadConfig({ NODE_ENV: value, AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
+        'AGENTWIRE_E2E_BYPASS_KEY',
+        /production/,
+      );
+    }
+    expect(loadConfig({ NODE_ENV: 'productionx' }).production).toBe(false);
+  });
+
+  it('in production an HS256 secret shorter than 32 bytes is an error naming AGENTWIRE_JWT_SECRET', () => {
+    for (const secret of ['abc', 'x'.repeat(31), 'é'.repeat(15)]) {
+      const e = expectConfigError(
+        () => loadConfig({ NODE_ENV: 'PRODUCTION', AGENTWIRE_JWT_SECRET: secret }),
+        'AGENTWIRE_JWT_SECRET',
+        /at least 32 bytes/,
+      );
+      expect(e.message).not.toContain(secret);
+    }
+    // Bytes, not characters: 16 two-byte characters are 32 bytes.
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 'é'.repeat(16) }).production).toBe(true);
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 'x'.repeat(32) }).production).toBe(true);
+    // Outside production a short secret is still allowed (tests, local development).
+    expect(loadConfig({ AGENTWIRE_JWT_SECRET: 'abc' }).jwtSecret).toBe('abc');
   });
 
   it('JWKS URL must be an http(s) URL', () => {
@@ -521,7 +566,7 @@ describe('dev mode', () => {
   });
 
   it('is off in production', () => {
-    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: 's' }).devMode).toBe(false);
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET }).devMode).toBe(false);
   });
 
   it('issuer / audience alone do not leave dev mode', () => {
@@ -536,12 +581,12 @@ describe('redactConfig', () => {
   it('hides secrets and the Redis password', () => {
     const c = loadConfig({
       AGENTWIRE_JWT_SECRET: 'topsecret',
-      AGENTWIRE_E2E_BYPASS_KEY: 'bypass',
+      AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY,
       AGENTWIRE_REDIS_URL: 'redis://:hunter2@r.local:6379',
     });
     const text = JSON.stringify(redactConfig(c));
     expect(text).not.toContain('topsecret');
-    expect(text).not.toContain('bypass"');
+    expect(text).not.toContain(BYPASS_KEY);
     expect(text).not.toContain('hunter2');
     expect(text).toContain('r.local');
   });

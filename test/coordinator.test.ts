@@ -7,9 +7,10 @@ import {
   type SetupResult,
 } from '../src/coordination/index.js';
 import { MemoryEngine, type MemoryEngineOptions } from '../src/engine/index.js';
-import type { EventEngine } from '../src/engine/types.js';
+import type { EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from '../src/engine/types.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import { InstrumentedEngine, deferred, nextTurn, type Deferred, type EngineOp } from './helpers/instrumentedEngine.js';
+import { ScheduledEngine } from './helpers/scheduledEngine.js';
 
 /** A connection as the coordinator sees it, recording what it is given. */
 class FakeMember implements CoordinatorMember {
@@ -609,5 +610,310 @@ describe('UserCoordinator: engine failures during setup', () => {
     await appendN(engine, 'u1', 1);
     expect(b.seqs).toEqual([1]);
     expect(engine.activeSubscriptions.get('u1')).toBe(1);
+  });
+});
+
+/**
+ * An engine whose logs can all be lost at once, as Redis loses them on FLUSHALL: later calls see
+ * fresh logs in a new epoch while subscriptions live on (a pub/sub connection survives a flush).
+ * Head calls can be held before they read (request) or after (reply), to order them against a
+ * loss and against live entries.
+ */
+class LosableEngine implements EventEngine {
+  #inner = memoryEngine();
+  readonly #listeners = new Map<string, Set<LiveListener>>();
+  readonly #gapListeners = new Map<string, Set<GapListener>>();
+  /** Drops live notifications, as a pub/sub connection that is down does. */
+  muted = false;
+  #hold: { readonly at: 'request' | 'reply'; readonly gate: Deferred; held: number } | null = null;
+
+  /** Heads held so far by the current hold. */
+  get headsHeld(): number {
+    return this.#hold?.held ?? 0;
+  }
+
+  lose(): void {
+    this.#inner = memoryEngine();
+    for (const userId of this.#listeners.keys()) this.#relay(userId);
+  }
+
+  /** Tells the subscribers that notifications may have been lost (a pub/sub reconnect). */
+  signalPossibleGap(userId: string): void {
+    for (const listener of this.#gapListeners.get(userId) ?? []) listener();
+  }
+
+  /** Hands `entry` to the subscribers as a notification still in flight from before a loss would be. */
+  deliverLate(userId: string, entry: LogEntry): void {
+    for (const listener of this.#listeners.get(userId) ?? []) listener(entry);
+  }
+
+  /** Holds every head call at `at` until the returned function is called. */
+  holdHeads(at: 'request' | 'reply'): () => void {
+    const hold = { at, gate: deferred(), held: 0 };
+    this.#hold = hold;
+    return () => {
+      if (this.#hold === hold) this.#hold = null;
+      hold.gate.resolve();
+    };
+  }
+
+  async head(userId: string): Promise<LogHead> {
+    const hold = this.#hold;
+    if (hold) hold.held++;
+    if (hold?.at === 'request') await hold.gate.promise;
+    const head = await this.#inner.head(userId);
+    if (hold?.at === 'reply') await hold.gate.promise;
+    return head;
+  }
+
+  async subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
+    if (onPossibleGap) {
+      const gapListeners = this.#gapListeners.get(userId) ?? new Set();
+      this.#gapListeners.set(userId, gapListeners.add(onPossibleGap));
+    }
+    let listeners = this.#listeners.get(userId);
+    if (!listeners) {
+      listeners = new Set();
+      this.#listeners.set(userId, listeners);
+      this.#relay(userId);
+    }
+    listeners.add(listener);
+    return {
+      unsubscribe: async () => {
+        listeners.delete(listener);
+        if (onPossibleGap) this.#gapListeners.get(userId)?.delete(onPossibleGap);
+      },
+    };
+  }
+
+  #relay(userId: string): void {
+    const inner = this.#inner;
+    void inner.subscribe(userId, (entry) => {
+      if (inner === this.#inner && !this.muted) this.deliverLate(userId, entry);
+    });
+  }
+
+  ready = () => this.#inner.ready();
+  append = (userId: string, events: readonly EventBody[]) => this.#inner.append(userId, events);
+  read = (userId: string, fromSeq: number, toSeq: number) => this.#inner.read(userId, fromSeq, toSeq);
+  claimMessage = (userId: string, messageId: string, claim: MessageClaim) => this.#inner.claimMessage(userId, messageId, claim);
+  releaseMessage = (userId: string, messageId: string) => this.#inner.releaseMessage(userId, messageId);
+  close = async () => {};
+}
+
+async function turnsUntil(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 50 && !done(); i++) await nextTurn();
+  if (!done()) throw new Error(`never happened: ${what}`);
+}
+
+describe('UserCoordinator: log loss', () => {
+  it('a member set up after the log was lost receives the new history; only members of the lost one resync', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    const { result: ra } = await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 2);
+    expect(a.seqs).toEqual([1, 2]);
+
+    engine.lose();
+    const b = new FakeMember('b');
+    const { result: rb } = await join(registry, 'u1', b);
+    expect(rb.resumed).toBe(false);
+    expect(rb.head.lastSeq).toBe(0);
+    expect(rb.head.epoch).not.toBe(ra.head.epoch);
+    expect(a.resyncs).toBe(1);
+
+    await appendN(engine, 'u1', 3);
+    expect(b.seqs).toEqual([1, 2, 3]);
+    expect(b.delivered.every((e) => e.epoch === rb.head.epoch)).toBe(true);
+    expect(b.resyncs).toBe(0);
+    // The member of the lost history got nothing of the new one and resynced once.
+    expect(a.seqs).toEqual([1, 2]);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('a live entry of a new epoch resyncs the members of the old one; a member set up then gets what follows', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 1);
+    engine.lose();
+    await appendN(engine, 'u1', 1);
+    expect(a.resyncs).toBe(1);
+    expect(a.seqs).toEqual([1]);
+
+    const b = new FakeMember('b');
+    const { result } = await join(registry, 'u1', b);
+    expect(result.head.lastSeq).toBe(1);
+    await appendN(engine, 'u1', 2);
+    expect(b.seqs).toEqual([2, 3]);
+    expect(b.resyncs).toBe(0);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('a loss found by a catch-up (notifications lost) resyncs the old members; a new member gets what follows', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 1);
+    engine.lose();
+    engine.muted = true;
+    await appendN(engine, 'u1', 2);
+    engine.muted = false;
+    expect(a.resyncs).toBe(0);
+    engine.signalPossibleGap('u1');
+    await turnsUntil(() => a.resyncs > 0, 'the catch-up');
+    expect(a.resyncs).toBe(1);
+    expect(a.seqs).toEqual([1]);
+
+    const b = new FakeMember('b');
+    const { result } = await join(registry, 'u1', b);
+    expect(result.head.lastSeq).toBe(2);
+    await appendN(engine, 'u1', 1);
+    expect(b.seqs).toEqual([3]);
+    expect(b.resyncs).toBe(0);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('late notifications of the lost history are dropped, not taken for another loss', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    await join(registry, 'u1', a);
+    const old = await appendN(engine, 'u1', 2);
+    engine.lose();
+    const b = new FakeMember('b');
+    await join(registry, 'u1', b);
+    engine.deliverLate('u1', { ...old[1]!, seq: 3 });
+    engine.deliverLate('u1', old[0]!);
+    await appendN(engine, 'u1', 2);
+    expect(b.seqs).toEqual([1, 2]);
+    expect(b.resyncs).toBe(0);
+    expect(a.seqs).toEqual([1, 2]);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('a setup whose head reply from before the loss arrives after entries of the new epoch reads the head again and keeps its entries', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    const { coordinator, result: ra } = await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 2);
+
+    const release = engine.holdHeads('reply');
+    const b = new FakeMember('b');
+    const setupB = coordinator.setup(b, coordinator.admit(b), {});
+    await turnsUntil(() => engine.headsHeld === 1, "b's head read");
+    engine.lose();
+    await appendN(engine, 'u1', 2); // entries 1 and 2 of the new history, live, while b's stale head is held
+    expect(a.resyncs).toBe(1);
+    release();
+    const rb = await setupB;
+    expect(rb).toMatchObject({ ok: true, resumed: false, head: { lastSeq: 2 } });
+    expect((rb as Extract<SetupResult, { ok: true }>).head.epoch).not.toBe(ra.head.epoch);
+    await appendN(engine, 'u1', 1);
+    // 1 and 2 reached it during its setup (a connection drops those up to its head), 3 after.
+    expect(b.seqs).toEqual([1, 2, 3]);
+    expect(b.resyncs).toBe(0);
+    expect(a.resyncs).toBe(1);
+  });
+
+  it('a member handed entries of the lost history during its setup resyncs; the next one gets the new history', async () => {
+    const engine = new LosableEngine();
+    const registry = registryOf(engine);
+    const a = new FakeMember('a');
+    const { coordinator } = await join(registry, 'u1', a);
+    await appendN(engine, 'u1', 1);
+
+    const release = engine.holdHeads('request');
+    const b = new FakeMember('b');
+    const setupB = coordinator.setup(b, coordinator.admit(b), {});
+    await turnsUntil(() => engine.headsHeld === 1, "b's head request");
+    await appendN(engine, 'u1', 1); // old history: reaches b, whose position is not known yet
+    expect(b.seqs).toEqual([2]);
+    engine.lose();
+    release();
+    expect(await setupB).toMatchObject({ ok: true, head: { lastSeq: 0 } });
+    expect(b.resyncs).toBe(1);
+    expect(a.resyncs).toBe(1);
+
+    const c = new FakeMember('c');
+    await join(registry, 'u1', c);
+    await appendN(engine, 'u1', 2);
+    expect(c.seqs).toEqual([1, 2]);
+    expect(c.resyncs).toBe(0);
+  });
+});
+
+describe('UserCoordinator: log loss under any interleaving (property)', () => {
+  it('a member set up in the new epoch gets exactly the new history after its head; the member of the lost one resyncs once and gets none of it', async () => {
+    const setUpIn = { oldEpoch: 0, newEpoch: 0, handedOldEntries: 0 };
+    await fc.assert(
+      fc.asyncProperty(
+        fc.scheduler(),
+        fc.array(fc.integer({ min: 1, max: 3 }), { minLength: 1, maxLength: 4 }),
+        fc.boolean(),
+        async (s, batches, oldAppendRacing) => {
+          const losable = new LosableEngine();
+          const engine = new ScheduledEngine(losable);
+          const registry = registryOf(engine);
+          const a = new FakeMember('a');
+          const { coordinator, result: ra } = await join(registry, 'u1', a);
+          await appendN(engine, 'u1', 2);
+          const oldEpoch = ra.head.epoch;
+
+          engine.use(s);
+          const b = new FakeMember('b');
+          const setupB = coordinator.setup(b, coordinator.admit(b), {});
+          // An append racing the loss: it lands in the old history or the new, and its
+          // notification may arrive late.
+          const racing = oldAppendRacing ? appendN(engine, 'u1', 1) : Promise.resolve([]);
+          const lost = s.schedule(Promise.resolve(), 'lose the log').then(() => losable.lose());
+          const appended = lost.then(async () => {
+            for (const n of batches) await appendN(engine, 'u1', n);
+          });
+          const [rb] = await s.waitFor(Promise.all([setupB, appended, racing]));
+          // Replies are scheduled once their request ran: drain until nothing is left.
+          for (let i = 0; i < 100 && (i === 0 || s.count() > 0); i++) {
+            await s.waitAll();
+            await nextTurn();
+          }
+          expect(s.count()).toBe(0);
+          engine.use(null);
+
+          expect(rb.ok).toBe(true);
+          const { head } = rb as Extract<SetupResult, { ok: true }>;
+          const newHead = await losable.head('u1');
+          // The member of the lost history: resynced once, given nothing of the new one.
+          expect(a.resyncs).toBe(1);
+          expect(a.delivered.every((e) => e.epoch === oldEpoch)).toBe(true);
+          if (head.epoch === oldEpoch) {
+            setUpIn.oldEpoch++;
+            // b was set up before the loss: it resyncs like a.
+            expect(b.resyncs).toBe(1);
+            expect(b.delivered.every((e) => e.epoch === oldEpoch)).toBe(true);
+            return;
+          }
+          setUpIn.newEpoch++;
+          expect(head.epoch).toBe(newHead.epoch);
+          if (b.delivered.some((e) => e.epoch === oldEpoch)) {
+            // Handed an entry of the lost history before its position was known: it must resync.
+            setUpIn.handedOldEntries++;
+            expect(b.resyncs).toBe(1);
+            return;
+          }
+          // Set up in the new history: everything after its head, in order, and no resync.
+          expect(b.resyncs).toBe(0);
+          expect(b.delivered.every((e) => e.epoch === head.epoch)).toBe(true);
+          expect(b.seqs.filter((seq) => seq > head.lastSeq)).toEqual(range(head.lastSeq + 1, newHead.lastSeq));
+        },
+      ),
+      { numRuns: 200 },
+    );
+    // Both sides of the race were explored.
+    expect(setUpIn.oldEpoch).toBeGreaterThan(0);
+    expect(setUpIn.newEpoch).toBeGreaterThan(0);
   });
 });

@@ -7,4 +7,4 @@ export {
   selectSubprotocol,
   type UpgradeCredentials,
 } from './upgrade.js';
-export { bypassKeyMatches } from './bypass.js';
+export { BypassGuessLimiter, bypassKeyMatches, type GuessLimiterOptions, type GuessVerdict } from './bypass.js';

@@ -56,6 +56,10 @@ export interface GatewayConfig {
 
 /** Largest delay Node's timers accept; larger values silently become 1 ms. */
 const MAX_TIMER_MS = 2_147_483_647;
+/** A shorter bypass key can be guessed even at the test-token route's throttled rate. */
+export const MIN_BYPASS_KEY_CHARS = 16;
+/** HS256 keys shorter than the hash output (RFC 7518 section 3.2) are refused in production. */
+export const MIN_PRODUCTION_SECRET_BYTES = 32;
 
 /** Flags that may appear without a value (`--production` means `--production=true`). */
 const BOOLEAN_FLAGS = new Set(['production', 'permessage-deflate']);
@@ -168,7 +172,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
     }
     production = parsed;
   } else {
-    production = (env.NODE_ENV ?? '').trim() === 'production';
+    production = (env.NODE_ENV ?? '').trim().toLowerCase() === 'production';
   }
 
   // --- listener ----------------------------------------------------------------------------
@@ -200,6 +204,12 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
       'production mode needs one of AGENTWIRE_JWT_SECRET, AGENTWIRE_JWT_PUBLIC_KEY or AGENTWIRE_JWKS_URL',
     );
   }
+  if (production && jwtSecret !== undefined && Buffer.byteLength(jwtSecret, 'utf8') < MIN_PRODUCTION_SECRET_BYTES) {
+    throw new ConfigError(
+      'AGENTWIRE_JWT_SECRET',
+      `must be at least ${MIN_PRODUCTION_SECRET_BYTES} bytes in production mode (got ${Buffer.byteLength(jwtSecret, 'utf8')})`,
+    );
+  }
   const devMode = !production && keysSet.length === 0;
 
   const e2eBypassKey = text('AGENTWIRE_E2E_BYPASS_KEY', false);
@@ -208,6 +218,12 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
       throw new ConfigError(
         'AGENTWIRE_E2E_BYPASS_KEY',
         'must not be set in production mode (the server refuses to start with a bypass key in production)',
+      );
+    }
+    if (e2eBypassKey.length < MIN_BYPASS_KEY_CHARS) {
+      throw new ConfigError(
+        'AGENTWIRE_E2E_BYPASS_KEY',
+        `must be at least ${MIN_BYPASS_KEY_CHARS} characters (got ${e2eBypassKey.length})`,
       );
     }
     if (jwtSecret === undefined && !devMode) {

@@ -35,7 +35,7 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
     env: 'NODE_ENV',
     flag: '--production',
     description:
-      'NODE_ENV=production (or the flag --production) is production mode: a JWT key is required and the E2E bypass key is refused.',
+      'NODE_ENV=production in any letter case (or the flag --production) is production mode: a JWT key is required, an HS256 secret must be at least 32 bytes and the E2E bypass key is refused.',
     default: 'development',
   },
   setting('AGENTWIRE_JWT_SECRET', UNSET, 'Shared secret for HS256 tokens.'),
@@ -46,7 +46,7 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
   setting(
     'AGENTWIRE_E2E_BYPASS_KEY',
     UNSET,
-    'Enables POST /v1/auth/test-token guarded by this key (refused in production; needs HS256 or dev mode).',
+    'Enables POST /v1/auth/test-token guarded by this key (at least 16 characters; refused in production; needs HS256 or dev mode).',
   ),
   setting('AGENTWIRE_REDIS_URL', UNSET, 'redis:// or rediss:// URL selecting the Redis engine; unset = in-memory engine.'),
   setting('AGENTWIRE_NODE_ID', UNSET, 'Name of this gateway node in a Redis cluster (logs, run ownership); random when unset.'),

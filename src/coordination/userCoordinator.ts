@@ -46,6 +46,9 @@ export interface CoordinatorOptions {
 
 const noop = () => {};
 
+/** Epochs given up that are remembered, so late notifications of them are recognised. */
+const MAX_LEFT_EPOCHS = 8;
+
 /**
  * One per user per node: every setup and teardown of the user's connections runs through
  * `#serial`, one at a time. It also owns the node's single subscription to the user's log and
@@ -54,10 +57,22 @@ const noop = () => {};
  * Connections hold a generation from `admit`; a request carrying a generation that is no longer
  * the admitted one is denied with a reason, so an old connection's teardown cannot remove what
  * a newer registration added.
+ *
+ * Log loss: each member holds a position in the epoch its setup's head named. When the log
+ * turns out to have started over (a live entry, a catch-up head or a setup head of an epoch the
+ * coordinator has not seen), the coordinator moves to the new epoch and only members holding
+ * positions in the old one resync; a member set up in the new epoch keeps receiving its entries.
  */
 export class UserCoordinator {
   readonly #admitted = new Map<string, number>();
   readonly #members = new Map<string, CoordinatorMember>();
+  /** Epoch of the position each member holds; absent while its setup has not read the head yet. */
+  readonly #memberEpochs = new Map<string, string>();
+  /**
+   * While a member is registered but its setup has not read its head (setups run one at a time):
+   * the epochs entries were fanned out in meanwhile. Null otherwise.
+   */
+  #fannedOutDuringSetup: Set<string> | null = null;
   #nextGeneration = 1;
   #tail: Promise<unknown> = Promise.resolve();
 
@@ -66,6 +81,10 @@ export class UserCoordinator {
   #lastSeq: number | null = null;
   /** Epoch of the log the fanned-out entries belong to. */
   #epoch: string | null = null;
+  /** Epochs this coordinator moved away from, newest last: their live entries are late and dropped. */
+  #leftEpochs: string[] = [];
+  /** Changes whenever the fanned-out history changes; a repair or catch-up begun before is void. */
+  #history = 0;
   #pending: LogEntry[] = [];
   #repairing = false;
   /** A possible gap was signalled during a repair: check the head again once it is done. */
@@ -119,11 +138,18 @@ export class UserCoordinator {
         await this.#ensureSubscribed();
         // Registered before the head is read: every entry after that head reaches the member live.
         this.#members.set(member.connectionId, member);
-        head = await this.engine.head(this.userId);
+        this.#fannedOutDuringSetup = new Set();
+        head = await this.#headForSetup();
       } catch (error) {
+        this.#fannedOutDuringSetup = null;
         if (presence) await presence.release(ref).catch((e: unknown) => this.options.onFault?.(e, 'presence release'));
         throw error;
       }
+      const fannedOut = this.#fannedOutDuringSetup!;
+      this.#fannedOutDuringSetup = null;
+      this.#memberEpochs.set(member.connectionId, head.epoch);
+      // Entries of another history were handed to it before its position was known: start over.
+      if ([...fannedOut].some((epoch) => epoch !== head.epoch)) member.resync();
       const replay = await this.#replayFor(resume, head);
       return { ok: true, head, resumed: replay !== null, replay: replay ?? [] };
     });
@@ -134,6 +160,7 @@ export class UserCoordinator {
       const denial = this.#check(connectionId, generation);
       if (denial) return { ok: false, reason: denial };
       this.#admitted.delete(connectionId);
+      this.#memberEpochs.delete(connectionId);
       if (this.#members.delete(connectionId) && this.options.presence) {
         await this.options.presence
           .release({ userId: this.userId, connectionId })
@@ -154,6 +181,24 @@ export class UserCoordinator {
     const result = this.#tail.then(op);
     this.#tail = result.then(noop, noop);
     return result;
+  }
+
+  /**
+   * The head a new member's position is taken from, with the coordinator in its epoch. A head of
+   * another epoch is read again first: a reply from before a log loss can arrive after the live
+   * entries that revealed the loss. If the engine still names another epoch, the log started
+   * over without an entry yet (or the coordinator followed a stale notification): the engine is
+   * the authority and the coordinator moves to its epoch.
+   */
+  async #headForSetup(): Promise<LogHead> {
+    let head = await this.engine.head(this.userId);
+    if (head.epoch === this.#epoch) return head;
+    head = await this.engine.head(this.userId);
+    if (head.epoch !== this.#epoch) {
+      this.#enterEpoch(head.epoch, head.lastSeq);
+      this.#drainPending();
+    }
+    return head;
   }
 
   async #replayFor(resume: ResumePosition, head: LogHead): Promise<LogEntry[] | null> {
@@ -208,10 +253,11 @@ export class UserCoordinator {
 
   #accept(entry: LogEntry): void {
     if (entry.epoch !== undefined && entry.epoch !== this.#epoch) {
-      // The log was lost and started over (e.g. Redis flushed): nobody can continue seamlessly.
-      this.#loseContinuity();
-      this.#epoch = entry.epoch;
-      this.#lastSeq = entry.seq - 1;
+      // A notification from a history already given up, delivered late.
+      if (this.#leftEpochs.includes(entry.epoch)) return;
+      // The log was lost and started over (e.g. Redis flushed). A member being set up may hold
+      // any position in the new history, so then the new history is read from its start.
+      this.#enterEpoch(entry.epoch, this.#fannedOutDuringSetup ? 0 : entry.seq - 1);
     }
     const last = this.#lastSeq!;
     if (entry.seq <= last) return;
@@ -245,10 +291,10 @@ export class UserCoordinator {
       return;
     }
     if (head.epoch !== this.#epoch) {
-      this.#loseContinuity();
-      this.#epoch = head.epoch;
-      this.#lastSeq = head.lastSeq;
-    } else if (head.lastSeq > this.#lastSeq) {
+      if (this.#leftEpochs.includes(head.epoch)) return; // answered before the loss was seen
+      this.#enterEpoch(head.epoch, this.#fannedOutDuringSetup ? 0 : head.lastSeq);
+    }
+    if (head.lastSeq > this.#lastSeq) {
       this.#repairing = true;
       await this.#repair(this.#lastSeq + 1, head.lastSeq);
     }
@@ -256,8 +302,10 @@ export class UserCoordinator {
 
   /** A notification was lost (possible on Redis pub/sub): read the missing range from the log. */
   async #repair(fromSeq: number, toSeq: number): Promise<void> {
+    const history = this.#history;
     try {
       const missing = await this.engine.read(this.userId, fromSeq, toSeq);
+      if (history !== this.#history) return;
       if (missing.length !== toSeq - fromSeq + 1 || missing[0]?.seq !== fromSeq) {
         this.#loseContinuity();
         return;
@@ -266,6 +314,7 @@ export class UserCoordinator {
         if (entry.seq > this.#lastSeq!) this.#fanOut(entry);
       }
     } catch (error) {
+      if (history !== this.#history) return;
       this.options.onFault?.(error, 'gap repair');
       this.#loseContinuity();
       return;
@@ -298,13 +347,41 @@ export class UserCoordinator {
     const newest = this.#pending.reduce((max, e) => Math.max(max, e.seq), this.#lastSeq ?? 0);
     this.#pending = [];
     this.#repairing = false;
+    this.#history++;
     if (this.#lastSeq !== null) this.#lastSeq = newest;
     for (const member of [...this.#members.values()]) member.resync();
+  }
+
+  /**
+   * The log started over as `epoch`; fan-out continues after `lastSeq` in it. Members holding
+   * positions in another epoch resync (their history is gone); the member being set up, whose
+   * position is not known yet, is checked when its setup ends.
+   */
+  #enterEpoch(epoch: string, lastSeq: number): void {
+    const left = this.#epoch;
+    this.#leftEpochs = this.#leftEpochs.filter((e) => e !== epoch && e !== left);
+    if (left !== null) this.#leftEpochs.push(left);
+    if (this.#leftEpochs.length > MAX_LEFT_EPOCHS) this.#leftEpochs.shift();
+    this.#epoch = epoch;
+    this.#lastSeq = lastSeq;
+    this.#repairing = false;
+    this.#catchUpAfterRepair = false;
+    this.#history++;
+    for (const [connectionId, member] of [...this.#members]) {
+      const held = this.#memberEpochs.get(connectionId);
+      if (held !== undefined && held !== epoch) member.resync();
+    }
   }
 
   #fanOut(entry: LogEntry): void {
     this.#lastSeq = entry.seq;
     this.options.onFanout?.(entry);
-    for (const member of this.#members.values()) member.deliver(entry);
+    const epoch = this.#epoch!;
+    this.#fannedOutDuringSetup?.add(epoch);
+    for (const [connectionId, member] of this.#members) {
+      const held = this.#memberEpochs.get(connectionId);
+      // A member of a lost history is resyncing; none of the new history is its.
+      if (held === undefined || held === epoch) member.deliver(entry);
+    }
   }
 }

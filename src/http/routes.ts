@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { bypassKeyMatches, signToken } from '../auth/index.js';
 import type { Registry } from 'prom-client';
+import { BypassGuessLimiter, bypassKeyMatches, signToken, type GuessLimiterOptions } from '../auth/index.js';
+import { systemClock, type Clock } from '../clock.js';
+import { silentLogger, type Logger } from '../observability/logger.js';
 
 export interface TestTokenIssuer {
   readonly bypassKey: string;
@@ -9,6 +11,8 @@ export interface TestTokenIssuer {
   readonly audience?: string;
   /** Longest lifetime a test token may ask for. Default 86400 s. */
   readonly maxTtlSec?: number;
+  /** Throttle of wrong keys per client address (defaults: 20 per 60 s, 10 000 addresses). */
+  readonly guessLimit?: GuessLimiterOptions;
 }
 
 export interface RouteDeps {
@@ -17,15 +21,29 @@ export interface RouteDeps {
   readonly testTokens?: TestTokenIssuer;
   /** The browser chat page (src/web), tried after the routes above. */
   readonly chatPage?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  readonly logger?: Logger;
+  /** Time of the test-token throttle's windows. */
+  readonly clock?: Clock;
 }
 
 const MAX_BODY_BYTES = 4096;
+/**
+ * An oversized body is read and thrown away up to this many bytes so that the client, which is
+ * still sending, is not reset before it can read the 413; beyond it the connection is closed.
+ */
+const MAX_DISCARDED_BYTES = 1024 * 1024;
 
 /**
  * The gateway's HTTP routes (PROTOCOL.md section 10). Returns false for any other path so an
  * embedding application can serve its own routes on the same server.
  */
 export function createRouteHandler(deps: RouteDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const testTokens = deps.testTokens && {
+    issuer: deps.testTokens,
+    limiter: new BypassGuessLimiter(deps.testTokens.guessLimit),
+    logger: deps.logger ?? silentLogger,
+    clock: deps.clock ?? systemClock,
+  };
   return (req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/healthz' && req.method === 'GET') {
@@ -41,8 +59,11 @@ export function createRouteHandler(deps: RouteDeps): (req: IncomingMessage, res:
         },
         () => json(res, 500, { detail: 'metrics unavailable' }),
       );
-    } else if (path === '/v1/auth/test-token' && req.method === 'POST' && deps.testTokens) {
-      void issueTestToken(deps.testTokens, req, res);
+    } else if (path === '/v1/auth/test-token' && req.method === 'POST' && testTokens) {
+      issueTestToken(testTokens, req, res).catch((error: unknown) => {
+        testTokens.logger.error({ err: error }, 'test-token route failed');
+        if (!res.headersSent) json(res, 500, { detail: 'internal error' });
+      });
     } else {
       return deps.chatPage?.(req, res) ?? false;
     }
@@ -50,19 +71,40 @@ export function createRouteHandler(deps: RouteDeps): (req: IncomingMessage, res:
   };
 }
 
-async function issueTestToken(issuer: TestTokenIssuer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+interface TestTokenRoute {
+  readonly issuer: TestTokenIssuer;
+  readonly limiter: BypassGuessLimiter;
+  readonly logger: Logger;
+  readonly clock: Clock;
+}
+
+async function issueTestToken(route: TestTokenRoute, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { issuer, limiter, logger, clock } = route;
+  // The socket's peer, never a forwarded-for header: that one is chosen by the client.
+  const address = req.socket.remoteAddress ?? 'unknown';
+  const verdict = limiter.check(address, clock.now());
+  if (!verdict.allowed) {
+    req.resume();
+    return json(res, 429, { detail: 'Too many wrong E2E bypass keys' }, { 'Retry-After': String(verdict.retryAfterSec) });
+  }
   const key = req.headers['x-e2e-bypass-key'];
   if (!bypassKeyMatches(issuer.bypassKey, typeof key === 'string' ? key : undefined)) {
+    const misses = limiter.recordMiss(address, clock.now());
+    logger.warn({ address, misses }, 'wrong E2E bypass key');
     req.resume();
     return json(res, 401, { detail: 'Invalid E2E bypass key' });
   }
-  let body: unknown;
-  try {
-    body = JSON.parse(await readBody(req));
-  } catch (error) {
-    return json(res, 400, { detail: error instanceof BodyTooLarge ? 'body too large' : 'body must be JSON' });
+  const body = await readBody(req);
+  if (body.kind === 'too_large') {
+    return json(res, 413, { detail: `body must be at most ${MAX_BODY_BYTES} bytes` }, body.close ? { Connection: 'close' } : {});
   }
-  const { user_id: userId, ttl_s: ttl = 600 } = (body ?? {}) as { user_id?: unknown; ttl_s?: unknown };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.text);
+  } catch {
+    return json(res, 400, { detail: 'body must be JSON' });
+  }
+  const { user_id: userId, ttl_s: ttl = 600 } = (parsed ?? {}) as { user_id?: unknown; ttl_s?: unknown };
   if (typeof userId !== 'string' || userId.length === 0 || userId.length > 128) {
     return json(res, 400, { detail: 'user_id must be a string of 1..128 characters' });
   }
@@ -79,22 +121,37 @@ async function issueTestToken(issuer: TestTokenIssuer, req: IncomingMessage, res
   json(res, 200, { token, expires_at: expiresAt.toISOString() });
 }
 
-class BodyTooLarge extends Error {}
+type Body =
+  | { readonly kind: 'ok'; readonly text: string }
+  /** `close`: the body passed MAX_DISCARDED_BYTES and was not read to its end. */
+  | { readonly kind: 'too_large'; readonly close: boolean };
 
-function readBody(req: IncomingMessage): Promise<string> {
+/**
+ * Reads a body of at most MAX_BODY_BYTES. A longer one is read to its end and discarded (so the
+ * 413 reaches a client that is still sending), up to MAX_DISCARDED_BYTES; past that, or when the
+ * declared length is already past it, the request stops being read and the connection closes
+ * after the answer.
+ */
+function readBody(req: IncomingMessage): Promise<Body> {
   return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length']);
+    if (declared > MAX_DISCARDED_BYTES) return resolve({ kind: 'too_large', close: true });
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        reject(new BodyTooLarge());
-        req.destroy();
-        return;
+      if (size > MAX_DISCARDED_BYTES) {
+        req.off('data', onData);
+        req.pause();
+        resolve({ kind: 'too_large', close: true });
+      } else if (size <= MAX_BODY_BYTES) {
+        chunks.push(chunk);
       }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    };
+    req.on('data', onData);
+    req.on('end', () =>
+      resolve(size > MAX_BODY_BYTES ? { kind: 'too_large', close: false } : { kind: 'ok', text: Buffer.concat(chunks).toString('utf8') }),
+    );
     req.on('error', reject);
   });
 }

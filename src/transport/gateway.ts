@@ -184,6 +184,8 @@ export class Gateway {
     this.handleRequest = createRouteHandler({
       isReady: () => this.isReady,
       registry: this.metrics.registry,
+      logger,
+      clock,
       ...(options.testTokens ? { testTokens: options.testTokens } : {}),
       ...(options.chatPage
         ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
