@@ -124,7 +124,7 @@ export class LoadClient {
   constructor(signingKeys: BenchSigningKeys = {}) {
     for (const algorithm of ['RS256', 'ES256'] as const) {
       const key = signingKeys[algorithm];
-      if (key !== undefined) this.#signers.set(algorithm, createSigner({ key, algorithm, noTimestamp: true }));
+      if (key !== undefined) this.#signers.set(algorithm, createSigner({ key, algorithm }));
     }
   }
 

@@ -187,8 +187,10 @@ describe('signToken', () => {
     expect(expiresAt.getTime()).toBeLessThanOrEqual(before + 601_000);
     const verifier = createTokenVerifier({ secret: SECRET, issuer: 'agentwire', audience: 'agentwire-clients' });
     expect(await verifier.verify(token)).toEqual({ ok: true, userId: 'u1', expiresAt: expiresAt.getTime() });
-    const header = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { alg: string };
-    expect(header.alg).toBe('HS256');
+    const [header, claims] = token.split('.', 2).map((part) => JSON.parse(Buffer.from(part, 'base64url').toString()) as Record<string, unknown>);
+    expect(header).toEqual({ alg: 'HS256', typ: 'JWT' });
+    expect(claims).toEqual({ sub: 'u1', iat: expect.any(Number), exp: expiresAt.getTime() / 1000, iss: 'agentwire', aud: 'agentwire-clients' });
+    expect((claims!.exp as number) - (claims!.iat as number)).toBe(600);
   });
 
   it('is refused by a verifier expecting another audience or secret', async () => {

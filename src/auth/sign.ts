@@ -19,7 +19,7 @@ export async function signToken(secret: string, claims: SignClaims): Promise<{ t
   const payload: Record<string, unknown> = { sub: claims.sub, iat, exp };
   if (claims.issuer !== undefined) payload.iss = claims.issuer;
   if (claims.audience !== undefined) payload.aud = claims.audience;
-  // noTimestamp: iat is set above, from the same second as exp.
-  const sign = createSigner({ key: secret, algorithm: 'HS256', noTimestamp: true });
+  // fast-jwt keeps a payload's own iat (noTimestamp would drop it).
+  const sign = createSigner({ key: secret, algorithm: 'HS256' });
   return { token: sign(payload), expiresAt: new Date(exp * 1000) };
 }
