@@ -8,6 +8,12 @@ import type { ChildProcess } from 'node:child_process';
 /** HS256 secret shared by the gateway bench server and the load generator. */
 export const BENCH_SECRET = 'bench-secret-0123456789-0123456789-0123456789-abcdef';
 
+/**
+ * How bench tokens are signed: HS256 with BENCH_SECRET, or RS256 / ES256 with a key pair that
+ * bench/run.ts makes per run (the gateway gets the public PEM, the load generator the private).
+ */
+export type BenchAlgorithm = 'HS256' | 'RS256' | 'ES256';
+
 /** Both bench servers listen here only. */
 export const BENCH_HOST = '127.0.0.1';
 

@@ -2,15 +2,18 @@
  * The load generator process: a LoadClient driven over IPC by bench/run.ts, so that its CPU
  * and memory never count as the server's.
  */
-import { serveIpc, usageNow } from './common.js';
+import { serveIpc, usageNow, type BenchAlgorithm } from './common.js';
 import { LoadClient } from './loadCore.js';
 
 if (!process.send) throw new Error('bench/load.ts must be started by bench/run.ts (IPC)');
 
-const client = new LoadClient();
+const client = new LoadClient({
+  ...(process.env.BENCH_RS256_PRIVATE_KEY ? { RS256: process.env.BENCH_RS256_PRIVATE_KEY } : {}),
+  ...(process.env.BENCH_ES256_PRIVATE_KEY ? { ES256: process.env.BENCH_ES256_PRIVATE_KEY } : {}),
+});
 
 serveIpc({
-  tokens: (args: { users: string[] }) => client.prepareTokens(args.users),
+  tokens: (args: { users: string[]; algorithm?: BenchAlgorithm }) => client.prepareTokens(args.users, args.algorithm),
   connect: (args) => client.connectMany(args),
   closeAll: () => client.closeAll(),
   prepareEvents: (args) => client.prepareEvents(args),

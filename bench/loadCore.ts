@@ -9,9 +9,10 @@
  * spends as little CPU per frame as possible (it shares the machine with the server).
  */
 import { performance } from 'node:perf_hooks';
+import { createSigner } from 'fast-jwt';
 import { WebSocket, type RawData } from 'ws';
 import { signToken } from '../src/auth/index.js';
-import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, percentile, stepsText } from './common.js';
+import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, percentile, stepsText, type BenchAlgorithm } from './common.js';
 
 export interface ConnectRequest {
   readonly url: string;
@@ -23,7 +24,12 @@ export interface ConnectRequest {
   readonly concurrency: number;
   /** Per connection: from `new WebSocket` to its first server frame. */
   readonly timeoutMs?: number;
+  /** How the users' tokens are signed (default HS256). */
+  readonly algorithm?: BenchAlgorithm;
 }
+
+/** Private PEMs for RS256 / ES256 bench tokens. */
+export type BenchSigningKeys = Partial<Record<'RS256' | 'ES256', string>>;
 
 export interface ConnectResult {
   readonly ok: number;
@@ -106,21 +112,38 @@ function frameBytes(data: RawData): Buffer {
 }
 
 export class LoadClient {
+  /** Keyed by algorithm and user: every user (so every connection of the setup phase) has its own token. */
   readonly #tokens = new Map<string, string>();
+  readonly #signers = new Map<'RS256' | 'ES256', (payload: Record<string, unknown>) => string>();
   readonly #open = new Set<WebSocket>();
   #eventGroups: Counter[][] = [];
   #events: EventsState | null = null;
   /** Set during runPaced: every durable event frame's append-to-receipt latency goes here. */
   #latencies: number[] | null = null;
 
+  constructor(signingKeys: BenchSigningKeys = {}) {
+    for (const algorithm of ['RS256', 'ES256'] as const) {
+      const key = signingKeys[algorithm];
+      if (key !== undefined) this.#signers.set(algorithm, createSigner({ key, algorithm }));
+    }
+  }
+
   /** Signs (and caches) a token per user, before anything is measured. */
-  async prepareTokens(users: readonly string[]): Promise<number> {
+  async prepareTokens(users: readonly string[], algorithm: BenchAlgorithm = 'HS256'): Promise<number> {
     for (const user of users) {
-      if (this.#tokens.has(user)) continue;
-      const { token } = await signToken(BENCH_SECRET, { sub: user, ttlSec: 3600 });
-      this.#tokens.set(user, token);
+      const key = tokenKey(algorithm, user);
+      if (this.#tokens.has(key)) continue;
+      this.#tokens.set(key, await this.#sign(user, algorithm));
     }
     return this.#tokens.size;
+  }
+
+  async #sign(user: string, algorithm: BenchAlgorithm): Promise<string> {
+    if (algorithm === 'HS256') return (await signToken(BENCH_SECRET, { sub: user, ttlSec: 3600 })).token;
+    const sign = this.#signers.get(algorithm);
+    if (sign === undefined) throw new Error(`no ${algorithm} signing key given to the load generator`);
+    const iat = Math.floor(Date.now() / 1000);
+    return sign({ sub: user, iat, exp: iat + 3600 });
   }
 
   get openCount(): number {
@@ -129,7 +152,8 @@ export class LoadClient {
 
   /** Opens connections with bounded concurrency and keeps them open (see closeAll). */
   async connectMany(request: ConnectRequest): Promise<ConnectResult> {
-    await this.prepareTokens(request.users);
+    const algorithm = request.algorithm ?? 'HS256';
+    await this.prepareTokens(request.users, algorithm);
     const timeoutMs = request.timeoutMs ?? 30_000;
     const latencies: number[] = [];
     const failures: string[] = [];
@@ -140,7 +164,7 @@ export class LoadClient {
       while (next < request.users.length) {
         const index = next++;
         const user = request.users[index]!;
-        const outcome = await this.#openOne(request.urls?.[index] ?? request.url, user, timeoutMs);
+        const outcome = await this.#openOne(request.urls?.[index] ?? request.url, user, this.#tokens.get(tokenKey(algorithm, user))!, timeoutMs);
         if (typeof outcome === 'number') latencies.push(outcome);
         else if (failures.length < 20) failures.push(outcome.error);
         else failures.push('');
@@ -158,8 +182,7 @@ export class LoadClient {
     };
   }
 
-  #openOne(url: string, user: string, timeoutMs: number): Promise<number | { error: string }> {
-    const token = this.#tokens.get(user)!;
+  #openOne(url: string, user: string, token: string, timeoutMs: number): Promise<number | { error: string }> {
     return new Promise((resolve) => {
       const started = performance.now();
       const ws = new WebSocket(`${url}?bench_user=${encodeURIComponent(user)}`, [SUBPROTOCOL, `jwt.${token}`], {
@@ -414,4 +437,8 @@ export class LoadClient {
       agentErrors: state.agentErrors,
     };
   }
+}
+
+function tokenKey(algorithm: BenchAlgorithm, user: string): string {
+  return `${algorithm}\n${user}`;
 }

@@ -5,7 +5,10 @@
  *
  * Every repetition starts a fresh server of each kind and warms both up, then measures, for
  * both kinds back to back (alternating which goes first): idle RSS per ready connection,
- * connection setup rate and server CPU per connection (alternating batches), time to
+ * connection setup rate and server CPU per connection (alternating batches; every connection
+ * of the setup phase is a user of its own with a token of its own, so no verification can be
+ * served from a cache; then the same batches against a gateway verifying RS256 and one
+ * verifying ES256 with a PEM, reported as rates and as ratios to the raw server), time to
  * connection_ready (unloaded, alternating batches; and under a connect storm), and delivered
  * agent events per second with server CPU per event.
  *
@@ -21,11 +24,12 @@
  * memory-1,redis-1,redis-2,redis-1-ap picks its configurations (default the first three).
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IpcClient, percentile, spread, type ServerUsage, type Spread } from './common.js';
+import { IpcClient, percentile, spread, type BenchAlgorithm, type ServerUsage, type Spread } from './common.js';
 import type { ConnectResult, EventsResult } from './loadCore.js';
 import { buildRedisRows, measureRedisPhase, renderRedisTable, type RedisRepResult } from './redisPhase.js';
 import { redisServerVersion } from './redisServer.js';
@@ -153,6 +157,11 @@ interface RepResult {
   heapPerConnKiB: number;
   setupRate: number;
   cpuPerConnUs: number;
+  /** Gateway only: the same setup batches against a gateway verifying RS256 / ES256 (PEM). */
+  setupRateRs256: number;
+  setupRateEs256: number;
+  cpuPerConnRs256Us: number;
+  cpuPerConnEs256Us: number;
   /** The system (kernel) part of cpuPerConnUs. */
   sysPerConnUs: number;
   unloadedP50: number;
@@ -181,11 +190,26 @@ function users(prefix: string, count: number): string[] {
   return Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
 }
 
-async function startTarget(kind: Kind, rep: number): Promise<Target> {
+/** Key pairs of this run for the RS256 / ES256 setup rates (PEM text, passed to the children by env). */
+type BenchKeys = Record<'RS256' | 'ES256', { publicPem: string; privatePem: string }>;
+
+function makeBenchKeys(): BenchKeys {
+  const pems = ({ publicKey, privateKey }: ReturnType<typeof generateKeyPairSync>) => ({
+    publicPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    privatePem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+  });
+  return {
+    RS256: pems(generateKeyPairSync('rsa', { modulusLength: 2048 })),
+    ES256: pems(generateKeyPairSync('ec', { namedCurve: 'prime256v1' })),
+  };
+}
+
+async function startTarget(kind: Kind, rep: number, publicPem?: string): Promise<Target> {
   const file = kind === 'gateway' ? `${HERE}servers/gateway.ts` : `${HERE}servers/rawws.ts`;
   const execArgv = ['--expose-gc'];
   if (profile) execArgv.push('--cpu-prof', `--cpu-prof-dir=${HERE}profiles/${kind}`);
-  const server = await startChild(`${kind} server`, file, execArgv, 'listening');
+  const env: Record<string, string> = publicPem ? { BENCH_JWT_PUBLIC_KEY: publicPem } : {};
+  const server = await startChild(`${kind} server`, file, execArgv, 'listening', env);
   const nan = Number.NaN;
   return {
     kind,
@@ -203,6 +227,10 @@ async function startTarget(kind: Kind, rep: number): Promise<Target> {
       heapPerConnKiB: nan,
       setupRate: nan,
       cpuPerConnUs: nan,
+      setupRateRs256: nan,
+      setupRateEs256: nan,
+      cpuPerConnRs256Us: nan,
+      cpuPerConnEs256Us: nan,
       sysPerConnUs: nan,
       unloadedP50: nan,
       unloadedP99: nan,
@@ -223,15 +251,15 @@ async function startTarget(kind: Kind, rep: number): Promise<Target> {
  * both kinds back to back (and the setup and unloaded phases in alternating batches), so that
  * the paired values of a repetition see the same machine conditions as far as possible.
  */
-async function measureRep(rep: number, order: Kind[], load: IpcClient): Promise<RepResult[]> {
+async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: BenchKeys | null): Promise<RepResult[]> {
   const targets: Target[] = [];
   const fail = (t: Target, text: string, count = 1) => {
     t.result.failures += count;
     if (t.result.failureSamples.length < 10) t.result.failureSamples.push(text);
   };
-  const connect = async (t: Target, phase: string, names: string[], concurrency: number): Promise<ConnectResult> => {
-    await load.call('tokens', { users: names }, 60_000);
-    const result = await load.call<ConnectResult>('connect', { url: t.url, users: names, concurrency, timeoutMs: 30_000 }, 120_000);
+  const connect = async (t: Target, phase: string, names: string[], concurrency: number, algorithm: BenchAlgorithm = 'HS256'): Promise<ConnectResult> => {
+    await load.call('tokens', { users: names, algorithm }, 60_000);
+    const result = await load.call<ConnectResult>('connect', { url: t.url, users: names, concurrency, timeoutMs: 30_000, algorithm }, 120_000);
     if (result.failed > 0) fail(t, `${phase}: ${result.failed} failed (${result.failures.slice(0, 2).join('; ')})`, result.failed);
     return result;
   };
@@ -315,6 +343,36 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient): Promise<
         t.result.setupRate = (total.ok / total.wallMs) * 1000;
         t.result.cpuPerConnUs = total.cpuUs / total.ok;
         t.result.sysPerConnUs = total.sysUs / total.ok;
+      }
+
+      // The same batches against a gateway verifying RS256, then one verifying ES256 (PEM keys).
+      const gateway = targets.find((t) => t.kind === 'gateway');
+      for (const algorithm of gateway && keys ? (['RS256', 'ES256'] as const) : []) {
+        const t = await startTarget('gateway', rep, keys![algorithm].publicPem);
+        try {
+          await connect(t, `warmup ${algorithm}`, users(`warm-${algorithm}-r${rep}`, SIZES.warmConns), 50, algorithm);
+          await closeAll(t);
+          const total = { ok: 0, wallMs: 0, cpuUs: 0 };
+          for (let b = 0; b < SIZES.setupBatches; b++) {
+            const names = users(`setup-${algorithm}-r${rep}-b${b}`, perBatch);
+            await load.call('tokens', { users: names, algorithm }, 120_000);
+            const cpu0 = await t.server.ipc.call<ServerUsage>('usage');
+            const batch = await connect(t, `setup ${algorithm}`, names, SIZES.setupConcurrency, algorithm);
+            const cpu1 = await t.server.ipc.call<ServerUsage>('usage');
+            await closeAll(t);
+            total.ok += batch.ok;
+            total.wallMs += batch.wallMs;
+            total.cpuUs += cpuOf(cpu1) - cpuOf(cpu0);
+          }
+          const rate = (total.ok / total.wallMs) * 1000;
+          if (algorithm === 'RS256') Object.assign(gateway!.result, { setupRateRs256: rate, cpuPerConnRs256Us: total.cpuUs / total.ok });
+          else Object.assign(gateway!.result, { setupRateEs256: rate, cpuPerConnEs256Us: total.cpuUs / total.ok });
+          gateway!.result.failures += t.result.failures;
+          gateway!.result.failureSamples.push(...t.result.failureSamples.slice(0, 10 - gateway!.result.failureSamples.length));
+        } finally {
+          await load.call('closeAll', {}, 60_000).catch(() => {});
+          await stopChild(t.server);
+        }
       }
     }
 
@@ -404,10 +462,12 @@ function buildRows(results: RepResult[]): Row[] {
     unit: string,
     pick: (r: RepResult) => number,
     target: { ratioAtLeast?: number; ratioAtMost?: number; absBelow?: number; text: string } | null,
+    /** The raw server's value the gateway's is compared with (default: the same metric). */
+    pickRaw: (r: RepResult) => number = pick,
   ): Row => {
-    const rawS = raw.length > 0 ? spread(raw.map(pick)) : null;
+    const rawS = raw.length > 0 ? spread(raw.map(pickRaw)) : null;
     const gwS = spread(gw.map(pick));
-    const ratioS = paired ? spread(gw.map((g, i) => pick(g) / pick(raw[i]!))) : null;
+    const ratioS = paired ? spread(gw.map((g, i) => pick(g) / pickRaw(raw[i]!))) : null;
     let verdict: Row['verdict'] = 'info';
     const measured = Number.isFinite(gwS.median) && (target?.absBelow !== undefined || (ratioS !== null && Number.isFinite(ratioS.median)));
     if (target && measured) {
@@ -422,9 +482,13 @@ function buildRows(results: RepResult[]): Row[] {
     return { metric, unit, raw: rawS, gateway: gwS, ratio: ratioS, target: target?.text ?? '-', verdict };
   };
   return [
-    row('connection setup rate', 'conn/s', (r) => r.setupRate, { ratioAtLeast: 0.7, text: 'ratio >= 0.7' }),
+    row('connection setup rate', 'conn/s', (r) => r.setupRate, { ratioAtLeast: 0.85, text: 'ratio >= 0.85' }),
     row('server CPU per connection setup', 'µs', (r) => r.cpuPerConnUs, null),
     row('  of which kernel (system) time', 'µs', (r) => r.sysPerConnUs, null),
+    row('connection setup rate, RS256 (PEM)', 'conn/s', (r) => r.setupRateRs256, null, (r) => r.setupRate),
+    row('server CPU per connection setup, RS256', 'µs', (r) => r.cpuPerConnRs256Us, null, (r) => r.cpuPerConnUs),
+    row('connection setup rate, ES256 (PEM)', 'conn/s', (r) => r.setupRateEs256, null, (r) => r.setupRate),
+    row('server CPU per connection setup, ES256', 'µs', (r) => r.cpuPerConnEs256Us, null, (r) => r.cpuPerConnUs),
     row('idle RSS per ready connection', 'KiB', (r) => r.rssPerConnKiB, { ratioAtMost: 1.5, text: 'ratio <= 1.5' }),
     row('idle RSS per ready connection (abs.)', 'KiB', (r) => r.rssPerConnKiB, { absBelow: 10, text: '< 10 KiB' }),
     row('heap+external per ready connection', 'KiB', (r) => r.heapPerConnKiB, null),
@@ -487,19 +551,30 @@ async function main(): Promise<number> {
   const redisVersion = phases.has('redis') ? redisServerVersion() : null;
   if (redisVersion) process.stdout.write(`redis-server ${redisVersion}\n`);
   const mainPhases = [...phases].some((p) => p !== 'redis');
-  const loader = await startChild('load generator', `${HERE}load.ts`, [], 'ready');
+  const keys = phases.has('setup') && kinds.includes('gateway') ? makeBenchKeys() : null;
+  const loader = await startChild(
+    'load generator',
+    `${HERE}load.ts`,
+    [],
+    'ready',
+    keys ? { BENCH_RS256_PRIVATE_KEY: keys.RS256.privatePem, BENCH_ES256_PRIVATE_KEY: keys.ES256.privatePem } : {},
+  );
   const results: RepResult[] = [];
   let redisResults: RedisRepResult[] = [];
   try {
     for (let rep = 1; rep <= (mainPhases ? reps : 0); rep++) {
       const order = rep % 2 === 1 ? kinds : [...kinds].reverse();
       const t0 = Date.now();
-      const repResults = await measureRep(rep, order, loader.ipc);
+      const repResults = await measureRep(rep, order, loader.ipc, keys);
       results.push(...repResults);
       for (const result of repResults) {
         process.stdout.write(
           `rep ${rep} ${result.kind.padEnd(7)} (${((Date.now() - t0) / 1000).toFixed(1)} s for the pair): setup ${fmt(result.setupRate, 0)}/s, ` +
-            `cpu/conn ${fmt(result.cpuPerConnUs, 1)} µs, rss/conn ${fmt(result.rssPerConnKiB, 2)} KiB, ` +
+            `cpu/conn ${fmt(result.cpuPerConnUs, 1)} µs, ` +
+            (result.kind === 'gateway' && phases.has('setup')
+              ? `setup RS256 ${fmt(result.setupRateRs256, 0)}/s (${fmt(result.cpuPerConnRs256Us, 1)} µs), ES256 ${fmt(result.setupRateEs256, 0)}/s (${fmt(result.cpuPerConnEs256Us, 1)} µs), `
+              : '') +
+            `rss/conn ${fmt(result.rssPerConnKiB, 2)} KiB, ` +
             `events ${fmt(result.eventsPerSec, 0)}/s, cpu/event ${fmt(result.cpuPerEventUs, 2)} µs, ` +
             `ttr p50/p99 ${fmt(result.unloadedP50, 2)}/${fmt(result.unloadedP99, 2)} ms, ` +
             `storm p50/p99 ${fmt(result.stormP50, 1)}/${fmt(result.stormP99, 1)} ms` +

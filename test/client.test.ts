@@ -762,6 +762,7 @@ describe('client: environments', () => {
       'src/client/client.ts',
       'src/client/index.ts',
       'src/client/state.ts',
+      'src/client/tokenRefresh.ts',
       'src/clock.ts',
     ]);
     expect(result.outputFiles[0]!.text).not.toMatch(/node:|require\(|from "ws"/);

@@ -564,6 +564,9 @@ class FakeSocket extends EventEmitter {
   }
 }
 
+/** Fake identities never expire (the last time a Date can hold; tokens have a required `exp` now). */
+const NEVER_EXPIRES = 8.64e15;
+
 class FakeWorld {
   readonly clock = new ManualClock(1_700_000_000_000);
   readonly inner = new MemoryEngine({ clock: this.clock });
@@ -587,7 +590,7 @@ class FakeWorld {
     const verifier: TokenVerifier = {
       verify: async (token) => {
         await s.schedule(Promise.resolve(), `verify ${token}`);
-        return { ok: true, userId: String(token), expiresAt: null };
+        return { ok: true, userId: String(token), expiresAt: NEVER_EXPIRES };
       },
     };
     this.ctx = {
@@ -640,7 +643,7 @@ class FakeWorld {
     this.peers.push({ peer, socket, connection });
     const ws = socket as unknown as WebSocket;
     if (via === 'upgrade') {
-      connection.accept(ws, { upgradeAuth: { ok: true, userId, expiresAt: null }, method: 'header', originAllowed: true });
+      connection.accept(ws, { upgradeAuth: { ok: true, userId, expiresAt: NEVER_EXPIRES }, method: 'header', originAllowed: true });
       return;
     }
     connection.accept(ws, { upgradeAuth: null, method: null, originAllowed: true });

@@ -1,6 +1,7 @@
 /**
  * The agentwire side of the benchmark: one gateway (library defaults, in-memory engine, default
- * metrics registry without process metrics) with HS256 auth, an error-level logger, rate limits
+ * metrics registry without process metrics) with HS256 auth (or RS256 / ES256 with
+ * BENCH_JWT_PUBLIC_KEY), an error-level logger, rate limits
  * and the per-user connection cap raised out of the way, and the fast bench agent.
  *
  * With BENCH_REDIS_URL set, the gateway runs on the Redis engine instead, wired as
@@ -34,8 +35,11 @@ const cluster = redisUrl
     })()
   : null;
 
+// BENCH_JWT_PUBLIC_KEY (set by bench/run.ts for the RS256 / ES256 setup rates): verify with that PEM.
+const publicKey = process.env.BENCH_JWT_PUBLIC_KEY;
+
 const gateway = createGateway({
-  auth: { secret: BENCH_SECRET },
+  auth: publicKey ? { publicKey } : { secret: BENCH_SECRET },
   agent: benchAgent,
   logger,
   rateLimitPerSec: 1_000_000,

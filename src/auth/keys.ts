@@ -1,12 +1,13 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, type JWSAlgorithm, type JWTVerifyGetKey } from 'jose';
 import type { VerifierOptions } from './types.js';
 
-/** The key material jose verifies with, plus the only algorithms it may accept for it. */
-export interface VerificationKey {
-  key: Uint8Array | KeyObject | JWTVerifyGetKey;
-  algorithms: JWSAlgorithm[];
-}
+/** The only algorithms agentwire verifies; each key accepts exactly one of them. */
+export type PinnedAlgorithm = 'HS256' | 'RS256' | 'ES256';
+
+/** Where verification keys come from: one fixed key, or a JWKS document fetched from a configured URL. */
+export type KeySource =
+  | { readonly kind: 'fixed'; readonly key: string; readonly algorithm: PinnedAlgorithm }
+  | { readonly kind: 'jwks'; readonly url: URL };
 
 const SOURCES = [
   ['secret', 'AGENTWIRE_JWT_SECRET'],
@@ -15,12 +16,13 @@ const SOURCES = [
 ] as const;
 
 const SOURCE_LIST = SOURCES.map(([option, env]) => `${option} (${env})`).join(', ');
+const PUBLIC_KEY_SETTING = 'publicKey (AGENTWIRE_JWT_PUBLIC_KEY)';
 
 /**
- * Picks the single configured key source and turns it into verification material.
+ * Picks the single configured key source and checks it.
  * Throws an Error naming the offending setting when the configuration is unusable.
  */
-export function resolveKey(options: VerifierOptions): VerificationKey {
+export function resolveKey(options: VerifierOptions): KeySource {
   const given = SOURCES.filter(([option]) => options[option] !== undefined);
   if (given.length === 0) {
     throw new Error(`no JWT key configured: set exactly one of ${SOURCE_LIST}`);
@@ -29,27 +31,15 @@ export function resolveKey(options: VerifierOptions): VerificationKey {
     const names = given.map(([option, env]) => `${option} (${env})`).join(' and ');
     throw new Error(`conflicting JWT key settings: ${names} are ${given.length === 2 ? 'both' : 'all'} set; set exactly one of ${SOURCE_LIST}`);
   }
-  if (options.secret !== undefined) return secretKey(options.secret);
+  if (options.secret !== undefined) {
+    if (options.secret.length === 0) throw new Error('secret (AGENTWIRE_JWT_SECRET) is empty');
+    return { kind: 'fixed', key: options.secret, algorithm: 'HS256' };
+  }
   if (options.publicKey !== undefined) return pemKey(options.publicKey);
-  return jwksKey(options.jwksUrl as string);
+  return { kind: 'jwks', url: jwksUrl(options.jwksUrl as string) };
 }
 
-function secretKey(secret: string): VerificationKey {
-  if (secret.length === 0) throw new Error('secret (AGENTWIRE_JWT_SECRET) is empty');
-  const material = new TextEncoder().encode(secret);
-  // Given raw bytes, jose imports them into a CryptoKey on every verification, a large share of
-  // a connection setup's CPU (docs/BENCHMARKS.md): import once and hand jose the CryptoKey, the
-  // same key (HMAC SHA-256, non-extractable, verify only) that jose would import itself.
-  let imported: Promise<CryptoKey> | undefined;
-  const key: JWTVerifyGetKey = () =>
-    (imported ??= crypto.subtle.importKey('raw', material, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']).catch((error: unknown) => {
-      imported = undefined;
-      throw error;
-    }));
-  return { key, algorithms: ['HS256'] };
-}
-
-function pemKey(pem: string): VerificationKey {
+function pemKey(pem: string): KeySource {
   // Environment variables often carry PEMs with literal "\n" sequences instead of newlines.
   const text = !pem.includes('\n') && pem.includes('\\n') ? pem.replace(/\\n/g, '\n') : pem;
   let key: KeyObject;
@@ -57,39 +47,46 @@ function pemKey(pem: string): VerificationKey {
     key = createPublicKey(text);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new Error(`publicKey (AGENTWIRE_JWT_PUBLIC_KEY) is not a usable PEM public key: ${why}`);
+    throw new Error(`${PUBLIC_KEY_SETTING} is not a usable PEM public key: ${why}`);
   }
+  const algorithm = publicKeyAlgorithm(key);
+  if (typeof algorithm !== 'string') throw new Error(`${PUBLIC_KEY_SETTING} ${algorithm.problem}`);
+  // Handed on as a normalized SPKI PEM: fast-jwt takes PEM text and imports it once.
+  return { kind: 'fixed', key: spkiPem(key), algorithm };
+}
+
+/**
+ * The one algorithm a public key may verify: RS256 for RSA of at least 2048 bits, ES256 for
+ * EC P-256. Anything else comes back as the reason it is refused (for PEMs and JWKS keys alike).
+ */
+export function publicKeyAlgorithm(key: KeyObject): 'RS256' | 'ES256' | { problem: string } {
   const type = key.asymmetricKeyType;
   const details = key.asymmetricKeyDetails ?? {};
   if (type === 'rsa') {
     const bits = details.modulusLength ?? 0;
-    if (bits < 2048) {
-      throw new Error(`publicKey (AGENTWIRE_JWT_PUBLIC_KEY) is a ${bits}-bit RSA key; RS256 needs at least 2048 bits`);
-    }
-    return { key, algorithms: ['RS256'] };
+    return bits >= 2048 ? 'RS256' : { problem: `is a ${bits}-bit RSA key; RS256 needs at least 2048 bits` };
   }
   if (type === 'ec') {
-    if (details.namedCurve !== 'prime256v1') {
-      throw new Error(
-        `publicKey (AGENTWIRE_JWT_PUBLIC_KEY) is an EC key on curve ${details.namedCurve ?? 'unknown'}; ES256 needs P-256`,
-      );
-    }
-    return { key, algorithms: ['ES256'] };
+    return details.namedCurve === 'prime256v1'
+      ? 'ES256'
+      : { problem: `is an EC key on curve ${details.namedCurve ?? 'unknown'}; ES256 needs P-256` };
   }
-  throw new Error(
-    `publicKey (AGENTWIRE_JWT_PUBLIC_KEY) has key type ${type ?? 'unknown'}; only RSA (RS256) and EC P-256 (ES256) are supported`,
-  );
+  return { problem: `has key type ${type ?? 'unknown'}; only RSA (RS256) and EC P-256 (ES256) are supported` };
 }
 
-function jwksKey(jwksUrl: string): VerificationKey {
+export function spkiPem(key: KeyObject): string {
+  return key.export({ type: 'spki', format: 'pem' }).toString();
+}
+
+function jwksUrl(value: string): URL {
   let url: URL;
   try {
-    url = new URL(jwksUrl);
+    url = new URL(value);
   } catch {
     throw new Error('jwksUrl (AGENTWIRE_JWKS_URL) is not a valid URL');
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new Error(`jwksUrl (AGENTWIRE_JWKS_URL) must use http or https, not ${url.protocol}`);
   }
-  return { key: createRemoteJWKSet(url), algorithms: ['RS256', 'ES256'] };
+  return url;
 }

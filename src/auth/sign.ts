@@ -1,4 +1,4 @@
-import { SignJWT } from 'jose';
+import { createSigner } from 'fast-jwt';
 
 export interface SignClaims {
   sub: string;
@@ -7,7 +7,7 @@ export interface SignClaims {
   audience?: string;
 }
 
-/** Issues an HS256 token (dev mode and the E2E test-token route). */
+/** Issues an HS256 token with `iat` and `exp` (dev mode, the E2E test-token route, the CLI, the bench). */
 export async function signToken(secret: string, claims: SignClaims): Promise<{ token: string; expiresAt: Date }> {
   if (secret.length === 0) throw new Error('signToken: secret is empty');
   if (claims.sub.length === 0) throw new Error('signToken: sub is empty');
@@ -16,13 +16,10 @@ export async function signToken(secret: string, claims: SignClaims): Promise<{ t
   }
   const iat = Math.floor(Date.now() / 1000);
   const exp = iat + Math.ceil(claims.ttlSec);
-  let jwt = new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(claims.sub)
-    .setIssuedAt(iat)
-    .setExpirationTime(exp);
-  if (claims.issuer !== undefined) jwt = jwt.setIssuer(claims.issuer);
-  if (claims.audience !== undefined) jwt = jwt.setAudience(claims.audience);
-  const token = await jwt.sign(new TextEncoder().encode(secret));
-  return { token, expiresAt: new Date(exp * 1000) };
+  const payload: Record<string, unknown> = { sub: claims.sub, iat, exp };
+  if (claims.issuer !== undefined) payload.iss = claims.issuer;
+  if (claims.audience !== undefined) payload.aud = claims.audience;
+  // fast-jwt keeps a payload's own iat (noTimestamp would drop it).
+  const sign = createSigner({ key: secret, algorithm: 'HS256' });
+  return { token: sign(payload), expiresAt: new Date(exp * 1000) };
 }

@@ -1,22 +1,31 @@
+import type { JwksPolicy } from './jwks.js';
+
 /** Why a token was refused; these are also the WebSocket close reasons sent with code 4401. */
 export type AuthFailureReason = 'token_missing' | 'token_invalid' | 'token_expired';
 
 export type VerifyResult =
-  | { ok: true; userId: string; /** `exp` in ms since the epoch, or null when the token has none. */ expiresAt: number | null }
+  | { ok: true; userId: string; /** `exp` in ms since the epoch (every accepted token has one). */ expiresAt: number }
   | { ok: false; reason: AuthFailureReason; /** Short text for logs; never contains the token. */ detail: string };
 
 export interface TokenVerifier {
   verify(token: string | undefined | null): Promise<VerifyResult>;
+  /**
+   * Resolves once the keys are loaded (at once for a secret or PEM; after the first JWKS fetch,
+   * which starts when the verifier is created); rejects with why the JWKS could not be loaded.
+   */
+  ready?(): Promise<void>;
 }
 
 /** Exactly one of `secret`, `publicKey` and `jwksUrl` must be given. */
 export interface VerifierOptions {
   /** HS256 shared secret. */
   secret?: string;
-  /** PEM public key (SPKI); an RSA key means RS256, an EC P-256 key means ES256. */
+  /** PEM public key (SPKI); an RSA key (>= 2048 bits) means RS256, an EC P-256 key means ES256. */
   publicKey?: string;
-  /** URL of a JWKS document; RS256 and ES256 keys are accepted. */
+  /** URL of a JWKS document; its RSA keys verify RS256 and its EC P-256 keys ES256. */
   jwksUrl?: string;
+  /** Fetch timing and bounds of the JWKS (defaults in JwksPolicy). */
+  jwks?: JwksPolicy;
   issuer?: string;
   audience?: string;
   /** Leeway for `exp` and `nbf`, in seconds. Default 5. */

@@ -9,6 +9,7 @@ import {
   type CloseDecision,
 } from './backoff.js';
 import { ClientState, ClientStateMachine } from './state.js';
+import { refreshDelay, refreshRetryDelay, tokenExpiresAt } from './tokenRefresh.js';
 import type {
   AckFrame,
   AgentEvent,
@@ -19,6 +20,7 @@ import type {
   ErrorFrame,
   PongFrame,
   ServerFrame,
+  TokenRefreshedFrame,
 } from './types.js';
 
 /**
@@ -43,7 +45,10 @@ export interface WebSocketLike {
 
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
-/** A token, or a function that returns one (called on every dial, so it can refresh). */
+/**
+ * A token, or a function that returns one: called on every dial, and, for tokens with an
+ * `exp`, at 80 % of their lifetime to refresh the open connection (`refresh_token`).
+ */
 export type TokenSource = string | (() => string | Promise<string>);
 
 export interface ClientOptions {
@@ -117,6 +122,15 @@ interface PendingRequest {
   sentOn: number;
 }
 
+/** A token as the client got it from its provider. */
+interface Credential {
+  readonly token: string;
+  /** Local clock. */
+  readonly obtainedAt: number;
+  /** `exp` on the local clock (corrected by the server's clock offset), or null if unknown. */
+  readonly expiresAt: number | null;
+}
+
 interface RunRecord {
   readonly runId: string;
   readonly events: AgentEvent[];
@@ -170,6 +184,13 @@ export class AgentwireClient {
   #lastFrameAt = 0;
   #pingSentAt: number | null = null;
   #pingCount = 0;
+  /** The token the current socket is authenticated with (the last one the server took). */
+  #credential: Credential | null = null;
+  /** server_time - local time at the last connection_ready: reads `exp` on the local clock. */
+  #serverOffsetMs = 0;
+  #refreshTimer: TimerHandle | null = null;
+  /** A `refresh_token` sent and not answered yet. */
+  #refreshing: { readonly id: string; readonly credential: Credential } | null = null;
 
   readonly #pending = new Map<string, PendingRequest>();
   readonly #runs = new Map<string, RunRecord>();
@@ -358,6 +379,7 @@ export class AgentwireClient {
       return;
     }
     this.#ws = ws;
+    this.#credential = token ? this.#credentialOf(token) : null;
     const serial = ++this.#socketSerial;
     ws.onmessage = (event) => {
       if (this.#ws === ws) this.#onMessage(ws, serial, event.data);
@@ -386,8 +408,11 @@ export class AgentwireClient {
     return url.toString();
   }
 
-  /** Drops the current socket without a closing handshake (it is dead or out of sync). */
-  #drop(reason: string, decision: CloseDecision): void {
+  /**
+   * Drops the current socket without a closing handshake (it is dead, out of sync, or its token
+   * could not be refreshed: then `code` is 4401, so that it counts as an auth failure).
+   */
+  #drop(reason: string, decision?: CloseDecision, code = 1006): void {
     const ws = this.#ws;
     if (!ws) return;
     this.#ws = null;
@@ -399,7 +424,7 @@ export class AgentwireClient {
     } catch {
       // already gone
     }
-    this.#afterLoss(1006, reason, decision);
+    this.#afterLoss(code, reason, decision);
   }
 
   /** A socket ended or a dial failed: stop, or schedule the next dial. */
@@ -466,8 +491,11 @@ export class AgentwireClient {
   #clearSocketTimers(): void {
     if (this.#connectTimer !== null) this.#clock.clearTimeout(this.#connectTimer);
     if (this.#watchdogTimer !== null) this.#clock.clearTimeout(this.#watchdogTimer);
+    if (this.#refreshTimer !== null) this.#clock.clearTimeout(this.#refreshTimer);
     this.#connectTimer = null;
     this.#watchdogTimer = null;
+    this.#refreshTimer = null;
+    this.#refreshing = null;
     this.#pingSentAt = null;
   }
 
@@ -496,6 +524,8 @@ export class AgentwireClient {
       case 'pong':
         this.#emit('pong', frame as PongFrame);
         return;
+      case 'token_refreshed':
+        return this.#onTokenRefreshed(ws, frame as TokenRefreshedFrame);
     }
   }
 
@@ -512,11 +542,15 @@ export class AgentwireClient {
     this.#attempt = 0;
     this.#authRetried = false;
     this.#readyFrame = frame;
+    const serverTime = typeof frame.server_time === 'string' ? Date.parse(frame.server_time) : Number.NaN;
+    this.#serverOffsetMs = Number.isFinite(serverTime) ? serverTime - this.#clock.now() : 0;
+    if (this.#credential) this.#credential = this.#credentialOf(this.#credential.token, this.#credential.obtainedAt);
     this.#epoch = frame.epoch;
     if (!frame.resumed) this.#lastSeq = frame.last_seq;
     this.#machine.transition(READY);
     if (this.#ws !== ws) return;
     this.#startWatchdog();
+    this.#armRefresh(ws, this.#credential && refreshDelay(this.#credential.obtainedAt, this.#credential.expiresAt ?? -Infinity, this.#clock.now()));
     if (!frame.resumed && hadPosition) {
       for (const record of [...this.#runs.values()]) {
         if (!record.done && !record.failure) {
@@ -573,6 +607,7 @@ export class AgentwireClient {
   }
 
   #onError(frame: ErrorFrame): void {
+    if (this.#refreshing !== null && frame.ref === this.#refreshing.id) return this.#onRefreshRefused(frame);
     const request = typeof frame.ref === 'string' ? this.#pending.get(frame.ref) : undefined;
     if (!request) return this.#emit('server_error', frame);
     this.#pending.delete(request.id);
@@ -604,6 +639,84 @@ export class AgentwireClient {
     } catch {
       // The socket is going away; the request is re-sent on the next connection.
     }
+  }
+
+  // ---- token refresh ----
+
+  #credentialOf(token: string, obtainedAt = this.#clock.now()): Credential {
+    const exp = tokenExpiresAt(token);
+    return { token, obtainedAt, expiresAt: exp === null ? null : exp - this.#serverOffsetMs };
+  }
+
+  /** Schedules the next refresh of this socket's token (only a token provider can refresh). */
+  #armRefresh(ws: WebSocketLike, delayMs: number | null): void {
+    if (typeof this.#token !== 'function' || delayMs === null) return;
+    if (this.#refreshTimer !== null) this.#clock.clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = this.#clock.setTimeout(() => {
+      this.#refreshTimer = null;
+      void this.#refresh(ws);
+    }, delayMs);
+  }
+
+  #armRefreshRetry(ws: WebSocketLike): void {
+    const expiresAt = this.#credential?.expiresAt;
+    if (expiresAt != null) this.#armRefresh(ws, refreshRetryDelay(expiresAt, this.#clock.now()));
+  }
+
+  /** Asks the provider for a fresher token and sends it as `refresh_token` on the open socket. */
+  async #refresh(ws: WebSocketLike): Promise<void> {
+    if (this.#ws !== ws || this.state !== READY || typeof this.#token !== 'function') return;
+    let token: string;
+    try {
+      token = await this.#token();
+    } catch (error) {
+      if (this.#ws !== ws) return;
+      this.#emit('token_error', { error });
+      if (this.#ws === ws) this.#armRefreshRetry(ws);
+      return;
+    }
+    if (this.#ws !== ws || this.state !== READY || this.#refreshing !== null) return;
+    const credential = this.#credentialOf(token);
+    const current = this.#credential;
+    // Nothing fresher (same token, or no later exp): try again later; at worst the server
+    // closes with 4401 at expiry and the reconnect asks the provider again.
+    if (!token || (current?.expiresAt != null && (credential.expiresAt ?? -Infinity) <= current.expiresAt)) {
+      return this.#armRefreshRetry(ws);
+    }
+    const id = this.#newId();
+    this.#refreshing = { id, credential };
+    try {
+      ws.send(JSON.stringify({ type: 'refresh_token', id, token }));
+    } catch {
+      // The socket is going away; the next dial asks the provider anyway.
+    }
+  }
+
+  #onTokenRefreshed(ws: WebSocketLike, frame: TokenRefreshedFrame): void {
+    const refreshing = this.#refreshing;
+    if (refreshing === null || frame.id !== refreshing.id) return;
+    this.#refreshing = null;
+    this.#credential = refreshing.credential;
+    const { obtainedAt, expiresAt } = refreshing.credential;
+    this.#armRefresh(ws, expiresAt === null ? null : refreshDelay(obtainedAt, expiresAt, this.#clock.now()));
+    this.#emit('token_refreshed', frame);
+  }
+
+  /**
+   * The server refused the fresher token. An auth refusal is handled like a 4401 close: the
+   * socket is dropped and the client dials again with a token from its provider (a second
+   * auth failure in a row stops it). Anything else (e.g. rate_limited) is retried later.
+   */
+  #onRefreshRefused(frame: ErrorFrame): void {
+    this.#refreshing = null;
+    this.#emit('server_error', frame);
+    const ws = this.#ws;
+    if (!ws) return;
+    if (frame.code === 'token_expired' || frame.code === 'token_invalid' || frame.code === 'forbidden') {
+      this.#drop(frame.code, undefined, 4401);
+      return;
+    }
+    this.#armRefreshRetry(ws);
   }
 
   // ---- watchdog ----

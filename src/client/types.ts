@@ -47,7 +47,14 @@ export interface PongFrame {
   readonly server_time: string;
 }
 
-export type ServerFrame = ConnectionReadyFrame | AckFrame | ErrorFrame | PongFrame | AgentEvent;
+/** Answer to the client's `refresh_token`: the connection now expires at `expires_at`. */
+export interface TokenRefreshedFrame {
+  readonly type: 'token_refreshed';
+  readonly id: string;
+  readonly expires_at: string;
+}
+
+export type ServerFrame = ConnectionReadyFrame | AckFrame | ErrorFrame | PongFrame | TokenRefreshedFrame | AgentEvent;
 
 /** Why the client is closed: the close code and reason that ended it. */
 export interface CloseInfo {
@@ -116,6 +123,8 @@ export type ClientEventMap = {
   watchdog: { readonly pingSentAt: number; readonly lastFrameAt: number };
   /** A token provider failed (the client retries with backoff). */
   token_error: { readonly error: unknown };
+  /** The server took a fresher token on the open connection (`refresh_token`). */
+  token_refreshed: TokenRefreshedFrame;
   /** Every parsed server frame, before the client handles it. */
   frame: ServerFrame;
 } & { [T in AgentEventType]: AgentEventOf<T> };
