@@ -65,8 +65,8 @@ export class Connection implements CoordinatorMember {
   authDeadline = 0;
   lastSeenAt: number;
   pingSentAt = 0;
-  /** When the connection's token expires (ms); null: no expiry. Checked by the sweeper. */
-  expiresAt: number | null = null;
+  /** When the connection's token expires (ms); set at authentication, checked by the sweeper. */
+  expiresAt = Number.POSITIVE_INFINITY;
 
   #ws: WebSocket | null = null;
   /** The socket under #ws, corked while a tick's frames collect (see #send). */
@@ -176,7 +176,7 @@ export class Connection implements CoordinatorMember {
   /** Called by the gateway's single sweeper: token expiry and heartbeats. */
   sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
     if (this.lifecycle.isEnding) return;
-    if (this.expiresAt !== null && now >= this.expiresAt) {
+    if (now >= this.expiresAt) {
       this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
       return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
     }
@@ -282,7 +282,7 @@ export class Connection implements CoordinatorMember {
     await this.#authenticated(result.userId, result.expiresAt);
   }
 
-  async #authenticated(userId: string, expiresAt: number | null): Promise<void> {
+  async #authenticated(userId: string, expiresAt: number): Promise<void> {
     this.lifecycle.transition(AUTHENTICATED);
     this.ctx.awaitingAuth.delete(this);
     this.userId = userId;
