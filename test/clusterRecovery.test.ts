@@ -23,7 +23,7 @@ import { RedisRunStore } from '../src/runs/redisRunStore.js';
 import type { RunRecord } from '../src/runs/runStore.js';
 import { TestCluster } from './helpers/cluster.js';
 import { startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
-import { httpGet, tryUpgrade } from './helpers/http.js';
+import { httpGet, tryUpgrade, waitStatus } from './helpers/http.js';
 import { RedisProxy } from './helpers/redisProxy.js';
 import { RedisServer, waitForSubscribers } from './helpers/redisServer.js';
 import { InstrumentedEngine, deferred } from './helpers/instrumentedEngine.js';
@@ -212,23 +212,6 @@ async function startNode(keyPrefix: string, engineUrl?: string): Promise<Node> {
   const node = { env, engine, httpUrl: `http://127.0.0.1:${env.port}` };
   nodes.push(node);
   return node;
-}
-
-/** Polls an HTTP probe (as a load balancer would) until it answers `status`, within a deadline. */
-async function waitStatus(url: string, status: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = 'no answer';
-  for (;;) {
-    try {
-      const reply = await httpGet(url, 2000);
-      if (reply.status === status) return;
-      last = String(reply.status);
-    } catch (error) {
-      last = (error as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last: ${last})`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 function thinking(text: string, run = 'r-direct'): EventBody {

@@ -143,6 +143,9 @@ export class RedisRunStore implements RunStore {
     this.#leaseMs = options.leaseMs ?? 15_000;
     this.#now = options.now ?? Date.now;
     this.#leases = `${engine.keyPrefix}:run-leases`;
+    // Sweepers judge leases only after a lease of unbroken contact (RunManager); a stall of a
+    // quarter lease already breaks it, so no lease written during an unnoticed stall has lapsed.
+    engine.requireContactWithin(this.#leaseMs / 4);
     this.#redis = engine.redis as ScriptedRedis;
     this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
@@ -266,8 +269,12 @@ export class RedisRunStore implements RunStore {
     return claimed;
   }
 
+  get contact(): { readonly breaks: number; readonly ok: boolean } {
+    return this.engine.contact;
+  }
+
+  /** No QUIT: it waits for Redis (forever while it is unreachable); a subscriber has nothing to flush. */
   async close(): Promise<void> {
-    await this.#subscriber.quit().catch(() => {});
     this.#subscriber.disconnect();
   }
 

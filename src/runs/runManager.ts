@@ -97,6 +97,8 @@ export class RunManager {
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
    */
   readonly #earlyCancels = new Map<string, number>();
+  /** Since when (on this manager's clock) the store's contact has been unbroken, as of its break count. */
+  #contact = { breaks: -1, since: 0 };
 
   constructor(private readonly options: RunManagerOptions) {
     this.#store = options.store ?? new LocalRunStore();
@@ -448,8 +450,16 @@ export class RunManager {
     }
   }
 
-  /** Ends the runs of nodes that stopped renewing their leases (they died). */
+  /**
+   * Ends the runs of nodes that stopped renewing their leases (they died). A lease also lapses
+   * while the store stalls or is down, for every node alike, so this node judges leases only
+   * after a whole lease of its own unbroken contact with the store: by then every live node that
+   * regained contact too has renewed its leases (a third of a lease apart), and only the leases
+   * of nodes that did not are still lapsed. Commands sent during a stall are applied after it in
+   * the order sent, so a renewal queued behind the stall still lands before this node's claim.
+   */
   async #endLostRuns(): Promise<void> {
+    if (!this.#inContactForALease()) return;
     let lost: LostRun[];
     try {
       lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
@@ -481,6 +491,17 @@ export class RunManager {
         this.options.onFault?.(error, 'advance after lost run');
       }
     }
+  }
+
+  #inContactForALease(): boolean {
+    const contact = this.#store.contact;
+    if (!contact) return true;
+    const now = this.options.clock.now();
+    if (!contact.ok || contact.breaks !== this.#contact.breaks) {
+      this.#contact = { breaks: contact.breaks, since: now };
+      return false;
+    }
+    return now - this.#contact.since >= this.#store.leaseMs!;
   }
 
   #now(): string {

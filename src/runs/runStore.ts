@@ -52,6 +52,11 @@ export interface RunStore {
    */
   readonly claimsMessageIds?: boolean;
   /**
+   * Set by shared stores: this node's contact with the store. `breaks` counts every break so
+   * far (a request unanswered within its deadline, a dropped link), `ok` is false during one.
+   */
+  readonly contact?: { readonly breaks: number; readonly ok: boolean };
+  /**
    * Queues the run on its thread; 'start' means it is first and this node now executes it.
    * With `replayOnly`, an enqueue whose earlier attempt may or may not have been applied is
    * settled without creating anything: the outcome of that attempt if it was applied (so 'start'
