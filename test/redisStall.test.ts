@@ -27,7 +27,7 @@ const COMMAND_TIMEOUT_MS = 1000;
 const LEASE_MS = 600;
 const DRAIN_TIMEOUT_MS = 500;
 /** The serve command's grace after the drain timeout (src/cli/serve.ts) plus process start-up jitter. */
-const EXIT_SLACK_MS = 3000 + 1500;
+const EXIT_SLACK_MS = 2000 + 1500;
 const noop = () => {};
 
 const cleanups: Array<() => Promise<void> | void> = [];

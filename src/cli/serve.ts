@@ -9,9 +9,10 @@ import { createGateway } from '../transport/index.js';
 
 /**
  * What shutting down may take beyond the drain timeout: the runs' shutdown errors, the 1012
- * closes (the gateway waits up to 2 s for clients to answer them) and closing the engine.
+ * closes (clients get 2 s to answer them; the process exit then closes what is left) and
+ * closing the engine.
  */
-const SHUTDOWN_GRACE_MS = 3000;
+const SHUTDOWN_GRACE_MS = 2000;
 
 /** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
 export async function runServe(argv: string[]): Promise<number> {

@@ -78,6 +78,8 @@ export class RedisEngine implements EventEngine {
       // A stalled Redis (frozen, overloaded, a half-open link) answers nothing and drops nothing:
       // without a deadline every caller would wait for the whole stall.
       commandTimeout: options.commandTimeoutMs ?? 2000,
+      // Closing a client whose link never came up otherwise holds the process for 2 s.
+      disconnectTimeout: 200,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       ...options.redisOptions,
     };
@@ -128,9 +130,9 @@ export class RedisEngine implements EventEngine {
   }
 
   /**
-   * Makes a shorter stall break contact than readiness notices (and probes that much more
-   * often). The run store asks for a quarter of its lease: a stall long enough to let a lease
-   * written during it lapse before it lands is then always seen as a break.
+   * Makes a shorter stall break contact than readiness notices, probing twice as often as
+   * `ms`: a stall is then seen as a break once it lasts longer than 1.5 × `ms`. The run store
+   * asks for a third of its lease (see RedisRunStore).
    */
   requireContactWithin(ms: number): void {
     this.#contactDeadlineMs = Math.max(20, Math.min(this.#contactDeadlineMs, Math.floor(ms)));
@@ -197,17 +199,19 @@ export class RedisEngine implements EventEngine {
     this.#probeSentAt = sentAt;
     this.#commands.ping().then(
       () => {
+        this.#probeSentAt = null;
         // Answered, but late: Redis stalled meanwhile, though no probe was found overdue.
         if (performance.now() - sentAt > this.#contactDeadlineMs) this.#contactBroken();
         this.#probeFailed = false;
       },
       () => {
+        this.#probeSentAt = null;
         this.#contactBroken();
         this.#probeFailed = true;
+        // At once (if the link is up): the stall's end is then seen as soon as Redis answers.
+        this.#probe();
       },
-    ).finally(() => {
-      if (this.#probeSentAt === sentAt) this.#probeSentAt = null;
-    });
+    );
   }
 
   #contactBroken(): void {
@@ -360,7 +364,13 @@ export class RedisEngine implements EventEngine {
         this.#subscriptionsActive = true;
         this.#signalGaps();
       },
-      (error: unknown) => this.options.onError?.(error),
+      (error: unknown) => {
+        this.options.onError?.(error);
+        // Timed out on a link that is still up (Redis stalled): nothing else would try again.
+        if (round === this.#resubscribeRound && subscriber.status === 'ready' && !this.#closed) {
+          setTimeout(() => round === this.#resubscribeRound && this.#resubscribe(), 200).unref();
+        }
+      },
     );
   }
 

@@ -143,9 +143,10 @@ export class RedisRunStore implements RunStore {
     this.#leaseMs = options.leaseMs ?? 15_000;
     this.#now = options.now ?? Date.now;
     this.#leases = `${engine.keyPrefix}:run-leases`;
-    // Sweepers judge leases only after a lease of unbroken contact (RunManager); a stall of a
-    // quarter lease already breaks it, so no lease written during an unnoticed stall has lapsed.
-    engine.requireContactWithin(this.#leaseMs / 4);
+    // Sweepers judge leases only after a lease of unbroken contact (RunManager). A stall longer
+    // than half a lease breaks it, so a stall that goes unnoticed leaves every lease written
+    // or renewed during it more than its owner's renewal interval (a third) to spare.
+    engine.requireContactWithin(this.#leaseMs / 3);
     this.#redis = engine.redis as ScriptedRedis;
     this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 2, lua: ADVANCE });
@@ -154,6 +155,7 @@ export class RedisRunStore implements RunStore {
     this.#subscriber = new Redis(url, {
       lazyConnect: false,
       autoResubscribe: true,
+      disconnectTimeout: 200,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
     });
     this.#subscriber.on('error', (error) => options.onError?.(error));
