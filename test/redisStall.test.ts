@@ -9,16 +9,22 @@
  * itself is the one timed wait (it is the scenario); everything else waits on events or polls
  * an HTTP probe the way a load balancer does, with deadlines.
  */
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { signToken } from '../src/auth/index.js';
 import { RedisPresence } from '../src/coordination/redisPresence.js';
+import { MemoryEngine } from '../src/engine/index.js';
 import { RedisEngine } from '../src/engine/redisEngine.js';
+import type { Agent } from '../src/runs/agent.js';
 import { RedisRunStore } from '../src/runs/redisRunStore.js';
+import { RunManager } from '../src/runs/runManager.js';
+import { LocalRunStore, type LostRun } from '../src/runs/runStore.js';
 import { ChildTracker } from './helpers/childProcess.js';
 import { CLUSTER_SECRET, TestCluster, waitReady, type GatewayNode } from './helpers/cluster.js';
 import { startGateway } from './helpers/gateway.js';
 import { tryUpgrade, waitStatus } from './helpers/http.js';
 import { RedisServer, freePort } from './helpers/redisServer.js';
+import { ManualClock } from './helpers/manualClock.js';
 import { within } from './helpers/waitFor.js';
 import { DEMO_RUN_TYPES, isTerminal } from './helpers/runInvariants.js';
 import { seqProblem, TestClient, type Frame } from './helpers/wsClient.js';
@@ -59,6 +65,77 @@ async function timed<T>(since: number, wait: Promise<T>): Promise<[T, number]> {
 }
 
 const runFrames = (client: TestClient, runId: string) => client.frames.filter((f) => f.run_id === runId && typeof f.seq === 'number');
+
+/** A shared store as the run manager sees it: a lease, contact the test sets, sweeps it records. */
+class ContactStore extends LocalRunStore {
+  readonly leaseMs = 300;
+  contact = { breaks: 0, ok: true };
+  readonly sweptAt: number[] = [];
+
+  constructor(private readonly clock: ManualClock) {
+    super();
+  }
+
+  override async renewLeases(): Promise<void> {}
+
+  override async claimLostRuns(): Promise<LostRun[]> {
+    this.sweptAt.push(this.clock.now());
+    return [];
+  }
+}
+
+const idleAgent: Agent = {
+  async *run() {
+    yield { type: 'answer', text: 'never used' };
+  },
+};
+
+describe('the lost-run sweep decision', () => {
+  it('judges leases only after a whole lease of unbroken contact, and then does (any breaks, any outages)', async () => {
+    const STEP_MS = 25;
+    const STEPS = 120;
+    const SWEEP_MS = 50;
+    const contactEvent = fc.record({ step: fc.integer({ min: 0, max: STEPS - 1 }), kind: fc.constantFrom('break', 'down', 'up') });
+    await fc.assert(
+      fc.asyncProperty(fc.array(contactEvent, { maxLength: 12 }), async (events) => {
+        const clock = new ManualClock(0);
+        const store = new ContactStore(clock);
+        const runs = new RunManager({
+          engine: new MemoryEngine({ clock }),
+          agent: idleAgent,
+          clock,
+          threadPolicy: 'enqueue',
+          runTimeoutMs: 10_000,
+          store,
+          lostRunSweepMs: SWEEP_MS,
+        });
+        // When contact was broken (a break counted, or down from then on), on the same clock: the
+        // sweeps due at that very moment already ran (in the advance that got there).
+        const disturbedAt: number[] = [];
+        for (let step = 0; step < STEPS; step++) {
+          for (const event of events.filter((e) => e.step === step)) {
+            const { breaks, ok } = store.contact;
+            store.contact = event.kind === 'break' ? { breaks: breaks + 1, ok } : { breaks, ok: event.kind === 'up' };
+            if (event.kind === 'break') disturbedAt.push(clock.now());
+          }
+          if (!store.contact.ok) disturbedAt.push(clock.now());
+          await clock.advance(STEP_MS);
+        }
+        await runs.close();
+        for (const at of store.sweptAt) {
+          const lastBreak = Math.max(0, ...disturbedAt.filter((d) => d < at));
+          expect(at - lastBreak, `sweep at ${at} after contact broken at ${lastBreak}`).toBeGreaterThanOrEqual(store.leaseMs);
+        }
+        // Liveness: a lease (and two sweep intervals) of unbroken contact at the end brings a sweep.
+        const quietFrom = Math.max(0, ...disturbedAt.map((d) => d + STEP_MS));
+        if (STEPS * STEP_MS - quietFrom >= store.leaseMs + 2 * SWEEP_MS) {
+          expect(store.sweptAt.some((at) => at > quietFrom), `a sweep after ${quietFrom}`).toBe(true);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
 
 describe('readiness and waits while redis is stalled', () => {
   it('/readyz turns 503 within the 1 s probe deadline, an ack and an upgrade under way end 1013 within the command deadline, and all recovers', async () => {
