@@ -330,7 +330,13 @@ export class RedisEngine implements EventEngine {
     this.#closed = true;
     if (this.#probeTimer) clearInterval(this.#probeTimer);
     this.#channels.clear();
-    if (graceful) await Promise.allSettled([this.#commands.quit(), this.#subscriber.quit()]);
+    if (graceful) {
+      // Bounded too: Redis may stall right now, before a probe could tell.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise((resolve) => (timer = setTimeout(resolve, PROBE_DEADLINE_MS)));
+      await Promise.race([Promise.allSettled([this.#commands.quit(), this.#subscriber.quit()]), stalled]);
+      clearTimeout(timer);
+    }
     this.#commands.disconnect();
     this.#subscriber.disconnect();
   }

@@ -97,7 +97,7 @@ export class RunManager {
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
    */
   readonly #earlyCancels = new Map<string, number>();
-  /** Since when (on this manager's clock) the store's contact has been unbroken, as of its break count. */
+  /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
   #contact = { breaks: -1, since: 0 };
 
   constructor(private readonly options: RunManagerOptions) {
@@ -452,11 +452,12 @@ export class RunManager {
 
   /**
    * Ends the runs of nodes that stopped renewing their leases (they died). A lease also lapses
-   * while the store stalls or is down, for every node alike, so this node judges leases only
-   * after a whole lease of its own unbroken contact with the store: by then every live node that
-   * regained contact too has renewed its leases (a third of a lease apart), and only the leases
-   * of nodes that did not are still lapsed. Commands sent during a stall are applied after it in
-   * the order sent, so a renewal queued behind the stall still lands before this node's claim.
+   * while the store stalls or is down, for every node alike (one written during a stall may land
+   * lapsed already), so this node judges leases only after a whole lease of its own unbroken
+   * contact with the store: by then every live node, back in contact at the same moment, has
+   * renewed its leases (a third of a lease apart), and only nodes that really stopped still hold
+   * lapsed ones. The store calls a stall too short to lapse a lease no break, and compares
+   * expiries with the time the sweep began, so a stall beginning mid-sweep changes nothing.
    */
   async #endLostRuns(): Promise<void> {
     if (!this.#inContactForALease()) return;
