@@ -7,6 +7,13 @@ import { GatewayMetrics, createLogger, type Logger } from '../observability/inde
 import { RedisRunStore } from '../runs/redisRunStore.js';
 import { createGateway } from '../transport/index.js';
 
+/**
+ * What shutting down may take beyond the drain timeout: the runs' shutdown errors, the 1012
+ * closes (clients get 2 s to answer them; the process exit then closes what is left) and
+ * closing the engine.
+ */
+const SHUTDOWN_GRACE_MS = 2000;
+
 /** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
 export async function runServe(argv: string[]): Promise<number> {
   let config: GatewayConfig;
@@ -74,13 +81,24 @@ export async function runServe(argv: string[]): Promise<number> {
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'draining');
+      // Whatever the state of Redis, the process exits 0 in time (PROTOCOL.md section 11): a
+      // shutdown whose engine stalls or never came up (appends retried, QUIT unanswered) is cut
+      // short. Runs whose shutdown error could not be written keep a lease that lapses, and
+      // another node ends them with run_lost.
+      const deadline = setTimeout(() => {
+        logger.warn({ afterMs: config.drainTimeoutMs + SHUTDOWN_GRACE_MS }, 'shutdown incomplete (engine unreachable?); exiting');
+        process.exit(0);
+      }, config.drainTimeoutMs + SHUTDOWN_GRACE_MS);
+      deadline.unref();
       gateway.shutdown().then(
         async () => {
           await engine.close();
+          clearTimeout(deadline);
           logger.info('stopped');
           resolve(0);
         },
         (error) => {
+          clearTimeout(deadline);
           logger.error({ err: error }, 'shutdown failed');
           resolve(1);
         },
@@ -139,7 +157,13 @@ function redisCluster(config: GatewayConfig, url: string, logger: Logger) {
     if (message !== lastError) logger.warn({ err: message }, 'redis connection problem');
     lastError = message;
   };
-  const engine = new RedisEngine({ url, retentionEvents: config.retentionEvents, retentionMs: config.retentionMs, onError });
+  const engine = new RedisEngine({
+    url,
+    retentionEvents: config.retentionEvents,
+    retentionMs: config.retentionMs,
+    commandTimeoutMs: config.redisCommandTimeoutMs,
+    onError,
+  });
   const runStore = new RedisRunStore(engine, url, {
     leaseMs: config.runLeaseMs,
     ...(config.nodeId ? { nodeId: config.nodeId } : {}),

@@ -32,6 +32,7 @@ export interface GatewayConfig {
   nodeId?: string;
   runLeaseMs: number;
   runSweepMs: number;
+  redisCommandTimeoutMs: number;
   authTimeoutMs: number;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
@@ -242,6 +243,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
   }
   const runLeaseMs = int('AGENTWIRE_RUN_LEASE_MS', 15000, 100, MAX_TIMER_MS);
   const runSweepMs = int('AGENTWIRE_RUN_SWEEP_MS', 2000, 10, MAX_TIMER_MS);
+  const redisCommandTimeoutMs = int('AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS', 2000, 100, MAX_TIMER_MS);
 
   // --- timing and limits -------------------------------------------------------------------
   const authTimeoutMs = int('AGENTWIRE_AUTH_TIMEOUT_MS', 5000, 1, MAX_TIMER_MS);
@@ -318,6 +320,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
     logLevel,
     runLeaseMs,
     runSweepMs,
+    redisCommandTimeoutMs,
   };
   if (nodeId !== undefined) config.nodeId = nodeId;
   if (jwtSecret !== undefined) config.jwtSecret = jwtSecret;

@@ -52,6 +52,11 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
   setting('AGENTWIRE_NODE_ID', UNSET, 'Name of this gateway node in a Redis cluster (logs, run ownership); random when unset.'),
   setting('AGENTWIRE_RUN_LEASE_MS', '15000', 'With Redis: a node that has not renewed its runs for this long is presumed dead; its runs end with run_lost.'),
   setting('AGENTWIRE_RUN_SWEEP_MS', '2000', 'With Redis: how often each node looks for runs of dead nodes.'),
+  setting(
+    'AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS',
+    '2000',
+    'With Redis: deadline of every Redis command; past it the connection or message gets 1013 engine_unavailable (the command is treated as in doubt).',
+  ),
   setting('AGENTWIRE_AUTH_TIMEOUT_MS', '5000', 'Time a connection has to authenticate before it is closed with 4408.'),
   setting('AGENTWIRE_HEARTBEAT_MS', '25000', 'Interval between WebSocket pings.'),
   setting('AGENTWIRE_HEARTBEAT_TIMEOUT_MS', '10000', 'A connection that has not answered a ping within this is terminated.'),

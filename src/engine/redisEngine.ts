@@ -18,6 +18,11 @@ export interface RedisEngineOptions {
   readonly retentionMs?: number;
   /** Sharded pub/sub (SPUBLISH/SSUBSCRIBE) when the server supports it. Default true. */
   readonly shardedPubSub?: boolean;
+  /**
+   * Deadline of every Redis command, in ms. Default 2000. A command past it is rejected but may
+   * still be applied (Redis was only slow): callers treat it as in doubt, like a dropped link.
+   */
+  readonly commandTimeoutMs?: number;
   readonly redisOptions?: RedisOptions;
   readonly now?: () => number;
   /** Connection problems, for logs; the engine recovers by itself. */
@@ -51,6 +56,14 @@ export class RedisEngine implements EventEngine {
   #subscriptionsActive = true;
   #resubscribeRound = 0;
   #closed = false;
+  #probeTimer: ReturnType<typeof setInterval> | null = null;
+  /** performance.now() when the outstanding probe was sent; null when none is outstanding. */
+  #probeSentAt: number | null = null;
+  /** The last probe failed (its deadline, or the link); cleared by the next one answered. */
+  #probeFailed = false;
+  #contactBreaks = 0;
+  /** A probe outstanding longer than this breaks contact (see `contact`); at most the readiness deadline. */
+  #contactDeadlineMs = PROBE_DEADLINE_MS;
 
   constructor(private readonly options: RedisEngineOptions) {
     this.#prefix = options.keyPrefix ?? 'aw';
@@ -62,6 +75,11 @@ export class RedisEngine implements EventEngine {
       // Fail fast while Redis is unreachable: callers answer 1013/503 instead of hanging.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
+      // A stalled Redis (frozen, overloaded, a half-open link) answers nothing and drops nothing:
+      // without a deadline every caller would wait for the whole stall.
+      commandTimeout: options.commandTimeoutMs ?? 2000,
+      // Closing a client whose link never came up otherwise holds the process for 2 s.
+      disconnectTimeout: 200,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       ...options.redisOptions,
     };
@@ -74,7 +92,11 @@ export class RedisEngine implements EventEngine {
     this.#subscriber.on('error', onError);
     this.#commands.defineCommand('awHead', { numberOfKeys: 2, lua: HEAD_SCRIPT });
     this.#commands.defineCommand('awAppend', { numberOfKeys: 3, lua: APPEND_SCRIPT });
-    this.#commands.on('ready', () => this.#signalGaps());
+    this.#commands.on('ready', () => {
+      this.#signalGaps();
+      this.#probe();
+    });
+    this.#commands.on('close', () => this.#contactBroken());
     this.#subscriber.on('ready', () => this.#resubscribe());
     this.#subscriber.on('close', () => {
       this.#subscriptionsActive = false;
@@ -84,8 +106,41 @@ export class RedisEngine implements EventEngine {
     this.#subscriber.on('smessage', onMessage);
   }
 
+  /**
+   * Both connections are up and Redis answers: false while a probe has been outstanding longer
+   * than its deadline (a stall: the link stays up but nothing is answered) or the last one failed.
+   */
   get available(): boolean {
-    return !this.#closed && this.#commands.status === 'ready' && this.#subscriber.status === 'ready';
+    return this.#answeringWithin(PROBE_DEADLINE_MS);
+  }
+
+  #answeringWithin(deadlineMs: number): boolean {
+    if (this.#closed || this.#commands.status !== 'ready' || this.#subscriber.status !== 'ready' || this.#probeFailed) return false;
+    return this.#probeSentAt === null || performance.now() - this.#probeSentAt <= deadlineMs;
+  }
+
+  /**
+   * Contact with Redis as the run store's sweeper judges it: `breaks` counts every break so far
+   * (a probe unanswered within the contact deadline, a failed one, a dropped command
+   * connection); `ok` is false during one. A run's lease is only judged lapsed by a node whose
+   * contact has been unbroken for a whole lease (see RunManager).
+   */
+  get contact(): { readonly breaks: number; readonly ok: boolean } {
+    return { breaks: this.#contactBreaks, ok: this.#answeringWithin(this.#contactDeadlineMs) };
+  }
+
+  /**
+   * Makes a shorter stall break contact than readiness notices, probing twice as often as
+   * `ms`: a stall is then seen as a break once it lasts longer than 1.5 × `ms`. The run store
+   * asks for a third of its lease (see RedisRunStore).
+   */
+  requireContactWithin(ms: number): void {
+    this.#contactDeadlineMs = Math.max(20, Math.min(this.#contactDeadlineMs, Math.floor(ms)));
+    if (this.#probeTimer) {
+      clearInterval(this.#probeTimer);
+      this.#probeTimer = null;
+      this.#startProbing();
+    }
   }
 
   /** The connection for commands, shared with the cluster run store. */
@@ -112,13 +167,55 @@ export class RedisEngine implements EventEngine {
 
   /** Resolves once both connections are up; until then ioredis keeps retrying (start-up outages). */
   async #connect(): Promise<void> {
-    await Promise.all([this.#commands, this.#subscriber].map((client) => connected(client, this.options.onError)));
-    if (this.options.shardedPubSub !== false) {
-      const info = await this.#commands.info('server');
-      const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
-      this.#sharded = major >= 7;
+    for (;;) {
+      await Promise.all([this.#commands, this.#subscriber].map((client) => connected(client, this.options.onError)));
+      if (this.options.shardedPubSub === false) break;
+      try {
+        const info = await this.#commands.info('server');
+        const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
+        this.#sharded = major >= 7;
+        break;
+      } catch (error) {
+        // Stalled or dropped at start-up: try again rather than never becoming ready.
+        if (this.#closed) throw error;
+        this.options.onError?.(error);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
     }
     this.#connectedOnce = true;
+    this.#startProbing();
+  }
+
+  #startProbing(): void {
+    if (this.#closed || this.#probeTimer) return;
+    this.#probeTimer = setInterval(() => this.#probe(), Math.min(PROBE_INTERVAL_MS, this.#contactDeadlineMs / 2));
+    this.#probeTimer.unref();
+  }
+
+  /** One PING at a time on the command connection, the path every caller's commands take. */
+  #probe(): void {
+    if (this.#closed || this.#probeSentAt !== null || this.#commands.status !== 'ready') return;
+    const sentAt = performance.now();
+    this.#probeSentAt = sentAt;
+    this.#commands.ping().then(
+      () => {
+        this.#probeSentAt = null;
+        // Answered, but late: Redis stalled meanwhile, though no probe was found overdue.
+        if (performance.now() - sentAt > this.#contactDeadlineMs) this.#contactBroken();
+        this.#probeFailed = false;
+      },
+      () => {
+        this.#probeSentAt = null;
+        this.#contactBroken();
+        this.#probeFailed = true;
+        // At once (if the link is up): the stall's end is then seen as soon as Redis answers.
+        this.#probe();
+      },
+    );
+  }
+
+  #contactBroken(): void {
+    this.#contactBreaks++;
   }
 
   async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
@@ -228,9 +325,18 @@ export class RedisEngine implements EventEngine {
   }
 
   async close(): Promise<void> {
+    // QUIT waits for Redis' answer: only worth it while Redis answers (it flushes our writes).
+    const graceful = this.available;
     this.#closed = true;
+    if (this.#probeTimer) clearInterval(this.#probeTimer);
     this.#channels.clear();
-    await Promise.allSettled([this.#commands.quit(), this.#subscriber.quit()]);
+    if (graceful) {
+      // Bounded too: Redis may stall right now, before a probe could tell.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise((resolve) => (timer = setTimeout(resolve, PROBE_DEADLINE_MS)));
+      await Promise.race([Promise.allSettled([this.#commands.quit(), this.#subscriber.quit()]), stalled]);
+      clearTimeout(timer);
+    }
     this.#commands.disconnect();
     this.#subscriber.disconnect();
   }
@@ -264,7 +370,13 @@ export class RedisEngine implements EventEngine {
         this.#subscriptionsActive = true;
         this.#signalGaps();
       },
-      (error: unknown) => this.options.onError?.(error),
+      (error: unknown) => {
+        this.options.onError?.(error);
+        // Timed out on a link that is still up (Redis stalled): nothing else would try again.
+        if (round === this.#resubscribeRound && subscriber.status === 'ready' && !this.#closed) {
+          setTimeout(() => round === this.#resubscribeRound && this.#resubscribe(), 200).unref();
+        }
+      },
     );
   }
 
@@ -281,6 +393,11 @@ export class RedisEngine implements EventEngine {
     }
   }
 }
+
+/** Readiness (PROTOCOL.md section 10): a probe unanswered for this long means Redis is unreachable. */
+const PROBE_DEADLINE_MS = 1000;
+/** Half the deadline: a stall is noticed 1 to 1.5 s after it begins. */
+const PROBE_INTERVAL_MS = 500;
 
 function connected(client: Redis, onError?: (error: unknown) => void): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();

@@ -198,6 +198,10 @@ export class RedisRunStore implements RunStore {
     this.#leaseMs = options.leaseMs ?? 15_000;
     this.#now = options.now ?? Date.now;
     this.#leases = `${engine.keyPrefix}:run-leases`;
+    // Sweepers judge leases only after a lease of unbroken contact (RunManager). A stall longer
+    // than half a lease breaks it, so a stall that goes unnoticed leaves every lease written
+    // or renewed during it more than its owner's renewal interval (a third) to spare.
+    engine.requireContactWithin(this.#leaseMs / 3);
     this.#redis = engine.redis as ScriptedRedis;
     this.#redis.defineCommand('awEnqueue', { numberOfKeys: 6, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 3, lua: ADVANCE });
@@ -206,6 +210,7 @@ export class RedisRunStore implements RunStore {
     this.#subscriber = new Redis(url, {
       lazyConnect: false,
       autoResubscribe: true,
+      disconnectTimeout: 200,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
     });
     this.#subscriber.on('error', (error) => options.onError?.(error));
@@ -347,8 +352,12 @@ export class RedisRunStore implements RunStore {
     return claimed;
   }
 
+  get contact(): { readonly breaks: number; readonly ok: boolean } {
+    return this.engine.contact;
+  }
+
+  /** No QUIT: it waits for Redis (forever while it is unreachable); a subscriber has nothing to flush. */
   async close(): Promise<void> {
-    await this.#subscriber.quit().catch(() => {});
     this.#subscriber.disconnect();
   }
 

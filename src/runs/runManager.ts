@@ -103,6 +103,8 @@ export class RunManager {
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
    */
   readonly #earlyCancels = new Map<string, number>();
+  /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
+  #contact = { breaks: -1, since: 0 };
 
   constructor(private readonly options: RunManagerOptions) {
     this.#store = options.store ?? new LocalRunStore();
@@ -460,8 +462,17 @@ export class RunManager {
     }
   }
 
-  /** Ends the runs of nodes that stopped renewing their leases (they died). */
+  /**
+   * Ends the runs of nodes that stopped renewing their leases (they died). A lease also lapses
+   * while the store stalls or is down, for every node alike (one written during a stall may land
+   * lapsed already), so this node judges leases only after a whole lease of its own unbroken
+   * contact with the store: by then every live node, back in contact at the same moment, has
+   * renewed its leases (a third of a lease apart), and only nodes that really stopped still hold
+   * lapsed ones. The store calls a stall too short to lapse a lease no break, and compares
+   * expiries with the time the sweep began, so a stall beginning mid-sweep changes nothing.
+   */
   async #endLostRuns(): Promise<void> {
+    if (!this.#inContactForALease()) return;
     let lost: LostRun[];
     try {
       lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
@@ -493,6 +504,17 @@ export class RunManager {
         this.options.onFault?.(error, 'advance after lost run');
       }
     }
+  }
+
+  #inContactForALease(): boolean {
+    const contact = this.#store.contact;
+    if (!contact) return true;
+    const now = this.options.clock.now();
+    if (!contact.ok || contact.breaks !== this.#contact.breaks) {
+      this.#contact = { breaks: contact.breaks, since: now };
+      return false;
+    }
+    return now - this.#contact.since >= this.#store.leaseMs!;
   }
 
   #now(): string {

@@ -66,6 +66,11 @@ export interface RunStore {
    */
   readonly claimsMessageIds?: boolean;
   /**
+   * Set by shared stores: this node's contact with the store. `breaks` counts every break so
+   * far (a request unanswered within its deadline, a dropped link), `ok` is false during one.
+   */
+  readonly contact?: { readonly breaks: number; readonly ok: boolean };
+  /**
    * Queues the run on its thread; 'start' means it is first and this node now executes it. The
    * decision on the thread and on the user's cap is one atomic step with the run's creation.
    */

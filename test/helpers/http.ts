@@ -28,6 +28,23 @@ export function httpRequest(method: string, url: string, body?: string, timeoutM
   });
 }
 
+/** Polls an HTTP probe (as a load balancer would) until it answers `status`, within a deadline. */
+export async function waitStatus(url: string, status: number, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'no answer';
+  for (;;) {
+    try {
+      const reply = await httpGet(url, 2000);
+      if (reply.status === status) return;
+      last = String(reply.status);
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer ${status} within ${timeoutMs} ms (last: ${last})`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
 export interface UpgradeOutcome {
   /** 101 when the handshake was accepted, else the HTTP status of the refusal. */
   status: number;

@@ -23,6 +23,7 @@ export function freePort(): Promise<number> {
  */
 export class RedisServer {
   #process: ChildProcess | null = null;
+  #paused = false;
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-redis-'));
 
   private constructor(
@@ -81,10 +82,29 @@ export class RedisServer {
     });
   }
 
+  /**
+   * Freezes the server (SIGSTOP): a stall. Its sockets stay open and keep taking commands, but
+   * nothing is answered until `resume()`. Pair it with `resume()` in a `finally`; `stop()` and
+   * `stopProcess()` resume a paused server first.
+   */
+  pause(): void {
+    if (this.#process?.pid === undefined || this.#paused) return;
+    process.kill(this.#process.pid, 'SIGSTOP');
+    this.#paused = true;
+  }
+
+  /** Lets a paused server go on (SIGCONT): it answers what it was sent meanwhile, in order. */
+  resume(): void {
+    if (this.#process?.pid === undefined || !this.#paused) return;
+    this.#paused = false;
+    process.kill(this.#process.pid, 'SIGCONT');
+  }
+
   /** Stops the server (SIGTERM: it finishes writing its append-only file) and waits for exit. */
   async stopProcess(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const child = this.#process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    this.resume();
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill(signal);
     await exited;
