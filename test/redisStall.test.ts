@@ -115,8 +115,12 @@ describe('the lost-run sweep decision', () => {
         for (let step = 0; step < STEPS; step++) {
           for (const event of events.filter((e) => e.step === step)) {
             const { breaks, ok } = store.contact;
-            store.contact = event.kind === 'break' ? { breaks: breaks + 1, ok } : { breaks, ok: event.kind === 'up' };
-            if (event.kind === 'break') disturbedAt.push(clock.now());
+            // As the engine counts them: an outage (ok false) is a break, counted by the time it ends,
+            // so a sweeper that samples between sweeps cannot miss one that fell between them.
+            if (event.kind === 'break') store.contact = { breaks: breaks + 1, ok };
+            else if (event.kind === 'down') store.contact = { breaks, ok: false };
+            else store.contact = { breaks: ok ? breaks : breaks + 1, ok: true };
+            if (store.contact.breaks !== breaks) disturbedAt.push(clock.now());
           }
           if (!store.contact.ok) disturbedAt.push(clock.now());
           await clock.advance(STEP_MS);

@@ -100,6 +100,7 @@ export class RedisEngine implements EventEngine {
     this.#subscriber.on('ready', () => this.#resubscribe());
     this.#subscriber.on('close', () => {
       this.#subscriptionsActive = false;
+      this.#contactBroken();
     });
     const onMessage = (channel: string | Buffer, message: string | Buffer) => this.#onMessage(String(channel), String(message));
     this.#subscriber.on('message', onMessage);
@@ -121,8 +122,9 @@ export class RedisEngine implements EventEngine {
 
   /**
    * Contact with Redis as the run store's sweeper judges it: `breaks` counts every break so far
-   * (a probe unanswered within the contact deadline, a failed one, a dropped command
-   * connection); `ok` is false during one. A run's lease is only judged lapsed by a node whose
+   * (a probe unanswered within the contact deadline, a failed one, a dropped connection); `ok`
+   * is false during one. Every period with `ok` false is counted by the time it ends, so a
+   * sweeper that samples `contact` now and then cannot miss one that fell between samples. A run's lease is only judged lapsed by a node whose
    * contact has been unbroken for a whole lease (see RunManager).
    */
   get contact(): { readonly breaks: number; readonly ok: boolean } {
