@@ -62,6 +62,8 @@ export async function runServe(argv: string[]): Promise<number> {
     threadPolicy: config.threadPolicy,
     maxFrameBytes: config.maxFrameBytes,
     inboxLimit: config.inboxLimit,
+    inboxMaxBytes: config.inboxMaxBytes,
+    pendingBytesLimit: config.pendingBytesLimit,
     rateLimitPerSec: config.rateLimitPerSec,
     rateLimitBurst: config.rateLimitBurst,
     slowConsumerBytes: config.slowConsumerBytes,

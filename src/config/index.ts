@@ -44,6 +44,8 @@ export interface GatewayConfig {
   demoStepMs: number;
   maxFrameBytes: number;
   inboxLimit: number;
+  inboxMaxBytes: number;
+  pendingBytesLimit: number;
   rateLimitPerSec: number;
   rateLimitBurst: number;
   slowConsumerBytes: number;
@@ -271,6 +273,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
   const demoStepMs = int('AGENTWIRE_DEMO_STEP_MS', 20, 0, MAX_TIMER_MS);
   const maxFrameBytes = int('AGENTWIRE_MAX_FRAME_BYTES', 65536, 1, Number.MAX_SAFE_INTEGER);
   const inboxLimit = int('AGENTWIRE_INBOX_LIMIT', 64, 1, Number.MAX_SAFE_INTEGER);
+  const inboxMaxBytes = int('AGENTWIRE_INBOX_MAX_BYTES', 256 * 1024, 1, Number.MAX_SAFE_INTEGER);
+  const pendingBytesLimit = int('AGENTWIRE_PENDING_BYTES_LIMIT', 32 * 1024 * 1024, 1, Number.MAX_SAFE_INTEGER);
   const rateLimitPerSec = int('AGENTWIRE_RATE_LIMIT_PER_SEC', 20, 1, Number.MAX_SAFE_INTEGER);
   const rateLimitBurst = int('AGENTWIRE_RATE_LIMIT_BURST', 40, 1, Number.MAX_SAFE_INTEGER);
   const slowConsumerBytes = int('AGENTWIRE_SLOW_CONSUMER_BYTES', 1048576, 1, Number.MAX_SAFE_INTEGER);
@@ -310,6 +314,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
     demoStepMs,
     maxFrameBytes,
     inboxLimit,
+    inboxMaxBytes,
+    pendingBytesLimit,
     rateLimitPerSec,
     rateLimitBurst,
     slowConsumerBytes,

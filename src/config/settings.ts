@@ -72,6 +72,12 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
   setting('AGENTWIRE_DEMO_STEP_MS', '20', "Pause between the demo agent's steps (0 allowed)."),
   setting('AGENTWIRE_MAX_FRAME_BYTES', '65536', 'Largest inbound frame; a larger one closes the connection with 1009.'),
   setting('AGENTWIRE_INBOX_LIMIT', '64', 'Frames held before a connection is ready; overflow closes with 1008.'),
+  setting('AGENTWIRE_INBOX_MAX_BYTES', '262144', 'Bytes of raw frames held before a connection is ready; overflow closes with 1008.'),
+  setting(
+    'AGENTWIRE_PENDING_BYTES_LIMIT',
+    '33554432',
+    'Bytes held by all connections not yet ready together; beyond it a frame closes its connection with 1013 and upgrades get 503.',
+  ),
   setting('AGENTWIRE_RATE_LIMIT_PER_SEC', '20', 'Inbound frames per second per connection (token bucket refill).'),
   setting('AGENTWIRE_RATE_LIMIT_BURST', '40', 'Inbound frame burst per connection (token bucket size).'),
   setting('AGENTWIRE_SLOW_CONSUMER_BYTES', '1048576', 'Unsent outbound bytes above which a connection is closed with 4008.'),
