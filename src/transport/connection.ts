@@ -131,6 +131,7 @@ export class Connection implements CoordinatorMember {
       this.#authStarted = true;
       this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
       if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
+      if (this.#pastExpiry(upgradeAuth.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
       this.#authenticated(upgradeAuth.userId, upgradeAuth.expiresAt).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
@@ -189,6 +190,14 @@ export class Connection implements CoordinatorMember {
       this.pingSentAt = now;
       this.#ws!.ping();
     }
+  }
+
+  /**
+   * The verifier tolerates clock skew on `exp`, but the sweeper closes at `exp` itself: a token
+   * already past it would be accepted and then closed within a sweep, so it is refused here.
+   */
+  #pastExpiry(expiresAt: number): boolean {
+    return expiresAt <= this.ctx.clock.now();
   }
 
   #sawPeer(): void {
@@ -276,6 +285,7 @@ export class Connection implements CoordinatorMember {
     this.ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) return this.close(CloseCode.UNAUTHORIZED, result.reason);
+    if (this.#pastExpiry(result.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
     // The frame's position replaces the URL's only when it names one (malformed fields are absent).
     const resume = resumeFields(frame.last_seq, frame.epoch);
     if (resume.lastSeq !== undefined) this.#resume = resume;
@@ -416,6 +426,7 @@ export class Connection implements CoordinatorMember {
       const code = result.reason === 'token_expired' ? 'token_expired' : 'token_invalid';
       return this.#sendError(code, `token refused: ${code}`, frame.id);
     }
+    if (this.#pastExpiry(result.expiresAt)) return this.#sendError('token_expired', 'token refused: token_expired', frame.id);
     if (result.userId !== this.userId) {
       return this.#sendError('forbidden', 'the token names another user than this connection', frame.id);
     }
