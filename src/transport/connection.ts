@@ -81,6 +81,8 @@ export class Connection implements CoordinatorMember {
   /** Sum of the inbox's heldBytes, also taken from ctx.heldBytes. */
   #heldBytes = 0;
   #dispatching = false;
+  /** refresh_token verifications in flight (see #refreshPending). */
+  #refreshing = 0;
   /** Live entries that arrive during setup; null once connection_ready has been sent. */
   #liveBuffer: LogEntry[] | null = [];
   #lastSentSeq = 0;
@@ -177,7 +179,7 @@ export class Connection implements CoordinatorMember {
   /** Called by the gateway's single sweeper: token expiry and heartbeats. */
   sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
     if (this.lifecycle.isEnding) return;
-    if (now >= this.expiresAt) {
+    if (now >= this.expiresAt && !this.#refreshPending()) {
       this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
       return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
     }
@@ -190,6 +192,21 @@ export class Connection implements CoordinatorMember {
       this.pingSentAt = now;
       this.#ws!.ping();
     }
+  }
+
+  /**
+   * A `refresh_token` is being verified, or waits in the inbox behind a frame still being handled
+   * (e.g. a message waiting on the engine): the contract lets it win over the expiry. Scanned only
+   * once the token has expired, never per frame; the wait is bounded by that frame's handling,
+   * after which a refused refresh leaves the expiry as it was and the next sweep closes.
+   */
+  #refreshPending(): boolean {
+    if (this.#refreshing > 0) return true;
+    return this.#inbox.some((held) => {
+      if (held.text === null) return false;
+      const parsed = parseClientFrame(held.text);
+      return parsed.kind === 'frame' && parsed.frame.type === 'refresh_token';
+    });
   }
 
   /**
@@ -419,7 +436,13 @@ export class Connection implements CoordinatorMember {
 
   /** A fresher token of the same user moves the expiry; a refused one leaves it as it was. */
   async #refreshToken(frame: RefreshTokenFrame): Promise<void> {
-    const result = await this.ctx.verifier.verify(frame.token);
+    this.#refreshing++;
+    let result: VerifyResult;
+    try {
+      result = await this.ctx.verifier.verify(frame.token);
+    } finally {
+      this.#refreshing--;
+    }
     this.ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) {

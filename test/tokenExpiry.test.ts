@@ -4,7 +4,7 @@ import { ManualClock } from './helpers/manualClock.js';
 import { TEST_SECRET, startGateway, stopAdvancing, type TestGateway } from './helpers/gateway.js';
 import type { TestClient } from './helpers/wsClient.js';
 
-/** Review of issue 8: token expiry vs refresh_token (PROTOCOL.md sections 2 and 6). */
+/** Token expiry on open connections vs refresh_token (PROTOCOL.md sections 2 and 6). */
 
 let env: TestGateway | undefined;
 let clock: ManualClock | undefined;
@@ -18,7 +18,7 @@ const sign = (payload: Record<string, unknown>) =>
   new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
 const expOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
 
-describe('review: expiry vs refresh_token', () => {
+describe('token expiry vs refresh_token', () => {
   it('a refresh_token sent before exp keeps the connection open even while an earlier frame is still being handled', async () => {
     clock = new ManualClock(Date.now());
     env = await startGateway({ clock, drainTimeoutMs: 500, heartbeatMs: 3_600_000, heartbeatTimeoutMs: 3_600_000 });
