@@ -278,6 +278,9 @@ describe('token expiry on open connections (section 2) and refresh_token (sectio
     return start({ clock, heartbeatMs: 3_600_000, heartbeatTimeoutMs: 3_600_000, authTimeoutMs: 3_600_000 });
   }
 
+  const sign = (payload: Record<string, unknown>) =>
+    new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
+
   /** The token's exp as the verifier returns it (whole seconds). */
   const expOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
 
@@ -306,9 +309,7 @@ describe('token expiry on open connections (section 2) and refresh_token (sectio
     const token = await env.token('alice', 60);
     const alice = await env.ready('alice', { token });
     // Refused: another user's token, garbage, an expired token, a token of another key.
-    const expired = await new SignJWT({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 600 })
-      .setProtectedHeader({ alg: 'HS256' })
-      .sign(new TextEncoder().encode(TEST_SECRET));
+    const expired = await sign({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 600 });
     const refusals: Array<[string, string]> = [
       [await env.token('mallory', 600), 'forbidden'],
       ['not.a.jwt', 'token_invalid'],
@@ -342,5 +343,48 @@ describe('token expiry on open connections (section 2) and refresh_token (sectio
     );
     await clock!.advance(expOf(shortToken) - clock!.now() + 1000);
     expect(await bob.waitClosed()).toEqual({ code: 4401, reason: 'token_expired' });
+  });
+
+  it('a refresh_token sent before exp keeps the connection open even while an earlier frame is still being handled', async () => {
+    const env = await startWithClock();
+    // A user_message whose handling waits (as on a stalled store) holds the dispatch of later frames.
+    const runs = env.gateway.runs;
+    const submit = runs.submit.bind(runs);
+    let release: () => void = () => {};
+    const stalled = new Promise<void>((resolve) => (release = resolve));
+    runs.submit = async (userId, message, reply) => {
+      if (message.text === 'stall') await stalled;
+      return submit(userId, message, reply);
+    };
+    const token = await env.token('alice', 60);
+    const alice = await env.ready('alice', { token });
+    alice.send({ type: 'user_message', id: 'm1', thread_id: 't1', text: 'stall' });
+    const fresh = await env.token('alice', 600);
+    alice.send({ type: 'refresh_token', id: 'r1', token: fresh });
+    // The refresh was sent well before exp; exp then passes.
+    await clock!.advance(expOf(token) - clock!.now() + 3000);
+    release();
+    const refreshed = await alice.waitFor((f) => f.type === 'token_refreshed' || f.type === 'error', 3000, 'refresh answer').catch(() => null);
+    expect(alice.closeCode).toBeNull();
+    expect(refreshed).toMatchObject({ type: 'token_refreshed', id: 'r1' });
+  });
+
+  it('a token whose exp has passed is never answered token_refreshed', async () => {
+    const env = await start();
+    const alice = await env.ready('alice');
+    // exp 2 s ago: inside the verifier's 5 s clock tolerance, but the sweeper closes at exp.
+    const stale = await sign({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 2 });
+    const from = alice.frames.length;
+    alice.send({ type: 'refresh_token', id: 'r1', token: stale });
+    const answer = await alice.waitFor(() => true, 3000, 'answer', from);
+    expect(answer).toMatchObject({ type: 'error', code: 'token_expired', ref: 'r1' });
+  });
+
+  it('a token whose exp has passed never gets connection_ready (4401 token_expired at once)', async () => {
+    const env = await start();
+    const stale = await sign({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 2 });
+    const alice = await env.connect('alice', { token: stale });
+    expect(await alice.waitClosed()).toEqual({ code: 4401, reason: 'token_expired' });
+    expect(alice.frames.filter((f) => f.type === 'connection_ready')).toEqual([]);
   });
 });
