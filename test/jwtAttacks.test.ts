@@ -139,11 +139,9 @@ describe('HS256 verifier', () => {
     await refuses(verifier, HS256_ATTACKS);
   });
 
-  it('refuses a 100 KB token without parsing it, quickly', async () => {
+  it('refuses a 100 KB token without parsing it', async () => {
     const token = hs({ sub: 'u1', exp: later(), pad: 'p'.repeat(100_000) });
-    const started = process.hrtime.bigint();
     expectRefused(await verifier.verify(token), { name: '100 KB', token: () => token, detail: /longer than 16384/ }, token);
-    expect(Number(process.hrtime.bigint() - started) / 1e6).toBeLessThan(50);
   });
 
   it('accepts the limits: sub of exactly 1024 characters (also astral), any characters, a token of 16 KiB', async () => {
