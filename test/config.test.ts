@@ -154,13 +154,13 @@ describe('loadConfig defaults', () => {
       if (s.env === 'NODE_ENV') continue; // shown as "development"; checked below
       const sample = SAMPLES[s.env]!;
       const actual = c[sample.key];
-      if (typeof actual === 'number' || typeof actual === 'boolean') expect(s.default).toBe(String(actual));
-      else if (actual === undefined) expect(s.default).toBe('(unset)');
+      if (typeof actual === 'number' || typeof actual === 'boolean') expect(s.defaultText).toBe(String(actual));
+      else if (actual === undefined) expect(s.defaultText).toBe('(unset)');
     }
-    expect(SETTINGS.find((s) => s.env === 'NODE_ENV')!.default).toBe('development');
-    expect(SETTINGS.find((s) => s.env === 'HOST')!.default).toBe('127.0.0.1');
-    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_THREAD_POLICY')!.default).toBe('enqueue');
-    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_LOG_LEVEL')!.default).toBe('info');
+    expect(SETTINGS.find((s) => s.env === 'NODE_ENV')!.defaultText).toBe('development');
+    expect(SETTINGS.find((s) => s.env === 'HOST')!.defaultText).toBe('127.0.0.1');
+    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_THREAD_POLICY')!.defaultText).toBe('enqueue');
+    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_LOG_LEVEL')!.defaultText).toBe('info');
   });
 });
 
@@ -298,7 +298,7 @@ describe('SETTINGS flags round-trip', () => {
       if (s.env === 'NODE_ENV') expect(s.flag).toBe('--production');
       else expect(s.flag).toBe(flagForEnv(s.env));
       expect(s.description.length).toBeGreaterThan(0);
-      expect(s.default.length).toBeGreaterThan(0);
+      expect(s.defaultText.length).toBeGreaterThan(0);
     }
     expect(flagForEnv('PORT')).toBe('--port');
     expect(flagForEnv('HOST')).toBe('--host');
