@@ -724,7 +724,8 @@ describe('every value of every setting', () => {
       fc.constantFrom('true', 'false', '0', '1', ' ', '*', 'https://a.example', 'redis://r:1', '9007199254740993'),
     );
     fc.assert(
-      fc.property(fc.constantFrom(...SETTINGS), raw, fc.boolean(), (s, value, asFlag) => {
+      fc.property(fc.constantFrom(...SETTINGS.map((s) => s.env)), raw, fc.boolean(), (env, value, asFlag) => {
+        const s = SETTINGS.find((candidate) => candidate.env === env)!;
         const load = () => (asFlag ? loadConfig({}, { [s.flag]: value }) : loadConfig({ [s.env]: value }));
         let config: GatewayConfig;
         try {
