@@ -1,14 +1,25 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import fc from 'fast-check';
+import { afterEach, describe, expect, it } from 'vitest';
+import { didYouMean } from '../src/config/didYouMean.js';
 import {
   ConfigError,
+  DEFAULTS as TABLE_DEFAULTS,
   SETTINGS,
   flagForEnv,
   loadConfig,
   parseServeFlags,
   redactConfig,
+  serveHelp,
+  settingsMarkdownTable,
+  settingsTableDrift,
+  unknownVariableWarnings,
+  withSettingsTable,
   type GatewayConfig,
 } from '../src/config/index.js';
+import { ChildTracker, REPO_ROOT } from './helpers/childProcess.js';
+import { fcParams } from './helpers/fastCheck.js';
 import { CONTRACT_SETTINGS } from './helpers/settings.js';
 
 const PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' })
@@ -154,13 +165,13 @@ describe('loadConfig defaults', () => {
       if (s.env === 'NODE_ENV') continue; // shown as "development"; checked below
       const sample = SAMPLES[s.env]!;
       const actual = c[sample.key];
-      if (typeof actual === 'number' || typeof actual === 'boolean') expect(s.default).toBe(String(actual));
-      else if (actual === undefined) expect(s.default).toBe('(unset)');
+      if (typeof actual === 'number' || typeof actual === 'boolean') expect(s.defaultText).toBe(String(actual));
+      else if (actual === undefined) expect(s.defaultText).toBe('(unset)');
     }
-    expect(SETTINGS.find((s) => s.env === 'NODE_ENV')!.default).toBe('development');
-    expect(SETTINGS.find((s) => s.env === 'HOST')!.default).toBe('127.0.0.1');
-    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_THREAD_POLICY')!.default).toBe('enqueue');
-    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_LOG_LEVEL')!.default).toBe('info');
+    expect(SETTINGS.find((s) => s.env === 'NODE_ENV')!.defaultText).toBe('development');
+    expect(SETTINGS.find((s) => s.env === 'HOST')!.defaultText).toBe('127.0.0.1');
+    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_THREAD_POLICY')!.defaultText).toBe('enqueue');
+    expect(SETTINGS.find((s) => s.env === 'AGENTWIRE_LOG_LEVEL')!.defaultText).toBe('info');
   });
 });
 
@@ -298,7 +309,7 @@ describe('SETTINGS flags round-trip', () => {
       if (s.env === 'NODE_ENV') expect(s.flag).toBe('--production');
       else expect(s.flag).toBe(flagForEnv(s.env));
       expect(s.description.length).toBeGreaterThan(0);
-      expect(s.default.length).toBeGreaterThan(0);
+      expect(s.defaultText.length).toBeGreaterThan(0);
     }
     expect(flagForEnv('PORT')).toBe('--port');
     expect(flagForEnv('HOST')).toBe('--host');
@@ -595,5 +606,145 @@ describe('redactConfig', () => {
     expect(text).not.toContain(BYPASS_KEY);
     expect(text).not.toContain('hunter2');
     expect(text).toContain('r.local');
+  });
+});
+
+describe('the settings table is the one source', () => {
+  it('each entry fills the config field its sample says, and every field but devMode has an entry', () => {
+    for (const s of SETTINGS) expect(s.key).toBe(SAMPLES[s.env]!.key);
+    const keys = SETTINGS.map((s) => s.key as string);
+    expect(new Set(keys).size).toBe(keys.length);
+    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'nodeId'];
+    expect(new Set([...keys, 'devMode'])).toEqual(new Set([...Object.keys(DEFAULTS), ...optional]));
+  });
+
+  it('DEFAULTS (what createGateway falls back to) is loadConfig of an empty environment', () => {
+    expect({ ...TABLE_DEFAULTS, devMode: true }).toEqual(DEFAULTS);
+    expect(Object.isFrozen(TABLE_DEFAULTS)).toBe(true);
+  });
+
+  it('serve --help shows every flag with its variable, default and help text', () => {
+    const help = serveHelp();
+    for (const s of SETTINGS) {
+      expect(help).toContain(`  ${s.flag} `);
+      expect(help).toContain(` ${s.env}  (default ${s.defaultText})`);
+      expect(help).toContain(s.description);
+    }
+  });
+
+  it('the markdown table has a header and one row per setting, in table order', () => {
+    const rows = settingsMarkdownTable().split('\n');
+    expect(rows).toHaveLength(SETTINGS.length + 2);
+    SETTINGS.forEach((s, i) => expect(rows[i + 2]).toBe(`| \`${s.env}\` | \`${s.flag}\` | ${s.defaultText} | ${s.description} |`));
+  });
+});
+
+describe('README settings table', () => {
+  const readmeAsCommitted = readFileSync(`${REPO_ROOT}README.md`, 'utf8');
+
+  it('agrees with the settings table (fix: npm run docs:settings)', () => {
+    expect(settingsTableDrift(readmeAsCommitted)).toEqual([]);
+  });
+
+  it('any edit to one row is reported, naming the line', () => {
+    const readme = withSettingsTable(readmeAsCommitted);
+    const row = '| `AGENTWIRE_HEARTBEAT_MS` | `--heartbeat-ms` | 25000 |';
+    expect(readme).toContain(row);
+    const edited = readme.replace(row, '| `AGENTWIRE_HEARTBEAT_MS` | `--heartbeat-ms` | 30000 |');
+    const drift = settingsTableDrift(edited);
+    expect(drift).toHaveLength(1);
+    expect(drift[0]).toMatch(/^README line \d+: is ".*30000.*", table says ".*25000.*"$/);
+    expect(settingsTableDrift(readme.replace(`${row} Interval`, '| `AGENTWIRE_HEARTBEAT_MS` | `--heartbeat-ms` | 25000 | interval'))).toHaveLength(1);
+    // A deleted row is drift too, and regenerating restores the README exactly.
+    const withoutRow = readme.replace(/^\| `AGENTWIRE_HEARTBEAT_MS`.*\n/m, '');
+    expect(settingsTableDrift(withoutRow).length).toBeGreaterThan(0);
+    expect(withSettingsTable(withoutRow)).toBe(readme);
+  });
+
+  it('a README without the markers is an error, not silently skipped', () => {
+    expect(() => settingsTableDrift('# no table here\n')).toThrow(/markers/);
+  });
+});
+
+describe('did-you-mean', () => {
+  it('suggests names within two edits or starting with what was typed, nearest first, at most three', () => {
+    expect(didYouMean('AGENTWIRE_HEARTBEAT_MSS', ['AGENTWIRE_HEARTBEAT_MS', 'AGENTWIRE_HEARTBEAT_TIMEOUT_MS'])).toEqual([
+      'AGENTWIRE_HEARTBEAT_MS',
+    ]);
+    expect(didYouMean('heartbeat', ['heartbeat-timeout-ms', 'heartbeat-ms', 'port'])).toEqual(['heartbeat-ms', 'heartbeat-timeout-ms']);
+    expect(didYouMean('prot', ['port', 'host', 'log-level'])).toEqual(['port']);
+    expect(didYouMean('a', ['b', 'c', 'd', 'e'])).toHaveLength(3);
+    expect(didYouMean('completely-different', ['port'])).toEqual([]);
+  });
+
+  it('an unknown serve flag names the nearest flags', () => {
+    const e = expectConfigError(() => parseServeFlags(['--heartbeat-mss', '5']), '--heartbeat-mss', /unknown flag/);
+    expect(e.message).toBe('--heartbeat-mss: unknown flag (did you mean --heartbeat-ms?)');
+    expectConfigError(() => parseServeFlags(['--prodution']), '--prodution', 'did you mean --production?');
+    expect(configError(() => parseServeFlags(['--zzzzzzzz=1'])).message).toBe('--zzzzzzzz: unknown flag');
+  });
+});
+
+describe('unknown AGENTWIRE_* variables', () => {
+  it('warns once per unknown variable with the nearest setting', () => {
+    expect(unknownVariableWarnings({ AGENTWIRE_HEARTBEAT_MSS: '1' })).toEqual([
+      'AGENTWIRE_HEARTBEAT_MSS is not a setting and is ignored (did you mean AGENTWIRE_HEARTBEAT_MS?)',
+    ]);
+    expect(unknownVariableWarnings({ AGENTWIRE_JWT_SECRT: 'x', AGENTWIRE_QQQQQQQQQQQQQ: '1' })).toEqual([
+      'AGENTWIRE_JWT_SECRT is not a setting and is ignored (did you mean AGENTWIRE_JWT_SECRET?)',
+      'AGENTWIRE_QQQQQQQQQQQQQ is not a setting and is ignored',
+    ]);
+  });
+
+  it('is silent for every setting, for the chat/storm variables and for other variables', () => {
+    const env: Record<string, string> = { AGENTWIRE_URL: 'ws://x', AGENTWIRE_TOKEN: 't', PATH: '/bin', HEARTBEAT_MSS: '1' };
+    for (const s of SETTINGS) env[s.env] = '';
+    expect(unknownVariableWarnings(env)).toEqual([]);
+  });
+
+  const children = new ChildTracker();
+  afterEach(async () => children.killAll());
+
+  it('agentwire serve prints the warning on stderr before anything else', async () => {
+    const child = children.spawn(['serve'], { PORT: '0', AGENTWIRE_HEARTBEAT_MSS: '1', AGENTWIRE_HEARTBEAT_MS: 'abc' });
+    expect(await child.waitExit()).toEqual({ code: 2, signal: null });
+    expect(child.stdout).toBe('');
+    expect(child.stderr).toBe(
+      'agentwire: warning: AGENTWIRE_HEARTBEAT_MSS is not a setting and is ignored (did you mean AGENTWIRE_HEARTBEAT_MS?)\n' +
+        'agentwire: invalid setting AGENTWIRE_HEARTBEAT_MS: must be an integer >= 1 (got "abc")\n',
+    );
+  });
+});
+
+describe('every value of every setting', () => {
+  it('loads or fails with one line naming the setting (env) or the flag it came from', () => {
+    const raw = fc.oneof(
+      fc.string({ maxLength: 12 }),
+      fc.integer({ min: -5, max: 70_000 }).map(String),
+      fc.constantFrom('true', 'false', '0', '1', ' ', '*', 'https://a.example', 'redis://r:1', '9007199254740993'),
+    );
+    fc.assert(
+      fc.property(fc.constantFrom(...SETTINGS.map((s) => s.env)), raw, fc.boolean(), (env, value, asFlag) => {
+        const s = SETTINGS.find((candidate) => candidate.env === env)!;
+        const load = () => (asFlag ? loadConfig({}, { [s.flag]: value }) : loadConfig({ [s.env]: value }));
+        let config: GatewayConfig;
+        try {
+          config = load();
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError);
+          const e = err as ConfigError;
+          expect(e.message).not.toMatch(/[\r\n]/);
+          expect(e.message.startsWith(`${e.setting}: `)).toBe(true);
+          // The rules spanning settings (production, bypass key) name their setting without a source.
+          const crossField = ['AGENTWIRE_JWT_SECRET', 'AGENTWIRE_E2E_BYPASS_KEY'];
+          expect([s.env, ...crossField, ...(asFlag && s.env === 'NODE_ENV' ? [s.flag] : [])]).toContain(e.setting);
+          if (asFlag && e.setting === s.env && !crossField.includes(s.env)) expect(e.message).toContain(`(from ${s.flag})`);
+          return;
+        }
+        if (value.trim() === '') expect(config[s.key]).toEqual(s.default);
+        if (typeof config[s.key] === 'number') expect(Number.isSafeInteger(config[s.key])).toBe(true);
+      }),
+      fcParams(500, 5_000),
+    );
   });
 });

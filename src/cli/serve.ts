@@ -1,6 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { signToken } from '../auth/index.js';
-import { ConfigError, SETTINGS, loadConfig, parseServeFlags, redactConfig, type GatewayConfig } from '../config/index.js';
+import {
+  ConfigError,
+  loadConfig,
+  parseServeFlags,
+  redactConfig,
+  serveHelp,
+  unknownVariableWarnings,
+  type GatewayConfig,
+} from '../config/index.js';
 import { RedisPresence } from '../coordination/index.js';
 import { MemoryEngine, RedisEngine } from '../engine/index.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
@@ -23,6 +31,8 @@ export async function runServe(argv: string[]): Promise<number> {
       process.stdout.write(serveHelp());
       return 0;
     }
+    // Before loading: a misspelled key setting is often why loading fails.
+    for (const warning of unknownVariableWarnings(process.env)) process.stderr.write(`agentwire: warning: ${warning}\n`);
     config = loadConfig(process.env, flags);
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -187,10 +197,4 @@ function pageUrl(host: string, port: number): string {
 function pick(config: GatewayConfig, from: 'jwtIssuer' | 'jwtAudience', to: string): Record<string, string> {
   const value = config[from];
   return value ? { [to]: value } : {};
-}
-
-function serveHelp(): string {
-  const width = Math.max(...SETTINGS.map((s) => s.flag.length));
-  const lines = SETTINGS.map((s) => `  ${s.flag.padEnd(width)}  ${s.env}  (default ${s.default})\n  ${' '.repeat(width)}  ${s.description}`);
-  return `agentwire serve [flags]\n\nEvery flag has an environment variable; flags win.\n\n${lines.join('\n')}\n`;
 }

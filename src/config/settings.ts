@@ -1,17 +1,100 @@
 /**
- * The table of every setting `agentwire serve` understands: its environment variable, its
- * command-line flag, what it means and its default. `agentwire serve --help` and the README
- * tables are generated from it; `loadConfig` and `parseServeFlags` use it to know which flags exist.
+ * The one table of every setting `agentwire serve` understands: its environment variable, its
+ * flag, its parser (validation and bounds), its typed default, its help text and the
+ * GatewayConfig field it fills. From it come `loadConfig`, `agentwire serve --help`, the
+ * README's settings table (`npm run docs:settings`) and the Gateway's defaults (DEFAULTS).
  */
-export interface SettingInfo {
+import type { ThreadPolicy } from '../runs/runManager.js';
+import {
+  MAX_TIMER_MS,
+  boolean,
+  integer,
+  matching,
+  oneOf,
+  origins,
+  pemPublicKey,
+  text,
+  url,
+  type Parser,
+} from './parsers.js';
+
+export type { ThreadPolicy } from '../runs/runManager.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const THREAD_POLICIES: readonly ThreadPolicy[] = ['enqueue', 'reject'];
+
+export interface GatewayConfig {
+  port: number;
+  host: string;
+  production: boolean;
+  jwtSecret?: string;
+  jwtPublicKey?: string;
+  jwksUrl?: string;
+  jwtIssuer?: string;
+  jwtAudience?: string;
+  /** True when none of secret / public key / JWKS URL is set and not in production. */
+  devMode: boolean;
+  e2eBypassKey?: string;
+  redisUrl?: string;
+  /** Node name in a Redis cluster; random when unset. */
+  nodeId?: string;
+  runLeaseMs: number;
+  runSweepMs: number;
+  redisCommandTimeoutMs: number;
+  authTimeoutMs: number;
+  heartbeatMs: number;
+  heartbeatTimeoutMs: number;
+  runTimeoutMs: number;
+  drainTimeoutMs: number;
+  maxConnectionsPerUser: number;
+  maxActiveRunsPerUser: number;
+  threadPolicy: ThreadPolicy;
+  demoStepMs: number;
+  maxFrameBytes: number;
+  inboxLimit: number;
+  inboxMaxBytes: number;
+  pendingBytesLimit: number;
+  rateLimitPerSec: number;
+  rateLimitBurst: number;
+  slowConsumerBytes: number;
+  permessageDeflate: boolean;
+  retentionEvents: number;
+  retentionMs: number;
+  /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
+  allowedOrigins: string[] | null;
+  logLevel: string;
+}
+
+/** The config fields settings fill; `devMode` is derived from them. */
+export type SettingKey = Exclude<keyof GatewayConfig, 'devMode'>;
+/** The fields that always have a value: their settings have a default. */
+type DefaultedKey = { [K in SettingKey]-?: undefined extends GatewayConfig[K] ? never : K }[SettingKey];
+
+export interface SettingInfo<K extends SettingKey = SettingKey> {
   /** Environment variable, e.g. `AGENTWIRE_HEARTBEAT_MS`. */
   readonly env: string;
   /** Command-line flag including the dashes, e.g. `--heartbeat-ms`. */
   readonly flag: string;
+  /** The GatewayConfig field the setting fills. */
+  readonly key: K;
+  /** Reads a flag value, or the environment variable when `parseEnv` is absent. Throws InvalidValue. */
+  readonly parse: Parser<Exclude<GatewayConfig[K], undefined>>;
+  /**
+   * Reads the environment variable when it follows another convention than the flag
+   * (NODE_ENV: production or not, never an error). Errors in such a setting's flag name the flag.
+   */
+  readonly parseEnv?: (value: string) => Exclude<GatewayConfig[K], undefined>;
+  /** The value when the setting is unset; undefined leaves the field absent. */
+  readonly default: GatewayConfig[K];
+  /** The default as shown to people (help, README): the value, `(unset)`, or a word for it. */
+  readonly defaultText: string;
   readonly description: string;
-  /** Default as shown to people; `(unset)` when the setting has no default. */
-  readonly default: string;
 }
+
+/** One entry for each config field; `AnySetting` keeps each entry's parser typed for its field. */
+export type AnySetting = { [K in SettingKey]: SettingInfo<K> }[SettingKey];
+
+export const UNSET = '(unset)';
 
 /**
  * The flag for an environment variable: without `AGENTWIRE_`, lower-cased, `_` -> `-`.
@@ -22,68 +105,260 @@ export function flagForEnv(env: string): string {
   return `--${env.replace(/^AGENTWIRE_/, '').toLowerCase().replace(/_/g, '-')}`;
 }
 
-function setting(env: string, defaultValue: string, description: string): SettingInfo {
-  return { env, flag: flagForEnv(env), description, default: defaultValue };
+interface SettingSpec<K extends SettingKey> {
+  env: string;
+  key: K;
+  parse: Parser<Exclude<GatewayConfig[K], undefined>>;
+  default: GatewayConfig[K];
+  description: string;
+  flag?: string;
+  parseEnv?: (value: string) => Exclude<GatewayConfig[K], undefined>;
+  /** Shown instead of the default when the value alone would mislead (`null` origins = any). */
+  shownDefault?: string;
 }
 
-export const UNSET = '(unset)';
+function setting<K extends SettingKey>(spec: SettingSpec<K>): SettingInfo<K> {
+  const { shownDefault, flag, ...rest } = spec;
+  return Object.freeze({
+    ...rest,
+    flag: flag ?? flagForEnv(spec.env),
+    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : String(spec.default)),
+  });
+}
 
-export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
-  setting('PORT', '8080', 'TCP port to listen on (0 = pick a free port).'),
-  setting('HOST', '127.0.0.1', 'Interface to listen on (0.0.0.0 for all).'),
-  {
+/** Delays are bounded by what Node's timers accept; counts and sizes by exact integers. */
+const timerMs = (min: number) => integer(min, MAX_TIMER_MS);
+const count = (min: number) => integer(min, Number.MAX_SAFE_INTEGER);
+const trimmedText = text({ trim: true });
+/** Secrets keep every character: leading or trailing spaces are part of the key. */
+const secretText = text({ trim: false });
+
+export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
+  setting({ env: 'PORT', key: 'port', parse: integer(0, 65535, true), default: 8080, description: 'TCP port to listen on (0 = pick a free port).' }),
+  setting({ env: 'HOST', key: 'host', parse: trimmedText, default: '127.0.0.1', description: 'Interface to listen on (0.0.0.0 for all).' }),
+  setting({
     env: 'NODE_ENV',
     flag: '--production',
+    key: 'production',
+    parse: boolean,
+    parseEnv: (value) => value.trim().toLowerCase() === 'production',
+    default: false,
+    shownDefault: 'development',
     description:
       'NODE_ENV=production in any letter case (or the flag --production) is production mode: a JWT key is required, an HS256 secret must be at least 32 bytes and the E2E bypass key is refused.',
-    default: 'development',
-  },
-  setting('AGENTWIRE_JWT_SECRET', UNSET, 'Shared secret for HS256 tokens.'),
-  setting('AGENTWIRE_JWT_PUBLIC_KEY', UNSET, 'PEM public key ("BEGIN PUBLIC KEY") for RS256/ES256 tokens.'),
-  setting('AGENTWIRE_JWKS_URL', UNSET, 'http(s) URL of a JWKS for RS256/ES256 tokens.'),
-  setting('AGENTWIRE_JWT_ISSUER', UNSET, 'Required `iss` claim, when set.'),
-  setting('AGENTWIRE_JWT_AUDIENCE', UNSET, 'Required `aud` claim, when set.'),
-  setting(
-    'AGENTWIRE_E2E_BYPASS_KEY',
-    UNSET,
-    'Enables POST /v1/auth/test-token guarded by this key (at least 16 characters; refused in production; needs HS256 or dev mode).',
-  ),
-  setting('AGENTWIRE_REDIS_URL', UNSET, 'redis:// or rediss:// URL selecting the Redis engine; unset = in-memory engine.'),
-  setting('AGENTWIRE_NODE_ID', UNSET, 'Name of this gateway node in a Redis cluster (logs, run ownership); random when unset.'),
-  setting('AGENTWIRE_RUN_LEASE_MS', '15000', 'With Redis: a node that has not renewed its runs for this long is presumed dead; its runs end with run_lost.'),
-  setting('AGENTWIRE_RUN_SWEEP_MS', '2000', 'With Redis: how often each node looks for runs of dead nodes.'),
-  setting(
-    'AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS',
-    '2000',
-    'With Redis: deadline of every Redis command; past it the connection or message gets 1013 engine_unavailable (the command is treated as in doubt).',
-  ),
-  setting('AGENTWIRE_AUTH_TIMEOUT_MS', '5000', 'Time a connection has to authenticate before it is closed with 4408.'),
-  setting('AGENTWIRE_HEARTBEAT_MS', '25000', 'Interval between WebSocket pings.'),
-  setting('AGENTWIRE_HEARTBEAT_TIMEOUT_MS', '10000', 'A connection that has not answered a ping within this is terminated.'),
-  setting('AGENTWIRE_RUN_TIMEOUT_MS', '120000', 'A run still going after this ends with agent_error code timeout.'),
-  setting('AGENTWIRE_DRAIN_TIMEOUT_MS', '10000', 'On shutdown, time runs in flight get to finish (0 = end them at once).'),
-  setting('AGENTWIRE_MAX_CONNECTIONS_PER_USER', '32', 'Connections per user; one more is closed with 4429.'),
-  setting(
-    'AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER',
-    '32',
-    "Runs of one user running or queued at once (all threads, all nodes); one more message gets error too_many_runs.",
-  ),
-  setting('AGENTWIRE_THREAD_POLICY', 'enqueue', 'A message on a busy thread: enqueue (ack queued) or reject (error thread_busy).'),
-  setting('AGENTWIRE_DEMO_STEP_MS', '20', "Pause between the demo agent's steps (0 allowed)."),
-  setting('AGENTWIRE_MAX_FRAME_BYTES', '65536', 'Largest inbound frame; a larger one closes the connection with 1009.'),
-  setting('AGENTWIRE_INBOX_LIMIT', '64', 'Frames held before a connection is ready; overflow closes with 1008.'),
-  setting('AGENTWIRE_INBOX_MAX_BYTES', '262144', 'Bytes of raw frames held before a connection is ready; overflow closes with 1008.'),
-  setting(
-    'AGENTWIRE_PENDING_BYTES_LIMIT',
-    '33554432',
-    'Bytes held by all connections not yet ready together; beyond it a frame closes its connection with 1013 and upgrades get 503.',
-  ),
-  setting('AGENTWIRE_RATE_LIMIT_PER_SEC', '20', 'Inbound frames per second per connection (token bucket refill).'),
-  setting('AGENTWIRE_RATE_LIMIT_BURST', '40', 'Inbound frame burst per connection (token bucket size).'),
-  setting('AGENTWIRE_SLOW_CONSUMER_BYTES', '1048576', 'Unsent outbound bytes above which a connection is closed with 4008.'),
-  setting('AGENTWIRE_PERMESSAGE_DEFLATE', 'false', 'WebSocket permessage-deflate compression (true/false/1/0).'),
-  setting('AGENTWIRE_RETENTION_EVENTS', '1000', 'Durable events kept per user for resume.'),
-  setting('AGENTWIRE_RETENTION_MS', '86400000', 'Age after which durable events may be dropped.'),
-  setting('AGENTWIRE_ALLOWED_ORIGINS', '(any)', 'Comma-separated Origin allow-list for upgrades (others get 4403); unset or * = any.'),
-  setting('AGENTWIRE_LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.'),
+  }),
+  setting({ env: 'AGENTWIRE_JWT_SECRET', key: 'jwtSecret', parse: secretText, default: undefined, description: 'Shared secret for HS256 tokens.' }),
+  setting({
+    env: 'AGENTWIRE_JWT_PUBLIC_KEY',
+    key: 'jwtPublicKey',
+    parse: pemPublicKey,
+    default: undefined,
+    description: 'PEM public key ("BEGIN PUBLIC KEY") for RS256/ES256 tokens.',
+  }),
+  setting({
+    env: 'AGENTWIRE_JWKS_URL',
+    key: 'jwksUrl',
+    parse: url(['http:', 'https:'], 'an http(s) URL'),
+    default: undefined,
+    description: 'http(s) URL of a JWKS for RS256/ES256 tokens.',
+  }),
+  setting({ env: 'AGENTWIRE_JWT_ISSUER', key: 'jwtIssuer', parse: trimmedText, default: undefined, description: 'Required `iss` claim, when set.' }),
+  setting({ env: 'AGENTWIRE_JWT_AUDIENCE', key: 'jwtAudience', parse: trimmedText, default: undefined, description: 'Required `aud` claim, when set.' }),
+  setting({
+    env: 'AGENTWIRE_E2E_BYPASS_KEY',
+    key: 'e2eBypassKey',
+    parse: secretText,
+    default: undefined,
+    description:
+      'Enables POST /v1/auth/test-token guarded by this key (at least 16 characters; refused in production; needs HS256 or dev mode).',
+  }),
+  setting({
+    env: 'AGENTWIRE_REDIS_URL',
+    key: 'redisUrl',
+    parse: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL', true),
+    default: undefined,
+    description: 'redis:// or rediss:// URL selecting the Redis engine; unset = in-memory engine.',
+  }),
+  setting({
+    env: 'AGENTWIRE_NODE_ID',
+    key: 'nodeId',
+    parse: matching(/^[A-Za-z0-9._-]{1,64}$/, '1..64 of [A-Za-z0-9._-]'),
+    default: undefined,
+    description: 'Name of this gateway node in a Redis cluster (logs, run ownership); random when unset.',
+  }),
+  setting({
+    env: 'AGENTWIRE_RUN_LEASE_MS',
+    key: 'runLeaseMs',
+    parse: timerMs(100),
+    default: 15000,
+    description: 'With Redis: a node that has not renewed its runs for this long is presumed dead; its runs end with run_lost.',
+  }),
+  setting({
+    env: 'AGENTWIRE_RUN_SWEEP_MS',
+    key: 'runSweepMs',
+    parse: timerMs(10),
+    default: 2000,
+    description: 'With Redis: how often each node looks for runs of dead nodes.',
+  }),
+  setting({
+    env: 'AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS',
+    key: 'redisCommandTimeoutMs',
+    parse: timerMs(100),
+    default: 2000,
+    description:
+      'With Redis: deadline of every Redis command; past it the connection or message gets 1013 engine_unavailable (the command is treated as in doubt).',
+  }),
+  setting({
+    env: 'AGENTWIRE_AUTH_TIMEOUT_MS',
+    key: 'authTimeoutMs',
+    parse: timerMs(1),
+    default: 5000,
+    description: 'Time a connection has to authenticate before it is closed with 4408.',
+  }),
+  setting({ env: 'AGENTWIRE_HEARTBEAT_MS', key: 'heartbeatMs', parse: timerMs(1), default: 25000, description: 'Interval between WebSocket pings.' }),
+  setting({
+    env: 'AGENTWIRE_HEARTBEAT_TIMEOUT_MS',
+    key: 'heartbeatTimeoutMs',
+    parse: timerMs(1),
+    default: 10000,
+    description: 'A connection that has not answered a ping within this is terminated.',
+  }),
+  setting({
+    env: 'AGENTWIRE_RUN_TIMEOUT_MS',
+    key: 'runTimeoutMs',
+    parse: timerMs(1),
+    default: 120000,
+    description: 'A run still going after this ends with agent_error code timeout.',
+  }),
+  setting({
+    env: 'AGENTWIRE_DRAIN_TIMEOUT_MS',
+    key: 'drainTimeoutMs',
+    parse: timerMs(0),
+    default: 10000,
+    description: 'On shutdown, time runs in flight get to finish (0 = end them at once).',
+  }),
+  setting({
+    env: 'AGENTWIRE_MAX_CONNECTIONS_PER_USER',
+    key: 'maxConnectionsPerUser',
+    parse: count(1),
+    default: 32,
+    description: 'Connections per user; one more is closed with 4429.',
+  }),
+  setting({
+    env: 'AGENTWIRE_MAX_ACTIVE_RUNS_PER_USER',
+    key: 'maxActiveRunsPerUser',
+    parse: count(1),
+    default: 32,
+    description: 'Runs of one user running or queued at once (all threads, all nodes); one more message gets error too_many_runs.',
+  }),
+  setting({
+    env: 'AGENTWIRE_THREAD_POLICY',
+    key: 'threadPolicy',
+    parse: oneOf(THREAD_POLICIES),
+    default: 'enqueue',
+    description: 'A message on a busy thread: enqueue (ack queued) or reject (error thread_busy).',
+  }),
+  setting({ env: 'AGENTWIRE_DEMO_STEP_MS', key: 'demoStepMs', parse: timerMs(0), default: 20, description: "Pause between the demo agent's steps (0 allowed)." }),
+  setting({
+    env: 'AGENTWIRE_MAX_FRAME_BYTES',
+    key: 'maxFrameBytes',
+    parse: count(1),
+    default: 65536,
+    description: 'Largest inbound frame; a larger one closes the connection with 1009.',
+  }),
+  setting({
+    env: 'AGENTWIRE_INBOX_LIMIT',
+    key: 'inboxLimit',
+    parse: count(1),
+    default: 64,
+    description: 'Frames held before a connection is ready; overflow closes with 1008.',
+  }),
+  setting({
+    env: 'AGENTWIRE_INBOX_MAX_BYTES',
+    key: 'inboxMaxBytes',
+    parse: count(1),
+    default: 256 * 1024,
+    description: 'Bytes of raw frames held before a connection is ready; overflow closes with 1008.',
+  }),
+  setting({
+    env: 'AGENTWIRE_PENDING_BYTES_LIMIT',
+    key: 'pendingBytesLimit',
+    parse: count(1),
+    default: 32 * 1024 * 1024,
+    description:
+      'Bytes held by all connections not yet ready together; beyond it a frame closes its connection with 1013 and upgrades get 503.',
+  }),
+  setting({
+    env: 'AGENTWIRE_RATE_LIMIT_PER_SEC',
+    key: 'rateLimitPerSec',
+    parse: count(1),
+    default: 20,
+    description: 'Inbound frames per second per connection (token bucket refill).',
+  }),
+  setting({
+    env: 'AGENTWIRE_RATE_LIMIT_BURST',
+    key: 'rateLimitBurst',
+    parse: count(1),
+    default: 40,
+    description: 'Inbound frame burst per connection (token bucket size).',
+  }),
+  setting({
+    env: 'AGENTWIRE_SLOW_CONSUMER_BYTES',
+    key: 'slowConsumerBytes',
+    parse: count(1),
+    default: 1024 * 1024,
+    description: 'Unsent outbound bytes above which a connection is closed with 4008.',
+  }),
+  setting({
+    env: 'AGENTWIRE_PERMESSAGE_DEFLATE',
+    key: 'permessageDeflate',
+    parse: boolean,
+    default: false,
+    description: 'WebSocket permessage-deflate compression (true/false/1/0).',
+  }),
+  setting({
+    env: 'AGENTWIRE_RETENTION_EVENTS',
+    key: 'retentionEvents',
+    parse: count(1),
+    default: 1000,
+    description: 'Durable events kept per user for resume.',
+  }),
+  setting({
+    env: 'AGENTWIRE_RETENTION_MS',
+    key: 'retentionMs',
+    parse: count(1),
+    default: 86_400_000,
+    description: 'Age after which durable events may be dropped.',
+  }),
+  setting({
+    env: 'AGENTWIRE_ALLOWED_ORIGINS',
+    key: 'allowedOrigins',
+    parse: origins,
+    default: null,
+    shownDefault: '(any)',
+    description: 'Comma-separated Origin allow-list for upgrades (others get 4403); unset or * = any.',
+  }),
+  setting({
+    env: 'AGENTWIRE_LOG_LEVEL',
+    key: 'logLevel',
+    parse: oneOf(LOG_LEVELS),
+    default: 'info',
+    description: 'fatal, error, warn, info, debug, trace or silent.',
+  }),
 ]);
+
+/** Flags that may appear without a value (`--production` means `--production=true`). */
+export function isBooleanSetting(s: AnySetting): boolean {
+  return s.parse === (boolean as Parser<unknown>);
+}
+
+/**
+ * Every setting's default, typed: the defaults of `createGateway` options that are settings
+ * come from here, so the library and `agentwire serve` cannot drift apart.
+ */
+export const DEFAULTS: Readonly<Pick<GatewayConfig, DefaultedKey>> = Object.freeze(
+  Object.fromEntries(SETTINGS.filter((s) => s.default !== undefined).map((s) => [s.key, s.default])) as Pick<
+    GatewayConfig,
+    DefaultedKey
+  >,
+);

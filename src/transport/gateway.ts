@@ -5,6 +5,7 @@ import { WebSocketServer } from 'ws';
 import { createTokenVerifier, extractUpgradeCredentials, selectSubprotocol } from '../auth/index.js';
 import type { TokenVerifier, VerifierOptions, VerifyResult } from '../auth/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../clock.js';
+import { DEFAULTS } from '../config/index.js';
 import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } from '../coordination/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
@@ -121,21 +122,21 @@ export class Gateway {
     this.#ownsEngine = !options.engine;
     this.engine = options.engine ?? new MemoryEngine({ clock });
     const verifier = 'verify' in options.auth ? options.auth : createTokenVerifier(options.auth);
-    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? 20 });
-    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? 10_000;
-    this.#drainTimeoutMs = options.drainTimeoutMs ?? 10_000;
+    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs });
+    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
     this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
-    this.#maxFrameBytes = options.maxFrameBytes ?? 64 * 1024;
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
 
     const limits: ConnectionLimits = {
-      authTimeoutMs: options.authTimeoutMs ?? 5000,
-      heartbeatMs: options.heartbeatMs ?? 25_000,
-      inboxLimit: options.inboxLimit ?? 64,
-      inboxMaxBytes: options.inboxMaxBytes ?? 256 * 1024,
-      rateLimitPerSec: options.rateLimitPerSec ?? 20,
-      rateLimitBurst: options.rateLimitBurst ?? 40,
+      authTimeoutMs: options.authTimeoutMs ?? DEFAULTS.authTimeoutMs,
+      heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
+      inboxLimit: options.inboxLimit ?? DEFAULTS.inboxLimit,
+      inboxMaxBytes: options.inboxMaxBytes ?? DEFAULTS.inboxMaxBytes,
+      rateLimitPerSec: options.rateLimitPerSec ?? DEFAULTS.rateLimitPerSec,
+      rateLimitBurst: options.rateLimitBurst ?? DEFAULTS.rateLimitBurst,
       abuseLimit: options.abuseLimit ?? 200,
-      slowConsumerBytes: options.slowConsumerBytes ?? 1024 * 1024,
+      slowConsumerBytes: options.slowConsumerBytes ?? DEFAULTS.slowConsumerBytes,
       maxBufferedEvents: options.maxBufferedEvents ?? 1000,
     };
     const onFault = (error: unknown, context: string) => {
@@ -146,8 +147,8 @@ export class Gateway {
       engine: this.engine,
       agent,
       clock,
-      threadPolicy: options.threadPolicy ?? 'enqueue',
-      runTimeoutMs: options.runTimeoutMs ?? 120_000,
+      threadPolicy: options.threadPolicy ?? DEFAULTS.threadPolicy,
+      runTimeoutMs: options.runTimeoutMs ?? DEFAULTS.runTimeoutMs,
       ...(options.maxActiveRunsPerUser ? { maxActiveRunsPerUser: options.maxActiveRunsPerUser } : {}),
       ...(options.runStore ? { store: options.runStore } : {}),
       ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),
@@ -156,7 +157,7 @@ export class Gateway {
     });
     this.#presence = options.presence;
     const registry = new CoordinatorRegistry(this.engine, {
-      maxConnections: options.maxConnectionsPerUser ?? 32,
+      maxConnections: options.maxConnectionsPerUser ?? DEFAULTS.maxConnectionsPerUser,
       ...(options.presence ? { presence: options.presence } : {}),
       onFanout: (entry) => this.metrics.fannedOut(entry, clock.now()),
       onFault,
@@ -171,14 +172,14 @@ export class Gateway {
       limits,
       connections: new Set(),
       awaitingAuth: new Set(),
-      heldBytes: new ByteBudget(options.pendingBytesLimit ?? 32 * 1024 * 1024),
+      heldBytes: new ByteBudget(options.pendingBytesLimit ?? DEFAULTS.pendingBytesLimit),
       connectionClosed: () => this.#connectionClosed(),
     };
     this.#wss = new WebSocketServer({
       noServer: true,
       clientTracking: false,
       maxPayload: this.#maxFrameBytes,
-      perMessageDeflate: options.permessageDeflate ?? false,
+      perMessageDeflate: options.permessageDeflate ?? DEFAULTS.permessageDeflate,
       handleProtocols: (offered) => selectSubprotocol(offered),
     });
     this.handleRequest = createRouteHandler({
