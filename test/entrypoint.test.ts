@@ -28,7 +28,7 @@ afterEach(async () => {
 
 const SECRET = 'entrypoint-secret-0123456789-abcdefghijklmnop';
 /** Long enough that /readyz is seen 503 while the hanging run still holds the drain open. */
-const DRAIN_TIMEOUT_MS = 1500;
+const DRAIN_TIMEOUT_MS = 2500;
 const SETTINGS = {
   PORT: '0',
   AGENTWIRE_JWT_SECRET: SECRET,
