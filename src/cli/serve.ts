@@ -20,7 +20,7 @@ import { createGateway } from '../transport/index.js';
  * closes (clients get 2 s to answer them; the process exit then closes what is left) and
  * closing the engine.
  */
-const SHUTDOWN_GRACE_MS = 2000;
+export const SHUTDOWN_GRACE_MS = 2000;
 
 /** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
 export async function runServe(argv: string[]): Promise<number> {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Waiters } from './waitFor.js';
 
@@ -16,6 +17,8 @@ export interface ChildOptions {
   stdin?: 'pipe' | 'ignore';
   /** Default deadline of the waits, in ms (15 s unless given). */
   timeoutMs?: number;
+  /** The program and its leading arguments, before `args`; default `node bin/agentwire.mjs`. */
+  command?: readonly string[];
 }
 
 /**
@@ -38,7 +41,8 @@ export class Child {
 
   constructor(args: string[], env: NodeJS.ProcessEnv, options: ChildOptions = {}) {
     this.#timeoutMs = options.timeoutMs ?? 15_000;
-    this.proc = spawn(process.execPath, [AGENTWIRE_BIN, ...args], {
+    const [program, ...leading] = options.command ?? [process.execPath, AGENTWIRE_BIN];
+    this.proc = spawn(program!, [...leading, ...args], {
       cwd: REPO_ROOT,
       env,
       stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
@@ -150,4 +154,38 @@ export class ChildTracker {
     const children = this.#children.splice(0);
     await Promise.all(children.map((child) => child.kill()));
   }
+}
+
+/** `pid` and all its descendants at this moment, parents first (Linux: read from /proc). */
+export function processTree(pid: number): number[] {
+  const childrenOf = new Map<number, number[]>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = procStat(Number(entry));
+    if (!stat) continue;
+    const siblings = childrenOf.get(stat.ppid) ?? [];
+    siblings.push(Number(entry));
+    childrenOf.set(stat.ppid, siblings);
+  }
+  const tree = [pid];
+  for (let i = 0; i < tree.length; i++) tree.push(...(childrenOf.get(tree[i]!) ?? []));
+  return tree;
+}
+
+/** Whether `pid` is a running process (a zombie has exited: only its parent has not reaped it yet). */
+export function isRunning(pid: number): boolean {
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== 'Z';
+}
+
+function procStat(pid: number): { state: string; ppid: number } | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined; // gone, or gone while the directory was being read
+  }
+  // `pid (comm) state ppid ...`; comm may itself hold spaces and parentheses.
+  const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { state: state!, ppid: Number(ppid) };
 }
