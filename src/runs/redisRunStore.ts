@@ -176,8 +176,8 @@ type ScriptedRedis = Redis & {
  * exactly one node starts each run, and a user's cap is never exceeded. Per user (its hash tag,
  * see redisKeys.ts): thread queues, run records, message claims and the set of its active runs.
  * Shared: the leases, one sorted set (member `[user, run]` as JSON, score = expiry), and the
- * run-owner index (run id -> encoded user), which is why this store needs a single Redis (or
- * Sentinel), not Redis Cluster. Ids a client chose are stored encoded (`encodeId`), so none can
+ * run-owner index (run id -> encoded user), which is why this store needs a single Redis, not
+ * Redis Cluster. Ids a client chose are stored encoded (`encodeId`), so none can
  * act as a separator or lose characters.
  */
 export class RedisRunStore implements RunStore {
