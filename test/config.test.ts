@@ -127,6 +127,7 @@ const SAMPLES: Record<
     expected: ['https://app.example.com', 'http://localhost:3000'],
   },
   AGENTWIRE_LOG_LEVEL: { value: 'debug', key: 'logLevel', expected: 'debug' },
+  AGENTWIRE_CHAT_PAGE: { value: 'true', key: 'chatPage', expected: true },
 };
 
 describe('loadConfig defaults', () => {

@@ -55,6 +55,8 @@ export interface GatewayConfig {
   /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
   allowedOrigins: string[] | null;
   logLevel: string;
+  /** Serve the chat page; unset = only in dev mode. */
+  chatPage?: boolean;
 }
 
 /** Largest delay Node's timers accept; larger values silently become 1 ms. */
@@ -65,7 +67,7 @@ export const MIN_BYPASS_KEY_CHARS = 16;
 export const MIN_PRODUCTION_SECRET_BYTES = 32;
 
 /** Flags that may appear without a value (`--production` means `--production=true`). */
-const BOOLEAN_FLAGS = new Set(['production', 'permessage-deflate']);
+const BOOLEAN_FLAGS = new Set(['production', 'permessage-deflate', 'chat-page']);
 const KNOWN_FLAGS = new Set([...SETTINGS.map((s) => s.flag.slice(2)), 'help']);
 
 type Flags = Record<string, string | boolean>;
@@ -282,6 +284,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
   const retentionEvents = int('AGENTWIRE_RETENTION_EVENTS', 1000, 1, Number.MAX_SAFE_INTEGER);
   const retentionMs = int('AGENTWIRE_RETENTION_MS', 86400000, 1, Number.MAX_SAFE_INTEGER);
 
+  const chatPageRaw = raw('AGENTWIRE_CHAT_PAGE');
+  const chatPage = chatPageRaw ? bool('AGENTWIRE_CHAT_PAGE', false) : undefined;
   const allowedOrigins = parseOrigins(text('AGENTWIRE_ALLOWED_ORIGINS'), raw('AGENTWIRE_ALLOWED_ORIGINS'), fail);
 
   const logLevelRaw = raw('AGENTWIRE_LOG_LEVEL');
@@ -336,6 +340,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Flags
   if (jwtAudience !== undefined) config.jwtAudience = jwtAudience;
   if (e2eBypassKey !== undefined) config.e2eBypassKey = e2eBypassKey;
   if (redisUrl !== undefined) config.redisUrl = redisUrl;
+  if (chatPage !== undefined) config.chatPage = chatPage;
   return config;
 }
 

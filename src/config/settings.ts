@@ -84,6 +84,11 @@ export const SETTINGS: ReadonlyArray<SettingInfo> = Object.freeze([
   setting('AGENTWIRE_PERMESSAGE_DEFLATE', 'false', 'WebSocket permessage-deflate compression (true/false/1/0).'),
   setting('AGENTWIRE_RETENTION_EVENTS', '1000', 'Durable events kept per user for resume.'),
   setting('AGENTWIRE_RETENTION_MS', '86400000', 'Age after which durable events may be dropped.'),
+  setting(
+    'AGENTWIRE_CHAT_PAGE',
+    UNSET,
+    'Serve the browser chat page at / (true/false); unset = only in dev mode. Outside dev mode the page asks for a token.',
+  ),
   setting('AGENTWIRE_ALLOWED_ORIGINS', '(any)', 'Comma-separated Origin allow-list for upgrades (others get 4403); unset or * = any.'),
   setting('AGENTWIRE_LOG_LEVEL', 'info', 'fatal, error, warn, info, debug, trace or silent.'),
 ]);
