@@ -285,7 +285,11 @@ class ChatSession {
         resolve(EXIT_CONNECTION);
       }, this.#options.timeoutMs);
     });
-    const done = work().catch(() => EXIT_CONNECTION);
+    // Once Ctrl-C was pressed the command exits 130, however the run ended.
+    const done = work().then(
+      (code) => (this.#interrupts > 0 ? EXIT_INTERRUPTED : code),
+      () => EXIT_CONNECTION,
+    );
     const interrupted = this.#interrupted.then(() => this.#afterInterrupt(done));
     try {
       return await Promise.race([done, this.#connectionFailed, deadline, interrupted]);
