@@ -190,7 +190,8 @@ describe('--help and mistyped options on every command', () => {
 
 describe('agentwire serve: the storm probe and the chat page', () => {
   it('dev mode opens the test-token route with a printed random bypass key and prints a storm command using it', async () => {
-    const server = await startDevServer();
+    // Two starts: each makes its own key.
+    const [server, other] = await Promise.all([startDevServer(), startDevServer()]);
     const [, stormLine] = await server.child.waitForStdout(/^ *npx agentwire storm (.+)\n/m);
     const args = shellWords(stormLine!);
     expect(args.slice(0, 3)).toEqual(['--url', server.url, '--bypass-key']);
@@ -215,8 +216,6 @@ describe('agentwire serve: the storm probe and the chat page', () => {
     } finally {
       client.close();
     }
-    // Each start makes its own key.
-    const other = await startDevServer();
     const [, otherLine] = await other.child.waitForStdout(/^ *npx agentwire storm (.+)\n/m);
     expect(shellWords(otherLine!)[3]).not.toBe(key);
   });

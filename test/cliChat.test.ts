@@ -236,7 +236,8 @@ describe('agentwire chat at a terminal (pseudo-terminal)', () => {
     child.write('/slow 150 what is 1+1?\r');
     await child.waitForStdout(/#2 thinking: /);
     child.write('what is 2+2?\r');
-    await child.waitForStdout(/#12 completed: 2\+2 = 4/);
+    // The prompt is back (after escape sequences) before Ctrl-D is typed at it.
+    await child.waitForStdout(/#12 completed: 2\+2 = 4\r?\n(?:\x1b\[[0-9;?]*[A-Za-z])*> /);
     child.write('\x04'); // Ctrl-D at an empty prompt
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
     const lines = screenText(child.stdout)

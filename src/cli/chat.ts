@@ -185,8 +185,10 @@ class ChatSession {
       return EXIT_COMPLETED;
     });
     if (connected !== EXIT_COMPLETED) return connected;
-    // The prompt only for people: not into pipes, and not between NDJSON lines.
-    const prompt = new Prompt(this.#options.json ? process.stderr : process.stdout, () => this.interrupt());
+    // The prompt (and the echo of what is typed) only for people: not into a pipe, and not
+    // between NDJSON lines.
+    const promptOutput = !this.#options.json && process.stdout.isTTY === true ? process.stdout : process.stderr;
+    const prompt = new Prompt(promptOutput, () => this.interrupt());
     this.#prompt = prompt;
     try {
       let line: string | null = firstText;
