@@ -51,15 +51,16 @@ describe('didYouMean', () => {
     expect(didYouMean('thred', [])).toBeNull();
   });
 
-  it('returns one of the candidates (or null), the input itself when it is one, never a farther one than the best', () => {
+  it('returns one of the candidates (or null); one edit away always counts, and nothing farther beats it', () => {
     fc.assert(
       fc.property(word, fc.array(word, { maxLength: 6 }), (input, candidates) => {
         const found = didYouMean(input, candidates);
-        if (found === null) return;
-        expect(candidates).toContain(found);
-        const best = Math.min(...candidates.map((c) => editDistance(input.toLowerCase(), c.toLowerCase())));
-        if (candidates.includes(input) && input.length > 0) expect(editDistance(input, found)).toBe(0);
-        expect(editDistance(input.toLowerCase(), found.toLowerCase())).toBe(best);
+        const oneEdit = candidates.filter((c) => editDistance(input, c) <= 1);
+        if (input.length > 0 && oneEdit.length > 0) {
+          expect(found).not.toBeNull();
+          expect(editDistance(input, found!)).toBe(Math.min(...oneEdit.map((c) => editDistance(input, c))));
+        }
+        if (found !== null) expect(candidates).toContain(found);
       }),
       fcParams(300, 5000),
     );
