@@ -4,7 +4,9 @@ import { createTokenVerifier, signToken } from '../src/auth/index.js';
 import { ChildTracker, type Child } from './helpers/childProcess.js';
 import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { CONTRACT_SETTINGS } from './helpers/settings.js';
-import { seqProblem, type Frame } from './helpers/wsClient.js';
+import { httpGet } from './helpers/http.js';
+import { TEST_SECRET } from './helpers/gateway.js';
+import { TestClient, seqProblem, type Frame } from './helpers/wsClient.js';
 
 const children = new ChildTracker();
 afterEach(async () => children.killAll());
@@ -146,5 +148,96 @@ describe('agentwire serve --help and agentwire token', () => {
     const claims = decodeJwt(token);
     expect(claims.exp! - claims.iat!).toBe(3600);
     expect(await createTokenVerifier({ secret: 't' }).verify(token)).toMatchObject({ ok: false, reason: 'token_invalid' });
+  });
+});
+
+describe('--help and mistyped options on every command', () => {
+  /** Spawns every case at once and waits for all of them to exit. */
+  async function runAll(cases: string[][]): Promise<Child[]> {
+    const spawned = cases.map((args) => children.spawn(args));
+    await Promise.all(spawned.map((child) => child.waitExit(30_000)));
+    return spawned;
+  }
+
+  it('<command> --help (or -h) prints that command\'s usage on stdout and exits 0, whatever else is wrong', async () => {
+    // serve --help is covered above; help wins over a bad URL or a stray argument.
+    const cases = [['chat', '--help'], ['token', '--help'], ['storm', '-h'], ['chat', '--url', 'http://nowhere', '--thred', 'x', '-h']];
+    const spawned = await runAll(cases);
+    cases.forEach((args, i) => {
+      const child = spawned[i]!;
+      expect(child.exit, args.join(' ')).toEqual({ code: 0, signal: null });
+      expect(child.stderr, args.join(' ')).toBe('');
+      expect(child.stdout, args.join(' ')).toMatch(new RegExp(`^agentwire ${args[0]} — `));
+    });
+  });
+
+  it('an unknown option or command is named with the closest known one, on stderr, exit 2', async () => {
+    const cases: Array<[string[], string]> = [
+      [['chat', '--thred', 't1', 'hello'], 'agentwire chat: unknown option --thred (did you mean --thread?)\n(see agentwire chat --help)\n'],
+      [['token', '--secret', 's', '--usr', 'u'], 'agentwire token: unknown option --usr (did you mean --user?)\n(see agentwire token --help)\n'],
+      [['storm', '--conections', '5'], 'agentwire storm: unknown option --conections (did you mean --connections?)\n(see agentwire storm --help)\n'],
+      [['chta'], 'agentwire: unknown command "chta" (did you mean chat?)\n\n'],
+    ];
+    const spawned = await runAll(cases.map(([args]) => args));
+    cases.forEach(([args, text], i) => {
+      const child = spawned[i]!;
+      expect(child.exit, args.join(' ')).toEqual({ code: 2, signal: null });
+      expect(child.stdout, args.join(' ')).toBe('');
+      expect(child.stderr.startsWith(text), `${args.join(' ')}: ${child.stderr}`).toBe(true);
+    });
+  });
+});
+
+describe('agentwire serve: the storm probe and the chat page', () => {
+  it('dev mode opens the test-token route with a printed random bypass key and prints a storm command using it', async () => {
+    // Two starts: each makes its own key.
+    const [server, other] = await Promise.all([startDevServer(), startDevServer()]);
+    const [, stormLine] = await server.child.waitForStdout(/^ *npx agentwire storm (.+)\n/m);
+    const args = shellWords(stormLine!);
+    expect(args.slice(0, 3)).toEqual(['--url', server.url, '--bypass-key']);
+    const key = args[3]!;
+    expect(key.length).toBeGreaterThanOrEqual(16);
+    const base = server.url.replace(/^ws:/, 'http:').replace(/\/ws$/, '');
+    const post = (bypassKey: string) =>
+      fetch(`${base}/v1/auth/test-token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-e2e-bypass-key': bypassKey },
+        body: JSON.stringify({ user_id: 'storm-u0', ttl_s: 600 }),
+      });
+    const wrong = await post(`${key}x`);
+    expect(wrong.status).toBe(401);
+    await wrong.body?.cancel();
+    const res = await post(key);
+    expect(res.status).toBe(200);
+    const { token } = (await res.json()) as { token: string };
+    const client = new TestClient(server.url, { token });
+    try {
+      expect(await client.ready()).toMatchObject({ user_id: 'storm-u0' });
+    } finally {
+      client.close();
+    }
+    const [, otherLine] = await other.child.waitForStdout(/^ *npx agentwire storm (.+)\n/m);
+    expect(shellWords(otherLine!)[3]).not.toBe(key);
+  });
+
+  it('AGENTWIRE_CHAT_PAGE=true (or --chat-page) serves the chat page with a configured secret, without a token in it', async () => {
+    const withEnv = children.spawn(['serve'], { PORT: '0', AGENTWIRE_JWT_SECRET: TEST_SECRET, AGENTWIRE_CHAT_PAGE: 'true' });
+    const withFlag = children.spawn(['serve', '--chat-page'], { PORT: '0', AGENTWIRE_JWT_SECRET: TEST_SECRET });
+    const without = children.spawn(['serve'], { PORT: '0', AGENTWIRE_JWT_SECRET: TEST_SECRET });
+    const pageOf = async (child: Child) => {
+      const [, url] = await child.waitForStdout(/^agentwire listening on ws:\/\/(127\.0\.0\.1:\d+)\/ws$/m);
+      return httpGet(`http://${url}/`);
+    };
+    for (const child of [withEnv, withFlag]) {
+      const page = await pageOf(child);
+      expect(page.status).toBe(200);
+      expect(page.headers['content-type']).toBe('text/html; charset=utf-8');
+      // No token in the page: it shows its sign-in form and asks for one.
+      expect(page.text).toContain('<script type="application/json" id="agentwire-config">{"wsUrl":"/ws","token":null}</script>');
+      expect(page.text).toContain('id="token-form"');
+      expect(child.stdout).toMatch(/^chat page on http:\/\/127\.0\.0\.1:\d+\/ \(it asks for a token\)$/m);
+    }
+    expect((await pageOf(without)).status).toBe(404);
+    expect(without.stdout).not.toContain('chat page');
   });
 });

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent, AgentStep } from '../src/runs/agent.js';
-import { ChildTracker, type Child } from './helpers/childProcess.js';
+import { ChildTracker, screenText, type Child } from './helpers/childProcess.js';
 import { startGateway, type TestGateway } from './helpers/gateway.js';
 import { DEMO_RUN_TYPES } from './helpers/runInvariants.js';
 import { TcpProxy } from './helpers/tcpProxy.js';
@@ -95,12 +95,26 @@ describe('agentwire chat --interactive', () => {
 });
 
 describe('agentwire chat: connection failures and recovery', () => {
-  it('exits 3 at once, naming the error, when nothing listens on the URL', async () => {
+  it('exits 3 at once when nothing listens on the URL, naming the error and what to do', async () => {
     const port = await freePort();
     const child = chat(['--url', `ws://127.0.0.1:${port}/ws`, '--token', 'x.y.z', 'hello']);
     expect(await child.waitExit()).toEqual({ code: 3, signal: null });
     expect(child.stdout).toBe('');
-    expect(child.stderr).toBe(`agentwire chat: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+    expect(child.stderr).toBe(
+      `agentwire chat: cannot connect to ws://127.0.0.1:${port}/ws (connect ECONNREFUSED 127.0.0.1:${port}) — ` +
+        'is a gateway running there? (start one with: npx agentwire serve)\n',
+    );
+  });
+
+  it('refuses an http:// URL before connecting (exit 2), naming the ws:// URL meant', async () => {
+    const env = await gateway();
+    const child = chat(['--url', env.url.replace(/^ws:/, 'http:'), '--token', await env.token('fay'), 'hello']);
+    expect(await child.waitExit()).toEqual({ code: 2, signal: null });
+    expect(child.stdout).toBe('');
+    expect(child.stderr).toBe(
+      `agentwire chat: --url is http://…: use ws:// or wss:// (did you mean ${env.url}?)\n(see agentwire chat --help)\n`,
+    );
+    expect(env.gateway.connectionCount).toBe(0);
   });
 
   it('survives a connection reset in the middle of a run: reconnects, resumes and exits 0', async () => {
@@ -144,6 +158,109 @@ describe('agentwire chat: connection failures and recovery', () => {
     expect(proxy.accepted).toBe(2);
   });
 });
+
+describe('agentwire chat: Ctrl-C', () => {
+  it('SIGINT during a run cancels it, prints how it ended and exits 130', async () => {
+    const env = await gateway();
+    const token = await env.token('gus');
+    const other = new TestClient(env.url, { token });
+    cleanups.push(async () => other.close());
+    await other.ready();
+    const child = chat(['--url', env.url, '--token', token, '/hang until cancelled']);
+    await child.waitForStdout(/^#2 thinking: /m);
+    child.signal('SIGINT');
+    const end = await other.waitFor((f) => f.type === 'agent_completed' || f.type === 'agent_error', 5000, 'the end of the run');
+    expect(end).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
+    expect(await child.waitExit()).toEqual({ code: 130, signal: null });
+    expect(child.lines().at(-1)).toBe(`#${end.seq} cancelled: `);
+    expect(child.stderr).toMatch(/^agentwire chat: cancelling run_\S+ \(Ctrl-C again to quit without waiting\)\n$/);
+  });
+
+  it('SIGINT while connecting (no run yet) exits 130 at once', async () => {
+    // A listener that accepts TCP but never answers the upgrade: the command is stuck connecting.
+    const sockets: net.Socket[] = [];
+    const silent = net.createServer((socket) => sockets.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', () => resolve()));
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const accepted = new Promise<void>((resolve) => silent.once('connection', () => resolve()));
+    const { port } = silent.address() as net.AddressInfo;
+    const child = chat(['--url', `ws://127.0.0.1:${port}/ws`, '--token', 'x.y.z', 'hello']);
+    await accepted;
+    child.signal('SIGINT');
+    expect(await child.waitExit()).toEqual({ code: 130, signal: null });
+    expect(child.stdout).toBe('');
+  });
+});
+
+describe('agentwire chat at a terminal (pseudo-terminal)', () => {
+  /** `agentwire chat ...args` at a terminal: `write` types, `stdout` is the screen. */
+  function chatAtTerminal(args: string[]): Child {
+    return children.spawn(['chat', ...args], { TERM: 'xterm' }, { terminal: true, timeoutMs: 20_000 });
+  }
+
+  it('text typed while a run prints is not shown inside its output; Ctrl-C (a key in raw mode) cancels the run, exit 130', async () => {
+    const env = await gateway();
+    const token = await env.token('hal');
+    const other = new TestClient(env.url, { token });
+    cleanups.push(async () => other.close());
+    await other.ready();
+    const child = chatAtTerminal(['--url', env.url, '--token', token, '--thread', 'tty-1']);
+    await child.waitForStdout(/> /);
+    child.write('/hang still there?\r');
+    await child.waitForStdout(/#2 thinking: /);
+    // Typed during the run, then Ctrl-C: the terminal delivers both in this order, so the
+    // text has been read (and, before the fix, echoed) by the time the cancel goes out.
+    child.write('typed during the run');
+    child.write('\x03');
+    const end = await other.waitFor((f) => f.type === 'agent_completed' || f.type === 'agent_error', 10_000, 'the end of the run');
+    expect(end).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
+    expect(await child.waitExit()).toEqual({ code: 130, signal: null });
+    const screen = screenText(child.stdout);
+    expect(screen).not.toContain('typed during the run');
+    const lines = screen.split('\n').filter((line) => line.length > 0);
+    expect(lines.slice(-4)).toEqual([
+      '#1 started',
+      '#2 thinking: Reading your message (2 words).',
+      expect.stringMatching(/^agentwire chat: cancelling run_\S+ \(Ctrl-C again to quit without waiting\)$/),
+      `#${end.seq} cancelled: `,
+    ]);
+  });
+
+  it('a line typed during a run waits for it to end, then is shown at the prompt and sent', async () => {
+    const env = await gateway();
+    const child = chatAtTerminal(['--url', env.url, '--token', await env.token('ida'), '--thread', 'tty-2']);
+    await child.waitForStdout(/> /);
+    child.write('/slow 150 what is 1+1?\r');
+    await child.waitForStdout(/#2 thinking: /);
+    child.write('what is 2+2?\r');
+    // The prompt is back (after escape sequences) before Ctrl-D is typed at it.
+    await child.waitForStdout(/#12 completed: 2\+2 = 4\r?\n(?:\x1b\[[0-9;?]*[A-Za-z])*> /);
+    child.write('\x04'); // Ctrl-D at an empty prompt
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    const lines = screenText(child.stdout)
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => line.replace(/run_\S+/, 'RUN').replace(/ \(epoch .*$/, ''));
+    expect(lines).toEqual([
+      'connected as ida',
+      '> /slow 150 what is 1+1?',
+      'started RUN on thread tty-2',
+      ...RUN_LINES(1).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
+      '> what is 2+2?',
+      'started RUN on thread tty-2',
+      ...RUN_LINES(7).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
+      '> ',
+    ]);
+    expect(lines[8]).toBe('#6 completed: 1+1 = 2');
+  });
+});
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
 
 /** A port that nothing listens on (bound, read, released). */
 async function freePort(): Promise<number> {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { createInterface } from 'node:readline';
+import { createInterface, type Interface } from 'node:readline';
+import { Writable } from 'node:stream';
 import {
   HistoryResetError,
   RequestError,
@@ -8,14 +9,51 @@ import {
   type CloseInfo,
   type DisconnectInfo,
 } from '../client/node.js';
-import { parseCommandArgs } from './args.js';
+import { commandArgs, usageError, type CommandSpec } from './args.js';
 import { formatFrame } from './formatEvent.js';
 
-/** Exit codes: 0 agent_completed (or a clean end of the interactive session), 1 agent_error, 3 connection. */
+/** Exit codes: 0 agent_completed (or a clean end of the interactive session), 1 agent_error, 3 connection, 130 Ctrl-C. */
 const EXIT_COMPLETED = 0;
 const EXIT_AGENT_ERROR = 1;
-const EXIT_USAGE = 2;
 const EXIT_CONNECTION = 3;
+const EXIT_INTERRUPTED = 130;
+
+/** After Ctrl-C, how long the cancelled run gets to send its terminal event before the command exits. */
+const CANCEL_WAIT_MS = 2000;
+/** Lines typed ahead (or piped in) beyond this pause reading stdin until the runs catch up. */
+const MAX_QUEUED_LINES = 64;
+const DEFAULT_URL = 'ws://127.0.0.1:8080/ws';
+
+const CHAT_COMMAND: CommandSpec = {
+  name: 'chat',
+  help: `agentwire chat — talk to an agentwire gateway
+
+Usage:
+  agentwire chat [flags] "text"     send one message, print its run, exit with its outcome
+  agentwire chat [flags]            a prompt on one thread: each line is sent, its run printed
+
+  --url U              ws:// or wss:// endpoint (default $AGENTWIRE_URL or ${DEFAULT_URL})
+  --token T            a JWT for the gateway (default $AGENTWIRE_TOKEN; \`npm start\` prints one in dev mode)
+  --thread ID          the thread to talk on (default a new cli-xxxxxxxx)
+  --json               print the server's frames as NDJSON instead of text
+  -i, --interactive    the prompt even when a text is given (the text is sent first)
+  --timeout-ms N       deadline for connecting, and for each run (default 130000)
+  -h, --help           this help
+
+Ctrl-C during a run cancels it, prints how it ended and exits 130. At the prompt, Ctrl-D or
+/quit ends the session (0); lines typed while a run prints wait for their turn.
+
+Exit status: 0 completed, 1 agent_error, 2 bad usage, 3 no connection or timed out, 130 Ctrl-C.
+`,
+  options: {
+    url: { type: 'string' },
+    token: { type: 'string' },
+    thread: { type: 'string' },
+    json: { type: 'boolean', default: false },
+    interactive: { type: 'boolean', short: 'i', default: false },
+    'timeout-ms': { type: 'string', default: '130000' },
+  },
+};
 
 /**
  * `agentwire chat "text"`: connects with the client SDK, sends one message, prints the run's
@@ -27,36 +65,48 @@ const EXIT_CONNECTION = 3;
  * printed, then the prompt returns. Ctrl-D or `/quit` ends the session with 0.
  */
 export async function runChat(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs('chat', argv, {
-    url: { type: 'string', default: process.env.AGENTWIRE_URL ?? 'ws://127.0.0.1:8080/ws' },
-    token: { type: 'string' },
-    thread: { type: 'string' },
-    json: { type: 'boolean', default: false },
-    interactive: { type: 'boolean', short: 'i', default: false },
-    'timeout-ms': { type: 'string', default: '130000' },
-  });
-  if (typeof parsed === 'string') return fail(parsed, EXIT_USAGE);
+  const parsed = commandArgs(CHAT_COMMAND, argv);
+  if (typeof parsed === 'number') return parsed;
   const { values, positionals } = parsed;
   const text = positionals.join(' ').trim();
   const interactive = values.interactive === true || !text;
+  const url = (values.url as string | undefined) ?? process.env.AGENTWIRE_URL ?? DEFAULT_URL;
+  const urlProblem = checkWebSocketUrl(url);
+  if (urlProblem) return usageError('chat', `agentwire chat: ${urlProblem}`);
   const token = (values.token as string | undefined) ?? process.env.AGENTWIRE_TOKEN;
-  if (!token) return fail('agentwire chat: --token (or AGENTWIRE_TOKEN) is required; `npm start` prints one in dev mode', EXIT_USAGE);
+  if (!token) return usageError('chat', 'agentwire chat: --token (or AGENTWIRE_TOKEN) is required; `npm start` prints one in dev mode');
   const timeoutMs = Number(values['timeout-ms']);
   if (!Number.isInteger(timeoutMs) || timeoutMs < 1) {
-    return fail(`agentwire chat: --timeout-ms must be an integer >= 1 (got "${values['timeout-ms']}")`, EXIT_USAGE);
+    return usageError('chat', `agentwire chat: --timeout-ms must be an integer >= 1 (got "${values['timeout-ms']}")`);
   }
   const session = new ChatSession({
-    url: values.url as string,
+    url,
     token,
     threadId: (values.thread as string | undefined) ?? `cli-${randomUUID().slice(0, 8)}`,
     json: values.json === true,
     timeoutMs,
   });
+  const onSigint = () => session.interrupt();
+  process.on('SIGINT', onSigint);
   try {
     return interactive ? await session.interactive(text) : await session.once(text);
   } finally {
+    process.off('SIGINT', onSigint);
     session.close();
   }
+}
+
+/** Why `url` cannot be dialled, or null. The SDK would take http:// too, but the CLI asks for what it means. */
+export function checkWebSocketUrl(url: string): string | null {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `--url is not a URL (got "${url}"): use ws:// or wss://, e.g. ${DEFAULT_URL}`;
+  }
+  if (parsed.protocol === 'ws:' || parsed.protocol === 'wss:') return null;
+  const meant = parsed.protocol === 'http:' || parsed.protocol === 'https:' ? ` (did you mean ${url.replace(/^http/i, 'ws')}?)` : '';
+  return `--url is ${parsed.protocol}//…: use ws:// or wss://${meant}`;
 }
 
 interface SessionOptions {
@@ -74,33 +124,44 @@ class ChatSession {
   #ended = false;
   /** Resolves with exit code 3 once the connection failed for good. */
   readonly #connectionFailed: Promise<number>;
+  /** The run being followed: null between runs; its id is null until the ack. */
+  #run: { id: string | null } | null = null;
+  #interrupts = 0;
+  /** Resolves at the first Ctrl-C. */
+  readonly #interrupted: Promise<void>;
+  #onInterrupted!: () => void;
+  /** Resolves at the second Ctrl-C: stop waiting for the cancelled run. */
+  readonly #quitNow: Promise<void>;
+  #onQuitNow!: () => void;
+  /** The interactive prompt, while there is one: output goes around it. */
+  #prompt: Prompt | null = null;
 
   constructor(options: SessionOptions) {
     this.#options = options;
+    this.#interrupted = new Promise((resolve) => (this.#onInterrupted = resolve));
+    this.#quitNow = new Promise((resolve) => (this.#onQuitNow = resolve));
     // Before the first ready, a failure ends the command (fail fast, as a CLI should); after
     // it, the SDK reconnects and resumes, within a bounded number of retries.
     this.#client = createClient({ url: options.url, token: options.token, maxRetries: 8 });
     this.#client.on('ready', (frame) => this.#print(frame as unknown as Record<string, unknown>));
     this.#client.on('history_reset', (reset) =>
-      process.stderr.write(
-        `agentwire chat: the server could not resume (epoch ${reset.previousEpoch} -> ${reset.epoch}); events may be missing\n`,
-      ),
+      this.#warn(`the server could not resume (epoch ${reset.previousEpoch} -> ${reset.epoch}); events may be missing`),
     );
     this.#connectionFailed = new Promise<number>((resolve) => {
       this.#client.on('disconnect', (info) => {
         if (this.#ended) return;
         if (!this.#everReady) {
           this.#ended = true;
-          process.stderr.write(`agentwire chat: ${describeLoss(info)}\n`);
+          this.#warn(info.error ? cannotConnect(options.url, info.error) : describeLoss(info));
           resolve(EXIT_CONNECTION);
           return;
         }
-        process.stderr.write(`agentwire chat: connection lost (${describeLoss(info)}); reconnecting\n`);
+        this.#warn(`connection lost (${describeLoss(info)}); reconnecting`);
       });
       this.#client.on('closed', (info) => {
         if (this.#ended) return;
         this.#ended = true;
-        process.stderr.write(`agentwire chat: ${describeLoss(info)}\n`);
+        this.#warn(describeLoss(info));
         resolve(EXIT_CONNECTION);
       });
     });
@@ -117,45 +178,54 @@ class ChatSession {
     });
   }
 
-  /** A prompt on one thread until Ctrl-D or /quit (0), or until the connection fails (3). */
+  /** A prompt on one thread until Ctrl-D or /quit (0), Ctrl-C (130) or the connection fails (3). */
   async interactive(firstText: string): Promise<number> {
     const connected = await this.#withDeadline(async () => {
       await this.#client.connect();
       return EXIT_COMPLETED;
     });
     if (connected !== EXIT_COMPLETED) return connected;
-    if (firstText) {
-      const code = await this.#withDeadline(() => this.#ask(firstText));
-      if (code === EXIT_CONNECTION) return code;
-    }
-    const tty = process.stdin.isTTY === true;
-    const rl = createInterface({
-      input: process.stdin,
-      // The prompt only for people: not into pipes, and not between NDJSON lines.
-      ...(tty ? { output: this.#options.json ? process.stderr : process.stdout, terminal: true } : { terminal: false }),
-    });
-    let interrupted = false;
-    rl.on('SIGINT', () => {
-      interrupted = true;
-      rl.close();
-    });
-    rl.setPrompt('> ');
-    const lines = rl[Symbol.asyncIterator]();
+    // The prompt (and the echo of what is typed) only for people: not into a pipe, and not
+    // between NDJSON lines.
+    const promptOutput = !this.#options.json && process.stdout.isTTY === true ? process.stdout : process.stderr;
+    const prompt = new Prompt(promptOutput, () => this.interrupt());
+    this.#prompt = prompt;
     try {
+      let line: string | null = firstText;
       for (;;) {
-        if (tty) rl.prompt();
-        const next = await Promise.race([lines.next(), this.#connectionFailed.then((code) => ({ failed: code }))]);
-        if ('failed' in next) return next.failed;
-        if (next.done) return interrupted ? 130 : EXIT_COMPLETED;
-        const line = next.value.trim();
-        if (!line) continue;
-        if (line === '/quit' || line === '/exit') return EXIT_COMPLETED;
-        const code = await this.#withDeadline(() => this.#ask(line));
-        if (code === EXIT_CONNECTION) return code;
+        if (line) {
+          if (line === '/quit' || line === '/exit') return EXIT_COMPLETED;
+          const code = await this.#withDeadline(() => this.#ask(line!));
+          if (code === EXIT_CONNECTION || code === EXIT_INTERRUPTED) return code;
+        }
+        const next = await Promise.race([
+          prompt.nextLine(),
+          this.#connectionFailed.then((code) => ({ exit: code })),
+          this.#interrupted.then(() => ({ exit: EXIT_INTERRUPTED })),
+        ]);
+        if (next === null) return EXIT_COMPLETED;
+        if (typeof next === 'object') return next.exit;
+        line = next.trim();
       }
     } finally {
-      rl.close();
+      this.#prompt = null;
+      prompt.close();
     }
+  }
+
+  /**
+   * Ctrl-C. The first cancels the run in progress (the command exits 130 once its terminal
+   * event is printed, or after CANCEL_WAIT_MS), or ends the command at once when no run is in
+   * progress; the second stops the wait.
+   */
+  interrupt(): void {
+    this.#interrupts++;
+    if (this.#interrupts > 1) {
+      this.#onQuitNow();
+      return;
+    }
+    this.#onInterrupted();
+    this.#cancelRun();
   }
 
   close(): void {
@@ -166,67 +236,220 @@ class ChatSession {
   /** Sends `text` and prints the ack and the run's events; resolves with the run's exit code. */
   async #ask(text: string): Promise<number> {
     const { ack, events } = this.#client.ask(this.#options.threadId, text);
-    let runId: string;
+    const run: { id: string | null } = { id: null };
+    this.#run = run;
     try {
-      const answer = await ack;
-      this.#print(answer as unknown as Record<string, unknown>);
-      runId = answer.run_id;
-    } catch (error) {
-      if (error instanceof RequestError) {
-        this.#print(error.frame as unknown as Record<string, unknown>);
-        return EXIT_AGENT_ERROR;
+      try {
+        const answer = await ack;
+        this.#print(answer as unknown as Record<string, unknown>);
+        run.id = answer.run_id;
+      } catch (error) {
+        if (error instanceof RequestError) {
+          this.#print(error.frame as unknown as Record<string, unknown>);
+          return EXIT_AGENT_ERROR;
+        }
+        return EXIT_CONNECTION;
+      }
+      // Ctrl-C before the ack: the run can only be cancelled now that it has an id.
+      if (this.#interrupts > 0) this.#cancelRun();
+      try {
+        for await (const event of events) {
+          this.#print(event as unknown as Record<string, unknown>);
+          if (event.type === 'agent_completed') return EXIT_COMPLETED;
+          if (event.type === 'agent_error') return EXIT_AGENT_ERROR;
+        }
+      } catch (error) {
+        if (error instanceof HistoryResetError) this.#warn(`lost track of run ${run.id}: ${error.message}`);
+        return EXIT_CONNECTION;
       }
       return EXIT_CONNECTION;
+    } finally {
+      if (this.#run === run) this.#run = null;
     }
-    try {
-      for await (const event of events) {
-        this.#print(event as unknown as Record<string, unknown>);
-        if (event.type === 'agent_completed') return EXIT_COMPLETED;
-        if (event.type === 'agent_error') return EXIT_AGENT_ERROR;
-      }
-    } catch (error) {
-      if (error instanceof HistoryResetError) {
-        process.stderr.write(`agentwire chat: lost track of run ${runId}: ${error.message}\n`);
-      }
-      return EXIT_CONNECTION;
-    }
-    return EXIT_CONNECTION;
   }
 
-  /** Races `work` against the connection failing and against --timeout-ms. */
+  #cancelRun(): void {
+    const id = this.#run?.id;
+    if (!id) return;
+    this.#warn(`cancelling ${id} (Ctrl-C again to quit without waiting)`);
+    this.#client.cancel(id).catch(() => {
+      // Answered by the terminal event or by the wait running out.
+    });
+  }
+
+  /** Races `work` against the connection failing, against --timeout-ms and against Ctrl-C. */
   async #withDeadline(work: () => Promise<number>): Promise<number> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<number>((resolve) => {
       timer = setTimeout(() => {
-        if (!this.#ended) process.stderr.write(`agentwire chat: no terminal event within ${this.#options.timeoutMs} ms\n`);
+        if (!this.#ended) this.#warn(`no terminal event within ${this.#options.timeoutMs} ms`);
         this.#ended = true;
         resolve(EXIT_CONNECTION);
       }, this.#options.timeoutMs);
     });
-    const done = work().catch(() => EXIT_CONNECTION);
+    // Once Ctrl-C was pressed the command exits 130, however the run ended.
+    const done = work().then(
+      (code) => (this.#interrupts > 0 ? EXIT_INTERRUPTED : code),
+      () => EXIT_CONNECTION,
+    );
+    const interrupted = this.#interrupted.then(() => this.#afterInterrupt(done));
     try {
-      return await Promise.race([done, this.#connectionFailed, deadline]);
+      return await Promise.race([done, this.#connectionFailed, deadline, interrupted]);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  #print(frame: Record<string, unknown>): void {
-    if (this.#options.json) {
-      process.stdout.write(`${JSON.stringify(frame)}\n`);
-      return;
+  /** After Ctrl-C: a run in progress gets CANCEL_WAIT_MS to end (its terminal event is printed by #ask). */
+  async #afterInterrupt(done: Promise<number>): Promise<number> {
+    if (this.#run !== null) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const waited = new Promise<void>((resolve) => {
+        timer = setTimeout(() => {
+          this.#warn(`the run did not end within ${CANCEL_WAIT_MS} ms of Ctrl-C; it may still be running`);
+          resolve();
+        }, CANCEL_WAIT_MS);
+      });
+      try {
+        await Promise.race([done, waited, this.#quitNow]);
+      } finally {
+        clearTimeout(timer);
+      }
     }
-    const line = formatFrame(frame);
-    if (line) process.stdout.write(`${line}\n`);
+    this.#ended = true;
+    return EXIT_INTERRUPTED;
   }
+
+  #print(frame: Record<string, unknown>): void {
+    const line = this.#options.json ? JSON.stringify(frame) : formatFrame(frame);
+    if (line) this.#write(process.stdout, `${line}\n`);
+  }
+
+  #warn(message: string): void {
+    this.#write(process.stderr, `agentwire chat: ${message}\n`);
+  }
+
+  #write(stream: NodeJS.WriteStream, text: string): void {
+    if (this.#prompt) this.#prompt.printAbove(() => stream.write(text));
+    else stream.write(text);
+  }
+}
+
+/**
+ * The interactive prompt. Lines go into a queue and are taken one run at a time. On a
+ * terminal, readline's echo goes through a gate: while a run prints, keystrokes are still read
+ * (so Ctrl-C works and typed text is kept) but not shown; once the run has ended, the prompt
+ * is drawn again with whatever was typed, and a line finished meanwhile is shown as `> line`
+ * when its turn comes. So the run's output and the prompt never mix. Pipes get no prompt and
+ * no echo.
+ */
+class Prompt {
+  readonly #rl: Interface;
+  readonly #gate: EchoGate | null;
+  readonly #queue: Array<{ line: string; typedDuringRun: boolean }> = [];
+  #inputEnded = false;
+  #wake: (() => void) | null = null;
+
+  constructor(output: NodeJS.WriteStream, onInterrupt: () => void) {
+    this.#gate = process.stdin.isTTY === true ? new EchoGate(output) : null;
+    // Held until the first nextLine: a text given on the command line runs first.
+    if (this.#gate) this.#gate.held = true;
+    this.#rl = createInterface({
+      input: process.stdin,
+      ...(this.#gate ? { output: this.#gate, terminal: true } : { terminal: false }),
+    });
+    this.#rl.setPrompt('> ');
+    // On a terminal readline reads Ctrl-C as a key (raw mode) and reports it here.
+    this.#rl.on('SIGINT', onInterrupt);
+    this.#rl.on('line', (line) => {
+      this.#queue.push({ line, typedDuringRun: this.#gate?.held === true });
+      if (this.#queue.length >= MAX_QUEUED_LINES) this.#rl.pause();
+      this.#notify();
+    });
+    this.#rl.on('close', () => {
+      this.#inputEnded = true;
+      this.#notify();
+    });
+  }
+
+  /**
+   * The next line, or null at the end of input. Shows the prompt while nothing is queued;
+   * from the line's return until the next call, echo is held (the caller runs the line).
+   */
+  async nextLine(): Promise<string | null> {
+    for (;;) {
+      const next = this.#queue.shift();
+      if (next) {
+        this.#rl.resume();
+        if (this.#gate) {
+          if (next.typedDuringRun) this.#gate.target.write(`> ${next.line}\n`);
+          this.#gate.held = true;
+        }
+        return next.line;
+      }
+      if (this.#inputEnded) return null;
+      if (this.#gate) {
+        this.#gate.held = false;
+        this.#rl.prompt(true);
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  /** Runs `write` (output for the terminal) so that it does not land inside a visible prompt. */
+  printAbove(write: () => void): void {
+    if (!this.#gate || this.#gate.held) return write();
+    this.#gate.target.write('\r\x1b[K');
+    write();
+    this.#rl.prompt(true);
+  }
+
+  close(): void {
+    // Leave the shell's prompt a line of its own.
+    if (this.#gate && !this.#gate.held) this.#gate.target.write('\n');
+    this.#gate?.detach();
+    this.#rl.close();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+}
+
+/** readline's terminal output: passed on to `target`, or dropped while `held` (a run is printing). */
+class EchoGate extends Writable {
+  held = false;
+  readonly target: NodeJS.WriteStream;
+  readonly #onResize = () => this.emit('resize');
+
+  constructor(target: NodeJS.WriteStream) {
+    super({ decodeStrings: false });
+    this.target = target;
+    target.on('resize', this.#onResize);
+  }
+
+  /** readline wraps long lines at the terminal's width. */
+  get columns(): number | undefined {
+    return this.target.columns;
+  }
+
+  override _write(chunk: string | Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (!this.held) this.target.write(chunk);
+    callback();
+  }
+
+  detach(): void {
+    this.target.off('resize', this.#onResize);
+  }
+}
+
+function cannotConnect(url: string, error: string): string {
+  return `cannot connect to ${url} (${error}) — is a gateway running there? (start one with: npx agentwire serve)`;
 }
 
 function describeLoss(info: DisconnectInfo | CloseInfo): string {
   if (info.error) return info.error;
   return `connection closed with ${info.code}${info.reason ? ` (${info.reason})` : ''}`;
-}
-
-function fail(message: string, code: number): number {
-  process.stderr.write(`${message}\n`);
-  return code;
 }

@@ -44,6 +44,10 @@ export async function runServe(argv: string[]): Promise<number> {
 
   const logger = createLogger(config.logLevel);
   const secret = config.jwtSecret ?? (config.devMode ? randomBytes(32).toString('base64url') : undefined);
+  // Dev mode opens the test-token route with a key made here and printed below, so that
+  // `agentwire storm` can probe the `npm start` gateway (whose secret is never shown).
+  const bypassKey = config.e2eBypassKey ?? (config.devMode ? randomBytes(18).toString('base64url') : undefined);
+  const chatPageOn = config.chatPage ?? config.devMode;
   const keys = {
     ...(secret ? { secret } : {}),
     ...(config.jwtPublicKey ? { publicKey: config.jwtPublicKey } : {}),
@@ -59,8 +63,8 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(cluster ? { runStore: cluster.runStore, presence: cluster.presence, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
-    ...(config.e2eBypassKey && secret
-      ? { testTokens: { bypassKey: config.e2eBypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } }
+    ...(bypassKey && secret
+      ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } }
       : {}),
     authTimeoutMs: config.authTimeoutMs,
     heartbeatMs: config.heartbeatMs,
@@ -80,14 +84,13 @@ export async function runServe(argv: string[]): Promise<number> {
     permessageDeflate: config.permessageDeflate,
     allowedOrigins: config.allowedOrigins,
     demoStepMs: config.demoStepMs,
-    // Dev mode serves the chat page at /. Only on a loopback host does every page load carry a
-    // token for user "demo"; elsewhere that would hand the demo identity to the network.
-    chatPage:
-      config.devMode && secret
-        ? isLoopback(config.host)
-          ? { token: async () => (await signToken(secret, { sub: 'demo', ttlSec: 86_400 })).token }
-          : true
-        : false,
+    // The chat page at / (dev mode, or AGENTWIRE_CHAT_PAGE). Only in dev mode on a loopback host
+    // does every page load carry a token for user "demo"; elsewhere the page asks for a token.
+    chatPage: chatPageOn
+      ? config.devMode && secret && isLoopback(config.host)
+        ? { token: async () => (await signToken(secret, { sub: 'demo', ttlSec: 86_400 })).token }
+        : true
+      : false,
   });
 
   const stopped = new Promise<number>((resolve) => {
@@ -131,6 +134,7 @@ export async function runServe(argv: string[]): Promise<number> {
   }
   logger.info({ url, node: gateway.runs.nodeId, config: redactConfig(config) }, 'listening');
   process.stdout.write(`agentwire listening on ${url}\n`);
+  if (chatPageOn && !config.devMode) process.stdout.write(`chat page on ${pageUrl(host, port)} (it asks for a token)\n`);
   if (!gateway.isReady) logger.info('waiting for the engine before accepting connections (/readyz is 503 until then)');
   gateway.ready().then(
     () => logger.info('ready'),
@@ -150,10 +154,18 @@ export async function runServe(argv: string[]): Promise<number> {
         '',
         `  npx agentwire chat --url ${url} --token ${token} "what is 2+3*4?"`,
         '',
-        isLoopback(config.host)
-          ? `Open ${pageUrl(host, port)} in a browser to chat as "demo" on the chat page.`
-          : `Open ${pageUrl(host, port)} in a browser and paste the token above to chat on the chat page.`,
+        'Probe it with the storm (it gets tokens from POST /v1/auth/test-token with this bypass key):',
         '',
+        `  npx agentwire storm --url ${url} --bypass-key ${bypassKey} --connections 100 --users 10`,
+        '',
+        ...(chatPageOn
+          ? [
+              isLoopback(config.host)
+                ? `Open ${pageUrl(host, port)} in a browser to chat as "demo" on the chat page.`
+                : `Open ${pageUrl(host, port)} in a browser and paste the token above to chat on the chat page.`,
+              '',
+            ]
+          : []),
       ].join('\n') + '\n',
     );
   }

@@ -3,7 +3,7 @@ import { ProgressPrinter } from '../storm/progress.js';
 import { writeReport, type StormReport } from '../storm/report.js';
 import { runStorm } from '../storm/runner.js';
 import type { StormOptions } from '../storm/types.js';
-import { parseCommandArgs } from './args.js';
+import { commandArgs, usageError, type CommandSpec } from './args.js';
 
 const HELP = `agentwire storm — load and race probe for any server speaking agentwire.v1
 
@@ -32,13 +32,15 @@ Usage:
   --settle-timeout-ms N   deadline for every run to end on every connection (default 30000)
   --max-inflight N        connections opening but not yet ready, at most (default 1000)
   --json                  print the report as JSON on stdout
+  -h, --help              this help
 
 Exit status: 0 every guarantee held, 1 a guarantee broke, 2 bad usage, 3 the probe could not run.
 `;
 
-/** `agentwire storm`: see HELP and docs/STORM.md. */
-export async function runStormCommand(argv: string[]): Promise<number> {
-  const parsed = parseCommandArgs('storm', argv, {
+const STORM_COMMAND: CommandSpec = {
+  name: 'storm',
+  help: HELP,
+  options: {
     url: { type: 'string', default: process.env.AGENTWIRE_URL ?? 'ws://127.0.0.1:8080/ws' },
     connections: { type: 'string', default: '100' },
     users: { type: 'string', default: '10' },
@@ -59,21 +61,21 @@ export async function runStormCommand(argv: string[]): Promise<number> {
     'settle-timeout-ms': { type: 'string', default: '30000' },
     'max-inflight': { type: 'string', default: '1000' },
     json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  });
-  if (typeof parsed === 'string') return usage(parsed);
+  },
+};
+
+/** `agentwire storm`: see HELP and docs/STORM.md. */
+export async function runStormCommand(argv: string[]): Promise<number> {
+  const parsed = commandArgs(STORM_COMMAND, argv);
+  if (typeof parsed === 'number') return parsed;
   const v = parsed.values;
-  if (v.help) {
-    process.stdout.write(HELP);
-    return 0;
-  }
-  if (parsed.positionals.length > 0) return usage(`agentwire storm: unexpected argument "${parsed.positionals[0]}"`);
+  if (parsed.positionals.length > 0) return usageError('storm', `agentwire storm: unexpected argument "${parsed.positionals[0]}"`);
 
   let options: StormOptions;
   try {
     options = buildOptions(v);
   } catch (error) {
-    return usage(`agentwire storm: ${(error as Error).message}`);
+    return usageError('storm', `agentwire storm: ${(error as Error).message}`);
   }
   const perUser = Math.ceil(options.connections / options.users);
   if (perUser > 32) {
@@ -211,9 +213,4 @@ function summary(report: StormReport, dir: string | null): string {
   lines.push(`  closes: ${Object.entries(report.closesByCode).map(([code, n]) => `${code}×${n}`).join(', ') || 'none'}`);
   if (dir) lines.push(`  report: ${dir}/report.md`);
   return `${lines.join('\n')}\n`;
-}
-
-function usage(message: string): number {
-  process.stderr.write(`${message}\n(see agentwire storm --help)\n`);
-  return 2;
 }

@@ -177,7 +177,7 @@ export function unknownVariableWarnings(env: Record<string, string | undefined>)
   for (const name of Object.keys(env).sort()) {
     if (!name.startsWith('AGENTWIRE_') || KNOWN_VARIABLES.has(name)) continue;
     const close = didYouMean(name, KNOWN_VARIABLES);
-    const hint = close.length > 0 ? ` (did you mean ${close.join(' or ')}?)` : '';
+    const hint = close !== null ? ` (did you mean ${close}?)` : '';
     warnings.push(`${name} is not a setting and is ignored${hint}`);
   }
   return warnings;
@@ -223,7 +223,7 @@ function knownFlag(name: string): AnySetting | 'help' {
   const s = BY_FLAG.get(name);
   if (s !== undefined) return s;
   const close = didYouMean(name, KNOWN_FLAGS);
-  const hint = close.length > 0 ? ` (did you mean ${close.map((c) => `--${c}`).join(' or ')}?)` : '';
+  const hint = close !== null ? ` (did you mean --${close}?)` : '';
   throw new ConfigError(`--${name}`, `unknown flag${hint}`);
 }
 

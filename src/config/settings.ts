@@ -60,6 +60,8 @@ export interface GatewayConfig {
   permessageDeflate: boolean;
   retentionEvents: number;
   retentionMs: number;
+  /** Serve the chat page; unset = only in dev mode. */
+  chatPage?: boolean;
   /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
   allowedOrigins: string[] | null;
   logLevel: string;
@@ -329,6 +331,13 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     parse: count(1),
     default: 86_400_000,
     description: 'Age after which durable events may be dropped.',
+  }),
+  setting({
+    env: 'AGENTWIRE_CHAT_PAGE',
+    key: 'chatPage',
+    parse: boolean,
+    default: undefined,
+    description: 'Serve the browser chat page at / (true/false); unset = only in dev mode. Outside dev mode the page asks for a token.',
   }),
   setting({
     env: 'AGENTWIRE_ALLOWED_ORIGINS',

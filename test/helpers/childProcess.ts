@@ -19,6 +19,12 @@ export interface ChildOptions {
   timeoutMs?: number;
   /** The program and its leading arguments, before `args`; default `node bin/agentwire.mjs`. */
   command?: readonly string[];
+  /**
+   * Runs the command in a pseudo-terminal (util-linux `script`), so that its stdin and stdout
+   * are a TTY, as for a person at a terminal: `write` is typing (`\r` is Enter, `\x03` Ctrl-C),
+   * stdout is the screen (with `\r\n` and escape sequences; see `screenText`), stdin is piped.
+   */
+  terminal?: boolean;
 }
 
 /**
@@ -41,12 +47,14 @@ export class Child {
 
   constructor(args: string[], env: NodeJS.ProcessEnv, options: ChildOptions = {}) {
     this.#timeoutMs = options.timeoutMs ?? 15_000;
-    const [program, ...leading] = options.command ?? [process.execPath, AGENTWIRE_BIN];
-    this.proc = spawn(program!, [...leading, ...args], {
-      cwd: REPO_ROOT,
-      env,
-      stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
-    });
+    const command = [...(options.command ?? [process.execPath, AGENTWIRE_BIN]), ...args];
+    this.proc = options.terminal
+      ? spawn('script', ['--quiet', '--flush', '--return', '--command', command.map(shellQuote).join(' '), '/dev/null'], {
+          cwd: REPO_ROOT,
+          env,
+          stdio: ['pipe', 'pipe', 'pipe'],
+        })
+      : spawn(command[0]!, command.slice(1), { cwd: REPO_ROOT, env, stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.setEncoding('utf8');
     this.proc.stderr!.setEncoding('utf8');
     this.proc.stdout!.on('data', (chunk: string) => {
@@ -124,6 +132,16 @@ export class Child {
     if (!this.proc.stdin) throw new Error("this child's stdin is not piped (spawn it with stdin: 'pipe')");
     return this.proc.stdin;
   }
+}
+
+function shellQuote(word: string): string {
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** What a terminal shows of `output`: escape sequences and carriage returns removed. */
+export function screenText(output: string): string {
+  // CSI sequences: readline's cursor moves and line clears.
+  return output.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
 }
 
 /**
