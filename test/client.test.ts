@@ -765,17 +765,8 @@ describe('client: environments', () => {
       'src/client/tokenRefresh.ts',
       'src/clock.ts',
     ]);
-    expect(result.outputFiles[0]!.text).not.toMatch(/node:|require\(|from "ws"/);
+    expect(result.outputFiles[0]!.text).not.toMatch(/node:|require\(|from "ws"|import\("ws"\)/);
   });
 
-  it('without options.WebSocket and no global WebSocket, construction fails with a clear message', () => {
-    const global = globalThis as { WebSocket?: unknown };
-    const saved = global.WebSocket;
-    delete global.WebSocket;
-    try {
-      expect(() => new AgentwireClient({ url: 'ws://x/ws' })).toThrow(/no WebSocket implementation/);
-    } finally {
-      if (saved !== undefined) global.WebSocket = saved;
-    }
-  });
+  // Which WebSocket the client picks without options.WebSocket: clientWebSocket.test.ts.
 });

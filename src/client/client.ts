@@ -26,8 +26,9 @@ import type {
 /**
  * The agentwire client: one connection to a gateway that survives network loss, gateway
  * restarts and sleeping laptops. Environment-neutral: it uses only what browsers and Node
- * both have (no Node module is imported here); the WebSocket comes from `options.WebSocket`
- * or `globalThis.WebSocket`.
+ * both have (no Node module is imported here); the WebSocket comes from `options.WebSocket`,
+ * else `globalThis.WebSocket` (browsers, Node 22+), else the "ws" package (Node 20), imported
+ * at the first dial and only then.
  */
 
 /** The part of the WHATWG WebSocket the client uses (browsers' WebSocket and `ws` both fit). */
@@ -56,7 +57,7 @@ export interface ClientOptions {
   url: string;
   /** Sent as the `jwt.<token>` subprotocol next to `agentwire.v1`. */
   token?: TokenSource;
-  /** A WebSocket constructor; default `globalThis.WebSocket`. */
+  /** A WebSocket constructor; default `globalThis.WebSocket`, else the "ws" package. */
   WebSocket?: WebSocketConstructor;
   /** A position saved earlier (e.g. in storage): the first dial resumes from it. */
   resume?: { readonly lastSeq: number; readonly epoch: string };
@@ -147,7 +148,8 @@ const { IDLE, CONNECTING, READY, RECONNECTING, CLOSED } = ClientState;
 export class AgentwireClient {
   readonly #url: string;
   readonly #token: TokenSource | undefined;
-  readonly #WebSocket: WebSocketConstructor;
+  /** null until the first dial loads "ws" (no platform WebSocket and none passed). */
+  #WebSocket: WebSocketConstructor | null;
   readonly #backoff: BackoffOptions;
   readonly #maxRetries: number;
   readonly #connectTimeoutMs: number;
@@ -196,14 +198,8 @@ export class AgentwireClient {
   readonly #runs = new Map<string, RunRecord>();
 
   constructor(options: ClientOptions) {
-    const WebSocketImpl =
-      options.WebSocket ?? ((globalThis as { WebSocket?: unknown }).WebSocket as WebSocketConstructor | undefined);
-    if (!WebSocketImpl) {
-      throw new TypeError(
-        'agentwire client: no WebSocket implementation; pass options.WebSocket (e.g. the default export of "ws")',
-      );
-    }
-    this.#WebSocket = WebSocketImpl;
+    this.#WebSocket =
+      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null;
     this.#url = options.url;
     this.#token = options.token;
     this.#backoff = {
@@ -369,6 +365,15 @@ export class AgentwireClient {
       return;
     }
     if (gen !== this.#dialGen || this.state === CLOSED) return;
+    if (this.#WebSocket === null) {
+      try {
+        this.#WebSocket = await importWs();
+      } catch (error) {
+        if (gen === this.#dialGen) this.#finish({ code: 1006, reason: 'no_websocket', error: errorText(error) });
+        return;
+      }
+      if (gen !== this.#dialGen || this.#isClosed()) return;
+    }
     const protocols = token ? ['agentwire.v1', `jwt.${token}`] : ['agentwire.v1'];
     let ws: WebSocketLike;
     try {
@@ -811,6 +816,25 @@ function wakeAll(record: RunRecord): void {
   const wake = [...record.wake];
   record.wake.clear();
   for (const resolve of wake) resolve();
+}
+
+/**
+ * The "ws" package, for runtimes without a platform WebSocket (Node 20). The specifier is a
+ * variable so that bundlers leave it out: browsers never get here, and their bundle stays
+ * free of Node modules.
+ */
+async function importWs(): Promise<WebSocketConstructor> {
+  const specifier = 'ws';
+  try {
+    const loaded = (await import(/* @vite-ignore */ /* webpackIgnore: true */ specifier)) as {
+      default: WebSocketConstructor;
+    };
+    return loaded.default;
+  } catch (error) {
+    throw new Error(
+      `no WebSocket implementation: no global WebSocket, and the "ws" package cannot be loaded (${errorText(error)}); install "ws" or pass options.WebSocket`,
+    );
+  }
 }
 
 function detach(ws: WebSocketLike): void {

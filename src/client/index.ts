@@ -1,8 +1,8 @@
 /**
- * agentwire/client: the environment-neutral client SDK (browsers, Node 22+, Deno, Bun).
- * Nothing reachable from here imports a Node module; the WebSocket is `globalThis.WebSocket`
- * or `options.WebSocket`. On Node 20, pass `WebSocket` from the "ws" package, or use
- * src/client/node.ts, whose `createClient` does that by default.
+ * agentwire/client: the client SDK for browsers and Node 20 to 24 (also Deno, Bun). The
+ * WebSocket is `options.WebSocket`, else the platform's `globalThis.WebSocket` (browsers,
+ * Node 22+), else the "ws" package (Node 20), imported lazily at the first dial: nothing
+ * reachable from here imports a Node module statically, so browser bundles stay free of them.
  */
 export {
   AgentwireClient,
