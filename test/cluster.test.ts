@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '../src/clock.js';
 import { RedisPresence } from '../src/coordination/redisPresence.js';
 import { RedisEngine } from '../src/engine/redisEngine.js';
@@ -224,7 +224,8 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       const executedIds = executed.map((runId) => idOfRun.get(runId)!);
       expect(executedIds.filter((id) => id.startsWith('a'))).toEqual(Array.from({ length: 10 }, (_, i) => `a${i}`));
       expect(executedIds.filter((id) => id.startsWith('b'))).toEqual(Array.from({ length: 10 }, (_, i) => `b${i}`));
-      expect(await redis.exists(userKeys(PREFIX, 'u-burst').thread('t'))).toBe(0);
+      // The thread's last hand-off (ADVANCE) follows its terminal event: wait for it, do not race it.
+      await vi.waitFor(async () => expect(await redis.exists(userKeys(PREFIX, 'u-burst').thread('t'))).toBe(0), { timeout: 5000, interval: 20 });
     } finally {
       redis.disconnect();
     }
@@ -276,7 +277,8 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       expect(events.filter((e) => e.type === 'agent_started').map((e) => e.message_id).sort()).toEqual(
         Array.from({ length: 10 }, (_, i) => `d${i}`).sort(),
       );
-      expect(await redis.exists(userKeys(PREFIX, 'u-dup').thread('td'))).toBe(0);
+      // The thread's last hand-off (ADVANCE) follows its terminal event: wait for it, do not race it.
+      await vi.waitFor(async () => expect(await redis.exists(userKeys(PREFIX, 'u-dup').thread('td'))).toBe(0), { timeout: 5000, interval: 20 });
     } finally {
       redis.disconnect();
     }
