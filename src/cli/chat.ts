@@ -380,7 +380,8 @@ class Prompt {
     for (;;) {
       const next = this.#queue.shift();
       if (next) {
-        this.#rl.resume();
+        // Node 22+ throws on resuming a closed interface: input may end with lines still queued.
+        if (!this.#inputEnded) this.#rl.resume();
         if (this.#gate) {
           if (next.typedDuringRun) this.#gate.target.write(`> ${next.line}\n`);
           this.#gate.held = true;
@@ -398,7 +399,7 @@ class Prompt {
 
   /** Runs `write` (output for the terminal) so that it does not land inside a visible prompt. */
   printAbove(write: () => void): void {
-    if (!this.#gate || this.#gate.held) return write();
+    if (!this.#gate || this.#gate.held || this.#inputEnded) return write();
     this.#gate.target.write('\r\x1b[K');
     write();
     this.#rl.prompt(true);
