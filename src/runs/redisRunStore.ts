@@ -221,7 +221,8 @@ export class RedisRunStore implements RunStore {
     this.#subscriber =
       typeof connection === 'string'
         ? new Redis(connection, { ...subscriberOptions, lazyConnect: false })
-        : new Cluster([...connection], { ...clusterOptions(subscriberOptions), shardedSubscribers: true });
+        : // Connected now, and its subscribe queued until then, as for one Redis.
+          new Cluster([...connection], { ...clusterOptions(subscriberOptions), lazyConnect: false, enableOfflineQueue: true, shardedSubscribers: true });
     this.#subscriber.on('error', (error) => options.onError?.(error));
     const onCancel = (_channel: string, runId: string) => {
       for (const listener of this.#cancelListeners) listener(runId);
