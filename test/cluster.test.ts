@@ -88,7 +88,7 @@ describe('cluster: a node dies mid-run', () => {
       nodeA.child.signal('SIGKILL');
       await nodeA.child.waitExit();
       // Node A renewed this lease until it died; the score is the moment the run may be presumed lost.
-      const leaseScore = await redis.zscore(`${PREFIX}:run-leases`, leaseMember('u-kill', lost.run_id));
+      const leaseScore = await redis.zscore(userKeys(PREFIX, 'u-kill').leases, leaseMember('u-kill', lost.run_id));
       expect(leaseScore).not.toBeNull();
       const leaseExpiry = Number(leaseScore);
       expect(leaseExpiry).toBeGreaterThan(killedAt);

@@ -408,7 +408,7 @@ describe('run leases across an outage longer than the lease', () => {
     expect(ack).toMatchObject({ type: 'ack', status: 'started' });
     await a.waitFor((f) => f.type === 'agent_started', 5000, 'agent_started');
     const redisAdmin = admin();
-    const leases = `${engine.keyPrefix}:run-leases`;
+    const leases = engine.keys('lou').leases;
     const lease = leaseMember('lou', ack.run_id as string);
     expect(Number(await redisAdmin.zscore(leases, lease))).toBe(clock.now() + 1000);
 

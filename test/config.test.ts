@@ -109,6 +109,15 @@ const SAMPLES: Record<
   AGENTWIRE_JWT_AUDIENCE: { value: 'agentwire', key: 'jwtAudience', expected: 'agentwire' },
   AGENTWIRE_E2E_BYPASS_KEY: { value: BYPASS_KEY, key: 'e2eBypassKey', expected: BYPASS_KEY },
   AGENTWIRE_REDIS_URL: { value: 'redis://localhost:6379/0', key: 'redisUrl', expected: 'redis://localhost:6379/0' },
+  AGENTWIRE_REDIS_CLUSTER_NODES: {
+    value: ' 10.0.0.1:7000, redis-b.local:7001,[::1]:7002',
+    key: 'redisClusterNodes',
+    expected: [
+      { host: '10.0.0.1', port: 7000 },
+      { host: 'redis-b.local', port: 7001 },
+      { host: '::1', port: 7002 },
+    ],
+  },
   AGENTWIRE_NODE_ID: { value: 'gw-2', key: 'nodeId', expected: 'gw-2' },
   AGENTWIRE_RUN_LEASE_MS: { value: '3000', key: 'runLeaseMs', expected: 3000 },
   AGENTWIRE_RUN_SWEEP_MS: { value: '500', key: 'runSweepMs', expected: 500 },
@@ -537,6 +546,17 @@ describe('validation rules', () => {
     expect(loadConfig({ AGENTWIRE_REDIS_URL: 'rediss://:pw@r.example:6380' }).redisUrl).toBe('rediss://:pw@r.example:6380');
   });
 
+  it('Redis Cluster nodes must be host:port, and exclude a Redis URL', () => {
+    for (const bad of ['r.local', ' , ', 'r.local:0', 'r.local:65536', 'a:1,,b:2', 'user@r.local:7000', 'r.local:7000/0', Array(65).fill('a:1').join(',')]) {
+      expectConfigError(() => loadConfig({ AGENTWIRE_REDIS_CLUSTER_NODES: bad }), 'AGENTWIRE_REDIS_CLUSTER_NODES');
+    }
+    expectConfigError(
+      () => loadConfig({ AGENTWIRE_REDIS_CLUSTER_NODES: 'a:7000', AGENTWIRE_REDIS_URL: 'redis://b:6379' }),
+      'AGENTWIRE_REDIS_CLUSTER_NODES',
+      /only one of AGENTWIRE_REDIS_URL and AGENTWIRE_REDIS_CLUSTER_NODES/,
+    );
+  });
+
   it('allowed origins must be origins', () => {
     expectConfigError(
       () => loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: 'https://ok.example,app.example.com' }),
@@ -615,7 +635,7 @@ describe('the settings table is the one source', () => {
     for (const s of SETTINGS) expect(s.key).toBe(SAMPLES[s.env]!.key);
     const keys = SETTINGS.map((s) => s.key as string);
     expect(new Set(keys).size).toBe(keys.length);
-    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'nodeId', 'chatPage'];
+    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage'];
     expect(new Set([...keys, 'devMode'])).toEqual(new Set([...Object.keys(DEFAULTS), ...optional]));
   });
 

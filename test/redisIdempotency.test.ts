@@ -208,7 +208,7 @@ describe('a command re-sent after its reply was lost', () => {
     await useRedis();
     const node = await startNode('n1');
     // The run record is written, then the lease index (wrong type) fails the script: no rollback.
-    await admin().set(`${node.engine.keyPrefix}:run-leases`, 'not a sorted set');
+    await admin().set(node.engine.keys(USER).leases, 'not a sorted set');
     await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
     const runId = (await admin().lindex(node.engine.keys(USER).thread('t1'), 0))!;
     expect(await admin().hget(node.engine.keys(USER).run(runId), 'state')).toBe('running');

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '../src/clock.js';
-import { decodeId, encodeId, userKeys } from '../src/engine/redisKeys.js';
+import { bucketOf, decodeId, encodeId, userKeys } from '../src/engine/redisKeys.js';
 import { RedisEngine } from '../src/engine/redisEngine.js';
 import type { EventBody, LogEntry } from '../src/protocol/events.js';
 import type { Agent } from '../src/runs/agent.js';
@@ -137,7 +137,7 @@ describe('Redis keys', () => {
     );
   });
 
-  it('no two users share a key, and a key names its user in its hash tag', () => {
+  it('no two users share a key; a key has its user\'s bucket as hash tag and then names its user in braces', () => {
     fc.assert(
       fc.property(hostileId(1024).chain((x) => fc.tuple(fc.constant(x), rivalOf(x))), hostileId(128), ([x, y], id) => {
         const [kx, ky] = [userKeys('aw', x), userKeys('aw', y)];
@@ -145,7 +145,12 @@ describe('Redis keys', () => {
         const ofY = new Set(all(ky).map((key) => Buffer.from(key).toString('hex')));
         for (const key of all(kx)) {
           expect(ofY.has(Buffer.from(key).toString('hex'))).toBe(false);
-          expect(key.slice(key.indexOf('{') + 1, key.indexOf('}'))).toBe(encodeId(x));
+          // Redis Cluster hashes the first {...}: the bucket, shared with the bucket's lease set.
+          expect(key.slice(key.indexOf('{') + 1, key.indexOf('}'))).toBe(`b${bucketOf(encodeId(x))}`);
+          const user = key.indexOf('{', key.indexOf('}'));
+          expect(key.slice(user + 1, key.indexOf('}', user))).toBe(encodeId(x));
+          // The lease set has the same hash tag, so the same slot: every script touches one slot.
+          expect(kx.leases.slice(0, kx.leases.indexOf('}') + 1)).toBe(key.slice(0, key.indexOf('}') + 1));
         }
       }),
       fcParams(300, 5000),

@@ -1,4 +1,5 @@
 import type { Duplex } from 'node:stream';
+import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryEngine } from '../src/engine/index.js';
 import { RedisEngine } from '../src/engine/redisEngine.js';
@@ -124,7 +125,7 @@ describe('Redis writes', () => {
   it('sends the appends of one tick to Redis in one write', async () => {
     const engine = new RedisEngine({ url: redis.url, keyPrefix: 'coalesce' });
     await engine.ready();
-    const writes = countWrites(engine.redis.stream);
+    const writes = countWrites((engine.redis as Redis).stream);
     const users = Array.from({ length: 25 }, (_, i) => `user-${i}`);
     const appended = await Promise.all(users.map((user) => engine.append(user, [thinking('a'), thinking('b')])));
     expect(appended.map((entries) => entries.map((e) => e.seq))).toEqual(users.map(() => [1, 2]));

@@ -11,6 +11,7 @@ import {
 } from '../config/index.js';
 import { RedisPresence } from '../coordination/index.js';
 import { MemoryEngine, RedisEngine } from '../engine/index.js';
+import type { ClusterNode } from '../engine/redisEngine.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
 import { RedisRunStore } from '../runs/redisRunStore.js';
 import { createGateway } from '../transport/index.js';
@@ -55,7 +56,8 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(config.jwtIssuer ? { issuer: config.jwtIssuer } : {}),
     ...(config.jwtAudience ? { audience: config.jwtAudience } : {}),
   };
-  const cluster = config.redisUrl ? redisCluster(config, config.redisUrl, logger) : null;
+  const redisAt = config.redisClusterNodes ?? config.redisUrl;
+  const cluster = redisAt ? redisCluster(config, redisAt, logger) : null;
   const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs });
   const gateway = createGateway({
     auth: keys,
@@ -173,7 +175,7 @@ export async function runServe(argv: string[]): Promise<number> {
 }
 
 /** The Redis engine plus the cluster-wide run store and connection presence sharing it. */
-function redisCluster(config: GatewayConfig, url: string, logger: Logger) {
+function redisCluster(config: GatewayConfig, redisAt: string | readonly ClusterNode[], logger: Logger) {
   let lastError = '';
   const onError = (error: unknown) => {
     // ioredis reports every failed reconnect; log each distinct problem once until it changes.
@@ -182,13 +184,13 @@ function redisCluster(config: GatewayConfig, url: string, logger: Logger) {
     lastError = message;
   };
   const engine = new RedisEngine({
-    url,
+    ...(typeof redisAt === 'string' ? { url: redisAt } : { clusterNodes: redisAt }),
     retentionEvents: config.retentionEvents,
     retentionMs: config.retentionMs,
     commandTimeoutMs: config.redisCommandTimeoutMs,
     onError,
   });
-  const runStore = new RedisRunStore(engine, url, {
+  const runStore = new RedisRunStore(engine, redisAt, {
     leaseMs: config.runLeaseMs,
     ...(config.nodeId ? { nodeId: config.nodeId } : {}),
     onError,

@@ -144,6 +144,9 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
     );
   }
   const devMode = !c.production && keysSet.length === 0;
+  if (c.redisUrl !== undefined && c.redisClusterNodes !== undefined) {
+    throw new ConfigError('AGENTWIRE_REDIS_CLUSTER_NODES', 'only one of AGENTWIRE_REDIS_URL and AGENTWIRE_REDIS_CLUSTER_NODES may be set');
+  }
 
   if (c.e2eBypassKey !== undefined) {
     if (c.production) {

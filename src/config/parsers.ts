@@ -142,3 +142,22 @@ function originOf(entry: string): string | undefined {
   }
   return parsed.origin;
 }
+
+/** Most nodes a cluster list may name: any few masters suffice to discover the rest. */
+const MAX_HOST_PORTS = 64;
+const HOST_PORT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$/;
+
+/** A comma-separated list of `host:port` (an IPv6 host in brackets), at most 64. */
+export const hostPorts: Parser<Array<{ host: string; port: number }>> = (value) => {
+  const s = text({ trim: true })(value);
+  const items = s.split(',').map((item) => item.trim());
+  if (items.length > MAX_HOST_PORTS) throw new InvalidValue(`names at most ${MAX_HOST_PORTS} nodes (got ${items.length})`);
+  return items.map((item) => {
+    const match = HOST_PORT.exec(item);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65_535) {
+      throw new InvalidValue(`must be comma-separated host:port, port 1 to 65535 (got ${JSON.stringify(item.slice(0, 300))})`);
+    }
+    return { host: match[1]!.replace(/^\[(.*)\]$/, '$1'), port };
+  });
+};

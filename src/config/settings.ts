@@ -8,6 +8,7 @@ import type { ThreadPolicy } from '../runs/runManager.js';
 import {
   MAX_TIMER_MS,
   boolean,
+  hostPorts,
   integer,
   matching,
   oneOf,
@@ -36,6 +37,8 @@ export interface GatewayConfig {
   devMode: boolean;
   e2eBypassKey?: string;
   redisUrl?: string;
+  /** Nodes of a Redis Cluster (exclusive with redisUrl). */
+  redisClusterNodes?: Array<{ host: string; port: number }>;
   /** Node name in a Redis cluster; random when unset. */
   nodeId?: string;
   runLeaseMs: number;
@@ -180,6 +183,14 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     parse: url(['redis:', 'rediss:'], 'a redis:// or rediss:// URL', true),
     default: undefined,
     description: 'redis:// or rediss:// URL selecting the Redis engine; unset = in-memory engine.',
+  }),
+  setting({
+    env: 'AGENTWIRE_REDIS_CLUSTER_NODES',
+    key: 'redisClusterNodes',
+    parse: hostPorts,
+    default: undefined,
+    description:
+      'Comma-separated host:port of Redis Cluster nodes (Redis 7+): the Redis engine on a Redis Cluster instead; exclusive with AGENTWIRE_REDIS_URL.',
   }),
   setting({
     env: 'AGENTWIRE_NODE_ID',

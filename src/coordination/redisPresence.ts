@@ -1,4 +1,5 @@
 import type { RedisEngine } from '../engine/redisEngine.js';
+import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ConnectionPresence, ConnectionRef } from './presence.js';
 
 /** KEYS: the user's connection set. ARGV: now, expiry, connectionId, cap. */
@@ -47,13 +48,15 @@ export class RedisPresence implements ConnectionPresence {
   async renew(refs: readonly ConnectionRef[]): Promise<void> {
     if (refs.length === 0) return;
     const expiry = this.now() + this.ttlMs;
-    const pipeline = this.#redis.pipeline();
+    // Separate commands, not a pipeline: on a Redis Cluster the users' keys live on several
+    // masters. On one Redis they still leave in one write.
+    coalesceWrites(this.#redis);
     // Not XX: an entry lost to a flush or restart, or pruned after a long outage, is added back.
-    for (const ref of refs) pipeline.zadd(this.#key(ref.userId), expiry, ref.connectionId);
+    const renewed = refs.map((ref) => this.#redis.zadd(this.#key(ref.userId), expiry, ref.connectionId));
     // The set's own TTL (set by acquire) must follow too, or the whole set of a user whose
     // connections outlive it expires and the cluster-wide count drops to zero.
-    for (const userId of new Set(refs.map((ref) => ref.userId))) pipeline.pexpire(this.#key(userId), this.ttlMs * 2);
-    await pipeline.exec();
+    for (const userId of new Set(refs.map((ref) => ref.userId))) renewed.push(this.#redis.pexpire(this.#key(userId), this.ttlMs * 2));
+    await Promise.all(renewed);
   }
 
   #key(userId: string): string {

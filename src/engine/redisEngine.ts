@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { EventBody, EventType, LogEntry } from '../protocol/events.js';
 import { encodeEvent } from '../protocol/events.js';
 import { APPEND_SCRIPT, HEAD_SCRIPT } from './redisScripts.js';
@@ -8,8 +8,31 @@ import { coalesceWrites } from './redisWrites.js';
 import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
 import { RunEndedError } from './types.js';
 
+/** A node of a Redis Cluster to discover the cluster from. */
+export interface ClusterNode {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * Options of a Cluster client: `node` applies to each node's connection. Commands are never
+ * queued while the cluster is unreachable or being discovered (callers answer 1013/503).
+ */
+export function clusterOptions(node: RedisOptions): ClusterOptions {
+  const { retryStrategy, ...perNode } = node;
+  return {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) ?? null } : {}),
+    redisOptions: perNode,
+  };
+}
+
 export interface RedisEngineOptions {
-  readonly url: string;
+  /** One Redis; exactly one of `url` and `clusterNodes`. */
+  readonly url?: string;
+  /** Nodes of a Redis Cluster (any subset: the rest is discovered). */
+  readonly clusterNodes?: readonly ClusterNode[];
   /** Prefix of every key and channel. Default `aw`. */
   readonly keyPrefix?: string;
   /** Entries kept per user (exact XADD MAXLEN). Default 1000. */
@@ -42,8 +65,8 @@ interface Channel {
  * check for gaps whenever the subscriber connection is re-established.
  */
 export class RedisEngine implements EventEngine {
-  readonly #commands: Redis;
-  readonly #subscriber: Redis;
+  readonly #commands: Redis | Cluster;
+  readonly #subscriber: Redis | Cluster;
   readonly #prefix: string;
   readonly #maxLen: number;
   readonly #ttlMs: number;
@@ -83,10 +106,25 @@ export class RedisEngine implements EventEngine {
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
       ...options.redisOptions,
     };
-    this.#commands = new Redis(options.url, base);
-    // Not ioredis' autoResubscribe: nobody awaits its subscribe commands, so when the link drops
-    // again before Redis answers them they are rejected unhandled and the channels forgotten.
-    this.#subscriber = new Redis(options.url, { ...base, autoResubscribe: false });
+    if ((options.url === undefined) === (options.clusterNodes === undefined)) {
+      throw new TypeError('RedisEngine needs exactly one of url and clusterNodes');
+    }
+    if (options.clusterNodes) {
+      const nodes = [...options.clusterNodes];
+      this.#commands = new Cluster(nodes, clusterOptions(base));
+      // One subscriber per master, each for the channels of its slots; it re-subscribes by itself.
+      this.#subscriber = new Cluster(nodes, { ...clusterOptions(base), shardedSubscribers: true });
+      // A subscriber (re)connected to some master: what was published meanwhile is lost.
+      this.#subscriber.on('subscribersReady', () => {
+        this.#subscriptionsActive = true;
+        this.#signalGaps();
+      });
+    } else {
+      this.#commands = new Redis(options.url!, base);
+      // Not ioredis' autoResubscribe: nobody awaits its subscribe commands, so when the link drops
+      // again before Redis answers them they are rejected unhandled and the channels forgotten.
+      this.#subscriber = new Redis(options.url!, { ...base, autoResubscribe: false });
+    }
     const onError = (error: unknown) => options.onError?.(error);
     this.#commands.on('error', onError);
     this.#subscriber.on('error', onError);
@@ -97,7 +135,8 @@ export class RedisEngine implements EventEngine {
       this.#probe();
     });
     this.#commands.on('close', () => this.#contactBroken());
-    this.#subscriber.on('ready', () => this.#resubscribe());
+    // A Cluster's sharded subscribers re-subscribe by themselves ('subscribersReady' above).
+    if (this.#subscriber instanceof Redis) this.#subscriber.on('ready', () => this.#resubscribe());
     this.#subscriber.on('close', () => {
       this.#subscriptionsActive = false;
       this.#contactBroken();
@@ -146,7 +185,7 @@ export class RedisEngine implements EventEngine {
   }
 
   /** The connection for commands, shared with the cluster run store. */
-  get redis(): Redis {
+  get redis(): Redis | Cluster {
     return this.#commands;
   }
 
@@ -171,10 +210,12 @@ export class RedisEngine implements EventEngine {
   async #connect(): Promise<void> {
     for (;;) {
       await Promise.all([this.#commands, this.#subscriber].map((client) => connected(client, this.options.onError)));
-      if (this.options.shardedPubSub === false) break;
+      if (this.options.shardedPubSub === false && !this.options.clusterNodes) break;
       try {
         const info = await this.#commands.info('server');
         const major = Number(/redis_version:(\d+)/.exec(info)?.[1] ?? 0);
+        // On a Cluster, plain pub/sub would send every notification to every master.
+        if (this.options.clusterNodes && major < 7) throw new Error(`Redis Cluster needs Redis 7 or later (sharded pub/sub), not ${major}`);
         this.#sharded = major >= 7;
         break;
       } catch (error) {
@@ -194,12 +235,17 @@ export class RedisEngine implements EventEngine {
     this.#probeTimer.unref();
   }
 
-  /** One PING at a time on the command connection, the path every caller's commands take. */
+  /**
+   * One PING at a time on the command connection, the path every caller's commands take; on a
+   * Cluster, one to every master (each holds some users' keys), answered when all answered.
+   */
   #probe(): void {
     if (this.#closed || this.#probeSentAt !== null || this.#commands.status !== 'ready') return;
     const sentAt = performance.now();
     this.#probeSentAt = sentAt;
-    this.#commands.ping().then(
+    const commands = this.#commands;
+    const pinged = commands instanceof Cluster ? Promise.all(commands.nodes('master').map((node) => node.ping())) : commands.ping();
+    pinged.then(
       () => {
         this.#probeSentAt = null;
         // Answered, but late: Redis stalled meanwhile, though no probe was found overdue.
@@ -401,14 +447,14 @@ const PROBE_DEADLINE_MS = 1000;
 /** Half the deadline: a stall is noticed 1 to 1.5 s after it begins. */
 const PROBE_INTERVAL_MS = 500;
 
-function connected(client: Redis, onError?: (error: unknown) => void): Promise<void> {
+function connected(client: Redis | Cluster, onError?: (error: unknown) => void): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();
   const ready = new Promise<void>((resolve) => client.once('ready', () => resolve()));
   if (client.status === 'wait') client.connect().catch((error: unknown) => onError?.(error));
   return ready;
 }
 
-type RedisWithScripts = Redis & {
+type RedisWithScripts = (Redis | Cluster) & {
   awHead(...args: (string | number)[]): Promise<unknown>;
   awAppend(...args: (string | number)[]): Promise<unknown>;
 };

@@ -1,6 +1,10 @@
 /**
- * Redis key and channel names. Every key of one user carries the same hash tag, `{<user>}`, so
- * they share a Redis Cluster slot and one Lua script may touch them all.
+ * Redis key and channel names. Users are spread over LEASE_BUCKETS fixed buckets; every key of
+ * a user carries its bucket's hash tag, `<prefix>:{b<k>}:{<user>}:...`, and so does the
+ * bucket's lease set (`<prefix>:{b<k>}:run-leases`). A user's keys and the leases of its runs
+ * thus share one Redis Cluster slot, so every Lua script touches a single slot, on one Redis or
+ * on a Cluster alike. The user stays in braces of its own (the second pair: only the first is
+ * the hash tag), which delimit it from what follows.
  *
  * No id a client controls (user, message, thread) ever needs a separator: each is written with
  * `encodeId` (reversible, and free of `{`/`}`), and only as the last part of a key or as the
@@ -8,6 +12,8 @@
  * (`isRunId`); a client-sent one is checked before it is used in a key.
  */
 export interface UserKeys {
+  /** Sorted set of the leases of the bucket's running runs (member `[user, run]` JSON, score = expiry). */
+  readonly leases: string;
   /** Hash: `epoch`, `seq`. */
   readonly meta: string;
   /** Stream of the user's events; entry id `<seq>-0`. */
@@ -65,10 +71,39 @@ export function decodeId(encoded: string): string {
   });
 }
 
+/**
+ * How many slots the users are spread over, and how many lease sets a sweeper reads. Fixed: a
+ * different count would move every user's keys. 256 tags land on slots of every master of a
+ * Cluster (and are moved slot by slot when it is resharded).
+ */
+export const LEASE_BUCKETS = 256;
+
+/** FNV-1a over the encoded id's UTF-16 units: cheap, and the same on every node and version. */
+export function bucketOf(encodedUser: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < encodedUser.length; i++) {
+    hash ^= encodedUser.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0) % LEASE_BUCKETS;
+}
+
+function bucketBase(prefix: string, bucket: number): string {
+  return `${prefix}:{b${bucket}}`;
+}
+
+/** Every bucket's lease set, for the sweepers. */
+export function allLeaseKeys(prefix: string): string[] {
+  return Array.from({ length: LEASE_BUCKETS }, (_, bucket) => `${bucketBase(prefix, bucket)}:run-leases`);
+}
+
 export function userKeys(prefix: string, userId: string): UserKeys {
-  const base = `${prefix}:{${encodeId(userId)}}`;
+  const user = encodeId(userId);
+  const bucket = bucketBase(prefix, bucketOf(user));
+  const base = `${bucket}:{${user}}`;
   const runs = `${base}:run:`;
   return {
+    leases: `${bucket}:run-leases`,
     meta: `${base}:meta`,
     log: `${base}:log`,
     live: `${base}:live`,

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
-import type { RedisEngine } from '../engine/redisEngine.js';
+import { Cluster, Redis } from 'ioredis';
+import { type ClusterNode, type RedisEngine, clusterOptions } from '../engine/redisEngine.js';
 import type { MessageClaim } from '../engine/types.js';
-import { decodeId, encodeId, isRunId } from '../engine/redisKeys.js';
+import { allLeaseKeys, decodeId, encodeId, isRunId } from '../engine/redisKeys.js';
 import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
 import type { CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
@@ -16,7 +16,8 @@ export interface RedisRunStoreOptions {
 }
 
 /**
- * KEYS: thread queue, run record, leases, run-owner index, message claim, active runs.
+ * KEYS: thread queue, run record, leases (of the user's bucket), message claim, active runs:
+ * one slot (see redisKeys.ts).
  * ARGV: policy, maxQueued, nodeId, retentionMs, runId, user (encoded), thread (encoded), message
  * (encoded), text (encoded), lease expiry, claim JSON, replay only ('1': answer 'absent' instead
  * of creating the run), lease prefix (a lease member is prefix .. runId .. '"]'), max active runs
@@ -27,7 +28,7 @@ export interface RedisRunStoreOptions {
  * acked as a duplicate of a run that never starts.
  */
 const ENQUEUE = `
-local claimed = redis.call('GET', KEYS[5])
+local claimed = redis.call('GET', KEYS[4])
 if claimed and claimed ~= ARGV[11] then return {'duplicate', claimed} end
 -- Only a wholly applied enqueue wrote the claim (last): anything less was never acked.
 if ARGV[12] == '1' and not claimed then return 'absent' end
@@ -48,18 +49,18 @@ if ARGV[12] == '1' then return 'absent' end
 local len = redis.call('LLEN', KEYS[1])
 if len > 0 and (ARGV[1] == 'reject' or len > tonumber(ARGV[2])) then return 'busy' end
 local cap = tonumber(ARGV[14])
-if redis.call('ZCARD', KEYS[6]) >= cap then
+if redis.call('ZCARD', KEYS[5]) >= cap then
   -- Only runs still running or queued count: an entry whose record ended, vanished (expiry,
   -- eviction) or runs without a lease (nobody would ever end it) is dropped, so no crash or
   -- data loss holds the cap for good.
-  for _, id in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
     local state = redis.call('HGET', ARGV[16] .. id, 'state')
     if not state or state == 'ended'
       or (state == 'running' and not redis.call('ZSCORE', KEYS[3], ARGV[13] .. id .. '"]')) then
-      redis.call('ZREM', KEYS[6], id)
+      redis.call('ZREM', KEYS[5], id)
     end
   end
-  if redis.call('ZCARD', KEYS[6]) >= cap then return 'too_many_runs' end
+  if redis.call('ZCARD', KEYS[5]) >= cap then return 'too_many_runs' end
 end
 redis.call('RPUSH', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -69,16 +70,15 @@ if len == 0 then state = 'running'; owner = ARGV[3] end
 redis.call('HSET', KEYS[2], 'user', ARGV[6], 'thread', ARGV[7], 'message', ARGV[8], 'text', ARGV[9],
   'state', state, 'owner', owner, 'cancel', '0')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[4])
 if len == 0 then redis.call('ZADD', KEYS[3], ARGV[10], member) end
-redis.call('ZADD', KEYS[6], ARGV[15], ARGV[5])
-redis.call('PEXPIRE', KEYS[6], ARGV[4])
-redis.call('SET', KEYS[5], ARGV[11], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[15], ARGV[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[11], 'PX', ARGV[4])
 if len == 0 then return 'start' end
 return 'queued'`;
 
 /**
- * KEYS: queue, leases, active runs. ARGV: runId, lease prefix, nodeId, leaseExpiry,
+ * KEYS: queue, leases (of the user's bucket), active runs. ARGV: runId, lease prefix, nodeId, leaseExpiry,
  * runKeyPrefix. The next run handed out is noted on the finished run's record, so a replay (its
  * reply was lost) hands the same run out again instead of nothing. Ended records are never set
  * running again. Returned fields are as stored (encoded).
@@ -126,7 +126,7 @@ redis.call('HSET', KEYS[1], 'cancel', '1')
 return {'running', r[4], r[3]}`;
 
 /**
- * KEYS: leases. ARGV: member, now, new expiry. Takes over an expired lease by moving its expiry
+ * KEYS: a bucket's leases. ARGV: member, now, new expiry. Takes over an expired lease by moving its expiry
  * forward: exactly one node succeeds, and if that node fails before the run is ended and its
  * thread advanced, the lease expires again and another sweep retries.
  */
@@ -163,7 +163,7 @@ export function parseLeaseMember(member: string): { userId: string; runId: strin
   return leaseMember(userId, runId) === member ? { userId, runId } : null;
 }
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = (Redis | Cluster) & {
   awClaim(...args: (string | number)[]): Promise<number>;
   awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | ['duplicate', string]>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
@@ -175,49 +175,63 @@ type ScriptedRedis = Redis & {
  * two nodes receiving messages for one thread at the same moment still queue them in one order,
  * exactly one node starts each run, and a user's cap is never exceeded. Per user (its hash tag,
  * see redisKeys.ts): thread queues, run records, message claims and the set of its active runs.
- * Shared: the leases, one sorted set (member `[user, run]` as JSON, score = expiry), and the
- * run-owner index (run id -> encoded user), which is why this store needs a single Redis, not
- * Redis Cluster. Ids a client chose are stored encoded (`encodeId`), so none can
- * act as a separator or lose characters.
+ * Per bucket of users, in the same slot as their keys: the leases, a sorted set (member
+ * `[user, run]` as JSON, score = expiry), which sweepers read bucket by bucket. Every script
+ * touches one slot, so this store runs on one Redis or on a Redis Cluster. The run-owner index
+ * (run id -> encoded user, a key of its own) only tells `forbidden` from `not_found` for a
+ * cancel naming another user's run. Ids a client chose are stored encoded (`encodeId`), so none
+ * can act as a separator or lose characters.
  */
 export class RedisRunStore implements RunStore {
   readonly nodeId: string;
   readonly #redis: ScriptedRedis;
-  readonly #subscriber: Redis;
+  readonly #subscriber: Redis | Cluster;
+  /** Cancel requests to a node over sharded pub/sub (on a Cluster), else plain pub/sub. */
+  readonly #sharded: boolean;
   readonly #leaseMs: number;
   readonly #now: () => number;
-  readonly #leases: string;
+  readonly #leaseKeys: readonly string[];
   readonly #cancelListeners: Array<(runId: string) => void> = [];
 
   constructor(
     private readonly engine: RedisEngine,
-    url: string,
+    /** The engine's Redis: a URL, or the nodes of a Redis Cluster. */
+    connection: string | readonly ClusterNode[],
     options: RedisRunStoreOptions = {},
   ) {
     this.nodeId = options.nodeId ?? `node-${randomUUID().slice(0, 8)}`;
     this.#leaseMs = options.leaseMs ?? 15_000;
     this.#now = options.now ?? Date.now;
-    this.#leases = `${engine.keyPrefix}:run-leases`;
+    this.#leaseKeys = allLeaseKeys(engine.keyPrefix);
     // Sweepers judge leases only after a lease of unbroken contact (RunManager). A stall longer
     // than half a lease breaks it, so a stall that goes unnoticed leaves every lease written
     // or renewed during it more than its owner's renewal interval (a third) to spare.
     engine.requireContactWithin(this.#leaseMs / 3);
     this.#redis = engine.redis as ScriptedRedis;
-    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 6, lua: ENQUEUE });
+    this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 3, lua: ADVANCE });
     this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
     this.#redis.defineCommand('awClaim', { numberOfKeys: 1, lua: CLAIM });
-    this.#subscriber = new Redis(url, {
-      lazyConnect: false,
+    const subscriberOptions = {
       autoResubscribe: true,
       disconnectTimeout: 200,
-      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
-    });
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** Math.min(attempt, 6), 2000),
+    };
+    this.#sharded = typeof connection !== 'string';
+    this.#subscriber =
+      typeof connection === 'string'
+        ? new Redis(connection, { ...subscriberOptions, lazyConnect: false })
+        : // Connected now, and its subscribe queued until then, as for one Redis.
+          new Cluster([...connection], { ...clusterOptions(subscriberOptions), lazyConnect: false, enableOfflineQueue: true, shardedSubscribers: true });
     this.#subscriber.on('error', (error) => options.onError?.(error));
-    this.#subscriber.on('message', (_channel: string, runId: string) => {
+    const onCancel = (_channel: string, runId: string) => {
       for (const listener of this.#cancelListeners) listener(runId);
-    });
-    void this.#subscriber.subscribe(this.#controlChannel(this.nodeId)).catch((error: unknown) => options.onError?.(error));
+    };
+    this.#subscriber.on(this.#sharded ? 'smessage' : 'message', onCancel);
+    const channel = this.#controlChannel(this.nodeId);
+    void (this.#sharded ? this.#subscriber.ssubscribe(channel) : this.#subscriber.subscribe(channel)).catch((error: unknown) =>
+      options.onError?.(error),
+    );
   }
 
   /** The message id is claimed in the ENQUEUE script, atomically with the thread decision. */
@@ -228,11 +242,13 @@ export class RedisRunStore implements RunStore {
     const now = this.#now();
     coalesceWrites(this.#redis);
     const claim: MessageClaim = { runId: record.runId, threadId: record.threadId };
-    const outcome = await this.#redis.awEnqueue(
+    // Sent with the script (in order on one connection; to another slot on a Cluster). Written
+    // even if the script creates no run: the index only answers whose a run id would be.
+    const owner = this.#redis.set(this.#runIndex(record.runId), encodeId(record.userId), 'PX', this.#retentionMs());
+    const enqueued = this.#redis.awEnqueue(
       keys.thread(record.threadId),
       keys.run(record.runId),
-      this.#leases,
-      this.#runIndex(record.runId),
+      keys.leases,
       keys.claim(record.messageId),
       keys.activeRuns,
       policy,
@@ -252,6 +268,7 @@ export class RedisRunStore implements RunStore {
       now,
       keys.runs,
     );
+    const [, outcome] = await Promise.all([owner, enqueued]);
     return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }
 
@@ -260,7 +277,7 @@ export class RedisRunStore implements RunStore {
     coalesceWrites(this.#redis);
     const next = await this.#redis.awAdvance(
       keys.thread(record.threadId),
-      this.#leases,
+      keys.leases,
       keys.activeRuns,
       record.runId,
       leasePrefix(record.userId),
@@ -286,7 +303,10 @@ export class RedisRunStore implements RunStore {
     const [kind, threadId, node] = await this.#redis.awCancel(this.engine.keys(userId).run(runId), user);
     if (kind === 'queued') return { kind, threadId: decodeId(threadId!) };
     if (kind === 'running') {
-      if (node !== this.nodeId) await this.#redis.publish(this.#controlChannel(node!), runId);
+      if (node !== this.nodeId) {
+        const channel = this.#controlChannel(node!);
+        await (this.#sharded ? this.#redis.spublish(channel, runId) : this.#redis.publish(channel, runId));
+      }
       return { kind, threadId: decodeId(threadId!), owner: node! };
     }
     return kind === 'forbidden' ? { kind } : { kind: 'not_found' };
@@ -299,36 +319,43 @@ export class RedisRunStore implements RunStore {
   async renewLeases(runs: readonly RunRecord[]): Promise<void> {
     if (runs.length === 0) return;
     const expiry = this.#now() + this.#leaseMs;
-    const args: (string | number)[] = [];
-    for (const run of runs) args.push(expiry, leaseMember(run.userId, run.runId));
-    const pipeline = this.#redis.pipeline();
-    pipeline.zadd(this.#leases, 'XX', ...args);
+    const byBucket = new Map<string, (string | number)[]>();
+    for (const run of runs) {
+      const key = this.engine.keys(run.userId).leases;
+      const args = byBucket.get(key) ?? [];
+      args.push(expiry, leaseMember(run.userId, run.runId));
+      byBucket.set(key, args);
+    }
+    // Separate commands, not a pipeline: on a Cluster the keys live on several masters. On one
+    // Redis they still leave in one write.
+    coalesceWrites(this.#redis);
+    const renewed = [...byBucket].map(([key, args]) => this.#redis.zadd(key, 'XX', ...args));
     // Cancel requests are also noted on the run record: one whose pub/sub message was lost
     // (the subscriber was reconnecting) still reaches the owner here, within a third of a lease.
-    for (const run of runs) pipeline.hget(this.engine.keys(run.userId).run(run.runId), 'cancel');
-    const results = (await pipeline.exec()) ?? [];
-    for (const [error] of results) if (error) throw error;
+    const cancels = runs.map((run) => this.#redis.hget(this.engine.keys(run.userId).run(run.runId), 'cancel'));
+    const [, flags] = await Promise.all([Promise.all(renewed), Promise.all(cancels)]);
     runs.forEach((run, index) => {
-      if (results[index + 1]?.[1] !== '1') return;
+      if (flags[index] !== '1') return;
       for (const listener of this.#cancelListeners) listener(run.runId);
     });
   }
 
   async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<LostRun[]> {
     const now = this.#now();
-    const expired = await this.#redis.zrangebyscore(this.#leases, '-inf', now, 'LIMIT', 0, limit);
+    const pages = await Promise.all(this.#leaseKeys.map((key) => this.#redis.zrangebyscore(key, '-inf', now, 'LIMIT', 0, limit)));
+    const expired = pages.flatMap((members, bucket) => members.map((member) => ({ key: this.#leaseKeys[bucket]!, member })));
     const claimed: LostRun[] = [];
-    for (const member of expired) {
+    for (const { key, member } of expired.slice(0, limit)) {
       const lease = parseLeaseMember(member);
       // Not a member this store wrote: it names no run, and must not fill every sweep's page.
       if (!lease) {
-        await this.#redis.zrem(this.#leases, member);
+        await this.#redis.zrem(key, member);
         continue;
       }
       const { userId, runId } = lease;
       // Its lease must stay: the run goes on here (renewals only update existing leases).
       if (runningHere(runId)) continue;
-      if ((await this.#redis.awClaim(this.#leases, member, now, now + this.#leaseMs)) !== 1) continue;
+      if ((await this.#redis.awClaim(key, member, now, now + this.#leaseMs)) !== 1) continue;
       const [threadId, messageId, text, started] = await this.#redis.hmget(
         this.engine.keys(userId).run(runId),
         'thread',
@@ -337,7 +364,7 @@ export class RedisRunStore implements RunStore {
         'started',
       );
       if (threadId === null) {
-        await this.#redis.zrem(this.#leases, member);
+        await this.#redis.zrem(key, member);
         continue;
       }
       claimed.push({

@@ -1,0 +1,105 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
+import { freePort } from './redisServer.js';
+import { Waiters } from './waitFor.js';
+
+const run = promisify(execFile);
+
+/**
+ * A Redis Cluster of the test's own: three masters (no replicas, no persistence) on free ports,
+ * created with `redis-cli --cluster create`. `stop` kills every process by its pid.
+ */
+export class RedisClusterServer {
+  readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-rcluster-'));
+  readonly #processes: ChildProcess[] = [];
+
+  private constructor(readonly ports: readonly number[]) {}
+
+  static async start(masters = 3): Promise<RedisClusterServer> {
+    const ports: number[] = [];
+    while (ports.length < masters) {
+      const port = await freePort();
+      if (!ports.includes(port)) ports.push(port);
+    }
+    const cluster = new RedisClusterServer(ports);
+    try {
+      await Promise.all(ports.map((port) => cluster.#startNode(port)));
+      await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], {
+        timeout: 30_000,
+      });
+      await Promise.all(ports.map((port) => waitClusterOk(port)));
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  get nodes(): Array<{ host: string; port: number }> {
+    return this.ports.map((port) => ({ host: '127.0.0.1', port }));
+  }
+
+  /** A plain connection to one master, for admin commands. */
+  admin(port: number): Redis {
+    return new Redis(port, '127.0.0.1', { lazyConnect: false });
+  }
+
+  async #startNode(port: number): Promise<void> {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
+        '--dir', this.dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    this.#processes.push(child);
+    let output = '';
+    await new Promise<void>((resolve, reject) => {
+      child.once('error', (error) => reject(new Error(`cannot run redis-server (is it installed?): ${error.message}`)));
+      child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${output}`)));
+      child.stdout!.on('data', (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes('Ready to accept connections')) resolve();
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(
+      this.#processes.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) return resolve();
+            child.once('exit', () => resolve());
+            process.kill(child.pid!, 'SIGKILL');
+          }),
+      ),
+    );
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Waits until the node reports `cluster_state:ok` (its slots are all assigned and agreed). */
+async function waitClusterOk(port: number): Promise<void> {
+  const redis = new Redis(port, '127.0.0.1');
+  const waiters = new Waiters();
+  try {
+    let ok = false;
+    const poll = setInterval(() => {
+      void redis.cluster('INFO').then((info) => {
+        ok = String(info).includes('cluster_state:ok');
+        waiters.notify();
+      }, () => {});
+    }, 50);
+    try {
+      await waiters.until(() => ok, 20_000, `cluster_state:ok on ${port}`);
+    } finally {
+      clearInterval(poll);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
