@@ -11,6 +11,7 @@ import { delimiter, join } from 'node:path';
 
 /** What the suite runs, why, and the Debian package that has it. */
 const REQUIREMENTS = [
+  // Debian's redis-server depends on redis-tools, so it also brings the redis-cli the cluster tests use.
   { program: 'redis-server', aptPackage: 'redis-server', why: 'the Redis tests start their own redis-server' },
   { program: '/usr/bin/chromium', aptPackage: 'chromium', why: 'test/browser.test.ts drives Chromium' },
 ];
