@@ -8,6 +8,7 @@ import { coalesceWrites } from './redisWrites.js';
 import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
 import { RunEndedError } from './types.js';
 
+/** Where a `RedisEngine` connects, its key prefix, retention and command deadline. */
 export interface RedisEngineOptions {
   readonly url: string;
   /** Prefix of every key and channel. Default `aw`. */
