@@ -30,7 +30,11 @@ function aliasChain(checker: ts.TypeChecker, symbol: ts.Symbol): ts.Symbol[] {
 /** Documented where declared, or where re-exported (`/** ... *\/ export type { Logger }`, for a dependency's type). */
 function hasDocComment(checker: ts.TypeChecker, symbol: ts.Symbol): boolean {
   if (ts.displayPartsToString(symbol.getDocumentationComment(checker)).trim() !== '') return true;
-  return (symbol.declarations ?? []).some((d) => ts.isExportSpecifier(d) && ts.getJSDocCommentsAndTags(d.parent.parent).length > 0);
+  // Only `export type { X };` of an imported name: an `export ... from` list is not documentation
+  // (the first one would take the file's leading comment).
+  return (symbol.declarations ?? []).some(
+    (d) => ts.isExportSpecifier(d) && !d.parent.parent.moduleSpecifier && ts.getJSDocCommentsAndTags(d.parent.parent).length > 0,
+  );
 }
 
 describe('public API', () => {
