@@ -1,20 +1,25 @@
 # One agentwire gateway node (docs/DEPLOYMENT.md).
 #
 # NOT BUILT HERE: the machine this file was written on has no Docker daemon. What was checked
-# without Docker: the same files copied to an empty folder, `npm ci --omit=dev`, and the CMD
-# below run there on Node 20 and 24, draining on SIGTERM; test/entrypoint.test.ts runs this CMD
-# (as PID 1 too) on every test run.
-FROM node:24-slim
+# without Docker: a fresh clone, `npm ci && npm prune --omit=dev`, and the CMD below run there,
+# draining on SIGTERM; test/entrypoint.test.ts runs this CMD (as PID 1 too) on every test run.
 
+# Build: `npm ci` runs the `prepare` script, which compiles src/ into dist/ (tsc, esbuild);
+# `npm prune` then drops the build tools.
+FROM node:24-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+COPY scripts ./scripts
+COPY src ./src
+RUN npm ci --no-audit --no-fund && npm prune --omit=dev --no-audit --no-fund
+
+FROM node:24-slim
 WORKDIR /app
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=8080
-
-# tsx, which runs the TypeScript sources, is a runtime dependency: no build step, no dev deps.
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
-COPY tsconfig.json ./
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
 COPY bin ./bin
-COPY src ./src
 
 USER node
 EXPOSE 8080

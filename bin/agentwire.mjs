@@ -1,7 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (no build step): `npm start` works on a fresh clone.
-import { register } from 'tsx/esm/api';
+// Runs the compiled CLI (dist/, made by `npm run build`, which `npm ci` in a clone runs as `prepare`).
+import { main } from '../dist/cli/main.js';
 
-register();
-const { main } = await import('../src/cli/main.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -1,9 +1,10 @@
+/** What a `Clock`'s `setTimeout` / `setInterval` return. */
+export type TimerHandle = { readonly __timer: unique symbol } | ReturnType<typeof setTimeout>;
+
 /**
  * Time as an interface, so that heartbeats, auth deadlines, run timeouts and the demo agent's
  * pauses can be driven by a manual clock in tests instead of sleeps.
  */
-export type TimerHandle = { readonly __timer: unique symbol } | ReturnType<typeof setTimeout>;
-
 export interface Clock {
   now(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
@@ -12,6 +13,7 @@ export interface Clock {
   clearInterval(handle: TimerHandle): void;
 }
 
+/** The real clock (its intervals do not keep the process alive). */
 export const systemClock: Clock = {
   now: () => Date.now(),
   setTimeout: (fn, ms) => setTimeout(fn, ms),

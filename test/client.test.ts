@@ -1,22 +1,17 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
+import { backoffDelay, decideAfterClose, longBackoffDelay } from '../src/client/backoff.js';
 import {
-  ALL_CLIENT_STATES,
-  CLIENT_TRANSITIONS,
   AgentwireClient,
   ClientClosedError,
-  ClientStateError,
-  ClientStateMachine,
   HistoryResetError,
   RequestError,
-  backoffDelay,
-  decideAfterClose,
-  longBackoffDelay,
   type AgentEvent,
   type ClientOptions,
   type ClientState,
   type WebSocketLike,
 } from '../src/client/index.js';
+import { ALL_CLIENT_STATES, CLIENT_TRANSITIONS, ClientStateError, ClientStateMachine } from '../src/client/state.js';
 import { ManualClock } from './helpers/manualClock.js';
 
 /**

@@ -65,7 +65,7 @@ function unitSettings(): Map<string, string[]> {
   return settings;
 }
 
-/** The pid of the one node process running the bin among `tree` (besides it: npm, unshare, tsx's esbuild service). */
+/** The pid of the one node process running the bin among `tree` (besides it: npm, unshare). */
 function gatewayPid(tree: number[]): number {
   const runsBin = (pid: number) => {
     const [program, script] = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
@@ -132,7 +132,7 @@ describe('production entrypoint: SIGTERM drains and exits 0', () => {
     expect(command).toEqual(['node', 'bin/agentwire.mjs', 'serve']);
     const child = children.spawn([], SETTINGS, { command: onThisRuntime(command) });
     const { gateway } = await drainOnSigterm(child);
-    // The gateway runs in the process started (tsx is registered in it, no child runs it).
+    // The gateway runs in the process started (no child runs it).
     expect(gateway).toBe(child.pid);
   });
 

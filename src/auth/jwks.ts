@@ -5,6 +5,7 @@ import { publicKeyAlgorithm, spkiPem } from './keys.js';
 /** Checks a token against one key; throws fast-jwt's TokenError when it does not verify. */
 export type TokenCheck = (token: string) => Record<string, unknown>;
 
+/** How a JWKS is fetched: timeouts, refresh and cool-down intervals, size bounds. */
 export interface JwksPolicy {
   /** One fetch may take this long. Default 3000 (below the default auth timeout of 5000). */
   readonly timeoutMs?: number;

@@ -1,5 +1,6 @@
 import { createSigner } from 'fast-jwt';
 
+/** The claims `signToken` writes: subject, lifetime, optional issuer and audience. */
 export interface SignClaims {
   sub: string;
   ttlSec: number;

@@ -3,10 +3,12 @@ import type { JwksPolicy } from './jwks.js';
 /** Why a token was refused; these are also the WebSocket close reasons sent with code 4401. */
 export type AuthFailureReason = 'token_missing' | 'token_invalid' | 'token_expired';
 
+/** A verified token's user and expiry, or why it was refused. */
 export type VerifyResult =
   | { ok: true; userId: string; /** `exp` in ms since the epoch (every accepted token has one). */ expiresAt: number }
   | { ok: false; reason: AuthFailureReason; /** Short text for logs; never contains the token. */ detail: string };
 
+/** Checks the token of an upgrade (and of `refresh_token`); bring your own or use `createTokenVerifier`. */
 export interface TokenVerifier {
   verify(token: string | undefined | null): Promise<VerifyResult>;
   /**

@@ -12,6 +12,7 @@ export interface BackoffOptions {
   longDelayMs: number;
 }
 
+/** The reconnect delays used when `ClientOptions.backoff` leaves them out. */
 export const DEFAULT_BACKOFF: Readonly<BackoffOptions> = {
   minDelayMs: 500,
   maxDelayMs: 20_000,

@@ -23,13 +23,8 @@ import type {
   TokenRefreshedFrame,
 } from './types.js';
 
-/**
- * The agentwire client: one connection to a gateway that survives network loss, gateway
- * restarts and sleeping laptops. Environment-neutral: it uses only what browsers and Node
- * both have (no Node module is imported here); the WebSocket comes from `options.WebSocket`,
- * else `globalThis.WebSocket` (browsers, Node 22+), else the "ws" package (Node 20), imported
- * at the first dial and only then.
- */
+// The agentwire client. Environment-neutral: it uses only what browsers and Node both have (no
+// Node module is imported here).
 
 /** The part of the WHATWG WebSocket the client uses (browsers' WebSocket and `ws` both fit). */
 export interface WebSocketLike {
@@ -44,6 +39,7 @@ export interface WebSocketLike {
   terminate?(): void;
 }
 
+/** A WebSocket class for `ClientOptions.WebSocket`, e.g. the `ws` package's. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
 /**
@@ -52,6 +48,7 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
  */
 export type TokenSource = string | (() => string | Promise<string>);
 
+/** Options of `createClient`; only `url` is required. */
 export interface ClientOptions {
   /** The gateway's WebSocket URL, e.g. `wss://example.com/ws`. */
   url: string;
@@ -145,6 +142,12 @@ type Listener<K extends ClientEventName> = (payload: ClientEventMap[K]) => void;
 const OPEN = 1;
 const { IDLE, CONNECTING, READY, RECONNECTING, CLOSED } = ClientState;
 
+/**
+ * The agentwire client: one connection to a gateway that survives network loss, gateway
+ * restarts and sleeping laptops. The WebSocket comes from `options.WebSocket`, else
+ * `globalThis.WebSocket` (browsers, Node 22+), else the "ws" package (Node 20), imported at the
+ * first dial and only then.
+ */
 export class AgentwireClient {
   readonly #url: string;
   readonly #token: TokenSource | undefined;
@@ -808,6 +811,7 @@ export class AgentwireClient {
   }
 }
 
+/** Creates a client (not connected yet: call `connect()`). */
 export function createClient(options: ClientOptions): AgentwireClient {
   return new AgentwireClient(options);
 }

@@ -15,22 +15,6 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './client.js';
-export {
-  ALL_CLIENT_STATES,
-  CLIENT_TRANSITIONS,
-  ClientState,
-  ClientStateError,
-  ClientStateMachine,
-  isValidClientTransition,
-} from './state.js';
-export {
-  DEFAULT_BACKOFF,
-  backoffDelay,
-  decideAfterClose,
-  decideAfterDrop,
-  longBackoffDelay,
-  type BackoffOptions,
-  type CloseContext,
-  type CloseDecision,
-} from './backoff.js';
+export { ClientState } from './state.js';
+export { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
 export type * from './types.js';

@@ -9,6 +9,7 @@ import { AgentwireClient, type ClientOptions, type WebSocketConstructor } from '
  */
 export * from './index.js';
 
+/** Creates a client whose WebSocket is the `ws` package unless `options.WebSocket` is given. */
 export function createClient(options: ClientOptions): AgentwireClient {
   return new AgentwireClient({ ...options, WebSocket: options.WebSocket ?? (WebSocket as unknown as WebSocketConstructor) });
 }

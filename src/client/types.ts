@@ -9,9 +9,12 @@ import type { ClientState } from './state.js';
 
 /** A durable agent event (PROTOCOL.md section 7). */
 export type AgentEvent = DurableEvent;
+/** The `type` of a durable agent event. */
 export type AgentEventType = EventType;
+/** The agent event of one type. */
 export type AgentEventOf<T extends AgentEventType> = Extract<AgentEvent, { readonly type: T }>;
 
+/** The server's `connection_ready` frame: the connection is authenticated and live. */
 export interface ConnectionReadyFrame {
   readonly type: 'connection_ready';
   readonly protocol: string;
@@ -25,6 +28,7 @@ export interface ConnectionReadyFrame {
   readonly server_time: string;
 }
 
+/** The server's answer to `user_message` or `cancel`. */
 export interface AckFrame {
   readonly type: 'ack';
   readonly id: string;
@@ -33,6 +37,7 @@ export interface AckFrame {
   readonly status: AckStatus;
 }
 
+/** The server refused a frame; `ref` names the frame it answers, if it could tell. */
 export interface ErrorFrame {
   readonly type: 'error';
   readonly code: ErrorCode | (string & {});
@@ -41,6 +46,7 @@ export interface ErrorFrame {
   readonly path?: string;
 }
 
+/** The server's answer to `ping`. */
 export interface PongFrame {
   readonly type: 'pong';
   readonly id: unknown;
@@ -54,6 +60,7 @@ export interface TokenRefreshedFrame {
   readonly expires_at: string;
 }
 
+/** Any frame the server sends. */
 export type ServerFrame = ConnectionReadyFrame | AckFrame | ErrorFrame | PongFrame | TokenRefreshedFrame | AgentEvent;
 
 /** Why the client is closed: the close code and reason that ended it. */
@@ -67,6 +74,7 @@ export interface CloseInfo {
   readonly retriesExhausted?: boolean;
 }
 
+/** The payload of the client's `state` event. */
 export interface StateChange {
   readonly state: ClientState;
   readonly previous: ClientState;
@@ -129,4 +137,5 @@ export type ClientEventMap = {
   frame: ServerFrame;
 } & { [T in AgentEventType]: AgentEventOf<T> };
 
+/** The names `client.on` takes. */
 export type ClientEventName = keyof ClientEventMap;

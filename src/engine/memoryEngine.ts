@@ -3,6 +3,7 @@ import { systemClock, type Clock, type TimerHandle } from '../clock.js';
 import { encodeEvent, type EventBody, type LogEntry } from '../protocol/events.js';
 import type { EventEngine, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
 
+/** Retention bounds of a `MemoryEngine`. */
 export interface MemoryEngineOptions {
   /** Entries kept per user (oldest evicted first). Default 1000. */
   retentionEvents?: number;

@@ -28,6 +28,7 @@ export function clusterOptions(node: RedisOptions): ClusterOptions {
   };
 }
 
+/** Where a `RedisEngine` connects (one Redis or a Cluster), its key prefix, retention and command deadline. */
 export interface RedisEngineOptions {
   /** One Redis; exactly one of `url` and `clusterNodes`. */
   readonly url?: string;

@@ -1,13 +1,6 @@
 import type { EventBody, LogEntry } from '../protocol/events.js';
 
-
-/**
- * The durable per-user event log (PROTOCOL.md sections 3 and 7).
- *
- * Shaped for Redis Streams + pub/sub as much as for memory: every call is async, appends take
- * a batch, live delivery is a per-user subscription that may (on Redis) lose notifications,
- * which is why consumers track seq and repair gaps with `read`.
- */
+/** Where a user's log stands. */
 export interface LogHead {
   /** Names one unbroken history of this user's log; changes only when the log was lost. */
   readonly epoch: string;
@@ -15,6 +8,7 @@ export interface LogHead {
   readonly lastSeq: number;
 }
 
+/** Called with each entry appended to a subscribed user's log, in seq order. */
 export type LiveListener = (entry: LogEntry) => void;
 
 /**
@@ -24,6 +18,7 @@ export type LiveListener = (entry: LogEntry) => void;
  */
 export type GapListener = () => void;
 
+/** A live subscription to one user's log. */
 export interface Subscription {
   unsubscribe(): Promise<void>;
 }
@@ -50,6 +45,7 @@ export interface AppendFence {
   readonly appendId?: string;
 }
 
+/** Thrown by `append` for a fence whose run already has its terminal event. */
 export class RunEndedError extends Error {
   override readonly name = 'RunEndedError';
   constructor(readonly runId: string) {
@@ -57,6 +53,13 @@ export class RunEndedError extends Error {
   }
 }
 
+/**
+ * The durable per-user event log (PROTOCOL.md sections 3 and 7).
+ *
+ * Shaped for Redis Streams + pub/sub as much as for memory: every call is async, appends take
+ * a batch, live delivery is a per-user subscription that may (on Redis) lose notifications,
+ * which is why consumers track seq and repair gaps with `read`.
+ */
 export interface EventEngine {
   /** Resolves once the engine can serve requests (connected, scripts loaded). */
   ready(): Promise<void>;

@@ -4,6 +4,7 @@ import { BypassGuessLimiter, bypassKeyMatches, signToken, type GuessLimiterOptio
 import { systemClock, type Clock } from '../clock.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 
+/** Enables `POST /v1/auth/test-token`: tokens signed with `secret` for callers that present `bypassKey`. */
 export interface TestTokenIssuer {
   readonly bypassKey: string;
   readonly secret: string;

@@ -1,5 +1,6 @@
 import { pino, type Logger } from 'pino';
 
+/** pino's logger, the type of `GatewayOptions.logger`. */
 export type { Logger };
 
 /** Structured JSON logs. Tokens and credentials are redacted wherever they might appear. */

@@ -1,16 +1,17 @@
-/**
- * Durable agent events (PROTOCOL.md section 7). The run manager builds EventBody values; the
- * engine assigns `seq` and serializes each event once, so fan-out to N connections sends the
- * same string N times without re-encoding.
- */
+// Durable agent events (PROTOCOL.md section 7). The run manager builds EventBody values; the
+// engine assigns `seq` and serializes each event once, so fan-out to N connections sends the
+// same string N times without re-encoding.
+
 interface EventBase {
   readonly run_id: string;
   readonly thread_id: string;
   readonly ts: string;
 }
 
+/** Why a run ended with `agent_error`. */
 export type AgentErrorCode = 'agent_failed' | 'timeout' | 'run_lost' | 'shutdown';
 
+/** A durable event before the engine gives it its `seq`. */
 export type EventBody = EventBase &
   (
     | { readonly type: 'agent_started'; readonly message_id: string; readonly text: string }
@@ -32,10 +33,12 @@ export type EventBody = EventBase &
     | { readonly type: 'agent_error'; readonly code: AgentErrorCode; readonly message: string }
   );
 
+/** The `type` of a durable event. */
 export type EventType = EventBody['type'];
 
 /** An event as an agent run produces it, before the run manager stamps run, thread and time. */
 export type EventPayload = EventBody extends infer E ? (E extends EventBody ? Omit<E, 'run_id' | 'thread_id' | 'ts'> : never) : never;
+/** A durable event as clients receive it: with its per-user `seq`. */
 export type DurableEvent = EventBody & { readonly seq: number };
 
 export const TERMINAL_EVENT_TYPES: ReadonlySet<EventType> = new Set(['agent_completed', 'agent_error']);

@@ -1,11 +1,6 @@
-/**
- * The interface an embedding application implements to plug its agent into agentwire.
- *
- * `run` is called once per run and yields steps; the run manager turns each step into a durable
- * event (`agent_thinking`, `tool_executing`, `tool_completed`) and appends `agent_started` before
- * the first and exactly one terminal event after the last. The agent must stop promptly when
- * `signal` aborts (cancel, run timeout, shutdown): whatever it yields afterwards is ignored.
- */
+// The interface an embedding application implements to plug its agent into agentwire.
+
+/** What one run of an agent is given: who asked what, on which thread, and when to stop. */
 export interface AgentRunInput {
   readonly runId: string;
   readonly userId: string;
@@ -16,6 +11,7 @@ export interface AgentRunInput {
   readonly signal: AbortSignal;
 }
 
+/** One step an agent yields; each becomes one durable event of the run. */
 export type AgentStep =
   | { readonly type: 'thinking'; readonly text: string }
   | {
@@ -34,6 +30,13 @@ export type AgentStep =
   /** The final answer; the last one yielded becomes `agent_completed.text`. */
   | { readonly type: 'answer'; readonly text: string };
 
+/**
+ * An agent: `run` is called once per run and yields steps; the run manager turns each step into
+ * a durable event (`agent_thinking`, `tool_executing`, `tool_completed`) and appends
+ * `agent_started` before the first and exactly one terminal event after the last. The agent must
+ * stop promptly when `signal` aborts (cancel, run timeout, shutdown): whatever it yields
+ * afterwards is ignored.
+ */
 export interface Agent {
   run(input: AgentRunInput): AsyncIterable<AgentStep>;
 }

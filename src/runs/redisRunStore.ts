@@ -7,6 +7,7 @@ import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
 import type { CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
 
+/** Lease length and node id of a `RedisRunStore`. */
 export interface RedisRunStoreOptions {
   /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
   readonly leaseMs?: number;

@@ -5,7 +5,9 @@ import type { AgentErrorCode, EventBody, EventPayload } from '../protocol/events
 import type { Agent, AgentStep } from './agent.js';
 import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
+/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
 export type ThreadPolicy = 'enqueue' | 'reject';
+/** How a run ended: its `agent_completed` status or its `agent_error` code. */
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
 
 export interface RunManagerOptions {

@@ -1,12 +1,7 @@
 import type { MessageClaim } from '../engine/types.js';
 import type { ThreadPolicy } from './runManager.js';
 
-/**
- * Where runs wait for their thread and who executes them. The run manager executes agents; the
- * store decides order and ownership: per-thread FIFO queues, the node that owns each running
- * run, cancel requests, and leases that let another node end the runs of a node that died.
- * `LocalRunStore` keeps this in memory for one node; `RedisRunStore` shares it across nodes.
- */
+/** A run as the store keeps it: whose, on which thread, for which message. */
 export interface RunRecord {
   readonly runId: string;
   readonly userId: string;
@@ -29,11 +24,15 @@ export interface RunAssignment {
 }
 
 /**
+ * What `enqueue` did. `start`: first on its thread, this node executes it now; `queued`: behind
+ * another run of the thread; `busy`: refused by the thread policy or the queue bound; `absent`:
+ * see `EnqueueOptions.replayOnly`.
  * `duplicate`: the message id was already claimed, for the run it names (stores that claim ids).
  * `too_many_runs`: the user already has `maxActive` runs running or queued; nothing was created.
  */
 export type EnqueueOutcome = 'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | { readonly duplicate: MessageClaim };
 
+/** Options of `RunStore.enqueue`. */
 export interface EnqueueOptions {
   /**
    * Settle an enqueue whose earlier attempt may or may not have been applied, creating nothing:
@@ -45,6 +44,7 @@ export interface EnqueueOptions {
   readonly maxActive?: number;
 }
 
+/** What `requestCancel` found for the run. */
 export type CancelLookup =
   | { readonly kind: 'not_found' }
   | { readonly kind: 'forbidden' }
@@ -53,6 +53,12 @@ export type CancelLookup =
   /** Running on node `owner`, which has been asked to end it. */
   | { readonly kind: 'running'; readonly threadId: string; readonly owner: string };
 
+/**
+ * Where runs wait for their thread and who executes them. The run manager executes agents; the
+ * store decides order and ownership: per-thread FIFO queues, the node that owns each running
+ * run, cancel requests, and leases that let another node end the runs of a node that died.
+ * `LocalRunStore` keeps this in memory for one node; `RedisRunStore` shares it across nodes.
+ */
 export interface RunStore {
   readonly nodeId: string;
   /** Set by shared stores: leases must be renewed this often (a third of it) or runs are presumed lost. */

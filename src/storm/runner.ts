@@ -7,7 +7,9 @@ import { buildReport, type StormReport } from './report.js';
 import type { BarrierName, ParentMessage, Progress, StormOptions, WorkerMessage, WorkerPlan, WorkerResult } from './types.js';
 import { StormWorker } from './worker.js';
 
-const WORKER_ENTRY = fileURLToPath(new URL('./workerEntry.mjs', import.meta.url));
+// The compiled entry, from dist/storm/runner.js and from src/storm/runner.ts alike (src/ and dist/
+// sit side by side): a forked process runs plain JavaScript, nothing compiles at run time.
+const WORKER_ENTRY = fileURLToPath(new URL('../../dist/storm/workerEntry.js', import.meta.url));
 
 export interface RunHooks {
   /** Called about every 250 ms with the summed progress of all workers. */

@@ -21,6 +21,7 @@ import { ByteBudget } from './byteBudget.js';
 import { Connection } from './connection.js';
 import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
 
+/** Options of `createGateway`; only `auth` is required. Limits default to the settings table (README). */
 export interface GatewayOptions {
   /** The agent that answers messages. Default: the demo agent of PROTOCOL.md section 13. */
   agent?: Agent;
@@ -77,6 +78,7 @@ export interface GatewayOptions {
   chatPage?: boolean | ChatPageOptions;
 }
 
+/** Where `Gateway.listen` is listening: its own HTTP server, the bound port and host, the WebSocket URL. */
 export interface ListenResult {
   readonly server: Server;
   readonly port: number;
@@ -395,6 +397,7 @@ export class Gateway {
   }
 }
 
+/** Creates a gateway; then `listen()` on its own server or `attach()` it to yours. */
 export function createGateway(options: GatewayOptions): Gateway {
   return new Gateway(options);
 }

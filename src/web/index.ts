@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import type { ChatPageConfig } from './config.js';
@@ -7,8 +8,8 @@ import { renderChatPageHtml } from './html.js';
 export type { ChatPageConfig } from './config.js';
 
 /**
- * The browser chat page: one HTML document and one script (src/web/page.ts, bundled with
- * esbuild on first use and kept in memory). The gateway serves it with `chatPage` in its
+ * The browser chat page: one HTML document and one script (src/web/page.ts, bundled by the
+ * build into dist/web/chat.js). The gateway serves it with `chatPage` in its
  * options; an embedding application can mount `createChatPageHandler` on its own server.
  */
 export interface ChatPageOptions {
@@ -30,44 +31,32 @@ export interface ChatPageOptions {
   title?: string;
 }
 
+/** Serves the page or its script and returns true, or returns false for any other request. */
 export type ChatPageHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
 
-interface Bundle {
+interface PageScript {
   readonly code: string;
   readonly etag: string;
 }
 
-const PAGE_ENTRY = fileURLToPath(new URL('./page.ts', import.meta.url));
-let bundle: Promise<Bundle> | null = null;
-
 /**
- * The page script, bundled once per process (esbuild, in memory) and cached. A failed build is
- * not cached, so the next request tries again.
+ * The page script as the build bundled it (scripts/build.mjs: src/web/page.ts with the client
+ * SDK, by esbuild). The path holds both from dist/web/index.js (the package) and from
+ * src/web/index.ts (the sources under vitest): src/ and dist/ sit side by side at one depth.
  */
-export function bundleChatPage(): Promise<Bundle> {
-  bundle ??= buildBundle().catch((error: unknown) => {
-    bundle = null;
-    throw error;
-  });
-  return bundle;
-}
+const PAGE_SCRIPT = fileURLToPath(new URL('../../dist/web/chat.js', import.meta.url));
+let pageScript: Promise<PageScript> | null = null;
 
-async function buildBundle(): Promise<Bundle> {
-  // Loaded on first use: applications that never serve the page never load esbuild.
-  const esbuild = await import('esbuild');
-  const result = await esbuild.build({
-    entryPoints: [PAGE_ENTRY],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    charset: 'utf8',
-    legalComments: 'none',
-    logLevel: 'silent',
-  });
-  const code = result.outputFiles[0]!.text;
-  return { code, etag: `"${createHash('sha256').update(code).digest('base64url').slice(0, 27)}"` };
+/** The built page script, read once per process and kept in memory. A failed read is not kept. */
+function loadPageScript(): Promise<PageScript> {
+  pageScript ??= readFile(PAGE_SCRIPT, 'utf8').then(
+    (code) => ({ code, etag: `"${createHash('sha256').update(code).digest('base64url').slice(0, 27)}"` }),
+    (error: unknown) => {
+      pageScript = null;
+      throw new Error(`${(error as Error).message} (the build makes it: \`npm run build\`)`);
+    },
+  );
+  return pageScript;
 }
 
 /**
@@ -81,14 +70,14 @@ export function createChatPageHandler(options: ChatPageOptions = {}): ChatPageHa
   const wsUrl = options.wsUrl ?? '/ws';
   const title = options.title ?? 'agentwire chat';
   const tokenOption = options.token;
-  // Start bundling now so that the first page load does not wait for it.
-  bundleChatPage().catch(() => {});
+  // Read the script now so that the first page load does not wait for it.
+  loadPageScript().catch(() => {});
 
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
     const path = (req.url ?? '/').split('?', 1)[0]!;
     if (path === scriptPath) {
-      bundleChatPage().then(
+      loadPageScript().then(
         ({ code, etag }) => {
           if (req.headers['if-none-match'] === etag) {
             res.writeHead(304, { ETag: etag, 'Cache-Control': 'no-cache' });
@@ -98,7 +87,7 @@ export function createChatPageHandler(options: ChatPageOptions = {}): ChatPageHa
         },
         (error: unknown) => {
           const message = error instanceof Error ? error.message : String(error);
-          send(res, req, 500, 'text/plain; charset=utf-8', `could not bundle the chat page: ${message}\n`);
+          send(res, req, 500, 'text/plain; charset=utf-8', `could not load the chat page script: ${message}\n`);
         },
       );
       return true;
