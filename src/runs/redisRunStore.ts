@@ -270,6 +270,11 @@ export class RedisRunStore implements RunStore {
       keys.runs,
     );
     const [, outcome] = await Promise.all([owner, enqueued]);
+    // No run was created under this id: drop its index entry rather than keep it for the whole
+    // retention (a client whose messages are rejected would fill Redis with them). Not for a
+    // duplicate of this very run id (a retry whose first reply was lost): that run exists.
+    const created = outcome === 'start' || outcome === 'queued' || outcome === 'absent' || (Array.isArray(outcome) && outcome[1] === JSON.stringify(claim));
+    if (!created) this.#redis.del(this.#runIndex(record.runId)).catch(() => {});
     return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }
 
