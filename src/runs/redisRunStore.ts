@@ -348,6 +348,8 @@ export class RedisRunStore implements RunStore {
 
   async claimLostRuns(limit: number, runningHere: (runId: string) => boolean = () => false): Promise<LostRun[]> {
     const now = this.#now();
+    // One read per bucket (a Cluster spreads them over its masters); on one Redis they leave in one write.
+    coalesceWrites(this.#redis);
     const pages = await Promise.all(this.#leaseKeys.map((key) => this.#redis.zrangebyscore(key, '-inf', now, 'LIMIT', 0, limit)));
     const expired = pages.flatMap((members, bucket) => members.map((member) => ({ key: this.#leaseKeys[bucket]!, member })));
     const claimed: LostRun[] = [];
