@@ -243,8 +243,8 @@ export class RedisRunStore implements RunStore {
     const now = this.#now();
     coalesceWrites(this.#redis);
     const claim: MessageClaim = { runId: record.runId, threadId: record.threadId };
-    // Sent with the script (in order on one connection; to another slot on a Cluster). Written
-    // even if the script creates no run: the index only answers whose a run id would be.
+    // Sent with the script, not after it (in order on one connection; to another slot on a
+    // Cluster), so it costs no round trip; dropped below when the script created no run.
     const owner = this.#redis.set(this.#runIndex(record.runId), encodeId(record.userId), 'PX', this.#retentionMs());
     const enqueued = this.#redis.awEnqueue(
       keys.thread(record.threadId),
@@ -270,10 +270,11 @@ export class RedisRunStore implements RunStore {
       keys.runs,
     );
     const [, outcome] = await Promise.all([owner, enqueued]);
-    // No run was created under this id: drop its index entry rather than keep it for the whole
+    // No run exists under this id (refused, a duplicate of another run, or a replay that found
+    // its first attempt never applied): drop its index entry rather than keep it for the whole
     // retention (a client whose messages are rejected would fill Redis with them). Not for a
     // duplicate of this very run id (a retry whose first reply was lost): that run exists.
-    const created = outcome === 'start' || outcome === 'queued' || outcome === 'absent' || (Array.isArray(outcome) && outcome[1] === JSON.stringify(claim));
+    const created = outcome === 'start' || outcome === 'queued' || (Array.isArray(outcome) && outcome[1] === JSON.stringify(claim));
     if (!created) this.#redis.del(this.#runIndex(record.runId)).catch(() => {});
     return Array.isArray(outcome) ? { duplicate: JSON.parse(outcome[1]) as MessageClaim } : outcome;
   }
