@@ -5,7 +5,7 @@
  * step waits for the next turn of the event loop first, as a streaming agent's steps arrive in
  * separate socket reads: then batches form only while an append is in flight.
  */
-import type { Agent, AgentStep } from '../src/index.js';
+import type { Agent, AgentStep } from '../packages/agentwire/src/index.js';
 import { parseSteps } from './common.js';
 
 const STEP_PER_TICK = process.env.BENCH_AGENT_STEP === 'tick';

@@ -11,7 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import { createSigner } from 'fast-jwt';
 import { WebSocket, type RawData } from 'ws';
-import { signToken } from '../src/auth/index.js';
+import { signToken } from '../packages/agentwire/src/auth/index.js';
 import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, percentile, stepsText, type BenchAlgorithm } from './common.js';
 
 export interface ConnectRequest {

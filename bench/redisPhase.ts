@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import type { ChildProcess } from 'node:child_process';
 import { eventsPerRun, spread, type IpcClient, type ServerUsage, type Spread } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
-import { RedisServer } from '../test/helpers/redisServer.js';
+import { RedisServer } from '../packages/agentwire/test/helpers/redisServer.js';
 
 export interface StartedServer {
   child: ChildProcess;

@@ -1,7 +1,7 @@
 // Asks the gateway of embed.mjs one question, prints the run's events and exits.
 // Run: AGENTWIRE_JWT_SECRET=<the gateway's secret> node client.mjs   (AGENTWIRE_URL: default ws://127.0.0.1:3000/ws)
 import { signToken } from 'agentwire';
-import { createClient } from 'agentwire/client';
+import { createClient } from '@agentwire/client';
 
 // Your server issues tokens; here one is signed with the gateway's secret for user "alice".
 const { token } = await signToken(process.env.AGENTWIRE_JWT_SECRET, { sub: 'alice', ttlSec: 600 });

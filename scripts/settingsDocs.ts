@@ -4,7 +4,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { settingsTableDrift, withSettingsTable } from '../src/config/index.js';
+import { settingsTableDrift, withSettingsTable } from '../packages/agentwire/src/config/index.js';
 
 const readmePath = fileURLToPath(new URL('../README.md', import.meta.url));
 const readme = readFileSync(readmePath, 'utf8');

@@ -10,10 +10,10 @@
  *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
-import { RedisPresence } from '../../src/coordination/index.js';
-import { RedisEngine } from '../../src/engine/index.js';
-import { createGateway, createLogger } from '../../src/index.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { RedisPresence } from '../../packages/agentwire/src/coordination/index.js';
+import { RedisEngine } from '../../packages/agentwire/src/engine/index.js';
+import { createGateway, createLogger } from '../../packages/agentwire/src/index.js';
+import { RedisRunStore } from '../../packages/agentwire/src/runs/redisRunStore.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';

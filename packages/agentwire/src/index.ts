@@ -1,0 +1,61 @@
+/**
+ * agentwire's library API (`import ... from 'agentwire'`): embed the gateway in a Node service
+ * and bring your own agent, event engine, run store, presence and token verifier. Everything
+ * here is public and documented; anything else under dist/ is internal and may change. See
+ * README.md ("Embedding") for an example.
+ */
+
+// The gateway.
+export { Gateway, createGateway, type GatewayOptions, type ListenResult } from './transport/gateway.js';
+export type { TestTokenIssuer } from './http/routes.js';
+export { createChatPageHandler, type ChatPageHandler, type ChatPageOptions } from './web/index.js';
+
+// Agents: what answers a message.
+export type { Agent, AgentRunInput, AgentStep } from './runs/agent.js';
+export { createDemoAgent } from './runs/demoAgent.js';
+
+// The per-user event log, for an engine of your own.
+export { RunEndedError } from './engine/types.js';
+export type {
+  AppendFence,
+  EventEngine,
+  GapListener,
+  LiveListener,
+  LogHead,
+  MessageClaim,
+  Subscription,
+} from './engine/types.js';
+export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js';
+export { RedisEngine, type ClusterNode, type RedisEngineOptions } from './engine/redisEngine.js';
+
+// Thread queues and run ownership, for a run store of your own.
+export type { RunOutcome, ThreadPolicy } from './runs/runManager.js';
+export type {
+  CancelLookup,
+  EnqueueOptions,
+  EnqueueOutcome,
+  LostRun,
+  RunAssignment,
+  RunRecord,
+  RunStore,
+} from './runs/runStore.js';
+export { RedisRunStore, type RedisRunStoreOptions } from './runs/redisRunStore.js';
+
+// The per-user connection cap across nodes.
+export type { ConnectionPresence, ConnectionRef } from './coordination/presence.js';
+export { RedisPresence } from './coordination/redisPresence.js';
+
+// Tokens.
+export { createTokenVerifier } from './auth/verifier.js';
+export { signToken, type SignClaims } from './auth/sign.js';
+export type { AuthFailureReason, TokenVerifier, VerifierOptions, VerifyResult } from './auth/types.js';
+export type { JwksPolicy } from './auth/jwks.js';
+
+// The wire: events and close codes.
+export { CloseCode } from '@agentwire/protocol';
+export type { AgentErrorCode, DurableEvent, EventBody, EventType, LogEntry } from '@agentwire/protocol';
+
+// Logs, metrics and time.
+export { createLogger, type Logger } from './observability/logger.js';
+export { GatewayMetrics } from './observability/metrics.js';
+export { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';

@@ -1,0 +1,228 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration, type LabelValues } from 'prom-client';
+import type { ConnectionState, LifecycleObserver } from '../lifecycle/connectionState.js';
+import type { EventType, LogEntry } from '@agentwire/protocol';
+import type { RunOutcome } from '../runs/runManager.js';
+
+/** What a label value outside its known set is counted as. */
+export const OTHER_LABEL = 'other';
+
+/**
+ * Close codes counted under their own label: the contract's (PROTOCOL.md section 9) and the
+ * standard range 1000-1015 (1001 going away, 1005 no status, 1006 no close frame, ...). A peer
+ * may close with any code from 3000 to 4999 (and the server sees it echoed), so everything else
+ * is `other`: one series, however many codes clients invent.
+ */
+const KNOWN_CLOSE_CODES: ReadonlySet<number> = new Set([
+  ...Array.from({ length: 16 }, (_, i) => 1000 + i),
+  4008, 4401, 4403, 4408, 4429,
+]);
+
+export function closeCodeLabel(code: string | number): string {
+  const n = Number(code);
+  return KNOWN_CLOSE_CODES.has(n) ? String(n) : OTHER_LABEL;
+}
+
+/** Exhaustive over EventType (a new event type does not compile until it is listed here). */
+const EVENT_TYPE_LABELS: Readonly<Record<EventType, true>> = {
+  agent_started: true,
+  agent_thinking: true,
+  tool_executing: true,
+  tool_completed: true,
+  agent_completed: true,
+  agent_error: true,
+};
+
+/** Event types come from the log, i.e. from the engine's storage: anything else is `other`. */
+export function eventTypeLabel(type: string): string {
+  return Object.hasOwn(EVENT_TYPE_LABELS, type) ? type : OTHER_LABEL;
+}
+
+/**
+ * Distinct values a label fed only by code (error codes, fault contexts, auth methods and
+ * outcomes, run outcomes) may take before further ones count as `other`. Those values are
+ * literals of the source, not client data; the cap is a backstop so that a future caller passing
+ * something dynamic cannot grow the series without bound.
+ */
+export const MAX_CODE_LABEL_VALUES = 32;
+
+type LabelBound = (value: string) => string;
+
+function firstDistinct(max: number): LabelBound {
+  const seen = new Set<string>();
+  return (value) => {
+    if (seen.has(value)) return value;
+    if (seen.size >= max) return OTHER_LABEL;
+    seen.add(value);
+    return value;
+  };
+}
+
+/**
+ * A Counter whose label values pass through a bound before they make a series, so every caller,
+ * present or future, is bounded without having to remember it.
+ */
+class BoundedCounter<T extends string> extends Counter<T> {
+  readonly #bounds: Readonly<Record<T, LabelBound>>;
+  readonly #labelNames: readonly T[];
+
+  constructor(config: CounterConfiguration<T> & { labelNames: readonly T[] }, bounds: Readonly<Record<T, LabelBound>>) {
+    super(config);
+    this.#bounds = bounds;
+    this.#labelNames = config.labelNames;
+    // prom-client sets `inc` on the instance (it picks the exemplar variant or not), so it is
+    // wrapped here rather than overridden. Exemplars are not enabled on the gateway's counters.
+    const unbounded = this.inc.bind(this) as (labels?: LabelValues<T> | number, value?: number) => void;
+    this.inc = ((labels?: LabelValues<T> | number, value?: number) => {
+      if (typeof labels === 'object') unbounded(this.#bound(labels), value);
+      else unbounded(labels);
+    }) as Counter<T>['inc'];
+  }
+
+  override labels(...args: [LabelValues<T>] | string[]): Counter.Internal {
+    const [first] = args;
+    if (typeof first === 'object') return super.labels(this.#bound(first));
+    const names = this.#labelNames;
+    return super.labels(...(args as string[]).map((value, i) => (i < names.length ? this.#bounds[names[i]!](value) : value)));
+  }
+
+  #bound(labels: LabelValues<T>): LabelValues<T> {
+    const bounded: Partial<Record<T, string>> = {};
+    for (const name of Object.keys(labels) as T[]) {
+      const value = labels[name];
+      if (value !== undefined) bounded[name] = Object.hasOwn(this.#bounds, name) ? this.#bounds[name](String(value)) : String(value);
+    }
+    return bounded as LabelValues<T>;
+  }
+}
+
+/**
+ * The gateway's Prometheus metrics, on a registry of its own so several gateways can live in
+ * one process (tests, embedding). Label children used per frame or per event are cached.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+
+  readonly connections = new Gauge({
+    name: 'agentwire_connections',
+    help: 'Connections by lifecycle state (CLOSED ones are not counted)',
+    labelNames: ['state'],
+    registers: [this.registry],
+  });
+  readonly transitions = new Counter({
+    name: 'agentwire_state_transitions_total',
+    help: 'Lifecycle transitions taken',
+    labelNames: ['from', 'to'],
+    registers: [this.registry],
+  });
+  readonly invalidTransitions = new Counter({
+    name: 'agentwire_invalid_transitions_total',
+    help: 'Lifecycle transitions attempted and refused (a bug if it ever rises above 0)',
+    registers: [this.registry],
+  });
+  readonly closes = new BoundedCounter(
+    {
+      name: 'agentwire_closes_total',
+      help: 'Closed connections by close code (1006: no close frame; other: a code outside 1000-1015 and the contract)',
+      labelNames: ['code'],
+      registers: [this.registry],
+    },
+    { code: closeCodeLabel },
+  );
+  readonly auth = new BoundedCounter(
+    {
+      name: 'agentwire_auth_total',
+      help: 'Authentication attempts by method and outcome',
+      labelNames: ['method', 'outcome'],
+      registers: [this.registry],
+    },
+    { method: firstDistinct(MAX_CODE_LABEL_VALUES), outcome: firstDistinct(MAX_CODE_LABEL_VALUES) },
+  );
+  readonly eventsSent = new BoundedCounter(
+    {
+      name: 'agentwire_events_sent_total',
+      help: 'Durable events sent to connections, by event type',
+      labelNames: ['type'],
+      registers: [this.registry],
+    },
+    { type: eventTypeLabel },
+  );
+  readonly errorsSent = new BoundedCounter(
+    {
+      name: 'agentwire_errors_sent_total',
+      help: 'Error frames sent, by code',
+      labelNames: ['code'],
+      registers: [this.registry],
+    },
+    { code: firstDistinct(MAX_CODE_LABEL_VALUES) },
+  );
+  readonly runs = new BoundedCounter(
+    {
+      name: 'agentwire_runs_total',
+      help: 'Runs ended, by outcome',
+      labelNames: ['outcome'],
+      registers: [this.registry],
+    },
+    { outcome: firstDistinct(MAX_CODE_LABEL_VALUES) },
+  );
+  readonly faults = new BoundedCounter(
+    {
+      name: 'agentwire_faults_total',
+      help: 'Unexpected server faults (each is a bug or an engine failure), by context',
+      labelNames: ['context'],
+      registers: [this.registry],
+    },
+    { context: firstDistinct(MAX_CODE_LABEL_VALUES) },
+  );
+  readonly timeToReady = new Histogram({
+    name: 'agentwire_time_to_ready_seconds',
+    help: 'Time from the upgrade request to connection_ready',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly appendToSend = new Histogram({
+    name: 'agentwire_append_to_send_seconds',
+    help: 'Time from an event being appended to the log to its fan-out to connections',
+    buckets: [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+
+  /** Keyed by label, not by the raw type, so it holds at most one child per known type plus `other`. */
+  readonly #sentByType = new Map<string, Counter.Internal>();
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  readonly lifecycleObserver: LifecycleObserver = {
+    transitioned: (from: ConnectionState | null, to: ConnectionState) => {
+      if (from !== null) {
+        this.connections.dec({ state: from });
+        this.transitions.inc({ from, to });
+      }
+      if (to !== 'CLOSED') this.connections.inc({ state: to });
+    },
+    rejected: () => this.invalidTransitions.inc(),
+  };
+
+  eventSent(type: EventType): void {
+    const label = eventTypeLabel(type);
+    let child = this.#sentByType.get(label);
+    if (!child) {
+      child = this.eventsSent.labels(label);
+      this.#sentByType.set(label, child);
+    }
+    child.inc();
+  }
+
+  fannedOut(entry: LogEntry, now: number): void {
+    this.appendToSend.observe(Math.max(0, now - entry.appendedAt) / 1000);
+  }
+
+  runEnded(outcome: RunOutcome): void {
+    this.runs.inc({ outcome });
+  }
+
+  async invalidTransitionCount(): Promise<number> {
+    return (await this.invalidTransitions.get()).values[0]?.value ?? 0;
+  }
+}

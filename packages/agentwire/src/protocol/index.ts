@@ -1,0 +1,2 @@
+export * from '@agentwire/protocol';
+export * from './clientFrames.js';

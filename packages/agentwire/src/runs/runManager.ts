@@ -1,0 +1,549 @@
+import { randomUUID } from 'node:crypto';
+import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
+import { RunEndedError, type EventEngine, type MessageClaim } from '../engine/types.js';
+import type { AgentErrorCode, EventBody, EventPayload } from '@agentwire/protocol';
+import type { Agent, AgentStep } from './agent.js';
+import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+
+/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
+export type ThreadPolicy = 'enqueue' | 'reject';
+/** How a run ended: its `agent_completed` status or its `agent_error` code. */
+export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
+
+export interface RunManagerOptions {
+  readonly engine: EventEngine;
+  readonly agent: Agent;
+  readonly clock: Clock;
+  readonly threadPolicy: ThreadPolicy;
+  readonly runTimeoutMs: number;
+  /** Runs waiting behind a busy thread; one more gets `thread_busy`. Default 32. */
+  readonly maxQueuedPerThread?: number;
+  /**
+   * Runs of one user that may be running or queued at once, over all threads (and, with a
+   * shared store, all nodes); one more gets `too_many_runs`. Default 32.
+   */
+  readonly maxActiveRunsPerUser?: number;
+  /** Thread queues and run ownership. Default: in memory, for one node. */
+  readonly store?: RunStore;
+  /** How often a shared store is asked for runs whose node died. Default 2000 ms. */
+  readonly lostRunSweepMs?: number;
+  /** How long an append or thread step is retried while the engine is unavailable. Default 30000 ms. */
+  readonly retryForMs?: number;
+  readonly onRunEnded?: (outcome: RunOutcome) => void;
+  /** `context` is a short constant (a metrics label); the error carries the details. */
+  readonly onFault?: (error: unknown, context: string) => void;
+}
+
+export interface MessageRequest {
+  readonly id: string;
+  readonly threadId: string;
+  readonly text: string;
+}
+
+export type SubmitReply =
+  | { readonly kind: 'ack'; readonly status: 'started' | 'queued' | 'duplicate'; readonly runId: string; readonly threadId: string }
+  | { readonly kind: 'error'; readonly code: 'thread_busy' | 'too_many_runs'; readonly message: string };
+
+export type CancelReply =
+  | { readonly kind: 'ack'; readonly status: 'cancelling'; readonly runId: string; readonly threadId: string }
+  | { readonly kind: 'error'; readonly code: 'run_not_found' | 'forbidden'; readonly message: string };
+
+/** A run executing on this node. */
+interface ActiveRun {
+  readonly record: RunRecord;
+  readonly controller: AbortController;
+  finished: boolean;
+  /** Another node ended this run (its appends are refused): stop without a terminal event. */
+  fencedOff: boolean;
+  /** The terminal event could not be written; the lease lapses and a sweeper ends the run. */
+  terminalLost: boolean;
+  /** A step could not be written even after retries: the run is stopped, later steps dropped. */
+  eventsLost: boolean;
+  /** The run's agent_started event until an append carrying it succeeds. */
+  unwrittenStart: EventBody | null;
+  /** Set when the run's terminal event is decided. */
+  outcome: RunOutcome | null;
+  answer: string;
+  /** Events waiting for the next append of this run (one append carries them all). */
+  pending: EventBody[];
+  /** The run's appends, chained so the log receives them in order; never rejects. */
+  appended: Promise<void>;
+  timeout: TimerHandle | null;
+}
+
+const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
+
+/** Resolves once the microtasks queued so far (and those they queue) have run. */
+const endOfTick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
+
+/** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
+const MAX_PENDING_EVENTS = 64;
+
+type Terminal =
+  | { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string }
+  | { type: 'agent_error'; code: AgentErrorCode; message: string };
+
+/**
+ * Runs agents for users: idempotent message ids, per-thread serialization through the run
+ * store (FIFO or reject), cancel, run timeout, and exactly one terminal event per run. Runs
+ * belong to the user, not to a connection, so a disconnect does not stop them. With a shared
+ * store, runs of a node that died are ended with `run_lost` by another node's sweeper.
+ */
+export class RunManager {
+  readonly #active = new Map<string, ActiveRun>();
+  readonly #store: RunStore;
+  readonly #maxQueued: number;
+  readonly #maxActive: number;
+  readonly #retryForMs: number;
+  readonly #timers: TimerHandle[] = [];
+  #shuttingDown = false;
+  /** Set by close(): retries of work in doubt stop. */
+  #closed = false;
+  #idleWaiters: Array<() => void> = [];
+  /**
+   * Cancels of runs the store already handed to this node that it has not started yet (the
+   * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
+   */
+  readonly #earlyCancels = new Map<string, number>();
+  /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
+  #contact = { breaks: -1, since: 0 };
+
+  constructor(private readonly options: RunManagerOptions) {
+    this.#store = options.store ?? new LocalRunStore();
+    this.#maxQueued = options.maxQueuedPerThread ?? 32;
+    this.#maxActive = options.maxActiveRunsPerUser ?? 32;
+    this.#retryForMs = options.retryForMs ?? 30_000;
+    this.#store.onCancelRequest((runId) => {
+      const run = this.#active.get(runId);
+      if (run) this.#finish(run, cancelled(run.answer));
+      else this.#rememberCancel(runId);
+    });
+    const leaseMs = this.#store.leaseMs;
+    if (leaseMs !== undefined) {
+      this.#timers.push(
+        options.clock.setInterval(() => void this.#renewLeases(), Math.max(10, Math.floor(leaseMs / 3))),
+        options.clock.setInterval(() => void this.#endLostRuns(), options.lostRunSweepMs ?? 2000),
+      );
+    }
+  }
+
+  /** Runs executing on this node, plus runs queued in a node-local store. */
+  get liveRuns(): number {
+    return this.#active.size + (this.#store.queuedCount ?? 0);
+  }
+
+  get nodeId(): string {
+    return this.#store.nodeId;
+  }
+
+  /**
+   * Handles one `user_message`. `reply` is called exactly once, before any event of a run it
+   * started is appended, so the sender sees its ack before `agent_started`.
+   */
+  async submit(userId: string, message: MessageRequest, reply: (reply: SubmitReply) => void): Promise<void> {
+    const record: RunRecord = {
+      runId: `run_${randomUUID()}`,
+      userId,
+      threadId: message.threadId,
+      messageId: message.id,
+      text: message.text,
+    };
+    const duplicate = (claim: MessageClaim) => reply({ kind: 'ack', status: 'duplicate', runId: claim.runId, threadId: claim.threadId });
+    // A store that claims ids itself does it atomically with the enqueue; otherwise the engine does.
+    const engineClaims = !this.#store.claimsMessageIds;
+    if (engineClaims) {
+      const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
+      // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
+      if (existing && existing.runId !== record.runId) return duplicate(existing);
+    }
+    let outcome;
+    try {
+      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
+    } catch (error) {
+      // A store's own claim stays: the enqueue may have been applied, and a retry of the message
+      // is then a duplicate of that run rather than a second one.
+      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
+      else this.#settleInDoubt(record);
+      throw error;
+    }
+    if (typeof outcome === 'object') return duplicate(outcome.duplicate);
+    if (outcome === 'absent') throw new Error('run store answered absent to an enqueue that was not replay-only');
+    if (outcome === 'busy' || outcome === 'too_many_runs') {
+      // Nothing was created: the id stays free, so the same message may be sent again later.
+      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
+      reply(
+        outcome === 'too_many_runs'
+          ? { kind: 'error', code: 'too_many_runs', message: `at most ${this.#maxActive} runs may be running or queued at once` }
+          : {
+              kind: 'error',
+              code: 'thread_busy',
+              message:
+                this.options.threadPolicy === 'reject'
+                  ? `thread ${message.threadId} has a run in progress`
+                  : `thread ${message.threadId} already has ${this.#maxQueued} queued runs`,
+            },
+      );
+      return;
+    }
+    reply({ kind: 'ack', status: outcome === 'start' ? 'started' : 'queued', runId: record.runId, threadId: record.threadId });
+    if (outcome === 'start') this.#execute({ record, cancelRequested: false });
+  }
+
+  /** Handles one `cancel`; like `submit`, `reply` comes before the run's terminal event. */
+  async cancel(userId: string, runId: string, reply: (reply: CancelReply) => void): Promise<void> {
+    const local = this.#active.get(runId);
+    if (local && local.record.userId === userId) {
+      reply({ kind: 'ack', status: 'cancelling', runId, threadId: local.record.threadId });
+      this.#finish(local, cancelled(local.answer));
+      return;
+    }
+    const lookup = await this.#store.requestCancel(userId, runId);
+    switch (lookup.kind) {
+      case 'not_found':
+        return reply({ kind: 'error', code: 'run_not_found', message: `no active run ${runId}` });
+      case 'forbidden':
+        return reply({ kind: 'error', code: 'forbidden', message: `run ${runId} belongs to another user` });
+      default: {
+        reply({ kind: 'ack', status: 'cancelling', runId, threadId: lookup.threadId });
+        // Running here: the store sends no request to its own node, so end it (or, if it is
+        // not started yet, when it starts).
+        if (lookup.kind !== 'running' || lookup.owner !== this.nodeId) return;
+        const run = this.#active.get(runId);
+        if (run) this.#finish(run, cancelled(run.answer));
+        else this.#rememberCancel(runId);
+      }
+    }
+  }
+
+  /** Bounded: a request whose run never starts here is dropped after a minute. */
+  #rememberCancel(runId: string): void {
+    const now = this.options.clock.now();
+    for (const [id, at] of this.#earlyCancels) {
+      if (now - at < 60_000 && this.#earlyCancels.size < 1000) break;
+      this.#earlyCancels.delete(id);
+    }
+    this.#earlyCancels.set(runId, now);
+  }
+
+  /**
+   * Graceful drain: live runs get up to `timeoutMs`; then every run still executing here ends
+   * with `agent_error` code `shutdown`, and so does every run its thread hands this node next.
+   * Resolves once every terminal event is appended.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    if (this.liveRuns > 0) {
+      let timer: TimerHandle | undefined;
+      await Promise.race([
+        this.#whenIdle(),
+        new Promise<void>((resolve) => (timer = this.options.clock.setTimeout(resolve, timeoutMs))),
+      ]);
+      if (timer !== undefined) this.options.clock.clearTimeout(timer);
+    }
+    this.#shuttingDown = true;
+    for (const run of [...this.#active.values()]) this.#finish(run, shutdownError());
+    await this.#whenIdle();
+  }
+
+  /** Stops lease renewal and the lost-run sweeper; call after `drain`. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const timer of this.#timers) this.options.clock.clearInterval(timer);
+    await this.#store.close();
+  }
+
+  #whenIdle(): Promise<void> {
+    if (this.liveRuns === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * The store failed mid-enqueue (e.g. Redis dropped the link), so the run may exist with this
+   * node as its owner, and nothing would execute it until its lease lapsed and a sweeper ended
+   * it as lost. Once the store answers again, find out, without creating the run; if it is ours
+   * to start, start it (the client, told the request failed, resends the id and gets
+   * `duplicate` of this run).
+   */
+  #settleInDoubt(record: RunRecord): void {
+    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
+    this.#retry('enqueue in doubt', settle, () => this.#closed).then(
+      // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
+      (outcome) => {
+        if (outcome === 'start' && !this.#closed) this.#executeHere({ record, cancelRequested: false });
+      },
+      (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
+    );
+  }
+
+  /** A run the store handed to this node (after a thread advanced, or a settle); never twice. */
+  #executeHere(assignment: RunAssignment): void {
+    if (!this.#active.has(assignment.record.runId)) void this.#execute(assignment);
+  }
+
+  async #execute(assignment: RunAssignment): Promise<void> {
+    const { record } = assignment;
+    const run: ActiveRun = {
+      record,
+      controller: new AbortController(),
+      finished: false,
+      fencedOff: false,
+      terminalLost: false,
+      eventsLost: false,
+      unwrittenStart: null,
+      outcome: null,
+      answer: '',
+      pending: [],
+      appended: Promise.resolve(),
+      timeout: null,
+    };
+    this.#active.set(record.runId, run);
+    this.#append(run, { type: 'agent_started', message_id: record.messageId, text: record.text });
+    run.unwrittenStart = run.pending.at(-1)!;
+    if (this.#shuttingDown) return this.#finish(run, shutdownError());
+    const cancelledEarly = this.#earlyCancels.delete(record.runId);
+    if (assignment.cancelRequested || cancelledEarly) return this.#finish(run, cancelled(''));
+    run.timeout = this.options.clock.setTimeout(
+      () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.options.runTimeoutMs} ms` }),
+      this.options.runTimeoutMs,
+    );
+    try {
+      const steps = this.options.agent.run({
+        runId: record.runId,
+        userId: record.userId,
+        threadId: record.threadId,
+        messageId: record.messageId,
+        text: record.text,
+        signal: run.controller.signal,
+      });
+      for await (const step of steps) {
+        if (run.finished) break;
+        if (step.type === 'answer') {
+          run.answer = step.text;
+          continue;
+        }
+        this.#append(run, stepEvent(step));
+        // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.
+        if (run.pending.length >= MAX_PENDING_EVENTS) await run.appended;
+      }
+      this.#finish(run, { type: 'agent_completed', status: 'completed', text: run.answer });
+    } catch (error) {
+      this.#finish(run, {
+        type: 'agent_error',
+        code: 'agent_failed',
+        message: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
+  /**
+   * Queues an event of the run. Events queued while an append is in flight, or in the same tick,
+   * go out together in the next append, so a fast agent costs one engine call (one Redis script,
+   * one notification, one socket write per connection) per batch, not per event; the batch's
+   * order is the order of the calls. The append waits for the end of the tick (the steps an agent
+   * yields without waiting on I/O), never for a timer.
+   */
+  #append(run: ActiveRun, event: EventPayload, terminal = false): void {
+    run.pending.push(this.#stamp(run, event));
+    if (run.pending.length > 1) return; // the append already chained will carry it
+    run.appended = run.appended.then(endOfTick).then(() => this.#writePending(run, terminal));
+  }
+
+  async #writePending(run: ActiveRun, terminal: boolean): Promise<void> {
+    const batch = run.pending.splice(0);
+    if (batch.length === 0 || run.fencedOff) return;
+    // After a lost batch only the terminal event goes out, behind agent_started if that was in
+    // the lost batch: every run in the log begins with agent_started.
+    const events = run.eventsLost ? lostRunEvents(run, batch) : batch;
+    if (events.length === 0) return;
+    const ending = terminal || events.some((e) => TERMINAL_TYPES.has(e.type));
+    try {
+      await this.#write(run, events, ending);
+      if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
+    } catch (error) {
+      if (error instanceof RunEndedError) return this.#fencedOff(run);
+      this.options.onFault?.(error, 'append');
+      const terminalOnly = events.some((e) => TERMINAL_TYPES.has(e.type)) && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
+      if (terminalOnly) {
+        // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
+        run.terminalLost = true;
+        return;
+      }
+      // A run with a hole in its events must not go on: later steps would refer to a missing
+      // one (a tool_completed without its tool_executing). It ends once, as failed, even if the
+      // agent had finished meanwhile.
+      run.eventsLost = true;
+      const failure: Terminal = { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' };
+      if (!run.finished) return this.#finish(run, failure);
+      run.outcome = 'agent_failed';
+      const failed = this.#stamp(run, failure);
+      const at = run.pending.findIndex((e) => TERMINAL_TYPES.has(e.type));
+      if (at >= 0) run.pending[at] = failed;
+      else if (ending) {
+        run.pending.push(failed);
+        return this.#writePending(run, true);
+      }
+    }
+  }
+
+  /** One append of the run's events, retried while the engine is unavailable. */
+  #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
+    // One id for every attempt: an attempt whose reply was lost may have been applied.
+    const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
+    return this.#retry('append', () => this.options.engine.append(run.record.userId, events, fence));
+  }
+
+  #fencedOff(run: ActiveRun): void {
+    run.fencedOff = true;
+    this.#stop(run);
+    this.#forget(run.record.runId);
+  }
+
+  #stamp(run: ActiveRun, event: EventPayload): EventBody {
+    // Object.assign, not `{ ...event, run_id, ... }`: on Node 20 a spread followed by more
+    // properties costs ~2 µs per event (docs/BENCHMARKS.md); the result is the same object.
+    return Object.assign({}, event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() }) as EventBody;
+  }
+
+  /** The single place a run ends: exactly one terminal event, then the thread moves on. */
+  #finish(run: ActiveRun, terminal: Terminal): void {
+    if (run.finished) return;
+    this.#stop(run);
+    run.outcome = terminal.type === 'agent_error' ? terminal.code : terminal.status;
+    this.#append(run, terminal, true);
+    void run.appended.then(() => {
+      if (run.fencedOff || run.terminalLost) this.#forget(run.record.runId);
+      else void this.#ended(run.record, run.outcome!);
+    });
+  }
+
+  #stop(run: ActiveRun): void {
+    run.finished = true;
+    if (run.timeout !== null) this.options.clock.clearTimeout(run.timeout);
+    run.controller.abort(new Error('run ended'));
+  }
+
+  /** The terminal event is in the log: hand the thread to its next run, then forget this one. */
+  async #ended(record: RunRecord, outcome: RunOutcome): Promise<void> {
+    try {
+      const next = await this.#retry('advance', () => this.#store.advance(record));
+      if (next) this.#executeHere(next);
+    } catch (error) {
+      this.options.onFault?.(error, 'advance');
+    }
+    this.#forget(record.runId);
+    this.options.onRunEnded?.(outcome);
+  }
+
+  #forget(runId: string): void {
+    this.#active.delete(runId);
+    if (this.liveRuns > 0) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
+  async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
+    const deadline = this.options.clock.now() + this.#retryForMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await operation();
+      } catch (error) {
+        if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
+        if (attempt === 0) this.options.onFault?.(error, `${context} retrying`);
+        await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
+        if (abandoned()) throw error;
+      }
+    }
+  }
+
+  async #renewLeases(): Promise<void> {
+    try {
+      await this.#store.renewLeases([...this.#active.values()].filter((run) => !run.finished).map((run) => run.record));
+    } catch (error) {
+      this.options.onFault?.(error, 'renew leases');
+    }
+  }
+
+  /**
+   * Ends the runs of nodes that stopped renewing their leases (they died). A lease also lapses
+   * while the store stalls or is down, for every node alike (one written during a stall may land
+   * lapsed already), so this node judges leases only after a whole lease of its own unbroken
+   * contact with the store: by then every live node, back in contact at the same moment, has
+   * renewed its leases (a third of a lease apart), and only nodes that really stopped still hold
+   * lapsed ones. The store calls a stall too short to lapse a lease no break, and compares
+   * expiries with the time the sweep began, so a stall beginning mid-sweep changes nothing.
+   */
+  async #endLostRuns(): Promise<void> {
+    if (!this.#inContactForALease()) return;
+    let lost: LostRun[];
+    try {
+      lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
+    } catch (error) {
+      this.options.onFault?.(error, 'claim lost runs');
+      return;
+    }
+    for (const record of lost) {
+      const stamp = { run_id: record.runId, thread_id: record.threadId, ts: this.#now() };
+      const events: EventBody[] = [];
+      // A run handed to a node that died before writing anything still starts before it ends.
+      if (!record.started) events.push({ type: 'agent_started', message_id: record.messageId, text: record.text, ...stamp });
+      events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
+      try {
+        await this.options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
+        this.options.onRunEnded?.('run_lost');
+      } catch (error) {
+        // Already ended by its own node just before it died: only the thread must move on.
+        // Any other failure: the claimed lease expires again and a later sweep retries.
+        if (!(error instanceof RunEndedError)) {
+          this.options.onFault?.(error, 'end lost run');
+          continue;
+        }
+      }
+      try {
+        const next = await this.#store.advance(record);
+        if (next) this.#executeHere(next);
+      } catch (error) {
+        this.options.onFault?.(error, 'advance after lost run');
+      }
+    }
+  }
+
+  #inContactForALease(): boolean {
+    const contact = this.#store.contact;
+    if (!contact) return true;
+    const now = this.options.clock.now();
+    if (!contact.ok || contact.breaks !== this.#contact.breaks) {
+      this.#contact = { breaks: contact.breaks, since: now };
+      return false;
+    }
+    return now - this.#contact.since >= this.#store.leaseMs!;
+  }
+
+  #now(): string {
+    return new Date(this.options.clock.now()).toISOString();
+  }
+}
+
+function lostRunEvents(run: ActiveRun, batch: readonly EventBody[]): EventBody[] {
+  const terminal = batch.filter((e) => TERMINAL_TYPES.has(e.type));
+  return run.unwrittenStart && terminal.length > 0 ? [run.unwrittenStart, ...terminal] : terminal;
+}
+
+function cancelled(text: string): Terminal {
+  return { type: 'agent_completed', status: 'cancelled', text };
+}
+
+function shutdownError(): Terminal {
+  return { type: 'agent_error', code: 'shutdown', message: 'the gateway shut down before the run finished' };
+}
+
+function stepEvent(step: Exclude<AgentStep, { type: 'answer' }>): EventPayload {
+  switch (step.type) {
+    case 'thinking':
+      return { type: 'agent_thinking', text: step.text };
+    case 'tool_call':
+      return { type: 'tool_executing', call_id: step.callId, tool: step.tool, args: step.args };
+    case 'tool_result':
+      return { type: 'tool_completed', call_id: step.callId, tool: step.tool, ok: step.ok, result: step.result };
+  }
+}

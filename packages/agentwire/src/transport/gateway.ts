@@ -1,0 +1,421 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { createTokenVerifier, extractUpgradeCredentials, selectSubprotocol } from '../auth/index.js';
+import type { TokenVerifier, VerifierOptions, VerifyResult } from '../auth/index.js';
+import { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
+import { DEFAULTS } from '../config/index.js';
+import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } from '../coordination/index.js';
+import { MemoryEngine } from '../engine/index.js';
+import type { EventEngine } from '../engine/index.js';
+import { createRouteHandler, type TestTokenIssuer } from '../http/index.js';
+import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
+import { CloseCode, resumeFields } from '../protocol/index.js';
+import type { Agent } from '../runs/agent.js';
+import { createDemoAgent } from '../runs/demoAgent.js';
+import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
+import type { RunStore } from '../runs/runStore.js';
+import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
+import { ByteBudget } from './byteBudget.js';
+import { Connection } from './connection.js';
+import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
+
+/** Options of `createGateway`; only `auth` is required. Limits default to the settings table (README). */
+export interface GatewayOptions {
+  /** The agent that answers messages. Default: the demo agent of PROTOCOL.md section 13. */
+  agent?: Agent;
+  /** The per-user event log. Default: a new in-memory engine (closed with the gateway). */
+  engine?: EventEngine;
+  /** Thread queues and run ownership; a shared store (Redis) makes them cluster-wide. */
+  runStore?: RunStore;
+  /** Counts connections across nodes for the per-user cap (Redis); default per node. */
+  presence?: ConnectionPresence & { readonly renewIntervalMs?: number };
+  /** How often a shared run store is swept for runs of dead nodes. */
+  lostRunSweepMs?: number;
+  /** How tokens are verified: key options, or a verifier of your own. */
+  auth: VerifierOptions | TokenVerifier;
+  /** Enables `POST /v1/auth/test-token`. Never in production. */
+  testTokens?: TestTokenIssuer;
+  path?: string;
+  clock?: Clock;
+  logger?: Logger;
+  metrics?: GatewayMetrics;
+  authTimeoutMs?: number;
+  heartbeatMs?: number;
+  heartbeatTimeoutMs?: number;
+  runTimeoutMs?: number;
+  drainTimeoutMs?: number;
+  maxConnectionsPerUser?: number;
+  /** Runs of one user running or queued at once; one more message gets `too_many_runs`. Default 32. */
+  maxActiveRunsPerUser?: number;
+  threadPolicy?: ThreadPolicy;
+  maxFrameBytes?: number;
+  inboxLimit?: number;
+  /** Raw bytes one connection may hold before `connection_ready` (more: 1008). Default 256 KiB. */
+  inboxMaxBytes?: number;
+  /**
+   * Raw bytes all connections not yet ready may hold together. Default 32 MiB. A frame beyond
+   * it closes its connection with 1013; while less than one maximum frame is left, upgrades get 503.
+   */
+  pendingBytesLimit?: number;
+  rateLimitPerSec?: number;
+  rateLimitBurst?: number;
+  abuseLimit?: number;
+  slowConsumerBytes?: number;
+  maxBufferedEvents?: number;
+  permessageDeflate?: boolean;
+  /** Allowed `Origin` header values; null or absent allows any. */
+  allowedOrigins?: readonly string[] | null;
+  /** Pause between the demo agent's steps (when no agent is given). Default 20. */
+  demoStepMs?: number;
+  /** How often the single sweeper checks heartbeats, auth deadlines and token expiry (at most 1000). */
+  sweepIntervalMs?: number;
+  /**
+   * Serves the browser chat page (src/web) at `/` (or `chatPage.path`) with its script; off by
+   * default. The page dials this gateway's `path` unless `chatPage.wsUrl` says otherwise.
+   */
+  chatPage?: boolean | ChatPageOptions;
+}
+
+/** Where `Gateway.listen` is listening: its own HTTP server, the bound port and host, the WebSocket URL. */
+export interface ListenResult {
+  readonly server: Server;
+  readonly port: number;
+  readonly host: string;
+  readonly url: string;
+}
+
+/**
+ * The gateway: HTTP routes, the WebSocket upgrade, and the wiring between connections, user
+ * coordinators, the run manager and the engine. Create it with `createGateway`, then either
+ * `listen()` on its own server or `attach()` to an application's `http.Server`.
+ */
+export class Gateway {
+  readonly metrics: GatewayMetrics;
+  readonly runs: RunManager;
+  readonly engine: EventEngine;
+  readonly path: string;
+  readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => boolean;
+
+  readonly #ctx: ConnectionContext;
+  readonly #wss: WebSocketServer;
+  readonly #ownsEngine: boolean;
+  readonly #heartbeatTimeoutMs: number;
+  readonly #drainTimeoutMs: number;
+  readonly #allowedOrigins: ReadonlySet<string> | null;
+  readonly #maxFrameBytes: number;
+  /** Set while upgrades are refused for the held-bytes limit, so that is logged once per episode. */
+  #refusingForHeldBytes = false;
+  readonly #sweeper: TimerHandle;
+  readonly #servers: Server[] = [];
+  readonly #presence: GatewayOptions['presence'];
+  #presenceRenewedAt = 0;
+  #engineReady = false;
+  #draining = false;
+  #shutdown: Promise<void> | null = null;
+  #closeWaiters: Array<() => void> = [];
+
+  constructor(options: GatewayOptions) {
+    const clock = options.clock ?? systemClock;
+    const logger = options.logger ?? silentLogger;
+    this.metrics = options.metrics ?? new GatewayMetrics();
+    this.path = options.path ?? '/ws';
+    this.#ownsEngine = !options.engine;
+    this.engine = options.engine ?? new MemoryEngine({ clock });
+    const verifier = 'verify' in options.auth ? options.auth : createTokenVerifier(options.auth);
+    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs });
+    this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
+    this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+    this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
+
+    const limits: ConnectionLimits = {
+      authTimeoutMs: options.authTimeoutMs ?? DEFAULTS.authTimeoutMs,
+      heartbeatMs: options.heartbeatMs ?? DEFAULTS.heartbeatMs,
+      inboxLimit: options.inboxLimit ?? DEFAULTS.inboxLimit,
+      inboxMaxBytes: options.inboxMaxBytes ?? DEFAULTS.inboxMaxBytes,
+      rateLimitPerSec: options.rateLimitPerSec ?? DEFAULTS.rateLimitPerSec,
+      rateLimitBurst: options.rateLimitBurst ?? DEFAULTS.rateLimitBurst,
+      abuseLimit: options.abuseLimit ?? 200,
+      slowConsumerBytes: options.slowConsumerBytes ?? DEFAULTS.slowConsumerBytes,
+      maxBufferedEvents: options.maxBufferedEvents ?? 1000,
+    };
+    const onFault = (error: unknown, context: string) => {
+      this.metrics.faults.inc({ context });
+      logger.error({ err: error, context }, 'fault');
+    };
+    this.runs = new RunManager({
+      engine: this.engine,
+      agent,
+      clock,
+      threadPolicy: options.threadPolicy ?? DEFAULTS.threadPolicy,
+      runTimeoutMs: options.runTimeoutMs ?? DEFAULTS.runTimeoutMs,
+      ...(options.maxActiveRunsPerUser ? { maxActiveRunsPerUser: options.maxActiveRunsPerUser } : {}),
+      ...(options.runStore ? { store: options.runStore } : {}),
+      ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),
+      onRunEnded: (outcome) => this.metrics.runEnded(outcome),
+      onFault,
+    });
+    this.#presence = options.presence;
+    const registry = new CoordinatorRegistry(this.engine, {
+      maxConnections: options.maxConnectionsPerUser ?? DEFAULTS.maxConnectionsPerUser,
+      ...(options.presence ? { presence: options.presence } : {}),
+      onFanout: (entry) => this.metrics.fannedOut(entry, clock.now()),
+      onFault,
+    });
+    this.#ctx = {
+      clock,
+      logger,
+      metrics: this.metrics,
+      verifier,
+      registry,
+      runs: this.runs,
+      limits,
+      connections: new Set(),
+      awaitingAuth: new Set(),
+      heldBytes: new ByteBudget(options.pendingBytesLimit ?? DEFAULTS.pendingBytesLimit),
+      connectionClosed: () => this.#connectionClosed(),
+    };
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: this.#maxFrameBytes,
+      perMessageDeflate: options.permessageDeflate ?? DEFAULTS.permessageDeflate,
+      handleProtocols: (offered) => selectSubprotocol(offered),
+    });
+    this.handleRequest = createRouteHandler({
+      isReady: () => this.isReady,
+      registry: this.metrics.registry,
+      logger,
+      clock,
+      ...(options.testTokens ? { testTokens: options.testTokens } : {}),
+      ...(options.chatPage
+        ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
+        : {}),
+    });
+    // At most 1 s: an expired token closes its connection within 2 s (PROTOCOL.md section 2).
+    const sweepMs = Math.min(
+      1000,
+      options.sweepIntervalMs ??
+        Math.max(10, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)),
+    );
+    this.#sweeper = clock.setInterval(() => this.#sweep(), sweepMs);
+    this.engine.ready().then(
+      () => {
+        this.#engineReady = true;
+      },
+      (error) => onFault(error, 'engine ready'),
+    );
+  }
+
+  /** Ready: the engine is up and reachable, and the gateway is not draining (`/readyz`, upgrades). */
+  get isReady(): boolean {
+    return this.#engineReady && !this.#draining && this.engine.available !== false;
+  }
+
+  /** Resolves once the gateway is ready to accept connections. */
+  async ready(): Promise<void> {
+    await this.engine.ready();
+    this.#engineReady = true;
+  }
+
+  get connectionCount(): number {
+    return this.#ctx.connections.size;
+  }
+
+  /** Raw bytes of the frames held by connections not yet ready (bounded by `pendingBytesLimit`). */
+  get heldBytes(): number {
+    return this.#ctx.heldBytes.used;
+  }
+
+  get coordinatorCount(): number {
+    return this.#ctx.registry.size;
+  }
+
+  /** Serves WebSocket upgrades on `path` of an existing server; other upgrades are left alone. */
+  attach(server: Server): void {
+    this.#servers.push(server);
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (pathOf(req) !== this.path) return;
+      this.#onUpgrade(req, socket, head).catch((error: unknown) => {
+        this.metrics.faults.inc({ context: 'upgrade' });
+        this.#ctx.logger.error({ err: error }, 'upgrade failed');
+        socket.destroy();
+      });
+    });
+  }
+
+  /**
+   * Starts a server of its own with the HTTP routes and the WebSocket endpoint. By default it
+   * resolves once the gateway is ready; with `waitForReady: false` it resolves as soon as it
+   * listens, answering `/readyz` and upgrades with 503 until the engine is up.
+   */
+  async listen(port: number, host = '127.0.0.1', { waitForReady = true, backlog = 2048 } = {}): Promise<ListenResult> {
+    const server = createServer((req, res) => {
+      if (!this.handleRequest(req, res)) {
+        res.writeHead(404, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ detail: 'not found' }));
+      }
+    });
+    this.attach(server);
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+      if (pathOf(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      // Above Node's default of 511: a reconnect storm otherwise overflows the accept queue and
+      // the dropped SYNs wait a 1 s retransmit (capped by the kernel's somaxconn).
+      server.listen({ port, host, backlog }, () => resolve());
+    });
+    if (waitForReady) await this.ready();
+    const address = server.address() as AddressInfo;
+    const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return { server, port: address.port, host: address.address, url: `ws://${shownHost}:${address.port}${this.path}` };
+  }
+
+  /**
+   * Graceful shutdown (PROTOCOL.md section 11): not ready, runs get the drain timeout, the rest
+   * end with `agent_error` code `shutdown`, then every connection is closed with 1012.
+   */
+  shutdown(): Promise<void> {
+    this.#shutdown ??= this.#drainAndClose();
+    return this.#shutdown;
+  }
+
+  async #drainAndClose(): Promise<void> {
+    this.#draining = true;
+    await this.runs.drain(this.#drainTimeoutMs);
+    for (const connection of this.#ctx.connections) connection.close(CloseCode.SERVICE_RESTART, 'service_restart');
+    await this.#connectionsClosed(2000);
+    for (const connection of this.#ctx.connections) connection.terminate();
+    await this.#connectionsClosed(1000);
+    this.#ctx.clock.clearInterval(this.#sweeper);
+    await this.runs.close();
+    this.#wss.close();
+    await Promise.all(
+      this.#servers.map(
+        (server) =>
+          new Promise<void>((resolve) => {
+            if (!server.listening) return resolve();
+            server.close(() => resolve());
+            server.closeIdleConnections?.();
+          }),
+      ),
+    );
+    if (this.#ownsEngine) await this.engine.close();
+  }
+
+  #connectionsClosed(timeoutMs: number): Promise<void> {
+    if (this.#ctx.connections.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      this.#closeWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  #connectionClosed(): void {
+    if (this.#ctx.connections.size > 0) return;
+    const waiters = this.#closeWaiters;
+    this.#closeWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  async #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const connection = new Connection(this.#ctx, resumeFromUrl(req.url));
+    if (!this.isReady) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
+    if (!this.#heldBytesAllowUpgrade()) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
+    const credentials = extractUpgradeCredentials(req.headers);
+    let verification: VerifyResult | null = null;
+    if (credentials.conflict) {
+      verification = { ok: false, reason: 'token_invalid', detail: 'header and subprotocol tokens differ' };
+    } else if (credentials.token !== null) {
+      verification = await this.#ctx.verifier.verify(credentials.token);
+    }
+    if (socket.destroyed) return connection.refuse();
+    if (!this.isReady) {
+      connection.refuse();
+      return rejectUpgrade(socket, 503, 'Service Unavailable', { 'Retry-After': '1' });
+    }
+    // ws answers a malformed handshake itself without calling back; the connection then ends here.
+    socket.once('close', () => connection.refuse());
+    const origin = req.headers.origin;
+    const originAllowed = !this.#allowedOrigins || (origin !== undefined && this.#allowedOrigins.has(origin.toLowerCase()));
+    this.#wss.handleUpgrade(req, socket, head, (ws) =>
+      connection.accept(ws, { upgradeAuth: verification, method: verification ? credentials.method : null, originAllowed, socket }),
+    );
+  }
+
+  /** Whether a new connection could still hold one maximum-size frame before it is ready. */
+  #heldBytesAllowUpgrade(): boolean {
+    const heldBytes = this.#ctx.heldBytes;
+    const allowed = heldBytes.hasRoomFor(this.#maxFrameBytes);
+    if (allowed === this.#refusingForHeldBytes) {
+      this.#refusingForHeldBytes = !allowed;
+      if (allowed) this.#ctx.logger.info({ held: heldBytes.used }, 'accepting upgrades again');
+      else this.#ctx.logger.warn({ held: heldBytes.used, limit: heldBytes.limit }, 'bytes held before connection_ready at the limit; refusing upgrades with 503');
+    }
+    return allowed;
+  }
+
+  #sweep(): void {
+    const now = this.#ctx.clock.now();
+    for (const connection of this.#ctx.awaitingAuth) {
+      if (now >= connection.authDeadline) connection.close(CloseCode.AUTH_TIMEOUT, 'auth_timeout');
+    }
+    const heartbeatMs = this.#ctx.limits.heartbeatMs;
+    for (const connection of this.#ctx.connections) {
+      try {
+        connection.sweep(now, heartbeatMs, this.#heartbeatTimeoutMs);
+      } catch (error) {
+        this.metrics.faults.inc({ context: 'sweep' });
+        this.#ctx.logger.error({ conn: connection.connectionId, err: error }, 'sweep failed');
+        connection.close(CloseCode.SERVER_FAULT, 'server_fault');
+      }
+    }
+    const presence = this.#presence;
+    if (presence?.renewIntervalMs !== undefined && now - this.#presenceRenewedAt >= presence.renewIntervalMs) {
+      this.#presenceRenewedAt = now;
+      const refs = [];
+      for (const coordinator of this.#ctx.registry.values()) {
+        for (const connectionId of coordinator.connectionIds()) refs.push({ userId: coordinator.userId, connectionId });
+      }
+      presence.renew(refs).catch((error: unknown) => {
+        this.metrics.faults.inc({ context: 'presence renew' });
+        this.#ctx.logger.warn({ err: error }, 'presence renewal failed');
+      });
+    }
+  }
+}
+
+/** Creates a gateway; then `listen()` on its own server or `attach()` it to yours. */
+export function createGateway(options: GatewayOptions): Gateway {
+  return new Gateway(options);
+}
+
+function pathOf(req: IncomingMessage): string {
+  return (req.url ?? '/').split('?', 1)[0]!;
+}
+
+/** The resume position of the upgrade URL; malformed fields are ignored as if absent (section 3). */
+function resumeFromUrl(url: string | undefined): ResumePosition {
+  const query = new URLSearchParams((url ?? '').split('?')[1] ?? '');
+  const lastSeq = query.get('last_seq');
+  return resumeFields(lastSeq !== null && /^\d{1,15}$/.test(lastSeq) ? Number(lastSeq) : undefined, query.get('epoch') ?? undefined);
+}
+
+function rejectUpgrade(socket: Duplex, status: number, text: string, headers: Record<string, string> = {}): void {
+  if (socket.destroyed) return;
+  const lines = [`HTTP/1.1 ${status} ${text}`, 'Connection: close', 'Content-Length: 0'];
+  for (const [name, value] of Object.entries(headers)) lines.push(`${name}: ${value}`);
+  socket.end(`${lines.join('\r\n')}\r\n\r\n`);
+}

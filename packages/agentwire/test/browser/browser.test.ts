@@ -1,0 +1,465 @@
+/// <reference lib="dom" />
+import { mkdirSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { signToken } from '../../src/auth/index.js';
+import { MemoryEngine } from '../../src/engine/index.js';
+import { createChatPageHandler } from '../../src/index.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
+import { ChildTracker } from '../helpers/childProcess.js';
+import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
+import { TcpProxy } from '../helpers/tcpProxy.js';
+import { TestClient } from '../helpers/wsClient.js';
+
+/**
+ * The browser chat page (src/web) in a real Chromium (Debian's /usr/bin/chromium driven by
+ * playwright-core) against real gateways on 127.0.0.1. Every wait is on a DOM condition or a
+ * socket event, with a timeout.
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
+const WAIT_MS = 10_000;
+
+let browser: Browser;
+const contexts: BrowserContext[] = [];
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const children = new ChildTracker();
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+
+afterEach(async () => {
+  for (const context of contexts.splice(0)) await context.close();
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await children.killAll();
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+const token = async (userId: string) => (await signToken(TEST_SECRET, { sub: userId, ttlSec: 600 })).token;
+
+interface OpenedPage {
+  page: Page;
+  /** Uncaught exceptions in the page (there must be none). */
+  errors: string[];
+}
+
+/** A fresh browser context (no storage) with a page at `url`; records the badge's states. */
+async function open(url: string): Promise<OpenedPage> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  contexts.push(context);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.addInitScript(() => {
+    // Every value the badge's data-state takes after the parser created it, in order.
+    const w = window as unknown as { badgeStates: string[] };
+    w.badgeStates = [];
+    new MutationObserver((records) => {
+      for (const record of records) {
+        const el = record.target as HTMLElement;
+        if (el.id !== 'connection') continue;
+        const index = records.indexOf(record);
+        const next = records.slice(index + 1).find((r) => r.target === el);
+        const value = next ? (next.oldValue ?? '') : (el.dataset.state ?? '');
+        if (w.badgeStates.at(-1) !== value) w.badgeStates.push(value);
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ['data-state'] });
+  });
+  await page.goto(url);
+  return { page, errors };
+}
+
+async function badgeStates(page: Page): Promise<string[]> {
+  return page.evaluate(() => (window as unknown as { badgeStates: string[] }).badgeStates);
+}
+
+async function waitReady(page: Page): Promise<void> {
+  await page.waitForFunction(() => document.getElementById('connection')?.dataset.state === 'ready', null, { timeout: WAIT_MS });
+}
+
+interface Rendered {
+  seq: number;
+  epoch: string;
+  type: string;
+  thread: string;
+}
+
+/** Every element that renders a durable event, in document order. */
+async function rendered(page: Page): Promise<Rendered[]> {
+  return page.$$eval('[data-seq]', (els) =>
+    els.map((el) => {
+      const h = el as HTMLElement;
+      return {
+        seq: Number(h.dataset.seq),
+        epoch: h.dataset.epoch ?? '',
+        type: h.dataset.type ?? '',
+        thread: (h.closest('ol.transcript') as HTMLElement | null)?.dataset.threadId ?? '',
+      };
+    }),
+  );
+}
+
+/** Waits until `count` runs have rendered their terminal event. */
+async function waitForTerminals(page: Page, count: number): Promise<void> {
+  await page.waitForFunction(
+    (n) => document.querySelectorAll('[data-type="agent_completed"], [data-type="agent_error"]').length >= n,
+    count,
+    { timeout: WAIT_MS },
+  );
+}
+
+/** Types `text` into the message box and presses Enter (the keyboard path). */
+async function say(page: Page, text: string): Promise<void> {
+  const box = page.getByLabel('Message', { exact: true });
+  await box.focus();
+  await page.keyboard.type(text);
+  await page.keyboard.press('Enter');
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+/** The seqs are exactly from..to, each once; within each thread in ascending document order. */
+function expectExactly(list: Rendered[], from: number, to: number): void {
+  const seqs = list.map((r) => r.seq);
+  expect(new Set(seqs).size).toBe(seqs.length);
+  expect([...seqs].sort((a, b) => a - b)).toEqual(range(from, to));
+  for (const thread of new Set(list.map((r) => r.thread))) {
+    const own = list.filter((r) => r.thread === thread).map((r) => r.seq);
+    expect(own).toEqual([...own].sort((a, b) => a - b));
+  }
+}
+
+/** A gateway on a given port (0: any) with HS256 test auth and the chat page on. */
+async function gatewayOn(port: number, options: Partial<GatewayOptions> = {}): Promise<{ gateway: Gateway; port: number }> {
+  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, chatPage: true, ...options });
+  cleanups.push(() => gateway.shutdown());
+  const listening = await gateway.listen(port, '127.0.0.1');
+  return { gateway, port: listening.port };
+}
+
+async function started(options: Partial<GatewayOptions>): Promise<TestGateway> {
+  const env = await startGateway(options);
+  cleanups.push(() => env.stop());
+  return env;
+}
+
+describe('browser chat page', () => {
+  it('renders every event kind of a run, by keyboard, with landmarks, labels and live regions; threads keep their transcripts', async () => {
+    const env = await started({ chatPage: { token: await token('alice') } });
+    const { page, errors } = await open(`http://127.0.0.1:${env.port}/`);
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('alice');
+
+    // Landmarks, labels and live regions.
+    await expect(page.getByRole('banner').count()).resolves.toBe(1);
+    await expect(page.getByRole('navigation', { name: 'Threads' }).count()).resolves.toBe(1);
+    await expect(page.getByRole('main').count()).resolves.toBe(1);
+    const badge = page.locator('#connection');
+    expect(await badge.getAttribute('role')).toBe('status');
+    expect(await badge.getAttribute('aria-live')).toBe('polite');
+    expect(await badge.textContent()).toBe('Connected');
+    expect(await page.getByLabel('Message', { exact: true }).evaluate((el) => el.tagName)).toBe('TEXTAREA');
+    const log = page.locator('ol.transcript:not([hidden])');
+    expect(await log.getAttribute('aria-live')).toBe('polite');
+    expect(await log.getAttribute('aria-label')).toBe('Messages in Thread 1');
+
+    // Keyboard: Tab reaches the skip link first, Enter on it lands in the message box.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Skip to the message box');
+    await page.keyboard.press('Enter');
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('message');
+    await page.keyboard.type('what is 2+3*4?');
+    await page.keyboard.press('Enter');
+    await waitForTerminals(page, 1);
+    expect(await page.getByLabel('Message', { exact: true }).inputValue()).toBe('');
+
+    const first = await rendered(page);
+    expect(first.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
+    expect(first.map((r) => r.seq)).toEqual(range(1, 6));
+    expect(await log.locator('[data-type="agent_started"] .text').textContent()).toBe('what is 2+3*4?');
+    expect(await log.locator('[data-type="agent_thinking"] .text').first().textContent()).toBe('Reading your message (3 words).');
+    // The tool call shows its tool and arguments; its result is paired into the same item by call_id.
+    const call = log.locator('li[data-type="tool_executing"]');
+    expect(await call.locator('.tool-name').textContent()).toBe('calculator');
+    expect(JSON.parse((await call.locator('pre.args').textContent())!)).toEqual({ expression: '2+3*4' });
+    expect(await call.locator('[data-type="tool_completed"] pre.value').textContent()).toBe('14');
+    expect(await call.getAttribute('data-call-id')).toMatch(/:1$/);
+    expect(await log.locator('[data-type="agent_completed"] .text').textContent()).toBe('2+3*4 = 14');
+    expect(await log.locator('button.stop').count()).toBe(0);
+
+    // A second thread by keyboard; a failing run there.
+    await page.getByRole('button', { name: 'New thread' }).focus();
+    await page.keyboard.press('Enter');
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe('message');
+    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
+    await say(page, '/fail please count these words');
+    await waitForTerminals(page, 2);
+    const thread2 = page.locator('ol.transcript:not([hidden])');
+    expect(await thread2.locator('[data-type]').evaluateAll((els) => els.map((el) => (el as HTMLElement).dataset.type))).toEqual([
+      'agent_started',
+      'agent_thinking',
+      'tool_executing',
+      'tool_completed',
+      'agent_error',
+    ]);
+    expect(await thread2.locator('[data-type="tool_executing"] .tool-name').textContent()).toBe('word_count');
+    expect(await thread2.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: agent_failed');
+
+    // Back to thread 1: its transcript is still there, unchanged.
+    await page.getByRole('button', { name: /^Thread 1/ }).click();
+    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 1');
+    expect(await page.getByRole('button', { name: /^Thread 1/ }).getAttribute('aria-current')).toBe('true');
+    const all = await rendered(page);
+    expectExactly(all, 1, 11);
+    expect(new Set(all.map((r) => r.thread)).size).toBe(2);
+    await say(page, 'and what is (1+2)*3?');
+    await waitForTerminals(page, 3);
+    expect(await page.locator('ol.transcript:not([hidden]) [data-type="agent_completed"] .text').last().textContent()).toBe(
+      '(1+2)*3 = 9',
+    );
+    expectExactly(await rendered(page), 1, 17);
+
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: `${ARTIFACTS}chat-page.png` });
+    expect(errors).toEqual([]);
+  });
+
+  it('resumes after the socket is cut mid-run: every line once, none missing', async () => {
+    const env = await started({ chatPage: true });
+    const proxy = await TcpProxy.start(env.port);
+    cleanups.push(() => proxy.close());
+    const { page, errors } = await open(`http://127.0.0.1:${proxy.port}/?token=${await token('bob')}`);
+    await waitReady(page);
+
+    await say(page, '/slow 150 what is 6*7?');
+    await page.waitForSelector('[data-type="agent_thinking"]');
+    // Hold what the server sends from now on, wait until an event is held, then cut: that
+    // event never reaches the page on this socket and must come back by replay.
+    proxy.stall('toClient');
+    await proxy.waitFor(() => proxy.open.some((c) => c.heldBytesToClient > 0), WAIT_MS, 'an event held by the proxy');
+    proxy.reset();
+    await waitForTerminals(page, 1);
+
+    const list = await rendered(page);
+    expect(list.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
+    expectExactly(list, 1, 6);
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
+    expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
+    expect(await page.locator('#history-note').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
+  it('survives a gateway restart on the same port with the same engine: the run cut by the restart and a run made meanwhile, each line once', async () => {
+    const engine = new MemoryEngine();
+    cleanups.push(() => engine.close());
+    const first = await gatewayOn(0, { engine, drainTimeoutMs: 50 });
+    const { page, errors } = await open(`http://127.0.0.1:${first.port}/?token=${await token('carol')}`);
+    await waitReady(page);
+
+    await say(page, '/slow 400 what is 6*7?');
+    await page.waitForSelector('[data-type="agent_thinking"]');
+    await first.gateway.shutdown(); // the drain timeout ends the run with agent_error "shutdown"
+
+    // While the page is away, another gateway on the same engine runs a message for carol.
+    const side = await gatewayOn(0, { engine });
+    const client = new TestClient(`ws://127.0.0.1:${side.port}/ws`, { token: await token('carol') });
+    cleanups.push(() => client.close());
+    await client.ready();
+    const ack = await client.message('side-1', 'side-thread', 'what is 1+1?');
+    await client.runEvents(ack.run_id);
+    client.close();
+    await side.gateway.shutdown();
+
+    await gatewayOn(first.port, { engine });
+    const { lastSeq } = await engine.head('carol');
+    await page.waitForFunction((n) => document.querySelectorAll('[data-seq]').length >= n, lastSeq, { timeout: 15_000 });
+    await waitForTerminals(page, 2);
+
+    const list = await rendered(page);
+    expectExactly(list, 1, lastSeq);
+    const own = list.filter((r) => r.thread !== 'side-thread');
+    expect(own.at(-1)!.type).toBe('agent_error');
+    expect(await page.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: shutdown');
+    const other = list.filter((r) => r.thread === 'side-thread');
+    expect(other.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
+    // The thread made elsewhere appears in the list, with its unread count.
+    expect(await page.getByRole('button', { name: /^side-thread/ }).textContent()).toBe('side-thread (6 new)');
+    expect(await page.locator('#history-note').isHidden()).toBe(true);
+    expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
+    expect(errors).toEqual([]);
+  });
+
+  it('shows the history-reloaded note after a restart with a new engine, and keeps old and new lines apart', async () => {
+    const first = await gatewayOn(0);
+    const { page, errors } = await open(`http://127.0.0.1:${first.port}/?token=${await token('dave')}`);
+    await waitReady(page);
+    await say(page, 'what is 2*21?');
+    await waitForTerminals(page, 1);
+    const before = await rendered(page);
+    expectExactly(before, 1, 6);
+    expect(await page.locator('#history-note').isHidden()).toBe(true);
+
+    await first.gateway.shutdown();
+    await gatewayOn(first.port); // a new in-memory engine: the log, and its epoch, are gone
+    await page.waitForSelector('#history-note:not([hidden])', { timeout: 15_000 });
+    await waitReady(page);
+    const note = page.getByRole('alert').filter({ hasText: 'History reloaded' });
+    expect(await note.count()).toBe(1);
+    expect(await note.textContent()).toContain('Earlier messages may be incomplete');
+    expect(await page.locator('li.divider').count()).toBe(1);
+
+    await say(page, 'what is 3*3?');
+    await waitForTerminals(page, 2);
+    const after = await rendered(page);
+    const epochs = [...new Set(after.map((r) => r.epoch))];
+    expect(epochs).toHaveLength(2);
+    expect(after.filter((r) => r.epoch === epochs[0])).toEqual(before);
+    expectExactly(
+      after.filter((r) => r.epoch === epochs[1]),
+      1,
+      6,
+    );
+    expect(await page.locator('[data-type="agent_completed"] .text').last().textContent()).toBe('3*3 = 9');
+
+    await page.getByRole('button', { name: 'Dismiss' }).click();
+    expect(await page.locator('#history-note').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
+  it('a reload replays the log and rebuilds the same threads and lines', async () => {
+    const env = await started({ chatPage: true });
+    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
+    await waitReady(page);
+    await say(page, 'what is 5+5?');
+    await waitForTerminals(page, 1);
+    await page.getByRole('button', { name: 'New thread' }).click();
+    await say(page, 'two words');
+    await waitForTerminals(page, 2);
+    const before = await rendered(page);
+    expectExactly(before, 1, 12);
+
+    await page.reload();
+    await waitReady(page);
+    await waitForTerminals(page, 2);
+    expect(await rendered(page)).toEqual(before);
+    expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'Thread 2']);
+    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
+    expect(await page.locator('#history-note').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
+  it('without a token asks for one; a refused token brings the form back with the reason', async () => {
+    const env = await started({ chatPage: true });
+    const { page, errors } = await open(`http://127.0.0.1:${env.port}/`);
+    const tokenBox = page.getByLabel('Token (a JWT for your user)');
+    await tokenBox.waitFor({ state: 'visible' });
+    expect(await page.locator('#connection').textContent()).toBe('Not connected');
+    expect(env.gateway.connectionCount).toBe(0);
+
+    await tokenBox.fill('not-a-jwt');
+    await tokenBox.press('Enter');
+    await page.waitForFunction(() => document.getElementById('connection')?.dataset.state === 'closed', null, { timeout: WAIT_MS });
+    expect(await page.locator('#connection').textContent()).toBe('Disconnected (4401 token_invalid)');
+    expect(await page.locator('#token-error').textContent()).toBe('The server refused the token (token_invalid). Paste a valid one.');
+    expect(await tokenBox.isVisible()).toBe(true);
+
+    await tokenBox.fill(await token('frank'));
+    await page.getByRole('button', { name: 'Connect' }).click();
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('frank');
+    expect(await tokenBox.isVisible()).toBe(false);
+    await say(page, 'hello there');
+    await waitForTerminals(page, 1);
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('Your message has 2 words.');
+
+    // A run that never ends on its own: its Stop button cancels it.
+    await say(page, '/hang wait for me');
+    const stop = page.getByRole('button', { name: 'Stop this run' });
+    await stop.waitFor({ state: 'visible' });
+    await page.waitForSelector('[data-type="agent_thinking"] >> nth=1');
+    await stop.click();
+    await waitForTerminals(page, 2);
+    const cancelled = page.locator('[data-type="agent_completed"]').last();
+    expect(await cancelled.locator('.who').textContent()).toBe('Agent (cancelled)');
+    expect(await stop.count()).toBe(0);
+    expectExactly(await rendered(page), 1, 9);
+    expect(errors).toEqual([]);
+  });
+
+  it('is off by default; createChatPageHandler mounts it on an application server at a path', async () => {
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1 });
+    cleanups.push(() => gateway.shutdown());
+    const chat = createChatPageHandler({ path: '/chat', wsUrl: '/ws', title: 'Support chat' });
+    const server: Server = createServer((req, res) => {
+      if (gateway.handleRequest(req, res) || chat(req, res)) return;
+      res.writeHead(404).end('app 404');
+    });
+    gateway.attach(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+    expect((await fetch(`${base}/`)).status).toBe(404);
+    expect((await fetch(`${base}/chat`, { method: 'POST' })).status).toBe(404);
+    const html = await fetch(`${base}/chat`);
+    expect(html.status).toBe(200);
+    expect(html.headers.get('cache-control')).toBe('no-store');
+    expect(await html.text()).toContain('<script type="module" src="/chat/assets/chat.js">');
+    const script = await fetch(`${base}/chat/assets/chat.js`);
+    expect(script.status).toBe(200);
+    expect(script.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    const etag = script.headers.get('etag')!;
+    expect((await script.text()).length).toBeGreaterThan(1000);
+    const head = await fetch(`${base}/chat/assets/chat.js`, { method: 'HEAD' });
+    expect(head.headers.get('content-length')).toBe(script.headers.get('content-length'));
+    expect(await head.text()).toBe('');
+    expect((await fetch(`${base}/chat/assets/chat.js`, { headers: { 'If-None-Match': etag } })).status).toBe(304);
+    const plain = await startGateway();
+    cleanups.push(() => plain.stop());
+    expect((await fetch(`http://127.0.0.1:${plain.port}/`)).status).toBe(404);
+
+    const { page, errors } = await open(`${base}/chat?token=${await token('gina')}`);
+    await waitReady(page);
+    expect(await page.title()).toBe('Support chat');
+    await say(page, 'what is 8/2?');
+    await waitForTerminals(page, 1);
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('8/2 = 4');
+    expect(errors).toEqual([]);
+  });
+
+  it('`agentwire serve` in dev mode prints the page URL and the page signs in as demo', async () => {
+    const child = children.spawn(['serve'], { PORT: '0', AGENTWIRE_DEMO_STEP_MS: '1' });
+    const [, pageUrl] = await child.waitForStdout(/^Open (http:\/\/127\.0\.0\.1:\d+\/) in a browser to chat as "demo"/m, 20_000);
+    const { page, errors } = await open(pageUrl!);
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('demo');
+    await say(page, 'what is 2+3*4?');
+    await waitForTerminals(page, 1);
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('2+3*4 = 14');
+    expect(errors).toEqual([]);
+  });
+});

@@ -1,0 +1,275 @@
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisEngine, parseNotification } from '../../src/engine/redisEngine.js';
+import { RunEndedError } from '../../src/engine/types.js';
+import type { EventBody, LogEntry } from '@agentwire/protocol';
+import { RedisServer } from '../helpers/redisServer.js';
+import { Waiters } from '../helpers/waitFor.js';
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await RedisServer.start();
+});
+afterAll(async () => {
+  await redis?.stop();
+});
+
+let prefixCounter = 0;
+function engine(options: Partial<ConstructorParameters<typeof RedisEngine>[0]> = {}): RedisEngine {
+  return new RedisEngine({ url: redis.url, keyPrefix: `t${++prefixCounter}`, ...options });
+}
+
+function thinking(text: string, run = 'r1'): EventBody {
+  return { type: 'agent_thinking', text, run_id: run, thread_id: 't1', ts: new Date(0).toISOString() };
+}
+
+/** Resolves once `entries` holds `count` items; driven by the listener, bounded by a timeout. */
+function collector() {
+  const entries: LogEntry[] = [];
+  const waiters = new Waiters(() => `got ${entries.length}`);
+  return {
+    entries,
+    listener: (entry: LogEntry) => {
+      entries.push(entry);
+      waiters.notify();
+    },
+    async until(count: number, timeoutMs = 5000): Promise<void> {
+      await waiters.until(() => entries.length >= count, timeoutMs, `${count} entries`);
+    },
+  };
+}
+
+describe('RedisEngine', () => {
+  it('assigns contiguous seqs per user, writes them into the JSON, and reads ranges back', async () => {
+    const e = engine();
+    await e.ready();
+    expect(e.available).toBe(true);
+    const head0 = await e.head('alice');
+    expect(head0.lastSeq).toBe(0);
+    const appended = await e.append('alice', [thinking('a "quoted" text'), thinking('b')]);
+    expect(appended.map((x) => x.seq)).toEqual([1, 2]);
+    expect(JSON.parse(appended[0]!.json)).toMatchObject({ type: 'agent_thinking', seq: 1, text: 'a "quoted" text' });
+    expect((await e.append('bob', [thinking('other user')]))[0]!.seq).toBe(1);
+    const head = await e.head('alice');
+    expect(head).toEqual({ epoch: head0.epoch, lastSeq: 2 });
+    const read = await e.read('alice', 1, 2);
+    expect(read.map((x) => [x.seq, x.type, x.json])).toEqual(appended.map((x) => [x.seq, x.type, x.json]));
+    expect(await e.read('alice', 2, 1)).toEqual([]);
+    await e.close();
+  });
+
+  it('never assigns the same seq twice when two engines (two nodes) append concurrently', async () => {
+    const a = engine();
+    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
+    await Promise.all([a.ready(), b.ready()]);
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).append('carol', [thinking(`m${i}`), thinking(`n${i}`)])),
+    );
+    const seqs = results.flat().map((x) => x.seq).sort((x, y) => x - y);
+    expect(seqs).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('delivers live entries to subscribers of that user only, in order', async () => {
+    const e = engine();
+    await e.ready();
+    const alice = collector();
+    const bob = collector();
+    const subA = await e.subscribe('alice', alice.listener);
+    const subB = await e.subscribe('bob', bob.listener);
+    await e.append('alice', [thinking('1'), thinking('2')]);
+    await e.append('bob', [thinking('x')]);
+    await e.append('alice', [thinking('3')]);
+    await alice.until(3);
+    await bob.until(1);
+    expect(alice.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+    expect(bob.entries.map((x) => JSON.parse(x.json).text)).toEqual(['x']);
+    const head = await e.head('alice');
+    expect(alice.entries.every((x) => x.epoch === head.epoch)).toBe(true);
+    await subA.unsubscribe();
+    await subB.unsubscribe();
+    await e.close();
+  });
+
+  it('announces each append in one notification, and treats one it cannot read as a possible gap', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    let gapSignals = 0;
+    const gapWaiters = new Waiters(() => `gap signals ${gapSignals}`);
+    await e.subscribe('hana', live.listener, () => {
+      gapSignals++;
+      gapWaiters.notify();
+    });
+    const channel = e.keys('hana').live;
+    const spy = redis.client();
+    const notifications: string[] = [];
+    spy.on('smessage', (_channel: string, message: string) => notifications.push(message));
+    await spy.ssubscribe(channel);
+
+    await e.append('hana', [thinking('line one\nline two'), thinking('b'), thinking('c')]);
+    await live.until(3);
+    expect(live.entries.map((x) => [x.seq, x.type])).toEqual([[1, 'agent_thinking'], [2, 'agent_thinking'], [3, 'agent_thinking']]);
+    expect(JSON.parse(live.entries[0]!.json).text).toBe('line one\nline two');
+    expect(notifications).toHaveLength(1);
+    expect(parseNotification(notifications[0]!)).toEqual(live.entries);
+
+    const admin = redis.client();
+    await admin.spublish(channel, 'not a notification');
+    await gapWaiters.until(() => gapSignals === 1, 5000, 'a gap signal');
+    expect(live.entries).toHaveLength(3);
+    spy.disconnect();
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('delivers any batch of texts exactly as appended and read back (property, one notification per append)', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    const notifications: string[] = [];
+    const notified = new Waiters(() => `notifications ${notifications.length}`);
+    const spy = redis.client();
+    spy.on('smessage', (_channel: string, message: string) => {
+      notifications.push(message);
+      notified.notify();
+    });
+    await spy.ssubscribe(e.keys('ivy').live);
+    await e.subscribe('ivy', live.listener);
+    let appends = 0;
+    // Any code points: newlines, spaces, quotes, lone surrogates (JSON escapes what it must).
+    const texts = fc.array(fc.string({ unit: 'binary', maxLength: 40 }), { minLength: 1, maxLength: 8 });
+    await fc.assert(
+      fc.asyncProperty(texts, async (batch) => {
+        const appended = await e.append('ivy', batch.map((text) => thinking(text)));
+        appends++;
+        await live.until(appended.at(-1)!.seq);
+        const delivered = live.entries.slice(-batch.length);
+        expect(delivered).toEqual(appended);
+        expect(delivered.map((x) => JSON.parse(x.json).text)).toEqual(batch);
+        expect(await e.read('ivy', appended[0]!.seq, appended.at(-1)!.seq)).toEqual(appended.map(({ epoch: _epoch, ...rest }) => rest));
+      }),
+      { numRuns: 60 },
+    );
+    await notified.until(() => notifications.length >= appends, 5000, 'every notification');
+    expect(notifications).toHaveLength(appends);
+    spy.disconnect();
+    await e.close();
+  });
+
+  it('reads only notifications in its own format', () => {
+    expect(parseNotification('e1 1700000000000\n7 agent_started {"type":"agent_started","seq":7}')).toEqual([
+      { epoch: 'e1', appendedAt: 1700000000000, seq: 7, type: 'agent_started', json: '{"type":"agent_started","seq":7}' },
+    ]);
+    for (const bad of ['', 'e1 1700000000000', 'e1 x\n1 agent_started {}', 'e1 1\nseven agent_started {}', 'e1 1\n7 agent_started', 'e1 7 agent_started 1 {}']) {
+      expect(parseNotification(bad), bad).toBeNull();
+    }
+  });
+
+  it('claims an idempotency key once across engines and releases it', async () => {
+    const a = engine();
+    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
+    await Promise.all([a.ready(), b.ready()]);
+    const claims = await Promise.all([
+      a.claimMessage('dave', 'm1', { runId: 'run-a', threadId: 't' }),
+      b.claimMessage('dave', 'm1', { runId: 'run-b', threadId: 't' }),
+    ]);
+    expect(claims.filter((c) => c === null)).toHaveLength(1);
+    const winner = claims[0] === null ? 'run-a' : 'run-b';
+    expect(claims.find((c) => c !== null)).toEqual({ runId: winner, threadId: 't' });
+    await a.releaseMessage('dave', 'm1');
+    expect(await b.claimMessage('dave', 'm1', { runId: 'run-c', threadId: 't' })).toBeNull();
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('fences appends of an ended run', async () => {
+    const e = engine();
+    await e.ready();
+    await e.append('erin', [thinking('step', 'r9')], { runId: 'r9', terminal: false });
+    const terminal: EventBody = { type: 'agent_error', code: 'run_lost', message: 'x', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
+    await e.append('erin', [terminal], { runId: 'r9', terminal: true });
+    await expect(e.append('erin', [thinking('late', 'r9')], { runId: 'r9', terminal: false })).rejects.toBeInstanceOf(RunEndedError);
+    await expect(e.append('erin', [terminal], { runId: 'r9', terminal: true })).rejects.toBeInstanceOf(RunEndedError);
+    expect((await e.head('erin')).lastSeq).toBe(2);
+    await e.close();
+  });
+
+  it('writes agent_started once when a run re-sends it with its failure (first append applied, reply lost)', async () => {
+    const e = engine();
+    await e.ready();
+    const started: EventBody = { type: 'agent_started', message_id: 'm1', text: 'go', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
+    const failed: EventBody = { type: 'agent_error', code: 'agent_failed', message: 'x', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
+    const live = collector();
+    await e.subscribe('ines', live.listener);
+    await e.append('ines', [started, thinking('step', 'r7')], { runId: 'r7', terminal: false, appendId: 'a1' });
+    // The run never saw that reply: it ends with agent_started and its failure, under a new id.
+    const second = await e.append('ines', [started, failed], { runId: 'r7', terminal: true, appendId: 'a2' });
+    expect(second.map((x) => [x.seq, x.type])).toEqual([[3, 'agent_error']]);
+    // A retry of that append (its reply lost too) answers the same.
+    expect((await e.append('ines', [started, failed], { runId: 'r7', terminal: true, appendId: 'a2' })).map((x) => x.seq)).toEqual([3]);
+    expect((await e.read('ines', 1, 10)).map((x) => x.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
+    await live.until(3);
+    expect(live.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+    // Another run's first append keeps its agent_started.
+    const other = await e.append('ines', [{ ...started, run_id: 'r8' }], { runId: 'r8', terminal: false, appendId: 'b1' });
+    expect(other.map((x) => x.type)).toEqual(['agent_started']);
+    await e.close();
+  });
+
+  it('trims to the retention count and changes the epoch only when the log was lost', async () => {
+    const e = engine({ retentionEvents: 10 });
+    await e.ready();
+    const before = await e.head('frank');
+    for (let i = 0; i < 30; i++) await e.append('frank', [thinking(`m${i}`)]);
+    const retained = await e.read('frank', 1, 30);
+    expect(retained.map((x) => x.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 21 + i));
+    expect((await e.head('frank')).epoch).toBe(before.epoch);
+    const admin = redis.client();
+    await admin.del(e.keys('frank').meta, e.keys('frank').log);
+    admin.disconnect();
+    const after = await e.head('frank');
+    expect(after.epoch).not.toBe(before.epoch);
+    expect(after.lastSeq).toBe(0);
+    await e.close();
+  });
+
+  it('tells subscribers to check for gaps after its pub/sub connection was killed', async () => {
+    const e = engine();
+    await e.ready();
+    const live = collector();
+    let gapSignals = 0;
+    let onGap = () => {};
+    const gap = new Promise<void>((resolve) => (onGap = resolve));
+    await e.subscribe('gina', live.listener, () => {
+      gapSignals++;
+      onGap();
+    });
+    const admin = redis.client();
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await gap;
+    expect(gapSignals).toBeGreaterThanOrEqual(1);
+    // Resubscribed: live delivery works again.
+    await e.append('gina', [thinking('after')]);
+    await live.until(1);
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('is unavailable while Redis is down, fails fast, and recovers without a restart', async () => {
+    const e = engine();
+    await e.ready();
+    await e.append('hank', [thinking('before')]);
+    await redis.stopProcess();
+    await expect(e.append('hank', [thinking('during')])).rejects.toThrow();
+    expect(e.available).toBe(false);
+    await redis.startProcess();
+    // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
+    await Promise.all(
+      [e.redis].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
+    );
+    const head = await e.head('hank');
+    expect(head.lastSeq).toBe(1);
+    expect((await e.read('hank', 1, 1))[0]!.json).toContain('before');
+    await e.close();
+  });
+});

@@ -1,0 +1,62 @@
+// Durable agent events (PROTOCOL.md section 7). The run manager builds EventBody values; the
+// engine assigns `seq` and serializes each event once, so fan-out to N connections sends the
+// same string N times without re-encoding.
+
+interface EventBase {
+  readonly run_id: string;
+  readonly thread_id: string;
+  readonly ts: string;
+}
+
+/** Why a run ended with `agent_error`. */
+export type AgentErrorCode = 'agent_failed' | 'timeout' | 'run_lost' | 'shutdown';
+
+/** A durable event before the engine gives it its `seq`. */
+export type EventBody = EventBase &
+  (
+    | { readonly type: 'agent_started'; readonly message_id: string; readonly text: string }
+    | { readonly type: 'agent_thinking'; readonly text: string }
+    | {
+        readonly type: 'tool_executing';
+        readonly call_id: string;
+        readonly tool: string;
+        readonly args: Record<string, unknown>;
+      }
+    | {
+        readonly type: 'tool_completed';
+        readonly call_id: string;
+        readonly tool: string;
+        readonly ok: boolean;
+        readonly result: unknown;
+      }
+    | { readonly type: 'agent_completed'; readonly status: 'completed' | 'cancelled'; readonly text: string }
+    | { readonly type: 'agent_error'; readonly code: AgentErrorCode; readonly message: string }
+  );
+
+/** The `type` of a durable event. */
+export type EventType = EventBody['type'];
+
+/** An event as an agent run produces it, before the run manager stamps run, thread and time. */
+export type EventPayload = EventBody extends infer E ? (E extends EventBody ? Omit<E, 'run_id' | 'thread_id' | 'ts'> : never) : never;
+/** A durable event as clients receive it: with its per-user `seq`. */
+export type DurableEvent = EventBody & { readonly seq: number };
+
+
+/** One entry of a user's log as the engine stores and delivers it. */
+export interface LogEntry {
+  readonly seq: number;
+  readonly type: EventType;
+  /** The complete event, `seq` included, as sent on the wire. */
+  readonly json: string;
+  /** Append time on the appending node (ms since epoch), for the append-to-send histogram. */
+  readonly appendedAt: number;
+  /** The log's epoch when the entry was appended (live entries); a change means the log was lost. */
+  readonly epoch?: string;
+}
+
+/** The wire form of a durable event with its `seq`: `type` and `seq` first, then the body. */
+export function encodeEvent(body: EventBody, seq: number): string {
+  // `type` and `seq` lead so that readers of raw frames see them first.
+  const { type, ...rest } = body;
+  return JSON.stringify({ type, seq, ...rest });
+}

@@ -1,4 +1,0 @@
-// Entry of a forked storm worker process (runner.ts forks its build, dist/storm/workerEntry.js).
-import { serveWorkerProcess } from './workerProcess.js';
-
-serveWorkerProcess();
