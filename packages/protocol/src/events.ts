@@ -16,6 +16,10 @@ export type EventBody = EventBase &
   (
     | { readonly type: 'agent_started'; readonly message_id: string; readonly text: string }
     | { readonly type: 'agent_thinking'; readonly text: string }
+    /** A non-empty fragment of streamed reasoning (section 7). */
+    | { readonly type: 'agent_thinking_delta'; readonly text: string }
+    /** A non-empty fragment of the streamed answer; `agent_completed.text` is their concatenation. */
+    | { readonly type: 'agent_text_delta'; readonly text: string }
     | {
         readonly type: 'tool_executing';
         readonly call_id: string;

@@ -11,6 +11,8 @@ import { GUARANTEE_IDS, type GuaranteeId, type Violation } from './guarantees.js
 export const EVENT_TYPES: ReadonlySet<string> = new Set([
   'agent_started',
   'agent_thinking',
+  'agent_thinking_delta',
+  'agent_text_delta',
   'tool_executing',
   'tool_completed',
   'agent_completed',

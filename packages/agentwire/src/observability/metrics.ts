@@ -26,6 +26,8 @@ export function closeCodeLabel(code: string | number): string {
 const EVENT_TYPE_LABELS: Readonly<Record<EventType, true>> = {
   agent_started: true,
   agent_thinking: true,
+  agent_thinking_delta: true,
+  agent_text_delta: true,
   tool_executing: true,
   tool_completed: true,
   agent_completed: true,
