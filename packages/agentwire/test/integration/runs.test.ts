@@ -3,9 +3,10 @@ import { MemoryEngine } from '../../src/engine/index.js';
 import type { Agent, AgentRunInput, AgentStep } from '../../src/runs/agent.js';
 import { createDemoAgent } from '../../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../../src/runs/runManager.js';
+import { sleep } from '@agentwire/protocol';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { DEMO_RUN_TYPES, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
+import { demoRunTypes, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
 import { within } from '../helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from '../helpers/wsClient.js';
 
@@ -183,7 +184,7 @@ describe('agent failures and timeouts', () => {
     const next = await message(client, 'm2', 't1', 'two words');
     expect(next.status).toBe('started');
     const nextEvents = await clockUntilTerminal(client, next.run_id);
-    expect(nextEvents.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(nextEvents.map((e) => e.type)).toEqual(demoRunTypes('two words'));
     expect(nextEvents[0]!.seq).toBe(events.at(-1)!.seq + 1);
     await clock.advance(10_000);
     await barrier(client);
@@ -335,11 +336,11 @@ describe('threads', () => {
     const runs = [];
     for (const ack of acks) runs.push(await client.runEvents(ack.run_id));
     for (const [i, events] of runs.entries()) {
-      expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+      expect(events.map((e) => e.type)).toEqual(demoRunTypes(`what is ${i}+10?`));
       expect(events[0]).toMatchObject({ message_id: ids[i], thread_id: 'busy' });
       expect(events.at(-1)!.text).toBe(`${i}+10 = ${i + 10}`);
       // Each run occupies one contiguous range, right after the previous one.
-      expect(seqProblem(events, i * DEMO_RUN_TYPES.length)).toBeNull();
+      expect(seqProblem(events, i * demoRunTypes('what is 0+10?').length)).toBeNull();
     }
     expectWellFormed(client);
     expect(await runsMetric(env)).toEqual({ completed: 3 });
@@ -495,6 +496,100 @@ describe('outcomes', () => {
   });
 });
 
+describe('streamed answers (section 7)', () => {
+  /** The run's events without seq/ts/ids: what a reader of the transcript sees. */
+  const shape = (events: Frame[]) => events.map((e) => (e.text === undefined ? e.type : `${e.type}:${e.text}`));
+
+  it('merges fragments that come within the flush window, never across another event; agent_completed.text is their concatenation', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const manual = clock;
+    const agent = agentOf(async function* () {
+      yield { type: 'thinking_delta', text: 'Let me ' };
+      yield { type: 'thinking_delta', text: 'think.' };
+      yield { type: 'text_delta', text: 'Hel' };
+      yield { type: 'text_delta', text: '' }; // dropped: a delta is never empty
+      yield { type: 'text_delta', text: 'lo' };
+      yield { type: 'tool_call', callId: 'c1', tool: 'lookup', args: {} };
+      yield { type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: 1 };
+      yield { type: 'text_delta', text: ' wor' };
+      await sleep(manual, 5);
+      yield { type: 'text_delta', text: 'ld' };
+      yield { type: 'answer', text: 'not what was streamed' }; // ignored: the answer is what streamed
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await client.waitFor((f) => f.type === 'tool_completed', 5000, 'the tool result');
+    await barrier(client);
+    // ' wor' is held (less than the window has passed) until 'ld' joins it and the run ends.
+    expect(eventsOf(client, ack.run_id).map((e) => e.type)).not.toContain('agent_completed');
+    await clock.advance(5);
+    const events = await client.runEvents(ack.run_id);
+    expect(shape(events)).toEqual([
+      'agent_started:hi',
+      'agent_thinking_delta:Let me think.',
+      'agent_text_delta:Hello',
+      'tool_executing',
+      'tool_completed',
+      'agent_text_delta: world',
+      'agent_completed:Hello world',
+    ]);
+    expect(seqProblem(events, 0)).toBeNull();
+  });
+
+  it('never holds a fragment past the flush window', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const manual = clock;
+    const agent = agentOf(async function* () {
+      yield { type: 'text_delta', text: 'a' };
+      await sleep(manual, 30);
+      yield { type: 'text_delta', text: 'b' };
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await clock.advance(19);
+    await barrier(client);
+    expect(shape(eventsOf(client, ack.run_id))).toEqual(['agent_started:hi']);
+    await clock.advance(1);
+    await client.waitFor((f) => f.type === 'agent_text_delta', 5000, 'the first delta, at the window');
+    await clock.advance(10);
+    expect(shape(await client.runEvents(ack.run_id))).toEqual(['agent_started:hi', 'agent_text_delta:a', 'agent_text_delta:b', 'agent_completed:ab']);
+  });
+
+  it('a cancel mid-answer sends the held fragment first; agent_completed cancelled carries what streamed', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const agent = agentOf(async function* ({ signal }) {
+      yield { type: 'text_delta', text: 'partial ' };
+      yield { type: 'text_delta', text: 'answer' };
+      await gateOrAbort(gate(), signal);
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await client.waitFor((f) => f.type === 'agent_started', 5000, 'agent_started');
+    expect(await cancel(client, 'c1', ack.run_id)).toMatchObject({ type: 'ack', status: 'cancelling' });
+    const events = await client.runEvents(ack.run_id);
+    expect(shape(events)).toEqual(['agent_started:hi', 'agent_text_delta:partial answer', 'agent_completed:partial answer']);
+    expect(events.at(-1)).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('a merged delta stops at 4 KiB: a fast agent costs a few events, not one per fragment', async () => {
+    const fragments = Array.from({ length: 2000 }, (_, i) => `w${String(i).padStart(4, '0')} `); // 6 bytes each
+    const agent = agentOf(async function* () {
+      for (const text of fragments) yield { type: 'text_delta', text };
+    });
+    env = await startGateway({ agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    const events = await client.runEvents(ack.run_id);
+    const deltas = events.filter((e) => e.type === 'agent_text_delta').map((e) => e.text as string);
+    expect(deltas.map((d) => d.length)).toEqual([4092, 4092, 3816]);
+    expect(deltas.join('')).toBe(fragments.join(''));
+    expect(events.at(-1)).toMatchObject({ type: 'agent_completed', text: fragments.join('') });
+  });
+});
+
 describe('RunManager.drain (unit, ManualClock)', () => {
   function setup(stepMs: number) {
     const manual = new ManualClock(0);
@@ -507,6 +602,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
       clock: manual,
       threadPolicy: 'enqueue',
       runTimeoutMs: 60_000,
+      streamFlushMs: 0, // one delta per word of the demo's answer, as soon as it comes
       onRunEnded: (outcome) => outcomes.push(outcome),
       onFault: (error) => faults.push(error),
     });
@@ -545,7 +641,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     expect(seqProblem(entries, 0)).toBeNull();
     const byRun = (runId: string) => entries.filter((e) => e.run_id === runId);
     for (const runId of [hanging.runId, queued.runId, quick.runId]) expect(runProblem(byRun(runId)), runId).toBeNull();
-    expect(byRun(quick.runId).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(byRun(quick.runId).map((e) => e.type)).toEqual(demoRunTypes('finishes in time'));
     expect(byRun(hanging.runId).map((e) => e.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
     expect(byRun(hanging.runId).at(-1)).toMatchObject({ code: 'shutdown', ts: new Date(1000).toISOString() });
     // The queued run never ran its agent, and still got its start and one terminal event, after the hang ended.
@@ -560,13 +656,14 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     await submit('m1', 't1', 'two words');
     let drained = false;
     const draining = within(runs.drain(10_000), 'drain', 5000).then(() => (drained = true));
-    await manual.advance(49);
+    // Four steps and five words ("Your message has 2 words."), 10 ms each.
+    await manual.advance(89);
     expect(drained).toBe(false);
     await manual.advance(1);
     await draining;
-    expect(manual.now()).toBe(50);
+    expect(manual.now()).toBe(90);
     expect(outcomes).toEqual(['completed']);
-    expect((await log()).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect((await log()).map((e) => e.type)).toEqual(demoRunTypes('two words'));
     expect(manual.pendingTimers).toBe(1); // only the engine's reaper: the drain timer was cleared
     await engine.close();
     expect(manual.pendingTimers).toBe(0);
