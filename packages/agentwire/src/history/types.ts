@@ -72,6 +72,14 @@ export interface ConversationTurn {
   readonly toolCalls?: readonly ToolCallView[];
 }
 
+/** Thrown by a `HistoryStore` for a cursor it did not make (the routes answer 400 `invalid_request`). */
+export class InvalidCursorError extends Error {
+  override readonly name = 'InvalidCursorError';
+  constructor() {
+    super('cursor is not valid');
+  }
+}
+
 /** Paging of a list: at most `limit` items after `cursor` (a `nextCursor` of an earlier page). */
 export interface PageRequest {
   readonly limit: number;
