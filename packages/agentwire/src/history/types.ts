@@ -49,6 +49,7 @@ export interface AssistantMessageView {
   readonly completedAt: string | null;
 }
 
+/** A message of a thread: the user's or the assistant's. */
 export type MessageView = UserMessageView | AssistantMessageView;
 
 /** One page of an answer; `nextCursor` is opaque to callers (null: no more). */
