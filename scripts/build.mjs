@@ -4,12 +4,14 @@
  * workspace compiles here, nothing at run time. `node scripts/build.mjs [package…]` builds the
  * named packages (folder names under packages/), in dependency order, else all of them.
  * - tsc (each package's tsconfig.json): src/ to JavaScript and .d.ts in its dist/.
+ * - Lua: the Redis scripts (packages/agentwire/src/redis/scripts/*.lua, read at run time) are
+ *   copied beside the compiled code, src/<path> to dist/<path>; tsc copies nothing but code.
  * - esbuild: the chat page script (packages/chat-page/src/page.ts with the client SDK) into one
  *   browser file, packages/chat-page/dist/chat.js, which the gateway serves as it is.
  * Each dist/ is made afresh so that a tarball never carries the output of a deleted source.
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { cpSync, existsSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +37,10 @@ for (const name of ORDER.filter((name) => wanted.length === 0 || wanted.includes
   if (compiled.error || compiled.status !== 0) {
     process.stderr.write(`build: tsc failed for packages/${name} (${compiled.error?.message ?? `exit ${compiled.status}`})\n`);
     process.exit(1);
+  }
+  const luaScripts = join(dir, 'src/redis/scripts');
+  if (existsSync(luaScripts)) {
+    cpSync(luaScripts, join(dir, 'dist/redis/scripts'), { recursive: true, filter: (path) => !/\.[^/]+$/.test(path) || path.endsWith('.lua') });
   }
   if (name === 'chat-page') {
     await build({

@@ -5,15 +5,13 @@
  * and the per-user connection cap raised out of the way, and the fast bench agent.
  *
  * With BENCH_REDIS_URL set, the gateway runs on the Redis engine instead, wired as
- * `agentwire serve` wires it (src/cli/serve.ts): RedisEngine + RedisRunStore + RedisPresence,
- * node id BENCH_NODE_ID; several such processes on one Redis form a cluster.
+ * `agentwire serve` wires it (src/cli/serve.ts): createRedisBackend (RedisEngine + RedisRunStore +
+ * RedisPresence on one connection), node id BENCH_NODE_ID; several such processes on one Redis
+ * form a cluster.
  *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
-import { RedisPresence } from '../../packages/agentwire/src/coordination/index.js';
-import { RedisEngine } from '../../packages/agentwire/src/engine/index.js';
-import { createGateway, createLogger } from '../../packages/agentwire/src/index.js';
-import { RedisRunStore } from '../../packages/agentwire/src/runs/redisRunStore.js';
+import { createGateway, createLogger, createRedisBackend } from '../../packages/agentwire/src/index.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
@@ -22,16 +20,14 @@ if (!process.send) throw new Error('bench/servers/gateway.ts must be started by 
 
 const redisUrl = process.env.BENCH_REDIS_URL;
 const logger = createLogger('error');
-const cluster = redisUrl
+const redis = redisUrl
   ? (() => {
       const onError = (error: unknown) => logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'redis connection problem');
-      // BENCH_REDIS_AUTOPIPELINE=1 (--redis-autopipeline): an experiment through the engine's
+      // BENCH_REDIS_AUTOPIPELINE=1 (--redis-autopipeline): an experiment through the backend's
       // public redisOptions, not what `agentwire serve` does. Subscriber commands stay unpipelined.
       const redisOptions =
         process.env.BENCH_REDIS_AUTOPIPELINE === '1' ? { enableAutoPipelining: true, autoPipeliningIgnoredCommands: ['ssubscribe', 'sunsubscribe'] } : {};
-      const engine = new RedisEngine({ url: redisUrl, onError, redisOptions });
-      const runStore = new RedisRunStore(engine, redisUrl, { ...(process.env.BENCH_NODE_ID ? { nodeId: process.env.BENCH_NODE_ID } : {}), onError });
-      return { engine, runStore, presence: new RedisPresence(engine) };
+      return createRedisBackend({ url: redisUrl, onError, redisOptions, ...(process.env.BENCH_NODE_ID ? { nodeId: process.env.BENCH_NODE_ID } : {}) });
     })()
   : null;
 
@@ -45,7 +41,7 @@ const gateway = createGateway({
   rateLimitPerSec: 1_000_000,
   rateLimitBurst: 1_000_000,
   maxConnectionsPerUser: 1_000_000,
-  ...(cluster ? { engine: cluster.engine, runStore: cluster.runStore, presence: cluster.presence } : {}),
+  ...(redis ? { engine: redis.engine, runStore: redis.runStore, presence: redis.presence } : {}),
 });
 
 const { port } = await gateway.listen(0, BENCH_HOST);
@@ -73,7 +69,7 @@ serveIpc({
   appendToSend,
   stop: async () => {
     await gateway.shutdown();
-    await cluster?.engine.close();
+    await redis?.close();
     // Let the reply go out, then exit (a normal exit also writes a --cpu-prof profile).
     setImmediate(() => process.exit(0));
   },

@@ -22,11 +22,9 @@ export type {
   GapListener,
   LiveListener,
   LogHead,
-  MessageClaim,
   Subscription,
 } from './engine/types.js';
 export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js';
-export { RedisEngine, type ClusterNode, type RedisEngineOptions } from './engine/redisEngine.js';
 
 // Thread history (PROTOCOL.md section 14), for a history store of your own.
 export { InvalidCursorError } from './history/types.js';
@@ -45,7 +43,6 @@ export type {
 } from './history/types.js';
 export { LogHistoryStore, createLogHistoryStore, type LogHistoryStoreOptions } from './history/logHistoryStore.js';
 export { MemoryThreadMarks, type MemoryThreadMarksOptions, type ThreadMark, type ThreadMarkStore } from './history/threadMarks.js';
-export { RedisThreadMarks } from './history/redisThreadMarks.js';
 
 // Thread queues and run ownership, for a run store of your own.
 export type { RunOutcome, ThreadPolicy } from './runs/runManager.js';
@@ -54,16 +51,30 @@ export type {
   EnqueueOptions,
   EnqueueOutcome,
   LostRun,
+  MessageClaim,
   RunAssignment,
   RunRecord,
   RunStore,
   UnfinishedRun,
 } from './runs/runStore.js';
-export { RedisRunStore, type RedisRunStoreOptions } from './runs/redisRunStore.js';
+export { LocalRunStore, type LocalRunStoreOptions } from './runs/runStore.js';
 
 // The per-user connection cap across nodes.
 export type { ConnectionPresence, ConnectionRef } from './coordination/presence.js';
-export { RedisPresence } from './coordination/redisPresence.js';
+
+// The Redis backend (one Redis or a Redis Cluster): engine, run store and presence on one connection.
+export { createRedisBackend, type RedisBackend, type RedisBackendOptions } from './redis/index.js';
+export {
+  RedisConnection,
+  RedisEngine,
+  RedisPresence,
+  RedisRunStore,
+  type ClusterNode,
+  type RedisConnectionOptions,
+  type RedisEngineOptions,
+  type RedisPresenceOptions,
+  type RedisRunStoreOptions,
+} from './redis/index.js';
 
 // Tokens.
 export { createTokenVerifier } from './auth/verifier.js';

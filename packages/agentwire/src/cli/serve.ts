@@ -9,11 +9,9 @@ import {
   unknownVariableWarnings,
   type GatewayConfig,
 } from '../config/index.js';
-import { RedisPresence } from '../coordination/index.js';
-import { MemoryEngine, RedisEngine } from '../engine/index.js';
-import type { ClusterNode } from '../engine/redisEngine.js';
+import { MemoryEngine } from '../engine/index.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
-import { RedisRunStore } from '../runs/redisRunStore.js';
+import { createRedisBackend, type ClusterNode, type RedisBackend } from '../redis/index.js';
 import { createGateway } from '../transport/index.js';
 
 /**
@@ -57,12 +55,12 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(config.jwtAudience ? { audience: config.jwtAudience } : {}),
   };
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
-  const cluster = redisAt ? redisCluster(config, redisAt, logger) : null;
-  const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
+  const redis = redisAt ? redisBackend(config, redisAt, logger) : null;
+  const engine = redis?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
   const gateway = createGateway({
     auth: keys,
     engine,
-    ...(cluster ? { runStore: cluster.runStore, presence: cluster.presence, lostRunSweepMs: config.runSweepMs } : {}),
+    ...(redis ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(bypassKey && secret
@@ -111,7 +109,7 @@ export async function runServe(argv: string[]): Promise<number> {
       deadline.unref();
       gateway.shutdown().then(
         async () => {
-          await engine.close();
+          await (redis ?? engine).close();
           clearTimeout(deadline);
           logger.info('stopped');
           resolve(0);
@@ -176,8 +174,8 @@ export async function runServe(argv: string[]): Promise<number> {
   return stopped;
 }
 
-/** The Redis engine plus the cluster-wide run store and connection presence sharing it. */
-function redisCluster(config: GatewayConfig, redisAt: string | readonly ClusterNode[], logger: Logger) {
+/** The Redis backend: engine, cluster-wide run store and connection presence on one connection. */
+function redisBackend(config: GatewayConfig, redisAt: string | readonly ClusterNode[], logger: Logger): RedisBackend {
   let lastError = '';
   const onError = (error: unknown) => {
     // ioredis reports every failed reconnect; log each distinct problem once until it changes.
@@ -185,19 +183,15 @@ function redisCluster(config: GatewayConfig, redisAt: string | readonly ClusterN
     if (message !== lastError) logger.warn({ err: message }, 'redis connection problem');
     lastError = message;
   };
-  const engine = new RedisEngine({
+  return createRedisBackend({
     ...(typeof redisAt === 'string' ? { url: redisAt } : { clusterNodes: redisAt }),
     retentionEvents: config.retentionEvents,
     retentionMs: config.retentionMs,
     commandTimeoutMs: config.redisCommandTimeoutMs,
-    onError,
-  });
-  const runStore = new RedisRunStore(engine, redisAt, {
     leaseMs: config.runLeaseMs,
     ...(config.nodeId ? { nodeId: config.nodeId } : {}),
     onError,
   });
-  return { engine, runStore, presence: new RedisPresence(engine) };
 }
 
 function isLoopback(host: string): boolean {

@@ -1,4 +1,3 @@
 export * from './userCoordinator.js';
 export * from './coordinatorRegistry.js';
 export type * from './presence.js';
-export { RedisPresence } from './redisPresence.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { encodeEvent, type EventBody, type LogEntry } from '@agentwire/protocol';
-import type { EventEngine, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
+import type { EventEngine, LiveListener, LogHead, Subscription } from './types.js';
 import { DEFAULTS } from '../config/settings.js';
 
 /** Retention bounds of a `MemoryEngine`. */
@@ -16,8 +16,6 @@ export interface MemoryEngineOptions {
   retentionBytes?: number;
   /** Entries older than this are evicted; idle users are forgotten after it. Default 24 h. */
   retentionMs?: number;
-  /** Idempotency keys remembered per user. Default 10000. */
-  maxClaimsPerUser?: number;
   clock?: Clock;
 }
 
@@ -31,7 +29,6 @@ interface UserLog {
   bytes: number;
   lastActivity: number;
   readonly listeners: Set<LiveListener>;
-  readonly claims: Map<string, MessageClaim>;
 }
 
 /**
@@ -46,7 +43,6 @@ export class MemoryEngine implements EventEngine {
   readonly #retentionEvents: number;
   readonly #retentionBytes: number;
   readonly #retentionMs: number;
-  readonly #maxClaims: number;
   readonly #clock: Clock;
   readonly #reaper: TimerHandle;
 
@@ -54,7 +50,6 @@ export class MemoryEngine implements EventEngine {
     this.#retentionEvents = options.retentionEvents ?? DEFAULTS.retentionEvents;
     this.#retentionBytes = options.retentionBytes ?? DEFAULTS.retentionBytes;
     this.#retentionMs = options.retentionMs ?? 86_400_000;
-    this.#maxClaims = options.maxClaimsPerUser ?? 10_000;
     this.#clock = options.clock ?? systemClock;
     this.#reaper = this.#clock.setInterval(
       () => this.#forgetIdleUsers(),
@@ -112,21 +107,6 @@ export class MemoryEngine implements EventEngine {
     return { epoch: log.epoch, lastSeq: log.lastSeq };
   }
 
-  async claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
-    const log = this.#log(userId);
-    const existing = log.claims.get(messageId);
-    if (existing) return existing;
-    log.claims.set(messageId, claim);
-    if (log.claims.size > this.#maxClaims) {
-      log.claims.delete(log.claims.keys().next().value!);
-    }
-    return null;
-  }
-
-  async releaseMessage(userId: string, messageId: string): Promise<void> {
-    this.#logs.get(userId)?.claims.delete(messageId);
-  }
-
   async close(): Promise<void> {
     this.#clock.clearInterval(this.#reaper);
   }
@@ -142,7 +122,6 @@ export class MemoryEngine implements EventEngine {
         bytes: 0,
         lastActivity: this.#clock.now(),
         listeners: new Set(),
-        claims: new Map(),
       };
       this.#logs.set(userId, log);
     }

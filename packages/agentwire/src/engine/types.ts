@@ -23,12 +23,6 @@ export interface Subscription {
   unsubscribe(): Promise<void>;
 }
 
-/** What an idempotency key was first used for. */
-export interface MessageClaim {
-  readonly runId: string;
-  readonly threadId: string;
-}
-
 /**
  * Ties an append to a run, for engines shared by several nodes: the append is refused with
  * RunEndedError once the run's terminal event was appended (by any node), so a run never gets
@@ -58,7 +52,8 @@ export class RunEndedError extends Error {
  *
  * Shaped for Redis Streams + pub/sub as much as for memory: every call is async, appends take
  * a batch, live delivery is a per-user subscription that may (on Redis) lose notifications,
- * which is why consumers track seq and repair gaps with `read`.
+ * which is why consumers track seq and repair gaps with `read`. Only the log: message-id claims
+ * (idempotency) belong to the run store.
  */
 export interface EventEngine {
   /** Resolves once the engine can serve requests (connected, scripts loaded). */
@@ -80,12 +75,5 @@ export interface EventEngine {
   /** Retained entries with fromSeq <= seq <= toSeq, in seq order (evicted ones are missing). */
   read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]>;
   head(userId: string): Promise<LogHead>;
-  /**
-   * Claims an idempotency key for a user: resolves null when this call claimed it, otherwise
-   * the claim that was there first.
-   */
-  claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null>;
-  /** Gives up a claim that did not lead to a run (e.g. the thread was busy under `reject`). */
-  releaseMessage(userId: string, messageId: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
-import { RunEndedError, type AppendFence, type EventEngine, type MessageClaim } from '../engine/types.js';
+import { RunEndedError, type AppendFence, type EventEngine } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload, LogEntry } from '@agentwire/protocol';
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer } from './deltaCoalescer.js';
 import { DEFAULTS } from '../config/settings.js';
-import { LocalRunStore, type UnfinishedRun, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+import { LocalRunStore, type UnfinishedRun, type LostRun, type MessageClaim, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
 /** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
 export type ThreadPolicy = 'enqueue' | 'reject';
@@ -130,7 +130,7 @@ export class RunManager {
   #contact = { breaks: -1, since: 0 };
 
   constructor(private readonly options: RunManagerOptions) {
-    this.#store = options.store ?? new LocalRunStore();
+    this.#store = options.store ?? new LocalRunStore({ now: () => options.clock.now() });
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
     this.#maxActive = options.maxActiveRunsPerUser ?? 32;
     this.#retryForMs = options.retryForMs ?? 30_000;
@@ -170,28 +170,20 @@ export class RunManager {
       text: message.text,
     };
     const duplicate = (claim: MessageClaim) => reply({ kind: 'ack', status: 'duplicate', runId: claim.runId, threadId: claim.threadId });
-    // A store that claims ids itself does it atomically with the enqueue; otherwise the engine does.
-    const engineClaims = !this.#store.claimsMessageIds;
-    if (engineClaims) {
-      const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
-      // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
-      if (existing && existing.runId !== record.runId) return duplicate(existing);
-    }
+    // The store claims the message id, atomically with the enqueue.
     let outcome;
     try {
       outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
     } catch (error) {
-      // A store's own claim stays: the enqueue may have been applied, and a retry of the message
-      // is then a duplicate of that run rather than a second one.
-      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
-      else this.#settleInDoubt(record);
+      // The claim may have been made with the run: a retry of the message is then a duplicate of
+      // that run rather than a second one, and the run must be started or left to its lease.
+      this.#settleInDoubt(record);
       throw error;
     }
     if (typeof outcome === 'object') return duplicate(outcome.duplicate);
     if (outcome === 'absent') throw new Error('run store answered absent to an enqueue that was not replay-only');
     if (outcome === 'busy' || outcome === 'too_many_runs') {
       // Nothing was created: the id stays free, so the same message may be sent again later.
-      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
       reply(
         outcome === 'too_many_runs'
           ? { kind: 'error', code: 'too_many_runs', message: `at most ${this.#maxActive} runs may be running or queued at once` }

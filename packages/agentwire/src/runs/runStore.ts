@@ -1,5 +1,10 @@
-import type { MessageClaim } from '../engine/types.js';
 import type { ThreadPolicy } from './runManager.js';
+
+/** What a message id (an idempotency key) was first used for. */
+export interface MessageClaim {
+  readonly runId: string;
+  readonly threadId: string;
+}
 
 /** A run as the store keeps it: whose, on which thread, for which message. */
 export interface RunRecord {
@@ -27,7 +32,7 @@ export interface RunAssignment {
  * What `enqueue` did. `start`: first on its thread, this node executes it now; `queued`: behind
  * another run of the thread; `busy`: refused by the thread policy or the queue bound; `absent`:
  * see `EnqueueOptions.replayOnly`.
- * `duplicate`: the message id was already claimed, for the run it names (stores that claim ids).
+ * `duplicate`: the message id was already claimed, for the run it names; nothing was created.
  * `too_many_runs`: the user already has `maxActive` runs running or queued; nothing was created.
  */
 export type EnqueueOutcome = 'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | { readonly duplicate: MessageClaim };
@@ -62,9 +67,11 @@ export type CancelLookup =
 
 /**
  * Where runs wait for their thread and who executes them. The run manager executes agents; the
- * store decides order and ownership: per-thread FIFO queues, the node that owns each running
- * run, cancel requests, and leases that let another node end the runs of a node that died.
- * `LocalRunStore` keeps this in memory for one node; `RedisRunStore` shares it across nodes.
+ * store decides order and ownership: message-id claims (idempotency: one run per message id,
+ * claimed atomically with the run's creation, so a refused message leaves its id free),
+ * per-thread FIFO queues, the node that owns each running run, cancel requests, and leases that
+ * let another node end the runs of a node that died. `LocalRunStore` keeps this in memory for
+ * one node; `RedisRunStore` shares it across nodes.
  */
 export interface RunStore {
   readonly nodeId: string;
@@ -73,19 +80,15 @@ export interface RunStore {
   /** Set by node-local stores: runs queued here and not started yet. */
   readonly queuedCount?: number;
   /**
-   * Set by stores whose `enqueue` also claims the message id, in the same atomic step: it may
-   * then answer `duplicate`, and a `busy` answer has released the claim. Other stores get the
-   * id claimed through the engine first.
-   */
-  readonly claimsMessageIds?: boolean;
-  /**
    * Set by shared stores: this node's contact with the store. `breaks` counts every break so
    * far (a request unanswered within its deadline, a dropped link), `ok` is false during one.
    */
   readonly contact?: { readonly breaks: number; readonly ok: boolean };
   /**
-   * Queues the run on its thread; 'start' means it is first and this node now executes it. The
-   * decision on the thread and on the user's cap is one atomic step with the run's creation.
+   * Claims the run's message id and queues the run on its thread; 'start' means it is first and
+   * this node now executes it. The claim, the decision on the thread and on the user's cap are
+   * one atomic step with the run's creation: an id already claimed answers `duplicate` (unless
+   * its claim names this very run: a replay), and an id whose run was refused stays unclaimed.
    */
   enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options?: EnqueueOptions): Promise<EnqueueOutcome>;
   /**
@@ -120,6 +123,22 @@ interface LocalRun {
   cancelRequested: boolean;
 }
 
+/** Bounds of a `LocalRunStore`'s message-id claims. */
+export interface LocalRunStoreOptions {
+  /** A message id is remembered this long after its run was created. Default 24 h. */
+  readonly retentionMs?: number;
+  /** Message ids remembered per user (the oldest are forgotten first). Default 10000. */
+  readonly maxClaimsPerUser?: number;
+  readonly now?: () => number;
+}
+
+interface LocalClaim {
+  readonly userId: string;
+  readonly messageId: string;
+  readonly claim: MessageClaim;
+  readonly at: number;
+}
+
 /** One node's runs, in memory: no leases are needed because the store dies with its node. */
 export class LocalRunStore implements RunStore {
   readonly nodeId = 'local';
@@ -127,17 +146,35 @@ export class LocalRunStore implements RunStore {
   readonly #threads = new Map<string, LocalRun[]>();
   /** Runs of each user, running or queued, in enqueue order. */
   readonly #activeByUser = new Map<string, Map<string, LocalRun>>();
+  /** Message-id claims of each user, oldest first. */
+  readonly #claims = new Map<string, Map<string, LocalClaim>>();
+  /** The same claims, oldest first: expired without a timer, as new ones are made. */
+  readonly #claimsByAge = new Set<LocalClaim>();
+  readonly #retentionMs: number;
+  readonly #maxClaimsPerUser: number;
+  readonly #now: () => number;
+
+  constructor(options: LocalRunStoreOptions = {}) {
+    this.#retentionMs = options.retentionMs ?? 86_400_000;
+    this.#maxClaimsPerUser = options.maxClaimsPerUser ?? 10_000;
+    this.#now = options.now ?? Date.now;
+  }
 
   get queuedCount(): number {
     return this.#runs.size - this.#threads.size;
   }
 
   async enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options: EnqueueOptions = {}): Promise<EnqueueOutcome> {
+    this.#expireClaims();
+    const claimed = this.#claims.get(record.userId)?.get(record.messageId)?.claim;
+    if (claimed) return { duplicate: claimed };
+    if (options.replayOnly) return 'absent';
     const key = threadKey(record);
     const queue = this.#threads.get(key);
     if (queue && (policy === 'reject' || queue.length > maxQueued)) return 'busy';
     const active = this.#activeByUser.get(record.userId) ?? new Map<string, LocalRun>();
     if (active.size >= (options.maxActive ?? Number.MAX_SAFE_INTEGER)) return 'too_many_runs';
+    this.#claim(record);
     const run: LocalRun = { record, running: !queue, cancelRequested: false };
     active.set(record.runId, run);
     this.#activeByUser.set(record.userId, active);
@@ -148,6 +185,39 @@ export class LocalRunStore implements RunStore {
     }
     this.#threads.set(key, [run]);
     return 'start';
+  }
+
+  #claim(record: RunRecord): void {
+    let claims = this.#claims.get(record.userId);
+    if (!claims) {
+      claims = new Map();
+      this.#claims.set(record.userId, claims);
+    }
+    const entry: LocalClaim = {
+      userId: record.userId,
+      messageId: record.messageId,
+      claim: { runId: record.runId, threadId: record.threadId },
+      at: this.#now(),
+    };
+    claims.set(record.messageId, entry);
+    this.#claimsByAge.add(entry);
+    if (claims.size > this.#maxClaimsPerUser) {
+      const [oldest] = claims.values();
+      claims.delete(oldest!.messageId);
+      this.#claimsByAge.delete(oldest!);
+    }
+  }
+
+  /** Forgets claims older than the retention; amortized O(1) per claim. */
+  #expireClaims(): void {
+    const cutoff = this.#now() - this.#retentionMs;
+    for (const entry of this.#claimsByAge) {
+      if (entry.at >= cutoff) break;
+      this.#claimsByAge.delete(entry);
+      const claims = this.#claims.get(entry.userId)!;
+      claims.delete(entry.messageId);
+      if (claims.size === 0) this.#claims.delete(entry.userId);
+    }
   }
 
   async advance(record: RunRecord): Promise<RunAssignment | null> {

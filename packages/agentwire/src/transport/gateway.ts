@@ -9,9 +9,8 @@ import { DEFAULTS } from '../config/index.js';
 import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } from '../coordination/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
-import { RedisEngine } from '../engine/redisEngine.js';
 import { createLogHistoryStore } from '../history/logHistoryStore.js';
-import { RedisThreadMarks } from '../history/redisThreadMarks.js';
+import type { ThreadMarkStore } from '../history/threadMarks.js';
 import type { HistoryStore } from '../history/types.js';
 import { createHistoryRoutes, createRouteHandler, type TestTokenIssuer } from '../http/index.js';
 import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
@@ -35,10 +34,15 @@ export interface GatewayOptions {
   runStore?: RunStore;
   /**
    * Thread history (section 14 routes, agents' earlier turns). Default: folded from the engine's
-   * retained log (renames and deletions kept in Redis with the Redis engine, else in memory),
-   * closed with the gateway; a store given here is the caller's to close.
+   * retained log, with renames and deletions kept in `threadMarks`; closed with the gateway. A
+   * store given here is the caller's to close.
    */
   history?: HistoryStore;
+  /**
+   * Where the default history store keeps renames and deletions. Default: in this process; with a
+   * shared engine pass a shared store (`createRedisBackend(...).threadMarks`) so every node agrees.
+   */
+  threadMarks?: ThreadMarkStore;
   /** Earlier turns of a thread an agent receives with each run. Default 20. */
   historyTurns?: number;
   /** Counts connections across nodes for the per-user cap (Redis); default per node. */
@@ -172,7 +176,7 @@ export class Gateway {
       options.history ??
       createLogHistoryStore({
         engine: this.engine,
-        ...(this.engine instanceof RedisEngine ? { marks: new RedisThreadMarks(this.engine) } : {}),
+        ...(options.threadMarks ? { marks: options.threadMarks } : {}),
         activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
       });
     const history = this.history;

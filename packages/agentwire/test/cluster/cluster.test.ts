@@ -1,14 +1,13 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { systemClock } from '@agentwire/protocol';
-import { RedisPresence } from '../../src/coordination/redisPresence.js';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
-import { userKeys } from '../../src/engine/redisKeys.js';
+import { RedisPresence, RedisRunStore } from '../../src/redis/index.js';
 import type { LogEntry } from '@agentwire/protocol';
 import { createDemoAgent } from '../../src/runs/demoAgent.js';
-import { leaseMember, RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { leaseMember } from '../../src/redis/keys.js';
 import { RunManager, type CancelReply, type SubmitReply } from '../../src/runs/runManager.js';
 import type { RunAssignment, RunRecord } from '../../src/runs/runStore.js';
 import { TestCluster, type GatewayNode } from '../helpers/cluster.js';
+import { TestRedisEngine, userKeys } from '../helpers/redisBackend.js';
 import { RedisServer } from '../helpers/redisServer.js';
 import { isTerminal, runProblem } from '../helpers/runInvariants.js';
 import { Waiters } from '../helpers/waitFor.js';
@@ -449,14 +448,14 @@ describe('cluster: cancel reaches the node that executes the run', () => {
 
 /** A cluster node in this process: engine, run store and run manager over a shared Redis. */
 interface InProcessNode {
-  readonly engine: RedisEngine;
+  readonly engine: TestRedisEngine;
   readonly store: RedisRunStore;
   readonly runs: RunManager;
 }
 
-function inProcessNode(url: string, nodeId: string, store?: (engine: RedisEngine) => RedisRunStore): InProcessNode {
-  const engine = new RedisEngine({ url });
-  const runStore = store?.(engine) ?? new RedisRunStore(engine, url, { nodeId, leaseMs: 60_000 });
+function inProcessNode(url: string, nodeId: string, store?: (engine: TestRedisEngine) => RedisRunStore): InProcessNode {
+  const engine = TestRedisEngine.on({ url });
+  const runStore = store?.(engine) ?? new RedisRunStore(engine.connection, { nodeId, leaseMs: 60_000 });
   const runs = new RunManager({
     engine,
     agent: createDemoAgent({ clock: systemClock, stepMs: 5 }),
@@ -505,7 +504,7 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
       const redis = server.client();
       let gated: GatedRunStore | undefined;
       const nodeA = inProcessNode(server.url, 'node-a', (engine) => {
-        gated = new GatedRunStore(engine, server.url, { nodeId: 'node-a', leaseMs: 60_000 });
+        gated = new GatedRunStore(engine.connection, { nodeId: 'node-a', leaseMs: 60_000 });
         return gated;
       });
       const nodeB = inProcessNode(server.url, 'node-b');
@@ -513,10 +512,11 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
       let release = () => {};
       try {
         await Promise.all([nodeA.engine.ready(), nodeB.engine.ready()]);
-        // Node A listens for cancels addressed to it (its control channel is subscribed).
+        // Node A listens for cancels addressed to it (its control channel is subscribed; sharded
+        // pub/sub, as on Redis 7 every channel of the backend).
         const channel = 'aw:node:node-a:cancel';
         for (const deadline = Date.now() + 5000; ; ) {
-          const [, count] = (await redis.pubsub('NUMSUB', channel)) as [string, number];
+          const [, count] = (await redis.call('PUBSUB', 'SHARDNUMSUB', channel)) as [string, number];
           if (Number(count) === 1) break;
           if (Date.now() > deadline) throw new Error(`${channel} not subscribed`);
         }
@@ -614,11 +614,11 @@ describe('cluster: per-user connection cap', () => {
 
   it("renewal keeps a user's connection set counted after the set's first TTL would have run out", async () => {
     const server = await RedisServer.start();
-    const engine = new RedisEngine({ url: server.url });
+    const engine = TestRedisEngine.on({ url: server.url });
     const redis = server.client();
     try {
       await engine.ready();
-      const presence = new RedisPresence(engine, 30_000);
+      const presence = new RedisPresence(engine.connection, { ttlMs: 30_000 });
       const refs = [
         { userId: 'u-long', connectionId: 'c1' },
         { userId: 'u-long', connectionId: 'c2' },

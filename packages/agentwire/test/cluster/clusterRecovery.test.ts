@@ -14,17 +14,17 @@ import { once } from 'node:events';
 import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { RedisPresence } from '../../src/coordination/redisPresence.js';
 import { UserCoordinator, type CoordinatorMember, type ResumePosition, type SetupResult } from '../../src/coordination/userCoordinator.js';
-import { RedisEngine, type RedisEngineOptions } from '../../src/engine/redisEngine.js';
+import { RedisConnection, RedisPresence, RedisRunStore, type RedisConnectionOptions, type RedisEngineOptions } from '../../src/redis/index.js';
 import type { GapListener, LiveListener, LogHead, Subscription } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
-import { leaseMember, RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { leaseMember } from '../../src/redis/keys.js';
 import type { RunRecord } from '../../src/runs/runStore.js';
 import { TestCluster } from '../helpers/cluster.js';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { httpGet, tryUpgrade, waitStatus } from '../helpers/http.js';
 import { RedisProxy } from '../helpers/redisProxy.js';
+import { TestRedisEngine } from '../helpers/redisBackend.js';
 import { RedisServer, waitForSubscribers } from '../helpers/redisServer.js';
 import { InstrumentedEngine, deferred } from '../helpers/instrumentedEngine.js';
 import { ManualClock } from '../helpers/manualClock.js';
@@ -37,7 +37,11 @@ const isEvent = (frame: Frame) => typeof frame.seq === 'number';
 const noop = () => {};
 
 /** The Redis engine with hooks a test can wait on: failed appends, gap signals, reads, heads. */
-class ObservedEngine extends RedisEngine {
+class ObservedEngine extends TestRedisEngine {
+  static override on(options: RedisConnectionOptions & RedisEngineOptions): ObservedEngine {
+    return new ObservedEngine(new RedisConnection(options), options);
+  }
+
   readonly connectionErrors: string[] = [];
   appendFailures = 0;
   gapSignals = 0;
@@ -45,7 +49,7 @@ class ObservedEngine extends RedisEngine {
   readonly reads: Array<[number, number]> = [];
   readonly #waiters = new Waiters();
 
-  override async append(...args: Parameters<RedisEngine['append']>): Promise<LogEntry[]> {
+  override async append(...args: Parameters<TestRedisEngine['append']>): Promise<LogEntry[]> {
     try {
       return await super.append(...args);
     } catch (error) {
@@ -135,7 +139,7 @@ async function stopNode(node: Node): Promise<void> {
 let redis: RedisServer | null = null;
 let redisDown = false;
 const nodes: Node[] = [];
-const engines: RedisEngine[] = [];
+const engines: TestRedisEngine[] = [];
 const admins: Redis[] = [];
 const clusters: TestCluster[] = [];
 const proxies: RedisProxy[] = [];
@@ -185,13 +189,13 @@ function admin(): Redis {
   return client;
 }
 
-function engineOptions(keyPrefix: string, extra: Partial<RedisEngineOptions> = {}): RedisEngineOptions {
+function engineOptions(keyPrefix: string, extra: Partial<RedisConnectionOptions & RedisEngineOptions> = {}): RedisConnectionOptions & RedisEngineOptions {
   return { url: redis!.url, keyPrefix, onError: noop, ...extra };
 }
 
 /** A plain engine on the test's redis: another node that appends, or a reader. */
-async function otherEngine(keyPrefix: string): Promise<RedisEngine> {
-  const engine = new RedisEngine(engineOptions(keyPrefix));
+async function otherEngine(keyPrefix: string): Promise<TestRedisEngine> {
+  const engine = TestRedisEngine.on(engineOptions(keyPrefix));
   engines.push(engine);
   await engine.ready();
   return engine;
@@ -204,10 +208,10 @@ async function otherEngine(keyPrefix: string): Promise<RedisEngine> {
 async function startNode(keyPrefix: string, engineUrl?: string): Promise<Node> {
   let observed: ObservedEngine | null = null;
   const onError = (error: unknown) => observed?.recordError(error);
-  const engine = new ObservedEngine(engineOptions(keyPrefix, { onError, ...(engineUrl ? { url: engineUrl } : {}) }));
+  const engine = ObservedEngine.on(engineOptions(keyPrefix, { onError, ...(engineUrl ? { url: engineUrl } : {}) }));
   observed = engine;
-  const runStore = new RedisRunStore(engine, redis!.url, { leaseMs: 10_000, onError: noop });
-  const presence = new RedisPresence(engine);
+  const runStore = new RedisRunStore(engine.connection, { leaseMs: 10_000, onError: noop });
+  const presence = new RedisPresence(engine.connection);
   const env = await startGateway({ engine, runStore, presence, drainTimeoutMs: 1000 });
   const node = { env, engine, httpUrl: `http://127.0.0.1:${env.port}` };
   nodes.push(node);
@@ -236,7 +240,7 @@ function expectDemoRuns(events: Frame[], runIds: readonly string[]): void {
   expect(terminals).toHaveLength(runIds.length);
 }
 
-async function logOf(engine: RedisEngine, userId: string): Promise<Frame[]> {
+async function logOf(engine: TestRedisEngine, userId: string): Promise<Frame[]> {
   const head = await engine.head(userId);
   return (await engine.read(userId, 1, head.lastSeq)).map((entry) => JSON.parse(entry.json) as Frame);
 }
@@ -398,10 +402,10 @@ describe('run leases across an outage longer than the lease', () => {
   it('a run that outlived its lease while redis was down keeps a lease as long as it runs', async () => {
     await useRedis();
     const clock = new ManualClock(Date.now());
-    const engine = new ObservedEngine(engineOptions('lease'));
-    const store = new ObservedRunStore(engine, redis!.url, { leaseMs: 1000, now: () => clock.now(), onError: noop });
+    const engine = ObservedEngine.on(engineOptions('lease'));
+    const store = new ObservedRunStore(engine.connection, { leaseMs: 1000, now: () => clock.now(), onError: noop });
     // Renewals every 333 ms, sweeps for lost runs every 100 ms, all on the manual clock.
-    const env = await startGateway({ engine, runStore: store, presence: new RedisPresence(engine), clock, lostRunSweepMs: 100, drainTimeoutMs: 1000 });
+    const env = await startGateway({ engine, runStore: store, presence: new RedisPresence(engine.connection), clock, lostRunSweepMs: 100, drainTimeoutMs: 1000 });
     const node = { env, engine, httpUrl: `http://127.0.0.1:${env.port}`, clock };
     nodes.push(node);
     const a = await env.ready('lou');
@@ -772,7 +776,7 @@ const scenarioArb = fc.record({
 describe('a gap signal while a repair is under way', () => {
   it('is not dropped: what the pub/sub outage lost after the repaired range still arrives', async () => {
     await useRedis();
-    const observed = new ObservedEngine(engineOptions('repairing'));
+    const observed = ObservedEngine.on(engineOptions('repairing'));
     engines.push(observed);
     await observed.ready();
     const held = deferred();
@@ -828,7 +832,7 @@ describe('interleavings over a real Redis (fast-check scheduler)', () => {
         // One redis-server for all runs; each run has key prefix of its own.
         const prefix = `fc${++runNo}`;
         // Reconnect at once after a kill, so a run does not wait for the default backoff.
-        const nodesOfRun = [0, 1].map(() => new RedisEngine(engineOptions(prefix, { redisOptions: { retryStrategy: () => 5 } })));
+        const nodesOfRun = [0, 1].map(() => TestRedisEngine.on(engineOptions(prefix, { redisOptions: { retryStrategy: () => 5 } })));
         try {
           await Promise.all(nodesOfRun.map((engine) => engine.ready()));
           for (let i = 0; i < scenario.before; i++) await nodesOfRun[0]!.append(user, [thinking(`before ${i}`)]);

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '@agentwire/protocol';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
-import { allLeaseKeys } from '../../src/engine/redisKeys.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { RedisRunStore } from '../../src/redis/index.js';
+import { RedisKeys } from '../../src/redis/keys.js';
 import { RunManager } from '../../src/runs/runManager.js';
 import type { Agent } from '../../src/runs/agent.js';
 import type { LogEntry } from '@agentwire/protocol';
+import { TestRedisEngine } from '../helpers/redisBackend.js';
 import { RedisServer } from '../helpers/redisServer.js';
 import { Waiters } from '../helpers/waitFor.js';
 
@@ -40,7 +40,7 @@ const idleAgent: Agent = {
 };
 
 /** Collects a user's live entries and resolves once one matches. */
-async function watch(engine: RedisEngine, userId: string) {
+async function watch(engine: TestRedisEngine, userId: string) {
   const entries: LogEntry[] = [];
   const waiters = new Waiters(() => `got ${entries.map((e) => e.type)}`);
   await engine.subscribe(userId, (entry) => {
@@ -58,18 +58,18 @@ async function watch(engine: RedisEngine, userId: string) {
 describe('runs of a node that died', () => {
   it('a run handed to a node that died before writing anything ends with agent_started then run_lost, once', async () => {
     const prefix = 'lost1';
-    const deadEngine = new RedisEngine({ url: redis.url, keyPrefix: prefix });
-    const aliveEngine = new RedisEngine({ url: redis.url, keyPrefix: prefix });
+    const deadEngine = TestRedisEngine.on({ url: redis.url, keyPrefix: prefix });
+    const aliveEngine = TestRedisEngine.on({ url: redis.url, keyPrefix: prefix });
     await Promise.all([deadEngine.ready(), aliveEngine.ready()]);
     // The "dead" node only enqueues (taking the run and its lease) and never executes it.
-    const deadStore = new RedisRunStore(deadEngine, redis.url, { nodeId: 'dead', leaseMs: 300 });
+    const deadStore = new RedisRunStore(deadEngine.connection, { nodeId: 'dead', leaseMs: 300 });
     const record = { runId: 'run_lost_1', userId: 'uma', threadId: 't1', messageId: 'm1', text: 'hello' };
     expect(await deadStore.enqueue(record, 'enqueue', 32)).toBe('start');
     const queued = { ...record, runId: 'run_after', messageId: 'm2', text: 'next' };
     expect(await deadStore.enqueue(queued, 'enqueue', 32)).toBe('queued');
 
     const log = await watch(aliveEngine, 'uma');
-    const aliveStore = new RedisRunStore(aliveEngine, redis.url, { nodeId: 'alive', leaseMs: 300 });
+    const aliveStore = new RedisRunStore(aliveEngine.connection, { nodeId: 'alive', leaseMs: 300 });
     const recorder = outcomeRecorder();
     const { outcomes } = recorder;
     const runs = new RunManager({
@@ -103,9 +103,9 @@ describe('runs of a node that died', () => {
 
   it('a lost run whose terminal event its node had already written only moves its thread on', async () => {
     const prefix = 'lost2';
-    const engine = new RedisEngine({ url: redis.url, keyPrefix: prefix });
+    const engine = TestRedisEngine.on({ url: redis.url, keyPrefix: prefix });
     await engine.ready();
-    const deadStore = new RedisRunStore(engine, redis.url, { nodeId: 'dead', leaseMs: 300 });
+    const deadStore = new RedisRunStore(engine.connection, { nodeId: 'dead', leaseMs: 300 });
     const record = { runId: 'run_done', userId: 'vic', threadId: 't1', messageId: 'm1', text: 'hi' };
     await deadStore.enqueue(record, 'enqueue', 32);
     await deadStore.enqueue({ ...record, runId: 'run_next', messageId: 'm2' }, 'enqueue', 32);
@@ -115,7 +115,7 @@ describe('runs of a node that died', () => {
     await engine.append('vic', [{ type: 'agent_completed', status: 'completed', text: 'ok', ...stamp }], { runId: 'run_done', terminal: true });
 
     const log = await watch(engine, 'vic');
-    const store = new RedisRunStore(engine, redis.url, { nodeId: 'alive', leaseMs: 300 });
+    const store = new RedisRunStore(engine.connection, { nodeId: 'alive', leaseMs: 300 });
     const recorder = outcomeRecorder();
     const { outcomes } = recorder;
     const runs = new RunManager({
@@ -141,7 +141,7 @@ describe('runs of a node that died', () => {
 });
 
 /** Leases left in every bucket's lease set. */
-async function leaseCount(engine: RedisEngine, prefix: string): Promise<number> {
-  const counts = await Promise.all(allLeaseKeys(prefix).map((key) => engine.redis.zcard(key)));
+async function leaseCount(engine: TestRedisEngine, prefix: string): Promise<number> {
+  const counts = await Promise.all(new RedisKeys(prefix).allLeaseKeys.map((key) => engine.redis.zcard(key)));
   return counts.reduce((sum, count) => sum + count, 0);
 }

@@ -1,6 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { createRedisBackend } from '../../src/redis/index.js';
 import type { EnqueueOutcome, RunRecord } from '../../src/runs/runStore.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { RedisClusterServer } from '../helpers/redisCluster.js';
@@ -29,11 +28,10 @@ afterEach(async () => {
 const noop = () => {};
 
 async function clusterNode(prefix: string, nodeId: string, leaseMs = 60_000) {
-  const engine = new RedisEngine({ clusterNodes: cluster.nodes, keyPrefix: prefix, onError: noop });
-  await engine.ready();
-  const store = new RedisRunStore(engine, cluster.nodes, { nodeId, leaseMs, onError: noop });
-  cleanups.push(() => engine.close(), () => store.close());
-  return { engine, store };
+  const backend = createRedisBackend({ clusterNodes: cluster.nodes, keyPrefix: prefix, nodeId, leaseMs, onError: noop });
+  await backend.engine.ready();
+  cleanups.push(() => backend.close());
+  return { engine: backend.engine, store: backend.runStore };
 }
 
 async function gatewayOn(prefix: string, nodeId: string, options: Parameters<typeof startGateway>[0] = {}, leaseMs = 60_000): Promise<TestGateway> {

@@ -1,8 +1,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
-import { LEASE_BUCKETS } from '../../src/engine/redisKeys.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { RedisRunStore } from '../../src/redis/index.js';
+import { LEASE_BUCKETS } from '../../src/redis/keys.js';
+import { TestRedisEngine } from '../helpers/redisBackend.js';
 import { RedisServer } from '../helpers/redisServer.js';
 
 let redis: RedisServer;
@@ -16,9 +16,9 @@ afterAll(async () => {
 describe('the run-owner index (a key outside the user slot, written beside ENQUEUE)', () => {
   it('is not left behind for an enqueue that created no run (busy, too_many_runs, duplicate)', async () => {
     const prefix = 'owner1';
-    const engine = new RedisEngine({ url: redis.url, keyPrefix: prefix });
+    const engine = TestRedisEngine.on({ url: redis.url, keyPrefix: prefix });
     await engine.ready();
-    const store = new RedisRunStore(engine, redis.url, { nodeId: 'n1' });
+    const store = new RedisRunStore(engine.connection, { nodeId: 'n1' });
     const raw = new Redis(redis.url);
     try {
       const first = { runId: 'run_first', userId: 'ann', threadId: 't1', messageId: 'm1', text: 'hi' };
@@ -43,9 +43,9 @@ describe('the run-owner index (a key outside the user slot, written beside ENQUE
 
   it('a sweep on one Redis costs one command per bucket (measured, not a contract)', async () => {
     const prefix = 'owner2';
-    const engine = new RedisEngine({ url: redis.url, keyPrefix: prefix });
+    const engine = TestRedisEngine.on({ url: redis.url, keyPrefix: prefix });
     await engine.ready();
-    const store = new RedisRunStore(engine, redis.url, { nodeId: 'n1' });
+    const store = new RedisRunStore(engine.connection, { nodeId: 'n1' });
     const raw = new Redis(redis.url);
     try {
       const calls = async () => Number(/cmdstat_zrangebyscore:calls=(\d+)/.exec(await raw.info('commandstats'))?.[1] ?? 0);

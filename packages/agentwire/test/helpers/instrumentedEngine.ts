@@ -1,7 +1,7 @@
-import type { EventEngine, LiveListener, LogHead, MessageClaim, Subscription } from '../../src/engine/types.js';
+import type { EventEngine, LiveListener, LogHead, Subscription } from '../../src/engine/types.js';
 import type { LogEntry } from '@agentwire/protocol';
 
-export type EngineOp = 'head' | 'read' | 'subscribe' | 'append' | 'claimMessage' | 'releaseMessage';
+export type EngineOp = 'head' | 'read' | 'subscribe' | 'append';
 
 export interface EngineHooks {
   /** Runs before a call is forwarded; a returned promise delays it (a rejection fails the call). */
@@ -81,14 +81,6 @@ export class InstrumentedEngine implements EventEngine {
 
   head(userId: string): Promise<LogHead> {
     return this.#call('head', userId, () => this.inner.head(userId));
-  }
-
-  claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
-    return this.#call('claimMessage', userId, () => this.inner.claimMessage(userId, messageId, claim));
-  }
-
-  releaseMessage(userId: string, messageId: string): Promise<void> {
-    return this.#call('releaseMessage', userId, () => this.inner.releaseMessage(userId, messageId));
   }
 
   close(): Promise<void> {

@@ -9,28 +9,43 @@ import { Waiters } from './waitFor.js';
 
 const run = promisify(execFile);
 
+/** Shape of a test cluster: masters, replicas per master, and how soon a silent node counts as failed. */
+export interface RedisClusterOptions {
+  readonly masters?: number;
+  /** Replicas per master (each takes over when its master fails). Default 0. */
+  readonly replicas?: number;
+  /** cluster-node-timeout: a master silent this long is failed over. Default Redis' 15000. */
+  readonly nodeTimeoutMs?: number;
+}
+
 /**
- * A Redis Cluster of the test's own: three masters (no replicas, no persistence) on free ports,
- * created with `redis-cli --cluster create`. `stop` kills every process by its pid.
+ * A Redis Cluster of the test's own: three masters (by default no replicas, no persistence) on
+ * free ports, created with `redis-cli --cluster create`. `stop` kills every process by its pid.
  */
 export class RedisClusterServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-rcluster-'));
-  readonly #processes: ChildProcess[] = [];
+  readonly #processes = new Map<number, ChildProcess>();
 
-  private constructor(readonly ports: readonly number[]) {}
+  private constructor(
+    readonly ports: readonly number[],
+    readonly options: RedisClusterOptions,
+  ) {}
 
-  static async start(masters = 3): Promise<RedisClusterServer> {
+  static async start(options: RedisClusterOptions = {}): Promise<RedisClusterServer> {
     const ports: number[] = [];
-    while (ports.length < masters) {
+    const replicas = options.replicas ?? 0;
+    while (ports.length < (options.masters ?? 3) * (1 + replicas)) {
       const port = await freePort();
       if (!ports.includes(port)) ports.push(port);
     }
-    const cluster = new RedisClusterServer(ports);
+    const cluster = new RedisClusterServer(ports, options);
     try {
       await Promise.all(ports.map((port) => cluster.#startNode(port)));
-      await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], {
-        timeout: 30_000,
-      });
+      await run(
+        'redis-cli',
+        ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
+        { timeout: 30_000 },
+      );
       await Promise.all(ports.map((port) => waitClusterOk(port)));
     } catch (error) {
       await cluster.stop();
@@ -52,10 +67,11 @@ export class RedisClusterServer {
     const child = spawn(
       'redis-server',
       ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-        '--dir', this.dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no'],
+        '--dir', this.dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
+        ...(this.options.nodeTimeoutMs ? ['--cluster-node-timeout', String(this.options.nodeTimeoutMs)] : [])],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    this.#processes.push(child);
+    this.#processes.set(port, child);
     let output = '';
     await new Promise<void>((resolve, reject) => {
       child.once('error', (error) => reject(new Error(`cannot run redis-server (is it installed?): ${error.message}`)));
@@ -67,19 +83,36 @@ export class RedisClusterServer {
     });
   }
 
+  /** The port of the master serving `key`'s slot, as `port` (a live node) sees the cluster. */
+  async masterOf(key: string, port: number): Promise<number> {
+    const admin = this.admin(port);
+    try {
+      const slot = Number(await admin.cluster('KEYSLOT', key));
+      const range = (await admin.cluster('SLOTS')).find(([from, to]) => from <= slot && slot <= to);
+      if (!range?.[2]) throw new Error(`no node serves slot ${slot}`);
+      return Number(range[2][1]);
+    } finally {
+      admin.disconnect();
+    }
+  }
+
+  /** SIGKILLs one node's process and waits until it is gone. */
+  kill(port: number): Promise<void> {
+    return killed(this.#processes.get(port)!);
+  }
+
   async stop(): Promise<void> {
-    await Promise.all(
-      this.#processes.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            child.once('exit', () => resolve());
-            process.kill(child.pid!, 'SIGKILL');
-          }),
-      ),
-    );
+    await Promise.all([...this.#processes.values()].map((child) => killed(child)));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+function killed(child: ChildProcess): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    process.kill(child.pid!, 'SIGKILL');
+  });
 }
 
 /** Waits until the node reports `cluster_state:ok` (its slots are all assigned and agreed). */

@@ -5,7 +5,6 @@ import type {
   GapListener,
   LiveListener,
   LogHead,
-  MessageClaim,
   Subscription,
 } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
@@ -103,14 +102,6 @@ export class ScheduledEngine implements EventEngine {
 
   head(userId: string): Promise<LogHead> {
     return this.#step(userId, `head ${userId}`, () => this.inner.head(userId));
-  }
-
-  claimMessage(userId: string, messageId: string, claim: MessageClaim): Promise<MessageClaim | null> {
-    return this.#step(userId, `claim ${userId} ${messageId}`, () => this.inner.claimMessage(userId, messageId, claim));
-  }
-
-  releaseMessage(userId: string, messageId: string): Promise<void> {
-    return this.#step(userId, `release ${userId} ${messageId}`, () => this.inner.releaseMessage(userId, messageId));
   }
 
   async #step<T>(userId: string, label: string, op: () => Promise<T>): Promise<T> {

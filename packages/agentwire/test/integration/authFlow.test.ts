@@ -2,6 +2,7 @@ import { SignJWT, type JWTPayload } from 'jose';
 import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config/index.js';
+import { LocalRunStore } from '../../src/runs/runStore.js';
 import { ChildTracker } from '../helpers/childProcess.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -27,8 +28,13 @@ afterEach(async () => {
   envs = [];
 });
 
+/** Each env's run store, which owns the message-id claims. */
+const runStores = new WeakMap<TestGateway, LocalRunStore>();
+
 async function start(options: Parameters<typeof startGateway>[0] = {}): Promise<TestGateway> {
-  const env = await startGateway({ drainTimeoutMs: 500, ...options });
+  const runStore = new LocalRunStore();
+  const env = await startGateway({ drainTimeoutMs: 500, runStore, ...options });
+  runStores.set(env, runStore);
   envs.push(env);
   return env;
 }
@@ -80,6 +86,15 @@ async function connectionsIn(env: TestGateway, state: string): Promise<number> {
 }
 
 /**
+ * The message id was never claimed: the run store (which owns the claims), asked to settle an
+ * enqueue of it without creating anything, finds no claim.
+ */
+async function neverClaimed(env: TestGateway, userId: string, messageId: string): Promise<boolean> {
+  const probe = { runId: 'run_probe', userId, threadId: 't1', messageId, text: '' };
+  return (await runStores.get(env)!.enqueue(probe, 'enqueue', 32, { replayOnly: true })) === 'absent';
+}
+
+/**
  * Connects with upgrade credentials that must be refused: the handshake completes ('open'
  * fires), a user_message is sent right at open, and 4401 with `reason` arrives. Then checks on
  * the server side that the early frame was never processed: its id was never claimed, no run
@@ -106,9 +121,9 @@ async function expectRefusedAtUpgrade(
   expect(client.frames).toEqual([]);
   expect(env.gateway.runs.liveRuns).toBe(0);
   expect((await env.gateway.engine.head(expected.userId)).lastSeq).toBe(0);
-  expect(await env.gateway.engine.claimMessage(expected.userId, messageId, { runId: 'probe', threadId: 't1' })).toBeNull();
   expect(await transitionsTo(env, 'AUTHENTICATED')).toBe(0);
   expect((await env.gateway.metrics.errorsSent.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+  expect(await neverClaimed(env, expected.userId, messageId)).toBe(true);
 }
 
 describe('the three ways to authenticate', () => {
@@ -504,10 +519,10 @@ describe('Origin allow-list', () => {
     expect(await noOrigin.waitClosed()).toEqual({ code: 4403, reason: 'origin_not_allowed' });
 
     expect(env.gateway.runs.liveRuns).toBe(0);
-    expect(await env.gateway.engine.claimMessage('alice', 'x1', { runId: 'probe', threadId: 't1' })).toBeNull();
     // The allowed connection is untouched.
     ok.send({ type: 'ping', id: 'ok?' });
     await ok.waitFor((f: Frame) => f.type === 'pong' && f.id === 'ok?', 5000, 'pong');
     expect(ok.frames.map((f) => f.type)).toEqual(['connection_ready', 'pong']);
+    expect(await neverClaimed(env, 'alice', 'x1')).toBe(true);
   });
 });

@@ -30,8 +30,6 @@ function engineWith(base: MemoryEngine, overrides: Partial<EventEngine>): EventE
     subscribe: (userId, listener) => base.subscribe(userId, listener),
     read: (userId, from, to) => base.read(userId, from, to),
     head: (userId) => base.head(userId),
-    claimMessage: (userId, id, claim) => base.claimMessage(userId, id, claim),
-    releaseMessage: (userId, id) => base.releaseMessage(userId, id),
     close: () => base.close(),
     ...overrides,
   };
@@ -203,7 +201,6 @@ describe('hardening', () => {
     let attempts = 0;
     const failingStore: RunStore = {
       nodeId: 'n1',
-      claimsMessageIds: true,
       enqueue: async () => {
         attempts++;
         throw new Error('link down');

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
 import type { HistoryStore } from '../../src/history/types.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { createRedisBackend, type RedisBackend } from '../../src/redis/index.js';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { httpGet } from '../helpers/http.js';
@@ -37,12 +36,12 @@ async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
     return { agent, writer: gateway, reader: gateway, stop: () => gateway.stop() };
   }
   const nodes: TestGateway[] = [];
-  const engines: RedisEngine[] = [];
+  const backends: RedisBackend[] = [];
   for (const nodeId of ['a', 'b']) {
-    const engine = new RedisEngine({ url: REDIS_URL, keyPrefix: PREFIX, retentionMs: 600_000, onError: noop });
-    const runStore = new RedisRunStore(engine, REDIS_URL, { nodeId: `${PREFIX}-${nodeId}`, leaseMs: 60_000, onError: noop });
-    engines.push(engine);
-    nodes.push(await startGateway({ agent, engine, runStore, ...(history ? { history } : {}) }));
+    const backend = createRedisBackend({ url: REDIS_URL, keyPrefix: PREFIX, retentionMs: 600_000, nodeId: `${PREFIX}-${nodeId}`, leaseMs: 60_000, onError: noop });
+    backends.push(backend);
+    const { engine, runStore, threadMarks } = backend;
+    nodes.push(await startGateway({ agent, engine, runStore, threadMarks, ...(history ? { history } : {}) }));
   }
   return {
     agent,
@@ -50,7 +49,7 @@ async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
     reader: nodes[1]!,
     async stop() {
       await Promise.all(nodes.map((node) => node.stop()));
-      await Promise.all(engines.map((engine) => engine.close()));
+      await Promise.all(backends.map((backend) => backend.close()));
     },
   };
 }

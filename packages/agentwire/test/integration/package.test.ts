@@ -36,7 +36,7 @@ async function run(command: string[], timeoutMs: number): Promise<string> {
 
 /** What each package's tarball must hold: its build and nothing of the sources. */
 const EXPECTED_FILES = new Map<string, string[]>([
-  ['agentwire', ['bin/agentwire.mjs', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js']],
+  ['agentwire', ['bin/agentwire.mjs', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/redis/scripts/append.lua']],
   ['@agentwire/client', ['dist/index.js', 'dist/index.d.ts', 'dist/node.js']],
   ['@agentwire/protocol', ['dist/index.js', 'dist/index.d.ts']],
   ['@agentwire/chat-page', ['dist/index.js', 'dist/chat.js']],

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RedisEngine, parseNotification } from '../../src/engine/redisEngine.js';
+import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/connection.js';
+import { RedisEngine, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
 import { RunEndedError } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
@@ -10,13 +11,24 @@ let redis: RedisServer;
 beforeAll(async () => {
   redis = await RedisServer.start();
 });
+const connections = new Map<RedisEngine, RedisConnection>();
 afterAll(async () => {
+  for (const connection of connections.values()) await connection.close();
   await redis?.stop();
 });
 
 let prefixCounter = 0;
-function engine(options: Partial<ConstructorParameters<typeof RedisEngine>[0]> = {}): RedisEngine {
-  return new RedisEngine({ url: redis.url, keyPrefix: `t${++prefixCounter}`, ...options });
+/** An engine on a connection of its own, under a new key prefix (or `prefix`, to share another's logs). */
+function engine(options: Partial<RedisConnectionOptions> & RedisEngineOptions = {}, prefix = `t${++prefixCounter}`): RedisEngine {
+  const connection = new RedisConnection({ url: redis.url, keyPrefix: prefix, ...options });
+  const created = new RedisEngine(connection, options);
+  connections.set(created, connection);
+  return created;
+}
+
+/** The engine's connection (closed with the engine: these tests are its only user). */
+function connectionOf(e: RedisEngine): RedisConnection {
+  return connections.get(e)!;
 }
 
 function thinking(text: string, run = 'r1'): EventBody {
@@ -60,7 +72,7 @@ describe('RedisEngine', () => {
 
   it('never assigns the same seq twice when two engines (two nodes) append concurrently', async () => {
     const a = engine();
-    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
+    const b = engine({}, `t${prefixCounter}`);
     await Promise.all([a.ready(), b.ready()]);
     const results = await Promise.all(
       Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).append('carol', [thinking(`m${i}`), thinking(`n${i}`)])),
@@ -101,7 +113,7 @@ describe('RedisEngine', () => {
       gapSignals++;
       gapWaiters.notify();
     });
-    const channel = e.keys('hana').live;
+    const channel = connectionOf(e).keys.user('hana').live;
     const spy = redis.client();
     const notifications: string[] = [];
     spy.on('smessage', (_channel: string, message: string) => notifications.push(message));
@@ -134,7 +146,7 @@ describe('RedisEngine', () => {
       notifications.push(message);
       notified.notify();
     });
-    await spy.ssubscribe(e.keys('ivy').live);
+    await spy.ssubscribe(connectionOf(e).keys.user('ivy').live);
     await e.subscribe('ivy', live.listener);
     let appends = 0;
     // Any code points: newlines, spaces, quotes, lone surrogates (JSON escapes what it must).
@@ -164,22 +176,6 @@ describe('RedisEngine', () => {
     for (const bad of ['', 'e1 1700000000000', 'e1 x\n1 agent_started {}', 'e1 1\nseven agent_started {}', 'e1 1\n7 agent_started', 'e1 7 agent_started 1 {}']) {
       expect(parseNotification(bad), bad).toBeNull();
     }
-  });
-
-  it('claims an idempotency key once across engines and releases it', async () => {
-    const a = engine();
-    const b = new RedisEngine({ url: redis.url, keyPrefix: `t${prefixCounter}` });
-    await Promise.all([a.ready(), b.ready()]);
-    const claims = await Promise.all([
-      a.claimMessage('dave', 'm1', { runId: 'run-a', threadId: 't' }),
-      b.claimMessage('dave', 'm1', { runId: 'run-b', threadId: 't' }),
-    ]);
-    expect(claims.filter((c) => c === null)).toHaveLength(1);
-    const winner = claims[0] === null ? 'run-a' : 'run-b';
-    expect(claims.find((c) => c !== null)).toEqual({ runId: winner, threadId: 't' });
-    await a.releaseMessage('dave', 'm1');
-    expect(await b.claimMessage('dave', 'm1', { runId: 'run-c', threadId: 't' })).toBeNull();
-    await Promise.all([a.close(), b.close()]);
   });
 
   it('fences appends of an ended run', async () => {
@@ -225,7 +221,7 @@ describe('RedisEngine', () => {
     expect(retained.map((x) => x.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 21 + i));
     expect((await e.head('frank')).epoch).toBe(before.epoch);
     const admin = redis.client();
-    await admin.del(e.keys('frank').meta, e.keys('frank').log);
+    await admin.del(connectionOf(e).keys.user('frank').meta, connectionOf(e).keys.user('frank').log);
     admin.disconnect();
     const after = await e.head('frank');
     expect(after.epoch).not.toBe(before.epoch);
@@ -265,7 +261,7 @@ describe('RedisEngine', () => {
     await redis.startProcess();
     // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
     await Promise.all(
-      [e.redis].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
+      [connectionOf(e).client].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
     );
     const head = await e.head('hank');
     expect(head.lastSeq).toBe(1);

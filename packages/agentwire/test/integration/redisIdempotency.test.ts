@@ -13,18 +13,17 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock, type Clock } from '@agentwire/protocol';
-import { RedisPresence } from '../../src/coordination/redisPresence.js';
 import { UserCoordinator } from '../../src/coordination/userCoordinator.js';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
 import type { EventEngine } from '../../src/engine/types.js';
+import { RedisConnection, RedisEngine, RedisPresence, RedisRunStore } from '../../src/redis/index.js';
+import type { RedisKeys } from '../../src/redis/keys.js';
 import type { Agent } from '../../src/runs/agent.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../../src/runs/runManager.js';
 import type { RunRecord } from '../../src/runs/runStore.js';
 import { RedisProxy } from '../helpers/redisProxy.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { RedisServer, waitForSubscribers } from '../helpers/redisServer.js';
-import { TcpProxy } from '../helpers/tcpProxy.js';
+import { TcpProxy, type ProxiedConnection } from '../helpers/tcpProxy.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 const noop = () => {};
@@ -51,11 +50,17 @@ function admin(): Redis {
   return client;
 }
 
-async function engineAt(url: string): Promise<RedisEngine> {
-  const engine = new RedisEngine({ url, keyPrefix: 'idem', onError: noop });
-  cleanups.push(() => engine.close());
-  await engine.ready();
-  return engine;
+async function connectionTo(url: string): Promise<RedisConnection> {
+  const connection = new RedisConnection({ url, keyPrefix: 'idem', onError: noop });
+  cleanups.push(() => connection.close());
+  await connection.ready();
+  return connection;
+}
+
+/** An engine on a connection of its own, and that connection. */
+async function engineAt(url: string): Promise<{ engine: RedisEngine; connection: RedisConnection; keys: RedisKeys }> {
+  const connection = await connectionTo(url);
+  return { engine: new RedisEngine(connection), connection, keys: connection.keys };
 }
 
 /** Runs proceed at once, except those whose text starts with `hold`: they wait for abort. */
@@ -76,6 +81,8 @@ class TestAgent implements Agent {
 
 interface Node {
   readonly engine: RedisEngine;
+  readonly connection: RedisConnection;
+  readonly keys: RedisKeys;
   readonly store: RedisRunStore;
   readonly runs: RunManager;
   readonly agent: TestAgent;
@@ -87,10 +94,10 @@ interface Node {
 
 async function startNode(
   nodeId: string,
-  options: { engineUrl?: string; storeUrl?: string; clock?: Clock; leaseMs?: number; threadPolicy?: 'enqueue' | 'reject' } = {},
+  options: { url?: string; clock?: Clock; leaseMs?: number; threadPolicy?: 'enqueue' | 'reject' } = {},
 ): Promise<Node> {
-  const engine = await engineAt(options.engineUrl ?? redis!.url);
-  const store = new RedisRunStore(engine, options.storeUrl ?? redis!.url, { nodeId, leaseMs: options.leaseMs ?? 60_000, onError: noop });
+  const { engine, connection, keys } = await engineAt(options.url ?? redis!.url);
+  const store = new RedisRunStore(connection, { nodeId, leaseMs: options.leaseMs ?? 60_000, onError: noop });
   const agent = new TestAgent();
   const ended: RunOutcome[] = [];
   const waiters = new Waiters(() => `ended=${ended.join(',')} started=${agent.started.length}`);
@@ -116,6 +123,8 @@ async function startNode(
   });
   return {
     engine,
+    connection,
+    keys,
     store,
     runs,
     agent,
@@ -136,7 +145,7 @@ async function startNode(
 async function nodeBehindProxy(): Promise<{ proxy: RedisProxy; node: Node; first: string }> {
   await useRedis();
   const proxy = await startProxy();
-  const node = await startNode('n1', { engineUrl: proxy.url });
+  const node = await startNode('n1', { url: proxy.url });
   const first = ackOf(await node.submit('m1', 't1', 'one'));
   await node.waitEnded(1);
   return { proxy, node, first };
@@ -181,9 +190,9 @@ describe('a command re-sent after its reply was lost', () => {
     expect(node.ended).toEqual(['completed', 'completed']);
     expectCompletedRuns(await logOf(node.engine), [first, ackOf(reply)]);
     // onRunEnded comes after the thread advanced: nothing is left queued on it.
-    expect(await admin().lrange(node.engine.keys(USER).thread('t1'), 0, -1)).toEqual([]);
+    expect(await admin().lrange(node.keys.user(USER).thread('t1'), 0, -1)).toEqual([]);
     // The message id is claimed in the same script: the replay found its own claim, not a duplicate.
-    expect(JSON.parse((await admin().get(node.engine.keys(USER).claim('m2')))!)).toEqual({ runId: ackOf(reply), threadId: 't1' });
+    expect(JSON.parse((await admin().get(node.keys.user(USER).claim('m2')))!)).toEqual({ runId: ackOf(reply), threadId: 't1' });
     expect(await node.submit('m2', 't1', 'two')).toEqual({ kind: 'ack', status: 'duplicate', runId: ackOf(reply), threadId: 't1' });
   });
 
@@ -208,10 +217,10 @@ describe('a command re-sent after its reply was lost', () => {
     await useRedis();
     const node = await startNode('n1');
     // The run record is written, then the lease index (wrong type) fails the script: no rollback.
-    await admin().set(node.engine.keys(USER).leases, 'not a sorted set');
+    await admin().set(node.keys.user(USER).leases, 'not a sorted set');
     await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
-    const runId = (await admin().lindex(node.engine.keys(USER).thread('t1'), 0))!;
-    expect(await admin().hget(node.engine.keys(USER).run(runId), 'state')).toBe('running');
+    const runId = (await admin().lindex(node.keys.user(USER).thread('t1'), 0))!;
+    expect(await admin().hget(node.keys.user(USER).run(runId), 'state')).toBe('running');
     const record: RunRecord = { runId, userId: USER, threadId: 't1', messageId: 'm1', text: 'one' };
     expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
     expect(node.agent.started).toEqual([]);
@@ -222,8 +231,8 @@ describe('a command re-sent after its reply was lost', () => {
     const node = await startNode('n1');
     const record: RunRecord = { runId: 'run_never', userId: USER, threadId: 't1', messageId: 'm-never', text: 'x' };
     expect(await node.store.enqueue(record, 'enqueue', 32, { replayOnly: true })).toBe('absent');
-    expect(await admin().exists(node.engine.keys(USER).claim('m-never'), node.engine.keys(USER).run('run_never'))).toBe(0);
-    expect(await admin().llen(node.engine.keys(USER).thread('t1'))).toBe(0);
+    expect(await admin().exists(node.keys.user(USER).claim('m-never'), node.keys.user(USER).run('run_never'))).toBe(0);
+    expect(await admin().llen(node.keys.user(USER).thread('t1'))).toBe(0);
   });
 
   it('ENQUEUE answering duplicate: the replay answers the same duplicate and starts nothing', async () => {
@@ -260,32 +269,32 @@ describe('a command re-sent after its reply was lost', () => {
       ['agent_thinking', undefined],
       ['agent_completed', 'cancelled'],
     ]);
-    expect(await admin().lrange(node.engine.keys(USER).thread('t1'), 0, -1)).toEqual([]);
+    expect(await admin().lrange(node.keys.user(USER).thread('t1'), 0, -1)).toEqual([]);
   });
 
   it('ENQUEUE and ADVANCE applied twice directly: no second queue entry, no restart of a handed-out or ended run', async () => {
     await useRedis();
-    const engine = await engineAt(redis!.url);
-    const store = new RedisRunStore(engine, redis!.url, { nodeId: 'n1', leaseMs: 60_000, onError: noop });
+    const { engine, connection, keys } = await engineAt(redis!.url);
+    const store = new RedisRunStore(connection, { nodeId: 'n1', leaseMs: 60_000, onError: noop });
     cleanups.push(() => store.close());
     const record = (runId: string): RunRecord => ({ runId, userId: USER, threadId: 't1', messageId: `m-${runId}`, text: runId });
     const a = record('run_a');
     const b = record('run_b');
-    const queue = engine.keys(USER).thread('t1');
+    const queue = keys.user(USER).thread('t1');
     const client = admin();
     expect(await store.enqueue(a, 'enqueue', 32)).toBe('start');
     expect(await store.enqueue(a, 'enqueue', 32)).toBe('start');
     expect(await store.enqueue(b, 'enqueue', 32)).toBe('queued');
     expect(await store.enqueue(b, 'enqueue', 32)).toBe('queued');
     expect(await client.lrange(queue, 0, -1)).toEqual(['run_a', 'run_b']);
-    expect(await client.hget(engine.keys(USER).run('run_a'), 'state')).toBe('running');
+    expect(await client.hget(keys.user(USER).run('run_a'), 'state')).toBe('running');
 
     await engine.append(USER, [terminal('run_a')], { runId: 'run_a', terminal: true });
     const next = await store.advance(a);
     expect(next).toEqual({ record: b, cancelRequested: false });
     // Replayed: the same assignment; replayed from another node: nothing.
     expect(await store.advance(a)).toEqual(next);
-    const other = new RedisRunStore(engine, redis!.url, { nodeId: 'n2', leaseMs: 60_000, onError: noop });
+    const other = new RedisRunStore(connection, { nodeId: 'n2', leaseMs: 60_000, onError: noop });
     cleanups.push(() => other.close());
     expect(await other.advance(a)).toBeNull();
     // A late replay of b's ENQUEUE: b was handed out by ADVANCE, whose node starts it.
@@ -297,8 +306,8 @@ describe('a command re-sent after its reply was lost', () => {
 
   it('ADVANCE skips an ended record in the queue and never sets it running again', async () => {
     await useRedis();
-    const engine = await engineAt(redis!.url);
-    const store = new RedisRunStore(engine, redis!.url, { nodeId: 'n1', leaseMs: 60_000, onError: noop });
+    const { engine, connection, keys } = await engineAt(redis!.url);
+    const store = new RedisRunStore(connection, { nodeId: 'n1', leaseMs: 60_000, onError: noop });
     cleanups.push(() => store.close());
     const a: RunRecord = { runId: 'run_a', userId: USER, threadId: 't1', messageId: 'ma', text: 'a' };
     const b: RunRecord = { runId: 'run_b', userId: USER, threadId: 't1', messageId: 'mb', text: 'b' };
@@ -311,10 +320,22 @@ describe('a command re-sent after its reply was lost', () => {
     await engine.append(USER, [terminal('run_a')], { runId: 'run_a', terminal: true });
     expect(await store.advance(a)).toEqual({ record: c, cancelRequested: false });
     const client = admin();
-    expect(await client.hget(engine.keys(USER).run('run_b'), 'state')).toBe('ended');
-    expect(await client.lrange(engine.keys(USER).thread('t1'), 0, -1)).toEqual(['run_c']);
+    expect(await client.hget(keys.user(USER).run('run_b'), 'state')).toBe('ended');
+    expect(await client.lrange(keys.user(USER).thread('t1'), 0, -1)).toEqual(['run_c']);
   });
 });
+
+/** The proxied link of a connection's pub/sub client: Redis lists it as subscribed, from the proxy's port. */
+async function pubSubLink(proxy: TcpProxy): Promise<ProxiedConnection> {
+  const clients = String(await admin().client('LIST'));
+  const ports = clients
+    .split('\n')
+    .filter((line) => / (sub|ssub)=[1-9]/.test(line))
+    .map((line) => Number(/ addr=[^ ]*:(\d+) /.exec(line)?.[1]));
+  const link = proxy.open.find((connection) => ports.includes(connection.upstream.localPort!));
+  if (!link) throw new Error(`no subscribed client behind the proxy in:\n${clients}`);
+  return link;
+}
 
 function terminal(runId: string) {
   return {
@@ -338,7 +359,7 @@ describe('message ids under the reject policy', () => {
       const replies = await Promise.all([n1.submit(`m-busy-${round}`, 't1', 'x'), n2.submit(`m-busy-${round}`, 't1', 'x')]);
       expect(replies.map((r) => (r.kind === 'error' ? r.code : r.status)), `round ${round}`).toEqual(['thread_busy', 'thread_busy']);
     }
-    expect(await admin().keys(n1.engine.keys(USER).claim('m-busy-*'))).toEqual([]);
+    expect(await admin().keys(n1.keys.user(USER).claim('m-busy-*'))).toEqual([]);
     // Once the thread is free the id is new: it starts a run.
     await n1.runs.cancel(USER, held, noop);
     await n1.waitEnded(1);
@@ -348,11 +369,11 @@ describe('message ids under the reject policy', () => {
   it('an ENQUEUE that fails part-way leaves no claim: the same id later starts its run', async () => {
     await useRedis();
     const node = await startNode('n1');
-    const queueKey = node.engine.keys(USER).thread('t1');
+    const queueKey = node.keys.user(USER).thread('t1');
     // A key of the wrong type makes the script fail after its first reads (Redis does not roll back).
     await admin().set(queueKey, 'not a list');
     await expect(node.submit('m1', 't1', 'one')).rejects.toThrow(/WRONGTYPE/);
-    expect(await admin().exists(node.engine.keys(USER).claim('m1'))).toBe(0);
+    expect(await admin().exists(node.keys.user(USER).claim('m1'))).toBe(0);
     await admin().del(queueKey);
     expect(await node.submit('m1', 't1', 'one')).toMatchObject({ kind: 'ack', status: 'started' });
   });
@@ -362,33 +383,32 @@ describe('cross-node cancel', () => {
   it('reaches the owner through its lease renewal when the pub/sub request is lost', async () => {
     await useRedis();
     const leaseMs = 3000;
-    // Only the owner's cancel subscriber goes through this proxy, so stalling it loses the request.
-    const subscriberProxy = await TcpProxy.start(redis!.port);
-    cleanups.push(() => subscriberProxy.close());
+    // The owner's connection goes through this proxy; stalling its pub/sub link alone loses the request.
+    const ownerProxy = await TcpProxy.start(redis!.port);
+    cleanups.push(() => ownerProxy.close());
     const clock = new ManualClock();
-    const owner = await startNode('owner', { storeUrl: `redis://127.0.0.1:${subscriberProxy.port}`, clock, leaseMs });
+    const owner = await startNode('owner', { url: `redis://127.0.0.1:${ownerProxy.port}`, clock, leaseMs });
     const other = await startNode('other', { clock: new ManualClock(), leaseMs });
     // Before the nodes close (cleanups run in reverse): the subscriber's QUIT must get through.
-    cleanups.push(() => {
-      subscriberProxy.stallNew = false;
-      subscriberProxy.unstall();
-    });
-    await waitForSubscribers(admin(), 'idem:node:owner:cancel', 1);
+    cleanups.push(() => ownerProxy.unstall());
+    await waitForSubscribers(admin(), 'idem:node:owner:cancel', 1, { sharded: true });
+    const subscriber = await pubSubLink(ownerProxy);
     const ack = await owner.submit('m1', 't1', 'hold');
     const runId = ackOf(ack);
     await owner.agent.waiters.until(() => owner.agent.started.length === 1, 5000, 'the run to start');
-    subscriberProxy.stallNew = true;
-    subscriberProxy.stall();
+    subscriber.stalledToServer = true;
+    subscriber.stalledToClient = true;
     const cancel = await new Promise((resolve) => void other.runs.cancel(USER, runId, resolve));
     expect(cancel).toEqual({ kind: 'ack', status: 'cancelling', runId, threadId: 't1' });
     // The request reached the owner's subscriber connection, where the proxy holds it.
-    await subscriberProxy.waitFor(() => subscriberProxy.open[0]!.heldBytesToClient > 0, 5000, 'the cancel request to be held');
+    await ownerProxy.waitFor(() => subscriber.heldBytesToClient > 0, 5000, 'the cancel request to be held');
     expect(owner.ended).toEqual([]);
     await clock.advance(Math.floor(leaseMs / 3));
     await owner.waitEnded(1, 5000);
     expect(owner.ended).toEqual(['cancelled']);
     // The request is still held: the run ended through the renewal, not the pub/sub message.
-    expect(subscriberProxy.open[0]!.stalledToClient).toBe(true);
+    expect(subscriber.stalledToClient).toBe(true);
+    expect(subscriber.closed).toBe(false);
     const log = await logOf(owner.engine);
     expect(log.map((e) => [e.run_id, e.type, e.status])).toEqual([
       [runId, 'agent_started', undefined],
@@ -401,20 +421,20 @@ describe('cross-node cancel', () => {
 describe('presence', () => {
   it('renew re-adds an entry lost to a flush, so the cluster cap holds again', async () => {
     await useRedis();
-    const engine = await engineAt(redis!.url);
-    const presence = new RedisPresence(engine, 30_000);
+    const { connection, keys } = await engineAt(redis!.url);
+    const presence = new RedisPresence(connection, { ttlMs: 30_000 });
     const ref = { userId: USER, connectionId: 'c1' };
     expect(await presence.acquire(ref, 1)).toBe(true);
     await admin().flushall();
     await presence.renew([ref]);
-    expect(await admin().zscore(engine.keys(USER).connections, 'c1')).not.toBeNull();
+    expect(await admin().zscore(keys.user(USER).connections, 'c1')).not.toBeNull();
     expect(await presence.acquire({ userId: USER, connectionId: 'c2' }, 1)).toBe(false);
   });
 
   it('a setup that fails after acquiring presence releases its entry', async () => {
     await useRedis();
-    const engine = await engineAt(redis!.url);
-    const presence = new RedisPresence(engine, 30_000);
+    const { engine, connection, keys } = await engineAt(redis!.url);
+    const presence = new RedisPresence(connection, { ttlMs: 30_000 });
     const failing = new Error('head failed');
     const broken = new Proxy(engine, {
       get(target, property, receiver) {
@@ -427,6 +447,25 @@ describe('presence', () => {
     const member = { connectionId: 'c1', isOpen: () => true, deliver: noop, resync: noop };
     const generation = coordinator.admit(member);
     await expect(coordinator.setup(member, generation, {})).rejects.toBe(failing);
-    expect(await admin().zcard(engine.keys(USER).connections)).toBe(0);
+    expect(await admin().zcard(keys.user(USER).connections)).toBe(0);
+  });
+});
+
+describe('message-id claims (owned by the run store)', () => {
+  it('one message id makes one run across nodes, and a refused run leaves its id free', async () => {
+    await useRedis();
+    const [a, b] = [await connectionTo(redis!.url), await connectionTo(redis!.url)];
+    const storeA = new RedisRunStore(a, { nodeId: 'a', onError: noop });
+    const storeB = new RedisRunStore(b, { nodeId: 'b', onError: noop });
+    cleanups.push(() => storeA.close(), () => storeB.close());
+    const record = (runId: string, messageId: string, threadId = 't'): RunRecord => ({ runId, userId: 'dave', threadId, messageId, text: 'x' });
+    const outcomes = await Promise.all([storeA.enqueue(record('run_a', 'm1'), 'enqueue', 32), storeB.enqueue(record('run_b', 'm1'), 'enqueue', 32)]);
+    expect(outcomes.filter((o) => o === 'start')).toHaveLength(1);
+    const winner = outcomes[0] === 'start' ? 'run_a' : 'run_b';
+    expect(outcomes.find((o) => typeof o === 'object')).toEqual({ duplicate: { runId: winner, threadId: 't' } });
+    // Refused (the thread is busy under `reject`): no claim, so the id makes a run later.
+    expect(await storeA.enqueue(record('run_c', 'm2'), 'reject', 32)).toBe('busy');
+    expect(await storeB.enqueue(record('run_d', 'm2', 'free'), 'reject', 32)).toBe('start');
+    expect(await storeA.enqueue(record('run_e', 'm2', 'free'), 'enqueue', 32)).toEqual({ duplicate: { runId: 'run_d', threadId: 'free' } });
   });
 });

@@ -2,14 +2,14 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '@agentwire/protocol';
-import { bucketOf, decodeId, encodeId, userKeys } from '../../src/engine/redisKeys.js';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
+import { createRedisBackend, type RedisEngine, type RedisRunStore } from '../../src/redis/index.js';
+import { bucketOf, decodeId, encodeId } from '../../src/redis/keys.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
 import type { Agent } from '../../src/runs/agent.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
 import { RunManager, type RunOutcome } from '../../src/runs/runManager.js';
 import type { RunRecord } from '../../src/runs/runStore.js';
 import { fcParams } from '../helpers/fastCheck.js';
+import { userKeys } from '../helpers/redisBackend.js';
 import { RedisServer } from '../helpers/redisServer.js';
 import { Waiters } from '../helpers/waitFor.js';
 
@@ -117,11 +117,10 @@ async function watch(engine: RedisEngine, userId: string) {
 }
 
 async function node(nodeId: string, now: () => number = Date.now, leaseMs = LEASE_MS) {
-  const engine = new RedisEngine({ url: redis.url, keyPrefix: 'ids', onError: noop });
-  await engine.ready();
-  const store = new RedisRunStore(engine, redis.url, { nodeId, leaseMs, now, onError: noop });
-  cleanups.push(() => engine.close(), () => store.close());
-  return { engine, store };
+  const backend = createRedisBackend({ url: redis.url, keyPrefix: 'ids', nodeId, leaseMs, now, onError: noop });
+  await backend.engine.ready();
+  cleanups.push(() => backend.close());
+  return { engine: backend.engine, store: backend.runStore, keys: backend.connection.keys };
 }
 
 describe('Redis keys', () => {
@@ -204,8 +203,8 @@ describe('Redis run store and engine with hostile ids', () => {
           }
           // A's own cancel of its queued run finds it, with its thread id intact.
           expect(await alive.store.requestCancel(a.user, 'run_a2')).toEqual({ kind: 'queued', threadId: a.thread });
-          expect(await admin.hget(alive.engine.keys(a.user).run('run_a1'), 'cancel')).toBe('0');
-          expect(await admin.hget(alive.engine.keys(b.user).run('run_b1'), 'cancel')).toBe('0');
+          expect(await admin.hget(alive.keys.user(a.user).run('run_a1'), 'cancel')).toBe('0');
+          expect(await admin.hget(alive.keys.user(b.user).run('run_b1'), 'cancel')).toBe('0');
 
           // The dead node stops renewing; the alive one renews B's run, then sweeps.
           now += 2 * LEASE_MS;
@@ -239,8 +238,8 @@ describe('Redis run store and engine with hostile ids', () => {
           expect(await alive.store.enqueue(recordOf(a, 'run_a3'), 'enqueue', 32)).toEqual({ duplicate: { runId: 'run_a1', threadId: a.thread } });
           expect(await alive.store.enqueue(recordOf(b, 'run_b3'), 'enqueue', 32)).toEqual({ duplicate: { runId: 'run_b1', threadId: b.thread } });
           // Active runs: A's queued run (now running here), B's running one.
-          expect(await admin.zrange(alive.engine.keys(a.user).activeRuns, 0, -1)).toEqual(['run_a2']);
-          expect(await admin.zrange(alive.engine.keys(b.user).activeRuns, 0, -1)).toEqual(['run_b1']);
+          expect(await admin.zrange(alive.keys.user(a.user).activeRuns, 0, -1)).toEqual(['run_a2']);
+          expect(await admin.zrange(alive.keys.user(b.user).activeRuns, 0, -1)).toEqual(['run_b1']);
         } finally {
           await logA.unsubscribe();
           await logB.unsubscribe();
@@ -259,7 +258,7 @@ describe('Redis run store and engine with hostile ids', () => {
     expect(await dead.store.enqueue({ ...first, runId: 'run_e2', messageId: 'm2', text: 'two' }, 'enqueue', 32)).toBe('queued');
     const outcomes = await sweepWith(engine, store, 2);
     expect(outcomes).toEqual(['run_lost', 'completed']);
-    expect(await admin.llen(engine.keys(user).thread('t'))).toBe(0);
+    expect(await admin.llen(userKeys('ids', user).thread('t'))).toBe(0);
   });
 
   it("a sub of `<victim>\\n<run id>` cannot end the victim's queued run", async () => {
@@ -276,7 +275,7 @@ describe('Redis run store and engine with hostile ids', () => {
     expect(await sweepWith(engine, store, 1)).toEqual(['run_lost']);
     expect(await engine.read('victim', 1, 10)).toEqual([]);
     expect((await engine.read(attacker.userId, 1, 10)).map((e) => JSON.parse(e.json).run_id)).toEqual(['run_x1', 'run_x1']);
-    expect(await admin.hmget(engine.keys('victim').run('run_v2'), 'state', 'cancel')).toEqual(['queued', '0']);
+    expect(await admin.hmget(userKeys('ids', 'victim').run('run_v2'), 'state', 'cancel')).toEqual(['queued', '0']);
   });
 });
 

@@ -12,11 +12,9 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { signToken } from '../../src/auth/index.js';
-import { RedisPresence } from '../../src/coordination/redisPresence.js';
 import { MemoryEngine } from '../../src/engine/index.js';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
+import { createRedisBackend } from '../../src/redis/index.js';
 import type { Agent } from '../../src/runs/agent.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
 import { RunManager } from '../../src/runs/runManager.js';
 import { LocalRunStore, type LostRun } from '../../src/runs/runStore.js';
 import { ChildTracker } from '../helpers/childProcess.js';
@@ -144,10 +142,10 @@ describe('the lost-run sweep decision', () => {
 describe('readiness and waits while redis is stalled', () => {
   it('/readyz turns 503 within the 1 s probe deadline, an ack and an upgrade under way end 1013 within the command deadline, and all recovers', async () => {
     const server = (redis = await RedisServer.start());
-    const engine = new RedisEngine({ url: server.url, keyPrefix: 'stall', commandTimeoutMs: COMMAND_TIMEOUT_MS, onError: noop });
-    const runStore = new RedisRunStore(engine, server.url, { onError: noop });
-    const env = await startGateway({ engine, runStore, presence: new RedisPresence(engine), drainTimeoutMs: 1000 });
-    cleanups.push(() => engine.close());
+    const backend = createRedisBackend({ url: server.url, keyPrefix: 'stall', commandTimeoutMs: COMMAND_TIMEOUT_MS, onError: noop });
+    const { engine, runStore, presence } = backend;
+    const env = await startGateway({ engine, runStore, presence, drainTimeoutMs: 1000 });
+    cleanups.push(() => backend.close());
     cleanups.push(() => env.stop());
     const readyz = `http://127.0.0.1:${env.port}/readyz`;
     const a = await env.ready('sam');

@@ -1,9 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { systemClock } from '@agentwire/protocol';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
+import { createRedisBackend } from '../../src/redis/index.js';
 import type { Agent } from '../../src/runs/agent.js';
-import { RedisRunStore } from '../../src/runs/redisRunStore.js';
 import { RunManager, type RunOutcome } from '../../src/runs/runManager.js';
 import type { EnqueueOutcome, RunRecord } from '../../src/runs/runStore.js';
 import { fcParams } from '../helpers/fastCheck.js';
@@ -58,11 +57,10 @@ async function gateway(options: Parameters<typeof startGateway>[0]): Promise<Tes
 }
 
 async function redisNode(prefix: string, nodeId: string, leaseMs = 60_000) {
-  const engine = new RedisEngine({ url: redis.url, keyPrefix: prefix, onError: noop });
-  await engine.ready();
-  const store = new RedisRunStore(engine, redis.url, { nodeId, leaseMs, onError: noop });
-  cleanups.push(() => engine.close(), () => store.close());
-  return { engine, store };
+  const backend = createRedisBackend({ url: redis.url, keyPrefix: prefix, nodeId, leaseMs, onError: noop });
+  await backend.engine.ready();
+  cleanups.push(() => backend.close());
+  return { engine: backend.engine, store: backend.runStore, keys: backend.connection.keys, redis: backend.connection.client };
 }
 
 function record(userId: string, n: number, threadId = `t${n}`): RunRecord {
@@ -123,7 +121,7 @@ describe('the cap in the Redis run store', () => {
   it('two nodes racing never accept more than the cap, over threads and nodes, and free it as runs end', async () => {
     // One user per round on the same two nodes: each round starts from an empty cap.
     const nodes = [await redisNode('cap-race', 'n1'), await redisNode('cap-race', 'n2')];
-    const { engine, store } = nodes[0]!;
+    const { keys: keyspace, redis: client, store } = nodes[0]!;
     let round = 0;
     await fc.assert(
       fc.asyncProperty(
@@ -132,7 +130,7 @@ describe('the cap in the Redis run store', () => {
         fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 3 })), { minLength: 1, maxLength: 20 }),
         async (cap, attempts) => {
           const user = `dora-${++round}`;
-          const keys = engine.keys(user);
+          const keys = keyspace.user(user);
           const records = attempts.map(([, thread], n) => record(user, n, `t${thread}`));
           const outcomes = await Promise.all(
             attempts.map(([second], n) => nodes[second ? 1 : 0]!.store.enqueue(records[n]!, 'enqueue', 32, { maxActive: cap })),
@@ -140,10 +138,10 @@ describe('the cap in the Redis run store', () => {
           const admitted = outcomes.filter(accepted).length;
           expect(admitted).toBe(Math.min(cap, attempts.length));
           expect(outcomes.filter((o) => !accepted(o))).toEqual(Array(attempts.length - admitted).fill('too_many_runs'));
-          expect(await engine.redis.zcard(keys.activeRuns)).toBe(admitted);
+          expect(await client.zcard(keys.activeRuns)).toBe(admitted);
           // Refused runs left nothing behind: no claim, no record.
           for (const [n, outcome] of outcomes.entries()) {
-            if (!accepted(outcome)) expect(await engine.redis.exists(keys.claim(`m${n}`), keys.run(`run_${n}`))).toBe(0);
+            if (!accepted(outcome)) expect(await client.exists(keys.claim(`m${n}`), keys.run(`run_${n}`))).toBe(0);
           }
           // Ending every running run (and those its thread hands out next) frees the whole cap.
           let running = records.filter((_, n) => outcomes[n] === 'start');
@@ -151,7 +149,7 @@ describe('the cap in the Redis run store', () => {
             const next = await Promise.all(running.map((run) => store.advance(run)));
             running = next.flatMap((assignment) => (assignment ? [assignment.record] : []));
           }
-          expect(await engine.redis.zcard(keys.activeRuns)).toBe(0);
+          expect(await client.zcard(keys.activeRuns)).toBe(0);
           expect(await store.enqueue(record(user, 99), 'enqueue', 32, { maxActive: cap })).toBe('start');
         },
       ),
@@ -160,12 +158,12 @@ describe('the cap in the Redis run store', () => {
   });
 
   it('a refused message claims nothing: the same message is accepted once a run ended', async () => {
-    const { engine, store } = await redisNode('cap-claim', 'n1');
+    const { keys: keyspace, redis: client, store } = await redisNode('cap-claim', 'n1');
     for (const n of [1, 2]) expect(await store.enqueue(record('erin', n), 'enqueue', 32, { maxActive: 2 })).toBe('start');
     const refused = record('erin', 3);
     expect(await store.enqueue(refused, 'enqueue', 32, { maxActive: 2 })).toBe('too_many_runs');
-    const keys = engine.keys('erin');
-    expect(await engine.redis.exists(keys.claim('m3'), keys.run('run_3'), keys.thread('t3'))).toBe(0);
+    const keys = keyspace.user('erin');
+    expect(await client.exists(keys.claim('m3'), keys.run('run_3'), keys.thread('t3'))).toBe(0);
     expect(await store.advance(record('erin', 1))).toBeNull();
     expect(await store.enqueue(refused, 'enqueue', 32, { maxActive: 2 })).toBe('start');
     // And now it is claimed: the same id again is a duplicate of that run.
@@ -175,7 +173,7 @@ describe('the cap in the Redis run store', () => {
   });
 
   it('runs that ended without advancing, or whose record is gone, stop counting', async () => {
-    const { engine, store } = await redisNode('cap-stale', 'n1');
+    const { engine, keys: keyspace, redis: client, store } = await redisNode('cap-stale', 'n1');
     for (const n of [1, 2]) await store.enqueue(record('fay', n), 'enqueue', 32, { maxActive: 2 });
     expect(await store.enqueue(record('fay', 3), 'enqueue', 32, { maxActive: 2 })).toBe('too_many_runs');
     // Run 1's terminal event is in the log (its node died before advancing the thread).
@@ -184,7 +182,7 @@ describe('the cap in the Redis run store', () => {
     await engine.append('fay', [{ type: 'agent_completed', status: 'completed', text: 'ok', ...stamp }], { runId: 'run_1', terminal: true });
     expect(await store.enqueue(record('fay', 3), 'enqueue', 32, { maxActive: 2 })).toBe('start');
     // Run 2's record was evicted.
-    await engine.redis.del(engine.keys('fay').run('run_2'));
+    await client.del(keyspace.user('fay').run('run_2'));
     expect(await store.enqueue(record('fay', 4), 'enqueue', 32, { maxActive: 2 })).toBe('start');
     expect(await store.enqueue(record('fay', 5), 'enqueue', 32, { maxActive: 2 })).toBe('too_many_runs');
   });

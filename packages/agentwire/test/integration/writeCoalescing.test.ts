@@ -2,7 +2,7 @@ import type { Duplex } from 'node:stream';
 import type { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryEngine } from '../../src/engine/index.js';
-import { RedisEngine } from '../../src/engine/redisEngine.js';
+import { RedisConnection, RedisEngine } from '../../src/redis/index.js';
 import type { EventBody } from '@agentwire/protocol';
 import type { Agent, AgentStep } from '../../src/runs/agent.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -123,13 +123,14 @@ describe('Redis writes', () => {
   });
 
   it('sends the appends of one tick to Redis in one write', async () => {
-    const engine = new RedisEngine({ url: redis.url, keyPrefix: 'coalesce' });
+    const connection = new RedisConnection({ url: redis.url, keyPrefix: 'coalesce' });
+    const engine = new RedisEngine(connection);
     await engine.ready();
-    const writes = countWrites((engine.redis as Redis).stream);
+    const writes = countWrites((connection.client as Redis).stream);
     const users = Array.from({ length: 25 }, (_, i) => `user-${i}`);
     const appended = await Promise.all(users.map((user) => engine.append(user, [thinking('a'), thinking('b')])));
     expect(appended.map((entries) => entries.map((e) => e.seq))).toEqual(users.map(() => [1, 2]));
     expect(writes.count).toBe(1);
-    await engine.close();
+    await connection.close();
   });
 });

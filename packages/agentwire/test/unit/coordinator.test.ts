@@ -7,7 +7,7 @@ import {
   type SetupResult,
 } from '../../src/coordination/index.js';
 import { MemoryEngine, type MemoryEngineOptions } from '../../src/engine/index.js';
-import type { EventEngine, GapListener, LiveListener, LogHead, MessageClaim, Subscription } from '../../src/engine/types.js';
+import type { EventEngine, GapListener, LiveListener, LogHead, Subscription } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
 import { InstrumentedEngine, deferred, nextTurn, type Deferred, type EngineOp } from '../helpers/instrumentedEngine.js';
 import { ScheduledEngine } from '../helpers/scheduledEngine.js';
@@ -696,8 +696,6 @@ class LosableEngine implements EventEngine {
   ready = () => this.#inner.ready();
   append = (userId: string, events: readonly EventBody[]) => this.#inner.append(userId, events);
   read = (userId: string, fromSeq: number, toSeq: number) => this.#inner.read(userId, fromSeq, toSeq);
-  claimMessage = (userId: string, messageId: string, claim: MessageClaim) => this.#inner.claimMessage(userId, messageId, claim);
-  releaseMessage = (userId: string, messageId: string) => this.#inner.releaseMessage(userId, messageId);
   close = async () => {};
 }
 

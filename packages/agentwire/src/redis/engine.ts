@@ -1,0 +1,191 @@
+import { randomUUID } from 'node:crypto';
+import type { EventBody, EventType, LogEntry } from '@agentwire/protocol';
+import { encodeEvent } from '@agentwire/protocol';
+import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, Subscription } from '../engine/types.js';
+import { RunEndedError } from '../engine/types.js';
+import type { RedisConnection } from './connection.js';
+import { DEFAULTS } from '../config/settings.js';
+import { LOG_FIELD } from './keys.js';
+
+/** Retention of a `RedisEngine`'s logs. */
+export interface RedisEngineOptions {
+  /** Entries kept per user (exact XADD MAXLEN). Default 1000. */
+  readonly retentionEvents?: number;
+  /** A user's log expires after this long without an append. Default 24 h. */
+  readonly retentionMs?: number;
+  readonly now?: () => number;
+}
+
+interface Channel {
+  readonly listeners: Set<LiveListener>;
+  readonly gapListeners: Set<GapListener>;
+  subscribed: Promise<void>;
+}
+
+/**
+ * The Redis engine: a Stream per user as the durable log, seq assigned atomically with the
+ * append by one Lua script that also publishes the wake-up, and live delivery over (sharded)
+ * pub/sub. Pub/sub may lose messages; subscribers repair gaps from the stream, and are told to
+ * check for gaps whenever the connection's pub/sub is re-established. Only the log: message-id
+ * claims, thread queues and run ownership are the run store's (runStore.ts).
+ */
+export class RedisEngine implements EventEngine {
+  readonly #connection: RedisConnection;
+  readonly #maxLen: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+  readonly #channels = new Map<string, Channel>();
+
+  constructor(connection: RedisConnection, options: RedisEngineOptions = {}) {
+    this.#connection = connection;
+    this.#maxLen = options.retentionEvents ?? DEFAULTS.retentionEvents;
+    this.#ttlMs = options.retentionMs ?? DEFAULTS.retentionMs;
+    this.#now = options.now ?? Date.now;
+    connection.onPubSubGap(() => {
+      for (const channel of this.#channels.values()) {
+        for (const onGap of channel.gapListeners) onGap();
+      }
+    });
+  }
+
+  /** False while Redis does not answer (see RedisConnection.available): the gateway is then not ready. */
+  get available(): boolean {
+    return this.#connection.available;
+  }
+
+  ready(): Promise<void> {
+    return this.#connection.ready();
+  }
+
+  async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
+    const keys = this.#connection.keys.user(userId);
+    const now = this.#now();
+    const args: (string | number)[] = [
+      randomUUID(),
+      this.#ttlMs,
+      this.#maxLen,
+      keys.live,
+      this.#connection.publishCommand,
+      now,
+      fence ? '1' : '0',
+      fence?.terminal ? '1' : '0',
+      events.length,
+      fence?.appendId ?? '',
+    ];
+    const parts = events.map((body) => splitAtSeq(body));
+    for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
+    const runKey = fence ? keys.run(fence.runId) : keys.meta;
+    this.#connection.coalesceWrites();
+    const [epoch, first, skipped] = (await this.#connection.script('append', [keys.meta, keys.log, runKey], args)) as [string, number, number];
+    if (Number(first) === -1) throw new RunEndedError(fence!.runId);
+    const skip = Number(skipped);
+    return parts.slice(skip).map((part, index) => {
+      const seq = Number(first) + index;
+      return { seq, type: events[skip + index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
+    });
+  }
+
+  async subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
+    const name = this.#connection.keys.user(userId).live;
+    let channel = this.#channels.get(name);
+    if (!channel) {
+      channel = { listeners: new Set(), gapListeners: new Set(), subscribed: Promise.resolve() };
+      this.#channels.set(name, channel);
+      const created = channel;
+      channel.subscribed = this.#connection.subscribe(name, (message) => this.#onMessage(created, message));
+    }
+    channel.listeners.add(listener);
+    if (onPossibleGap) channel.gapListeners.add(onPossibleGap);
+    const current = channel;
+    const leave = async () => {
+      current.listeners.delete(listener);
+      if (onPossibleGap) current.gapListeners.delete(onPossibleGap);
+      if (current.listeners.size > 0 || this.#channels.get(name) !== current) return;
+      this.#channels.delete(name);
+      await this.#connection.unsubscribe(name);
+    };
+    try {
+      await current.subscribed;
+    } catch (error) {
+      await leave();
+      throw error;
+    }
+    return { unsubscribe: leave };
+  }
+
+  async read(userId: string, fromSeq: number, toSeq: number): Promise<LogEntry[]> {
+    if (toSeq < fromSeq) return [];
+    const rows = await this.#connection.client.xrange(this.#connection.keys.user(userId).log, `${fromSeq}-0`, `${toSeq}-0`);
+    return rows.map(([id, fields]) => {
+      const entry: { seq: number; type: EventType; json: string; appendedAt: number } = {
+        seq: Number.parseInt(id, 10),
+        type: 'agent_started',
+        json: '',
+        appendedAt: 0,
+      };
+      for (let i = 0; i < fields.length; i += 2) {
+        const value = fields[i + 1]!;
+        if (fields[i] === LOG_FIELD.json) entry.json = value;
+        else if (fields[i] === LOG_FIELD.type) entry.type = value as EventType;
+        else if (fields[i] === LOG_FIELD.appendedAt) entry.appendedAt = Number(value);
+      }
+      return entry;
+    });
+  }
+
+  async head(userId: string): Promise<LogHead> {
+    const keys = this.#connection.keys.user(userId);
+    const [epoch, seq] = (await this.#connection.script('head', [keys.meta, keys.log], [randomUUID(), this.#ttlMs])) as [string, string];
+    return { epoch, lastSeq: Number(seq) };
+  }
+
+  /** Ends this engine's subscriptions; the connection is closed by its owner (see createRedisBackend). */
+  async close(): Promise<void> {
+    const names = [...this.#channels.keys()];
+    this.#channels.clear();
+    await Promise.all(names.map((name) => this.#connection.unsubscribe(name)));
+  }
+
+  #onMessage(channel: Channel, message: string): void {
+    const entries = parseNotification(message);
+    if (!entries) {
+      // Not ours to read (e.g. another version's format): what it announced is in the log.
+      for (const onGap of channel.gapListeners) onGap();
+      return;
+    }
+    for (const entry of entries) {
+      for (const listener of channel.listeners) listener(entry);
+    }
+  }
+}
+
+/** Encodes the event with a placeholder seq and splits around it, so Lua can write the real one. */
+function splitAtSeq(body: EventBody): { head: string; tail: string } {
+  const json = encodeEvent(body, 0);
+  const marker = `"seq":0`;
+  const at = json.indexOf(marker) + marker.length - 1;
+  return { head: json.slice(0, at), tail: json.slice(at + 1) };
+}
+
+/**
+ * One notification per append: `<epoch> <appendedAt>`, then per entry a line `<seq> <type> <json>`
+ * (JSON never holds a raw newline). Null when the message is not in this format.
+ */
+export function parseNotification(message: string): LogEntry[] | null {
+  const lines = message.split('\n');
+  const header = lines[0]!;
+  const space = header.indexOf(' ');
+  const appendedAt = Number(header.slice(space + 1));
+  if (space <= 0 || lines.length < 2 || !Number.isFinite(appendedAt)) return null;
+  const epoch = header.slice(0, space);
+  const entries: LogEntry[] = [];
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!;
+    const a = line.indexOf(' ');
+    const b = line.indexOf(' ', a + 1);
+    const seq = Number(line.slice(0, a));
+    if (a <= 0 || b < 0 || !Number.isInteger(seq)) return null;
+    entries.push({ epoch, seq, type: line.slice(a + 1, b) as EventType, appendedAt, json: line.slice(b + 1) });
+  }
+  return entries;
+}

@@ -1,0 +1,6 @@
+-- head: where a user's log stands.
+-- KEYS: meta, log
+-- ARGV: newEpoch, ttlMs
+-- Returns {epoch, seq}.
+--#include ensureMeta.lua
+return {epoch, redis.call('HGET', KEYS[1], META.seq)}
