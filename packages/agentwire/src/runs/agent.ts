@@ -1,4 +1,5 @@
 // The interface an embedding application implements to plug its agent into agentwire.
+import type { ConversationTurn } from '../history/types.js';
 
 /** What one run of an agent is given: who asked what, on which thread, and when to stop. */
 export interface AgentRunInput {
@@ -8,12 +9,18 @@ export interface AgentRunInput {
   /** The client's `user_message` id. */
   readonly messageId: string;
   readonly text: string;
+  /** The thread's earlier turns, oldest first (absent: none known). */
+  readonly history?: readonly ConversationTurn[];
   readonly signal: AbortSignal;
 }
 
 /** One step an agent yields; each becomes one durable event of the run. */
 export type AgentStep =
   | { readonly type: 'thinking'; readonly text: string }
+  /** A fragment of streamed reasoning (`agent_thinking_delta`). */
+  | { readonly type: 'thinking_delta'; readonly text: string }
+  /** A fragment of the streamed answer (`agent_text_delta`); their concatenation is the answer. */
+  | { readonly type: 'text_delta'; readonly text: string }
   | {
       readonly type: 'tool_call';
       readonly callId: string;

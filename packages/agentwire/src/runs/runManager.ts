@@ -64,6 +64,8 @@ interface ActiveRun {
   /** Set when the run's terminal event is decided. */
   outcome: RunOutcome | null;
   answer: string;
+  /** The agent streamed its answer: `answer` is the concatenation of its text deltas. */
+  streamed: boolean;
   /** Events waiting for the next append of this run (one append carries them all). */
   pending: EventBody[];
   /** The run's appends, chained so the log receives them in order; never rejects. */
@@ -291,6 +293,7 @@ export class RunManager {
       unwrittenStart: null,
       outcome: null,
       answer: '',
+      streamed: false,
       pending: [],
       appended: Promise.resolve(),
       timeout: null,
@@ -317,8 +320,16 @@ export class RunManager {
       for await (const step of steps) {
         if (run.finished) break;
         if (step.type === 'answer') {
-          run.answer = step.text;
+          // Once the agent streamed, the answer is its deltas (section 7).
+          if (!run.streamed) run.answer = step.text;
           continue;
+        }
+        if (step.type === 'text_delta' || step.type === 'thinking_delta') {
+          if (step.text === '') continue;
+          if (step.type === 'text_delta') {
+            run.answer = run.streamed ? run.answer + step.text : step.text;
+            run.streamed = true;
+          }
         }
         this.#append(run, stepEvent(step));
         // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.
@@ -541,6 +552,10 @@ function stepEvent(step: Exclude<AgentStep, { type: 'answer' }>): EventPayload {
   switch (step.type) {
     case 'thinking':
       return { type: 'agent_thinking', text: step.text };
+    case 'thinking_delta':
+      return { type: 'agent_thinking_delta', text: step.text };
+    case 'text_delta':
+      return { type: 'agent_text_delta', text: step.text };
     case 'tool_call':
       return { type: 'tool_executing', call_id: step.callId, tool: step.tool, args: step.args };
     case 'tool_result':
