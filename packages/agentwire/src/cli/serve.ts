@@ -5,6 +5,7 @@ import {
   loadConfig,
   parseServeFlags,
   redactConfig,
+  redactedUrl,
   serveHelp,
   unknownVariableWarnings,
   type GatewayConfig,
@@ -15,6 +16,7 @@ import type { ClusterNode } from '../engine/redisEngine.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
 import { RedisRunStore } from '../runs/redisRunStore.js';
 import { createGateway } from '../transport/index.js';
+import { createHttpAgent } from '../upstream/index.js';
 
 /**
  * What shutting down may take beyond the drain timeout: the runs' shutdown errors, the 1012
@@ -23,7 +25,7 @@ import { createGateway } from '../transport/index.js';
  */
 export const SHUTDOWN_GRACE_MS = 2000;
 
-/** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
+/** `agentwire serve`: one gateway, with the in-memory or Redis engine, in front of the demo agent or an upstream agent over HTTP. */
 export async function runServe(argv: string[]): Promise<number> {
   let config: GatewayConfig;
   try {
@@ -59,8 +61,19 @@ export async function runServe(argv: string[]): Promise<number> {
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
   const cluster = redisAt ? redisCluster(config, redisAt, logger) : null;
   const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs });
+  const agent =
+    config.agentUrl === undefined
+      ? undefined
+      : createHttpAgent({
+          url: config.agentUrl,
+          protocol: config.agentProtocol,
+          ...(config.agentHeaders ? { headers: config.agentHeaders } : {}),
+          ...(config.agentModel ? { model: config.agentModel } : {}),
+          connectTimeoutMs: config.agentConnectTimeoutMs,
+        });
   const gateway = createGateway({
     auth: keys,
+    ...(agent ? { agent } : {}),
     engine,
     ...(cluster ? { runStore: cluster.runStore, presence: cluster.presence, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
@@ -152,7 +165,9 @@ export async function runServe(argv: string[]): Promise<number> {
         '',
         `  ${token}`,
         '',
-        'Talk to the demo agent:',
+        config.agentUrl === undefined
+          ? 'Talk to the demo agent:'
+          : `Talk to the upstream agent at ${redactedUrl(config.agentUrl)} (${config.agentProtocol} dialect):`,
         '',
         `  npx agentwire chat --url ${url} --token ${token} "what is 2+3*4?"`,
         '',

@@ -4,7 +4,7 @@
  */
 import { SETTINGS } from './settings.js';
 
-export const README_TABLE_BEGIN = '<!-- settings:begin (generated from src/config/settings.ts by `npm run docs:settings`; do not edit) -->';
+export const README_TABLE_BEGIN = '<!-- settings:begin (generated from packages/agentwire/src/config/settings.ts by `npm run docs:settings`; do not edit) -->';
 export const README_TABLE_END = '<!-- settings:end -->';
 
 /** `agentwire serve --help`. */

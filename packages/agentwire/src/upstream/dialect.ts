@@ -4,6 +4,7 @@ import { UpstreamFailure, isRecord } from './failure.js';
 
 /** The wire dialects an upstream agent may speak (PROTOCOL.md section 15). */
 export const AGENT_PROTOCOLS = ['agentwire', 'ag-ui', 'ai-sdk', 'openai'] as const;
+/** The dialect an upstream agent speaks: `agentwire`, `ag-ui`, `ai-sdk` or `openai` (PROTOCOL.md section 15). */
 export type AgentProtocol = (typeof AGENT_PROTOCOLS)[number];
 
 /** What a dialect needs of a run to build its request. */

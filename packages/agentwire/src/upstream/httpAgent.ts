@@ -28,6 +28,7 @@ export interface HttpAgentOptions {
 
 export type { AgentProtocol } from './dialect.js';
 
+/** The default of `HttpAgentOptions.connectTimeoutMs`. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 
 const DIALECTS: ReadonlyMap<AgentProtocol, Dialect> = new Map<AgentProtocol, Dialect>([
