@@ -75,7 +75,7 @@ export async function* sseData(body: AsyncIterable<Buffer>, maxBytes = MAX_MESSA
     events = [];
     yield* ready;
   }
-  parser.feed(decoder.decode());
-  parser.reset({ consume: true });
+  // A blank line ends any event still open: if that dispatches one, the body ended inside it.
+  parser.feed(`${decoder.decode()}\n\n`);
   if (events.length > 0) throw new UpstreamFailure('the upstream stream ended in the middle of an event');
 }
