@@ -179,7 +179,10 @@ async function send(upstream: Upstream, input: AgentRunInput, body: string, requ
     }
     return response;
   } catch (error) {
-    if (timedOut) throw new UpstreamFailure(`the upstream agent did not answer within ${connectTimeoutMs} ms (connect timeout)`);
+    // A status already read is the cause, even if the timer cut the excerpt of its body short.
+    if (timedOut && !(error instanceof UpstreamFailure)) {
+      throw new UpstreamFailure(`the upstream agent did not answer within ${connectTimeoutMs} ms (connect timeout)`);
+    }
     throw error;
   } finally {
     clock.clearTimeout(timer);
