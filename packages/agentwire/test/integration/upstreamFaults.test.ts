@@ -230,6 +230,21 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
     }
   });
 
+  it('shutdown ends a streaming run with agent_error shutdown and closes its request', async () => {
+    upstream = await new UpstreamServer(({ res }) => {
+      ndjsonHead(res);
+      ndjson(res, { type: 'text_delta', text: 'still going' });
+    }).start();
+    const gateway = await startGateway({ agent: createHttpAgent({ url: upstream.url }), drainTimeoutMs: 0 });
+    const client = await gateway.ready('alice');
+    const runId = await send(client, 'hello');
+    await client.waitFor((f) => f.run_id === runId && f.type === 'agent_text_delta');
+    const stopping = gateway.gateway.shutdown();
+    expect(await terminal(client, runId)).toMatchObject({ type: 'agent_error', code: 'shutdown' });
+    await upstream.closed(1);
+    await stopping;
+  });
+
   it('a tool result for a call never announced', async () => {
     const { client } = await setUp(({ res }) => {
       ndjsonHead(res);
