@@ -4,7 +4,7 @@
  * with the reason. They know nothing of setting names; the loader adds those.
  */
 
-import { headerProblems } from '../upstream/httpAgent.js';
+import { headerProblems } from '../upstream/headers.js';
 
 /** A value a setting cannot take. The loader turns it into a ConfigError naming the setting. */
 export class InvalidValue extends Error {}

@@ -5,7 +5,7 @@
  * README's settings table (`npm run docs:settings`) and the Gateway's defaults (DEFAULTS).
  */
 import type { ThreadPolicy } from '../runs/runManager.js';
-import { AGENT_PROTOCOLS, type AgentProtocol } from '../upstream/dialect.js';
+import { AGENT_PROTOCOLS, DEFAULT_CONNECT_TIMEOUT_MS, type AgentProtocol } from '../upstream/index.js';
 import {
   MAX_TIMER_MS,
   boolean,
@@ -313,7 +313,7 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     env: 'AGENTWIRE_AGENT_CONNECT_TIMEOUT_MS',
     key: 'agentConnectTimeoutMs',
     parse: timerMs(1),
-    default: 30000,
+    default: DEFAULT_CONNECT_TIMEOUT_MS,
     description: 'The upstream agent must answer (status line and headers) within this, or the run ends with agent_failed.',
   }),
   setting({ env: 'AGENTWIRE_DEMO_STEP_MS', key: 'demoStepMs', parse: timerMs(0), default: 20, description: "Pause between the demo agent's steps (0 allowed)." }),

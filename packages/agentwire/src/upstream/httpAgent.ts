@@ -8,6 +8,7 @@ import { agentwireDialect } from './agentwireDialect.js';
 import { AGENT_PROTOCOLS, type AgentProtocol, type Dialect } from './dialect.js';
 import { UpstreamFailure, quoted } from './failure.js';
 import { ndjsonLines, sseData } from './framing.js';
+import { headerProblems, redact, secretsOf } from './headers.js';
 import { openaiDialect } from './openaiDialect.js';
 
 /** Options of `createHttpAgent`: where the upstream agent is and how to talk to it. */
@@ -30,6 +31,8 @@ export type { AgentProtocol } from './dialect.js';
 
 /** The default of `HttpAgentOptions.connectTimeoutMs`. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** Bytes of an error answer's body quoted in the failure. */
+const ERROR_BODY_BYTES = 2048;
 
 const DIALECTS: ReadonlyMap<AgentProtocol, Dialect> = new Map<AgentProtocol, Dialect>([
   ['agentwire', agentwireDialect],
@@ -37,40 +40,6 @@ const DIALECTS: ReadonlyMap<AgentProtocol, Dialect> = new Map<AgentProtocol, Dia
   ['ai-sdk', aiSdkDialect],
   ['openai', openaiDialect],
 ]);
-
-/** Request headers the gateway sets itself; configured headers may not replace them. */
-export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
-  'content-type',
-  'content-length',
-  'transfer-encoding',
-  'connection',
-  'accept',
-  'x-agentwire-user',
-  'x-agentwire-run',
-]);
-
-/** An HTTP header name (RFC 9110 token). */
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** What Node accepts in a header value: no control characters but tab. */
-const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-/** Bytes of an error answer's body quoted in the failure. */
-const ERROR_BODY_BYTES = 2048;
-/** Header values shorter than this are not searched for in failure messages (they would mangle them and are no secrets). */
-const MIN_REDACTED_CHARS = 4;
-
-/**
- * Problems with the headers option, each naming the header and never its value; empty when
- * they are fine. `agentwire serve` checks AGENTWIRE_AGENT_HEADERS with it at start-up.
- */
-export function headerProblems(headers: Readonly<Record<string, string>>): string[] {
-  const problems: string[] = [];
-  for (const [name, value] of Object.entries(headers)) {
-    if (!HEADER_NAME.test(name)) problems.push(`${JSON.stringify(name.slice(0, 100))} is not a valid header name`);
-    else if (RESERVED_HEADERS.has(name.toLowerCase())) problems.push(`${name} is set by the gateway itself`);
-    else if (typeof value !== 'string' || !HEADER_VALUE.test(value)) problems.push(`the value of ${name} is not a string without control characters`);
-  }
-  return problems;
-}
 
 /**
  * An Agent that runs every run by one HTTP POST to an upstream agent, in one of the dialects of
@@ -116,17 +85,6 @@ interface Upstream {
   readonly model: string | undefined;
   readonly connectTimeoutMs: number;
   readonly clock: Clock;
-}
-
-/** Each header value, and each of its words (a `Bearer <key>` value's key), longest first. */
-function secretsOf(headers: Readonly<Record<string, string>>): string[] {
-  const secrets = new Set<string>();
-  for (const value of Object.values(headers)) {
-    for (const candidate of [value, ...value.split(/\s+/)]) {
-      if (candidate.length >= MIN_REDACTED_CHARS) secrets.add(candidate);
-    }
-  }
-  return [...secrets].sort((a, b) => b.length - a.length);
 }
 
 async function* runUpstream(upstream: Upstream, input: AgentRunInput): AsyncGenerator<AgentStep> {
@@ -236,12 +194,6 @@ function describe(error: unknown, upstream: Upstream, streaming: boolean): strin
   // Node reports a body cut short (a reset, or a close before the last chunk) as `aborted`.
   if (streaming) return `the upstream connection was cut in the middle of the stream: ${cause}`;
   return `could not reach the upstream agent at ${upstream.target.origin}: ${cause}`;
-}
-
-function redact(message: string, secrets: readonly string[]): string {
-  let out = message;
-  for (const secret of secrets) out = out.split(secret).join('[redacted]');
-  return out;
 }
 
 /** `text/event-stream; charset=utf-8` -> `text/event-stream`. */

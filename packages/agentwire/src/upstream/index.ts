@@ -1,3 +1,3 @@
-export { createHttpAgent, headerProblems, DEFAULT_CONNECT_TIMEOUT_MS, type HttpAgentOptions } from './httpAgent.js';
+export { createHttpAgent, DEFAULT_CONNECT_TIMEOUT_MS, type HttpAgentOptions } from './httpAgent.js';
 export { AGENT_PROTOCOLS, type AgentProtocol } from './dialect.js';
-export { UpstreamFailure } from './failure.js';
+export { headerProblems } from './headers.js';

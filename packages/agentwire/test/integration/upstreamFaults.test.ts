@@ -6,7 +6,7 @@ import { createHttpAgent, type HttpAgentOptions } from '../../src/upstream/index
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { runProblem } from '../helpers/runInvariants.js';
-import { ndjson, ndjsonHead, UpstreamServer, type UpstreamHandler, type UpstreamRequest } from '../helpers/upstreamServer.js';
+import { ndjson, ndjsonHead, UpstreamServer, type UpstreamHandler } from '../helpers/upstreamServer.js';
 import { Waiters } from '../helpers/waitFor.js';
 import type { Frame, TestClient } from '../helpers/wsClient.js';
 
@@ -291,8 +291,6 @@ describe('backpressure', () => {
 });
 
 /** A run's input for driving the agent directly. */
-export function runInput(signal: AbortSignal, text = 'hello'): Parameters<ReturnType<typeof createHttpAgent>['run']>[0] {
+function runInput(signal: AbortSignal, text = 'hello'): Parameters<ReturnType<typeof createHttpAgent>['run']>[0] {
   return { runId: 'run_1', userId: 'alice', threadId: 't1', messageId: 'm1', text, signal };
 }
-
-export type { UpstreamRequest };
