@@ -14,6 +14,7 @@ const REQUIREMENTS = [
   // Debian's redis-server depends on redis-tools, so it also brings the redis-cli the cluster tests use.
   { program: 'redis-server', aptPackage: 'redis-server', why: 'the Redis tests start their own redis-server' },
   { program: '/usr/bin/chromium', aptPackage: 'chromium', why: 'test/browser.test.ts drives Chromium' },
+  { program: 'python3', aptPackage: 'python3', why: 'the upstream-agent tests run examples/python-agent/agent.py' },
 ];
 
 function isExecutable(path) {

@@ -13,6 +13,7 @@ export { createChatPageHandler, type ChatPageHandler, type ChatPageOptions } fro
 // Agents: what answers a message.
 export type { Agent, AgentRunInput, AgentStep } from './runs/agent.js';
 export { createDemoAgent } from './runs/demoAgent.js';
+export { createHttpAgent, type AgentProtocol, type HttpAgentOptions } from './upstream/httpAgent.js';
 
 // The per-user event log, for an engine of your own.
 export { RunEndedError } from './engine/types.js';

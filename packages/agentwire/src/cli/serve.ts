@@ -5,6 +5,7 @@ import {
   loadConfig,
   parseServeFlags,
   redactConfig,
+  redactedUrl,
   serveHelp,
   unknownVariableWarnings,
   type GatewayConfig,
@@ -13,6 +14,7 @@ import { MemoryEngine } from '../engine/index.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
 import { createRedisBackend, type ClusterNode, type RedisBackend } from '../redis/index.js';
 import { createGateway } from '../transport/index.js';
+import { createHttpAgent } from '../upstream/index.js';
 
 /**
  * What shutting down may take beyond the drain timeout: the runs' shutdown errors, the 1012
@@ -21,7 +23,7 @@ import { createGateway } from '../transport/index.js';
  */
 export const SHUTDOWN_GRACE_MS = 2000;
 
-/** `agentwire serve`: one gateway with the in-memory engine and the demo agent. */
+/** `agentwire serve`: one gateway, with the in-memory or Redis engine, in front of the demo agent or an upstream agent over HTTP. */
 export async function runServe(argv: string[]): Promise<number> {
   let config: GatewayConfig;
   try {
@@ -57,8 +59,19 @@ export async function runServe(argv: string[]): Promise<number> {
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
   const redis = redisAt ? redisBackend(config, redisAt, logger) : null;
   const engine = redis?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
+  const agent =
+    config.agentUrl === undefined
+      ? undefined
+      : createHttpAgent({
+          url: config.agentUrl,
+          protocol: config.agentProtocol,
+          ...(config.agentHeaders ? { headers: config.agentHeaders } : {}),
+          ...(config.agentModel ? { model: config.agentModel } : {}),
+          connectTimeoutMs: config.agentConnectTimeoutMs,
+        });
   const gateway = createGateway({
     auth: keys,
+    ...(agent ? { agent } : {}),
     engine,
     ...(redis ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
@@ -152,7 +165,9 @@ export async function runServe(argv: string[]): Promise<number> {
         '',
         `  ${token}`,
         '',
-        'Talk to the demo agent:',
+        config.agentUrl === undefined
+          ? 'Talk to the demo agent:'
+          : `Talk to the upstream agent at ${redactedUrl(config.agentUrl)} (${config.agentProtocol} dialect):`,
         '',
         `  npx agentwire chat --url ${url} --token ${token} "what is 2+3*4?"`,
         '',

@@ -144,6 +144,7 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
     );
   }
   const devMode = !c.production && keysSet.length === 0;
+  checkAgentRules(c);
   if (c.redisUrl !== undefined && c.redisClusterNodes !== undefined) {
     throw new ConfigError('AGENTWIRE_REDIS_CLUSTER_NODES', 'only one of AGENTWIRE_REDIS_URL and AGENTWIRE_REDIS_CLUSTER_NODES may be set');
   }
@@ -171,6 +172,18 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
   return devMode;
 }
 
+/** The upstream agent's settings: the model the openai dialect needs, and nothing set for an agent that is not. */
+function checkAgentRules(c: Omit<GatewayConfig, 'devMode'>): void {
+  if (c.agentUrl === undefined) {
+    if (c.agentModel !== undefined) throw new ConfigError('AGENTWIRE_AGENT_MODEL', 'is set but AGENTWIRE_AGENT_URL is not (no upstream agent to ask)');
+    if (c.agentHeaders !== undefined) throw new ConfigError('AGENTWIRE_AGENT_HEADERS', 'is set but AGENTWIRE_AGENT_URL is not (no upstream agent to send them to)');
+    return;
+  }
+  if (c.agentProtocol === 'openai' && c.agentModel === undefined) {
+    throw new ConfigError('AGENTWIRE_AGENT_MODEL', 'is required with AGENTWIRE_AGENT_PROTOCOL=openai (the model to ask for, e.g. llama3.2)');
+  }
+}
+
 /**
  * One warning line per `AGENTWIRE_*` variable in `env` that no setting reads, with the nearest
  * setting names: a misspelled setting would otherwise be ignored without a word.
@@ -189,7 +202,7 @@ export function unknownVariableWarnings(env: Record<string, string | undefined>)
 /** A copy of the config safe to log: secrets and keys replaced by `[redacted]`. */
 export function redactConfig(config: GatewayConfig): Record<string, unknown> {
   const out: Record<string, unknown> = { ...config };
-  for (const key of ['jwtSecret', 'jwtPublicKey', 'e2eBypassKey'] as const) {
+  for (const key of ['jwtSecret', 'jwtPublicKey', 'e2eBypassKey', 'agentHeaders'] as const) {
     if (out[key] !== undefined) out[key] = '[redacted]';
   }
   if (config.redisUrl !== undefined) {
@@ -201,7 +214,20 @@ export function redactConfig(config: GatewayConfig): Record<string, unknown> {
       out.redisUrl = '[redacted]';
     }
   }
+  if (config.agentUrl !== undefined) out.agentUrl = redactedUrl(config.agentUrl);
   return out;
+}
+
+/** A URL without its password and query (either may carry a credential). */
+export function redactedUrl(value: string): string {
+  try {
+    const url = new URL(value);
+    if (url.password) url.password = 'redacted';
+    if (url.search) url.search = '?redacted';
+    return url.toString();
+  } catch {
+    return '[redacted]';
+  }
 }
 
 // --- helpers ---------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
  * with the reason. They know nothing of setting names; the loader adds those.
  */
 
+import { headerProblems } from '../upstream/headers.js';
+
 /** A value a setting cannot take. The loader turns it into a ConfigError naming the setting. */
 export class InvalidValue extends Error {}
 
@@ -160,4 +162,25 @@ export const hostPorts: Parser<Array<{ host: string; port: number }>> = (value) 
     }
     return { host: match[1]!.replace(/^\[(.*)\]$/, '$1'), port };
   });
+};
+
+/**
+ * A JSON object of string values: extra HTTP request headers. Never echoes the value (it holds
+ * credentials); a problem with one header names the header only.
+ */
+export const headersJson: Parser<Readonly<Record<string, string>>> = (value) => {
+  const raw = text({ trim: true })(value);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new InvalidValue('must be a JSON object of string values, like {"authorization":"Bearer …"} (the value is not shown: it may hold credentials)');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new InvalidValue('must be a JSON object of string values (the value is not shown: it may hold credentials)');
+  }
+  const problems = headerProblems(parsed as Record<string, string>);
+  if (problems.length > 0) throw new InvalidValue(problems.join('; '));
+  // fromEntries defines own properties: a "__proto__" key stays a (rejected or plain) name.
+  return Object.freeze(Object.fromEntries(Object.entries(parsed as Record<string, string>)));
 };

@@ -5,9 +5,11 @@
  * README's settings table (`npm run docs:settings`) and the Gateway's defaults (DEFAULTS).
  */
 import type { ThreadPolicy } from '../runs/runManager.js';
+import { AGENT_PROTOCOLS, DEFAULT_CONNECT_TIMEOUT_MS, type AgentProtocol } from '../upstream/index.js';
 import {
   MAX_TIMER_MS,
   boolean,
+  headersJson,
   hostPorts,
   integer,
   matching,
@@ -68,6 +70,13 @@ export interface GatewayConfig {
   historyTurns: number;
   /** Serve the chat page; unset = only in dev mode. */
   chatPage?: boolean;
+  /** The upstream agent's URL (section 15); unset = the demo agent. */
+  agentUrl?: string;
+  agentProtocol: AgentProtocol;
+  agentModel?: string;
+  /** Extra request headers to the upstream agent (credentials): never logged. */
+  agentHeaders?: Readonly<Record<string, string>>;
+  agentConnectTimeoutMs: number;
   /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
   allowedOrigins: string[] | null;
   logLevel: string;
@@ -288,6 +297,42 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: 20,
     description:
       'Longest a streamed fragment of an answer or of reasoning is held to be merged with the next ones into one delta event (0 = no merging); a merged delta is also sent at 4 KiB and before any other event of its run.',
+  }),
+  setting({
+    env: 'AGENTWIRE_AGENT_URL',
+    key: 'agentUrl',
+    parse: url(['http:', 'https:'], 'an http(s) URL', true),
+    default: undefined,
+    description:
+      'http(s) URL of an upstream agent: every run is one POST to it (for openai: the OpenAI-compatible base URL, e.g. http://127.0.0.1:11434/v1); unset = the demo agent.',
+  }),
+  setting({
+    env: 'AGENTWIRE_AGENT_PROTOCOL',
+    key: 'agentProtocol',
+    parse: oneOf(AGENT_PROTOCOLS),
+    default: 'agentwire',
+    description: "The upstream agent's dialect: agentwire (NDJSON or SSE steps), ag-ui, ai-sdk (UI message stream) or openai (chat completions).",
+  }),
+  setting({
+    env: 'AGENTWIRE_AGENT_MODEL',
+    key: 'agentModel',
+    parse: trimmedText,
+    default: undefined,
+    description: 'The model the openai dialect asks for (required with it).',
+  }),
+  setting({
+    env: 'AGENTWIRE_AGENT_HEADERS',
+    key: 'agentHeaders',
+    parse: headersJson,
+    default: undefined,
+    description: 'JSON object of extra request headers to the upstream agent, e.g. {"authorization":"Bearer …"}; never logged or echoed.',
+  }),
+  setting({
+    env: 'AGENTWIRE_AGENT_CONNECT_TIMEOUT_MS',
+    key: 'agentConnectTimeoutMs',
+    parse: timerMs(1),
+    default: DEFAULT_CONNECT_TIMEOUT_MS,
+    description: 'The upstream agent must answer (status line and headers) within this, or the run ends with agent_failed.',
   }),
   setting({
     env: 'AGENTWIRE_MAX_FRAME_BYTES',

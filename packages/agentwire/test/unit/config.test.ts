@@ -80,6 +80,8 @@ const DEFAULTS: GatewayConfig = {
   runLeaseMs: 15000,
   runSweepMs: 2000,
   redisCommandTimeoutMs: 2000,
+  agentProtocol: 'agentwire',
+  agentConnectTimeoutMs: 30000,
 };
 
 /**
@@ -154,6 +156,21 @@ const SAMPLES: Record<
   },
   AGENTWIRE_LOG_LEVEL: { value: 'debug', key: 'logLevel', expected: 'debug' },
   AGENTWIRE_CHAT_PAGE: { value: 'true', key: 'chatPage', expected: true },
+  AGENTWIRE_AGENT_URL: { value: 'http://127.0.0.1:8000/run', key: 'agentUrl', expected: 'http://127.0.0.1:8000/run' },
+  AGENTWIRE_AGENT_PROTOCOL: { value: 'AG-UI', key: 'agentProtocol', expected: 'ag-ui' },
+  AGENTWIRE_AGENT_MODEL: {
+    value: 'llama3.2',
+    key: 'agentModel',
+    expected: 'llama3.2',
+    extraEnv: { AGENTWIRE_AGENT_URL: 'http://127.0.0.1:11434/v1' },
+  },
+  AGENTWIRE_AGENT_HEADERS: {
+    value: '{"authorization":"Bearer sk-1","x-team":"a"}',
+    key: 'agentHeaders',
+    expected: { authorization: 'Bearer sk-1', 'x-team': 'a' },
+    extraEnv: { AGENTWIRE_AGENT_URL: 'http://127.0.0.1:8000/run' },
+  },
+  AGENTWIRE_AGENT_CONNECT_TIMEOUT_MS: { value: '2500', key: 'agentConnectTimeoutMs', expected: 2500 },
 };
 
 describe('loadConfig defaults', () => {
@@ -621,6 +638,49 @@ describe('dev mode', () => {
   });
 });
 
+describe('upstream agent settings (PROTOCOL.md section 15)', () => {
+  const URL_ENV = { AGENTWIRE_AGENT_URL: 'http://127.0.0.1:8000/run' };
+  const SECRET_HEADER = 'sk-live-very-secret-value';
+
+  it('openai without a model is a start-up error naming AGENTWIRE_AGENT_MODEL', () => {
+    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'openai' }), 'AGENTWIRE_AGENT_MODEL', /required with AGENTWIRE_AGENT_PROTOCOL=openai/);
+    expect(loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'openai', AGENTWIRE_AGENT_MODEL: 'm' }).agentModel).toBe('m');
+  });
+
+  it('an unknown protocol names the four dialects', () => {
+    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'grpc' }), 'AGENTWIRE_AGENT_PROTOCOL', /agentwire, ag-ui, ai-sdk, openai/);
+  });
+
+  it('invalid AGENTWIRE_AGENT_HEADERS is a start-up error that does not print the value', () => {
+    for (const value of [`{"authorization": "Bearer ${SECRET_HEADER}"`, `["${SECRET_HEADER}"]`, `{"authorization": ["${SECRET_HEADER}"]}`, `{"x-key": "${SECRET_HEADER}\n"}`]) {
+      const error = expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: value }), 'AGENTWIRE_AGENT_HEADERS');
+      expect(error.message).not.toContain(SECRET_HEADER);
+    }
+    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: '{"x-agentwire-user":"mallory"}' }), 'AGENTWIRE_AGENT_HEADERS', /x-agentwire-user is set by the gateway/);
+    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: '{"bad name":"v"}' }), 'AGENTWIRE_AGENT_HEADERS', /not a valid header name/);
+  });
+
+  it('a model or headers without AGENTWIRE_AGENT_URL is an error, not silently the demo agent', () => {
+    expectConfigError(() => loadConfig({ AGENTWIRE_AGENT_MODEL: 'm' }), 'AGENTWIRE_AGENT_MODEL', /AGENTWIRE_AGENT_URL is not/);
+    expectConfigError(() => loadConfig({ AGENTWIRE_AGENT_HEADERS: '{"a":"b"}' }), 'AGENTWIRE_AGENT_HEADERS', /AGENTWIRE_AGENT_URL is not/);
+  });
+
+  it('flags set them like the variables', () => {
+    const c = loadConfig({}, parseServeFlags(['--agent-url', 'http://127.0.0.1:9/v1', '--agent-protocol=openai', '--agent-model', 'qwen', '--agent-connect-timeout-ms', '50']));
+    expect(c).toMatchObject({ agentUrl: 'http://127.0.0.1:9/v1', agentProtocol: 'openai', agentModel: 'qwen', agentConnectTimeoutMs: 50 });
+  });
+
+  it('redactConfig hides the header values and the URL password and query', () => {
+    const c = loadConfig({
+      AGENTWIRE_AGENT_URL: 'https://bot:hunter2@agent.example.com/run?key=qwerty',
+      AGENTWIRE_AGENT_HEADERS: `{"authorization":"Bearer ${SECRET_HEADER}"}`,
+    });
+    const text = JSON.stringify(redactConfig(c));
+    for (const secret of [SECRET_HEADER, 'hunter2', 'qwerty']) expect(text).not.toContain(secret);
+    expect(text).toContain('agent.example.com');
+  });
+});
+
 describe('redactConfig', () => {
   it('hides secrets and the Redis password', () => {
     const c = loadConfig({
@@ -641,7 +701,7 @@ describe('the settings table is the one source', () => {
     for (const s of SETTINGS) expect(s.key).toBe(SAMPLES[s.env]!.key);
     const keys = SETTINGS.map((s) => s.key as string);
     expect(new Set(keys).size).toBe(keys.length);
-    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage'];
+    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage', 'agentUrl', 'agentModel', 'agentHeaders'];
     expect(new Set([...keys, 'devMode'])).toEqual(new Set([...Object.keys(DEFAULTS), ...optional]));
   });
 
@@ -759,8 +819,8 @@ describe('every value of every setting', () => {
           const e = err as ConfigError;
           expect(e.message).not.toMatch(/[\r\n]/);
           expect(e.message.startsWith(`${e.setting}: `)).toBe(true);
-          // The rules spanning settings (production, bypass key) name their setting without a source.
-          const crossField = ['AGENTWIRE_JWT_SECRET', 'AGENTWIRE_E2E_BYPASS_KEY'];
+          // The rules spanning settings (production, bypass key, upstream agent) name their setting without a source.
+          const crossField = ['AGENTWIRE_JWT_SECRET', 'AGENTWIRE_E2E_BYPASS_KEY', 'AGENTWIRE_AGENT_MODEL', 'AGENTWIRE_AGENT_HEADERS'];
           expect([s.env, ...crossField, ...(asFlag && s.env === 'NODE_ENV' ? [s.flag] : [])]).toContain(e.setting);
           if (asFlag && e.setting === s.env && !crossField.includes(s.env)) expect(e.message).toContain(`(from ${s.flag})`);
           return;

@@ -48,26 +48,27 @@ describe('ensure-test-deps (pretest)', () => {
     const result = await runScript(empty);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('redis-server (the Redis tests start their own redis-server)');
-    expect(result.stderr).toContain('Debian packages: redis-server');
+    expect(result.stderr).toContain('python3 (the upstream-agent tests run examples/python-agent/agent.py)');
+    expect(result.stderr).toContain('Debian packages: redis-server python3');
     expect(result.stderr).not.toContain('chromium');
   });
 
   it('with apt-get: as root installs the missing package, otherwise names the one sudo command', async () => {
     const bin = await tempDir();
     const log = join(bin, 'apt-get.log');
-    // A stand-in apt-get: records its arguments; "install" puts a redis-server on PATH.
+    // A stand-in apt-get: records its arguments; "install" puts each named package's program on PATH.
     await writeExecutable(
       join(bin, 'apt-get'),
       `echo "$DEBIAN_FRONTEND $*" >> ${log}\n` +
-        `if [ "$1" = install ]; then printf '#!/bin/sh\\n' > ${bin}/redis-server; /bin/chmod +x ${bin}/redis-server; fi`,
+        `if [ "$1" = install ]; then for p in "$@"; do case "$p" in install|-*) ;; *) printf '#!/bin/sh\\n' > ${bin}/$p; /bin/chmod +x ${bin}/$p;; esac; done; fi`,
     );
     const result = await runScript(bin);
     if (process.getuid?.() === 0) {
-      expect(result).toMatchObject({ code: 0, stderr: 'ensure-test-deps: installing redis-server with apt-get\n' });
-      expect(await readFile(log, 'utf8')).toBe('noninteractive update -qq\nnoninteractive install -y -qq redis-server\n');
+      expect(result).toMatchObject({ code: 0, stderr: 'ensure-test-deps: installing redis-server python3 with apt-get\n' });
+      expect(await readFile(log, 'utf8')).toBe('noninteractive update -qq\nnoninteractive install -y -qq redis-server python3\n');
     } else {
       expect(result.code).toBe(1);
-      expect(result.stderr).toContain('  sudo apt-get update && sudo apt-get install -y redis-server\n');
+      expect(result.stderr).toContain('  sudo apt-get update && sudo apt-get install -y redis-server python3\n');
       await expect(readFile(log, 'utf8')).rejects.toThrow(/ENOENT/);
     }
   });
@@ -77,6 +78,6 @@ describe('ensure-test-deps (pretest)', () => {
     await writeExecutable(join(bin, 'apt-get'), 'exit 0');
     const result = await runScript(bin);
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(process.getuid?.() === 0 ? /still missing after apt-get install: redis-server/ : /sudo apt-get/);
+    expect(result.stderr).toMatch(process.getuid?.() === 0 ? /still missing after apt-get install: redis-server python3/ : /sudo apt-get/);
   });
 });
