@@ -118,7 +118,9 @@ export class LogHistoryStore implements HistoryStore {
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
     if (maxTurns <= 0) return [];
-    const { fold } = await this.#fold(userId, threadId);
+    // Every run gives at least one turn, so the newest maxTurns runs before this one suffice:
+    // the log is read back from its head only until their starts were seen.
+    const { fold } = await this.#fold(userId, threadId, maxTurns + 1);
     return conversationTurns(fold, threadId, maxTurns, beforeRunId);
   }
 
@@ -130,16 +132,26 @@ export class LogHistoryStore implements HistoryStore {
   /**
    * Folds the user's newest `maxEvents` events up to the head read first, so the answer
    * includes exactly the events up to `head.lastSeq`. With `onlyThread`, entries that cannot be
-   * of that thread are skipped before they are parsed (most of a busy user's log is not).
+   * of that thread are skipped before they are parsed (most of a busy user's log is not). The
+   * log is read back from the head in chunks; with `runsWanted`, only until that many of the
+   * thread's runs have started (each chunk is kept whole, so those runs are complete).
    */
-  async #fold(userId: string, onlyThread?: string): Promise<Folded> {
+  async #fold(userId: string, onlyThread?: string, runsWanted = Number.POSITIVE_INFINITY): Promise<Folded> {
     const [head, marks] = await Promise.all([this.#engine.head(userId), this.#marks.all(userId)]);
-    const fold = createFold(excluder(marks, head.epoch));
     const threadNeedle = onlyThread === undefined ? null : `"thread_id":${JSON.stringify(onlyThread)}`;
-    for (let from = Math.max(1, head.lastSeq - this.#maxEvents + 1); from <= head.lastSeq; from += READ_CHUNK) {
-      const entries = await this.#engine.read(userId, from, Math.min(head.lastSeq, from + READ_CHUNK - 1));
+    const chunks: LogEntry[][] = [];
+    const floor = Math.max(1, head.lastSeq - this.#maxEvents + 1);
+    let starts = 0;
+    for (let to = head.lastSeq; to >= floor && starts < runsWanted; to -= READ_CHUNK) {
+      const entries = await this.#engine.read(userId, Math.max(floor, to - READ_CHUNK + 1), to);
+      const relevant = threadNeedle === null ? entries : entries.filter((entry) => entry.json.includes(threadNeedle));
+      for (const entry of relevant) if (entry.type === 'agent_started') starts++;
+      chunks.push(relevant);
+    }
+    const fold = createFold(excluder(marks, head.epoch));
+    for (const entries of chunks.reverse()) {
       for (const entry of entries) {
-        const event = eventOf(entry, threadNeedle);
+        const event = eventOf(entry);
         if (event) foldEvent(fold, event);
       }
     }
@@ -152,8 +164,7 @@ export function createLogHistoryStore(options: LogHistoryStoreOptions): LogHisto
   return new LogHistoryStore(options);
 }
 
-function eventOf(entry: LogEntry, threadNeedle: string | null): DurableEvent | null {
-  if (threadNeedle !== null && !entry.json.includes(threadNeedle)) return null;
+function eventOf(entry: LogEntry): DurableEvent | null {
   const event = parseEvent(entry.json);
   // The entry's seq is the log's; an event claiming another is not trusted.
   return event && event.seq === entry.seq ? event : null;
