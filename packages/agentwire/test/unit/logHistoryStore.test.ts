@@ -66,14 +66,33 @@ describe('log-folded history store', () => {
     await engine.close();
   });
 
-  it('reads the log back only as far as the turns an agent gets', async () => {
+  it('reads and parses only what was appended since its last read of the user', async () => {
     const memory = new MemoryEngine({ retentionEvents: 100_000 });
     for (let i = 0; i < 3000; i++) await memory.append('u', run('t', i));
     const { engine, counted } = countingEngine(memory);
     const store = createLogHistoryStore({ engine });
-    const turns = await store.conversation('u', 't', 4);
-    expect(turns.map((t) => t.text)).toEqual(['q2998', 'a2998', 'q2999', 'a2999']);
-    expect(counted.read).toBeLessThanOrEqual(1000);
+    expect((await store.conversation('u', 't', 4)).map((t) => t.text)).toEqual(['q2998', 'a2998', 'q2999', 'a2999']);
+    expect(counted.read).toBe(9000);
+    await memory.append('u', run('t', 3000));
+    expect((await store.conversation('u', 't', 2)).map((t) => t.text)).toEqual(['q3000', 'a3000']);
+    expect(counted.read).toBe(9003);
+    // A bound of 10 000 events: past it, the oldest are dropped from the cache, not re-read.
+    const bounded = createLogHistoryStore({ engine, maxEvents: 30 });
+    const page = await bounded.messages('u', 't', { limit: 200 });
+    expect(page!.items[0]!.text).toBe('q2991');
+    await memory.close();
+  });
+
+  it('a new epoch (the log was lost) starts the cache over', async () => {
+    let memory = new MemoryEngine();
+    const engine = { available: true, head: (u: string) => memory.head(u), read: (u: string, f: number, t: number) => memory.read(u, f, t) };
+    const store = createLogHistoryStore({ engine });
+    await memory.append('u', run('old', 0));
+    expect((await store.listThreads('u', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['old']);
+    await memory.close();
+    memory = new MemoryEngine();
+    await memory.append('u', run('new', 0));
+    expect((await store.listThreads('u', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['new']);
     await memory.close();
   });
 
