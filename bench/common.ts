@@ -59,10 +59,13 @@ export class IpcClient {
   #nextId = 1;
   readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }>();
 
+  readonly #child: ChildProcess;
+
   constructor(
     readonly name: string,
-    private readonly child: ChildProcess,
+    child: ChildProcess,
   ) {
+    this.#child = child;
     child.on('message', (message: unknown) => {
       const reply = message as IpcReply;
       if (typeof reply !== 'object' || reply === null || typeof reply.id !== 'number') return;
@@ -90,7 +93,7 @@ export class IpcClient {
         reject(new Error(`${this.name}: '${cmd}' timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
-      this.child.send({ id, cmd, args } satisfies IpcRequest);
+      this.#child.send({ id, cmd, args } satisfies IpcRequest);
     });
   }
 }

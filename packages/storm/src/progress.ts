@@ -46,25 +46,31 @@ export class ProgressPrinter {
   #lastPhase = '';
   #lastLength = 0;
 
+  readonly #stream: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly #plainEveryMs: number;
+
   constructor(
-    private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
-    private readonly plainEveryMs = 2000,
-  ) {}
+    stream: NodeJS.WritableStream & { isTTY?: boolean },
+    plainEveryMs = 2000,
+  ) {
+    this.#stream = stream;
+    this.#plainEveryMs = plainEveryMs;
+  }
 
   update(p: Progress, elapsedMs: number): void {
     const line = progressLine(p, elapsedMs);
-    if (this.stream.isTTY) {
-      this.stream.write(`\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}`);
+    if (this.#stream.isTTY) {
+      this.#stream.write(`\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}`);
       this.#lastLength = line.length;
-    } else if (p.phase !== 'done' && (elapsedMs - this.#lastPlain >= this.plainEveryMs || p.phase !== this.#lastPhase)) {
+    } else if (p.phase !== 'done' && (elapsedMs - this.#lastPlain >= this.#plainEveryMs || p.phase !== this.#lastPhase)) {
       this.#lastPlain = elapsedMs;
-      this.stream.write(`${line}\n`);
+      this.#stream.write(`${line}\n`);
     }
     this.#lastPhase = p.phase;
   }
 
   done(p: Progress, elapsedMs: number): void {
     const line = progressLine(p, elapsedMs);
-    this.stream.write(this.stream.isTTY ? `\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}\n` : `${line}\n`);
+    this.#stream.write(this.#stream.isTTY ? `\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}\n` : `${line}\n`);
   }
 }

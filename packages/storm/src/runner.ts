@@ -95,7 +95,11 @@ function runForked(plan: WorkerPlan, barriers: Barriers, onProgress: (p: Progres
  */
 class Barriers {
   readonly #waiting = new Map<BarrierName, (() => void)[]>();
-  constructor(private live: number) {}
+  #live: number;
+
+  constructor(live: number) {
+    this.#live = live;
+  }
 
   arrive(name: BarrierName, proceed: () => void): void {
     const list = this.#waiting.get(name) ?? [];
@@ -105,13 +109,13 @@ class Barriers {
   }
 
   leave(): void {
-    this.live -= 1;
+    this.#live -= 1;
     this.#check();
   }
 
   #check(): void {
     for (const [name, list] of this.#waiting) {
-      if (list.length >= this.live) {
+      if (list.length >= this.#live) {
         this.#waiting.delete(name);
         for (const proceed of list) proceed();
       }

@@ -108,7 +108,10 @@ export class RunManager {
   /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
   #contact = { breaks: -1, since: 0 };
 
-  constructor(private readonly options: RunManagerOptions) {
+  readonly #options: RunManagerOptions;
+
+  constructor(options: RunManagerOptions) {
+    this.#options = options;
     this.#store = options.store ?? new LocalRunStore();
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
     this.#maxActive = options.maxActiveRunsPerUser ?? 32;
@@ -152,17 +155,17 @@ export class RunManager {
     // A store that claims ids itself does it atomically with the enqueue; otherwise the engine does.
     const engineClaims = !this.#store.claimsMessageIds;
     if (engineClaims) {
-      const existing = await this.options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
+      const existing = await this.#options.engine.claimMessage(userId, message.id, { runId: record.runId, threadId: record.threadId });
       // A claim holding our own run id is ours: its reply was lost and the replayed command found it.
       if (existing && existing.runId !== record.runId) return duplicate(existing);
     }
     let outcome;
     try {
-      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
+      outcome = await this.#store.enqueue(record, this.#options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
     } catch (error) {
       // A store's own claim stays: the enqueue may have been applied, and a retry of the message
       // is then a duplicate of that run rather than a second one.
-      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id).catch(() => {});
+      if (engineClaims) await this.#options.engine.releaseMessage(userId, message.id).catch(() => {});
       else this.#settleInDoubt(record);
       throw error;
     }
@@ -170,7 +173,7 @@ export class RunManager {
     if (outcome === 'absent') throw new Error('run store answered absent to an enqueue that was not replay-only');
     if (outcome === 'busy' || outcome === 'too_many_runs') {
       // Nothing was created: the id stays free, so the same message may be sent again later.
-      if (engineClaims) await this.options.engine.releaseMessage(userId, message.id);
+      if (engineClaims) await this.#options.engine.releaseMessage(userId, message.id);
       reply(
         outcome === 'too_many_runs'
           ? { kind: 'error', code: 'too_many_runs', message: `at most ${this.#maxActive} runs may be running or queued at once` }
@@ -178,7 +181,7 @@ export class RunManager {
               kind: 'error',
               code: 'thread_busy',
               message:
-                this.options.threadPolicy === 'reject'
+                this.#options.threadPolicy === 'reject'
                   ? `thread ${message.threadId} has a run in progress`
                   : `thread ${message.threadId} already has ${this.#maxQueued} queued runs`,
             },
@@ -217,7 +220,7 @@ export class RunManager {
 
   /** Bounded: a request whose run never starts here is dropped after a minute. */
   #rememberCancel(runId: string): void {
-    const now = this.options.clock.now();
+    const now = this.#options.clock.now();
     for (const [id, at] of this.#earlyCancels) {
       if (now - at < 60_000 && this.#earlyCancels.size < 1000) break;
       this.#earlyCancels.delete(id);
@@ -235,9 +238,9 @@ export class RunManager {
       let timer: TimerHandle | undefined;
       await Promise.race([
         this.#whenIdle(),
-        new Promise<void>((resolve) => (timer = this.options.clock.setTimeout(resolve, timeoutMs))),
+        new Promise<void>((resolve) => (timer = this.#options.clock.setTimeout(resolve, timeoutMs))),
       ]);
-      if (timer !== undefined) this.options.clock.clearTimeout(timer);
+      if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
     this.#shuttingDown = true;
     for (const run of [...this.#active.values()]) this.#finish(run, shutdownError());
@@ -247,7 +250,7 @@ export class RunManager {
   /** Stops lease renewal and the lost-run sweeper; call after `drain`. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const timer of this.#timers) this.options.clock.clearInterval(timer);
+    for (const timer of this.#timers) this.#options.clock.clearInterval(timer);
     await this.#store.close();
   }
 
@@ -264,13 +267,13 @@ export class RunManager {
    * `duplicate` of this run).
    */
   #settleInDoubt(record: RunRecord): void {
-    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
+    const settle = () => this.#store.enqueue(record, this.#options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
     this.#retry('enqueue in doubt', settle, () => this.#closed).then(
       // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
       (outcome) => {
         if (outcome === 'start' && !this.#closed) this.#executeHere({ record, cancelRequested: false });
       },
-      (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
+      (error: unknown) => this.#options.onFault?.(error, 'enqueue in doubt'),
     );
   }
 
@@ -301,12 +304,12 @@ export class RunManager {
     if (this.#shuttingDown) return this.#finish(run, shutdownError());
     const cancelledEarly = this.#earlyCancels.delete(record.runId);
     if (assignment.cancelRequested || cancelledEarly) return this.#finish(run, cancelled(''));
-    run.timeout = this.options.clock.setTimeout(
-      () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.options.runTimeoutMs} ms` }),
-      this.options.runTimeoutMs,
+    run.timeout = this.#options.clock.setTimeout(
+      () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.#options.runTimeoutMs} ms` }),
+      this.#options.runTimeoutMs,
     );
     try {
-      const steps = this.options.agent.run({
+      const steps = this.#options.agent.run({
         runId: record.runId,
         userId: record.userId,
         threadId: record.threadId,
@@ -360,7 +363,7 @@ export class RunManager {
       if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
     } catch (error) {
       if (error instanceof RunEndedError) return this.#fencedOff(run);
-      this.options.onFault?.(error, 'append');
+      this.#options.onFault?.(error, 'append');
       const terminalOnly = events.some((e) => TERMINAL_TYPES.has(e.type)) && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
       if (terminalOnly) {
         // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
@@ -388,7 +391,7 @@ export class RunManager {
   #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
     // One id for every attempt: an attempt whose reply was lost may have been applied.
     const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
-    return this.#retry('append', () => this.options.engine.append(run.record.userId, events, fence));
+    return this.#retry('append', () => this.#options.engine.append(run.record.userId, events, fence));
   }
 
   #fencedOff(run: ActiveRun): void {
@@ -417,7 +420,7 @@ export class RunManager {
 
   #stop(run: ActiveRun): void {
     run.finished = true;
-    if (run.timeout !== null) this.options.clock.clearTimeout(run.timeout);
+    if (run.timeout !== null) this.#options.clock.clearTimeout(run.timeout);
     run.controller.abort(new Error('run ended'));
   }
 
@@ -427,10 +430,10 @@ export class RunManager {
       const next = await this.#retry('advance', () => this.#store.advance(record));
       if (next) this.#executeHere(next);
     } catch (error) {
-      this.options.onFault?.(error, 'advance');
+      this.#options.onFault?.(error, 'advance');
     }
     this.#forget(record.runId);
-    this.options.onRunEnded?.(outcome);
+    this.#options.onRunEnded?.(outcome);
   }
 
   #forget(runId: string): void {
@@ -443,14 +446,14 @@ export class RunManager {
 
   /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
   async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
-    const deadline = this.options.clock.now() + this.#retryForMs;
+    const deadline = this.#options.clock.now() + this.#retryForMs;
     for (let attempt = 0; ; attempt++) {
       try {
         return await operation();
       } catch (error) {
-        if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
-        if (attempt === 0) this.options.onFault?.(error, `${context} retrying`);
-        await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
+        if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
+        if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
+        await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
         if (abandoned()) throw error;
       }
     }
@@ -460,7 +463,7 @@ export class RunManager {
     try {
       await this.#store.renewLeases([...this.#active.values()].filter((run) => !run.finished).map((run) => run.record));
     } catch (error) {
-      this.options.onFault?.(error, 'renew leases');
+      this.#options.onFault?.(error, 'renew leases');
     }
   }
 
@@ -479,7 +482,7 @@ export class RunManager {
     try {
       lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
     } catch (error) {
-      this.options.onFault?.(error, 'claim lost runs');
+      this.#options.onFault?.(error, 'claim lost runs');
       return;
     }
     for (const record of lost) {
@@ -489,13 +492,13 @@ export class RunManager {
       if (!record.started) events.push({ type: 'agent_started', message_id: record.messageId, text: record.text, ...stamp });
       events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
       try {
-        await this.options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
-        this.options.onRunEnded?.('run_lost');
+        await this.#options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
+        this.#options.onRunEnded?.('run_lost');
       } catch (error) {
         // Already ended by its own node just before it died: only the thread must move on.
         // Any other failure: the claimed lease expires again and a later sweep retries.
         if (!(error instanceof RunEndedError)) {
-          this.options.onFault?.(error, 'end lost run');
+          this.#options.onFault?.(error, 'end lost run');
           continue;
         }
       }
@@ -503,7 +506,7 @@ export class RunManager {
         const next = await this.#store.advance(record);
         if (next) this.#executeHere(next);
       } catch (error) {
-        this.options.onFault?.(error, 'advance after lost run');
+        this.#options.onFault?.(error, 'advance after lost run');
       }
     }
   }
@@ -511,7 +514,7 @@ export class RunManager {
   #inContactForALease(): boolean {
     const contact = this.#store.contact;
     if (!contact) return true;
-    const now = this.options.clock.now();
+    const now = this.#options.clock.now();
     if (!contact.ok || contact.breaks !== this.#contact.breaks) {
       this.#contact = { breaks: contact.breaks, since: now };
       return false;
@@ -520,7 +523,7 @@ export class RunManager {
   }
 
   #now(): string {
-    return new Date(this.options.clock.now()).toISOString();
+    return new Date(this.#options.clock.now()).toISOString();
   }
 }
 

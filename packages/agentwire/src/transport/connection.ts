@@ -92,10 +92,13 @@ export class Connection implements CoordinatorMember {
   #limitedWindowStart = 0;
   readonly #upgradeStartedAt = performance.now();
 
+  readonly #ctx: ConnectionContext;
+
   constructor(
-    private readonly ctx: ConnectionContext,
+    ctx: ConnectionContext,
     resume: ResumePosition,
   ) {
+    this.#ctx = ctx;
     this.lifecycle = new ConnectionLifecycle(this.connectionId, ctx.metrics.lifecycleObserver);
     this.#resume = resume;
     const now = ctx.clock.now();
@@ -117,28 +120,28 @@ export class Connection implements CoordinatorMember {
     this.#ws = ws;
     this.#socket = handshake.socket ?? null;
     this.lifecycle.transition(ACCEPTED);
-    this.ctx.connections.add(this);
+    this.#ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#sawPeer());
     ws.on('close', (code) =>
       this.#onSocketClosed(code).catch((error: unknown) => {
-        this.ctx.metrics.faults.inc({ context: 'close' });
-        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
+        this.#ctx.metrics.faults.inc({ context: 'close' });
+        this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
       }),
     );
-    ws.on('error', (error) => this.ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
+    ws.on('error', (error) => this.#ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
 
     if (!originAllowed) return this.close(CloseCode.FORBIDDEN, 'origin_not_allowed');
     if (upgradeAuth && method) {
       this.#authStarted = true;
-      this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
+      this.#ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
       if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
       if (this.#pastExpiry(upgradeAuth.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
       this.#authenticated(upgradeAuth.userId, upgradeAuth.expiresAt).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
-    this.authDeadline = this.ctx.clock.now() + this.ctx.limits.authTimeoutMs;
-    this.ctx.awaitingAuth.add(this);
+    this.authDeadline = this.#ctx.clock.now() + this.#ctx.limits.authTimeoutMs;
+    this.#ctx.awaitingAuth.add(this);
   }
 
   isOpen(): boolean {
@@ -149,7 +152,7 @@ export class Connection implements CoordinatorMember {
     if (this.lifecycle.isEnding) return;
     if (this.#liveBuffer) {
       this.#liveBuffer.push(entry);
-      if (this.#liveBuffer.length > this.ctx.limits.maxBufferedEvents) {
+      if (this.#liveBuffer.length > this.#ctx.limits.maxBufferedEvents) {
         this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
       }
       return;
@@ -164,14 +167,14 @@ export class Connection implements CoordinatorMember {
   /** Starts the closing handshake; a no-op once closing. */
   close(code: number, reason: string): void {
     if (!this.lifecycle.beginClosing()) return;
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#ws?.close(code, reason);
   }
 
   /** Drops a peer that stopped answering; the socket's close event finishes the teardown. */
   terminate(): void {
-    if (this.lifecycle.beginClosing()) this.ctx.awaitingAuth.delete(this);
+    if (this.lifecycle.beginClosing()) this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#ws?.terminate();
   }
@@ -180,12 +183,12 @@ export class Connection implements CoordinatorMember {
   sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
     if (this.lifecycle.isEnding) return;
     if (now >= this.expiresAt && !this.#refreshPending()) {
-      this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
+      this.#ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
       return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
     }
     if (this.pingSentAt !== 0) {
       if (now - this.pingSentAt >= heartbeatTimeoutMs) {
-        this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
+        this.#ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
         this.terminate();
       }
     } else if (now - this.lastSeenAt >= heartbeatMs) {
@@ -214,11 +217,11 @@ export class Connection implements CoordinatorMember {
    * already past it would be accepted and then closed within a sweep, so it is refused here.
    */
   #pastExpiry(expiresAt: number): boolean {
-    return expiresAt <= this.ctx.clock.now();
+    return expiresAt <= this.#ctx.clock.now();
   }
 
   #sawPeer(): void {
-    this.lastSeenAt = this.ctx.clock.now();
+    this.lastSeenAt = this.#ctx.clock.now();
     this.pingSentAt = 0;
   }
 
@@ -243,7 +246,7 @@ export class Connection implements CoordinatorMember {
         return;
       }
     }
-    if (this.#inbox.length >= this.ctx.limits.inboxLimit) {
+    if (this.#inbox.length >= this.#ctx.limits.inboxLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
     }
     if (this.lifecycle.state === PROCESSING_READY) {
@@ -257,13 +260,13 @@ export class Connection implements CoordinatorMember {
 
   /** Holds a frame that arrived before PROCESSING_READY within both byte bounds; false if it closed instead. */
   #hold(text: string | null, bytes: number): boolean {
-    if (this.#heldBytes + bytes > this.ctx.limits.inboxMaxBytes) {
+    if (this.#heldBytes + bytes > this.#ctx.limits.inboxMaxBytes) {
       this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
       return false;
     }
-    if (!this.ctx.heldBytes.take(bytes)) {
-      this.ctx.logger.warn(
-        { conn: this.connectionId, held: this.ctx.heldBytes.used, limit: this.ctx.heldBytes.limit },
+    if (!this.#ctx.heldBytes.take(bytes)) {
+      this.#ctx.logger.warn(
+        { conn: this.connectionId, held: this.#ctx.heldBytes.used, limit: this.#ctx.heldBytes.limit },
         'bytes held before connection_ready reached the gateway limit; connection closed',
       );
       this.close(CloseCode.TRY_AGAIN_LATER, 'overloaded');
@@ -276,7 +279,7 @@ export class Connection implements CoordinatorMember {
 
   #release(bytes: number): void {
     this.#heldBytes -= bytes;
-    this.ctx.heldBytes.give(bytes);
+    this.#ctx.heldBytes.give(bytes);
   }
 
   /** A closing connection dispatches nothing more; what it held goes back at once. */
@@ -291,15 +294,15 @@ export class Connection implements CoordinatorMember {
       this.#limitedWindowStart = now;
       this.#limitedInWindow = 0;
     }
-    if (++this.#limitedInWindow > this.ctx.limits.abuseLimit) {
+    if (++this.#limitedInWindow > this.#ctx.limits.abuseLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'rate_limit_abuse');
     }
     this.#sendError('rate_limited', 'too many frames; slow down', refOf(text === null ? BINARY_FRAME : parseClientFrame(text)));
   }
 
   async #authenticateWithFrame(frame: AuthFrame): Promise<void> {
-    const result = await this.ctx.verifier.verify(frame.token);
-    this.ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
+    const result = await this.#ctx.verifier.verify(frame.token);
+    this.#ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) return this.close(CloseCode.UNAUTHORIZED, result.reason);
     if (this.#pastExpiry(result.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
@@ -311,10 +314,10 @@ export class Connection implements CoordinatorMember {
 
   async #authenticated(userId: string, expiresAt: number): Promise<void> {
     this.lifecycle.transition(AUTHENTICATED);
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.userId = userId;
     this.expiresAt = expiresAt;
-    const coordinator = this.ctx.registry.getOrCreate(userId);
+    const coordinator = this.#ctx.registry.getOrCreate(userId);
     this.#coordinator = coordinator;
     this.#generation = coordinator.admit(this);
     let setup: SetupResult;
@@ -345,8 +348,8 @@ export class Connection implements CoordinatorMember {
         lastSeq: setup.head.lastSeq,
         resumed: setup.resumed,
         replayed: setup.replay.length,
-        heartbeatMs: this.ctx.limits.heartbeatMs,
-        serverTime: new Date(this.ctx.clock.now()),
+        heartbeatMs: this.#ctx.limits.heartbeatMs,
+        serverTime: new Date(this.#ctx.clock.now()),
       }),
       false,
     );
@@ -358,8 +361,8 @@ export class Connection implements CoordinatorMember {
       if (this.lifecycle.isEnding) return;
     }
     this.lifecycle.transition(PROCESSING_READY);
-    this.ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
-    this.ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
+    this.#ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
+    this.#ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
     this.#pump();
   }
 
@@ -371,7 +374,7 @@ export class Connection implements CoordinatorMember {
     }
     this.#write(entry.json, checked);
     this.#lastSentSeq = entry.seq;
-    this.ctx.metrics.eventSent(entry.type);
+    this.#ctx.metrics.eventSent(entry.type);
   }
 
   /** Dispatches held frames in arrival order, one at a time, only in PROCESSING_READY. */
@@ -413,17 +416,17 @@ export class Connection implements CoordinatorMember {
         this.#sendError('already_authenticated', 'this connection is already authenticated', null);
         return;
       case 'ping':
-        this.#send(pongFrame(frame.id, new Date(this.ctx.clock.now())));
+        this.#send(pongFrame(frame.id, new Date(this.#ctx.clock.now())));
         return;
       case 'refresh_token':
         return this.#refreshToken(frame);
       case 'cancel':
-        return this.ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
+        return this.#ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
           if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
           else this.#sendError(reply.code, reply.message, frame.id);
         });
       case 'user_message':
-        return this.ctx.runs.submit(
+        return this.#ctx.runs.submit(
           this.userId!,
           { id: frame.id, threadId: frame.thread_id, text: frame.text },
           (reply) => {
@@ -439,11 +442,11 @@ export class Connection implements CoordinatorMember {
     this.#refreshing++;
     let result: VerifyResult;
     try {
-      result = await this.ctx.verifier.verify(frame.token);
+      result = await this.#ctx.verifier.verify(frame.token);
     } finally {
       this.#refreshing--;
     }
-    this.ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
+    this.#ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) {
       const code = result.reason === 'token_expired' ? 'token_expired' : 'token_invalid';
@@ -479,7 +482,7 @@ export class Connection implements CoordinatorMember {
   };
 
   #checkBacklog(): void {
-    if (!this.lifecycle.isEnding && this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) {
+    if (!this.lifecycle.isEnding && this.#ws!.bufferedAmount > this.#ctx.limits.slowConsumerBytes) {
       this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
     }
   }
@@ -491,7 +494,7 @@ export class Connection implements CoordinatorMember {
   }
 
   #sendError(code: ErrorCode, message: string, ref: FrameRef, path?: string): void {
-    this.ctx.metrics.errorsSent.inc({ code });
+    this.#ctx.metrics.errorsSent.inc({ code });
     this.#send(errorFrame(code, message, ref, path));
   }
 
@@ -501,29 +504,29 @@ export class Connection implements CoordinatorMember {
   }
 
   #fail(error: unknown, context: string, code: number, reason: string): void {
-    this.ctx.metrics.faults.inc({ context });
-    this.ctx.logger.error({ conn: this.connectionId, user: this.userId, err: error, context }, 'connection failed');
+    this.#ctx.metrics.faults.inc({ context });
+    this.#ctx.logger.error({ conn: this.connectionId, user: this.userId, err: error, context }, 'connection failed');
     this.close(code, reason);
   }
 
   async #onSocketClosed(code: number): Promise<void> {
     this.lifecycle.beginClosing();
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#liveBuffer = null;
-    this.ctx.metrics.closes.inc({ code: String(code) });
+    this.#ctx.metrics.closes.inc({ code: String(code) });
     if (this.#coordinator) {
       try {
         const result = await this.#coordinator.teardown(this.connectionId, this.#generation);
-        if (!result.ok) this.ctx.logger.warn({ conn: this.connectionId, reason: result.reason }, 'teardown denied');
+        if (!result.ok) this.#ctx.logger.warn({ conn: this.connectionId, reason: result.reason }, 'teardown denied');
       } catch (error) {
-        this.ctx.metrics.faults.inc({ context: 'teardown' });
-        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'teardown failed');
+        this.#ctx.metrics.faults.inc({ context: 'teardown' });
+        this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'teardown failed');
       }
     }
     this.lifecycle.transition(CLOSED);
-    this.ctx.connections.delete(this);
-    this.ctx.connectionClosed(this);
+    this.#ctx.connections.delete(this);
+    this.#ctx.connectionClosed(this);
   }
 }
 

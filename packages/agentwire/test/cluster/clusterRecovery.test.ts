@@ -694,12 +694,16 @@ class Member implements CoordinatorMember {
   failure: string | null = null;
   resyncs = 0;
 
+  readonly #wake: () => void;
+
   constructor(
     readonly connectionId: string,
     readonly node: number,
     readonly resume: ResumePosition,
-    private readonly wake: () => void,
-  ) {}
+    wake: () => void,
+  ) {
+    this.#wake = wake;
+  }
 
   isOpen(): boolean {
     return this.resyncs === 0;
@@ -707,18 +711,18 @@ class Member implements CoordinatorMember {
 
   deliver(entry: LogEntry): void {
     this.delivered.push(entry);
-    this.wake();
+    this.#wake();
   }
 
   resync(): void {
     this.resyncs++;
-    this.wake();
+    this.#wake();
   }
 
   setUp(result: SetupResult): void {
     if (result.ok) this.result = result;
     else this.failure = `denied: ${result.reason}`;
-    this.wake();
+    this.#wake();
   }
 
   /** Newest seq this member's client has (after its replay and the live entries). */

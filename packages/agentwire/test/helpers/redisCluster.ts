@@ -17,7 +17,8 @@ export class RedisClusterServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-rcluster-'));
   readonly #processes: ChildProcess[] = [];
 
-  private constructor(readonly ports: readonly number[]) {}
+  /** Only `RedisClusterServer.start()` constructs one (it waits until the server listens). */
+  constructor(readonly ports: readonly number[]) {}
 
   static async start(masters = 3): Promise<RedisClusterServer> {
     const ports: number[] = [];

@@ -36,7 +36,8 @@ class FakeGateway {
   readonly waiters = new Waiters(() => `peers=${this.peers.length}; frames=${JSON.stringify(this.peers.map((p) => p.frames.map((f) => f.type)))}`);
   readonly url: string;
 
-  private constructor(
+  /** Only `FakeGateway.start()` constructs one (it waits until the server listens). */
+  constructor(
     readonly wss: WebSocketServer,
     readonly clock: ManualClock,
   ) {

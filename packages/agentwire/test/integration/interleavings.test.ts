@@ -518,11 +518,14 @@ class FakeSocket extends EventEmitter {
   /** Every frame the server sent, with the connection's state at that moment. */
   readonly sends: Array<{ type: string; state: string }> = [];
 
+  readonly #s: Scheduler;
+
   constructor(
-    private readonly s: Scheduler,
+    s: Scheduler,
     readonly peer: FakePeer,
   ) {
     super();
+    this.#s = s;
   }
 
   send(data: string): void {
@@ -557,7 +560,7 @@ class FakeSocket extends EventEmitter {
   #closeSoon(code: number, reason: string, why: string): void {
     if (this.closing) return;
     this.closing = true;
-    void this.s.schedule(Promise.resolve(), `${why} ${this.peer.label} ${code}`).then(() => {
+    void this.#s.schedule(Promise.resolve(), `${why} ${this.peer.label} ${code}`).then(() => {
       this.peer.closeCode = code;
       this.emit('close', code, Buffer.from(reason));
     });
