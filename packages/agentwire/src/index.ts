@@ -29,7 +29,7 @@ export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js
 export { RedisEngine, type ClusterNode, type RedisEngineOptions } from './engine/redisEngine.js';
 
 // Thread queues and run ownership, for a run store of your own.
-export type { RunOutcome, ThreadPolicy } from './runs/runManager.js';
+export type { RunOutcome } from './runs/runManager.js';
 export type {
   CancelLookup,
   EnqueueOptions,
@@ -38,6 +38,7 @@ export type {
   RunAssignment,
   RunRecord,
   RunStore,
+  ThreadPolicy,
 } from './runs/runStore.js';
 export { RedisRunStore, type RedisRunStoreOptions } from './runs/redisRunStore.js';
 
@@ -49,7 +50,7 @@ export { RedisPresence } from './coordination/redisPresence.js';
 export { createTokenVerifier } from './auth/verifier.js';
 export { signToken, type SignClaims } from './auth/sign.js';
 export type { AuthFailureReason, TokenVerifier, VerifierOptions, VerifyResult } from './auth/types.js';
-export type { JwksPolicy } from './auth/jwks.js';
+export type { JwksPolicy } from './auth/types.js';
 
 // The wire: events and close codes.
 export { CloseCode } from '@agentwire/protocol';

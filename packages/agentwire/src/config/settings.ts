@@ -4,7 +4,7 @@
  * GatewayConfig field it fills. From it come `loadConfig`, `agentwire serve --help`, the
  * README's settings table (`npm run docs:settings`) and the Gateway's defaults (DEFAULTS).
  */
-import type { ThreadPolicy } from '../runs/runManager.js';
+import type { ThreadPolicy } from '../runs/runStore.js';
 import {
   MAX_TIMER_MS,
   boolean,
@@ -18,8 +18,6 @@ import {
   url,
   type Parser,
 } from './parsers.js';
-
-export type { ThreadPolicy } from '../runs/runManager.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const THREAD_POLICIES: readonly ThreadPolicy[] = ['enqueue', 'reject'];

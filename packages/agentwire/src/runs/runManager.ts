@@ -3,10 +3,12 @@ import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { RunEndedError, type EventEngine, type MessageClaim } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload } from '@agentwire/protocol';
 import type { Agent, AgentStep } from './agent.js';
-import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore, type ThreadPolicy } from './runStore.js';
 
-/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
-export type ThreadPolicy = 'enqueue' | 'reject';
+// TEMPORARY: runs/redisRunStore.ts still imports ThreadPolicy from here; the Redis-module change
+// moves that file, and the integrator then imports it from runStore.js there and drops this line.
+export type { ThreadPolicy } from './runStore.js';
+
 /** How a run ended: its `agent_completed` status or its `agent_error` code. */
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
 

@@ -1,5 +1,7 @@
 import type { MessageClaim } from '../engine/types.js';
-import type { ThreadPolicy } from './runManager.js';
+
+/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
+export type ThreadPolicy = 'enqueue' | 'reject';
 
 /** A run as the store keeps it: whose, on which thread, for which message. */
 export interface RunRecord {

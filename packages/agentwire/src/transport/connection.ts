@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { WebSocket, RawData } from 'ws';
-import type { VerifyResult } from '../auth/index.js';
+import type { Clock } from '@agentwire/protocol';
+import type { TokenVerifier, VerifyResult } from '../auth/index.js';
 import type { CoordinatorMember, ResumePosition, SetupResult } from '../coordination/index.js';
-import type { UserCoordinator } from '../coordination/index.js';
+import type { CoordinatorRegistry, UserCoordinator } from '../coordination/index.js';
 import { ConnectionLifecycle, ConnectionState } from '../lifecycle/index.js';
 import {
   BINARY_FRAME,
@@ -25,8 +26,43 @@ import {
   type RefreshTokenFrame,
 } from '../protocol/index.js';
 import { corkForTick, type Corkable } from '../corkForTick.js';
-import type { ConnectionContext } from './connectionContext.js';
+import type { GatewayMetrics, Logger } from '../observability/index.js';
+import type { RunManager } from '../runs/runManager.js';
+import type { ByteBudget } from './byteBudget.js';
 import { TokenBucket } from './tokenBucket.js';
+
+export interface ConnectionLimits {
+  readonly authTimeoutMs: number;
+  readonly heartbeatMs: number;
+  readonly inboxLimit: number;
+  /** Raw bytes of the frames one connection may hold before PROCESSING_READY; more closes it with 1008. */
+  readonly inboxMaxBytes: number;
+  readonly rateLimitPerSec: number;
+  readonly rateLimitBurst: number;
+  /** Rate-limited frames in a row after which the connection is closed with 1008. */
+  readonly abuseLimit: number;
+  readonly slowConsumerBytes: number;
+  /** Live events held for a connection during its setup; more closes it with 4008. */
+  readonly maxBufferedEvents: number;
+}
+
+/** What every connection of one gateway shares. */
+export interface ConnectionContext {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly verifier: TokenVerifier;
+  readonly registry: CoordinatorRegistry;
+  readonly runs: RunManager;
+  readonly limits: ConnectionLimits;
+  /** Accepted connections (ACCEPTED through CLOSING). */
+  readonly connections: Set<Connection>;
+  /** Connections waiting for an `auth` frame; swept for the auth deadline. */
+  readonly awaitingAuth: Set<Connection>;
+  /** Raw bytes held by all connections not yet PROCESSING_READY together. */
+  readonly heldBytes: ByteBudget;
+  connectionClosed(connection: Connection): void;
+}
 
 const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = ConnectionState;
 

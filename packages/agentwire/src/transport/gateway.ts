@@ -14,12 +14,12 @@ import { GatewayMetrics, silentLogger, type Logger } from '../observability/inde
 import { CloseCode, resumeFields } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
-import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
+import { RunManager } from '../runs/runManager.js';
+import type { ThreadPolicy } from '../runs/runStore.js';
 import type { RunStore } from '../runs/runStore.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
-import { Connection } from './connection.js';
-import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
+import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
 
 /** Options of `createGateway`; only `auth` is required. Limits default to the settings table (README). */
 export interface GatewayOptions {
