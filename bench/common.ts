@@ -99,7 +99,7 @@ export class IpcClient {
 }
 
 /** Serves IPC requests in a child process: one handler per command. */
-export function serveIpc(handlers: Record<string, (args: any) => unknown>): void {
+export function serveIpc(handlers: Record<string, (args: never) => unknown>): void {
   process.on('message', (message: unknown) => {
     const request = message as IpcRequest;
     if (typeof request !== 'object' || request === null || typeof request.id !== 'number') return;
@@ -109,7 +109,7 @@ export function serveIpc(handlers: Record<string, (args: any) => unknown>): void
     };
     if (!handler) return reply({ id: request.id, ok: false, error: `unknown command ${request.cmd}` });
     Promise.resolve()
-      .then(() => handler(request.args ?? {}))
+      .then(() => handler((request.args ?? {}) as never)) // each handler names the arguments its command takes
       .then(
         (result) => reply({ id: request.id, ok: true, result: result ?? null }),
         (error: unknown) => reply({ id: request.id, ok: false, error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),

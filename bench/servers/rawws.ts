@@ -65,7 +65,7 @@ function onOpen(ws: WebSocket, userId: string): void {
     if (isBinary) return;
     let frame: { type?: unknown; id?: unknown; thread_id?: unknown; text?: unknown };
     try {
-      frame = JSON.parse(data.toString());
+      frame = JSON.parse((data as Buffer).toString()) as typeof frame;
     } catch {
       return;
     }

@@ -307,12 +307,11 @@ export class AgentwireClient {
     const id = options.id ?? this.#newId();
     const ack = this.send(threadId, text, { id });
     ack.catch(() => {}); // the iterator (or the caller) observes the rejection
-    const client = this;
-    async function* events(): AsyncGenerator<AgentEvent, void, undefined> {
+    const events = async function* (this: void, client: AgentwireClient): AsyncGenerator<AgentEvent, void, undefined> {
       const answer = await ack;
       yield* client.run(answer.run_id);
-    }
-    return { id, ack, events: events() };
+    };
+    return { id, ack, events: events(this) };
   }
 
   /** Asks the server to cancel a run; resolves with the `cancelling` ack. Re-sent like `send`. */
@@ -534,6 +533,9 @@ export class AgentwireClient {
         return;
       case 'token_refreshed':
         return this.#onTokenRefreshed(ws, frame as TokenRefreshedFrame);
+      default:
+        // Events carry a seq and went to #onEvent above; any other frame is not the client's.
+        return;
     }
   }
 
@@ -837,6 +839,7 @@ async function importWs(): Promise<WebSocketConstructor> {
   } catch (error) {
     throw new Error(
       `no WebSocket implementation: no global WebSocket, and the "ws" package cannot be loaded (${errorText(error)}); install "ws" or pass options.WebSocket`,
+      { cause: error },
     );
   }
 }

@@ -60,6 +60,11 @@ class UserState {
   constructor(readonly id: string) {}
 }
 
+/** A field of a server frame in a report: strings as they are, anything else as JSON. */
+function fieldText(value: unknown): string {
+  return typeof value === 'string' ? value : (JSON.stringify(value) ?? 'undefined');
+}
+
 export class StormChecker {
   readonly counts: Record<GuaranteeId, number>;
   readonly examples: Record<GuaranteeId, Violation[]>;
@@ -343,7 +348,7 @@ export class ConnectionChecker {
     if (type === 'ack') this.#onAck(frame, atMs);
     else if (type === 'error') this.#onError(frame, atMs);
     else if (EVENT_TYPES.has(type)) this.#onEvent(frame, atMs);
-    else if (frame.seq !== undefined) this.#report('frame_format', `frame with seq ${String(frame.seq)} has unknown event type ${type}`, atMs);
+    else if (frame.seq !== undefined) this.#report('frame_format', `frame with seq ${fieldText(frame.seq)} has unknown event type ${type}`, atMs);
     return frame;
   }
 
@@ -395,7 +400,7 @@ export class ConnectionChecker {
     const sent = typeof id === 'string' ? this.#user.sent.get(id) : undefined;
     if (typeof id !== 'string' || !sent) {
       const owner = typeof id === 'string' ? this.#checker.messageOwner(id) : undefined;
-      if (owner !== undefined && owner !== this.#user.id) this.#report('no_cross_user', `ack for message ${id} of user ${owner}`, atMs);
+      if (owner !== undefined && owner !== this.#user.id) this.#report('no_cross_user', `ack for message ${fieldText(id)} of user ${owner}`, atMs);
       else this.#report('messages_acked', `ack for an id this user never sent: ${JSON.stringify(id)}`, atMs);
       return;
     }
@@ -444,7 +449,7 @@ export class ConnectionChecker {
     const ref = frame.ref;
     this.#report(
       'no_error_frames',
-      `error ${String(frame.code)}: ${String(frame.message ?? '').slice(0, 120)} (ref ${JSON.stringify(ref ?? null)})`,
+      `error ${fieldText(frame.code)}: ${fieldText(frame.message ?? '').slice(0, 120)} (ref ${JSON.stringify(ref ?? null)})`,
       atMs,
     );
     const sent = typeof ref === 'string' ? this.#user.sent.get(ref) : undefined;

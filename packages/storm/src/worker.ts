@@ -226,7 +226,7 @@ export class StormWorker {
     });
     ws.on('message', (data, isBinary) => {
       const t = now();
-      const text = isBinary ? `<binary frame of ${(data as Buffer).length} bytes>` : data.toString();
+      const text = isBinary ? `<binary frame of ${(data as Buffer).length} bytes>` : (data as Buffer).toString();
       const wasReady = conn.check.isReady;
       const frame = conn.check.frame(text, this.#rel(t));
       if (!wasReady && conn.check.isReady) {

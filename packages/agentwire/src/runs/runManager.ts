@@ -191,7 +191,7 @@ export class RunManager {
       return;
     }
     reply({ kind: 'ack', status: outcome === 'start' ? 'started' : 'queued', runId: record.runId, threadId: record.threadId });
-    if (outcome === 'start') this.#execute({ record, cancelRequested: false });
+    if (outcome === 'start') void this.#execute({ record, cancelRequested: false });
   }
 
   /** Handles one `cancel`; like `submit`, `reply` comes before the run's terminal event. */

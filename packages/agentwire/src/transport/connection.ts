@@ -160,7 +160,7 @@ export class Connection implements CoordinatorMember {
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#sawPeer());
     ws.on('close', (code) =>
-      this.#onSocketClosed(code).catch((error: unknown) => {
+      void this.#onSocketClosed(code).catch((error: unknown) => {
         this.#ctx.metrics.faults.inc({ context: 'close' });
         this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
       }),
@@ -272,7 +272,8 @@ export class Connection implements CoordinatorMember {
 
   #receive(data: RawData, isBinary: boolean): void {
     this.#sawPeer();
-    const text = isBinary ? null : data.toString();
+    // ws hands text frames over as one Buffer (binaryType 'nodebuffer', the default).
+    const text = isBinary ? null : (data as Buffer).toString();
     if (text !== null && !this.#authStarted && mayBeObject(text)) {
       // Parsed only to find the auth frame; any other frame is held as its raw text.
       const parsed = parseClientFrame(text);

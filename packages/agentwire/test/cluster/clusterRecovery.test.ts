@@ -733,9 +733,9 @@ class Member implements CoordinatorMember {
 
   describe(): string {
     const setup = this.result
-      ? `head ${this.result.head.lastSeq} resumed ${this.result.resumed} replay [${this.result.replay.map((e) => e.seq)}]`
+      ? `head ${this.result.head.lastSeq} resumed ${this.result.resumed} replay [${this.result.replay.map((e) => e.seq).join(',')}]`
       : `failure ${this.failure}`;
-    return `${this.connectionId}@node${this.node} resume ${JSON.stringify(this.resume)}: ${setup}; live [${this.delivered.map((e) => e.seq)}]; resyncs ${this.resyncs}`;
+    return `${this.connectionId}@node${this.node} resume ${JSON.stringify(this.resume)}: ${setup}; live [${this.delivered.map((e) => e.seq).join(',')}]; resyncs ${this.resyncs}`;
   }
 }
 

@@ -48,7 +48,7 @@ class FakeGateway {
       const peer: Peer = { ws, token: jwt, url: req.url ?? '', frames: [], closed: false };
       this.peers.push(peer);
       ws.on('message', (data) => {
-        peer.frames.push(JSON.parse(String(data)) as Record<string, any>);
+        peer.frames.push(JSON.parse((data as Buffer).toString()) as Record<string, any>);
         this.waiters.notify();
       });
       ws.on('close', () => {

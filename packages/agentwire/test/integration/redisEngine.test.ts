@@ -264,9 +264,7 @@ describe('RedisEngine', () => {
     expect(e.available).toBe(false);
     await redis.startProcess();
     // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
-    await Promise.all(
-      [e.redis].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
-    );
+    if (e.redis.status !== 'ready') await new Promise((r) => e.redis.once('ready', r));
     const head = await e.head('hank');
     expect(head.lastSeq).toBe(1);
     expect((await e.read('hank', 1, 1))[0]!.json).toContain('before');
