@@ -18,7 +18,6 @@ export type BenchAlgorithm = 'HS256' | 'RS256' | 'ES256';
 export const BENCH_HOST = '127.0.0.1';
 
 /** The subprotocols the load generator offers (the browser path of PROTOCOL.md section 2). */
-export const SUBPROTOCOL = 'agentwire.v1';
 
 /** `user_message.text` understood by both bench servers: `steps:<n>` → n thinking events. */
 export function stepsText(steps: number): string {

@@ -1,4 +1,4 @@
-import { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX, systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 import {
   DEFAULT_BACKOFF,
   backoffDelay,
@@ -376,7 +376,7 @@ export class AgentwireClient {
       }
       if (gen !== this.#dialGen || this.#isClosed()) return;
     }
-    const protocols = token ? ['agentwire.v1', `jwt.${token}`] : ['agentwire.v1'];
+    const protocols = token ? [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`] : [PROTOCOL_NAME];
     let ws: WebSocketLike;
     try {
       ws = new this.#WebSocket(this.#dialUrl(), protocols);

@@ -1,3 +1,4 @@
+import { PROTOCOL_NAME } from '@agentwire/protocol';
 import { GUARANTEE_IDS, type GuaranteeId, type Violation } from './guarantees.js';
 
 /**
@@ -18,7 +19,6 @@ export const EVENT_TYPES: ReadonlySet<string> = new Set([
   'agent_completed',
   'agent_error',
 ]);
-const EXPECTED_PROTOCOL = 'agentwire.v1';
 const MAX_DETAIL = 400;
 
 export interface CheckerOptions {
@@ -265,8 +265,8 @@ export class ConnectionChecker {
   /** The socket opened; `protocol` is the subprotocol the server selected ('' for none). */
   opened(atMs: number, protocol: string): void {
     this.openAt = atMs;
-    if (protocol !== EXPECTED_PROTOCOL) {
-      this.#report('subprotocol', `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${EXPECTED_PROTOCOL}`, atMs);
+    if (protocol !== PROTOCOL_NAME) {
+      this.#report('subprotocol', `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${PROTOCOL_NAME}`, atMs);
     }
   }
 

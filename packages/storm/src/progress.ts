@@ -1,18 +1,12 @@
 import type { Progress } from './types.js';
 
+/** Progress with nothing done yet: `planned` connections in `phase`. */
+export function zeroProgress(planned: number, phase: string): Progress {
+  return { planned, connected: 0, ready: 0, closed: 0, failed: 0, messagesSent: 0, runsAcked: 0, runsDone: 0, violations: 0, phase };
+}
+
 export function sumProgress(parts: readonly Progress[]): Progress {
-  const total: Progress = {
-    planned: 0,
-    connected: 0,
-    ready: 0,
-    closed: 0,
-    failed: 0,
-    messagesSent: 0,
-    runsAcked: 0,
-    runsDone: 0,
-    violations: 0,
-    phase: '',
-  };
+  const total = zeroProgress(0, '');
   const phases = new Set<string>();
   for (const p of parts) {
     total.planned += p.planned;

@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GUARANTEE_IDS } from './guarantees.js';
 import { planWorkers } from './plan.js';
-import { sumProgress } from './progress.js';
+import { sumProgress, zeroProgress } from './progress.js';
 import { buildReport, type StormReport } from './report.js';
 import type { BarrierName, ParentMessage, Progress, StormOptions, WorkerMessage, WorkerPlan, WorkerResult } from './types.js';
 import { StormWorker } from './worker.js';
@@ -127,18 +127,7 @@ function failedResult(plan: WorkerPlan, pid: number, fatal: string): WorkerResul
   return {
     index: plan.index,
     pid,
-    progress: {
-      planned: plan.connections.length,
-      connected: 0,
-      ready: 0,
-      closed: 0,
-      failed: 0,
-      messagesSent: 0,
-      runsAcked: 0,
-      runsDone: 0,
-      violations: 0,
-      phase: 'failed',
-    },
+    progress: zeroProgress(plan.connections.length, 'failed'),
     counts: Object.fromEntries(GUARANTEE_IDS.map((id) => [id, 0])) as WorkerResult['counts'],
     examples: Object.fromEntries(GUARANTEE_IDS.map((id) => [id, []])) as unknown as WorkerResult['examples'],
     readyTimes: [],

@@ -1,3 +1,4 @@
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 import WebSocket from 'ws';
 import { StormChecker, type ConnectionChecker, type JsonObject } from './checker.js';
 import { LogHistogram } from './stats.js';
@@ -208,7 +209,7 @@ export class StormWorker {
 
   #open(conn: Conn, token: string): void {
     conn.startedAt = now();
-    const ws = new WebSocket(this.#plan.url, ['agentwire.v1', `jwt.${token}`], {
+    const ws = new WebSocket(this.#plan.url, [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`], {
       perMessageDeflate: false,
       handshakeTimeout: this.#plan.readyTimeoutMs,
       ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),

@@ -3,7 +3,6 @@ export { createTokenVerifier, MAX_SUB_CHARS, MAX_TOKEN_CHARS } from './verifier.
 export type { JwksPolicy } from './types.js';
 export { signToken, type SignClaims } from './sign.js';
 export {
-  AGENTWIRE_SUBPROTOCOL,
   extractUpgradeCredentials,
   selectSubprotocol,
   type UpgradeCredentials,

@@ -17,6 +17,7 @@ import { createDemoAgent } from '../runs/demoAgent.js';
 import { RunManager } from '../runs/runManager.js';
 import type { ThreadPolicy } from '../runs/runStore.js';
 import type { RunStore } from '../runs/runStore.js';
+import { requestPath } from '../http/requestPath.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
 import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
@@ -237,7 +238,7 @@ export class Gateway {
   attach(server: Server): void {
     this.#servers.push(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (pathOf(req) !== this.path) return;
+      if (requestPath(req) !== this.path) return;
       this.#onUpgrade(req, socket, head).catch((error: unknown) => {
         this.metrics.faults.inc({ context: 'upgrade' });
         this.#ctx.logger.error({ err: error }, 'upgrade failed');
@@ -260,7 +261,7 @@ export class Gateway {
     });
     this.attach(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-      if (pathOf(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
+      if (requestPath(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -400,10 +401,6 @@ export class Gateway {
 /** Creates a gateway; then `listen()` on its own server or `attach()` it to yours. */
 export function createGateway(options: GatewayOptions): Gateway {
   return new Gateway(options);
-}
-
-function pathOf(req: IncomingMessage): string {
-  return (req.url ?? '/').split('?', 1)[0]!;
 }
 
 /** The resume position of the upgrade URL; malformed fields are ignored as if absent (section 3). */

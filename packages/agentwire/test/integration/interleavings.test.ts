@@ -46,7 +46,7 @@ import { Connection, type ConnectionContext } from '../../src/transport/connecti
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { runProblem } from '../helpers/runInvariants.js';
+import { runProblem, TERMINAL_TYPES } from '../helpers/runInvariants.js';
 import { ScheduledEngine } from '../helpers/scheduledEngine.js';
 import { TestClient, type Frame } from '../helpers/wsClient.js';
 
@@ -84,7 +84,6 @@ const EVENT_TYPES = new Set([
   'agent_completed',
   'agent_error',
 ]);
-const TERMINAL = new Set(['agent_completed', 'agent_error']);
 
 type FrameChoice =
   | { kind: 'message'; thread: number; text: number }
@@ -321,7 +320,7 @@ function checkUser(log: UserLog, peers: readonly PeerView[], runOwner: ReadonlyM
     } else if (current !== event.run_id) {
       fail(`seq ${event.seq} belongs to ${event.run_id}, which is not running on ${event.thread_id}`);
     }
-    if (TERMINAL.has(event.type)) running.delete(event.thread_id);
+    if (TERMINAL_TYPES.has(event.type)) running.delete(event.thread_id);
   }
 
   // Every connection of the user.
