@@ -18,7 +18,6 @@ export type BenchAlgorithm = 'HS256' | 'RS256' | 'ES256';
 export const BENCH_HOST = '127.0.0.1';
 
 /** The subprotocols the load generator offers (the browser path of PROTOCOL.md section 2). */
-export const SUBPROTOCOL = 'agentwire.v1';
 
 /** `user_message.text` understood by both bench servers: `steps:<n>` → n thinking events. */
 export function stepsText(steps: number): string {
@@ -59,10 +58,13 @@ export class IpcClient {
   #nextId = 1;
   readonly #pending = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void; timer: NodeJS.Timeout }>();
 
+  readonly #child: ChildProcess;
+
   constructor(
     readonly name: string,
-    private readonly child: ChildProcess,
+    child: ChildProcess,
   ) {
+    this.#child = child;
     child.on('message', (message: unknown) => {
       const reply = message as IpcReply;
       if (typeof reply !== 'object' || reply === null || typeof reply.id !== 'number') return;
@@ -90,13 +92,13 @@ export class IpcClient {
         reject(new Error(`${this.name}: '${cmd}' timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
-      this.child.send({ id, cmd, args } satisfies IpcRequest);
+      this.#child.send({ id, cmd, args } satisfies IpcRequest);
     });
   }
 }
 
 /** Serves IPC requests in a child process: one handler per command. */
-export function serveIpc(handlers: Record<string, (args: any) => unknown>): void {
+export function serveIpc(handlers: Record<string, (args: never) => unknown>): void {
   process.on('message', (message: unknown) => {
     const request = message as IpcRequest;
     if (typeof request !== 'object' || request === null || typeof request.id !== 'number') return;
@@ -106,7 +108,7 @@ export function serveIpc(handlers: Record<string, (args: any) => unknown>): void
     };
     if (!handler) return reply({ id: request.id, ok: false, error: `unknown command ${request.cmd}` });
     Promise.resolve()
-      .then(() => handler(request.args ?? {}))
+      .then(() => handler((request.args ?? {}) as never)) // each handler names the arguments its command takes
       .then(
         (result) => reply({ id: request.id, ok: true, result: result ?? null }),
         (error: unknown) => reply({ id: request.id, ok: false, error: error instanceof Error ? (error.stack ?? error.message) : String(error) }),

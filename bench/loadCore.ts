@@ -11,8 +11,9 @@
 import { performance } from 'node:perf_hooks';
 import { createSigner } from 'fast-jwt';
 import { WebSocket, type RawData } from 'ws';
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 import { signToken } from '../packages/agentwire/src/auth/index.js';
-import { BENCH_SECRET, SUBPROTOCOL, eventsPerRun, percentile, stepsText, type BenchAlgorithm } from './common.js';
+import { BENCH_SECRET, eventsPerRun, percentile, stepsText, type BenchAlgorithm } from './common.js';
 
 export interface ConnectRequest {
   readonly url: string;
@@ -185,7 +186,7 @@ export class LoadClient {
   #openOne(url: string, user: string, token: string, timeoutMs: number): Promise<number | { error: string }> {
     return new Promise((resolve) => {
       const started = performance.now();
-      const ws = new WebSocket(`${url}?bench_user=${encodeURIComponent(user)}`, [SUBPROTOCOL, `jwt.${token}`], {
+      const ws = new WebSocket(`${url}?bench_user=${encodeURIComponent(user)}`, [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`], {
         perMessageDeflate: false,
       });
       this.#open.add(ws);

@@ -14,7 +14,8 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { signToken } from '../packages/agentwire/src/index.js';
-import { BENCH_HOST, BENCH_SECRET, IpcClient, percentile, SUBPROTOCOL, type ServerUsage } from './common.js';
+import { BENCH_HOST, BENCH_SECRET, IpcClient, percentile, type ServerUsage } from './common.js';
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
@@ -63,7 +64,7 @@ async function measure(name: string, gatewayPort: number, gateway: IpcClient): P
   const sockets = await Promise.all(
     Array.from({ length: RUNS }, async (_, i) => {
       const { token } = await signToken(BENCH_SECRET, { sub: `${name}-user-${i}`, ttlSec: 3600 });
-      const ws = new WebSocket(url, [SUBPROTOCOL, `jwt.${token}`]);
+      const ws = new WebSocket(url, [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`]);
       await new Promise<void>((resolve, reject) => {
         ws.on('message', (data) => {
           const frame = JSON.parse(data.toString()) as { type: string; ts?: string };

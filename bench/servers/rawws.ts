@@ -16,8 +16,9 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { PROTOCOL_NAME } from '@agentwire/protocol';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { BENCH_HOST, SUBPROTOCOL, fullGc, parseSteps, serveIpc, usageNow } from '../common.js';
+import { BENCH_HOST, fullGc, parseSteps, serveIpc, usageNow } from '../common.js';
 
 if (!process.send) throw new Error('bench/servers/rawws.ts must be started by bench/run.ts (IPC)');
 
@@ -34,7 +35,7 @@ const wss = new WebSocketServer({
   clientTracking: false,
   maxPayload: 64 * 1024,
   perMessageDeflate: false,
-  handleProtocols: (offered) => (offered.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+  handleProtocols: (offered) => (offered.has(PROTOCOL_NAME) ? PROTOCOL_NAME : false),
 });
 
 const server = createServer((_req, res) => {
@@ -65,7 +66,7 @@ function onOpen(ws: WebSocket, userId: string): void {
     if (isBinary) return;
     let frame: { type?: unknown; id?: unknown; thread_id?: unknown; text?: unknown };
     try {
-      frame = JSON.parse(data.toString());
+      frame = JSON.parse((data as Buffer).toString()) as typeof frame;
     } catch {
       return;
     }
@@ -89,7 +90,7 @@ function onOpen(ws: WebSocket, userId: string): void {
   ws.send(
     JSON.stringify({
       type: 'connection_ready',
-      protocol: SUBPROTOCOL,
+      protocol: PROTOCOL_NAME,
       connection_id: randomUUID(),
       user_id: userId,
       epoch: 'raw',

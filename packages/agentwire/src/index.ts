@@ -46,7 +46,7 @@ export { LogHistoryStore, createLogHistoryStore, type LogHistoryStoreOptions } f
 export { MemoryThreadMarks, type MemoryThreadMarksOptions, type ThreadMark, type ThreadMarkStore } from './history/threadMarks.js';
 
 // Thread queues and run ownership, for a run store of your own.
-export type { RunOutcome, ThreadPolicy } from './runs/runManager.js';
+export type { RunOutcome } from './runs/runManager.js';
 export type {
   CancelLookup,
   EnqueueOptions,
@@ -57,6 +57,7 @@ export type {
   RunRecord,
   RunStore,
   UnfinishedRun,
+  ThreadPolicy,
 } from './runs/runStore.js';
 export { LocalRunStore, type LocalRunStoreOptions } from './runs/runStore.js';
 
@@ -81,7 +82,7 @@ export {
 export { createTokenVerifier } from './auth/verifier.js';
 export { signToken, type SignClaims } from './auth/sign.js';
 export type { AuthFailureReason, TokenVerifier, VerifierOptions, VerifyResult } from './auth/types.js';
-export type { JwksPolicy } from './auth/jwks.js';
+export type { JwksPolicy } from './auth/types.js';
 
 // The wire: events and close codes.
 export { CloseCode } from '@agentwire/protocol';

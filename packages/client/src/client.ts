@@ -1,4 +1,4 @@
-import { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX, systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 import {
   DEFAULT_BACKOFF,
   backoffDelay,
@@ -354,12 +354,11 @@ export class AgentwireClient {
     const id = options.id ?? this.#newId();
     const ack = this.send(threadId, text, { id });
     ack.catch(() => {}); // the iterator (or the caller) observes the rejection
-    const client = this;
-    async function* events(): AsyncGenerator<AgentEvent, void, undefined> {
+    const events = async function* (this: void, client: AgentwireClient): AsyncGenerator<AgentEvent, void, undefined> {
       const answer = await ack;
       yield* client.#iterate(client.#track(answer.run_id));
-    }
-    return { id, ack, events: keepingText(events()) };
+    };
+    return { id, ack, events: keepingText(events(this)) };
   }
 
   /** Asks the server to cancel a run; resolves with the `cancelling` ack. Re-sent like `send`. */
@@ -451,7 +450,7 @@ export class AgentwireClient {
       }
       if (gen !== this.#dialGen || this.#isClosed()) return;
     }
-    const protocols = token ? ['agentwire.v1', `jwt.${token}`] : ['agentwire.v1'];
+    const protocols = token ? [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`] : [PROTOCOL_NAME];
     let ws: WebSocketLike;
     try {
       ws = new this.#WebSocket(this.#dialUrl(), protocols);
@@ -608,6 +607,9 @@ export class AgentwireClient {
         return;
       case 'token_refreshed':
         return this.#onTokenRefreshed(ws, frame as TokenRefreshedFrame);
+      default:
+        // Events carry a seq and went to #onEvent above; any other frame is not the client's.
+        return;
     }
   }
 
@@ -986,6 +988,7 @@ async function importWs(): Promise<WebSocketConstructor> {
   } catch (error) {
     throw new Error(
       `no WebSocket implementation: no global WebSocket, and the "ws" package cannot be loaded (${errorText(error)}); install "ws" or pass options.WebSocket`,
+      { cause: error },
     );
   }
 }

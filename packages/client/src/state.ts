@@ -49,7 +49,11 @@ export class ClientStateError extends Error {
 export class ClientStateMachine {
   #state: ClientState = IDLE;
 
-  constructor(private readonly onChange?: (from: ClientState, to: ClientState) => void) {}
+  readonly #onChange: ((from: ClientState, to: ClientState) => void) | undefined;
+
+  constructor(onChange?: (from: ClientState, to: ClientState) => void) {
+    this.#onChange = onChange;
+  }
 
   get state(): ClientState {
     return this.#state;
@@ -59,6 +63,6 @@ export class ClientStateMachine {
     const from = this.#state;
     if (!isValidClientTransition(from, to)) throw new ClientStateError(from, to);
     this.#state = to;
-    this.onChange?.(from, to);
+    this.#onChange?.(from, to);
   }
 }

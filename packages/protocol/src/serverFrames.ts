@@ -1,8 +1,12 @@
 /** The `ref` an error frame echoes: the offending frame's `id` when it had a usable one. */
 export type FrameRef = string | number | null;
 
-/** Server frames that carry no seq (PROTOCOL.md section 5), encoded in one place. */
+/** The WebSocket subprotocol of this contract, offered by clients and selected by the server (PROTOCOL.md section 2). */
 export const PROTOCOL_NAME = 'agentwire.v1';
+/** A subprotocol entry `jwt.<token>` carries the client's token (PROTOCOL.md section 2). */
+export const TOKEN_PROTOCOL_PREFIX = 'jwt.';
+
+// Server frames that carry no seq (PROTOCOL.md section 5), encoded in one place.
 
 /** The `code` of an `error` frame (PROTOCOL.md section 5). */
 export type ErrorCode =

@@ -1,3 +1,4 @@
+import { PROTOCOL_NAME } from '@agentwire/protocol';
 import { GUARANTEE_IDS, type GuaranteeId, type Violation } from './guarantees.js';
 
 /**
@@ -18,7 +19,6 @@ export const EVENT_TYPES: ReadonlySet<string> = new Set([
   'agent_completed',
   'agent_error',
 ]);
-const EXPECTED_PROTOCOL = 'agentwire.v1';
 const MAX_DETAIL = 400;
 
 export interface CheckerOptions {
@@ -62,6 +62,11 @@ class UserState {
   readonly unverified = new Map<string, { connection: string; seq: number | null; why: string }>();
   maxSeq = 0;
   constructor(readonly id: string) {}
+}
+
+/** A field of a server frame in a report: strings as they are, anything else as JSON. */
+function fieldText(value: unknown): string {
+  return typeof value === 'string' ? value : (JSON.stringify(value) ?? 'undefined');
 }
 
 export class StormChecker {
@@ -239,14 +244,20 @@ export class ConnectionChecker {
   readonly #crossReported = new Set<string>();
 
   /** @internal */
+  readonly #checker: StormChecker;
+  readonly #user: UserState;
+
   constructor(
-    private readonly checker: StormChecker,
-    private readonly user: UserState,
+    checker: StormChecker,
+    user: UserState,
     readonly label: string,
-  ) {}
+  ) {
+    this.#checker = checker;
+    this.#user = user;
+  }
 
   get userId(): string {
-    return this.user.id;
+    return this.#user.id;
   }
 
   get isReady(): boolean {
@@ -260,8 +271,8 @@ export class ConnectionChecker {
   /** The socket opened; `protocol` is the subprotocol the server selected ('' for none). */
   opened(atMs: number, protocol: string): void {
     this.openAt = atMs;
-    if (protocol !== EXPECTED_PROTOCOL) {
-      this.#report('subprotocol', `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${EXPECTED_PROTOCOL}`, atMs);
+    if (protocol !== PROTOCOL_NAME) {
+      this.#report('subprotocol', `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${PROTOCOL_NAME}`, atMs);
     }
   }
 
@@ -282,12 +293,12 @@ export class ConnectionChecker {
 
   /** Call just before sending a user_message on this connection. */
   sent(messageId: string, threadId: string, atMs: number): void {
-    const owner = this.checker.claimMessage(this.user.id, messageId);
-    if (owner !== undefined && owner !== this.user.id) {
+    const owner = this.#checker.claimMessage(this.#user.id, messageId);
+    if (owner !== undefined && owner !== this.#user.id) {
       throw new Error(`storm checker: message id ${messageId} is already used by user ${owner}`);
     }
-    if (this.user.sent.has(messageId)) throw new Error(`storm checker: message id ${messageId} sent twice`);
-    this.user.sent.set(messageId, { threadId, connection: this, answer: null });
+    if (this.#user.sent.has(messageId)) throw new Error(`storm checker: message id ${messageId} sent twice`);
+    this.#user.sent.set(messageId, { threadId, connection: this, answer: null });
     void atMs;
   }
 
@@ -337,13 +348,13 @@ export class ConnectionChecker {
       this.#report('ready_first', `a second connection_ready arrived (frame ${this.frames})`, atMs);
       return frame;
     }
-    if (typeof frame.user_id === 'string' && frame.user_id !== this.user.id) {
+    if (typeof frame.user_id === 'string' && frame.user_id !== this.#user.id) {
       this.#report('no_cross_user', `${type} frame carries user_id ${frame.user_id}`, atMs);
     }
     if (type === 'ack') this.#onAck(frame, atMs);
     else if (type === 'error') this.#onError(frame, atMs);
     else if (EVENT_TYPES.has(type)) this.#onEvent(frame, atMs);
-    else if (frame.seq !== undefined) this.#report('frame_format', `frame with seq ${String(frame.seq)} has unknown event type ${type}`, atMs);
+    else if (frame.seq !== undefined) this.#report('frame_format', `frame with seq ${fieldText(frame.seq)} has unknown event type ${type}`, atMs);
     return frame;
   }
 
@@ -375,8 +386,8 @@ export class ConnectionChecker {
   #onReady(frame: JsonObject, atMs: number): void {
     this.#ready = true;
     this.readyAt = atMs;
-    if (frame.user_id !== this.user.id) {
-      this.#report('no_cross_user', `connection_ready names user_id ${JSON.stringify(frame.user_id)}, the token was for ${this.user.id}`, atMs);
+    if (frame.user_id !== this.#user.id) {
+      this.#report('no_cross_user', `connection_ready names user_id ${JSON.stringify(frame.user_id)}, the token was for ${this.#user.id}`, atMs);
     }
     const lastSeq = frame.last_seq;
     if (typeof lastSeq !== 'number' || !Number.isInteger(lastSeq) || lastSeq < 0) {
@@ -387,15 +398,15 @@ export class ConnectionChecker {
     this.readyLastSeq = lastSeq - replayed;
     this.lastSeq = this.readyLastSeq;
     this.#nextSeq = this.readyLastSeq + 1;
-    if (lastSeq > this.user.maxSeq) this.user.maxSeq = lastSeq;
+    if (lastSeq > this.#user.maxSeq) this.#user.maxSeq = lastSeq;
   }
 
   #onAck(frame: JsonObject, atMs: number): void {
     const id = frame.id;
-    const sent = typeof id === 'string' ? this.user.sent.get(id) : undefined;
+    const sent = typeof id === 'string' ? this.#user.sent.get(id) : undefined;
     if (typeof id !== 'string' || !sent) {
-      const owner = typeof id === 'string' ? this.checker.messageOwner(id) : undefined;
-      if (owner !== undefined && owner !== this.user.id) this.#report('no_cross_user', `ack for message ${id} of user ${owner}`, atMs);
+      const owner = typeof id === 'string' ? this.#checker.messageOwner(id) : undefined;
+      if (owner !== undefined && owner !== this.#user.id) this.#report('no_cross_user', `ack for message ${fieldText(id)} of user ${owner}`, atMs);
       else this.#report('messages_acked', `ack for an id this user never sent: ${JSON.stringify(id)}`, atMs);
       return;
     }
@@ -416,12 +427,12 @@ export class ConnectionChecker {
       this.#report('messages_acked', `ack for ${id} has no run_id`, atMs);
       return;
     }
-    const owner = this.checker.setRunOwner(runId, this.user.id);
-    if (owner !== undefined && owner !== this.user.id) {
+    const owner = this.#checker.setRunOwner(runId, this.#user.id);
+    if (owner !== undefined && owner !== this.#user.id) {
       this.#report('no_cross_user', `ack for ${id} names run ${runId} of user ${owner}`, atMs);
       return;
     }
-    const run = this.user.runs.get(runId);
+    const run = this.#user.runs.get(runId);
     if (run?.acked) {
       this.#report('messages_acked', `ack for ${id} names run ${runId}, already the run of message ${run.messageId}`, atMs);
       return;
@@ -432,27 +443,27 @@ export class ConnectionChecker {
       }
       run.acked = true;
       run.messageId = id;
-      if (run.terminalSeen) this.checker.runsDone += 1;
+      if (run.terminalSeen) this.#checker.runsDone += 1;
     } else {
-      this.user.runs.set(runId, { messageId: id, acked: true, startSeq: null, terminalSeen: false });
+      this.#user.runs.set(runId, { messageId: id, acked: true, startSeq: null, terminalSeen: false });
     }
-    this.checker.runsAcked += 1;
-    this.user.unverified.delete(runId);
+    this.#checker.runsAcked += 1;
+    this.#user.unverified.delete(runId);
   }
 
   #onError(frame: JsonObject, atMs: number): void {
     const ref = frame.ref;
     this.#report(
       'no_error_frames',
-      `error ${String(frame.code)}: ${String(frame.message ?? '').slice(0, 120)} (ref ${JSON.stringify(ref ?? null)})`,
+      `error ${fieldText(frame.code)}: ${fieldText(frame.message ?? '').slice(0, 120)} (ref ${JSON.stringify(ref ?? null)})`,
       atMs,
     );
-    const sent = typeof ref === 'string' ? this.user.sent.get(ref) : undefined;
+    const sent = typeof ref === 'string' ? this.#user.sent.get(ref) : undefined;
     if (sent && sent.answer === null) sent.answer = 'error';
   }
 
   #onEvent(frame: JsonObject, atMs: number): void {
-    this.checker.eventsReceived += 1;
+    this.#checker.eventsReceived += 1;
     const type = frame.type as string;
     const seq = frame.seq;
     const runId = frame.run_id;
@@ -479,7 +490,7 @@ export class ConnectionChecker {
 
   /** True when the event is accepted in the connection's sequence (in order, or after a gap). */
   #checkSeq(seq: number, type: string, atMs: number): boolean {
-    if (seq > this.user.maxSeq) this.user.maxSeq = seq;
+    if (seq > this.#user.maxSeq) this.#user.maxSeq = seq;
     if (!this.#ready) return true;
     if (seq === this.#nextSeq) {
       this.#nextSeq = seq + 1;
@@ -504,27 +515,27 @@ export class ConnectionChecker {
 
   #checkSame(frame: JsonObject, seq: number, atMs: number): void {
     const canon = canonical(frame);
-    const first = this.user.bySeq.get(seq);
+    const first = this.#user.bySeq.get(seq);
     if (!first) {
-      this.user.bySeq.set(seq, { canon, connection: this.label });
+      this.#user.bySeq.set(seq, { canon, connection: this.label });
     } else if (first.canon !== canon) {
       this.#report('same_events', `seq ${seq} differs from ${first.connection}: ${first.canon.slice(0, 150)} vs ${canon.slice(0, 150)}`, atMs);
     }
   }
 
   #checkOwner(frame: JsonObject, runId: string, seq: number | null, atMs: number): void {
-    const owner = this.checker.runOwner(runId);
-    if (owner === this.user.id || this.#crossReported.has(runId)) return;
+    const owner = this.#checker.runOwner(runId);
+    if (owner === this.#user.id || this.#crossReported.has(runId)) return;
     if (owner !== undefined) {
       this.#crossReported.add(runId);
       this.#report('no_cross_user', `${String(frame.type)} of run ${runId} of user ${owner} (seq ${seq})`, atMs);
       return;
     }
     if (frame.type === 'agent_started' && typeof frame.message_id === 'string') {
-      const messageOwner = this.checker.messageOwner(frame.message_id);
-      if (messageOwner === this.user.id) {
-        this.checker.setRunOwner(runId, this.user.id);
-        this.user.unverified.delete(runId);
+      const messageOwner = this.#checker.messageOwner(frame.message_id);
+      if (messageOwner === this.#user.id) {
+        this.#checker.setRunOwner(runId, this.#user.id);
+        this.#user.unverified.delete(runId);
         return;
       }
       if (messageOwner !== undefined) {
@@ -533,8 +544,8 @@ export class ConnectionChecker {
         return;
       }
     }
-    if (!this.user.unverified.has(runId)) {
-      this.user.unverified.set(runId, { connection: this.label, seq, why: `first seen as ${String(frame.type)} on ${this.label}` });
+    if (!this.#user.unverified.has(runId)) {
+      this.#user.unverified.set(runId, { connection: this.label, seq, why: `first seen as ${String(frame.type)} on ${this.label}` });
     }
   }
 
@@ -605,7 +616,7 @@ export class ConnectionChecker {
         if (run.threadId !== null && this.#threadActive.get(run.threadId) === runId) this.#threadActive.delete(run.threadId);
         if (!userRun.terminalSeen) {
           userRun.terminalSeen = true;
-          if (userRun.acked) this.checker.runsDone += 1;
+          if (userRun.acked) this.#checker.runsDone += 1;
         }
         break;
       }
@@ -615,16 +626,16 @@ export class ConnectionChecker {
   }
 
   #userRun(runId: string): UserRun {
-    let run = this.user.runs.get(runId);
+    let run = this.#user.runs.get(runId);
     if (!run) {
       run = { messageId: null, acked: false, startSeq: null, terminalSeen: false };
-      this.user.runs.set(runId, run);
+      this.#user.runs.set(runId, run);
     }
     return run;
   }
 
   #report(guarantee: GuaranteeId, detail: string, atMs: number): void {
-    this.checker.report(guarantee, this.user.id, this.label, detail, atMs);
+    this.#checker.report(guarantee, this.#user.id, this.label, detail, atMs);
   }
 }
 

@@ -1,18 +1,12 @@
 import type { Progress } from './types.js';
 
+/** Progress with nothing done yet: `planned` connections in `phase`. */
+export function zeroProgress(planned: number, phase: string): Progress {
+  return { planned, connected: 0, ready: 0, closed: 0, failed: 0, messagesSent: 0, runsAcked: 0, runsDone: 0, violations: 0, phase };
+}
+
 export function sumProgress(parts: readonly Progress[]): Progress {
-  const total: Progress = {
-    planned: 0,
-    connected: 0,
-    ready: 0,
-    closed: 0,
-    failed: 0,
-    messagesSent: 0,
-    runsAcked: 0,
-    runsDone: 0,
-    violations: 0,
-    phase: '',
-  };
+  const total = zeroProgress(0, '');
   const phases = new Set<string>();
   for (const p of parts) {
     total.planned += p.planned;
@@ -46,25 +40,31 @@ export class ProgressPrinter {
   #lastPhase = '';
   #lastLength = 0;
 
+  readonly #stream: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly #plainEveryMs: number;
+
   constructor(
-    private readonly stream: NodeJS.WritableStream & { isTTY?: boolean },
-    private readonly plainEveryMs = 2000,
-  ) {}
+    stream: NodeJS.WritableStream & { isTTY?: boolean },
+    plainEveryMs = 2000,
+  ) {
+    this.#stream = stream;
+    this.#plainEveryMs = plainEveryMs;
+  }
 
   update(p: Progress, elapsedMs: number): void {
     const line = progressLine(p, elapsedMs);
-    if (this.stream.isTTY) {
-      this.stream.write(`\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}`);
+    if (this.#stream.isTTY) {
+      this.#stream.write(`\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}`);
       this.#lastLength = line.length;
-    } else if (p.phase !== 'done' && (elapsedMs - this.#lastPlain >= this.plainEveryMs || p.phase !== this.#lastPhase)) {
+    } else if (p.phase !== 'done' && (elapsedMs - this.#lastPlain >= this.#plainEveryMs || p.phase !== this.#lastPhase)) {
       this.#lastPlain = elapsedMs;
-      this.stream.write(`${line}\n`);
+      this.#stream.write(`${line}\n`);
     }
     this.#lastPhase = p.phase;
   }
 
   done(p: Progress, elapsedMs: number): void {
     const line = progressLine(p, elapsedMs);
-    this.stream.write(this.stream.isTTY ? `\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}\n` : `${line}\n`);
+    this.#stream.write(this.#stream.isTTY ? `\r${line}${' '.repeat(Math.max(0, this.#lastLength - line.length))}\n` : `${line}\n`);
   }
 }

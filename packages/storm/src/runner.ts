@@ -2,7 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { GUARANTEE_IDS } from './guarantees.js';
 import { planWorkers } from './plan.js';
-import { sumProgress } from './progress.js';
+import { sumProgress, zeroProgress } from './progress.js';
 import { buildReport, type StormReport } from './report.js';
 import type { BarrierName, ParentMessage, Progress, StormOptions, WorkerMessage, WorkerPlan, WorkerResult } from './types.js';
 import { StormWorker } from './worker.js';
@@ -95,7 +95,11 @@ function runForked(plan: WorkerPlan, barriers: Barriers, onProgress: (p: Progres
  */
 class Barriers {
   readonly #waiting = new Map<BarrierName, (() => void)[]>();
-  constructor(private live: number) {}
+  #live: number;
+
+  constructor(live: number) {
+    this.#live = live;
+  }
 
   arrive(name: BarrierName, proceed: () => void): void {
     const list = this.#waiting.get(name) ?? [];
@@ -105,13 +109,13 @@ class Barriers {
   }
 
   leave(): void {
-    this.live -= 1;
+    this.#live -= 1;
     this.#check();
   }
 
   #check(): void {
     for (const [name, list] of this.#waiting) {
-      if (list.length >= this.live) {
+      if (list.length >= this.#live) {
         this.#waiting.delete(name);
         for (const proceed of list) proceed();
       }
@@ -123,18 +127,7 @@ function failedResult(plan: WorkerPlan, pid: number, fatal: string): WorkerResul
   return {
     index: plan.index,
     pid,
-    progress: {
-      planned: plan.connections.length,
-      connected: 0,
-      ready: 0,
-      closed: 0,
-      failed: 0,
-      messagesSent: 0,
-      runsAcked: 0,
-      runsDone: 0,
-      violations: 0,
-      phase: 'failed',
-    },
+    progress: zeroProgress(plan.connections.length, 'failed'),
     counts: Object.fromEntries(GUARANTEE_IDS.map((id) => [id, 0])) as WorkerResult['counts'],
     examples: Object.fromEntries(GUARANTEE_IDS.map((id) => [id, []])) as unknown as WorkerResult['examples'],
     readyTimes: [],

@@ -39,7 +39,7 @@ async function fetchTestToken(url: string, key: string, user: string, ttlSec: nu
       body: JSON.stringify({ user_id: user, ttl_s: ttlSec }),
     });
   } catch (error) {
-    throw new Error(`POST ${url} failed: ${(error as Error).message}`);
+    throw new Error(`POST ${url} failed: ${(error as Error).message}`, { cause: error });
   }
   const text = await response.text();
   if (response.status !== 200) throw new Error(`POST ${url} for ${user} answered ${response.status}: ${text.slice(0, 200)}`);

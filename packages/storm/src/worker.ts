@@ -1,3 +1,4 @@
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 import WebSocket from 'ws';
 import { StormChecker, type ConnectionChecker, type JsonObject } from './checker.js';
 import { LogHistogram } from './stats.js';
@@ -208,7 +209,7 @@ export class StormWorker {
 
   #open(conn: Conn, token: string): void {
     conn.startedAt = now();
-    const ws = new WebSocket(this.#plan.url, ['agentwire.v1', `jwt.${token}`], {
+    const ws = new WebSocket(this.#plan.url, [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`], {
       perMessageDeflate: false,
       handshakeTimeout: this.#plan.readyTimeoutMs,
       ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),
@@ -226,7 +227,7 @@ export class StormWorker {
     });
     ws.on('message', (data, isBinary) => {
       const t = now();
-      const text = isBinary ? `<binary frame of ${(data as Buffer).length} bytes>` : data.toString();
+      const text = isBinary ? `<binary frame of ${(data as Buffer).length} bytes>` : (data as Buffer).toString();
       const wasReady = conn.check.isReady;
       const frame = conn.check.frame(text, this.#rel(t));
       if (!wasReady && conn.check.isReady) {

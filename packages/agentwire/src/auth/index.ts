@@ -1,9 +1,8 @@
 export type { AuthFailureReason, TokenVerifier, VerifierOptions, VerifyResult } from './types.js';
 export { createTokenVerifier, MAX_SUB_CHARS, MAX_TOKEN_CHARS } from './verifier.js';
-export type { JwksPolicy } from './jwks.js';
+export type { JwksPolicy } from './types.js';
 export { signToken, type SignClaims } from './sign.js';
 export {
-  AGENTWIRE_SUBPROTOCOL,
   bearerToken,
   extractUpgradeCredentials,
   selectSubprotocol,

@@ -1,22 +1,10 @@
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, type FetchImplementation } from 'jose';
 import { publicKeyAlgorithm, spkiPem } from './keys.js';
+import type { JwksPolicy } from './types.js';
 
 /** Checks a token against one key; throws fast-jwt's TokenError when it does not verify. */
 export type TokenCheck = (token: string) => Record<string, unknown>;
-
-/** How a JWKS is fetched: timeouts, refresh and cool-down intervals, size bounds. */
-export interface JwksPolicy {
-  /** One fetch may take this long. Default 3000 (below the default auth timeout of 5000). */
-  readonly timeoutMs?: number;
-  /** A token naming an unknown key refetches at most this often. Default 30 000. */
-  readonly cooldownMs?: number;
-  /** The document is refetched in the background once it is this old. Default 600 000. */
-  readonly maxAgeMs?: number;
-  /** Largest JWKS response read, in bytes. Default 64 KiB. */
-  readonly maxBytes?: number;
-  readonly now?: () => number;
-}
 
 /** Keys of the document beyond this many are ignored (a JWKS holds a handful). */
 const MAX_KEYS = 64;

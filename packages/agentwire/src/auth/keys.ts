@@ -47,7 +47,7 @@ function pemKey(pem: string): KeySource {
     key = createPublicKey(text);
   } catch (err) {
     const why = err instanceof Error ? err.message : String(err);
-    throw new Error(`${PUBLIC_KEY_SETTING} is not a usable PEM public key: ${why}`);
+    throw new Error(`${PUBLIC_KEY_SETTING} is not a usable PEM public key: ${why}`, { cause: err });
   }
   const algorithm = publicKeyAlgorithm(key);
   if (typeof algorithm !== 'string') throw new Error(`${PUBLIC_KEY_SETTING} ${algorithm.problem}`);

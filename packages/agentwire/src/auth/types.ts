@@ -1,5 +1,3 @@
-import type { JwksPolicy } from './jwks.js';
-
 /** Why a token was refused; these are also the WebSocket close reasons sent with code 4401. */
 export type AuthFailureReason = 'token_missing' | 'token_invalid' | 'token_expired';
 
@@ -32,4 +30,17 @@ export interface VerifierOptions {
   audience?: string;
   /** Leeway for `exp` and `nbf`, in seconds. Default 5. */
   clockToleranceSec?: number;
+}
+
+/** How a JWKS is fetched: timeouts, refresh and cool-down intervals, size bounds. */
+export interface JwksPolicy {
+  /** One fetch may take this long. Default 3000 (below the default auth timeout of 5000). */
+  readonly timeoutMs?: number;
+  /** A token naming an unknown key refetches at most this often. Default 30 000. */
+  readonly cooldownMs?: number;
+  /** The document is refetched in the background once it is this old. Default 600 000. */
+  readonly maxAgeMs?: number;
+  /** Largest JWKS response read, in bytes. Default 64 KiB. */
+  readonly maxBytes?: number;
+  readonly now?: () => number;
 }

@@ -1,8 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 
-/** Subprotocol the gateway speaks; preferred over echoing a `jwt.*` entry. */
-export const AGENTWIRE_SUBPROTOCOL = 'agentwire.v1';
-const JWT_PREFIX = 'jwt.';
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i;
 
 export interface UpgradeCredentials {
@@ -20,8 +18,8 @@ export interface UpgradeCredentials {
 export function extractUpgradeCredentials(headers: IncomingHttpHeaders): UpgradeCredentials {
   const headerToken = bearerToken(headers.authorization);
   const protocolTokens = [...new Set(subprotocolEntries(headers['sec-websocket-protocol'])
-    .filter((entry) => entry.startsWith(JWT_PREFIX) && entry.length > JWT_PREFIX.length)
-    .map((entry) => entry.slice(JWT_PREFIX.length)))];
+    .filter((entry) => entry.startsWith(TOKEN_PROTOCOL_PREFIX) && entry.length > TOKEN_PROTOCOL_PREFIX.length)
+    .map((entry) => entry.slice(TOKEN_PROTOCOL_PREFIX.length)))];
   const protocolToken = protocolTokens[0] ?? null;
   const conflict =
     protocolTokens.length > 1 || (headerToken !== null && protocolToken !== null && headerToken !== protocolToken);
@@ -36,9 +34,9 @@ export function extractUpgradeCredentials(headers: IncomingHttpHeaders): Upgrade
  * when offered, else the first `jwt.*` entry (older clients expect it echoed), else none.
  */
 export function selectSubprotocol(offered: Set<string>): string | false {
-  if (offered.has(AGENTWIRE_SUBPROTOCOL)) return AGENTWIRE_SUBPROTOCOL;
+  if (offered.has(PROTOCOL_NAME)) return PROTOCOL_NAME;
   for (const entry of offered) {
-    if (entry.startsWith(JWT_PREFIX)) return entry;
+    if (entry.startsWith(TOKEN_PROTOCOL_PREFIX)) return entry;
   }
   return false;
 }

@@ -155,7 +155,7 @@ function buildOptions(v: Record<string, string | boolean | undefined>): StormOpt
     try {
       sourceAddresses = parseSourceAddresses(v['source-addresses']);
     } catch (error) {
-      throw new Error(`--source-addresses: ${(error as Error).message}`);
+      throw new Error(`--source-addresses: ${(error as Error).message}`, { cause: error });
     }
   } else {
     sourceAddresses = defaultSourceAddresses(url, connections);

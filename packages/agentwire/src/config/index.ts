@@ -13,7 +13,7 @@ import { SETTINGS, isBooleanSetting, type AnySetting, type GatewayConfig } from 
 export { ConfigError } from './errors.js';
 export { serveHelp, settingsMarkdownTable, settingsTableDrift, withSettingsTable } from './docs.js';
 export { DEFAULTS, LOG_LEVELS, SETTINGS, flagForEnv } from './settings.js';
-export type { AnySetting, GatewayConfig, SettingInfo, ThreadPolicy } from './settings.js';
+export type { AnySetting, GatewayConfig, SettingInfo } from './settings.js';
 
 /** A shorter bypass key can be guessed even at the test-token route's throttled rate. */
 export const MIN_BYPASS_KEY_CHARS = 16;

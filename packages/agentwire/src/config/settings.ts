@@ -4,7 +4,7 @@
  * GatewayConfig field it fills. From it come `loadConfig`, `agentwire serve --help`, the
  * README's settings table (`npm run docs:settings`) and the Gateway's defaults (DEFAULTS).
  */
-import type { ThreadPolicy } from '../runs/runManager.js';
+import type { ThreadPolicy } from '../runs/runStore.js';
 import { AGENT_PROTOCOLS, DEFAULT_CONNECT_TIMEOUT_MS, type AgentProtocol } from '../upstream/index.js';
 import {
   MAX_TIMER_MS,
@@ -20,8 +20,6 @@ import {
   url,
   type Parser,
 } from './parsers.js';
-
-export type { ThreadPolicy } from '../runs/runManager.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const THREAD_POLICIES: readonly ThreadPolicy[] = ['enqueue', 'reject'];
@@ -139,7 +137,7 @@ function setting<K extends SettingKey>(spec: SettingSpec<K>): SettingInfo<K> {
   return Object.freeze({
     ...rest,
     flag: flag ?? flagForEnv(spec.env),
-    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : String(spec.default)),
+    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : Array.isArray(spec.default) ? (spec.default as readonly string[]).join(',') : String(spec.default)),
   });
 }
 

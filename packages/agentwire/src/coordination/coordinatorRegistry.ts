@@ -8,15 +8,21 @@ import { UserCoordinator, type CoordinatorOptions } from './userCoordinator.js';
 export class CoordinatorRegistry {
   readonly #byUser = new Map<string, UserCoordinator>();
 
+  readonly #engine: EventEngine;
+  readonly #options: CoordinatorOptions;
+
   constructor(
-    private readonly engine: EventEngine,
-    private readonly options: CoordinatorOptions,
-  ) {}
+    engine: EventEngine,
+    options: CoordinatorOptions,
+  ) {
+    this.#engine = engine;
+    this.#options = options;
+  }
 
   getOrCreate(userId: string): UserCoordinator {
     let coordinator = this.#byUser.get(userId);
     if (!coordinator) {
-      coordinator = new UserCoordinator(userId, this.engine, this.options, (idle) => {
+      coordinator = new UserCoordinator(userId, this.#engine, this.#options, (idle) => {
         if (this.#byUser.get(idle.userId) === idle) this.#byUser.delete(idle.userId);
       });
       this.#byUser.set(userId, coordinator);

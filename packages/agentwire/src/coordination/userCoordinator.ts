@@ -91,12 +91,19 @@ export class UserCoordinator {
   #catchUpAfterRepair = false;
   readonly #maxPending: number;
 
+  readonly #engine: EventEngine;
+  readonly #options: CoordinatorOptions;
+  readonly #onIdle: (coordinator: UserCoordinator) => void;
+
   constructor(
     readonly userId: string,
-    private readonly engine: EventEngine,
-    private readonly options: CoordinatorOptions,
-    private readonly onIdle: (coordinator: UserCoordinator) => void,
+    engine: EventEngine,
+    options: CoordinatorOptions,
+    onIdle: (coordinator: UserCoordinator) => void,
   ) {
+    this.#engine = engine;
+    this.#options = options;
+    this.#onIdle = onIdle;
     this.#maxPending = options.maxPendingEntries ?? 10_000;
   }
 
@@ -125,12 +132,12 @@ export class UserCoordinator {
       const denial = this.#check(member.connectionId, generation);
       if (denial) return { ok: false, reason: denial };
       if (!member.isOpen()) return { ok: false, reason: 'connection_closed' };
-      if (this.#members.size >= this.options.maxConnections) {
+      if (this.#members.size >= this.#options.maxConnections) {
         return { ok: false, reason: 'too_many_connections' };
       }
-      const presence = this.options.presence;
+      const presence = this.#options.presence;
       const ref = { userId: this.userId, connectionId: member.connectionId };
-      if (presence && !(await presence.acquire(ref, this.options.maxConnections))) {
+      if (presence && !(await presence.acquire(ref, this.#options.maxConnections))) {
         return { ok: false, reason: 'too_many_connections' };
       }
       let head: LogHead;
@@ -142,7 +149,7 @@ export class UserCoordinator {
         head = await this.#headForSetup();
       } catch (error) {
         this.#fannedOutDuringSetup = null;
-        if (presence) await presence.release(ref).catch((e: unknown) => this.options.onFault?.(e, 'presence release'));
+        if (presence) await presence.release(ref).catch((e: unknown) => this.#options.onFault?.(e, 'presence release'));
         throw error;
       }
       const fannedOut = this.#fannedOutDuringSetup!;
@@ -161,10 +168,10 @@ export class UserCoordinator {
       if (denial) return { ok: false, reason: denial };
       this.#admitted.delete(connectionId);
       this.#memberEpochs.delete(connectionId);
-      if (this.#members.delete(connectionId) && this.options.presence) {
-        await this.options.presence
+      if (this.#members.delete(connectionId) && this.#options.presence) {
+        await this.#options.presence
           .release({ userId: this.userId, connectionId })
-          .catch((error: unknown) => this.options.onFault?.(error, 'presence release'));
+          .catch((error: unknown) => this.#options.onFault?.(error, 'presence release'));
       }
       if (this.#admitted.size === 0) await this.#release();
       return { ok: true };
@@ -191,9 +198,9 @@ export class UserCoordinator {
    * the authority and the coordinator moves to its epoch.
    */
   async #headForSetup(): Promise<LogHead> {
-    let head = await this.engine.head(this.userId);
+    let head = await this.#engine.head(this.userId);
     if (head.epoch === this.#epoch) return head;
-    head = await this.engine.head(this.userId);
+    head = await this.#engine.head(this.userId);
     if (head.epoch !== this.#epoch) {
       this.#enterEpoch(head.epoch, head.lastSeq);
       this.#drainPending();
@@ -205,7 +212,7 @@ export class UserCoordinator {
     const from = resume.lastSeq;
     if (from === undefined || resume.epoch !== head.epoch || from > head.lastSeq) return null;
     if (from === head.lastSeq) return [];
-    const entries = await this.engine.read(this.userId, from + 1, head.lastSeq);
+    const entries = await this.#engine.read(this.userId, from + 1, head.lastSeq);
     const complete = entries.length === head.lastSeq - from && entries[0]?.seq === from + 1;
     return complete ? entries : null;
   }
@@ -213,13 +220,13 @@ export class UserCoordinator {
   async #ensureSubscribed(): Promise<void> {
     if (this.#subscription) return;
     this.#lastSeq = null;
-    this.#subscription = await this.engine.subscribe(
+    this.#subscription = await this.#engine.subscribe(
       this.userId,
       (entry) => this.#onLive(entry),
       () => void this.#catchUp(),
     );
     try {
-      const head = await this.engine.head(this.userId);
+      const head = await this.#engine.head(this.userId);
       this.#epoch = head.epoch;
       this.#lastSeq = head.lastSeq;
     } catch (error) {
@@ -230,7 +237,7 @@ export class UserCoordinator {
   }
 
   async #release(): Promise<void> {
-    this.onIdle(this);
+    this.#onIdle(this);
     await this.#unsubscribe();
   }
 
@@ -280,9 +287,9 @@ export class UserCoordinator {
     }
     let head: LogHead;
     try {
-      head = await this.engine.head(this.userId);
+      head = await this.#engine.head(this.userId);
     } catch (error) {
-      this.options.onFault?.(error, 'catch-up');
+      this.#options.onFault?.(error, 'catch-up');
       return;
     }
     if (this.#lastSeq === null) return;
@@ -304,7 +311,7 @@ export class UserCoordinator {
   async #repair(fromSeq: number, toSeq: number): Promise<void> {
     const history = this.#history;
     try {
-      const missing = await this.engine.read(this.userId, fromSeq, toSeq);
+      const missing = await this.#engine.read(this.userId, fromSeq, toSeq);
       if (history !== this.#history) return;
       if (missing.length !== toSeq - fromSeq + 1 || missing[0]?.seq !== fromSeq) {
         this.#loseContinuity();
@@ -315,7 +322,7 @@ export class UserCoordinator {
       }
     } catch (error) {
       if (history !== this.#history) return;
-      this.options.onFault?.(error, 'gap repair');
+      this.#options.onFault?.(error, 'gap repair');
       this.#loseContinuity();
       return;
     }
@@ -375,7 +382,7 @@ export class UserCoordinator {
 
   #fanOut(entry: LogEntry): void {
     this.#lastSeq = entry.seq;
-    this.options.onFanout?.(entry);
+    this.#options.onFanout?.(entry);
     const epoch = this.#epoch!;
     this.#fannedOutDuringSetup?.add(epoch);
     for (const [connectionId, member] of this.#members) {

@@ -4,6 +4,7 @@ import { BypassGuessLimiter, bypassKeyMatches, signToken, type GuessLimiterOptio
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { json, MAX_BODY_BYTES, readBody } from './body.js';
+import { requestPath } from './requestPath.js';
 
 /** Enables `POST /v1/auth/test-token`: tokens signed with `secret` for callers that present `bypassKey`. */
 export interface TestTokenIssuer {
@@ -41,7 +42,7 @@ export function createRouteHandler(deps: RouteDeps): (req: IncomingMessage, res:
     clock: deps.clock ?? systemClock,
   };
   return (req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0];
+    const path = requestPath(req);
     if (path === '/healthz' && req.method === 'GET') {
       json(res, 200, { status: 'ok' });
     } else if (path === '/readyz' && req.method === 'GET') {

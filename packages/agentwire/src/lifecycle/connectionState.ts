@@ -55,10 +55,13 @@ export interface LifecycleObserver {
 export class ConnectionLifecycle {
   #state: ConnectionState = CONNECTING;
 
+  readonly #observer: LifecycleObserver | undefined;
+
   constructor(
     readonly connectionId: string,
-    private readonly observer?: LifecycleObserver,
+    observer?: LifecycleObserver,
   ) {
+    this.#observer = observer;
     observer?.transitioned(null, CONNECTING);
   }
 
@@ -74,11 +77,11 @@ export class ConnectionLifecycle {
   transition(to: ConnectionState): void {
     const from = this.#state;
     if (!isValidTransition(from, to)) {
-      this.observer?.rejected(from, to);
+      this.#observer?.rejected(from, to);
       throw new StateTransitionError(this.connectionId, from, to);
     }
     this.#state = to;
-    this.observer?.transitioned(from, to);
+    this.#observer?.transitioned(from, to);
   }
 
   /** Moves to CLOSING unless already ending; returns whether it did. */

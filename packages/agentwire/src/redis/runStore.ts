@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ThreadPolicy } from '../runs/runManager.js';
-import type { UnfinishedRun, CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, MessageClaim, RunAssignment, RunRecord, RunStore } from '../runs/runStore.js';
+import type { UnfinishedRun, CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, MessageClaim, RunAssignment, RunRecord, RunStore, ThreadPolicy } from '../runs/runStore.js';
 import type { RedisConnection } from './connection.js';
 import { decodeId, encodeId, isRunId, leaseMember, leasePrefix, parseLeaseMember, RUN_FIELD, RUN_STATE } from './keys.js';
 import { DEFAULTS } from '../config/settings.js';

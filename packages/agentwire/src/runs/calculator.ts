@@ -17,81 +17,85 @@ const MAX_NESTING = 200;
 const NUMBER = /\d+(?:\.\d+)?|\.\d+/y;
 
 class Parser {
-  private position = 0;
-  private nesting = 0;
+  #position = 0;
+  #nesting = 0;
 
-  constructor(private readonly source: string) {}
+  readonly #source: string;
+
+  constructor(source: string) {
+    this.#source = source;
+  }
 
   parse(): number {
-    const value = this.parseExpression();
-    this.skipWhitespace();
-    if (this.position < this.source.length) throw this.unexpected();
+    const value = this.#parseExpression();
+    this.#skipWhitespace();
+    if (this.#position < this.#source.length) throw this.#unexpected();
     if (!Number.isFinite(value)) throw new ArithmeticError('result is too large');
     return value;
   }
 
-  private parseExpression(): number {
-    let value = this.parseTerm();
-    for (let operator = this.peek(); operator === '+' || operator === '-'; operator = this.peek()) {
-      this.position++;
-      const right = this.parseTerm();
+  #parseExpression(): number {
+    let value = this.#parseTerm();
+    for (let operator = this.#peek(); operator === '+' || operator === '-'; operator = this.#peek()) {
+      this.#position++;
+      const right = this.#parseTerm();
       value = operator === '+' ? value + right : value - right;
     }
     return value;
   }
 
-  private parseTerm(): number {
-    let value = this.parseUnary();
-    for (let operator = this.peek(); operator === '*' || operator === '/'; operator = this.peek()) {
-      this.position++;
-      const right = this.parseUnary();
+  #parseTerm(): number {
+    let value = this.#parseUnary();
+    for (let operator = this.#peek(); operator === '*' || operator === '/'; operator = this.#peek()) {
+      this.#position++;
+      const right = this.#parseUnary();
       if (operator === '/' && right === 0) throw new ArithmeticError('division by zero');
       value = operator === '*' ? value * right : value / right;
     }
     return value;
   }
 
-  private parseUnary(): number {
+  #parseUnary(): number {
     let negate = false;
-    while (this.peek() === '-') {
-      this.position++;
+    while (this.#peek() === '-') {
+      this.#position++;
       negate = !negate;
     }
-    const value = this.parsePrimary();
+    const value = this.#parsePrimary();
     return negate ? -value : value;
   }
 
-  private parsePrimary(): number {
-    if (this.peek() === '(') {
-      if (++this.nesting > MAX_NESTING) throw new ArithmeticError('expression is nested too deeply');
-      this.position++;
-      const value = this.parseExpression();
-      if (this.peek() !== ')') throw this.unexpected("')'");
-      this.position++;
-      this.nesting--;
+  #parsePrimary(): number {
+    if (this.#peek() === '(') {
+      if (++this.#nesting > MAX_NESTING) throw new ArithmeticError('expression is nested too deeply');
+      this.#position++;
+      const value = this.#parseExpression();
+      if (this.#peek() !== ')') throw this.#unexpected("')'");
+      this.#position++;
+      this.#nesting--;
       return value;
     }
-    NUMBER.lastIndex = this.position;
-    const match = NUMBER.exec(this.source);
-    if (!match) throw this.unexpected('a number');
-    this.position = NUMBER.lastIndex;
+    NUMBER.lastIndex = this.#position;
+    const match = NUMBER.exec(this.#source);
+    if (!match) throw this.#unexpected('a number');
+    this.#position = NUMBER.lastIndex;
     return Number(match[0]);
   }
 
   /** The next non-whitespace character, or undefined at the end. */
-  private peek(): string | undefined {
-    this.skipWhitespace();
-    return this.source[this.position];
+  #peek(): string | undefined {
+    this.#skipWhitespace();
+    return this.#source[this.#position];
   }
 
-  private skipWhitespace(): void {
-    while (/\s/.test(this.source[this.position] ?? '')) this.position++;
+  #skipWhitespace(): void {
+    while (/\s/.test(this.#source[this.#position] ?? '')) this.#position++;
   }
 
-  private unexpected(expected?: string): ArithmeticError {
+  #unexpected(expected?: string): ArithmeticError {
     const found =
-      this.position < this.source.length
-        ? `unexpected '${this.source[this.position]}' at position ${this.position}`
+      this.#position < this.#source.length
+        ? `unexpected '${this.#source[this.#position]}' at position ${this.#position}`
         : 'unexpected end of expression';
     return new ArithmeticError(expected ? `${found}, expected ${expected}` : found);
   }

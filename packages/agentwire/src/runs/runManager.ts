@@ -6,10 +6,8 @@ import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer } from './deltaCoalescer.js';
 import { DEFAULTS } from '../config/settings.js';
-import { LocalRunStore, type UnfinishedRun, type LostRun, type MessageClaim, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+import { LocalRunStore, type UnfinishedRun, type LostRun, type MessageClaim, type RunAssignment, type RunRecord, type RunStore, type ThreadPolicy } from './runStore.js';
 
-/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
-export type ThreadPolicy = 'enqueue' | 'reject';
 /** How a run ended: its `agent_completed` status or its `agent_error` code. */
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
 
@@ -127,7 +125,10 @@ export class RunManager {
   /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
   #contact = { breaks: -1, since: 0 };
 
-  constructor(private readonly options: RunManagerOptions) {
+  readonly #options: RunManagerOptions;
+
+  constructor(options: RunManagerOptions) {
+    this.#options = options;
     this.#store = options.store ?? new LocalRunStore({ now: () => options.clock.now() });
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
     this.#maxActive = options.maxActiveRunsPerUser ?? 32;
@@ -171,7 +172,7 @@ export class RunManager {
     // The store claims the message id, atomically with the enqueue.
     let outcome;
     try {
-      outcome = await this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
+      outcome = await this.#store.enqueue(record, this.#options.threadPolicy, this.#maxQueued, { maxActive: this.#maxActive });
     } catch (error) {
       // The claim may have been made with the run: a retry of the message is then a duplicate of
       // that run rather than a second one, and the run must be started or left to its lease.
@@ -189,7 +190,7 @@ export class RunManager {
               kind: 'error',
               code: 'thread_busy',
               message:
-                this.options.threadPolicy === 'reject'
+                this.#options.threadPolicy === 'reject'
                   ? `thread ${message.threadId} has a run in progress`
                   : `thread ${message.threadId} already has ${this.#maxQueued} queued runs`,
             },
@@ -197,7 +198,7 @@ export class RunManager {
       return;
     }
     reply({ kind: 'ack', status: outcome === 'start' ? 'started' : 'queued', runId: record.runId, threadId: record.threadId });
-    if (outcome === 'start') this.#execute({ record, cancelRequested: false });
+    if (outcome === 'start') void this.#execute({ record, cancelRequested: false });
   }
 
   /** Handles one `cancel`; like `submit`, `reply` comes before the run's terminal event. */
@@ -228,7 +229,7 @@ export class RunManager {
 
   /** Bounded: a request whose run never starts here is dropped after a minute. */
   #rememberCancel(runId: string): void {
-    const now = this.options.clock.now();
+    const now = this.#options.clock.now();
     for (const [id, at] of this.#earlyCancels) {
       if (now - at < 60_000 && this.#earlyCancels.size < 1000) break;
       this.#earlyCancels.delete(id);
@@ -246,9 +247,9 @@ export class RunManager {
       let timer: TimerHandle | undefined;
       await Promise.race([
         this.#whenIdle(),
-        new Promise<void>((resolve) => (timer = this.options.clock.setTimeout(resolve, timeoutMs))),
+        new Promise<void>((resolve) => (timer = this.#options.clock.setTimeout(resolve, timeoutMs))),
       ]);
-      if (timer !== undefined) this.options.clock.clearTimeout(timer);
+      if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
     this.#shuttingDown = true;
     for (const run of [...this.#active.values()]) this.#finish(run, shutdownError());
@@ -258,7 +259,7 @@ export class RunManager {
   /** Stops lease renewal and the lost-run sweeper; call after `drain`. */
   async close(): Promise<void> {
     this.#closed = true;
-    for (const timer of this.#timers) this.options.clock.clearInterval(timer);
+    for (const timer of this.#timers) this.#options.clock.clearInterval(timer);
     await this.#store.close();
   }
 
@@ -275,13 +276,13 @@ export class RunManager {
    * `duplicate` of this run).
    */
   #settleInDoubt(record: RunRecord): void {
-    const settle = () => this.#store.enqueue(record, this.options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
+    const settle = () => this.#store.enqueue(record, this.#options.threadPolicy, this.#maxQueued, { replayOnly: true, maxActive: this.#maxActive });
     this.#retry('enqueue in doubt', settle, () => this.#closed).then(
       // During a drain #execute ends it at once (agent_started, then `shutdown`) and moves its thread on.
       (outcome) => {
         if (outcome === 'start' && !this.#closed) this.#executeHere({ record, cancelRequested: false });
       },
-      (error: unknown) => this.options.onFault?.(error, 'enqueue in doubt'),
+      (error: unknown) => this.#options.onFault?.(error, 'enqueue in doubt'),
     );
   }
 
@@ -294,8 +295,8 @@ export class RunManager {
     const { record } = assignment;
     const run: ActiveRun = {
       deltas: new DeltaCoalescer({
-        clock: this.options.clock,
-        flushMs: this.options.streamFlushMs ?? DEFAULTS.streamFlushMs,
+        clock: this.#options.clock,
+        flushMs: this.#options.streamFlushMs ?? DEFAULTS.streamFlushMs,
         emit: (delta) => this.#append(run, delta),
       }),
       record,
@@ -318,14 +319,14 @@ export class RunManager {
     if (this.#shuttingDown) return this.#finish(run, shutdownError());
     const cancelledEarly = this.#earlyCancels.delete(record.runId);
     if (assignment.cancelRequested || cancelledEarly) return this.#finish(run, cancelled(''));
-    run.timeout = this.options.clock.setTimeout(
-      () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.options.runTimeoutMs} ms` }),
-      this.options.runTimeoutMs,
+    run.timeout = this.#options.clock.setTimeout(
+      () => this.#finish(run, { type: 'agent_error', code: 'timeout', message: `run exceeded ${this.#options.runTimeoutMs} ms` }),
+      this.#options.runTimeoutMs,
     );
     try {
       const history = await this.#conversation(record);
       if (run.finished) return;
-      const steps = this.options.agent.run({
+      const steps = this.#options.agent.run({
         runId: record.runId,
         userId: record.userId,
         threadId: record.threadId,
@@ -370,22 +371,22 @@ export class RunManager {
    * history store costs the agent its context (reported as a fault), never the run.
    */
   async #conversation(record: RunRecord): Promise<readonly ConversationTurn[]> {
-    const maxTurns = this.options.historyTurns ?? 20;
-    const history = this.options.history;
+    const maxTurns = this.#options.historyTurns ?? 20;
+    const history = this.#options.history;
     if (!history || maxTurns <= 0) return [];
     let timer: TimerHandle | undefined;
     try {
       return await Promise.race([
         history.conversation(record.userId, record.threadId, maxTurns, record.runId),
         new Promise<never>((_, reject) => {
-          timer = this.options.clock.setTimeout(() => reject(new Error(`history took over ${HISTORY_TIMEOUT_MS} ms`)), HISTORY_TIMEOUT_MS);
+          timer = this.#options.clock.setTimeout(() => reject(new Error(`history took over ${HISTORY_TIMEOUT_MS} ms`)), HISTORY_TIMEOUT_MS);
         }),
       ]);
     } catch (error) {
-      this.options.onFault?.(error, 'history');
+      this.#options.onFault?.(error, 'history');
       return [];
     } finally {
-      if (timer !== undefined) this.options.clock.clearTimeout(timer);
+      if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
   }
 
@@ -431,7 +432,7 @@ export class RunManager {
       if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
     } catch (error) {
       if (error instanceof RunEndedError) return this.#fencedOff(run);
-      this.options.onFault?.(error, 'append');
+      this.#options.onFault?.(error, 'append');
       const terminalOnly = events.some((e) => TERMINAL_TYPES.has(e.type)) && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
       if (terminalOnly) {
         // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
@@ -464,8 +465,8 @@ export class RunManager {
 
   /** Every append of this manager: the entries written are told to `onAppended` (archiving). */
   async #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
-    const entries = await this.options.engine.append(userId, events, fence);
-    this.options.onAppended?.(userId, entries);
+    const entries = await this.#options.engine.append(userId, events, fence);
+    this.#options.onAppended?.(userId, entries);
     return entries;
   }
 
@@ -496,7 +497,7 @@ export class RunManager {
 
   #stop(run: ActiveRun): void {
     run.finished = true;
-    if (run.timeout !== null) this.options.clock.clearTimeout(run.timeout);
+    if (run.timeout !== null) this.#options.clock.clearTimeout(run.timeout);
     run.controller.abort(new Error('run ended'));
   }
 
@@ -506,10 +507,10 @@ export class RunManager {
       const next = await this.#retry('advance', () => this.#store.advance(record));
       if (next) this.#executeHere(next);
     } catch (error) {
-      this.options.onFault?.(error, 'advance');
+      this.#options.onFault?.(error, 'advance');
     }
     this.#forget(record.runId);
-    this.options.onRunEnded?.(outcome);
+    this.#options.onRunEnded?.(outcome);
   }
 
   #forget(runId: string): void {
@@ -522,14 +523,14 @@ export class RunManager {
 
   /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
   async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
-    const deadline = this.options.clock.now() + this.#retryForMs;
+    const deadline = this.#options.clock.now() + this.#retryForMs;
     for (let attempt = 0; ; attempt++) {
       try {
         return await operation();
       } catch (error) {
-        if (error instanceof RunEndedError || this.options.clock.now() >= deadline) throw error;
-        if (attempt === 0) this.options.onFault?.(error, `${context} retrying`);
-        await sleep(this.options.clock, Math.min(50 * 2 ** attempt, 1000));
+        if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
+        if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
+        await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
         if (abandoned()) throw error;
       }
     }
@@ -539,7 +540,7 @@ export class RunManager {
     try {
       await this.#store.renewLeases([...this.#active.values()].filter((run) => !run.finished).map((run) => run.record));
     } catch (error) {
-      this.options.onFault?.(error, 'renew leases');
+      this.#options.onFault?.(error, 'renew leases');
     }
   }
 
@@ -558,7 +559,7 @@ export class RunManager {
     try {
       lost = await this.#store.claimLostRuns(20, (runId) => this.#active.has(runId));
     } catch (error) {
-      this.options.onFault?.(error, 'claim lost runs');
+      this.#options.onFault?.(error, 'claim lost runs');
       return;
     }
     for (const record of lost) {
@@ -569,12 +570,12 @@ export class RunManager {
       events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
       try {
         await this.#appendToLog(record.userId, events, { runId: record.runId, terminal: true });
-        this.options.onRunEnded?.('run_lost');
+        this.#options.onRunEnded?.('run_lost');
       } catch (error) {
         // Already ended by its own node just before it died: only the thread must move on.
         // Any other failure: the claimed lease expires again and a later sweep retries.
         if (!(error instanceof RunEndedError)) {
-          this.options.onFault?.(error, 'end lost run');
+          this.#options.onFault?.(error, 'end lost run');
           continue;
         }
       }
@@ -582,7 +583,7 @@ export class RunManager {
         const next = await this.#store.advance(record);
         if (next) this.#executeHere(next);
       } catch (error) {
-        this.options.onFault?.(error, 'advance after lost run');
+        this.#options.onFault?.(error, 'advance after lost run');
       }
     }
   }
@@ -590,7 +591,7 @@ export class RunManager {
   #inContactForALease(): boolean {
     const contact = this.#store.contact;
     if (!contact) return true;
-    const now = this.options.clock.now();
+    const now = this.#options.clock.now();
     if (!contact.ok || contact.breaks !== this.#contact.breaks) {
       this.#contact = { breaks: contact.breaks, since: now };
       return false;
@@ -599,7 +600,7 @@ export class RunManager {
   }
 
   #now(): string {
-    return new Date(this.options.clock.now()).toISOString();
+    return new Date(this.#options.clock.now()).toISOString();
   }
 }
 

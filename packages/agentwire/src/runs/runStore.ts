@@ -1,4 +1,5 @@
-import type { ThreadPolicy } from './runManager.js';
+/** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
+export type ThreadPolicy = 'enqueue' | 'reject';
 
 /** What a message id (an idempotency key) was first used for. */
 export interface MessageClaim {

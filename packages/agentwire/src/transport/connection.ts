@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { WebSocket, RawData } from 'ws';
-import type { VerifyResult } from '../auth/index.js';
+import type { Clock } from '@agentwire/protocol';
+import type { TokenVerifier, VerifyResult } from '../auth/index.js';
 import type { CoordinatorMember, ResumePosition, SetupResult } from '../coordination/index.js';
-import type { UserCoordinator } from '../coordination/index.js';
+import type { CoordinatorRegistry, UserCoordinator } from '../coordination/index.js';
 import { ConnectionLifecycle, ConnectionState } from '../lifecycle/index.js';
 import {
   BINARY_FRAME,
@@ -25,8 +26,43 @@ import {
   type RefreshTokenFrame,
 } from '../protocol/index.js';
 import { corkForTick, type Corkable } from '../corkForTick.js';
-import type { ConnectionContext } from './connectionContext.js';
+import type { GatewayMetrics, Logger } from '../observability/index.js';
+import type { RunManager } from '../runs/runManager.js';
+import type { ByteBudget } from './byteBudget.js';
 import { TokenBucket } from './tokenBucket.js';
+
+export interface ConnectionLimits {
+  readonly authTimeoutMs: number;
+  readonly heartbeatMs: number;
+  readonly inboxLimit: number;
+  /** Raw bytes of the frames one connection may hold before PROCESSING_READY; more closes it with 1008. */
+  readonly inboxMaxBytes: number;
+  readonly rateLimitPerSec: number;
+  readonly rateLimitBurst: number;
+  /** Rate-limited frames in a row after which the connection is closed with 1008. */
+  readonly abuseLimit: number;
+  readonly slowConsumerBytes: number;
+  /** Live events held for a connection during its setup; more closes it with 4008. */
+  readonly maxBufferedEvents: number;
+}
+
+/** What every connection of one gateway shares. */
+export interface ConnectionContext {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly metrics: GatewayMetrics;
+  readonly verifier: TokenVerifier;
+  readonly registry: CoordinatorRegistry;
+  readonly runs: RunManager;
+  readonly limits: ConnectionLimits;
+  /** Accepted connections (ACCEPTED through CLOSING). */
+  readonly connections: Set<Connection>;
+  /** Connections waiting for an `auth` frame; swept for the auth deadline. */
+  readonly awaitingAuth: Set<Connection>;
+  /** Raw bytes held by all connections not yet PROCESSING_READY together. */
+  readonly heldBytes: ByteBudget;
+  connectionClosed(connection: Connection): void;
+}
 
 const { ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSED } = ConnectionState;
 
@@ -92,10 +128,13 @@ export class Connection implements CoordinatorMember {
   #limitedWindowStart = 0;
   readonly #upgradeStartedAt = performance.now();
 
+  readonly #ctx: ConnectionContext;
+
   constructor(
-    private readonly ctx: ConnectionContext,
+    ctx: ConnectionContext,
     resume: ResumePosition,
   ) {
+    this.#ctx = ctx;
     this.lifecycle = new ConnectionLifecycle(this.connectionId, ctx.metrics.lifecycleObserver);
     this.#resume = resume;
     const now = ctx.clock.now();
@@ -117,28 +156,28 @@ export class Connection implements CoordinatorMember {
     this.#ws = ws;
     this.#socket = handshake.socket ?? null;
     this.lifecycle.transition(ACCEPTED);
-    this.ctx.connections.add(this);
+    this.#ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#sawPeer());
     ws.on('close', (code) =>
-      this.#onSocketClosed(code).catch((error: unknown) => {
-        this.ctx.metrics.faults.inc({ context: 'close' });
-        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
+      void this.#onSocketClosed(code).catch((error: unknown) => {
+        this.#ctx.metrics.faults.inc({ context: 'close' });
+        this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
       }),
     );
-    ws.on('error', (error) => this.ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
+    ws.on('error', (error) => this.#ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
 
     if (!originAllowed) return this.close(CloseCode.FORBIDDEN, 'origin_not_allowed');
     if (upgradeAuth && method) {
       this.#authStarted = true;
-      this.ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
+      this.#ctx.metrics.auth.inc({ method, outcome: upgradeAuth.ok ? 'ok' : upgradeAuth.reason });
       if (!upgradeAuth.ok) return this.close(CloseCode.UNAUTHORIZED, upgradeAuth.reason);
       if (this.#pastExpiry(upgradeAuth.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
       this.#authenticated(upgradeAuth.userId, upgradeAuth.expiresAt).catch((error: unknown) => this.#bug(error, 'setup'));
       return;
     }
-    this.authDeadline = this.ctx.clock.now() + this.ctx.limits.authTimeoutMs;
-    this.ctx.awaitingAuth.add(this);
+    this.authDeadline = this.#ctx.clock.now() + this.#ctx.limits.authTimeoutMs;
+    this.#ctx.awaitingAuth.add(this);
   }
 
   isOpen(): boolean {
@@ -149,7 +188,7 @@ export class Connection implements CoordinatorMember {
     if (this.lifecycle.isEnding) return;
     if (this.#liveBuffer) {
       this.#liveBuffer.push(entry);
-      if (this.#liveBuffer.length > this.ctx.limits.maxBufferedEvents) {
+      if (this.#liveBuffer.length > this.#ctx.limits.maxBufferedEvents) {
         this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
       }
       return;
@@ -164,14 +203,14 @@ export class Connection implements CoordinatorMember {
   /** Starts the closing handshake; a no-op once closing. */
   close(code: number, reason: string): void {
     if (!this.lifecycle.beginClosing()) return;
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#ws?.close(code, reason);
   }
 
   /** Drops a peer that stopped answering; the socket's close event finishes the teardown. */
   terminate(): void {
-    if (this.lifecycle.beginClosing()) this.ctx.awaitingAuth.delete(this);
+    if (this.lifecycle.beginClosing()) this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#ws?.terminate();
   }
@@ -180,12 +219,12 @@ export class Connection implements CoordinatorMember {
   sweep(now: number, heartbeatMs: number, heartbeatTimeoutMs: number): void {
     if (this.lifecycle.isEnding) return;
     if (now >= this.expiresAt && !this.#refreshPending()) {
-      this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
+      this.#ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'token expired');
       return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
     }
     if (this.pingSentAt !== 0) {
       if (now - this.pingSentAt >= heartbeatTimeoutMs) {
-        this.ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
+        this.#ctx.logger.info({ conn: this.connectionId, user: this.userId }, 'heartbeat timeout');
         this.terminate();
       }
     } else if (now - this.lastSeenAt >= heartbeatMs) {
@@ -214,11 +253,11 @@ export class Connection implements CoordinatorMember {
    * already past it would be accepted and then closed within a sweep, so it is refused here.
    */
   #pastExpiry(expiresAt: number): boolean {
-    return expiresAt <= this.ctx.clock.now();
+    return expiresAt <= this.#ctx.clock.now();
   }
 
   #sawPeer(): void {
-    this.lastSeenAt = this.ctx.clock.now();
+    this.lastSeenAt = this.#ctx.clock.now();
     this.pingSentAt = 0;
   }
 
@@ -233,7 +272,8 @@ export class Connection implements CoordinatorMember {
 
   #receive(data: RawData, isBinary: boolean): void {
     this.#sawPeer();
-    const text = isBinary ? null : data.toString();
+    // ws hands text frames over as one Buffer (binaryType 'nodebuffer', the default).
+    const text = isBinary ? null : (data as Buffer).toString();
     if (text !== null && !this.#authStarted && mayBeObject(text)) {
       // Parsed only to find the auth frame; any other frame is held as its raw text.
       const parsed = parseClientFrame(text);
@@ -243,7 +283,7 @@ export class Connection implements CoordinatorMember {
         return;
       }
     }
-    if (this.#inbox.length >= this.ctx.limits.inboxLimit) {
+    if (this.#inbox.length >= this.#ctx.limits.inboxLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
     }
     if (this.lifecycle.state === PROCESSING_READY) {
@@ -257,13 +297,13 @@ export class Connection implements CoordinatorMember {
 
   /** Holds a frame that arrived before PROCESSING_READY within both byte bounds; false if it closed instead. */
   #hold(text: string | null, bytes: number): boolean {
-    if (this.#heldBytes + bytes > this.ctx.limits.inboxMaxBytes) {
+    if (this.#heldBytes + bytes > this.#ctx.limits.inboxMaxBytes) {
       this.close(CloseCode.POLICY_VIOLATION, 'inbox_overflow');
       return false;
     }
-    if (!this.ctx.heldBytes.take(bytes)) {
-      this.ctx.logger.warn(
-        { conn: this.connectionId, held: this.ctx.heldBytes.used, limit: this.ctx.heldBytes.limit },
+    if (!this.#ctx.heldBytes.take(bytes)) {
+      this.#ctx.logger.warn(
+        { conn: this.connectionId, held: this.#ctx.heldBytes.used, limit: this.#ctx.heldBytes.limit },
         'bytes held before connection_ready reached the gateway limit; connection closed',
       );
       this.close(CloseCode.TRY_AGAIN_LATER, 'overloaded');
@@ -276,7 +316,7 @@ export class Connection implements CoordinatorMember {
 
   #release(bytes: number): void {
     this.#heldBytes -= bytes;
-    this.ctx.heldBytes.give(bytes);
+    this.#ctx.heldBytes.give(bytes);
   }
 
   /** A closing connection dispatches nothing more; what it held goes back at once. */
@@ -291,15 +331,15 @@ export class Connection implements CoordinatorMember {
       this.#limitedWindowStart = now;
       this.#limitedInWindow = 0;
     }
-    if (++this.#limitedInWindow > this.ctx.limits.abuseLimit) {
+    if (++this.#limitedInWindow > this.#ctx.limits.abuseLimit) {
       return this.close(CloseCode.POLICY_VIOLATION, 'rate_limit_abuse');
     }
     this.#sendError('rate_limited', 'too many frames; slow down', refOf(text === null ? BINARY_FRAME : parseClientFrame(text)));
   }
 
   async #authenticateWithFrame(frame: AuthFrame): Promise<void> {
-    const result = await this.ctx.verifier.verify(frame.token);
-    this.ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
+    const result = await this.#ctx.verifier.verify(frame.token);
+    this.#ctx.metrics.auth.inc({ method: 'frame', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) return this.close(CloseCode.UNAUTHORIZED, result.reason);
     if (this.#pastExpiry(result.expiresAt)) return this.close(CloseCode.UNAUTHORIZED, 'token_expired');
@@ -311,10 +351,10 @@ export class Connection implements CoordinatorMember {
 
   async #authenticated(userId: string, expiresAt: number): Promise<void> {
     this.lifecycle.transition(AUTHENTICATED);
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.userId = userId;
     this.expiresAt = expiresAt;
-    const coordinator = this.ctx.registry.getOrCreate(userId);
+    const coordinator = this.#ctx.registry.getOrCreate(userId);
     this.#coordinator = coordinator;
     this.#generation = coordinator.admit(this);
     let setup: SetupResult;
@@ -345,8 +385,8 @@ export class Connection implements CoordinatorMember {
         lastSeq: setup.head.lastSeq,
         resumed: setup.resumed,
         replayed: setup.replay.length,
-        heartbeatMs: this.ctx.limits.heartbeatMs,
-        serverTime: new Date(this.ctx.clock.now()),
+        heartbeatMs: this.#ctx.limits.heartbeatMs,
+        serverTime: new Date(this.#ctx.clock.now()),
       }),
       false,
     );
@@ -358,8 +398,8 @@ export class Connection implements CoordinatorMember {
       if (this.lifecycle.isEnding) return;
     }
     this.lifecycle.transition(PROCESSING_READY);
-    this.ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
-    this.ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
+    this.#ctx.metrics.timeToReady.observe((performance.now() - this.#upgradeStartedAt) / 1000);
+    this.#ctx.logger.debug({ conn: this.connectionId, user: this.userId, resumed: setup.resumed }, 'connection ready');
     this.#pump();
   }
 
@@ -371,7 +411,7 @@ export class Connection implements CoordinatorMember {
     }
     this.#write(entry.json, checked);
     this.#lastSentSeq = entry.seq;
-    this.ctx.metrics.eventSent(entry.type);
+    this.#ctx.metrics.eventSent(entry.type);
   }
 
   /** Dispatches held frames in arrival order, one at a time, only in PROCESSING_READY. */
@@ -413,17 +453,17 @@ export class Connection implements CoordinatorMember {
         this.#sendError('already_authenticated', 'this connection is already authenticated', null);
         return;
       case 'ping':
-        this.#send(pongFrame(frame.id, new Date(this.ctx.clock.now())));
+        this.#send(pongFrame(frame.id, new Date(this.#ctx.clock.now())));
         return;
       case 'refresh_token':
         return this.#refreshToken(frame);
       case 'cancel':
-        return this.ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
+        return this.#ctx.runs.cancel(this.userId!, frame.run_id, (reply) => {
           if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
           else this.#sendError(reply.code, reply.message, frame.id);
         });
       case 'user_message':
-        return this.ctx.runs.submit(
+        return this.#ctx.runs.submit(
           this.userId!,
           { id: frame.id, threadId: frame.thread_id, text: frame.text },
           (reply) => {
@@ -439,11 +479,11 @@ export class Connection implements CoordinatorMember {
     this.#refreshing++;
     let result: VerifyResult;
     try {
-      result = await this.ctx.verifier.verify(frame.token);
+      result = await this.#ctx.verifier.verify(frame.token);
     } finally {
       this.#refreshing--;
     }
-    this.ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
+    this.#ctx.metrics.auth.inc({ method: 'refresh', outcome: result.ok ? 'ok' : result.reason });
     if (this.lifecycle.isEnding) return;
     if (!result.ok) {
       const code = result.reason === 'token_expired' ? 'token_expired' : 'token_invalid';
@@ -479,7 +519,7 @@ export class Connection implements CoordinatorMember {
   };
 
   #checkBacklog(): void {
-    if (!this.lifecycle.isEnding && this.#ws!.bufferedAmount > this.ctx.limits.slowConsumerBytes) {
+    if (!this.lifecycle.isEnding && this.#ws!.bufferedAmount > this.#ctx.limits.slowConsumerBytes) {
       this.close(CloseCode.SLOW_CONSUMER, 'slow_consumer');
     }
   }
@@ -491,7 +531,7 @@ export class Connection implements CoordinatorMember {
   }
 
   #sendError(code: ErrorCode, message: string, ref: FrameRef, path?: string): void {
-    this.ctx.metrics.errorsSent.inc({ code });
+    this.#ctx.metrics.errorsSent.inc({ code });
     this.#send(errorFrame(code, message, ref, path));
   }
 
@@ -501,29 +541,29 @@ export class Connection implements CoordinatorMember {
   }
 
   #fail(error: unknown, context: string, code: number, reason: string): void {
-    this.ctx.metrics.faults.inc({ context });
-    this.ctx.logger.error({ conn: this.connectionId, user: this.userId, err: error, context }, 'connection failed');
+    this.#ctx.metrics.faults.inc({ context });
+    this.#ctx.logger.error({ conn: this.connectionId, user: this.userId, err: error, context }, 'connection failed');
     this.close(code, reason);
   }
 
   async #onSocketClosed(code: number): Promise<void> {
     this.lifecycle.beginClosing();
-    this.ctx.awaitingAuth.delete(this);
+    this.#ctx.awaitingAuth.delete(this);
     this.#dropInbox();
     this.#liveBuffer = null;
-    this.ctx.metrics.closes.inc({ code: String(code) });
+    this.#ctx.metrics.closes.inc({ code: String(code) });
     if (this.#coordinator) {
       try {
         const result = await this.#coordinator.teardown(this.connectionId, this.#generation);
-        if (!result.ok) this.ctx.logger.warn({ conn: this.connectionId, reason: result.reason }, 'teardown denied');
+        if (!result.ok) this.#ctx.logger.warn({ conn: this.connectionId, reason: result.reason }, 'teardown denied');
       } catch (error) {
-        this.ctx.metrics.faults.inc({ context: 'teardown' });
-        this.ctx.logger.error({ conn: this.connectionId, err: error }, 'teardown failed');
+        this.#ctx.metrics.faults.inc({ context: 'teardown' });
+        this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'teardown failed');
       }
     }
     this.lifecycle.transition(CLOSED);
-    this.ctx.connections.delete(this);
-    this.ctx.connectionClosed(this);
+    this.#ctx.connections.delete(this);
+    this.#ctx.connectionClosed(this);
   }
 }
 

@@ -17,12 +17,12 @@ import { GatewayMetrics, silentLogger, type Logger } from '../observability/inde
 import { CloseCode, resumeFields } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
-import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
-import { LocalRunStore, type RunStore } from '../runs/runStore.js';
+import { RunManager } from '../runs/runManager.js';
+import { LocalRunStore, type RunStore, type ThreadPolicy } from '../runs/runStore.js';
+import { requestPath } from '../http/requestPath.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
-import { Connection } from './connection.js';
-import type { ConnectionContext, ConnectionLimits } from './connectionContext.js';
+import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
 
 /** Options of `createGateway`; only `auth` is required. Limits default to the settings table (README). */
 export interface GatewayOptions {
@@ -286,7 +286,7 @@ export class Gateway {
   attach(server: Server): void {
     this.#servers.push(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-      if (pathOf(req) !== this.path) return;
+      if (requestPath(req) !== this.path) return;
       this.#onUpgrade(req, socket, head).catch((error: unknown) => {
         this.metrics.faults.inc({ context: 'upgrade' });
         this.#ctx.logger.error({ err: error }, 'upgrade failed');
@@ -309,7 +309,7 @@ export class Gateway {
     });
     this.attach(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
-      if (pathOf(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
+      if (requestPath(req) !== this.path) rejectUpgrade(socket, 404, 'Not Found');
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -450,10 +450,6 @@ export class Gateway {
 /** Creates a gateway; then `listen()` on its own server or `attach()` it to yours. */
 export function createGateway(options: GatewayOptions): Gateway {
   return new Gateway(options);
-}
-
-function pathOf(req: IncomingMessage): string {
-  return (req.url ?? '/').split('?', 1)[0]!;
 }
 
 /** The resume position of the upgrade URL; malformed fields are ignored as if absent (section 3). */

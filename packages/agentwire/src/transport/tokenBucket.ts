@@ -5,11 +5,16 @@ export class TokenBucket {
   #tokens: number;
   #refilledAt: number;
 
+  readonly #ratePerSec: number;
+  readonly #burst: number;
+
   constructor(
-    private readonly ratePerSec: number,
-    private readonly burst: number,
+    ratePerSec: number,
+    burst: number,
     now: number,
   ) {
+    this.#ratePerSec = ratePerSec;
+    this.#burst = burst;
     this.#tokens = burst;
     this.#refilledAt = now;
   }
@@ -17,7 +22,7 @@ export class TokenBucket {
   take(now: number): boolean {
     const elapsed = now - this.#refilledAt;
     if (elapsed > 0) {
-      this.#tokens = Math.min(this.burst, this.#tokens + (elapsed * this.ratePerSec) / 1000);
+      this.#tokens = Math.min(this.#burst, this.#tokens + (elapsed * this.#ratePerSec) / 1000);
       this.#refilledAt = now;
     }
     if (this.#tokens < 1) return false;

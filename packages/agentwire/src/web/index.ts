@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { chatPageScriptPath, renderChatPageHtml, type ChatPageConfig } from '@agentwire/chat-page';
+import { requestPath } from '../http/requestPath.js';
 
 /**
  * The browser chat page: one HTML document and one script (@agentwire/chat-page). The gateway serves it with `chatPage` in its
@@ -64,7 +65,7 @@ export function createChatPageHandler(options: ChatPageOptions = {}): ChatPageHa
 
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-    const path = (req.url ?? '/').split('?', 1)[0]!;
+    const path = requestPath(req);
     if (path === scriptPath) {
       loadPageScript().then(
         ({ code, etag }) => {

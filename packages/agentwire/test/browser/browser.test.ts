@@ -32,7 +32,7 @@ const WAIT_MS = 10_000;
 
 let browser: Browser;
 const contexts: BrowserContext[] = [];
-const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const cleanups: Array<() => unknown> = [];
 const children = new ChildTracker();
 
 beforeAll(async () => {

@@ -490,11 +490,11 @@ class GatedRunStore extends RedisRunStore {
 }
 
 function submitTo(node: InProcessNode, userId: string, id: string, threadId: string, text: string): Promise<SubmitReply> {
-  return new Promise((resolve, reject) => node.runs.submit(userId, { id, threadId, text }, resolve).catch(reject));
+  return new Promise((resolve, reject) => void node.runs.submit(userId, { id, threadId, text }, resolve).catch(reject));
 }
 
 function cancelVia(node: InProcessNode, userId: string, runId: string): Promise<CancelReply> {
-  return new Promise((resolve, reject) => node.runs.cancel(userId, runId, resolve).catch(reject));
+  return new Promise((resolve, reject) => void node.runs.cancel(userId, runId, resolve).catch(reject));
 }
 
 describe('cluster: cancel while a queued run is handed to its node', () => {

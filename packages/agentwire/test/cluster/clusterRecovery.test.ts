@@ -703,12 +703,16 @@ class Member implements CoordinatorMember {
   failure: string | null = null;
   resyncs = 0;
 
+  readonly #wake: () => void;
+
   constructor(
     readonly connectionId: string,
     readonly node: number,
     readonly resume: ResumePosition,
-    private readonly wake: () => void,
-  ) {}
+    wake: () => void,
+  ) {
+    this.#wake = wake;
+  }
 
   isOpen(): boolean {
     return this.resyncs === 0;
@@ -716,18 +720,18 @@ class Member implements CoordinatorMember {
 
   deliver(entry: LogEntry): void {
     this.delivered.push(entry);
-    this.wake();
+    this.#wake();
   }
 
   resync(): void {
     this.resyncs++;
-    this.wake();
+    this.#wake();
   }
 
   setUp(result: SetupResult): void {
     if (result.ok) this.result = result;
     else this.failure = `denied: ${result.reason}`;
-    this.wake();
+    this.#wake();
   }
 
   /** Newest seq this member's client has (after its replay and the live entries). */
@@ -738,9 +742,9 @@ class Member implements CoordinatorMember {
 
   describe(): string {
     const setup = this.result
-      ? `head ${this.result.head.lastSeq} resumed ${this.result.resumed} replay [${this.result.replay.map((e) => e.seq)}]`
+      ? `head ${this.result.head.lastSeq} resumed ${this.result.resumed} replay [${this.result.replay.map((e) => e.seq).join(',')}]`
       : `failure ${this.failure}`;
-    return `${this.connectionId}@node${this.node} resume ${JSON.stringify(this.resume)}: ${setup}; live [${this.delivered.map((e) => e.seq)}]; resyncs ${this.resyncs}`;
+    return `${this.connectionId}@node${this.node} resume ${JSON.stringify(this.resume)}: ${setup}; live [${this.delivered.map((e) => e.seq).join(',')}]; resyncs ${this.resyncs}`;
   }
 }
 

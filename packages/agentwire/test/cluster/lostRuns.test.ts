@@ -20,7 +20,7 @@ afterAll(async () => {
 /** Records run outcomes and resolves once `count` have been reported. */
 function outcomeRecorder() {
   const outcomes: string[] = [];
-  const waiters = new Waiters(() => `outcomes: ${outcomes}`);
+  const waiters = new Waiters(() => `outcomes: ${outcomes.join(',')}`);
   return {
     outcomes,
     onRunEnded: (outcome: string) => {
@@ -42,7 +42,7 @@ const idleAgent: Agent = {
 /** Collects a user's live entries and resolves once one matches. */
 async function watch(engine: TestRedisEngine, userId: string) {
   const entries: LogEntry[] = [];
-  const waiters = new Waiters(() => `got ${entries.map((e) => e.type)}`);
+  const waiters = new Waiters(() => `got ${entries.map((e) => e.type).join(',')}`);
   await engine.subscribe(userId, (entry) => {
     entries.push(entry);
     waiters.notify();

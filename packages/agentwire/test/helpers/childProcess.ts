@@ -141,6 +141,7 @@ function shellQuote(word: string): string {
 /** What a terminal shows of `output`: escape sequences and carriage returns removed. */
 export function screenText(output: string): string {
   // CSI sequences: readline's cursor moves and line clears.
+  // eslint-disable-next-line no-control-regex -- matches the terminal's ESC-led escape sequences
   return output.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
 }
 

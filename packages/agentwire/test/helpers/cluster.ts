@@ -29,10 +29,15 @@ export class TestCluster {
   readonly nodes: GatewayNode[] = [];
   readonly clients: TestClient[] = [];
 
-  private constructor(
+  readonly #options: ClusterOptions;
+
+  /** Only `TestCluster.start()` constructs one (it waits until the server listens). */
+  constructor(
     readonly redis: RedisServer,
-    private readonly options: ClusterOptions,
-  ) {}
+    options: ClusterOptions,
+  ) {
+    this.#options = options;
+  }
 
   static async start(nodeCount: number, options: ClusterOptions = {}): Promise<TestCluster> {
     const cluster = new TestCluster(await RedisServer.start(), options);
@@ -54,7 +59,7 @@ export class TestCluster {
       AGENTWIRE_MAX_CONNECTIONS_PER_USER: '1000',
       AGENTWIRE_RATE_LIMIT_PER_SEC: '1000',
       AGENTWIRE_RATE_LIMIT_BURST: '1000',
-      ...this.options.env,
+      ...this.#options.env,
       ...env,
     });
     const match = await child.waitForStdout(/agentwire listening on ws:\/\/127\.0\.0\.1:(\d+)\/ws/);

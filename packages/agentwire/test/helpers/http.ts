@@ -31,7 +31,7 @@ export function httpRequest(method: string, url: string, body?: string, timeoutM
 /** Polls an HTTP probe (as a load balancer would) until it answers `status`, within a deadline. */
 export async function waitStatus(url: string, status: number, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  let last = 'no answer';
+  let last: string;
   for (;;) {
     try {
       const reply = await httpGet(url, 2000);

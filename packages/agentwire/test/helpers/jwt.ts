@@ -64,7 +64,8 @@ export class JwksServer {
   body: string;
   readonly #server: Server;
 
-  private constructor(body: string) {
+  /** Only `JwksServer.start()` constructs one (it waits until the server listens). */
+  constructor(body: string) {
     this.body = body;
     this.#server = createServer((_req, res) => {
       this.requests += 1;

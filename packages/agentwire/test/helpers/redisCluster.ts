@@ -26,7 +26,8 @@ export class RedisClusterServer {
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-rcluster-'));
   readonly #processes = new Map<number, ChildProcess>();
 
-  private constructor(
+  /** Only `RedisClusterServer.start()` constructs one (it waits until the server listens). */
+  constructor(
     readonly ports: readonly number[],
     readonly options: RedisClusterOptions,
   ) {}

@@ -29,7 +29,8 @@ export class RedisProxy {
   #losePattern: { request: RegExp; reply: RegExp } | null = null;
   readonly #waiters = new Waiters();
 
-  private constructor(
+  /** Only `RedisProxy.start()` constructs one (it waits until the server listens). */
+  constructor(
     public server: net.Server | null,
     readonly port: number,
     readonly targetPort: number,

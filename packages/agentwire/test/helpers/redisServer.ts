@@ -26,10 +26,15 @@ export class RedisServer {
   #paused = false;
   readonly dir = mkdtempSync(join(tmpdir(), 'agentwire-redis-'));
 
-  private constructor(
+  readonly #appendfsync: 'always' | 'everysec';
+
+  /** Only `RedisServer.start()` constructs one (it waits until the server listens). */
+  constructor(
     readonly port: number,
-    private readonly appendfsync: 'always' | 'everysec',
-  ) {}
+    appendfsync: 'always' | 'everysec',
+  ) {
+    this.#appendfsync = appendfsync;
+  }
 
   /**
    * `appendfsync`: 'always' (default) so a restart in a test loses nothing; the bench uses
@@ -57,7 +62,7 @@ export class RedisServer {
   async startProcess(): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.appendfsync, '--save', '', '--protected-mode', 'no'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', this.#appendfsync, '--save', '', '--protected-mode', 'no'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#process = child;

@@ -40,7 +40,8 @@ export class TcpProxy {
   #server: net.Server;
   readonly #waiters = new Waiters(() => `accepted=${this.accepted} open=${this.open.length}`);
 
-  private constructor(
+  /** Only `TcpProxy.start()` constructs one (it waits until the server listens). */
+  constructor(
     server: net.Server,
     readonly port: number,
     readonly targetPort: number,

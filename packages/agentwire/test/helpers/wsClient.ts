@@ -59,7 +59,7 @@ export class TestClient {
     this.ws.on('error', () => {});
     this.ws.on('message', (data, isBinary) => {
       if (isBinary) return;
-      this.frames.push(JSON.parse(data.toString()));
+      this.frames.push(JSON.parse((data as Buffer).toString()));
       this.#waiters.notify();
     });
     if (via === 'frame' && options.token !== undefined) {

@@ -269,6 +269,7 @@ describe('agentwire chat at a terminal (pseudo-terminal)', () => {
     await child.waitForStdout(/#2 thinking: /);
     child.write('what is 2+2?\r');
     // The prompt is back (after escape sequences) before Ctrl-D is typed at it.
+    // eslint-disable-next-line no-control-regex -- matches the terminal's ESC-led escape sequences
     await child.waitForStdout(/#18 completed\r?\n(?:\x1b\[[0-9;?]*[A-Za-z])*> /);
     child.write('\x04'); // Ctrl-D at an empty prompt
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });

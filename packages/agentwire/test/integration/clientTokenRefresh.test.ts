@@ -36,7 +36,8 @@ class FakeGateway {
   readonly waiters = new Waiters(() => `peers=${this.peers.length}; frames=${JSON.stringify(this.peers.map((p) => p.frames.map((f) => f.type)))}`);
   readonly url: string;
 
-  private constructor(
+  /** Only `FakeGateway.start()` constructs one (it waits until the server listens). */
+  constructor(
     readonly wss: WebSocketServer,
     readonly clock: ManualClock,
   ) {
@@ -47,7 +48,7 @@ class FakeGateway {
       const peer: Peer = { ws, token: jwt, url: req.url ?? '', frames: [], closed: false };
       this.peers.push(peer);
       ws.on('message', (data) => {
-        peer.frames.push(JSON.parse(String(data)) as Record<string, any>);
+        peer.frames.push(JSON.parse((data as Buffer).toString()) as Record<string, any>);
         this.waiters.notify();
       });
       ws.on('close', () => {

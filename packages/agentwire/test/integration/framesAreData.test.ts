@@ -185,7 +185,7 @@ describe('malformed resume fields are ignored as if absent (section 3)', () => {
       { last_seq: -1 },
       { last_seq: 1.5 },
       { last_seq: '7' },
-      { last_seq: 1e309 },
+      { last_seq: Infinity },
       { last_seq: [head], epoch },
       { last_seq: head, epoch: 5 },
       { last_seq: head, epoch: 'e'.repeat(129) },

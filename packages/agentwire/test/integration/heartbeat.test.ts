@@ -74,7 +74,7 @@ async function peer(gateway: TestGateway, clock: ManualClock, userId: string, au
   ws.on('ping', () => pingsAt.push(clock.now()));
   const ready = new Promise<Frame>((resolve) => {
     ws.on('message', (data) => {
-      const frame = JSON.parse(data.toString()) as Frame;
+      const frame = JSON.parse((data as Buffer).toString()) as Frame;
       frames.push(frame);
       if (frame.type === 'connection_ready') resolve(frame);
     });
@@ -108,7 +108,7 @@ describe('heartbeat (ManualClock)', () => {
     // Still dispatching frames.
     alice.ws.send(JSON.stringify({ type: 'ping', id: 'still-here' }));
     await within(
-      new Promise<void>((resolve) => alice.ws.on('message', (data) => JSON.parse(data.toString()).id === 'still-here' && resolve())),
+      new Promise<void>((resolve) => alice.ws.on('message', (data) => JSON.parse((data as Buffer).toString()).id === 'still-here' && resolve())),
       'pong still-here',
     );
   });

@@ -42,12 +42,11 @@ import { GatewayMetrics } from '../../src/observability/index.js';
 import type { LogEntry } from '@agentwire/protocol';
 import { createDemoAgent, RunManager } from '../../src/runs/index.js';
 import { ByteBudget } from '../../src/transport/byteBudget.js';
-import { Connection } from '../../src/transport/connection.js';
-import type { ConnectionContext } from '../../src/transport/connectionContext.js';
+import { Connection, type ConnectionContext } from '../../src/transport/connection.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { runProblem } from '../helpers/runInvariants.js';
+import { runProblem, TERMINAL_TYPES } from '../helpers/runInvariants.js';
 import { ScheduledEngine } from '../helpers/scheduledEngine.js';
 import { TestClient, type Frame } from '../helpers/wsClient.js';
 
@@ -87,7 +86,6 @@ const EVENT_TYPES = new Set([
   'agent_completed',
   'agent_error',
 ]);
-const TERMINAL = new Set(['agent_completed', 'agent_error']);
 
 type FrameChoice =
   | { kind: 'message'; thread: number; text: number }
@@ -324,7 +322,7 @@ function checkUser(log: UserLog, peers: readonly PeerView[], runOwner: ReadonlyM
     } else if (current !== event.run_id) {
       fail(`seq ${event.seq} belongs to ${event.run_id}, which is not running on ${event.thread_id}`);
     }
-    if (TERMINAL.has(event.type)) running.delete(event.thread_id);
+    if (TERMINAL_TYPES.has(event.type)) running.delete(event.thread_id);
   }
 
   // Every connection of the user.
@@ -520,11 +518,14 @@ class FakeSocket extends EventEmitter {
   /** Every frame the server sent, with the connection's state at that moment. */
   readonly sends: Array<{ type: string; state: string }> = [];
 
+  readonly #s: Scheduler;
+
   constructor(
-    private readonly s: Scheduler,
+    s: Scheduler,
     readonly peer: FakePeer,
   ) {
     super();
+    this.#s = s;
   }
 
   send(data: string): void {
@@ -559,7 +560,7 @@ class FakeSocket extends EventEmitter {
   #closeSoon(code: number, reason: string, why: string): void {
     if (this.closing) return;
     this.closing = true;
-    void this.s.schedule(Promise.resolve(), `${why} ${this.peer.label} ${code}`).then(() => {
+    void this.#s.schedule(Promise.resolve(), `${why} ${this.peer.label} ${code}`).then(() => {
       this.peer.closeCode = code;
       this.emit('close', code, Buffer.from(reason));
     });

@@ -261,7 +261,7 @@ describe('embedding with attach()', () => {
   it("shares an application's http.Server: the app's routes and upgrades stay its own, /ws and delegated routes are the gateway's", async () => {
     const gateway: Gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1 });
     const appSockets = new WebSocketServer({ noServer: true });
-    appSockets.on('connection', (ws) => ws.on('message', (data) => ws.send(`echo:${data.toString()}`)));
+    appSockets.on('connection', (ws) => ws.on('message', (data) => ws.send(`echo:${(data as Buffer).toString()}`)));
     const server = createServer((req, res) => {
       if (req.url === '/app') {
         res.writeHead(200, { 'Content-Type': 'text/plain' });
@@ -303,7 +303,7 @@ describe('embedding with attach()', () => {
       new Promise<string>((resolve, reject) => {
         echo.once('error', reject);
         echo.once('open', () => echo.send('hi'));
-        echo.once('message', (data) => resolve(data.toString()));
+        echo.once('message', (data) => resolve((data as Buffer).toString()));
       }),
       'the echo',
     );

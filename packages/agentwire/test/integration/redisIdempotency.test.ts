@@ -10,7 +10,7 @@
  * Each test runs its own redis-server; replies are lost by a TCP proxy that cuts the link right
  * after Redis answered the armed request. Waits are event-driven with deadlines.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { UserCoordinator } from '../../src/coordination/userCoordinator.js';

@@ -103,7 +103,7 @@ function stamp(runId: string, threadId: string) {
 /** A user's live entries, as one node's engine delivers them. */
 async function watch(engine: RedisEngine, userId: string) {
   const entries: LogEntry[] = [];
-  const waiters = new Waiters(() => `entries of ${JSON.stringify(userId)}: ${entries.map((e) => e.json)}`);
+  const waiters = new Waiters(() => `entries of ${JSON.stringify(userId)}: ${entries.map((e) => e.json).join(',')}`);
   const subscription = await engine.subscribe(userId, (entry) => {
     entries.push(entry);
     waiters.notify();
@@ -282,7 +282,7 @@ describe('Redis run store and engine with hostile ids', () => {
 /** Runs a run manager sweeping for lost runs on `store` until `count` runs ended; their outcomes. */
 async function sweepWith(engine: RedisEngine, store: RedisRunStore, count: number): Promise<RunOutcome[]> {
   const outcomes: RunOutcome[] = [];
-  const waiters = new Waiters(() => `outcomes: ${outcomes}`);
+  const waiters = new Waiters(() => `outcomes: ${outcomes.join(',')}`);
   const agent: Agent = {
     async *run() {
       yield { type: 'answer', text: 'done' };

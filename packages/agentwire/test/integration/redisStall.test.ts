@@ -70,14 +70,17 @@ class ContactStore extends LocalRunStore {
   contact = { breaks: 0, ok: true };
   readonly sweptAt: number[] = [];
 
-  constructor(private readonly clock: ManualClock) {
+  readonly #clock: ManualClock;
+
+  constructor(clock: ManualClock) {
     super();
+    this.#clock = clock;
   }
 
   override async renewLeases(): Promise<void> {}
 
   override async claimLostRuns(): Promise<LostRun[]> {
-    this.sweptAt.push(this.clock.now());
+    this.sweptAt.push(this.#clock.now());
     return [];
   }
 }

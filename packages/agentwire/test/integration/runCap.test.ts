@@ -194,7 +194,7 @@ describe('the cap in the Redis run store', () => {
     expect(await alive.store.enqueue(record('gus', 3), 'enqueue', 32, { maxActive: 2 })).toBe('too_many_runs');
     // The dead node never renews; the alive one's sweeper ends both runs with run_lost.
     const outcomes: RunOutcome[] = [];
-    const waiters = new Waiters(() => `outcomes: ${outcomes}`);
+    const waiters = new Waiters(() => `outcomes: ${outcomes.join(',')}`);
     const idle: Agent = { async *run() {} };
     const runs = new RunManager({
       engine: alive.engine,

@@ -124,6 +124,7 @@ describe('agent failures and timeouts', () => {
       yield { type: 'thinking', text: 'about to call a tool' };
       yield { type: 'tool_call', callId: 'c-1', tool: 'lookup', args: { q: input.text } };
       yield { type: 'tool_result', callId: 'c-1', tool: 'lookup', ok: true, result: 42 };
+      // eslint-disable-next-line @typescript-eslint/only-throw-error -- an agent that throws a non-Error is the case under test
       if (input.text === 'throw a string') throw 'plain string failure';
       throw new Error('boom after the tool');
     });

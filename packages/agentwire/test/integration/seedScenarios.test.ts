@@ -77,6 +77,7 @@ async function liveConnectionGauge(): Promise<number> {
 }
 
 /** The real setup, captured before any test spies on it. */
+// eslint-disable-next-line @typescript-eslint/unbound-method -- called with its coordinator as `this` (apply)
 const setupOriginal = UserCoordinator.prototype.setup;
 
 const FIVE_KINDS = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_completed'];

@@ -886,7 +886,7 @@ async function startFakeServer(flaw: Flaw): Promise<{ url: string; close(): Prom
     sockets.set(user, set);
     ws.on('close', () => set.delete(ws));
     ws.on('message', (data) => {
-      const frame = JSON.parse(data.toString()) as { type: string; id: string; thread_id: string };
+      const frame = JSON.parse((data as Buffer).toString()) as { type: string; id: string; thread_id: string };
       if (frame.type !== 'user_message') return;
       const runId = `fake-run-${++runs}`;
       ws.send(ack(frame.id, runId, frame.thread_id));
