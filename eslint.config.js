@@ -13,15 +13,6 @@ export default defineConfig(
       'coverage/**',
       'test-artifacts/**',
       'examples/**',
-      // TEMPORARY: being moved to src/redis by the Redis-module change; the integrator lints
-      // them after the merge (and removes this block).
-      'packages/agentwire/src/engine/redisEngine.ts',
-      'packages/agentwire/src/engine/redisKeys.ts',
-      'packages/agentwire/src/engine/redisScripts.ts',
-      'packages/agentwire/src/engine/redisWrites.ts',
-      'packages/agentwire/src/runs/redisRunStore.ts',
-      'packages/agentwire/src/coordination/redisPresence.ts',
-      'packages/agentwire/src/corkForTick.ts',
     ],
   },
   js.configs.recommended,

@@ -67,13 +67,13 @@ async function measure(name: string, gatewayPort: number, gateway: IpcClient): P
       const ws = new WebSocket(url, [PROTOCOL_NAME, `${TOKEN_PROTOCOL_PREFIX}${token}`]);
       await new Promise<void>((resolve, reject) => {
         ws.on('message', (data) => {
-          const frame = JSON.parse(data.toString()) as { type: string; ts?: string };
+          const frame = JSON.parse((data as Buffer).toString()) as { type: string; ts?: string };
           if (frame.type === 'connection_ready') resolve();
           else if (frame.type === 'agent_text_delta') {
             deltas++;
             latencies.push(Date.now() - Date.parse(frame.ts!));
           } else if (frame.type === 'agent_completed' || frame.type === 'agent_error') {
-            if (frame.type === 'agent_error') process.stderr.write(`${name}: ${data.toString()}\n`);
+            if (frame.type === 'agent_error') process.stderr.write(`${name}: ${(data as Buffer).toString()}\n`);
             if (++done === RUNS) resolveAll();
           }
         });

@@ -265,7 +265,7 @@ export class AgentwireClient {
     const fetchFunction = options.fetch ?? (globalThis as { fetch?: FetchFunction }).fetch;
     this.#http = new HistoryHttp({
       baseUrl: options.httpUrl ?? httpBaseOf(options.url),
-      token: async () => (typeof token === 'function' ? await token() : token),
+      token: () => Promise.resolve(typeof token === 'function' ? token() : token),
       fetch: fetchFunction ?? (() => Promise.reject(new Error('no fetch: pass options.fetch'))),
       timeoutMs: options.httpTimeoutMs ?? 15_000,
     });

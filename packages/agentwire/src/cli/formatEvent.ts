@@ -62,7 +62,7 @@ export class TranscriptFormatter {
     if (frame.type === 'agent_completed' || frame.type === 'agent_error') {
       const streamed = this.#streamed.get(frame.run_id);
       this.#streamed.delete(frame.run_id);
-      if (frame.type === 'agent_completed' && streamed !== undefined && streamed === frame.text) line = `#${frame.seq} ${frame.status}`;
+      if (frame.type === 'agent_completed' && streamed !== undefined && streamed === frame.text) line = `#${show(frame.seq)} ${show(frame.status)}`;
     }
     return line === null ? '' : `${this.endLine()}${line}\n`;
   }

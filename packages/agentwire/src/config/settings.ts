@@ -137,7 +137,7 @@ function setting<K extends SettingKey>(spec: SettingSpec<K>): SettingInfo<K> {
   return Object.freeze({
     ...rest,
     flag: flag ?? flagForEnv(spec.env),
-    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : Array.isArray(spec.default) ? (spec.default as readonly string[]).join(',') : String(spec.default)),
+    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : Array.isArray(spec.default) ? (spec.default as readonly string[]).join(',') : String(spec.default as string | number | boolean)),
   });
 }
 

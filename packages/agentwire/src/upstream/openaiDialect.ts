@@ -39,7 +39,7 @@ class OpenaiDecoder implements StreamDecoder {
       throw new UpstreamFailure(`the upstream model failed: ${quoted(text)}`);
     }
     // A usage chunk has no choices; only the first choice is the answer (the request asks for one).
-    const choice = Array.isArray(chunk.choices) ? chunk.choices[0] : undefined;
+    const choice: unknown = Array.isArray(chunk.choices) ? chunk.choices[0] : undefined;
     if (!isRecord(choice) || !isRecord(choice.delta)) return NOTHING;
     const { content, reasoning_content: reasoningContent, reasoning } = choice.delta;
     const steps: AgentStep[] = [];

@@ -260,9 +260,8 @@ describe('RedisEngine', () => {
     expect(e.available).toBe(false);
     await redis.startProcess();
     // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
-    await Promise.all(
-      [connectionOf(e).client].map((client) => (client.status === 'ready' ? undefined : new Promise((r) => client.once('ready', r)))),
-    );
+    const client = connectionOf(e).client;
+    if (client.status !== 'ready') await new Promise((r) => client.once('ready', r));
     const head = await e.head('hank');
     expect(head.lastSeq).toBe(1);
     expect((await e.read('hank', 1, 1))[0]!.json).toContain('before');

@@ -75,10 +75,10 @@ class ResumingReader {
     ws.on('error', () => {}); // 'close' follows
     ws.on('message', (data) => {
       if (this.#ended || this.#ws !== ws) return;
-      const frame = JSON.parse(data.toString()) as Frame;
+      const frame = JSON.parse((data as Buffer).toString()) as Frame;
       if (frame.type === 'connection_ready') {
         if (this.epoch !== undefined && (frame.resumed !== true || frame.epoch !== this.epoch)) {
-          return this.#end(new Error(`not resumed at seq ${last?.seq ?? 0}: ${data.toString()}`));
+          return this.#end(new Error(`not resumed at seq ${last?.seq ?? 0}: ${(data as Buffer).toString()}`));
         }
         this.epoch = frame.epoch;
         this.#onReady();
