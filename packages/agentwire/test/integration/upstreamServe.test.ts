@@ -35,6 +35,8 @@ describe('agentwire serve --agent-url in front of the Python example', () => {
       PORT: '0',
       AGENTWIRE_AGENT_HEADERS: JSON.stringify({ authorization: `Bearer ${CREDENTIAL}` }),
       AGENTWIRE_LOG_LEVEL: 'debug',
+      // Every fragment the agent streams is one event, so the event list below is exact.
+      AGENTWIRE_STREAM_FLUSH_MS: '0',
     });
     const [, url] = await server.waitForStdout(/^agentwire listening on (ws:\/\/127\.0\.0\.1:\d+\/ws)$/m);
     const [, token] = await server.waitForStdout(/^A token for user "demo" \(valid 24 h\):\n\n {2}(\S+)\n/m);
