@@ -101,6 +101,19 @@ export class RequestError extends Error {
   }
 }
 
+/**
+ * The events of one run, in seq order, as an async iterator that also keeps the run's answer as
+ * far as it has been yielded: streamed answers arrive as `agent_text_delta` events (a few words
+ * each, PROTOCOL.md section 7), and `text` is their concatenation so far, so a UI can render
+ * `events.text` after each event. Once `agent_completed` is yielded, `text` is its `text`.
+ */
+export interface RunEvents extends AsyncIterableIterator<AgentEvent> {
+  /** The answer so far: the text deltas yielded so far, concatenated; after `agent_completed`, its text. */
+  readonly text: string;
+  /** The streamed reasoning so far: the `agent_thinking_delta` texts yielded so far, concatenated. */
+  readonly thinking: string;
+}
+
 /** The server could not resume (`resumed: false`): events of this run may have been lost. */
 export class HistoryResetError extends Error {
   override readonly name = 'HistoryResetError';
@@ -298,21 +311,20 @@ export class AgentwireClient {
     return this.#request(id, 'message', { type: 'user_message', id, thread_id: threadId, text });
   }
 
-  /** `send`, plus the run's events: `for await (const e of client.ask(t, text).events)`. */
-  ask(
-    threadId: string,
-    text: string,
-    options: { id?: string } = {},
-  ): { id: string; ack: Promise<AckFrame>; events: AsyncIterableIterator<AgentEvent> } {
+  /**
+   * `send`, plus the run's events: `for await (const e of run.events)`, with the answer so far
+   * in `run.events.text` (see RunEvents).
+   */
+  ask(threadId: string, text: string, options: { id?: string } = {}): { id: string; ack: Promise<AckFrame>; events: RunEvents } {
     const id = options.id ?? this.#newId();
     const ack = this.send(threadId, text, { id });
     ack.catch(() => {}); // the iterator (or the caller) observes the rejection
     const client = this;
     async function* events(): AsyncGenerator<AgentEvent, void, undefined> {
       const answer = await ack;
-      yield* client.run(answer.run_id);
+      yield* client.#iterate(client.#track(answer.run_id));
     }
-    return { id, ack, events: events() };
+    return { id, ack, events: keepingText(events()) };
   }
 
   /** Asks the server to cancel a run; resolves with the `cancelling` ack. Re-sent like `send`. */
@@ -325,10 +337,11 @@ export class AgentwireClient {
    * The events of one run, in seq order, ending after its terminal event. Includes the events
    * already received for runs this client sent (or asked for before) — the last
    * `runBufferSize` of them. Throws ClientClosedError if the client closes first, and
-   * HistoryResetError if the server could not resume while the run was in progress.
+   * HistoryResetError if the server could not resume while the run was in progress. Keeps the
+   * answer so far in `text` (see RunEvents).
    */
-  run(runId: string): AsyncIterableIterator<AgentEvent> {
-    return this.#iterate(this.#track(runId));
+  run(runId: string): RunEvents {
+    return keepingText(this.#iterate(this.#track(runId)));
   }
 
   /** Closes the connection with 1000 and ends the client: pending requests and runs reject. */
@@ -814,6 +827,35 @@ export class AgentwireClient {
 /** Creates a client (not connected yet: call `connect()`). */
 export function createClient(options: ClientOptions): AgentwireClient {
   return new AgentwireClient(options);
+}
+
+/** Wraps a run's event iterator so that it keeps the answer and the reasoning it has yielded. */
+function keepingText(source: AsyncGenerator<AgentEvent, void, undefined>): RunEvents {
+  let text = '';
+  let thinking = '';
+  return {
+    get text() {
+      return text;
+    },
+    get thinking() {
+      return thinking;
+    },
+    async next() {
+      const result = await source.next();
+      if (!result.done) {
+        const event = result.value;
+        if (event.type === 'agent_text_delta') text += event.text;
+        else if (event.type === 'agent_thinking_delta') thinking += event.text;
+        else if (event.type === 'agent_completed') text = event.text;
+      }
+      return result;
+    },
+    return: (value?: unknown) => source.return(value as undefined),
+    throw: (error?: unknown) => source.throw(error),
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+  };
 }
 
 function wakeAll(record: RunRecord): void {

@@ -11,6 +11,7 @@ export {
   RequestError,
   createClient,
   type ClientOptions,
+  type RunEvents,
   type TokenSource,
   type WebSocketConstructor,
   type WebSocketLike,

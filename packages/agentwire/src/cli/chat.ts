@@ -10,7 +10,7 @@ import {
   type DisconnectInfo,
 } from '@agentwire/client/node';
 import { commandArgs, usageError, type CommandSpec } from './args.js';
-import { formatFrame } from './formatEvent.js';
+import { TranscriptFormatter } from './formatEvent.js';
 
 /** Exit codes: 0 agent_completed (or a clean end of the interactive session), 1 agent_error, 3 connection, 130 Ctrl-C. */
 const EXIT_COMPLETED = 0;
@@ -40,7 +40,8 @@ Usage:
   --timeout-ms N       deadline for connecting, and for each run (default 130000)
   -h, --help           this help
 
-Ctrl-C during a run cancels it, prints how it ended and exits 130. At the prompt, Ctrl-D or
+A streamed answer is printed as it arrives, on one line. Ctrl-C during a run cancels it,
+prints how it ended and exits 130. At the prompt, Ctrl-D or
 /quit ends the session (0); lines typed while a run prints wait for their turn.
 
 Exit status: 0 completed, 1 agent_error, 2 bad usage, 3 no connection or timed out, 130 Ctrl-C.
@@ -57,7 +58,7 @@ Exit status: 0 completed, 1 agent_error, 2 bad usage, 3 no connection or timed o
 
 /**
  * `agentwire chat "text"`: connects with the client SDK, sends one message, prints the run's
- * events as they arrive and exits 0 on `agent_completed`, 1 on `agent_error`, 3 when the
+ * events as they arrive (a streamed answer fragment by fragment on one line) and exits 0 on `agent_completed`, 1 on `agent_error`, 3 when the
  * connection fails or times out. A connection lost after it was ready is resumed by the SDK
  * (noted on stderr) and the run is followed to its end.
  *
@@ -135,6 +136,8 @@ class ChatSession {
   #onQuitNow!: () => void;
   /** The interactive prompt, while there is one: output goes around it. */
   #prompt: Prompt | null = null;
+  /** Text mode: keeps a streamed answer on one line until other output comes. */
+  readonly #transcript = new TranscriptFormatter();
 
   constructor(options: SessionOptions) {
     this.#options = options;
@@ -231,6 +234,7 @@ class ChatSession {
   close(): void {
     this.#ended = true;
     this.#client.close();
+    this.#endLine();
   }
 
   /** Sends `text` and prints the ack and the run's events; resolves with the run's exit code. */
@@ -321,12 +325,19 @@ class ChatSession {
   }
 
   #print(frame: Record<string, unknown>): void {
-    const line = this.#options.json ? JSON.stringify(frame) : formatFrame(frame);
-    if (line) this.#write(process.stdout, `${line}\n`);
+    const text = this.#options.json ? `${JSON.stringify(frame)}\n` : this.#transcript.format(frame);
+    if (text) this.#write(process.stdout, text);
   }
 
   #warn(message: string): void {
+    this.#endLine();
     this.#write(process.stderr, `agentwire chat: ${message}\n`);
+  }
+
+  /** Ends a streamed line in progress, so that what follows (a warning, the shell) starts on its own line. */
+  #endLine(): void {
+    const end = this.#transcript.endLine();
+    if (end) this.#write(process.stdout, end);
   }
 
   #write(stream: NodeJS.WriteStream, text: string): void {

@@ -58,7 +58,7 @@ export async function runServe(argv: string[]): Promise<number> {
   };
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
   const cluster = redisAt ? redisCluster(config, redisAt, logger) : null;
-  const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs });
+  const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
   const gateway = createGateway({
     auth: keys,
     engine,
@@ -86,6 +86,7 @@ export async function runServe(argv: string[]): Promise<number> {
     permessageDeflate: config.permessageDeflate,
     allowedOrigins: config.allowedOrigins,
     demoStepMs: config.demoStepMs,
+    streamFlushMs: config.streamFlushMs,
     // The chat page at / (dev mode, or AGENTWIRE_CHAT_PAGE). Only in dev mode on a loopback host
     // does every page load carry a token for user "demo"; elsewhere the page asks for a token.
     chatPage: chatPageOn

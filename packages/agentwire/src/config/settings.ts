@@ -53,6 +53,7 @@ export interface GatewayConfig {
   maxActiveRunsPerUser: number;
   threadPolicy: ThreadPolicy;
   demoStepMs: number;
+  streamFlushMs: number;
   maxFrameBytes: number;
   inboxLimit: number;
   inboxMaxBytes: number;
@@ -62,6 +63,7 @@ export interface GatewayConfig {
   slowConsumerBytes: number;
   permessageDeflate: boolean;
   retentionEvents: number;
+  retentionBytes: number;
   retentionMs: number;
   /** Serve the chat page; unset = only in dev mode. */
   chatPage?: boolean;
@@ -271,7 +273,21 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: 'enqueue',
     description: 'A message on a busy thread: enqueue (ack queued) or reject (error thread_busy).',
   }),
-  setting({ env: 'AGENTWIRE_DEMO_STEP_MS', key: 'demoStepMs', parse: timerMs(0), default: 20, description: "Pause between the demo agent's steps (0 allowed)." }),
+  setting({
+    env: 'AGENTWIRE_DEMO_STEP_MS',
+    key: 'demoStepMs',
+    parse: timerMs(0),
+    default: 20,
+    description: "Pause between the demo agent's steps (0 allowed); between the words of its streamed answer it waits at least AGENTWIRE_STREAM_FLUSH_MS, so each word is one delta.",
+  }),
+  setting({
+    env: 'AGENTWIRE_STREAM_FLUSH_MS',
+    key: 'streamFlushMs',
+    parse: timerMs(0),
+    default: 20,
+    description:
+      'Longest a streamed fragment of an answer or of reasoning is held to be merged with the next ones into one delta event (0 = no merging); a merged delta is also sent at 4 KiB and before any other event of its run.',
+  }),
   setting({
     env: 'AGENTWIRE_MAX_FRAME_BYTES',
     key: 'maxFrameBytes',
@@ -333,8 +349,16 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     env: 'AGENTWIRE_RETENTION_EVENTS',
     key: 'retentionEvents',
     parse: count(1),
-    default: 1000,
-    description: 'Durable events kept per user for resume.',
+    default: 10000,
+    description: 'Durable events kept per user for resume (older history: the history routes).',
+  }),
+  setting({
+    env: 'AGENTWIRE_RETENTION_BYTES',
+    key: 'retentionBytes',
+    parse: count(1024),
+    default: 8 * 1024 * 1024,
+    description:
+      "In-memory engine: bytes of event JSON kept per user (the newest event is always kept); the oldest events go first when either this or AGENTWIRE_RETENTION_EVENTS is exceeded.",
   }),
   setting({
     env: 'AGENTWIRE_RETENTION_MS',

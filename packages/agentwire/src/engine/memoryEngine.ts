@@ -2,11 +2,18 @@ import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { encodeEvent, type EventBody, type LogEntry } from '@agentwire/protocol';
 import type { EventEngine, LiveListener, LogHead, MessageClaim, Subscription } from './types.js';
+import { DEFAULTS } from '../config/settings.js';
 
 /** Retention bounds of a `MemoryEngine`. */
 export interface MemoryEngineOptions {
-  /** Entries kept per user (oldest evicted first). Default 1000. */
+  /** Entries kept per user (oldest evicted first). Default: AGENTWIRE_RETENTION_EVENTS's (10000). */
   retentionEvents?: number;
+  /**
+   * Characters of event JSON kept per user (oldest evicted first; the newest entry always stays),
+   * so a user with large events cannot hold `retentionEvents` of them. The length of the JSON
+   * text, which is its size in bytes on the wire for ASCII. Default: AGENTWIRE_RETENTION_BYTES's (8 MiB).
+   */
+  retentionBytes?: number;
   /** Entries older than this are evicted; idle users are forgotten after it. Default 24 h. */
   retentionMs?: number;
   /** Idempotency keys remembered per user. Default 10000. */
@@ -20,13 +27,15 @@ interface UserLog {
   /** Retained entries; `entries[head]` is the oldest. Compacted lazily to keep trims O(1). */
   entries: LogEntry[];
   head: number;
+  /** Sum of the JSON lengths of the retained entries. */
+  bytes: number;
   lastActivity: number;
   readonly listeners: Set<LiveListener>;
   readonly claims: Map<string, MessageClaim>;
 }
 
 /**
- * The in-memory engine: one process, bounded retention by count and age. Its epoch changes
+ * The in-memory engine: one process, bounded retention by count, size and age. Its epoch changes
  * whenever a user's log is created anew (process start, or the user was forgotten after being
  * idle past the retention age), so a resume across that boundary is answered `resumed: false`.
  */
@@ -35,13 +44,15 @@ export class MemoryEngine implements EventEngine {
   readonly #instance = randomUUID().slice(0, 8);
   #generation = 0;
   readonly #retentionEvents: number;
+  readonly #retentionBytes: number;
   readonly #retentionMs: number;
   readonly #maxClaims: number;
   readonly #clock: Clock;
   readonly #reaper: TimerHandle;
 
   constructor(options: MemoryEngineOptions = {}) {
-    this.#retentionEvents = options.retentionEvents ?? 1000;
+    this.#retentionEvents = options.retentionEvents ?? DEFAULTS.retentionEvents;
+    this.#retentionBytes = options.retentionBytes ?? DEFAULTS.retentionBytes;
     this.#retentionMs = options.retentionMs ?? 86_400_000;
     this.#maxClaims = options.maxClaimsPerUser ?? 10_000;
     this.#clock = options.clock ?? systemClock;
@@ -63,6 +74,7 @@ export class MemoryEngine implements EventEngine {
       const seq = ++log.lastSeq;
       const entry: LogEntry = { seq, type: body.type, json: encodeEvent(body, seq), appendedAt: now, epoch: log.epoch };
       log.entries.push(entry);
+      log.bytes += entry.json.length;
       appended.push(entry);
     }
     log.lastActivity = now;
@@ -127,6 +139,7 @@ export class MemoryEngine implements EventEngine {
         lastSeq: 0,
         entries: [],
         head: 0,
+        bytes: 0,
         lastActivity: this.#clock.now(),
         listeners: new Set(),
         claims: new Map(),
@@ -140,9 +153,10 @@ export class MemoryEngine implements EventEngine {
     const cutoff = now - this.#retentionMs;
     while (
       log.entries.length - log.head > this.#retentionEvents ||
+      (log.bytes > this.#retentionBytes && log.entries.length - log.head > 1) ||
       (log.head < log.entries.length && log.entries[log.head]!.appendedAt < cutoff)
     ) {
-      log.head++;
+      log.bytes -= log.entries[log.head++]!.json.length;
     }
     if (log.head > 64 && log.head * 2 > log.entries.length) {
       log.entries = log.entries.slice(log.head);

@@ -11,9 +11,20 @@ export interface AgentRunInput {
   readonly signal: AbortSignal;
 }
 
-/** One step an agent yields; each becomes one durable event of the run. */
+/**
+ * One step an agent yields. Each becomes one durable event of the run, except deltas: fragments
+ * yielded in quick succession may be merged into one delta event (PROTOCOL.md section 7).
+ */
 export type AgentStep =
+  /** A whole step of visible reasoning (`agent_thinking`). */
   | { readonly type: 'thinking'; readonly text: string }
+  /** A fragment of streamed reasoning (`agent_thinking_delta`); empty fragments are dropped. */
+  | { readonly type: 'thinking_delta'; readonly text: string }
+  /**
+   * A fragment of the streamed answer (`agent_text_delta`); empty fragments are dropped. An agent
+   * that streams its answer needs no `answer` step: `agent_completed.text` is the concatenation.
+   */
+  | { readonly type: 'text_delta'; readonly text: string }
   | {
       readonly type: 'tool_call';
       readonly callId: string;
@@ -27,14 +38,18 @@ export type AgentStep =
       readonly ok: boolean;
       readonly result: unknown;
     }
-  /** The final answer; the last one yielded becomes `agent_completed.text`. */
+  /**
+   * The final answer of an agent that does not stream: the last one yielded becomes
+   * `agent_completed.text`. Ignored once the agent yielded a `text_delta` (the answer is then
+   * the concatenation of the streamed fragments, as clients saw it).
+   */
   | { readonly type: 'answer'; readonly text: string };
 
 /**
  * An agent: `run` is called once per run and yields steps; the run manager turns each step into
- * a durable event (`agent_thinking`, `tool_executing`, `tool_completed`) and appends
- * `agent_started` before the first and exactly one terminal event after the last. The agent must
- * stop promptly when `signal` aborts (cancel, run timeout, shutdown): whatever it yields
+ * a durable event (`agent_thinking`, `agent_thinking_delta`, `agent_text_delta`, `tool_executing`,
+ * `tool_completed`) and appends `agent_started` before the first and exactly one terminal event
+ * after the last. The agent must stop promptly when `signal` aborts (cancel, run timeout, shutdown): whatever it yields
  * afterwards is ignored.
  */
 export interface Agent {

@@ -2,17 +2,40 @@ import { sleep, type Clock } from '@agentwire/protocol';
 import type { Agent, AgentRunInput, AgentStep } from './agent.js';
 import { evaluateArithmetic, findArithmeticExpression } from './calculator.js';
 
+export interface DemoAgentOptions {
+  readonly clock: Clock;
+  /** Pause before each step. */
+  readonly stepMs: number;
+  /**
+   * Least pause between the words of the streamed answer: the run manager's flush window, so
+   * that no two words are merged and each delta is one word (deterministic for tests and probes).
+   * Default 0.
+   */
+  readonly minWordMs?: number;
+}
+
 /**
  * The built-in agent (PROTOCOL.md section 13). Deterministic so that tests and probes can check
- * its output: thinking, one tool call (`calculator` or `word_count`), its result, thinking, answer,
- * with a pause of the step time before each step. Directives at the start of the text:
- * `/slow <ms>` overrides the step time, `/fail` throws after the tool result, `/hang` waits for
- * the abort signal after the first step.
+ * its output: thinking, one tool call (`calculator` or `word_count`), its result, thinking, then
+ * the answer streamed as text deltas, one word each (`answerWords`), with a pause of the step time
+ * before each step and each word. Directives at the start of the text: `/slow <ms>` overrides the
+ * step time, `/fail` throws after the tool result, `/hang` waits for the abort signal after the
+ * first step.
  */
-export function createDemoAgent(options: { clock: Clock; stepMs: number }): Agent {
+export function createDemoAgent(options: DemoAgentOptions): Agent {
   return {
-    run: (input) => runDemo(input, options.clock, options.stepMs),
+    run: (input) => runDemo(input, options),
   };
+}
+
+/** The fragments the demo streams an answer in: each word with the whitespace before it. */
+export function answerWords(answer: string): string[] {
+  return answer.match(/\s*\S+/g) ?? [answer];
+}
+
+/** The answer the demo gives to a message (directives included, as sent). */
+export function demoAnswer(text: string): string {
+  return useTool(parseDirectives(text).message).answer;
 }
 
 interface Directives {
@@ -77,11 +100,13 @@ function useTool(message: string): ToolUse {
   }
 }
 
-async function* runDemo(input: AgentRunInput, clock: Clock, defaultStepMs: number): AsyncGenerator<AgentStep> {
+async function* runDemo(input: AgentRunInput, options: DemoAgentOptions): AsyncGenerator<AgentStep> {
+  const { clock } = options;
   const { slowMs, fail, hang, message } = parseDirectives(input.text);
-  const stepMs = slowMs ?? defaultStepMs;
-  const pause = async () => {
-    if (stepMs > 0) await sleep(clock, stepMs, input.signal);
+  const stepMs = slowMs ?? options.stepMs;
+  const wordMs = Math.max(stepMs, options.minWordMs ?? 0);
+  const pause = async (ms = stepMs) => {
+    if (ms > 0) await sleep(clock, ms, input.signal);
     // Without a pause there is no timer for the abort to reject, so check it here.
     else input.signal.throwIfAborted();
   };
@@ -100,6 +125,8 @@ async function* runDemo(input: AgentRunInput, clock: Clock, defaultStepMs: numbe
 
   await pause();
   yield { type: 'thinking', text: `Writing the answer from the ${tool} result.` };
-  await pause();
-  yield { type: 'answer', text: answer };
+  for (const word of answerWords(answer)) {
+    await pause(wordMs);
+    yield { type: 'text_delta', text: word };
+  }
 }

@@ -3,6 +3,8 @@ import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { RunEndedError, type EventEngine, type MessageClaim } from '../engine/types.js';
 import type { AgentErrorCode, EventBody, EventPayload } from '@agentwire/protocol';
 import type { Agent, AgentStep } from './agent.js';
+import { DeltaCoalescer } from './deltaCoalescer.js';
+import { DEFAULTS } from '../config/settings.js';
 import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
 /** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
@@ -16,6 +18,10 @@ export interface RunManagerOptions {
   readonly clock: Clock;
   readonly threadPolicy: ThreadPolicy;
   readonly runTimeoutMs: number;
+  /** Longest a streamed fragment is held for merging with the next (section 7). Default: the setting's. */
+  readonly streamFlushMs?: number;
+  /** Largest merged delta in UTF-8 bytes (a larger single fragment goes out alone). Default 4 KiB. */
+  readonly maxDeltaBytes?: number;
   /** Runs waiting behind a busy thread; one more gets `thread_busy`. Default 32. */
   readonly maxQueuedPerThread?: number;
   /**
@@ -63,7 +69,12 @@ interface ActiveRun {
   unwrittenStart: EventBody | null;
   /** Set when the run's terminal event is decided. */
   outcome: RunOutcome | null;
+  /** The last `answer` step; the completed text of a run that did not stream. */
   answer: string;
+  /** The concatenation of the run's text fragments; null until it streams one. */
+  streamedText: string | null;
+  /** Merges the run's delta fragments; flushed before every other event of the run. */
+  readonly deltas: DeltaCoalescer;
   /** Events waiting for the next append of this run (one append carries them all). */
   pending: EventBody[];
   /** The run's appends, chained so the log receives them in order; never rejects. */
@@ -115,7 +126,7 @@ export class RunManager {
     this.#retryForMs = options.retryForMs ?? 30_000;
     this.#store.onCancelRequest((runId) => {
       const run = this.#active.get(runId);
-      if (run) this.#finish(run, cancelled(run.answer));
+      if (run) this.#finish(run, cancelled(answerOf(run)));
       else this.#rememberCancel(runId);
     });
     const leaseMs = this.#store.leaseMs;
@@ -194,7 +205,7 @@ export class RunManager {
     const local = this.#active.get(runId);
     if (local && local.record.userId === userId) {
       reply({ kind: 'ack', status: 'cancelling', runId, threadId: local.record.threadId });
-      this.#finish(local, cancelled(local.answer));
+      this.#finish(local, cancelled(answerOf(local)));
       return;
     }
     const lookup = await this.#store.requestCancel(userId, runId);
@@ -209,7 +220,7 @@ export class RunManager {
         // not started yet, when it starts).
         if (lookup.kind !== 'running' || lookup.owner !== this.nodeId) return;
         const run = this.#active.get(runId);
-        if (run) this.#finish(run, cancelled(run.answer));
+        if (run) this.#finish(run, cancelled(answerOf(run)));
         else this.#rememberCancel(runId);
       }
     }
@@ -282,6 +293,12 @@ export class RunManager {
   async #execute(assignment: RunAssignment): Promise<void> {
     const { record } = assignment;
     const run: ActiveRun = {
+      deltas: new DeltaCoalescer({
+        clock: this.options.clock,
+        flushMs: this.options.streamFlushMs ?? DEFAULTS.streamFlushMs,
+        ...(this.options.maxDeltaBytes ? { maxBytes: this.options.maxDeltaBytes } : {}),
+        emit: (delta) => this.#append(run, delta),
+      }),
       record,
       controller: new AbortController(),
       finished: false,
@@ -291,6 +308,7 @@ export class RunManager {
       unwrittenStart: null,
       outcome: null,
       answer: '',
+      streamedText: null,
       pending: [],
       appended: Promise.resolve(),
       timeout: null,
@@ -316,15 +334,25 @@ export class RunManager {
       });
       for await (const step of steps) {
         if (run.finished) break;
-        if (step.type === 'answer') {
-          run.answer = step.text;
-          continue;
+        switch (step.type) {
+          case 'answer':
+            run.answer = step.text;
+            continue;
+          case 'text_delta':
+            run.streamedText = (run.streamedText ?? '') + step.text;
+            run.deltas.add('agent_text_delta', step.text);
+            break;
+          case 'thinking_delta':
+            run.deltas.add('agent_thinking_delta', step.text);
+            break;
+          default:
+            run.deltas.flush();
+            this.#append(run, stepEvent(step));
         }
-        this.#append(run, stepEvent(step));
         // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.
         if (run.pending.length >= MAX_PENDING_EVENTS) await run.appended;
       }
-      this.#finish(run, { type: 'agent_completed', status: 'completed', text: run.answer });
+      this.#finish(run, { type: 'agent_completed', status: 'completed', text: answerOf(run) });
     } catch (error) {
       this.#finish(run, {
         type: 'agent_error',
@@ -407,6 +435,7 @@ export class RunManager {
   #finish(run: ActiveRun, terminal: Terminal): void {
     if (run.finished) return;
     this.#stop(run);
+    run.deltas.flush(); // what was held goes out before the terminal event, never after it
     run.outcome = terminal.type === 'agent_error' ? terminal.code : terminal.status;
     this.#append(run, terminal, true);
     void run.appended.then(() => {
@@ -529,6 +558,11 @@ function lostRunEvents(run: ActiveRun, batch: readonly EventBody[]): EventBody[]
   return run.unwrittenStart && terminal.length > 0 ? [run.unwrittenStart, ...terminal] : terminal;
 }
 
+/** `agent_completed.text`: the streamed fragments when the agent streamed, else its last answer. */
+function answerOf(run: ActiveRun): string {
+  return run.streamedText ?? run.answer;
+}
+
 function cancelled(text: string): Terminal {
   return { type: 'agent_completed', status: 'cancelled', text };
 }
@@ -537,7 +571,7 @@ function shutdownError(): Terminal {
   return { type: 'agent_error', code: 'shutdown', message: 'the gateway shut down before the run finished' };
 }
 
-function stepEvent(step: Exclude<AgentStep, { type: 'answer' }>): EventPayload {
+function stepEvent(step: Exclude<AgentStep, { type: 'answer' | 'text_delta' | 'thinking_delta' }>): EventPayload {
   switch (step.type) {
     case 'thinking':
       return { type: 'agent_thinking', text: step.text };

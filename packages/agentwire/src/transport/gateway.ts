@@ -69,6 +69,12 @@ export interface GatewayOptions {
   allowedOrigins?: readonly string[] | null;
   /** Pause between the demo agent's steps (when no agent is given). Default 20. */
   demoStepMs?: number;
+  /**
+   * Longest a streamed fragment is held to be merged with the next ones into one delta event
+   * (PROTOCOL.md section 7; 0 = no merging). Default 20. The demo agent waits at least this long
+   * between the words of its answer, so each word is one delta.
+   */
+  streamFlushMs?: number;
   /** How often the single sweeper checks heartbeats, auth deadlines and token expiry (at most 1000). */
   sweepIntervalMs?: number;
   /**
@@ -124,7 +130,8 @@ export class Gateway {
     this.#ownsEngine = !options.engine;
     this.engine = options.engine ?? new MemoryEngine({ clock });
     const verifier = 'verify' in options.auth ? options.auth : createTokenVerifier(options.auth);
-    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs });
+    const streamFlushMs = options.streamFlushMs ?? DEFAULTS.streamFlushMs;
+    const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs, minWordMs: streamFlushMs });
     this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
     this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
@@ -151,6 +158,7 @@ export class Gateway {
       clock,
       threadPolicy: options.threadPolicy ?? DEFAULTS.threadPolicy,
       runTimeoutMs: options.runTimeoutMs ?? DEFAULTS.runTimeoutMs,
+      streamFlushMs,
       ...(options.maxActiveRunsPerUser ? { maxActiveRunsPerUser: options.maxActiveRunsPerUser } : {}),
       ...(options.runStore ? { store: options.runStore } : {}),
       ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),

@@ -11,9 +11,14 @@ import { createChatPageHandler } from '../../src/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
 import { ChildTracker } from '../helpers/childProcess.js';
 import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
-import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { TestClient } from '../helpers/wsClient.js';
+
+/**
+ * The event types of a demo run the page draws, in order. The page does not draw the answer's
+ * `agent_text_delta` events yet (streaming with markdown is the chat page's own change).
+ */
+const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 
 /**
  * The browser chat page (src/web) in a real Chromium (Debian's /usr/bin/chromium driven by

@@ -29,7 +29,7 @@ import { RedisServer, waitForSubscribers } from '../helpers/redisServer.js';
 import { InstrumentedEngine, deferred } from '../helpers/instrumentedEngine.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { ScheduledEngine } from '../helpers/scheduledEngine.js';
-import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { Waiters } from '../helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from '../helpers/wsClient.js';
 
@@ -229,7 +229,7 @@ function streamProblem(events: Frame[]): string | null {
 function expectDemoRuns(events: Frame[], runIds: readonly string[]): void {
   for (const runId of runIds) {
     const run = events.filter((e) => e.run_id === runId);
-    expect(run.map((e) => e.type), `events of ${runId}`).toEqual(DEMO_RUN_TYPES);
+    expect(run.map((e) => e.type), `events of ${runId}`).toEqual(demoRunTypes(run[0]!.text));
     expect(run.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
   }
   const terminals = events.filter((e) => e.type === 'agent_completed' || e.type === 'agent_error');
@@ -279,7 +279,7 @@ describe('redis-server restarts in mid-stream', () => {
     for (const runId of runIds) await a.runEvents(runId, 20_000);
     const events = a.events();
     expect(streamProblem(events)).toBeNull();
-    expect(events).toHaveLength(texts.length * DEMO_RUN_TYPES.length);
+    expect(events).toHaveLength(texts.map((text) => demoRunTypes(text).length).reduce((a, b) => a + b));
     expectDemoRuns(events, runIds);
     // What the client saw is exactly the durable log, which kept its epoch (AOF).
     expect(await logOf(node.engine, 'alice')).toEqual(events);
@@ -307,8 +307,9 @@ describe('while redis is down', () => {
     const w = await node.env.ready('bob');
     const epoch = a.frames[0]!.epoch as string;
     const first = await runToEnd(a, 'm1', 't1', 'hello there');
-    expect(first.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
-    await w.waitForCount(isEvent, 6, 5000, 'the first run on the second client');
+    const head = first.length;
+    expect(first.map((e) => e.type)).toEqual(demoRunTypes('hello there'));
+    await w.waitForCount(isEvent, head, 5000, 'the first run on the second client');
     expect((await httpGet(`${node.httpUrl}/readyz`)).status).toBe(200);
 
     await stopRedis();
@@ -345,17 +346,17 @@ describe('while redis is down', () => {
     expect(node.env.gateway.isReady).toBe(true);
 
     // The closed client reconnects from its position and resumes; its message was never claimed.
-    const w2 = await node.env.ready('bob', { lastSeq: 6, epoch });
-    expect(w2.frames[0]).toMatchObject({ epoch, last_seq: 6, resumed: true, replayed: 0 });
+    const w2 = await node.env.ready('bob', { lastSeq: head, epoch });
+    expect(w2.frames[0]).toMatchObject({ epoch, last_seq: head, resumed: true, replayed: 0 });
     const second = await runToEnd(w2, 'm-down', 't1', 'what is 6*7?');
-    expect(second.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
-    expect(second.map((e) => e.seq)).toEqual([7, 8, 9, 10, 11, 12]);
+    expect(second.map((e) => e.type)).toEqual(demoRunTypes('what is 6*7?'));
+    expect(second.map((e) => e.seq)).toEqual(second.map((_, i) => head + 1 + i));
     expect(second.at(-1)!.text).toContain('42');
 
     // The connection that stayed open through the outage gets the new run live, contiguously.
-    await a.waitForCount(isEvent, 12, 10_000, 'the second run on the client that stayed open');
+    await a.waitForCount(isEvent, head + second.length, 10_000, 'the second run on the client that stayed open');
     expect(streamProblem(a.events())).toBeNull();
-    expect(a.events().slice(6)).toEqual(second);
+    expect(a.events().slice(head)).toEqual(second);
     expect(a.closeCode).toBeNull();
   });
 
@@ -383,11 +384,11 @@ describe('while redis is down', () => {
     await waitStatus(`${node.httpUrl}/readyz`, 200, 15_000);
 
     const events = await a.runEvents(ack.run_id, 20_000);
-    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(events.map((e) => e.type)).toEqual(demoRunTypes(events[0]!.text));
     expect(streamProblem(a.events())).toBeNull();
     expect(a.closeCode).toBeNull();
     const b = await cluster.ready(node, 'carol', { lastSeq: 0, epoch });
-    expect(b.frames[0]).toMatchObject({ epoch, resumed: true, replayed: 6, last_seq: 6 });
+    expect(b.frames[0]).toMatchObject({ epoch, resumed: true, replayed: events.length, last_seq: events.length });
     expect(node.child.running).toBe(true);
     expect(node.child.stderr + node.child.stdout).not.toMatch(/unhandled/i);
   });
@@ -473,7 +474,7 @@ describe('lost pub/sub notifications', () => {
       for (const runId of runIds) await client.runEvents(runId, 15_000);
     }
     const log = await logOf(n1.engine, 'dana');
-    expect(log).toHaveLength(runIds.length * DEMO_RUN_TYPES.length);
+    expect(log).toHaveLength(sends.map(([, text]) => demoRunTypes(text).length).reduce((a, b) => a + b));
     for (const client of clients) {
       expect(streamProblem(client.events())).toBeNull();
       expect(client.events()).toEqual(log);
@@ -627,27 +628,30 @@ describe('data loss', () => {
     const node = await startNode('flush');
     const a = await node.env.ready('fay');
     const oldEpoch = a.frames[0]!.epoch as string;
-    expect((await runToEnd(a, 'm1', 't1', 'one two three')).map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    const firstRun = await runToEnd(a, 'm1', 't1', 'one two three');
+    const oldHead = firstRun.length;
+    expect(firstRun.map((e) => e.seq)).toEqual(firstRun.map((_, i) => i + 1));
 
     expect(await admin().flushall()).toBe('OK');
     const ack = await a.message('m2', 't1', 'four five');
     expect(ack).toMatchObject({ type: 'ack', status: 'started' });
     // Its next live event carries the new epoch: the client must resume.
     expect(await a.waitClosed(5000)).toEqual({ code: 1013, reason: 'resync' });
-    expect(a.events().map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(a.events()).toEqual(firstRun);
 
-    const b = await node.env.ready('fay', { lastSeq: 6, epoch: oldEpoch });
+    const b = await node.env.ready('fay', { lastSeq: oldHead, epoch: oldEpoch });
     const newEpoch = b.frames[0]!.epoch as string;
     expect(newEpoch).not.toBe(oldEpoch);
     expect(b.frames[0]).toMatchObject({ resumed: false, replayed: 0 });
     // Under load the run may already have ended before b connected; then c's replay shows it all.
-    if ((b.frames[0]!.last_seq as number) < 6) await b.runEvents(ack.run_id, 10_000);
+    const newRun = demoRunTypes('four five');
+    if ((b.frames[0]!.last_seq as number) < newRun.length) await b.runEvents(ack.run_id, 10_000);
 
     const c = await node.env.ready('fay', { lastSeq: 0, epoch: newEpoch });
-    expect(c.frames[0]).toMatchObject({ epoch: newEpoch, resumed: true, replayed: 6, last_seq: 6 });
-    const fresh = await c.waitForCount(isEvent, 6, 5000, 'the new epoch replayed');
-    expect(fresh.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
-    expect(fresh.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(c.frames[0]).toMatchObject({ epoch: newEpoch, resumed: true, replayed: newRun.length, last_seq: newRun.length });
+    const fresh = await c.waitForCount(isEvent, newRun.length, 5000, 'the new epoch replayed');
+    expect(fresh.map((e) => e.seq)).toEqual(newRun.map((_, i) => i + 1));
+    expect(fresh.map((e) => e.type)).toEqual(newRun);
     expect(fresh[0]).toMatchObject({ run_id: ack.run_id, message_id: 'm2' });
     expect(b.events()).toEqual(fresh.slice(fresh.length - b.events().length));
   });
@@ -669,16 +673,17 @@ describe('data loss', () => {
 
       // The new connection gets its run through agent_completed and stays open ...
       const events = await runToEnd(fresh, `m${attempt}`, 't1', 'after the loss');
-      expect(events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      const seqs = demoRunTypes('after the loss').map((_, i) => i + 1);
+      expect(events.map((e) => e.seq)).toEqual(seqs);
       expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
-      expect(fresh.events().map((e) => e.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(fresh.events().map((e) => e.seq)).toEqual(seqs);
       expect(fresh.closeCode).toBeNull();
       // ... while the old connection, whose history is gone, is made to resume.
       expect(await old.waitClosed(5000)).toEqual({ code: 1013, reason: 'resync' });
 
       // The old client reconnects with its position in the lost epoch: not resumed.
       const back = await node.env.ready('gil', { lastSeq: oldLastSeq, epoch: oldEpoch });
-      expect(back.frames[0]).toMatchObject({ epoch: ready.epoch, resumed: false, replayed: 0, last_seq: 6 });
+      expect(back.frames[0]).toMatchObject({ epoch: ready.epoch, resumed: false, replayed: 0, last_seq: seqs.length });
       expect(back.closeCode).toBeNull();
       back.close();
       old = fresh;

@@ -21,9 +21,13 @@ export interface TestGateway {
   stop(): Promise<void>;
 }
 
-/** A gateway on 127.0.0.1 and a random port, with HS256 auth and a fast demo agent. */
+/**
+ * A gateway on 127.0.0.1 and a random port, with HS256 auth and a fast demo agent. Streamed
+ * fragments are not held (flush window 0), so on a manual clock each demo event appears at the
+ * step that produced it; merging has its own tests (deltaCoalescer, streamResume).
+ */
 export async function startGateway(options: Partial<GatewayOptions> = {}): Promise<TestGateway> {
-  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, ...options });
+  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, streamFlushMs: 0, ...options });
   const { server, port, url } = await gateway.listen(0, '127.0.0.1');
   const clients: TestClient[] = [];
   const token = async (userId: string, ttlSec = 600) => (await signToken(TEST_SECRET, { sub: userId, ttlSec })).token;

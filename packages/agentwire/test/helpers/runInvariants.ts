@@ -1,7 +1,14 @@
+import { answerWords, demoAnswer } from '../../src/runs/demoAgent.js';
 import type { Frame } from './wsClient.js';
 
-/** The event types of one run of the demo agent (thinking, one tool call, thinking, answer), in order. */
-export const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
+/**
+ * The event types of one run of the demo agent for the message `text`, in order: thinking, one
+ * tool call, thinking, the answer streamed one word per delta, completed.
+ */
+export function demoRunTypes(text: string): string[] {
+  const deltas = answerWords(demoAnswer(text)).map(() => 'agent_text_delta');
+  return ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', ...deltas, 'agent_completed'];
+}
 
 export const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
 

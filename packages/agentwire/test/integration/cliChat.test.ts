@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent, AgentStep } from '../../src/runs/agent.js';
 import { ChildTracker, screenText, type Child } from '../helpers/childProcess.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { TestClient, seqProblem, type Frame } from '../helpers/wsClient.js';
 
@@ -32,13 +32,15 @@ async function gateway(options: Parameters<typeof startGateway>[0] = {}): Promis
   return env;
 }
 
-const RUN_LINES = (seq: number) => [
+/** The lines of a demo run from `seq` whose answer has `words` words: streamed on one line, then the end. */
+const RUN_LINES = (seq: number, words: number) => [
   `#${seq} started`,
   `#${seq + 1} thinking: `,
   `#${seq + 2} tool `,
   `#${seq + 3} tool `,
   `#${seq + 4} thinking: `,
-  `#${seq + 5} completed: `,
+  `#${seq + 5} answer: `,
+  `#${seq + 5 + words} completed`,
 ];
 
 describe('agentwire chat --interactive', () => {
@@ -53,14 +55,15 @@ describe('agentwire chat --interactive', () => {
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
     expect(child.stderr).toBe('');
     const lines = child.lines();
-    expect(lines).toHaveLength(1 + 7 + 7);
+    expect(lines).toHaveLength(1 + 8 + 8);
     expect(lines[1]).toMatch(/^started run_\S+ on thread th-1$/);
-    expect(lines[8]).toMatch(/^started run_\S+ on thread th-1$/);
-    expect(lines[1]).not.toBe(lines[8]);
-    RUN_LINES(1).forEach((prefix, i) => expect(lines[2 + i]!.startsWith(prefix)).toBe(true));
-    RUN_LINES(7).forEach((prefix, i) => expect(lines[9 + i]!.startsWith(prefix)).toBe(true));
-    expect(lines[7]).toBe('#6 completed: 2+3*4 = 14');
-    expect(lines[14]).toBe('#12 completed: Your message has 5 words.');
+    expect(lines[9]).toMatch(/^started run_\S+ on thread th-1$/);
+    expect(lines[1]).not.toBe(lines[9]);
+    RUN_LINES(1, 3).forEach((prefix, i) => expect(lines[2 + i]!.startsWith(prefix)).toBe(true));
+    RUN_LINES(10, 5).forEach((prefix, i) => expect(lines[10 + i]!.startsWith(prefix)).toBe(true));
+    // Each answer streamed onto one line; the completed text (the same) is not repeated.
+    expect(lines.slice(7, 9)).toEqual(['#6 answer: 2+3*4 = 14', '#9 completed']);
+    expect(lines.slice(15)).toEqual(['#15 answer: Your message has 5 words.', '#20 completed']);
   });
 
   it('/quit ends the session with 0 while stdin is still open; a failing run does not end it', async () => {
@@ -71,7 +74,7 @@ describe('agentwire chat --interactive', () => {
     await child.waitForStdout(/^#5 error agent_failed: demo agent failure requested by \/fail\n/m);
     expect(child.exit).toBeNull();
     child.write('what is 10/4?\n');
-    await child.waitForStdout(/^#11 completed: 10\/4 = 2\.5\n/m);
+    await child.waitForStdout(/^#11 answer: 10\/4 = 2\.5\n#14 completed\n/m);
     expect(child.exit).toBeNull();
     child.write('/quit\n');
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
@@ -87,7 +90,7 @@ describe('agentwire chat --interactive', () => {
     child.endInput();
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
     const frames = child.lines().map((line) => JSON.parse(line) as Frame);
-    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...DEMO_RUN_TYPES]);
+    expect(frames.map((f) => f.type)).toEqual(['connection_ready', 'ack', ...demoRunTypes('what is 7*6?')]);
     expect(frames[1]).toMatchObject({ status: 'started', thread_id: 'j1' });
     expect(seqProblem(frames.slice(2), 0)).toBeNull();
     expect(frames.at(-1)).toMatchObject({ text: '7*6 = 42' });
@@ -159,6 +162,12 @@ describe('agentwire chat: connection failures and recovery', () => {
   });
 });
 
+/** Yields `steps`, then waits until the run is aborted (cancel, timeout). */
+async function* untilAborted(signal: AbortSignal, steps: AgentStep[]): AsyncGenerator<AgentStep> {
+  yield* steps;
+  await new Promise<void>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+}
+
 describe('agentwire chat: Ctrl-C', () => {
   it('SIGINT during a run cancels it, prints how it ended and exits 130', async () => {
     const env = await gateway();
@@ -173,6 +182,29 @@ describe('agentwire chat: Ctrl-C', () => {
     expect(end).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
     expect(await child.waitExit()).toEqual({ code: 130, signal: null });
     expect(child.lines().at(-1)).toBe(`#${end.seq} cancelled: `);
+    expect(child.stderr).toMatch(/^agentwire chat: cancelling run_\S+ \(Ctrl-C again to quit without waiting\)\n$/);
+  });
+
+  it('prints each delta as it arrives, on one line; SIGINT mid-answer ends that line, cancels and prints the end on its own line', async () => {
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const agent: Agent = {
+      async *run({ signal }): AsyncGenerator<AgentStep> {
+        yield { type: 'text_delta', text: 'Hello' };
+        await released;
+        yield* untilAborted(signal, [{ type: 'text_delta', text: ', wor' }]);
+      },
+    };
+    const env = await gateway({ agent });
+    const child = chat(['--url', env.url, '--token', await env.token('kim'), 'hi']);
+    // The fragment is on screen before the line ends: no newline per delta.
+    await child.waitForStdout(/^#2 answer: Hello$/m);
+    expect(child.stdout.endsWith('#2 answer: Hello')).toBe(true);
+    release();
+    await child.waitForStdout(/^#2 answer: Hello, wor$/m);
+    child.signal('SIGINT');
+    expect(await child.waitExit()).toEqual({ code: 130, signal: null });
+    expect(child.lines().slice(-3)).toEqual(['#1 started', '#2 answer: Hello, wor', '#4 cancelled']);
     expect(child.stderr).toMatch(/^agentwire chat: cancelling run_\S+ \(Ctrl-C again to quit without waiting\)\n$/);
   });
 
@@ -237,7 +269,7 @@ describe('agentwire chat at a terminal (pseudo-terminal)', () => {
     await child.waitForStdout(/#2 thinking: /);
     child.write('what is 2+2?\r');
     // The prompt is back (after escape sequences) before Ctrl-D is typed at it.
-    await child.waitForStdout(/#12 completed: 2\+2 = 4\r?\n(?:\x1b\[[0-9;?]*[A-Za-z])*> /);
+    await child.waitForStdout(/#18 completed\r?\n(?:\x1b\[[0-9;?]*[A-Za-z])*> /);
     child.write('\x04'); // Ctrl-D at an empty prompt
     expect(await child.waitExit()).toEqual({ code: 0, signal: null });
     const lines = screenText(child.stdout)
@@ -248,13 +280,13 @@ describe('agentwire chat at a terminal (pseudo-terminal)', () => {
       'connected as ida',
       '> /slow 150 what is 1+1?',
       'started RUN on thread tty-2',
-      ...RUN_LINES(1).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
+      ...RUN_LINES(1, 3).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
       '> what is 2+2?',
       'started RUN on thread tty-2',
-      ...RUN_LINES(7).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
+      ...RUN_LINES(10, 3).map((prefix) => expect.stringMatching(`^${escapeRegExp(prefix)}`)),
       '> ',
     ]);
-    expect(lines[8]).toBe('#6 completed: 1+1 = 2');
+    expect(lines[8]).toBe('#6 answer: 1+1 = 2');
   });
 });
 

@@ -5,7 +5,7 @@ import { signToken } from '../../src/auth/index.js';
 import { SHUTDOWN_GRACE_MS } from '../../src/cli/serve.js';
 import { ChildTracker, REPO_ROOT, isRunning, processTree, type Child } from '../helpers/childProcess.js';
 import { httpGet, waitStatus } from '../helpers/http.js';
-import { DEMO_RUN_TYPES, isTerminal } from '../helpers/runInvariants.js';
+import { demoRunTypes, isTerminal } from '../helpers/runInvariants.js';
 import { TestClient, seqProblem } from '../helpers/wsClient.js';
 
 /**
@@ -104,7 +104,7 @@ async function drainOnSigterm(child: Child, target: (entrypoint: Entrypoint) => 
   expect(hang).toMatchObject({ type: 'ack', status: 'started' });
   expect(slow).toMatchObject({ type: 'ack', status: 'started' });
   await client.waitFor((f) => f.type === 'agent_thinking' && f.run_id === hang.run_id, 10_000);
-  // The short run is in flight (two 50 ms steps left), well inside the drain.
+  // The short run is in flight (a step and three words of 50 ms left), well inside the drain.
   await client.waitFor((f) => f.type === 'tool_completed' && f.run_id === slow.run_id, 10_000);
 
   process.kill(target(entrypoint), 'SIGTERM');
@@ -119,7 +119,7 @@ async function drainOnSigterm(child: Child, target: (entrypoint: Entrypoint) => 
 
   expect(client.frames.find((f) => f.run_id === hang.run_id && isTerminal(f))).toMatchObject({ type: 'agent_error', code: 'shutdown' });
   const slowTimeline = client.frames.filter((f) => f.run_id === slow.run_id && typeof f.seq === 'number').map((f) => f.type);
-  expect(slowTimeline).toEqual(DEMO_RUN_TYPES);
+  expect(slowTimeline).toEqual(demoRunTypes('/slow 50 what is 2+3*4?'));
   expect(client.frames.find((f) => f.run_id === slow.run_id && isTerminal(f))).toMatchObject({ status: 'completed', text: '2+3*4 = 14' });
   expect(seqProblem(client.events(), 0)).toBeNull();
   expect(child.stderr).toBe('');

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { seqProblem } from '../helpers/wsClient.js';
 
 let env: TestGateway;
@@ -13,7 +13,7 @@ describe('gateway end to end', () => {
     const ack = await client.message('m1', 't1', 'what is 2+3*4?');
     expect(ack).toMatchObject({ type: 'ack', status: 'started', thread_id: 't1' });
     const events = await client.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(events.map((e) => e.type)).toEqual(demoRunTypes('what is 2+3*4?'));
     expect(seqProblem(events, 0)).toBeNull();
     expect(events.at(-1)!.text).toContain('14');
     expect(await env.gateway.metrics.invalidTransitionCount()).toBe(0);

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryEngine } from '../../src/engine/index.js';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { DEMO_RUN_TYPES, runProblem, waitUntil } from '../helpers/runInvariants.js';
+import { demoRunTypes, runProblem, waitUntil } from '../helpers/runInvariants.js';
 import { seqProblem, type ConnectOptions, type Frame, type TestClient } from '../helpers/wsClient.js';
 
 /**
@@ -71,7 +71,9 @@ describe('resume mid-run', () => {
       it(`via ${via}: disconnect after seq ${cut}, reconnect: exact replay, then live events to the terminal, no gap or duplicate`, async () => {
         const { gateway, observer, epoch } = await manualSetup('alice');
         const client = await gateway.ready('alice');
-        const ack = await client.message('m1', 't1', `/slow ${STEP_MS} what is 6*7?`);
+        const text = `/slow ${STEP_MS} what is 6*7?`;
+        const runLength = demoRunTypes(text).length;
+        const ack = await client.message('m1', 't1', text);
         expect(ack).toMatchObject({ type: 'ack', status: 'started', thread_id: 't1' });
         await client.waitFor((f) => f.seq === 1, 5000, 'agent_started');
         for (let seq = 2; seq <= cut; seq++) await step(client, seq);
@@ -100,18 +102,18 @@ describe('resume mid-run', () => {
         expect(replay).toEqual(observer.events().filter((e) => e.seq > cut && e.seq <= ready.last_seq));
 
         // The rest of the run arrives live, continuing the replay.
-        for (let seq = cut + 3; seq <= DEMO_RUN_TYPES.length; seq++) await step(again, seq);
+        for (let seq = cut + 3; seq <= runLength; seq++) await step(again, seq);
         await again.runEvents(ack.run_id);
         const seen = again.events();
         expect(seqProblem(seen, cut)).toBeNull();
         expect(seen).toEqual(observer.events().filter((e) => e.seq > cut));
         expect(again.frames.length).toBe(1 + seen.length);
-        expect(seen.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: '6*7 = 42', seq: 6 });
+        expect(seen.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: '6*7 = 42', seq: runLength });
 
         // Before and after the disconnect together: the whole run, once.
         const whole = [...client.events(), ...seen];
         expect(whole).toEqual(observer.events());
-        expect(whole.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+        expect(whole.map((e) => e.type)).toEqual(demoRunTypes(text));
         expect(runProblem(whole)).toBeNull();
         expect(await gateway.gateway.metrics.invalidTransitionCount()).toBe(0);
       });
@@ -120,24 +122,28 @@ describe('resume mid-run', () => {
 });
 
 describe('resume positions', () => {
-  /** One completed demo run for `user`; returns its six events and the epoch. */
+  const RUN_TEXT = 'count these four words';
+  /** The seq of the run's last event: its eleven events (five words) are the user's only ones. */
+  const HEAD = demoRunTypes(RUN_TEXT).length;
+
+  /** One completed demo run for `user`; returns its events and the epoch. */
   async function completedRun(gatewayEnv: TestGateway, user: string) {
     const first = await gatewayEnv.ready(user);
-    const ack = await first.message('m1', 't1', 'count these four words');
+    const ack = await first.message('m1', 't1', RUN_TEXT);
     const events = await first.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(events.map((e) => e.type)).toEqual(demoRunTypes(RUN_TEXT));
     return { events, epoch: first.frames[0]!.epoch as string };
   }
 
   const cases: Array<{ name: string; lastSeq: number; epoch: 'right' | 'wrong' | 'none'; resumed: boolean; replayed: number }> = [
     { name: 'wrong epoch', lastSeq: 2, epoch: 'wrong', resumed: false, replayed: 0 },
-    { name: 'wrong epoch at head', lastSeq: 6, epoch: 'wrong', resumed: false, replayed: 0 },
+    { name: 'wrong epoch at head', lastSeq: HEAD, epoch: 'wrong', resumed: false, replayed: 0 },
     { name: 'no epoch', lastSeq: 2, epoch: 'none', resumed: false, replayed: 0 },
-    { name: 'last_seq one beyond head', lastSeq: 7, epoch: 'right', resumed: false, replayed: 0 },
+    { name: 'last_seq one beyond head', lastSeq: HEAD + 1, epoch: 'right', resumed: false, replayed: 0 },
     { name: 'last_seq far beyond head', lastSeq: 1000, epoch: 'right', resumed: false, replayed: 0 },
-    { name: 'last_seq equal to head', lastSeq: 6, epoch: 'right', resumed: true, replayed: 0 },
-    { name: 'last_seq 0', lastSeq: 0, epoch: 'right', resumed: true, replayed: 6 },
-    { name: 'last_seq in the middle', lastSeq: 4, epoch: 'right', resumed: true, replayed: 2 },
+    { name: 'last_seq equal to head', lastSeq: HEAD, epoch: 'right', resumed: true, replayed: 0 },
+    { name: 'last_seq 0', lastSeq: 0, epoch: 'right', resumed: true, replayed: HEAD },
+    { name: 'last_seq in the middle', lastSeq: 4, epoch: 'right', resumed: true, replayed: HEAD - 4 },
   ];
 
   for (const c of cases) {
@@ -152,18 +158,18 @@ describe('resume positions', () => {
           type: 'connection_ready',
           user_id: 'bob',
           epoch,
-          last_seq: 6,
+          last_seq: HEAD,
           resumed: c.resumed,
           replayed: c.replayed,
         });
         const replay = await framesBeforePong(client, `barrier-${via}`);
         expect(replay).toEqual(c.resumed ? events.filter((e) => e.seq > c.lastSeq) : []);
       }
-      // Whatever the answer, live events go on from the head: the next run starts at seq 7.
+      // Whatever the answer, live events go on from the head: the next run starts at seq HEAD + 1.
       const last = gatewayEnv.clients.at(-1)!;
       const ack = await last.message('m2', 't1', 'two words');
       const next = await last.runEvents(ack.run_id);
-      expect(seqProblem(next, 6)).toBeNull();
+      expect(seqProblem(next, HEAD)).toBeNull();
       expect(last.events()).toEqual([...(c.resumed ? events.filter((e) => e.seq > c.lastSeq) : []), ...next]);
     });
   }
@@ -173,16 +179,17 @@ describe('resume positions', () => {
     env = await startGateway({ engine });
     const gatewayEnv = env;
     const { events, epoch } = await completedRun(gatewayEnv, 'carol');
-    expect(await engine.read('carol', 1, 6)).toHaveLength(5);
+    const oldest = HEAD - 4;
+    expect(await engine.read('carol', 1, HEAD)).toHaveLength(5);
     for (const via of VIAS) {
-      // seq 1 is gone: a client at 0 cannot get every event after its position.
-      const evicted = await gatewayEnv.ready('carol', resumeOptions(via, 0, epoch));
-      expect(evicted.frames[0]).toMatchObject({ epoch, last_seq: 6, resumed: false, replayed: 0 });
+      // seq `oldest - 1` is gone: a client before it cannot get every event after its position.
+      const evicted = await gatewayEnv.ready('carol', resumeOptions(via, oldest - 2, epoch));
+      expect(evicted.frames[0]).toMatchObject({ epoch, last_seq: HEAD, resumed: false, replayed: 0 });
       expect(await framesBeforePong(evicted, `evicted-${via}`)).toEqual([]);
-      // A client at 1 needs 2..6, all retained.
-      const retained = await gatewayEnv.ready('carol', resumeOptions(via, 1, epoch));
-      expect(retained.frames[0]).toMatchObject({ epoch, last_seq: 6, resumed: true, replayed: 5 });
-      expect(await framesBeforePong(retained, `retained-${via}`)).toEqual(events.slice(1));
+      // A client right before the oldest retained event needs oldest..HEAD, all retained.
+      const retained = await gatewayEnv.ready('carol', resumeOptions(via, oldest - 1, epoch));
+      expect(retained.frames[0]).toMatchObject({ epoch, last_seq: HEAD, resumed: true, replayed: 5 });
+      expect(await framesBeforePong(retained, `retained-${via}`)).toEqual(events.slice(oldest - 1));
     }
   });
 });
@@ -195,7 +202,9 @@ describe('a run outlives its clients', () => {
     const a = await gatewayEnv.ready('dave');
     const b = await gatewayEnv.ready('dave');
     const epoch = a.frames[0]!.epoch as string;
-    const ack = await a.message('m1', 't1', `/slow ${STEP_MS} count these three`);
+    const text = `/slow ${STEP_MS} count these three`;
+    const head = demoRunTypes(text).length;
+    const ack = await a.message('m1', 't1', text);
     await step(b, 2);
     await a.waitFor((f) => f.seq === 2, 5000, 'seq 2 on a');
     a.close();
@@ -205,18 +214,18 @@ describe('a run outlives its clients', () => {
     expect(gatewayEnv.gateway.runs.liveRuns).toBe(1);
 
     // Nobody is connected while the run goes on to its end.
-    for (let i = 0; i < 4; i++) await clock.advance(STEP_MS);
+    for (let seq = 3; seq < head; seq++) await clock.advance(STEP_MS);
     await waitUntil(() => gatewayEnv.gateway.runs.liveRuns === 0, 5000, 'the run to end');
 
     const later = await gatewayEnv.ready('dave', { lastSeq: 2, epoch });
-    expect(later.frames[0]).toMatchObject({ epoch, last_seq: 6, resumed: true, replayed: 4 });
+    expect(later.frames[0]).toMatchObject({ epoch, last_seq: head, resumed: true, replayed: head - 2 });
     const replay = await framesBeforePong(later, 'barrier');
-    expect(replay.map((e) => e.seq)).toEqual([3, 4, 5, 6]);
-    expect(replay.map((e) => e.run_id)).toEqual([ack.run_id, ack.run_id, ack.run_id, ack.run_id]);
+    expect(replay.map((e) => e.seq)).toEqual(Array.from({ length: head - 2 }, (_, i) => i + 3));
+    expect(replay.every((e) => e.run_id === ack.run_id)).toBe(true);
     expect(replay.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: 'Your message has 3 words.' });
     const whole = [...a.events(), ...replay];
     expect(whole).toEqual([...b.events(), ...replay]);
-    expect(whole.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(whole.map((e) => e.type)).toEqual(demoRunTypes(text));
     expect(runProblem(whole)).toBeNull();
   });
 
@@ -226,7 +235,9 @@ describe('a run outlives its clients', () => {
     const gatewayEnv = env;
     const a = await gatewayEnv.ready('erin');
     const epoch = a.frames[0]!.epoch as string;
-    const ack = await a.message('m1', 't1', `/slow ${STEP_MS} what is 1+1?`);
+    const text = `/slow ${STEP_MS} what is 1+1?`;
+    const head = demoRunTypes(text).length;
+    const ack = await a.message('m1', 't1', text);
     await step(a, 2);
     a.close();
     await a.waitClosed();
@@ -237,14 +248,13 @@ describe('a run outlives its clients', () => {
 
     const back = await gatewayEnv.ready('erin', resumeOptions('frame', 2, epoch));
     expect(back.frames[0]).toMatchObject({ epoch, last_seq: 3, resumed: true, replayed: 1 });
-    await step(back, 4);
-    await step(back, 5);
-    await step(back, 6);
+    for (let seq = 4; seq < head; seq++) await step(back, seq); // the last word comes with the terminal event
     const events = await back.runEvents(ack.run_id);
-    expect(events.map((e) => e.seq)).toEqual([3, 4, 5, 6]);
-    expect(back.frames.slice(1).map((f) => f.seq)).toEqual([3, 4, 5, 6]);
+    const seqs = Array.from({ length: head - 2 }, (_, i) => i + 3);
+    expect(events.map((e) => e.seq)).toEqual(seqs);
+    expect(back.frames.slice(1).map((f) => f.seq)).toEqual(seqs);
     expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: '1+1 = 2' });
     expect(runProblem([...a.events(), ...events])).toBeNull();
-    expect([...a.events(), ...events].map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect([...a.events(), ...events].map((e) => e.type)).toEqual(demoRunTypes(text));
   });
 });

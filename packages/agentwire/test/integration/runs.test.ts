@@ -5,7 +5,7 @@ import { createDemoAgent } from '../../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../../src/runs/runManager.js';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { DEMO_RUN_TYPES, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
+import { demoRunTypes, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
 import { within } from '../helpers/waitFor.js';
 import { seqProblem, type Frame, type TestClient } from '../helpers/wsClient.js';
 
@@ -183,7 +183,7 @@ describe('agent failures and timeouts', () => {
     const next = await message(client, 'm2', 't1', 'two words');
     expect(next.status).toBe('started');
     const nextEvents = await clockUntilTerminal(client, next.run_id);
-    expect(nextEvents.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(nextEvents.map((e) => e.type)).toEqual(demoRunTypes('two words'));
     expect(nextEvents[0]!.seq).toBe(events.at(-1)!.seq + 1);
     await clock.advance(10_000);
     await barrier(client);
@@ -335,11 +335,11 @@ describe('threads', () => {
     const runs = [];
     for (const ack of acks) runs.push(await client.runEvents(ack.run_id));
     for (const [i, events] of runs.entries()) {
-      expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+      expect(events.map((e) => e.type)).toEqual(demoRunTypes(`what is ${i}+10?`));
       expect(events[0]).toMatchObject({ message_id: ids[i], thread_id: 'busy' });
       expect(events.at(-1)!.text).toBe(`${i}+10 = ${i + 10}`);
       // Each run occupies one contiguous range, right after the previous one.
-      expect(seqProblem(events, i * DEMO_RUN_TYPES.length)).toBeNull();
+      expect(seqProblem(events, i * demoRunTypes('what is 0+10?').length)).toBeNull();
     }
     expectWellFormed(client);
     expect(await runsMetric(env)).toEqual({ completed: 3 });
@@ -507,6 +507,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
       clock: manual,
       threadPolicy: 'enqueue',
       runTimeoutMs: 60_000,
+      streamFlushMs: 0, // one delta per word of the demo's answer, as soon as it comes
       onRunEnded: (outcome) => outcomes.push(outcome),
       onFault: (error) => faults.push(error),
     });
@@ -545,7 +546,7 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     expect(seqProblem(entries, 0)).toBeNull();
     const byRun = (runId: string) => entries.filter((e) => e.run_id === runId);
     for (const runId of [hanging.runId, queued.runId, quick.runId]) expect(runProblem(byRun(runId)), runId).toBeNull();
-    expect(byRun(quick.runId).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(byRun(quick.runId).map((e) => e.type)).toEqual(demoRunTypes('finishes in time'));
     expect(byRun(hanging.runId).map((e) => e.type)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
     expect(byRun(hanging.runId).at(-1)).toMatchObject({ code: 'shutdown', ts: new Date(1000).toISOString() });
     // The queued run never ran its agent, and still got its start and one terminal event, after the hang ended.
@@ -560,13 +561,14 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     await submit('m1', 't1', 'two words');
     let drained = false;
     const draining = within(runs.drain(10_000), 'drain', 5000).then(() => (drained = true));
-    await manual.advance(49);
+    // Four steps and five words ("Your message has 2 words."), 10 ms each.
+    await manual.advance(89);
     expect(drained).toBe(false);
     await manual.advance(1);
     await draining;
-    expect(manual.now()).toBe(50);
+    expect(manual.now()).toBe(90);
     expect(outcomes).toEqual(['completed']);
-    expect((await log()).map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect((await log()).map((e) => e.type)).toEqual(demoRunTypes('two words'));
     expect(manual.pendingTimers).toBe(1); // only the engine's reaper: the drain timer was cleared
     await engine.close();
     expect(manual.pendingTimers).toBe(0);

@@ -9,7 +9,7 @@ import { CoordinatorRegistry, UserCoordinator } from '../../src/coordination/ind
 import { MemoryEngine } from '../../src/engine/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { InstrumentedEngine, SETUP_OPS, nextTurn } from '../helpers/instrumentedEngine.js';
-import { DEMO_RUN_TYPES } from '../helpers/runInvariants.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { within } from '../helpers/waitFor.js';
 import { TestClient, seqProblem, type Frame } from '../helpers/wsClient.js';
 
@@ -231,7 +231,7 @@ describe('seed plan: frames sent before the connection is ready', () => {
     const control = client.frames.filter((f) => typeof f.seq !== 'number').map((f) => `${f.type}:${f.id ?? ''}`);
     expect(control).toEqual(['connection_ready:', 'pong:1', 'ack:m1', 'pong:2']);
     const events = await client.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual([...FIVE_KINDS.slice(0, 4), 'agent_thinking', 'agent_completed']);
+    expect(events.map((e) => e.type)).toEqual(demoRunTypes('hello there'));
     expect(await env.gateway.metrics.invalidTransitionCount()).toBe(0);
     await closeAll([client]);
   });
@@ -256,7 +256,7 @@ describe('seed plan: all five event kinds under connection churn', () => {
     } while (!terminal());
 
     const events = await main.runEvents(ack.run_id);
-    expect(events.map((e) => e.type)).toEqual(DEMO_RUN_TYPES);
+    expect(events.map((e) => e.type)).toEqual(demoRunTypes('/slow 20 what is 2+3*4?'));
     for (const kind of FIVE_KINDS) expect(events.some((e) => e.type === kind)).toBe(true);
     expect(seqProblem(events, 0)).toBeNull();
     expect(events.at(-1)!.text).toContain('14');

@@ -5,7 +5,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { ChildTracker } from '../helpers/childProcess.js';
 import { httpGet, tryUpgrade } from '../helpers/http.js';
 import { ManualClock } from '../helpers/manualClock.js';
-import { DEMO_RUN_TYPES, isTerminal } from '../helpers/runInvariants.js';
+import { demoRunTypes, isTerminal } from '../helpers/runInvariants.js';
 import { TestClient, seqProblem } from '../helpers/wsClient.js';
 
 let env: TestGateway | undefined;
@@ -43,7 +43,7 @@ describe('graceful shutdown in process', () => {
     expect(closed).toEqual({ code: 1012, reason: 'service_restart' });
     await stopped;
 
-    expect(runTimeline(client, ack.run_id)).toEqual(DEMO_RUN_TYPES);
+    expect(runTimeline(client, ack.run_id)).toEqual(demoRunTypes('/slow 50 what is 2+3*4?'));
     const last = client.frames.at(-1)!;
     expect(last).toMatchObject({ type: 'agent_completed', run_id: ack.run_id, status: 'completed', text: '2+3*4 = 14' });
     expect(seqProblem(client.events(), 0)).toBeNull();
@@ -165,7 +165,7 @@ describe('graceful shutdown of `agentwire serve` on SIGTERM', () => {
     expect(hang).toMatchObject({ type: 'ack', status: 'started' });
     expect(slow).toMatchObject({ type: 'ack', status: 'started' });
     await client.waitFor((f) => f.type === 'agent_thinking' && f.run_id === hang.run_id, 10_000);
-    // The short run is in flight (two 30 ms steps left), well inside the 300 ms drain.
+    // The short run is in flight (a step and three words of 30 ms left), well inside the 300 ms drain.
     await client.waitFor((f) => f.type === 'tool_completed' && f.run_id === slow.run_id, 10_000);
 
     child.signal('SIGTERM');
@@ -176,7 +176,7 @@ describe('graceful shutdown of `agentwire serve` on SIGTERM', () => {
 
     expect(runTimeline(client, hang.run_id)).toEqual(['agent_started', 'agent_thinking', 'agent_error']);
     expect(client.frames.find((f) => f.run_id === hang.run_id && isTerminal(f))).toMatchObject({ code: 'shutdown' });
-    expect(runTimeline(client, slow.run_id)).toEqual(DEMO_RUN_TYPES);
+    expect(runTimeline(client, slow.run_id)).toEqual(demoRunTypes('/slow 30 what is 2+3*4?'));
     expect(client.frames.find((f) => f.run_id === slow.run_id && isTerminal(f))).toMatchObject({
       status: 'completed',
       text: '2+3*4 = 14',

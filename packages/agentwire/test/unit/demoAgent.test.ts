@@ -10,11 +10,16 @@ interface TimedStep {
   at: number;
 }
 
+/** The text of the streamed answer. */
+function answerText(steps: readonly TimedStep[]): string {
+  return steps.map(({ step }) => (step.type === 'text_delta' ? step.text : '')).join('');
+}
+
 /** Consumes a run in the background, recording each step with the manual time it appeared at. */
-function startRun(text: string, options: { stepMs?: number } = {}) {
+function startRun(text: string, options: { stepMs?: number; minWordMs?: number } = {}) {
   const clock = new ManualClock();
   const controller = new AbortController();
-  const agent = createDemoAgent({ clock, stepMs: options.stepMs ?? STEP_MS });
+  const agent = createDemoAgent({ clock, stepMs: options.stepMs ?? STEP_MS, ...(options.minWordMs ? { minWordMs: options.minWordMs } : {}) });
   const steps: TimedStep[] = [];
   let settled = false;
   const outcome = (async () => {
@@ -39,9 +44,9 @@ function startRun(text: string, options: { stepMs?: number } = {}) {
 }
 
 describe('demo agent', () => {
-  it('uses the calculator for an arithmetic expression, pausing before every step', async () => {
+  it('uses the calculator for an arithmetic expression, pausing before every step and word', async () => {
     const run = startRun('what is 2+3*4?');
-    await run.clock.advance(5 * STEP_MS);
+    await run.clock.advance(7 * STEP_MS);
 
     expect(await run.outcome).toEqual({ error: undefined });
     expect(run.steps).toEqual([
@@ -49,14 +54,16 @@ describe('demo agent', () => {
       { at: 40, step: { type: 'tool_call', callId: 'run-1:1', tool: 'calculator', args: { expression: '2+3*4' } } },
       { at: 60, step: { type: 'tool_result', callId: 'run-1:1', tool: 'calculator', ok: true, result: 14 } },
       { at: 80, step: { type: 'thinking', text: 'Writing the answer from the calculator result.' } },
-      { at: 100, step: { type: 'answer', text: '2+3*4 = 14' } },
+      { at: 100, step: { type: 'text_delta', text: '2+3*4' } },
+      { at: 120, step: { type: 'text_delta', text: ' =' } },
+      { at: 140, step: { type: 'text_delta', text: ' 14' } },
     ]);
     expect(run.clock.pendingTimers).toBe(0);
   });
 
   it('counts words when there is no arithmetic', async () => {
     const run = startRun('hello there world');
-    await run.clock.advance(5 * STEP_MS);
+    await run.clock.advance(9 * STEP_MS);
 
     expect(await run.outcome).toEqual({ error: undefined });
     expect(run.steps.map(({ step }) => step)).toEqual([
@@ -64,13 +71,13 @@ describe('demo agent', () => {
       { type: 'tool_call', callId: 'run-1:1', tool: 'word_count', args: { text: 'hello there world' } },
       { type: 'tool_result', callId: 'run-1:1', tool: 'word_count', ok: true, result: 3 },
       { type: 'thinking', text: 'Writing the answer from the word_count result.' },
-      { type: 'answer', text: 'Your message has 3 words.' },
+      ...['Your', ' message', ' has', ' 3', ' words.'].map((text) => ({ type: 'text_delta', text })),
     ]);
   });
 
   it('reports a calculator error as a failed tool result and still answers', async () => {
     const run = startRun('what is 1/0');
-    await run.clock.advance(5 * STEP_MS);
+    await run.clock.advance(12 * STEP_MS);
 
     expect(await run.outcome).toEqual({ error: undefined });
     const steps = run.steps.map(({ step }) => step);
@@ -81,7 +88,7 @@ describe('demo agent', () => {
       ok: false,
       result: { error: 'division by zero' },
     });
-    expect(steps.at(-1)).toEqual({ type: 'answer', text: 'I could not evaluate 1/0: division by zero.' });
+    expect(answerText(run.steps)).toBe('I could not evaluate 1/0: division by zero.');
   });
 
   it('does not advance before the step time has passed', async () => {
@@ -98,11 +105,11 @@ describe('demo agent', () => {
     expect(run.steps).toHaveLength(0);
     await run.clock.advance(1);
     expect(run.steps).toHaveLength(1);
-    await run.clock.advance(4 * 200);
+    await run.clock.advance(8 * 200);
 
     expect(await run.outcome).toEqual({ error: undefined });
-    expect(run.steps.map(({ at }) => at)).toEqual([200, 400, 600, 800, 1000]);
-    expect(run.steps.at(-1)?.step).toEqual({ type: 'answer', text: 'Your message has 3 words.' });
+    expect(run.steps.map(({ at }) => at)).toEqual([200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800]);
+    expect(answerText(run.steps)).toBe('Your message has 3 words.');
   });
 
   it('/fail throws after the tool result', async () => {
@@ -160,9 +167,18 @@ describe('demo agent', () => {
     const run = startRun('6*7', { stepMs: 0 });
 
     expect(await run.outcome).toEqual({ error: undefined });
-    expect(run.steps.map(({ at }) => at)).toEqual([0, 0, 0, 0, 0]);
-    expect(run.steps.at(-1)?.step).toEqual({ type: 'answer', text: '6*7 = 42' });
+    expect(run.steps.map(({ at }) => at)).toEqual([0, 0, 0, 0, 0, 0, 0]);
+    expect(answerText(run.steps)).toBe('6*7 = 42');
     expect(run.clock.pendingTimers).toBe(0);
+  });
+
+  it('waits at least minWordMs between the words of its answer, so no two are merged into one delta', async () => {
+    const run = startRun('6*7', { stepMs: 1, minWordMs: 30 });
+    await run.clock.advance(4 + 3 * 30);
+
+    expect(await run.outcome).toEqual({ error: undefined });
+    expect(run.steps.map(({ at }) => at)).toEqual([1, 2, 3, 4, 34, 64, 94]);
+    expect(answerText(run.steps)).toBe('6*7 = 42');
   });
 
   it('stops with stepMs 0 once aborted', async () => {
