@@ -87,6 +87,7 @@ export async function runServe(argv: string[]): Promise<number> {
     allowedOrigins: config.allowedOrigins,
     demoStepMs: config.demoStepMs,
     streamFlushMs: config.streamFlushMs,
+    historyTurns: config.historyTurns,
     // The chat page at / (dev mode, or AGENTWIRE_CHAT_PAGE). Only in dev mode on a loopback host
     // does every page load carry a token for user "demo"; elsewhere the page asks for a token.
     chatPage: chatPageOn

@@ -65,6 +65,7 @@ export interface GatewayConfig {
   retentionEvents: number;
   retentionBytes: number;
   retentionMs: number;
+  historyTurns: number;
   /** Serve the chat page; unset = only in dev mode. */
   chatPage?: boolean;
   /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
@@ -359,6 +360,13 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: 8 * 1024 * 1024,
     description:
       "In-memory engine: bytes of event JSON kept per user (the newest event is always kept); the oldest events go first when either this or AGENTWIRE_RETENTION_EVENTS is exceeded.",
+  }),
+  setting({
+    env: 'AGENTWIRE_HISTORY_TURNS',
+    key: 'historyTurns',
+    parse: count(0),
+    default: 20,
+    description: "Earlier turns of a thread an agent receives with each run (user messages and answers); 0 sends none.",
   }),
   setting({
     env: 'AGENTWIRE_RETENTION_MS',

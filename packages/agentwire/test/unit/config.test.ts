@@ -74,6 +74,7 @@ const DEFAULTS: GatewayConfig = {
   retentionEvents: 10000,
   retentionBytes: 8388608,
   retentionMs: 86400000,
+  historyTurns: 20,
   allowedOrigins: null,
   logLevel: 'info',
   runLeaseMs: 15000,
@@ -144,6 +145,7 @@ const SAMPLES: Record<
   AGENTWIRE_PERMESSAGE_DEFLATE: { value: 'true', key: 'permessageDeflate', expected: true },
   AGENTWIRE_RETENTION_EVENTS: { value: '50', key: 'retentionEvents', expected: 50 },
   AGENTWIRE_RETENTION_BYTES: { value: '65536', key: 'retentionBytes', expected: 65536 },
+  AGENTWIRE_HISTORY_TURNS: { value: '0', key: 'historyTurns', expected: 0 },
   AGENTWIRE_RETENTION_MS: { value: '60000', key: 'retentionMs', expected: 60000 },
   AGENTWIRE_ALLOWED_ORIGINS: {
     value: 'https://app.example.com, http://localhost:3000',

@@ -30,6 +30,7 @@ function startRun(text: string, options: { stepMs?: number; minWordMs?: number }
         threadId: 'thread-1',
         messageId: 'message-1',
         text,
+        history: [],
         signal: controller.signal,
       });
       for await (const step of run) steps.push({ step, at: clock.now() });
