@@ -31,7 +31,7 @@ purifier.addHook('afterSanitizeAttributes', (node) => {
 
 /** Replaces `target`'s content with `text` rendered as sanitized markdown. */
 export function renderMarkdown(target: HTMLElement, text: string): void {
-  const fragment = purifier.sanitize(markdown.render(text), {
+  const fragment = purifier.sanitize(markdown.render(text).trim(), {
     ALLOWED_TAGS,
     ALLOWED_ATTR: ['href', 'title', 'start'],
     ALLOWED_URI_REGEXP: SAFE_URL,

@@ -369,7 +369,7 @@ class ChatPage {
       if (thread.log.querySelector('[data-type]')) {
         thread.log.append(h('li', { class: 'divider', role: 'separator' }, 'history reset: earlier events may be missing'));
       }
-      if (thread.state !== 'local') thread.state = 'unloaded';
+      if (thread.state !== 'local' || thread.runs.size > 0) thread.state = 'unloaded';
     }
     if (this.#active?.state === 'unloaded') void this.#load(this.#active);
   }
@@ -884,8 +884,8 @@ class ChatPage {
       renderMarkdown(answer.body, answer.text);
       this.#finishAnswer(answer, event.status === 'cancelled');
       mark(answer.el);
+      // A streamed answer was counted as unread when its first words arrived.
       if (fresh) this.#append(thread, answer.el);
-      else this.#noteUnread(thread);
     } else {
       if (run.answer) {
         run.answer.el.classList.remove('streaming');

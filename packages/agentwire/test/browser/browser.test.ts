@@ -11,14 +11,9 @@ import { createChatPageHandler } from '../../src/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
 import { ChildTracker } from '../helpers/childProcess.js';
 import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { TestClient } from '../helpers/wsClient.js';
-
-/**
- * The event types of a demo run the page draws, in order. The page does not draw the answer's
- * `agent_text_delta` events yet (streaming with markdown is the chat page's own change).
- */
-const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 
 /**
  * The browser chat page (src/web) in a real Chromium (Debian's /usr/bin/chromium driven by
@@ -67,6 +62,8 @@ interface OpenedPage {
   page: Page;
   /** Uncaught exceptions in the page (there must be none). */
   errors: string[];
+  /** Requests of the page answered with a 4xx/5xx or not answered at all (favicon included). */
+  badRequests: string[];
 }
 
 /** A fresh browser context (no storage) with a page at `url`; records the badge's states. */
@@ -77,6 +74,14 @@ async function open(url: string): Promise<OpenedPage> {
   page.setDefaultTimeout(WAIT_MS);
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
+  const badRequests: string[] = [];
+  page.on('response', (response) => {
+    if (response.status() >= 400) badRequests.push(`${response.status()} ${response.url()}`);
+  });
+  page.on('requestfailed', (request) => {
+    // A reload aborts the requests of the page it leaves; that is not a failure of the page.
+    if (request.failure()?.errorText !== 'net::ERR_ABORTED') badRequests.push(`failed ${request.url()}`);
+  });
   await page.addInitScript(() => {
     // Every value the badge's data-state takes after the parser created it, in order.
     const w = window as unknown as { badgeStates: string[] };
@@ -93,7 +98,7 @@ async function open(url: string): Promise<OpenedPage> {
     }).observe(document, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ['data-state'] });
   });
   await page.goto(url);
-  return { page, errors };
+  return { page, errors, badRequests };
 }
 
 async function badgeStates(page: Page): Promise<string[]> {
@@ -111,18 +116,34 @@ interface Rendered {
   thread: string;
 }
 
-/** Every element that renders a durable event, in document order. */
+/**
+ * Every live durable event rendered, in document order: the elements with a `data-seq`, and the
+ * text deltas folded into an answer element (its `data-delta-seqs`, before its own event).
+ */
 async function rendered(page: Page): Promise<Rendered[]> {
-  return page.$$eval('[data-seq]', (els) =>
-    els.map((el) => {
+  return page.$$eval('[data-seq], [data-delta-seqs]', (els) =>
+    els.flatMap((el) => {
       const h = el as HTMLElement;
-      return {
-        seq: Number(h.dataset.seq),
-        epoch: h.dataset.epoch ?? '',
-        type: h.dataset.type ?? '',
-        thread: (h.closest('ol.transcript') as HTMLElement | null)?.dataset.threadId ?? '',
-      };
+      const epoch = h.dataset.epoch ?? '';
+      const thread = (h.closest('ol.transcript') as HTMLElement | null)?.dataset.threadId ?? '';
+      const deltas = (h.dataset.deltaSeqs ?? '')
+        .split(' ')
+        .filter(Boolean)
+        .map((seq) => ({ seq: Number(seq), epoch, type: 'agent_text_delta', thread }));
+      return h.dataset.seq ? [...deltas, { seq: Number(h.dataset.seq), epoch, type: h.dataset.type ?? '', thread }] : deltas;
     }),
+  );
+}
+
+/** Waits until `count` live events are rendered (elements with a seq, and folded text deltas). */
+async function waitForRendered(page: Page, count: number, timeout = WAIT_MS): Promise<void> {
+  await page.waitForFunction(
+    (n) =>
+      document.querySelectorAll('[data-seq]').length +
+        Array.from(document.querySelectorAll<HTMLElement>('[data-delta-seqs]')).reduce((sum, el) => sum + el.dataset.deltaSeqs!.split(' ').length, 0) >=
+      n,
+    count,
+    { timeout },
   );
 }
 
@@ -203,8 +224,11 @@ describe('browser chat page', () => {
     expect(await page.getByLabel('Message', { exact: true }).inputValue()).toBe('');
 
     const first = await rendered(page);
-    expect(first.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    expect(first.map((r) => r.seq)).toEqual(range(1, 6));
+    const firstTypes = demoRunTypes('what is 2+3*4?');
+    expect(first.map((r) => r.type)).toEqual(firstTypes);
+    expect(first.map((r) => r.seq)).toEqual(range(1, firstTypes.length));
+    // The thread is named after its first message, as the server names it.
+    expect(await log.getAttribute('aria-label')).toBe('Messages in what is 2+3*4?');
     expect(await log.locator('[data-type="agent_started"] .text').textContent()).toBe('what is 2+3*4?');
     expect(await log.locator('[data-type="agent_thinking"] .text').first().textContent()).toBe('Reading your message (3 words).');
     // The tool call shows its tool and arguments; its result is paired into the same item by call_id.
@@ -235,18 +259,18 @@ describe('browser chat page', () => {
     expect(await thread2.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: agent_failed');
 
     // Back to thread 1: its transcript is still there, unchanged.
-    await page.getByRole('button', { name: /^Thread 1/ }).click();
-    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 1');
-    expect(await page.getByRole('button', { name: /^Thread 1/ }).getAttribute('aria-current')).toBe('true');
+    await page.getByRole('button', { name: /^what is 2\+3\*4\?/ }).click();
+    expect(await page.locator('#thread-heading').textContent()).toBe('what is 2+3*4?');
+    expect(await page.getByRole('button', { name: /^what is 2\+3\*4\?/ }).getAttribute('aria-current')).toBe('true');
     const all = await rendered(page);
-    expectExactly(all, 1, 11);
+    expectExactly(all, 1, firstTypes.length + 5);
     expect(new Set(all.map((r) => r.thread)).size).toBe(2);
     await say(page, 'and what is (1+2)*3?');
     await waitForTerminals(page, 3);
     expect(await page.locator('ol.transcript:not([hidden]) [data-type="agent_completed"] .text').last().textContent()).toBe(
       '(1+2)*3 = 9',
     );
-    expectExactly(await rendered(page), 1, 17);
+    expectExactly(await rendered(page), 1, firstTypes.length + 5 + demoRunTypes('and what is (1+2)*3?').length);
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}chat-page.png` });
@@ -270,8 +294,9 @@ describe('browser chat page', () => {
     await waitForTerminals(page, 1);
 
     const list = await rendered(page);
-    expect(list.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    expectExactly(list, 1, 6);
+    const types = demoRunTypes('/slow 150 what is 6*7?');
+    expect(list.map((r) => r.type)).toEqual(types);
+    expectExactly(list, 1, types.length);
     expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
     expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
@@ -301,7 +326,7 @@ describe('browser chat page', () => {
 
     await gatewayOn(first.port, { engine });
     const { lastSeq } = await engine.head('carol');
-    await page.waitForFunction((n) => document.querySelectorAll('[data-seq]').length >= n, lastSeq, { timeout: 15_000 });
+    await waitForRendered(page, lastSeq, 15_000);
     await waitForTerminals(page, 2);
 
     const list = await rendered(page);
@@ -310,9 +335,10 @@ describe('browser chat page', () => {
     expect(own.at(-1)!.type).toBe('agent_error');
     expect(await page.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: shutdown');
     const other = list.filter((r) => r.thread === 'side-thread');
-    expect(other.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    // The thread made elsewhere appears in the list, with its unread count.
-    expect(await page.getByRole('button', { name: /^side-thread/ }).textContent()).toBe('side-thread (6 new)');
+    expect(other.map((r) => r.type)).toEqual(demoRunTypes('what is 1+1?'));
+    // The thread made elsewhere appears in the list under its first message, with its unread
+    // count (a streamed answer counts once).
+    expect(await page.locator('#thread-list button[data-thread-id="side-thread"]').textContent()).toBe('what is 1+1? (6 new)');
     expect(await page.locator('#history-note').isHidden()).toBe(true);
     expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
     expect(errors).toEqual([]);
@@ -325,7 +351,7 @@ describe('browser chat page', () => {
     await say(page, 'what is 2*21?');
     await waitForTerminals(page, 1);
     const before = await rendered(page);
-    expectExactly(before, 1, 6);
+    expectExactly(before, 1, demoRunTypes('what is 2*21?').length);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
 
     await first.gateway.shutdown();
@@ -346,7 +372,7 @@ describe('browser chat page', () => {
     expectExactly(
       after.filter((r) => r.epoch === epochs[1]),
       1,
-      6,
+      demoRunTypes('what is 3*3?').length,
     );
     expect(await page.locator('[data-type="agent_completed"] .text').last().textContent()).toBe('3*3 = 9');
 
@@ -355,26 +381,37 @@ describe('browser chat page', () => {
     expect(errors).toEqual([]);
   });
 
-  it('a reload replays the log and rebuilds the same threads and lines', async () => {
+  it('a reload rebuilds the threads and the open thread from history; another thread loads when opened', async () => {
     const env = await started({ chatPage: true });
-    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
+    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
     await waitReady(page);
     await say(page, 'what is 5+5?');
     await waitForTerminals(page, 1);
     await page.getByRole('button', { name: 'New thread' }).click();
     await say(page, 'two words');
     await waitForTerminals(page, 2);
-    const before = await rendered(page);
-    expectExactly(before, 1, 12);
+    expectExactly(await rendered(page), 1, demoRunTypes('what is 5+5?').length + demoRunTypes('two words').length);
 
     await page.reload();
     await waitReady(page);
+    await waitForTerminals(page, 1);
+    // Most recently updated first, named after their first messages; the open thread stays open.
+    expect(await page.locator('#thread-list button').allTextContents()).toEqual(['two words', 'what is 5+5?']);
+    expect(await page.locator('#thread-heading').textContent()).toBe('two words');
+    const open2 = page.locator('ol.transcript:not([hidden])');
+    expect(await open2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['two words']);
+    expect(await open2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['Your message has 2 words.']);
+    expect(await open2.locator('[data-type="tool_executing"] .tool-name').allTextContents()).toEqual(['word_count']);
+    // Nothing was replayed over the history: no live event is drawn.
+    expect(await rendered(page)).toEqual([]);
+
+    await page.getByRole('button', { name: 'what is 5+5?' }).click();
     await waitForTerminals(page, 2);
-    expect(await rendered(page)).toEqual(before);
-    expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'Thread 2']);
-    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
+    const open1 = page.locator('ol.transcript:not([hidden])');
+    expect(await open1.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['5+5 = 10']);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
     expect(errors).toEqual([]);
+    expect(badRequests).toEqual([]);
   });
 
   it('without a token asks for one; a refused token brings the form back with the reason', async () => {
@@ -411,7 +448,7 @@ describe('browser chat page', () => {
     const cancelled = page.locator('[data-type="agent_completed"]').last();
     expect(await cancelled.locator('.who').textContent()).toBe('Agent (cancelled)');
     expect(await stop.count()).toBe(0);
-    expectExactly(await rendered(page), 1, 9);
+    expectExactly(await rendered(page), 1, (await env.gateway.engine.head('frank')).lastSeq);
     expect(errors).toEqual([]);
   });
 
