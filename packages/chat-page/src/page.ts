@@ -13,7 +13,8 @@
  * (epoch, seq), and only if the thread's mark does not include it (same epoch, seq <= last_seq):
  * that is the seam that keeps a streamed answer from showing a fragment twice after a reload.
  * Every event except a delta becomes one element carrying `data-seq` and `data-epoch`; the
- * deltas of a run are folded into its one answer element (its `data-delta-seqs` lists them),
+ * deltas of a run are folded into its one answer element, and its thinking deltas into one
+ * collapsed element (their `data-delta-seqs` list them),
  * whose markdown is re-rendered at most once per animation frame. A new epoch (the server lost
  * its log) starts a fresh key space, and `resumed: false` reloads the history.
  */
@@ -43,8 +44,10 @@ interface AnswerView {
 
 /** A run's streamed reasoning: one collapsed element. */
 interface ThinkingView {
+  readonly el: HTMLLIElement;
   readonly body: HTMLParagraphElement;
   text: string;
+  readonly deltaSeqs: number[];
 }
 
 interface RunView {
@@ -214,7 +217,6 @@ class ChatPage {
   #api: HistoryApi | null = null;
   #store = new TabStore(null);
   #active: ThreadView | null = null;
-  #threadCounter = 0;
   /** Bumped by every start(): answers of an earlier start are dropped. */
   #generation = 0;
   /** True while a thread's log is built from history: those lines are not "new". */
@@ -283,7 +285,6 @@ class ChatPage {
       this.#logs.replaceChildren();
       this.#note.hidden = true;
       this.#active = null;
-      this.#threadCounter = 0;
     }
     const user = tokenSubject(token);
     this.#store = new TabStore(user === null ? null : `agentwire-chat:${this.#wsUrl}:${user}`);
@@ -377,9 +378,10 @@ class ChatPage {
   // ---- threads ----
 
   #createThread(): ThreadView {
-    let title: string;
-    do title = `Thread ${++this.#threadCounter}`;
-    while ([...this.#threads.values()].some((thread) => thread.title === title));
+    const titles = new Set([...this.#threads.values()].map((thread) => thread.title));
+    let n = 1;
+    while (titles.has(`Thread ${n}`)) n++;
+    const title = `Thread ${n}`;
     const view = this.#thread(newId('t-'), title, 'local');
     this.#threadList.prepend(view.item);
     this.#persist();
@@ -703,7 +705,7 @@ class ChatPage {
         this.#append(thread, mark(this.#thinkingItem(event.text)));
         return;
       case 'agent_thinking_delta':
-        return this.#thinkingDelta(thread, event, mark);
+        return this.#thinkingDelta(thread, event, epoch);
       case 'agent_text_delta':
         return this.#textDelta(thread, event, epoch);
       case 'tool_executing':
@@ -760,17 +762,23 @@ class ChatPage {
     return h('li', { class: 'msg thinking' }, h('span', { class: 'who' }, 'Thinking'), h('p', { class: 'text' }, text));
   }
 
-  #thinkingDelta(thread: ThreadView, event: EventOf<'agent_thinking_delta'>, mark: (el: HTMLElement) => HTMLElement): void {
+  #thinkingDelta(thread: ThreadView, event: EventOf<'agent_thinking_delta'>, epoch: string): void {
     const run = this.#run(thread, event.run_id);
     if (!run.thinking) {
       // Streamed reasoning: collapsed and dim, one element per run, opened on demand.
       const body = h('p', { class: 'text' });
       const details = h('details', {}, h('summary', {}, 'Thinking…'), body);
-      this.#append(thread, mark(h('li', { class: 'msg thinking streamed' }, details)));
-      run.thinking = { body, text: '' };
+      const el = h('li', { class: 'msg thinking streamed', 'data-type': 'agent_thinking_delta', 'data-delta-type': 'agent_thinking_delta' }, details);
+      el.dataset.runId = run.runId;
+      run.thinking = { el, body, text: '', deltaSeqs: [] };
+      this.#append(thread, el);
     }
-    run.thinking.text += event.text;
-    run.thinking.body.textContent = run.thinking.text;
+    const thinking = run.thinking;
+    thinking.text += event.text;
+    thinking.body.textContent = thinking.text;
+    thinking.deltaSeqs.push(event.seq);
+    thinking.el.dataset.deltaSeqs = thinking.deltaSeqs.join(' ');
+    thinking.el.dataset.epoch = epoch;
   }
 
   /** The run's answer element, made (and appended) on first use. */
@@ -778,7 +786,7 @@ class ChatPage {
     if (run.answer) return run.answer;
     const who = h('span', { class: 'who' }, 'Agent');
     const body = h('div', { class: 'text markdown' });
-    const el = h('li', { class: 'msg answer streaming', 'data-run-id': run.runId }, who, body);
+    const el = h('li', { class: 'msg answer streaming', 'data-run-id': run.runId, 'data-delta-type': 'agent_text_delta' }, who, body);
     run.answer = { el, who, body, text: '', deltaSeqs: [] };
     return run.answer;
   }

@@ -10,6 +10,7 @@ import { MemoryEngine } from '../../src/engine/index.js';
 import { createChatPageHandler } from '../../src/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
 import { ChildTracker } from '../helpers/childProcess.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
 import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { demoRunTypes } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
@@ -22,6 +23,7 @@ import { TestClient } from '../helpers/wsClient.js';
  */
 
 const CHROMIUM = '/usr/bin/chromium';
+const DOCS = fileURLToPath(new URL('../../../../docs/', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 const WAIT_MS = 10_000;
 
@@ -118,7 +120,7 @@ interface Rendered {
 
 /**
  * Every live durable event rendered, in document order: the elements with a `data-seq`, and the
- * text deltas folded into an answer element (its `data-delta-seqs`, before its own event).
+ * deltas folded into an answer or thinking element (its `data-delta-seqs`, before its own event).
  */
 async function rendered(page: Page): Promise<Rendered[]> {
   return page.$$eval('[data-seq], [data-delta-seqs]', (els) =>
@@ -129,7 +131,7 @@ async function rendered(page: Page): Promise<Rendered[]> {
       const deltas = (h.dataset.deltaSeqs ?? '')
         .split(' ')
         .filter(Boolean)
-        .map((seq) => ({ seq: Number(seq), epoch, type: 'agent_text_delta', thread }));
+        .map((seq) => ({ seq: Number(seq), epoch, type: h.dataset.deltaType ?? '', thread }));
       return h.dataset.seq ? [...deltas, { seq: Number(h.dataset.seq), epoch, type: h.dataset.type ?? '', thread }] : deltas;
     }),
   );
@@ -503,5 +505,281 @@ describe('browser chat page', () => {
     await waitForTerminals(page, 1);
     expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('2+3*4 = 14');
     expect(errors).toEqual([]);
+  });
+
+  describe('streaming, history, titles, Stop', () => {
+    /** A gateway with a GatedAgent (a test decides each step of a `/gated` run) and the page at user's URL. */
+    async function gatedPage(user: string): Promise<{ env: TestGateway; agent: GatedAgent; url: string; opened: OpenedPage }> {
+      const agent = new GatedAgent();
+      const env = await started({ chatPage: true, agent });
+      const url = `http://127.0.0.1:${env.port}/?token=${await token(user)}`;
+      const opened = await open(url);
+      await waitReady(opened.page);
+      return { env, agent, url, opened };
+    }
+
+    const openLog = (page: Page) => page.locator('ol.transcript:not([hidden])');
+    const openThreadId = async (page: Page) => (await openLog(page).getAttribute('data-thread-id'))!;
+    const answerOf = (page: Page) => openLog(page).locator('li.msg.answer').last();
+
+    /** GET a history route as `user` from the test (not the page). */
+    async function history(env: TestGateway, user: string, path: string): Promise<{ status: number; body: any }> {
+      const response = await fetch(`http://127.0.0.1:${env.port}${path}`, { headers: { Authorization: `Bearer ${await token(user)}` } });
+      return { status: response.status, body: response.status === 204 ? null : await response.json() };
+    }
+
+    it('streams the answer as markdown: it grows delta by delta before agent_completed; thinking deltas stream collapsed', async () => {
+      const { agent, opened } = await gatedPage('hana');
+      const { page, errors, badRequests } = opened;
+      await say(page, '/gated explain');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+
+      agent.push(threadId, { type: 'thinking_delta', text: 'Weighing ' });
+      agent.push(threadId, { type: 'thinking_delta', text: 'the options.' });
+      const thinking = openLog(page).locator('li.msg.thinking.streamed');
+      await page.waitForFunction(() => document.querySelector('li.msg.thinking.streamed .text')?.textContent === 'Weighing the options.');
+      expect(await thinking.locator('details').evaluate((el) => (el as HTMLDetailsElement).open)).toBe(false);
+
+      const answer = answerOf(page);
+      const steps: Array<{ delta: string; shown: string; check: (p: Page) => Promise<void> }> = [
+        { delta: '**Bold** start', shown: 'Bold start', check: async () => expect(await answer.locator('strong').textContent()).toBe('Bold') },
+        { delta: ' and a list:\n\n- one', shown: 'Bold start and a list:one', check: async () => expect(await answer.locator('li').count()).toBe(1) },
+        { delta: '\n- `two`', shown: 'Bold start and a list:onetwo', check: async () => expect(await answer.locator('li code').textContent()).toBe('two') },
+      ];
+      for (const step of steps) {
+        agent.push(threadId, { type: 'text_delta', text: step.delta });
+        await page.waitForFunction(
+          (text) => document.querySelector('ol.transcript:not([hidden]) li.msg.answer .markdown')?.textContent?.replace(/\n/g, '') === text,
+          step.shown,
+        );
+        await step.check(page);
+        // Still streaming: no terminal event has been drawn yet.
+        expect(await page.locator('[data-type="agent_completed"]').count()).toBe(0);
+        expect(await answer.getAttribute('class')).toContain('streaming');
+      }
+      agent.finish(threadId, 'ignored: the streamed text is the answer');
+      await waitForTerminals(page, 1);
+      expect(await answer.getAttribute('data-type')).toBe('agent_completed');
+      expect(await answer.getAttribute('class')).not.toContain('streaming');
+      expect(await answer.locator('.markdown').innerHTML()).toBe('<p><strong>Bold</strong> start and a list:</p>\n<ul>\n<li>one</li>\n<li><code>two</code></li>\n</ul>');
+      const list = await rendered(page);
+      expectExactly(list, 1, list.length);
+      expect(list.filter((r) => r.type === 'agent_text_delta')).toHaveLength(3);
+      expect(errors).toEqual([]);
+      expect(badRequests).toEqual([]);
+    });
+
+    it('a reload mid-answer shows the answer so far from history and streams on: every word exactly once', async () => {
+      const { env, agent, opened } = await gatedPage('ivan');
+      const { page } = opened;
+      await say(page, '/gated count slowly');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+      const words = ['one ', 'two ', 'three ', 'four ', 'five ', 'six'];
+      for (const word of words.slice(0, 3)) agent.push(threadId, { type: 'text_delta', text: word });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'one two three');
+
+      await page.reload();
+      await waitReady(page);
+      // The history's answer so far, then the live connection from the history's position.
+      await page.waitForFunction(() => document.querySelector('ol.transcript:not([hidden]) li.msg.answer .markdown')?.textContent === 'one two three');
+      expect(await page.locator('#thread-heading').textContent()).toBe('/gated count slowly');
+      expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(1);
+      for (const word of words.slice(3)) agent.push(threadId, { type: 'text_delta', text: word });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'one two three four five six');
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 1);
+
+      expect(await openLog(page).locator('li.msg.answer').count()).toBe(1);
+      expect(await answerOf(page).locator('.markdown').textContent()).toBe('one two three four five six');
+      // Only what came after the history was applied live: the later deltas (maybe merged) and the end.
+      const live = await rendered(page);
+      expect(live.at(-1)!.type).toBe('agent_completed');
+      expect(new Set(live.slice(0, -1).map((r) => r.type))).toEqual(new Set(['agent_text_delta']));
+      const { lastSeq } = await env.gateway.engine.head('ivan');
+      expect(live.map((r) => r.seq)).toEqual(range(lastSeq - live.length + 1, lastSeq));
+      expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(0);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('a second tab lists the threads, loads a thread when opened and then follows it live', async () => {
+      const { agent, url, opened } = await gatedPage('jade');
+      const { page } = opened;
+      await say(page, 'first thread');
+      await waitForTerminals(page, 1);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, 'second thread');
+      await waitForTerminals(page, 2);
+      await agent.started(2);
+
+      const second = await open(url);
+      await waitReady(second.page);
+      expect(await second.page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'second thread', 'first thread']);
+      expect(await second.page.locator('#thread-heading').textContent()).toBe('Thread 1');
+      await second.page.getByRole('button', { name: 'first thread' }).click();
+      await waitForTerminals(second.page, 1);
+      const log2 = openLog(second.page);
+      expect(await log2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['first thread']);
+      expect(await log2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['echo: first thread']);
+
+      // The first tab goes on in that thread; the second tab sees it live, once.
+      await page.getByRole('button', { name: 'first thread' }).click();
+      await say(page, 'more please');
+      await waitForTerminals(second.page, 2);
+      expect(await log2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['first thread', 'more please']);
+      expect(await log2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['echo: first thread', 'echo: more please']);
+      expect(await log2.locator('[data-type="agent_thinking"]').count()).toBe(2);
+      expect(second.errors).toEqual([]);
+      expect(second.badRequests).toEqual([]);
+    });
+
+    it('renames and deletes threads through the history routes (delete asks first)', async () => {
+      const { env, opened } = await gatedPage('kim');
+      const { page } = opened;
+      await say(page, 'keep me');
+      await waitForTerminals(page, 1);
+      const threadId = await openThreadId(page);
+
+      page.once('dialog', (dialog) => void dialog.accept('Renamed thread'));
+      await page.getByRole('button', { name: 'Rename' }).click();
+      await page.waitForFunction(() => document.getElementById('thread-heading')?.textContent === 'Renamed thread');
+      expect(await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).textContent()).toBe('Renamed thread');
+      expect((await history(env, 'kim', '/v1/threads')).body.threads.map((t: { title: string }) => t.title)).toEqual(['Renamed thread']);
+
+      page.once('dialog', (dialog) => void dialog.dismiss());
+      await page.getByRole('button', { name: 'Delete' }).click();
+      expect(await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).count()).toBe(1);
+      expect((await history(env, 'kim', '/v1/threads')).body.threads).toHaveLength(1);
+
+      page.once('dialog', (dialog) => void dialog.accept());
+      await page.getByRole('button', { name: 'Delete' }).click();
+      await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).waitFor({ state: 'detached' });
+      expect(await page.locator('#thread-heading').textContent()).toBe('Thread 1');
+      expect((await history(env, 'kim', '/v1/threads')).body.threads).toEqual([]);
+      expect((await history(env, 'kim', `/v1/threads/${threadId}/messages`)).status).toBe(404);
+      await page.reload();
+      await waitReady(page);
+      expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1']);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('Stop cancels the run and keeps the partial answer, marked stopped, also after a reload', async () => {
+      const { agent, opened } = await gatedPage('lena');
+      const { page } = opened;
+      await say(page, '/gated write an essay');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+      agent.push(threadId, { type: 'text_delta', text: 'Once upon ' });
+      agent.push(threadId, { type: 'text_delta', text: 'a time' });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'Once upon a time');
+      await page.getByRole('button', { name: 'Stop this run' }).click();
+      await waitForTerminals(page, 1);
+
+      const check = async () => {
+        const answer = answerOf(page);
+        expect(await answer.getAttribute('class')).toContain('cancelled');
+        expect(await answer.locator('.who').textContent()).toBe('Agent (cancelled)');
+        expect(await answer.locator('.markdown').textContent()).toBe('Once upon a time');
+        expect(await answer.locator('.stopped-note').textContent()).toBe('Stopped: the answer above is incomplete.');
+        expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(0);
+      };
+      await check();
+      await page.reload();
+      await waitReady(page);
+      await waitForTerminals(page, 1);
+      await check();
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('an answer with a script, an onerror image and a javascript: link does nothing, streamed, completed or from history', async () => {
+      const { agent, opened } = await gatedPage('mona');
+      const { page } = opened;
+      const payload = (n: number) =>
+        `Hi <script>window.pwned = ${n}</script> <img src=x onerror="window.pwned = ${n + 1}"> ` +
+        `[click](javascript:window.pwned=${n + 2}) [raw](JAVASCRIPT:alert(1)) <a href="javascript:alert(1)">a</a> ` +
+        `[safe](https://example.com/docs) [mail](mailto:someone@example.com)`;
+      // Answered whole (agent_completed) by the echo agent…
+      await say(page, payload(10));
+      await waitForTerminals(page, 1);
+      // …and streamed in fragments that split the dangerous parts.
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, '/gated hostile');
+      await agent.started(2);
+      const threadId = await openThreadId(page);
+      const text = payload(20);
+      for (let i = 0; i < text.length; i += 7) agent.push(threadId, { type: 'text_delta', text: text.slice(i, i + 7) });
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 2);
+
+      const inspect = () =>
+        page.evaluate(() => {
+          const answers = Array.from(document.querySelectorAll('li.msg.answer .markdown'));
+          return {
+            pwned: (window as unknown as { pwned?: unknown }).pwned ?? null,
+            answers: answers.length,
+            elements: answers.flatMap((a) => Array.from(a.querySelectorAll('script, img, iframe, [onerror]')).map((el) => el.outerHTML)),
+            links: answers.flatMap((a) =>
+              Array.from(a.querySelectorAll('a')).map((el) => ({ href: el.getAttribute('href'), rel: el.rel, target: el.target, text: el.textContent })),
+            ),
+          };
+        });
+      const expectSafe = async (answers: number) => {
+        const seen = await inspect();
+        expect(seen.pwned).toBeNull();
+        expect(seen.answers).toBe(answers);
+        expect(seen.elements).toEqual([]);
+        const perAnswer = [
+          { href: 'https://example.com/docs', rel: 'noopener noreferrer', target: '_blank', text: 'safe' },
+          { href: 'mailto:someone@example.com', rel: 'noopener noreferrer', target: '_blank', text: 'mail' },
+        ];
+        expect(seen.links).toEqual(Array.from({ length: answers }, () => perAnswer).flat());
+      };
+      await expectSafe(2);
+      // The raw markup is shown as text.
+      expect(await answerOf(page).locator('.markdown').textContent()).toContain('<script>window.pwned = 20</script>');
+
+      await page.reload(); // from history: the open thread, then the other one when opened
+      await waitReady(page);
+      await waitForTerminals(page, 1);
+      await expectSafe(1);
+      await page.getByRole('button', { name: /^Hi <script>/ }).click();
+      await waitForTerminals(page, 2);
+      await expectSafe(2);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('screenshot for the docs: a streamed markdown answer and the thread list', async () => {
+      const { agent, opened } = await gatedPage('demo');
+      const { page } = opened;
+      await say(page, 'what is agentwire?');
+      await waitForTerminals(page, 1);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, 'how do I resume a stream?');
+      await waitForTerminals(page, 2);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, '/gated How does a reload keep the answer?');
+      await agent.started(3);
+      const threadId = await openThreadId(page);
+      agent.push(threadId, { type: 'thinking_delta', text: 'The page loads the history, then connects from its position.' });
+      const answer =
+        'A reload **never repeats a word**:\n\n' +
+        '1. the page loads the thread from `GET /v1/threads/<id>/messages`, with the answer so far;\n' +
+        '2. it connects with that answer\'s `epoch` and `last_seq`;\n' +
+        '3. the gateway replays exactly the deltas after it.\n\n' +
+        '> Each event is keyed by *(epoch, seq)*. See [the protocol](https://example.com/protocol).';
+      for (const word of answer.match(/\s*\S+/g)!) agent.push(threadId, { type: 'text_delta', text: word });
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 3);
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: `${ARTIFACTS}chat-page-streaming.png` });
+      if (process.env.AGENTWIRE_UPDATE_SCREENSHOT === '1') await page.screenshot({ path: `${DOCS}chat-page.png` });
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
   });
 });
