@@ -30,7 +30,7 @@ header .who{color:var(--muted);font-size:.85rem}
 .layout{flex:1;display:grid;grid-template-columns:minmax(11rem,15rem) 1fr;min-height:0}
 nav{border-right:1px solid var(--line);padding:.75rem;overflow:auto;background:var(--card)}
 nav h2,main h2{font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);margin:.2rem 0 .6rem}
-nav ul{list-style:none;margin:0 0 .75rem;padding:0;display:grid;gap:.25rem}
+nav ul{list-style:none;margin:0 0 .75rem;padding:0;display:grid;grid-template-columns:minmax(0,1fr);gap:.25rem}
 nav ul button{width:100%;text-align:left;padding:.45rem .6rem;border-radius:6px;border:1px solid transparent;background:none;color:inherit;font:inherit;cursor:pointer}
 nav ul button:hover{background:var(--bg)}
 nav ul button[aria-current=true]{background:var(--accent-bg);border-color:var(--accent);font-weight:600}

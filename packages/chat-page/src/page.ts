@@ -393,7 +393,7 @@ class ChatPage {
     if (existing) return existing;
     const unread = h('span', { class: 'unread' });
     const label = h('span', { class: 'label' }, title);
-    const button = h('button', { type: 'button', 'data-thread-id': id }, label, unread);
+    const button = h('button', { type: 'button', 'data-thread-id': id, title }, label, unread);
     const older = h('button', { type: 'button', class: 'older' }, 'Load older messages');
     older.hidden = true;
     const log = h('ol', {
@@ -435,6 +435,7 @@ class ChatPage {
   #retitle(view: ThreadView, title: string): void {
     view.title = title;
     view.label.textContent = title;
+    view.button.title = title;
     view.log.setAttribute('aria-label', `Messages in ${title}`);
     if (view === this.#active) this.#heading.textContent = title;
   }

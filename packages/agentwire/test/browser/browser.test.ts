@@ -775,6 +775,9 @@ describe('browser chat page', () => {
       for (const word of answer.match(/\s*\S+/g)!) agent.push(threadId, { type: 'text_delta', text: word });
       agent.finish(threadId, '');
       await waitForTerminals(page, 3);
+      page.once('dialog', (dialog) => void dialog.accept('How does a reload keep the answer?'));
+      await page.getByRole('button', { name: 'Rename' }).click();
+      await page.waitForFunction(() => document.getElementById('thread-heading')?.textContent === 'How does a reload keep the answer?');
       mkdirSync(ARTIFACTS, { recursive: true });
       await page.screenshot({ path: `${ARTIFACTS}chat-page-streaming.png` });
       if (process.env.AGENTWIRE_UPDATE_SCREENSHOT === '1') await page.screenshot({ path: `${DOCS}chat-page.png` });
