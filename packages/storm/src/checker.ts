@@ -46,6 +46,10 @@ interface ConnRun {
   started: boolean;
   terminal: boolean;
   readonly executing: Set<string>;
+  /** The run's agent_text_delta texts so far, when this connection saw the run from its start. */
+  streamed: string | null;
+  /** The connection's gap count when the run started: a gap since means deltas may be missing. */
+  gapsAtStart: number;
 }
 
 class UserState {
@@ -229,6 +233,8 @@ export class ConnectionChecker {
   #firstFrameBad = false;
   #noReadyReported = false;
   readonly #runs = new Map<string, ConnRun>();
+  /** Gaps found in this connection's seqs (each is reported as seq_contiguous). */
+  #gaps = 0;
   readonly #threadActive = new Map<string, string>();
   readonly #crossReported = new Set<string>();
 
@@ -481,6 +487,7 @@ export class ConnectionChecker {
       return true;
     }
     if (seq > this.#nextSeq) {
+      this.#gaps += 1;
       const gap = seq - this.#nextSeq;
       this.#report('seq_contiguous', `gap: expected seq ${this.#nextSeq}, got ${seq} (${type}); ${gap} event${gap === 1 ? '' : 's'} missing`, atMs);
       this.#nextSeq = seq + 1;
@@ -536,7 +543,7 @@ export class ConnectionChecker {
     const at = `run ${runId}, seq ${seq}`;
     let run = this.#runs.get(runId);
     if (!run) {
-      run = { threadId, started: false, terminal: false, executing: new Set() };
+      run = { threadId, started: false, terminal: false, executing: new Set(), streamed: null, gapsAtStart: this.#gaps };
       this.#runs.set(runId, run);
       if (type !== 'agent_started') this.#report('run_order', `first event of the run on this connection is ${type}, not agent_started (${at})`, atMs);
     } else if (threadId !== null && run.threadId !== null && threadId !== run.threadId) {
@@ -578,8 +585,22 @@ export class ConnectionChecker {
         }
         break;
       }
+      case 'agent_text_delta':
+      case 'agent_thinking_delta': {
+        if (typeof frame.text !== 'string' || frame.text.length === 0) {
+          this.#report('frame_format', `${type} without a non-empty text (${at})`, atMs);
+        } else if (type === 'agent_text_delta' && run.started) {
+          run.streamed = (run.streamed ?? '') + frame.text;
+        }
+        break;
+      }
       case 'agent_completed':
       case 'agent_error': {
+        // Seen whole on this connection (from agent_started, no gap): the answer is what streamed.
+        if (type === 'agent_completed' && run.started && run.streamed !== null && run.gapsAtStart === this.#gaps && frame.text !== run.streamed) {
+          this.#report('stream_whole', `agent_completed.text ${JSON.stringify(truncate(String(frame.text)))} is not its deltas ${JSON.stringify(truncate(run.streamed))} (${at})`, atMs);
+        }
+        run.streamed = null;
         run.terminal = true;
         if (run.threadId !== null && this.#threadActive.get(run.threadId) === runId) this.#threadActive.delete(run.threadId);
         if (!userRun.terminalSeen) {

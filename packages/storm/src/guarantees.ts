@@ -11,6 +11,8 @@ export const GUARANTEES = {
   no_cross_user: "No connection ever receives a frame of another user (user_id, run_id or message_id of someone else).",
   run_order:
     'Within a run: agent_started first, each tool_completed after the tool_executing with its call_id, exactly one terminal event, and it is last.',
+  stream_whole:
+    "A run that streamed its answer ends with agent_completed whose text is exactly its agent_text_delta texts, concatenated in seq order: no fragment missing, none twice.",
   thread_serial: 'Runs on one thread never overlap: a run starts only after the previous run on its thread ended.',
   runs_complete: 'Every acknowledged run reaches a terminal event on every connection of its user that stayed open.',
   messages_acked: 'Every user_message gets an ack with status started or queued, a run_id of its own and its thread_id.',

@@ -21,8 +21,6 @@ export interface RunManagerOptions {
   readonly runTimeoutMs: number;
   /** Longest a streamed fragment is held for merging with the next (section 7). Default: the setting's. */
   readonly streamFlushMs?: number;
-  /** Largest merged delta in UTF-8 bytes (a larger single fragment goes out alone). Default 4 KiB. */
-  readonly maxDeltaBytes?: number;
   /** Runs waiting behind a busy thread; one more gets `thread_busy`. Default 32. */
   readonly maxQueuedPerThread?: number;
   /**
@@ -306,7 +304,6 @@ export class RunManager {
       deltas: new DeltaCoalescer({
         clock: this.options.clock,
         flushMs: this.options.streamFlushMs ?? DEFAULTS.streamFlushMs,
-        ...(this.options.maxDeltaBytes ? { maxBytes: this.options.maxDeltaBytes } : {}),
         emit: (delta) => this.#append(run, delta),
       }),
       record,
@@ -352,8 +349,9 @@ export class RunManager {
             run.answer = step.text;
             continue;
           case 'text_delta':
-            run.streamedText = (run.streamedText ?? '') + step.text;
             run.deltas.add('agent_text_delta', step.text);
+            // An empty fragment is dropped, and alone it does not make the run one that streamed.
+            if (step.text.length > 0) run.streamedText = (run.streamedText ?? '') + step.text;
             break;
           case 'thinking_delta':
             run.deltas.add('agent_thinking_delta', step.text);

@@ -667,6 +667,45 @@ describe('client: send, cancel and run streams', () => {
     expect(again).toEqual([1, 3, 5]);
   });
 
+  it('the run iterator yields deltas as they arrive and keeps the answer (and reasoning) so far in text', async () => {
+    clock = new ManualClock();
+    const client = makeClient();
+    const socket = await connected(client);
+    const run = client.ask('t1', 'hi');
+    socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
+    socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
+    const seen: Array<[string, string, string]> = [];
+    const reading = (async () => {
+      for await (const e of run.events) seen.push([e.type, run.events.text, run.events.thinking]);
+    })();
+    expect(run.events.text).toBe('');
+    const step = async (frame: Record<string, unknown>, count: number) => {
+      socket.receive(frame);
+      while (seen.length < count) await turn();
+    };
+    await step(event(2, 'agent_thinking_delta', 'r1', { text: 'Let me ' }), 2);
+    await step(event(3, 'agent_thinking_delta', 'r1', { text: 'see.' }), 3);
+    await step(event(4, 'agent_text_delta', 'r1', { text: 'Hello' }), 4);
+    // Each delta is yielded as it arrives, before the next exists.
+    expect(seen.at(-1)).toEqual(['agent_text_delta', 'Hello', 'Let me see.']);
+    await step(event(5, 'agent_text_delta', 'r1', { text: ', world' }), 5);
+    await step(event(6, 'agent_completed', 'r1', { status: 'completed', text: 'Hello, world' }), 6);
+    await reading;
+    expect(seen).toEqual([
+      ['agent_started', '', ''],
+      ['agent_thinking_delta', '', 'Let me '],
+      ['agent_thinking_delta', '', 'Let me see.'],
+      ['agent_text_delta', 'Hello', 'Let me see.'],
+      ['agent_text_delta', 'Hello, world', 'Let me see.'],
+      ['agent_completed', 'Hello, world', 'Let me see.'],
+    ]);
+    // A second iterator over the finished run keeps its own text from the start.
+    const again = client.run('r1');
+    expect(again.text).toBe('');
+    for await (const e of again) void e;
+    expect(again.text).toBe('Hello, world');
+  });
+
   it('close() closes with 1000, rejects pending requests and ends run iterators with ClientClosedError', async () => {
     clock = new ManualClock();
     const client = makeClient();

@@ -3,6 +3,7 @@ import { MemoryEngine } from '../../src/engine/index.js';
 import type { Agent, AgentRunInput, AgentStep } from '../../src/runs/agent.js';
 import { createDemoAgent } from '../../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../../src/runs/runManager.js';
+import { sleep } from '@agentwire/protocol';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { demoRunTypes, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
@@ -492,6 +493,100 @@ describe('outcomes', () => {
     expect(observed).toEqual({ completed: 2, agent_failed: 1, cancelled: 1, timeout: 1 });
     await waitUntil(() => env!.gateway.runs.liveRuns === 0, 5000, 'no live runs');
     expect(await runsMetric(env)).toEqual(observed);
+  });
+});
+
+describe('streamed answers (section 7)', () => {
+  /** The run's events without seq/ts/ids: what a reader of the transcript sees. */
+  const shape = (events: Frame[]) => events.map((e) => (e.text === undefined ? e.type : `${e.type}:${e.text}`));
+
+  it('merges fragments that come within the flush window, never across another event; agent_completed.text is their concatenation', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const manual = clock;
+    const agent = agentOf(async function* () {
+      yield { type: 'thinking_delta', text: 'Let me ' };
+      yield { type: 'thinking_delta', text: 'think.' };
+      yield { type: 'text_delta', text: 'Hel' };
+      yield { type: 'text_delta', text: '' }; // dropped: a delta is never empty
+      yield { type: 'text_delta', text: 'lo' };
+      yield { type: 'tool_call', callId: 'c1', tool: 'lookup', args: {} };
+      yield { type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: 1 };
+      yield { type: 'text_delta', text: ' wor' };
+      await sleep(manual, 5);
+      yield { type: 'text_delta', text: 'ld' };
+      yield { type: 'answer', text: 'not what was streamed' }; // ignored: the answer is what streamed
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await client.waitFor((f) => f.type === 'tool_completed', 5000, 'the tool result');
+    await barrier(client);
+    // ' wor' is held (less than the window has passed) until 'ld' joins it and the run ends.
+    expect(eventsOf(client, ack.run_id).map((e) => e.type)).not.toContain('agent_completed');
+    await clock.advance(5);
+    const events = await client.runEvents(ack.run_id);
+    expect(shape(events)).toEqual([
+      'agent_started:hi',
+      'agent_thinking_delta:Let me think.',
+      'agent_text_delta:Hello',
+      'tool_executing',
+      'tool_completed',
+      'agent_text_delta: world',
+      'agent_completed:Hello world',
+    ]);
+    expect(seqProblem(events, 0)).toBeNull();
+  });
+
+  it('never holds a fragment past the flush window', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const manual = clock;
+    const agent = agentOf(async function* () {
+      yield { type: 'text_delta', text: 'a' };
+      await sleep(manual, 30);
+      yield { type: 'text_delta', text: 'b' };
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await clock.advance(19);
+    await barrier(client);
+    expect(shape(eventsOf(client, ack.run_id))).toEqual(['agent_started:hi']);
+    await clock.advance(1);
+    await client.waitFor((f) => f.type === 'agent_text_delta', 5000, 'the first delta, at the window');
+    await clock.advance(10);
+    expect(shape(await client.runEvents(ack.run_id))).toEqual(['agent_started:hi', 'agent_text_delta:a', 'agent_text_delta:b', 'agent_completed:ab']);
+  });
+
+  it('a cancel mid-answer sends the held fragment first; agent_completed cancelled carries what streamed', async () => {
+    clock = new ManualClock(Date.UTC(2025, 0, 1));
+    const agent = agentOf(async function* ({ signal }) {
+      yield { type: 'text_delta', text: 'partial ' };
+      yield { type: 'text_delta', text: 'answer' };
+      await gateOrAbort(gate(), signal);
+    });
+    env = await startGateway({ clock, agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    await client.waitFor((f) => f.type === 'agent_started', 5000, 'agent_started');
+    expect(await cancel(client, 'c1', ack.run_id)).toMatchObject({ type: 'ack', status: 'cancelling' });
+    const events = await client.runEvents(ack.run_id);
+    expect(shape(events)).toEqual(['agent_started:hi', 'agent_text_delta:partial answer', 'agent_completed:partial answer']);
+    expect(events.at(-1)).toMatchObject({ status: 'cancelled' });
+  });
+
+  it('a merged delta stops at 4 KiB: a fast agent costs a few events, not one per fragment', async () => {
+    const fragments = Array.from({ length: 2000 }, (_, i) => `w${String(i).padStart(4, '0')} `); // 6 bytes each
+    const agent = agentOf(async function* () {
+      for (const text of fragments) yield { type: 'text_delta', text };
+    });
+    env = await startGateway({ agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    const events = await client.runEvents(ack.run_id);
+    const deltas = events.filter((e) => e.type === 'agent_text_delta').map((e) => e.text as string);
+    expect(deltas.map((d) => d.length)).toEqual([4092, 4092, 3816]);
+    expect(deltas.join('')).toBe(fragments.join(''));
+    expect(events.at(-1)).toMatchObject({ type: 'agent_completed', text: fragments.join('') });
   });
 });
 

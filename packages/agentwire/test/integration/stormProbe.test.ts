@@ -96,6 +96,44 @@ function oneRun(connections = 2) {
   return { checker, conns, bodies: runBodies('r1', 't1', 'm1') };
 }
 
+/** `runBodies` with the answer streamed as the demo agent does: a delta per word before agent_completed. */
+function streamedRunBodies(runId: string, threadId: string, messageId: string, words = ['7*6', ' =', ' 42']): Frame[] {
+  const bodies = runBodies(runId, threadId, messageId);
+  const base = { run_id: runId, thread_id: threadId, ts: TS };
+  return [...bodies.slice(0, -1), ...words.map((text) => ({ type: 'agent_text_delta', ...base, text })), bodies.at(-1)!];
+}
+
+describe('storm checker: streamed answers (stream_whole)', () => {
+  it('accepts a run whose deltas concatenate to agent_completed.text, also on a connection that joined mid-run', () => {
+    const { checker, conns } = oneRun(2);
+    const frames = numbered(streamedRunBodies('r1', 't1', 'm1'), 1);
+    feed(conns, frames);
+    const late = checker.connection('alice-late', 'alice');
+    late.opened(0, 'agentwire.v1');
+    late.frame(readyFrame('alice', 6), 1);
+    for (const frame of frames.slice(6)) late.frame(frame, 2);
+    checker.finish(10);
+    expect(broken(checker)).toEqual({ run_order: 1 }); // the late connection's first event is not agent_started
+  });
+
+  it('reports a fragment missing from, or repeated in, the answer', () => {
+    for (const words of [['7*6', ' 42'], ['7*6', ' =', ' =', ' 42']]) {
+      const { checker, conns } = oneRun(1);
+      feed(conns, numbered(streamedRunBodies('r1', 't1', 'm1', words), 1));
+      checker.finish(10);
+      expect(broken(checker)).toEqual({ stream_whole: 1 });
+      expect(details(checker, 'stream_whole')[0]).toMatch(/^agent_completed\.text "7\*6 = 42" is not its deltas "7\*6/);
+    }
+  });
+
+  it('reports an empty delta as a format break', () => {
+    const { checker, conns } = oneRun(1);
+    feed(conns, numbered(streamedRunBodies('r1', 't1', 'm1', ['7*6 = 42', '']), 1));
+    checker.finish(10);
+    expect(broken(checker)).toEqual({ frame_format: 1 });
+  });
+});
+
 describe('storm checker: a correct stream', () => {
   it('breaks nothing for two runs seen by two connections', () => {
     const { checker, conns, bodies } = oneRun(2);
@@ -723,14 +761,15 @@ describe('agentwire storm against a real gateway', () => {
       '--token-secret', TEST_SECRET, '--workers', '2', '--source-addresses', '127.0.0.1-127.0.0.2', '--report', dir,
     ]);
     expect(run.stderr).toMatch(/^storm \d+\.\ds \[done\] connected 40\/40 ready 40 closed 40 runs 16\/16 violations 0$/m);
-    expect(run.stdout).toContain('agentwire storm: PASS — 40/40 connections ready, 8 users, 16/16 runs done, 480 events, 0 violations');
+    expect(run.stdout).toContain('agentwire storm: PASS — 40/40 connections ready, 8 users, 16/16 runs done, 720 events, 0 violations');
     expect(run.code).toBe(0);
 
     const report = await readReport(dir);
     expect(report.passed).toBe(true);
     expect(report.fatal).toEqual([]);
     expect(report.guarantees.map((g) => [g.id, g.status, g.violations])).toEqual(GUARANTEE_IDS.map((id) => [id, 'PASS', 0]));
-    // Each run of the demo agent is 6 events, seen by each of its user's 5 connections.
+    // Each run of the demo agent here is 9 events (its answers, "(12-4)/2 = 4" and "100-58 = 42",
+    // stream in three words), seen by each of its user's 5 connections.
     expect(report.totals).toEqual({
       connectionsPlanned: 40,
       connectionsOpened: 40,
@@ -740,7 +779,7 @@ describe('agentwire storm against a real gateway', () => {
       messagesSent: 16,
       runsAcked: 16,
       runsDone: 16,
-      eventsReceived: 40 * 2 * 6,
+      eventsReceived: 40 * 2 * 9,
       errorFrames: 0,
       violations: 0,
     });
@@ -753,11 +792,11 @@ describe('agentwire storm against a real gateway', () => {
     expect(pids).not.toContain(run.pid);
     expect(report.timeToReady.count).toBe(40);
     expect(report.timeToReady.max!).toBeLessThan(report.elapsedMs);
-    expect(report.eventLatency.count).toBe(480);
-    expect(report.latencyOverTime.reduce((sum, p) => sum + p.count, 0)).toBe(480);
+    expect(report.eventLatency.count).toBe(720);
+    expect(report.latencyOverTime.reduce((sum, p) => sum + p.count, 0)).toBe(720);
 
-    // The server agrees: 2 runs x 6 events per user, no invalid transition.
-    for (let u = 0; u < 8; u += 1) expect((await env.gateway.engine.head(`storm-u${u}`)).lastSeq).toBe(12);
+    // The server agrees: 2 runs x 9 events per user, no invalid transition.
+    for (let u = 0; u < 8; u += 1) expect((await env.gateway.engine.head(`storm-u${u}`)).lastSeq).toBe(18);
     expect(await env.gateway.metrics.invalidTransitionCount()).toBe(0);
 
     const markdown = await readFile(path.join(dir, 'report.md'), 'utf8');
@@ -778,7 +817,7 @@ describe('agentwire storm against a real gateway', () => {
     const report = await readReport(dir);
     expect(report.settings.auth).toBe('bypass-key');
     expect(report.passed).toBe(true);
-    expect([report.totals.connectionsReady, report.totals.runsDone, report.totals.eventsReceived]).toEqual([6, 3, 6 * 6]);
+    expect([report.totals.connectionsReady, report.totals.runsDone, report.totals.eventsReceived]).toEqual([6, 3, 6 * 9]);
   });
 
   it('exits 3 and says why when the bypass key is wrong', async () => {
