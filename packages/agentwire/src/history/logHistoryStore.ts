@@ -1,12 +1,12 @@
-import type { DurableEvent, LogEntry } from '@agentwire/protocol';
+import type { DurableEvent } from '@agentwire/protocol';
 import type { EventEngine, LogHead } from '../engine/types.js';
 import type { UnfinishedRun } from '../runs/runStore.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
+import { EventCache } from './eventCache.js';
 import {
   conversationTurns,
   createFold,
   foldEvent,
-  parseEvent,
   runningRuns,
   threadMessages,
   threadSummaries,
@@ -26,10 +26,9 @@ export interface LogHistoryStoreOptions {
   readonly activeRuns?: (userId: string) => Promise<UnfinishedRun[]>;
   /** The newest events of a user folded per request, at most. Default 10 000 (the default retention). */
   readonly maxEvents?: number;
+  /** Parsed events kept between requests, over all users (least recently read users go first). Default 100 000. */
+  readonly maxCachedEvents?: number;
 }
-
-/** Entries read from the engine per call while folding. */
-const READ_CHUNK = 1000;
 
 interface Folded {
   readonly head: LogHead;
@@ -53,12 +52,14 @@ export class LogHistoryStore implements HistoryStore {
   readonly #marks: ThreadMarkStore;
   readonly #activeRuns: LogHistoryStoreOptions['activeRuns'];
   readonly #maxEvents: number;
+  readonly #cache: EventCache;
 
   constructor(options: LogHistoryStoreOptions) {
     this.#engine = options.engine;
     this.#marks = options.marks ?? new MemoryThreadMarks();
     this.#activeRuns = options.activeRuns;
     this.#maxEvents = options.maxEvents ?? 10_000;
+    this.#cache = new EventCache(options.maxCachedEvents ?? 100_000);
   }
 
   get available(): boolean {
@@ -129,19 +130,16 @@ export class LogHistoryStore implements HistoryStore {
 
   /**
    * Folds the user's newest `maxEvents` events up to the head read first, so the answer
-   * includes exactly the events up to `head.lastSeq`. With `onlyThread`, entries that cannot be
-   * of that thread are skipped before they are parsed (most of a busy user's log is not).
+   * includes exactly the events up to `head.lastSeq`; only what was appended since this node's
+   * last read of the user is read and parsed (EventCache). With `onlyThread`, only that
+   * thread's events are folded.
    */
   async #fold(userId: string, onlyThread?: string): Promise<Folded> {
     const [head, marks] = await Promise.all([this.#engine.head(userId), this.#marks.all(userId)]);
+    const events = await this.#cache.events(this.#engine, userId, head, Math.max(1, head.lastSeq - this.#maxEvents + 1));
     const fold = createFold(excluder(marks, head.epoch));
-    const threadNeedle = onlyThread === undefined ? null : `"thread_id":${JSON.stringify(onlyThread)}`;
-    for (let from = Math.max(1, head.lastSeq - this.#maxEvents + 1); from <= head.lastSeq; from += READ_CHUNK) {
-      const entries = await this.#engine.read(userId, from, Math.min(head.lastSeq, from + READ_CHUNK - 1));
-      for (const entry of entries) {
-        const event = eventOf(entry, threadNeedle);
-        if (event) foldEvent(fold, event);
-      }
+    for (const event of events) {
+      if (onlyThread === undefined || event.thread_id === onlyThread) foldEvent(fold, event);
     }
     return { head, fold, marks };
   }
@@ -150,13 +148,6 @@ export class LogHistoryStore implements HistoryStore {
 /** Creates the default, log-folded history store (see `LogHistoryStore`). */
 export function createLogHistoryStore(options: LogHistoryStoreOptions): LogHistoryStore {
   return new LogHistoryStore(options);
-}
-
-function eventOf(entry: LogEntry, threadNeedle: string | null): DurableEvent | null {
-  if (threadNeedle !== null && !entry.json.includes(threadNeedle)) return null;
-  const event = parseEvent(entry.json);
-  // The entry's seq is the log's; an event claiming another is not trusted.
-  return event && event.seq === entry.seq ? event : null;
 }
 
 /** The thread's mark in this epoch (marks of a lost log's epoch mean nothing). */

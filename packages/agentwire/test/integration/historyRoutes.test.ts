@@ -344,6 +344,16 @@ describe('history store failures', () => {
     expect(await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).toMatchObject({ status: 503, body: { error: 'unavailable' } });
   });
 
+  it('record() is told every entry the gateway appends, in seq order (write-behind archiving)', async () => {
+    const recorded: Array<{ userId: string; seq: number }> = [];
+    const store = brokenStore(true);
+    env = await setup('memory', { ...store, record: (userId, entries) => recorded.push(...entries.map((e) => ({ userId, seq: e.seq }))) });
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 'c', 'one');
+    await completed(alice.client, 'c', 'two');
+    expect(recorded).toEqual(alice.client.events().map((e) => ({ userId: alice.id, seq: e.seq })));
+  });
+
   it('/readyz is 503 while the history store is unavailable', async () => {
     const store = brokenStore(false);
     const agent = new GatedAgent();
