@@ -217,6 +217,8 @@ class ChatPage {
   #api: HistoryApi | null = null;
   #store = new TabStore(null);
   #active: ThreadView | null = null;
+  /** Numbers the threads made in this tab ("Thread 2") until their first message names them. */
+  #threadCounter = 0;
   /** Bumped by every start(): answers of an earlier start are dropped. */
   #generation = 0;
   /** True while a thread's log is built from history: those lines are not "new". */
@@ -285,6 +287,7 @@ class ChatPage {
       this.#logs.replaceChildren();
       this.#note.hidden = true;
       this.#active = null;
+      this.#threadCounter = 0;
     }
     const user = tokenSubject(token);
     this.#store = new TabStore(user === null ? null : `agentwire-chat:${this.#wsUrl}:${user}`);
@@ -378,10 +381,9 @@ class ChatPage {
   // ---- threads ----
 
   #createThread(): ThreadView {
-    const titles = new Set([...this.#threads.values()].map((thread) => thread.title));
-    let n = 1;
-    while (titles.has(`Thread ${n}`)) n++;
-    const title = `Thread ${n}`;
+    let title: string;
+    do title = `Thread ${++this.#threadCounter}`;
+    while ([...this.#threads.values()].some((thread) => thread.title === title));
     const view = this.#thread(newId('t-'), title, 'local');
     this.#threadList.prepend(view.item);
     this.#persist();

@@ -656,12 +656,12 @@ describe('browser chat page', () => {
       page.once('dialog', (dialog) => void dialog.accept());
       await page.getByRole('button', { name: 'Delete' }).click();
       await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).waitFor({ state: 'detached' });
-      expect(await page.locator('#thread-heading').textContent()).toBe('Thread 1');
+      expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
       expect((await history(env, 'kim', '/v1/threads')).body.threads).toEqual([]);
       expect((await history(env, 'kim', `/v1/threads/${threadId}/messages`)).status).toBe(404);
-      await page.reload();
+      await page.reload(); // the empty thread made in this tab is kept by the tab, the deleted one is gone
       await waitReady(page);
-      expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1']);
+      expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 2']);
       expect(opened.errors).toEqual([]);
       expect(opened.badRequests).toEqual([]);
     });
