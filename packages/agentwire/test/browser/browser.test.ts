@@ -198,9 +198,12 @@ async function started(options: Partial<GatewayOptions>): Promise<TestGateway> {
 describe('browser chat page', () => {
   it('renders every event kind of a run, by keyboard, with landmarks, labels and live regions; threads keep their transcripts', async () => {
     const env = await started({ chatPage: { token: await token('alice') } });
-    const { page, errors } = await open(`http://127.0.0.1:${env.port}/`);
+    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/`);
     await waitReady(page);
     expect(await page.locator('#user').textContent()).toBe('alice');
+    // The icon is inline: a browser that shows icons never asks the server for /favicon.ico
+    // (headless Chromium asks for none, so the recorded requests alone would not show a 404).
+    expect(await page.evaluate(() => document.querySelector<HTMLLinkElement>('link[rel="icon"]')?.href.slice(0, 19))).toBe('data:image/svg+xml,');
 
     // Landmarks, labels and live regions.
     await expect(page.getByRole('banner').count()).resolves.toBe(1);
@@ -277,6 +280,7 @@ describe('browser chat page', () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}chat-page.png` });
     expect(errors).toEqual([]);
+    expect(badRequests).toEqual([]);
   });
 
   it('resumes after the socket is cut mid-run: every line once, none missing', async () => {
