@@ -80,6 +80,8 @@ const TEXTS = ['2+3', 'hello there', '/fail now', '/hang now'];
 const EVENT_TYPES = new Set([
   'agent_started',
   'agent_thinking',
+  'agent_thinking_delta',
+  'agent_text_delta',
   'tool_executing',
   'tool_completed',
   'agent_completed',

@@ -307,10 +307,12 @@ describe('seed plan: high concurrency', () => {
       // Every connection saw its user's events without gap from its connection_ready on.
       expect(seqProblem(client.events(), ready.last_seq)).toBeNull();
     }
-    // Each user's two runs (6 events each) are seqs 1..12 of that user's log, all seen.
+    // Each user's two runs (9 events each: "n+1 = m" streams in three words) are seqs 1..18 of
+    // that user's log, all seen.
+    const perUser = 2 * demoRunTypes('what is 1+1?').length;
     for (let u = 0; u < users.length; u++) {
       const seen = new Set([...results[2 * u]!.client.events(), ...results[2 * u + 1]!.client.events()].map((e) => e.seq));
-      expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+      expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: perUser }, (_, i) => i + 1));
     }
     await until(() => env!.gateway.connectionCount === 0 && env!.gateway.coordinatorCount === 0, 'all teardowns', 10_000);
     expect(await env.gateway.metrics.invalidTransitionCount()).toBe(0);
