@@ -83,8 +83,11 @@ interface ThreadView {
   runs: Map<string, RunView>;
   /** Message bubbles shown on submit, by message id, until their `agent_started` arrives. */
   readonly pending: Map<string, HTMLLIElement>;
-  /** `${epoch}:${seq}` of the live events applied since the log was last built. */
-  applied: Set<string>;
+  /**
+   * The newest live event applied since the log was last built. Events reach a thread in seq
+   * order, so this one position is the whole set of applied (epoch, seq) keys.
+   */
+  applied: Mark | null;
   /** Live events applied since the log was last built, to re-apply over a fresh history (bounded). */
   live: Array<{ event: AgentEvent; epoch: string }>;
   state: ThreadState;
@@ -419,7 +422,7 @@ class ChatPage {
       older,
       runs: new Map(),
       pending: new Map(),
-      applied: new Set(),
+      applied: null,
       live: [],
       state,
       mark: null,
@@ -495,7 +498,7 @@ class ChatPage {
     const live = view.live;
     view.log.replaceChildren(view.older);
     view.runs = new Map();
-    view.applied = new Set();
+    view.applied = null;
     view.live = [];
     view.mark = { epoch: page.epoch, lastSeq: page.lastSeq };
     view.olderCursor = page.nextCursor;
@@ -505,7 +508,8 @@ class ChatPage {
     try {
       for (const el of this.#historyElements(view, page.messages)) view.log.append(el);
       for (const bubble of pending) view.log.append(bubble);
-      for (const { event, epoch } of live) this.#apply(view, event, epoch);
+      // Events of another epoch belong to a log the server no longer has: the history stands for them.
+      for (const { event, epoch } of live) if (epoch === page.epoch) this.#apply(view, event, epoch);
     } finally {
       this.#drawingHistory = false;
     }
@@ -688,12 +692,11 @@ class ChatPage {
     if (thread.live.length > LIVE_KEPT) thread.live.splice(0, thread.live.length - LIVE_KEPT);
   }
 
-  /** Applies one live event to a thread's log, unless applied already or its history includes it. */
+  /** Applies one live event to a thread's log, unless applied already or its history includes it (same epoch, seq <= last_seq). */
   #apply(thread: ThreadView, event: AgentEvent, epoch: string): void {
-    const key = `${epoch}:${event.seq}`;
-    if (thread.applied.has(key)) return;
-    if (thread.mark && thread.mark.epoch === epoch && event.seq <= thread.mark.lastSeq) return;
-    thread.applied.add(key);
+    const includes = (position: Mark | null) => position !== null && position.epoch === epoch && event.seq <= position.lastSeq;
+    if (includes(thread.applied) || includes(thread.mark)) return;
+    thread.applied = { epoch, lastSeq: event.seq };
     const mark = (el: HTMLElement) => {
       el.dataset.seq = String(event.seq);
       el.dataset.epoch = epoch;
