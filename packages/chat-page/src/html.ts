@@ -9,6 +9,11 @@ function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+/** An inline icon, so that the browser never asks the server for /favicon.ico (a 404). */
+const FAVICON =
+  'data:image/svg+xml,' +
+  encodeURIComponent('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="4" fill="#1f57c3"/><path d="M4 5h8M4 8h6M4 11h4" stroke="#fff" stroke-width="1.6" stroke-linecap="round"/></svg>');
+
 const CSS = `
 :root{color-scheme:light dark;--bg:#f6f7f9;--fg:#1b1d21;--muted:#5d6470;--card:#fff;--line:#d6dae1;--accent:#1f57c3;--accent-bg:#e6eeff;--ok:#166534;--ok-bg:#dcfce7;--warn:#8a4b00;--warn-bg:#fff4d6;--bad:#a1121b;--bad-bg:#fde8e8;--code:#f0f2f5}
 @media (prefers-color-scheme:dark){:root{--bg:#15171b;--fg:#e8eaee;--muted:#a2a9b5;--card:#1e2126;--line:#343944;--accent:#8fb1ff;--accent-bg:#23324f;--ok:#86efac;--ok-bg:#173324;--warn:#ffd27a;--warn-bg:#3b2f14;--bad:#ff9b9b;--bad-bg:#3d1c1f;--code:#262a31}}
@@ -25,7 +30,7 @@ header .who{color:var(--muted);font-size:.85rem}
 .layout{flex:1;display:grid;grid-template-columns:minmax(11rem,15rem) 1fr;min-height:0}
 nav{border-right:1px solid var(--line);padding:.75rem;overflow:auto;background:var(--card)}
 nav h2,main h2{font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);margin:.2rem 0 .6rem}
-nav ul{list-style:none;margin:0 0 .75rem;padding:0;display:grid;gap:.25rem}
+nav ul{list-style:none;margin:0 0 .75rem;padding:0;display:grid;grid-template-columns:minmax(0,1fr);gap:.25rem}
 nav ul button{width:100%;text-align:left;padding:.45rem .6rem;border-radius:6px;border:1px solid transparent;background:none;color:inherit;font:inherit;cursor:pointer}
 nav ul button:hover{background:var(--bg)}
 nav ul button[aria-current=true]{background:var(--accent-bg);border-color:var(--accent);font-weight:600}
@@ -36,7 +41,11 @@ button{font:inherit}
 .btn:disabled{opacity:.5;cursor:not-allowed}
 :focus-visible{outline:3px solid var(--accent);outline-offset:2px}
 main{display:flex;flex-direction:column;min-width:0;min-height:0}
-main>h2{padding:.7rem 1rem .5rem;margin:0;font-size:1rem;text-transform:none;letter-spacing:0;color:var(--fg);border-bottom:1px solid var(--line)}
+main>.title-bar{display:flex;align-items:center;gap:.5rem;padding:.55rem 1rem .45rem;border-bottom:1px solid var(--line)}
+main>.title-bar h2{margin:0;flex:1;font-size:1rem;text-transform:none;letter-spacing:0;color:var(--fg);overflow-wrap:anywhere}
+.small{font-size:.8rem;padding:.2rem .6rem}
+.btn.danger{border-color:var(--bad);color:var(--bad);background:none}
+nav ul button .label{display:block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 #transcripts{flex:1;display:flex;min-height:0}
 .transcript{flex:1;list-style:none;margin:0;padding:.75rem 1rem;overflow:auto;display:flex;flex-direction:column;gap:.55rem}
 .msg{max-width:min(46rem,92%);padding:.5rem .75rem;border-radius:10px;background:var(--card);border:1px solid var(--line)}
@@ -51,6 +60,20 @@ pre{margin:.25rem 0 0;padding:.4rem .55rem;background:var(--code);border-radius:
 .result{margin-top:.4rem;padding-left:.6rem;border-left:3px solid var(--line)}
 .result.ok{border-color:var(--ok)}.result.failed{border-color:var(--bad)}.result.waiting{color:var(--muted);font-style:italic}
 .msg.answer{border-left:4px solid var(--ok)}
+.msg.answer.streaming{border-left-color:var(--accent)}
+.msg.answer.interrupted{border-left-color:var(--bad)}
+.markdown>:first-child{margin-top:0}.markdown>:last-child{margin-bottom:0}
+.markdown p{white-space:normal;margin:0 0 .5rem}
+.markdown ul,.markdown ol{margin:.25rem 0 .5rem;padding-left:1.4rem}
+.markdown code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--code);padding:.05rem .25rem;border-radius:4px}
+.markdown pre code{padding:0;background:none}
+.markdown blockquote{margin:0 0 .5rem;padding-left:.6rem;border-left:3px solid var(--line);color:var(--muted)}
+.markdown table{border-collapse:collapse;margin:0 0 .5rem}.markdown th,.markdown td{border:1px solid var(--line);padding:.2rem .45rem}
+.markdown a{color:var(--accent)}
+.markdown h1,.markdown h2,.markdown h3{font-size:1rem;margin:.4rem 0}
+.stopped-note{font-size:.8rem;color:var(--warn);margin-top:.3rem !important}
+.msg.thinking.streamed{opacity:.75}.msg.thinking summary{cursor:pointer;font-size:.75rem;font-weight:600;font-style:normal}
+.older{align-self:center;font-size:.8rem;padding:.2rem .7rem;border-radius:6px;border:1px solid var(--line);background:var(--card);color:inherit;cursor:pointer}
 .msg.answer.cancelled{border-left-color:var(--warn)}
 .msg.error{background:var(--bad-bg);border-color:var(--bad);color:var(--bad)}
 .msg.system{align-self:center;font-size:.85rem;color:var(--muted);background:none}
@@ -79,6 +102,7 @@ export function renderChatPageHtml(config: ChatPageConfig, scriptUrl: string, ti
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>${t}</title>
+<link rel="icon" href="${FAVICON}">
 <style>${CSS}</style>
 <script type="application/json" id="agentwire-config">${scriptJson(config)}</script>
 <script type="module" src="${escapeHtml(scriptUrl)}"></script>
@@ -97,7 +121,11 @@ export function renderChatPageHtml(config: ChatPageConfig, scriptUrl: string, ti
     <button type="button" id="new-thread" class="btn secondary">New thread</button>
   </nav>
   <main aria-labelledby="thread-heading">
-    <h2 id="thread-heading">Chat</h2>
+    <div class="title-bar">
+      <h2 id="thread-heading">Chat</h2>
+      <button type="button" id="rename-thread" class="btn secondary small">Rename</button>
+      <button type="button" id="delete-thread" class="btn danger small">Delete</button>
+    </div>
     <form id="token-form" aria-labelledby="token-form-heading" hidden>
       <h3 id="token-form-heading" style="margin:0">Sign in</h3>
       <p id="token-error" role="alert" hidden></p>

@@ -1,11 +1,22 @@
 /**
  * The browser chat page (served by src/web/index.ts, bundled with esbuild). Plain DOM on top of
- * the client SDK (agentwire/client) with the browser's own WebSocket.
+ * the client SDK (agentwire/client) with the browser's own WebSocket, and the history routes of
+ * PROTOCOL.md section 14 (historyApi.ts).
  *
- * Rendering rule: every durable event becomes exactly one element carrying `data-seq` and
- * `data-epoch`, created only if that (epoch, seq) pair has not been rendered yet. The SDK already
- * drops replayed duplicates; the page keys by (epoch, seq) as well, so a replay can never draw a
- * line twice, and a new epoch (the server lost its log) starts a fresh key space.
+ * Where a thread's lines come from: its history (GET …/messages) up to the position that answer
+ * names (`epoch`/`last_seq`, the thread's "mark"), then the live events after it. A tab that
+ * opens a thread (or reloads) loads the history first and connects from that mark, so the server
+ * replays exactly what came after; a thread opened later is rebuilt from its history and the
+ * live events this tab received meanwhile that the history does not include yet.
+ *
+ * Rendering rule: each live durable event is applied to its thread at most once, keyed by
+ * (epoch, seq), and only if the thread's mark does not include it (same epoch, seq <= last_seq):
+ * that is the seam that keeps a streamed answer from showing a fragment twice after a reload.
+ * Every event except a delta becomes one element carrying `data-seq` and `data-epoch`; the
+ * deltas of a run are folded into its one answer element, and its thinking deltas into one
+ * collapsed element (their `data-delta-seqs` list them),
+ * whose markdown is re-rendered at most once per animation frame. A new epoch (the server lost
+ * its log) starts a fresh key space, and `resumed: false` reloads the history.
  */
 import {
   ClientClosedError,
@@ -17,27 +28,79 @@ import {
   type CloseInfo,
 } from '@agentwire/client';
 import type { ChatPageConfig } from './config.js';
+import { HistoryApi, HistoryError, type MessageInfo, type MessagesInfo } from './historyApi.js';
+import { renderMarkdown } from './markdown.js';
 
 type EventOf<T extends AgentEvent['type']> = Extract<AgentEvent, { type: T }>;
+
+/** A run's answer: one element whose markdown body is re-rendered from `text`. */
+interface AnswerView {
+  readonly el: HTMLLIElement;
+  readonly who: HTMLElement;
+  readonly body: HTMLDivElement;
+  text: string;
+  readonly deltaSeqs: number[];
+}
+
+/** A run's streamed reasoning: one collapsed element. */
+interface ThinkingView {
+  readonly el: HTMLLIElement;
+  readonly body: HTMLParagraphElement;
+  text: string;
+  readonly deltaSeqs: number[];
+}
 
 interface RunView {
   readonly runId: string;
   readonly tools: Map<string, HTMLElement>;
+  answer: AnswerView | null;
+  thinking: ThinkingView | null;
   stop: HTMLButtonElement | null;
   ended: boolean;
 }
 
+/**
+ * `local`: made in this tab, nothing on the server yet: every live event applies.
+ * `unloaded`: its history was never loaded (live events apply, the history replaces them when opened).
+ * `loading`/`loaded`: its history is (being) loaded; `mark` is what that history includes.
+ */
+type ThreadState = 'local' | 'unloaded' | 'loading' | 'loaded';
+
+interface Mark {
+  readonly epoch: string;
+  readonly lastSeq: number;
+}
+
 interface ThreadView {
   readonly id: string;
-  readonly label: string;
+  title: string;
+  readonly item: HTMLLIElement;
   readonly button: HTMLButtonElement;
+  readonly label: HTMLSpanElement;
   readonly unread: HTMLElement;
   readonly log: HTMLOListElement;
-  readonly runs: Map<string, RunView>;
+  readonly older: HTMLButtonElement;
+  runs: Map<string, RunView>;
   /** Message bubbles shown on submit, by message id, until their `agent_started` arrives. */
   readonly pending: Map<string, HTMLLIElement>;
+  /**
+   * The newest live event applied since the log was last built. Events reach a thread in seq
+   * order, so this one position is the whole set of applied (epoch, seq) keys.
+   */
+  applied: Mark | null;
+  /** Live events applied since the log was last built, to re-apply over a fresh history (bounded). */
+  live: Array<{ event: AgentEvent; epoch: string }>;
+  state: ThreadState;
+  mark: Mark | null;
+  /** Cursor towards older messages of the loaded history, or null at its beginning. */
+  olderCursor: string | null;
   unreadCount: number;
 }
+
+/** Live events kept per thread for a rebuild from history; older ones the history has by then. */
+const LIVE_KEPT = 5000;
+/** Longest thread title the server keeps (section 14). */
+const TITLE_MAX = 200;
 
 const STATE_TEXT: Record<ClientState, string> = {
   idle: 'Not connected',
@@ -82,6 +145,11 @@ function pretty(value: unknown): string {
   }
 }
 
+/** The title the server gives a thread: its first message cut to 80 characters. */
+function titleOf(text: string): string {
+  return [...text].slice(0, 80).join('');
+}
+
 function readConfig(): ChatPageConfig {
   const el = document.getElementById('agentwire-config');
   const parsed = el?.textContent ? (JSON.parse(el.textContent) as Partial<ChatPageConfig>) : {};
@@ -96,7 +164,7 @@ function resolveWsUrl(wsUrl: string): string {
   return url.toString();
 }
 
-/** The token's `sub`, only to key this tab's saved position per user (the server verifies tokens). */
+/** The token's `sub`, only to key this tab's saved state per user (the server verifies tokens). */
 function tokenSubject(token: string): string | null {
   try {
     const part = token.split('.')[1] ?? '';
@@ -109,21 +177,25 @@ function tokenSubject(token: string): string | null {
 }
 
 interface Saved {
-  epoch: string | null;
-  threads: Array<{ id: string; label: string }>;
+  /** Threads made in this tab that have no message on the server yet. */
+  local: Array<{ id: string; title: string }>;
   active: string | null;
 }
 
-/** This tab's threads and epoch in sessionStorage: a reload replays the log and rebuilds them. */
+/** This tab's open thread and its not-yet-sent threads in sessionStorage; the rest is history. */
 class TabStore {
   constructor(readonly key: string | null) {}
 
   load(): Saved {
-    const empty: Saved = { epoch: null, threads: [], active: null };
+    const empty: Saved = { local: [], active: null };
     if (!this.key) return empty;
     try {
       const raw = sessionStorage.getItem(this.key);
-      return raw ? { ...empty, ...(JSON.parse(raw) as Partial<Saved>) } : empty;
+      const parsed = raw ? (JSON.parse(raw) as Partial<Saved>) : {};
+      return {
+        local: Array.isArray(parsed.local) ? parsed.local.filter((t) => typeof t?.id === 'string' && typeof t.title === 'string') : [],
+        active: typeof parsed.active === 'string' ? parsed.active : null,
+      };
     } catch {
       return empty;
     }
@@ -134,28 +206,35 @@ class TabStore {
     try {
       sessionStorage.setItem(this.key, JSON.stringify(value));
     } catch {
-      // storage full or disabled: a reload then starts empty
+      // storage full or disabled: a reload then opens a new thread
     }
   }
 }
 
 class ChatPage {
   readonly #threads = new Map<string, ThreadView>();
-  /** `${epoch}:${seq}` of every event drawn. */
-  readonly #rendered = new Set<string>();
+  /** Threads deleted in this tab: their last events (the cancelled runs) must not bring them back. */
+  readonly #deleted = new Set<string>();
   readonly #wsUrl: string;
   #client: AgentwireClient | null = null;
+  #api: HistoryApi | null = null;
   #store = new TabStore(null);
   #active: ThreadView | null = null;
+  /** Numbers the threads made in this tab ("Thread 2") until their first message names them. */
   #threadCounter = 0;
-  /** Events up to this seq of this epoch are the history replayed on page load: not "new". */
-  #history: { epoch: string; upTo: number } | null = null;
+  /** Bumped by every start(): answers of an earlier start are dropped. */
+  #generation = 0;
+  /** True while a thread's log is built from history: those lines are not "new". */
   #drawingHistory = false;
+  readonly #dirtyAnswers = new Set<AnswerView>();
+  #frameRequested = false;
 
   readonly #badge = $<HTMLSpanElement>('connection');
   readonly #threadList = $<HTMLUListElement>('thread-list');
   readonly #logs = $<HTMLDivElement>('transcripts');
   readonly #heading = $<HTMLHeadingElement>('thread-heading');
+  readonly #renameButton = $<HTMLButtonElement>('rename-thread');
+  readonly #deleteButton = $<HTMLButtonElement>('delete-thread');
   readonly #note = $<HTMLDivElement>('history-note');
   readonly #noteText = $<HTMLParagraphElement>('history-note-text');
   readonly #form = $<HTMLFormElement>('composer');
@@ -171,6 +250,8 @@ class ChatPage {
       this.#select(this.#createThread());
       this.#input.focus();
     });
+    this.#renameButton.addEventListener('click', () => void this.#rename());
+    this.#deleteButton.addEventListener('click', () => void this.#delete());
     $<HTMLButtonElement>('history-note-dismiss').addEventListener('click', () => {
       this.#note.hidden = true;
       this.#input.focus();
@@ -188,56 +269,68 @@ class ChatPage {
     this.#tokenForm.addEventListener('submit', (event) => {
       event.preventDefault();
       const token = this.#tokenInput.value.trim();
-      if (token) this.start(token);
+      if (token) void this.start(token);
     });
 
     const token = new URL(location.href).searchParams.get('token') || config.token;
-    if (token) this.start(token);
+    if (token) void this.start(token);
     else this.#askForToken(null);
   }
 
-  start(token: string): void {
+  async start(token: string): Promise<void> {
+    const generation = ++this.#generation;
     this.#tokenForm.hidden = true;
     if (this.#client) {
       // Another token, maybe another user: start from a clean page.
       this.#client.close();
       this.#client = null;
       this.#threads.clear();
-      this.#rendered.clear();
+      this.#deleted.clear();
       this.#threadList.replaceChildren();
       this.#logs.replaceChildren();
       this.#note.hidden = true;
       this.#active = null;
       this.#threadCounter = 0;
-      this.#history = null;
     }
     const user = tokenSubject(token);
     this.#store = new TabStore(user === null ? null : `agentwire-chat:${this.#wsUrl}:${user}`);
+    const api = new HistoryApi(this.#wsUrl, token);
+    this.#api = api;
     const saved = this.#store.load();
-    for (const { id, label } of saved.threads) this.#thread(id, label);
-    if (this.#threads.size === 0) this.#createThread();
-    this.#select(this.#threads.get(saved.active ?? '') ?? this.#threads.values().next().value!);
+    this.#showState('idle');
+    this.#badge.textContent = 'Loading history…';
 
-    // A saved epoch resumes from seq 0, so the server replays this user's retained log.
+    // The user's threads, then the open one's history, then the connection from that history's
+    // position: the server replays exactly what the history does not include.
+    const listed = await api.threads().catch((error: unknown) => {
+      this.#systemLine(`Could not load the thread list: ${error instanceof Error ? error.message : String(error)}`);
+      return [];
+    });
+    if (generation !== this.#generation) return;
+    for (const { threadId, title } of listed) this.#thread(threadId, title, 'unloaded');
+    for (const { id, title } of saved.local) if (!this.#threads.has(id)) this.#thread(id, title, 'local');
+    const active = this.#threads.get(saved.active ?? '') ?? this.#createThread();
+    this.#select(active);
+    if (active.state === 'unloaded') await this.#load(active);
+    if (generation !== this.#generation) return;
+
     const client = createClient({
       url: this.#wsUrl,
       token,
-      ...(saved.epoch ? { resume: { epoch: saved.epoch, lastSeq: 0 } } : {}),
+      ...(active.mark ? { resume: { epoch: active.mark.epoch, lastSeq: active.mark.lastSeq } } : {}),
     });
     this.#client = client;
     client.on('state', ({ state, closeInfo }) => this.#showState(state, closeInfo));
     client.on('ready', (ready) => {
-      if (this.#history === null) this.#history = { epoch: ready.epoch, upTo: ready.resumed ? ready.last_seq : 0 };
       this.#badge.title = `Signed in as ${ready.user_id}`;
       $<HTMLSpanElement>('user').textContent = ready.user_id;
-      this.#persist();
     });
     client.on('disconnect', (info) => {
       const seconds = Math.max(1, Math.round(info.delayMs / 1000));
       this.#badge.title = `Connection lost (${info.code}${info.reason ? ` ${info.reason}` : ''}); retry ${info.attempt} in ${seconds}s`;
     });
     client.on('history_reset', (reset) => this.#historyReset(reset.previousLastSeq));
-    client.on('event', (event) => this.#render(event, client.position?.epoch ?? ''));
+    client.on('event', (event) => this.#live(event, client.position?.epoch ?? ''));
     client.on('server_error', (frame) => this.#systemLine(`Server error ${frame.code}: ${frame.message}`));
     this.#showState(client.state);
     client.connect().catch(() => {
@@ -267,8 +360,9 @@ class ChatPage {
     this.#tokenInput.focus();
   }
 
+  /** `resumed: false`: what happened while away is not replayed, so every history is reloaded. */
   #historyReset(previousLastSeq: number): void {
-    const hadEvents = [...this.#threads.values()].some((thread) => thread.log.querySelector('[data-seq]'));
+    const hadEvents = [...this.#threads.values()].some((thread) => thread.log.querySelector('[data-type]'));
     this.#noteText.textContent = hadEvents
       ? 'History reloaded: the server could not replay what happened while this page was away (its event log was reset). ' +
         'Earlier messages may be incomplete; new messages appear below.'
@@ -279,44 +373,76 @@ class ChatPage {
         if (!run.ended) this.#endRun(run, 'interrupted: history reset');
       }
       for (const bubble of thread.pending.values()) this.#setStatus(bubble, 'sending…');
-      if (thread.log.childElementCount > 0) {
+      if (thread.log.querySelector('[data-type]')) {
         thread.log.append(h('li', { class: 'divider', role: 'separator' }, 'history reset: earlier events may be missing'));
       }
+      if (thread.state !== 'local' || thread.runs.size > 0) thread.state = 'unloaded';
     }
-    this.#persist();
+    if (this.#active?.state === 'unloaded') void this.#load(this.#active);
   }
 
   // ---- threads ----
 
   #createThread(): ThreadView {
-    let label: string;
-    do label = `Thread ${++this.#threadCounter}`;
-    while ([...this.#threads.values()].some((thread) => thread.label === label));
-    const view = this.#thread(newId('t-'), label);
+    let title: string;
+    do title = `Thread ${++this.#threadCounter}`;
+    while ([...this.#threads.values()].some((thread) => thread.title === title));
+    const view = this.#thread(newId('t-'), title, 'local');
+    this.#threadList.prepend(view.item);
     this.#persist();
     return view;
   }
 
-  #thread(id: string, label = id): ThreadView {
+  #thread(id: string, title: string, state: ThreadState): ThreadView {
     const existing = this.#threads.get(id);
     if (existing) return existing;
     const unread = h('span', { class: 'unread' });
-    const button = h('button', { type: 'button', 'data-thread-id': id }, h('span', { class: 'label' }, label), unread);
+    const label = h('span', { class: 'label' }, title);
+    const button = h('button', { type: 'button', 'data-thread-id': id, title }, label, unread);
+    const older = h('button', { type: 'button', class: 'older' }, 'Load older messages');
+    older.hidden = true;
     const log = h('ol', {
       class: 'transcript',
       'data-thread-id': id,
-      'aria-label': `Messages in ${label}`,
+      'aria-label': `Messages in ${title}`,
       'aria-live': 'polite',
       'aria-relevant': 'additions',
       tabindex: '0',
     });
     log.hidden = true;
-    const view: ThreadView = { id, label, button, unread, log, runs: new Map(), pending: new Map(), unreadCount: 0 };
+    const item = h('li', {}, button);
+    const view: ThreadView = {
+      id,
+      title,
+      item,
+      button,
+      label,
+      unread,
+      log,
+      older,
+      runs: new Map(),
+      pending: new Map(),
+      applied: null,
+      live: [],
+      state,
+      mark: null,
+      olderCursor: null,
+      unreadCount: 0,
+    };
     button.addEventListener('click', () => this.#select(view));
-    this.#threadList.append(h('li', {}, button));
+    older.addEventListener('click', () => void this.#loadOlder(view));
+    this.#threadList.append(item);
     this.#logs.append(log);
     this.#threads.set(id, view);
     return view;
+  }
+
+  #retitle(view: ThreadView, title: string): void {
+    view.title = title;
+    view.label.textContent = title;
+    view.button.title = title;
+    view.log.setAttribute('aria-label', `Messages in ${title}`);
+    if (view === this.#active) this.#heading.textContent = title;
   }
 
   #select(view: ThreadView): void {
@@ -329,17 +455,131 @@ class ChatPage {
     this.#active = view;
     view.unreadCount = 0;
     view.unread.textContent = '';
-    this.#heading.textContent = view.label;
+    this.#heading.textContent = view.title;
     this.#scrollToEnd(view);
     this.#persist();
+    // A thread first seen in the list (or after a history reset) is loaded when opened; the
+    // initial load in start() awaits it before connecting.
+    if (view.state === 'unloaded' && this.#client) void this.#load(view);
   }
 
   #persist(): void {
     this.#store.save({
-      epoch: this.#client?.position?.epoch ?? null,
-      threads: [...this.#threads.values()].map(({ id, label }) => ({ id, label })),
+      local: [...this.#threads.values()].filter((t) => t.state === 'local' && t.runs.size === 0 && t.pending.size === 0).map(({ id, title }) => ({ id, title })),
       active: this.#active?.id ?? null,
     });
+  }
+
+  /**
+   * Builds the thread's log from its newest history page, then re-applies the live events this
+   * tab received that the history does not include.
+   */
+  async #load(view: ThreadView): Promise<void> {
+    const api = this.#api;
+    if (!api || view.state === 'loading') return;
+    view.state = 'loading';
+    let page: MessagesInfo;
+    try {
+      page = await api.messages(view.id);
+    } catch (error) {
+      if (!this.#threads.has(view.id) || view.state !== 'loading') return;
+      // Not on the server (its log was lost, or it is new): what is shown stays. Any other
+      // failure leaves it to load again when opened. Either way the events that arrived
+      // meanwhile are applied now (each at most once).
+      const missing = error instanceof HistoryError && error.status === 404;
+      view.state = missing ? 'local' : 'unloaded';
+      for (const { event, epoch } of view.live) this.#apply(view, event, epoch);
+      if (!missing) this.#systemLine(`Could not load this thread's history: ${error instanceof Error ? error.message : String(error)}`, view);
+      else this.#persist();
+      return;
+    }
+    if (!this.#threads.has(view.id) || view.state !== 'loading') return;
+    const pending = [...view.pending.values()];
+    const live = view.live;
+    view.log.replaceChildren(view.older);
+    view.runs = new Map();
+    view.applied = null;
+    view.live = [];
+    view.mark = { epoch: page.epoch, lastSeq: page.lastSeq };
+    view.olderCursor = page.nextCursor;
+    view.older.hidden = page.nextCursor === null;
+    view.state = 'loaded';
+    this.#drawingHistory = true;
+    try {
+      for (const el of this.#historyElements(view, page.messages)) view.log.append(el);
+      for (const bubble of pending) view.log.append(bubble);
+      // Events of another epoch belong to a log the server no longer has: the history stands for them.
+      for (const { event, epoch } of live) if (epoch === page.epoch) this.#apply(view, event, epoch);
+    } finally {
+      this.#drawingHistory = false;
+    }
+    this.#scrollToEnd(view);
+  }
+
+  async #loadOlder(view: ThreadView): Promise<void> {
+    const api = this.#api;
+    const cursor = view.olderCursor;
+    if (!api || cursor === null) return;
+    view.older.disabled = true;
+    try {
+      const page = await api.messages(view.id, cursor);
+      if (view.olderCursor !== cursor) return;
+      const height = view.log.scrollHeight;
+      view.older.after(...this.#historyElements(view, page.messages));
+      view.olderCursor = page.nextCursor;
+      view.older.hidden = page.nextCursor === null;
+      view.log.scrollTop += view.log.scrollHeight - height; // keep what was on screen in place
+    } catch (error) {
+      this.#systemLine(`Could not load older messages: ${error instanceof Error ? error.message : String(error)}`, view);
+    } finally {
+      view.older.disabled = false;
+    }
+  }
+
+  async #rename(): Promise<void> {
+    const view = this.#active;
+    const api = this.#api;
+    if (!view || !api) return;
+    const answer = prompt('New title for this thread', view.title);
+    const title = answer?.trim() ?? '';
+    if (!title) return;
+    if ([...title].length > TITLE_MAX) {
+      this.#systemLine(`A title has at most ${TITLE_MAX} characters.`, view);
+      return;
+    }
+    if (view.state === 'local' && view.runs.size === 0) {
+      // The server names a thread after its first message; only then can it be renamed.
+      this.#systemLine('Send a first message, then rename the thread.', view);
+      return;
+    }
+    try {
+      this.#retitle(view, (await api.rename(view.id, title)).title);
+    } catch (error) {
+      this.#systemLine(`Could not rename the thread: ${error instanceof Error ? error.message : String(error)}`, view);
+    }
+  }
+
+  async #delete(): Promise<void> {
+    const view = this.#active;
+    const api = this.#api;
+    if (!view || !api) return;
+    if (!confirm(`Delete the thread "${view.title}"? Its messages are erased and its runs are stopped.`)) return;
+    if (view.state !== 'local' || view.runs.size > 0) {
+      try {
+        await api.remove(view.id);
+      } catch (error) {
+        if (!(error instanceof HistoryError && error.status === 404)) {
+          this.#systemLine(`Could not delete the thread: ${error instanceof Error ? error.message : String(error)}`, view);
+          return;
+        }
+      }
+    }
+    this.#deleted.add(view.id);
+    this.#threads.delete(view.id);
+    view.item.remove();
+    view.log.remove();
+    const next = this.#threads.values().next().value;
+    this.#select(next ?? this.#createThread());
   }
 
   // ---- sending ----
@@ -360,6 +600,7 @@ class ChatPage {
     thread.pending.set(id, bubble);
     this.#append(thread, bubble);
     this.#input.value = '';
+    this.#persist();
     client.send(thread.id, text, { id }).then(
       (ack) => {
         if (!thread.pending.has(id)) return;
@@ -394,14 +635,68 @@ class ChatPage {
     if (status) status.textContent = text;
   }
 
-  // ---- events ----
+  // ---- history ----
 
-  #render(event: AgentEvent, epoch: string): void {
-    const key = `${epoch}:${event.seq}`;
-    if (this.#rendered.has(key)) return;
-    this.#rendered.add(key);
-    const thread = this.#thread(event.thread_id);
-    this.#drawingHistory = this.#history !== null && this.#history.epoch === epoch && event.seq <= this.#history.upTo;
+  /** The elements of history messages (oldest first), with the runs they leave open. */
+  #historyElements(thread: ThreadView, messages: readonly MessageInfo[]): HTMLElement[] {
+    const els: HTMLElement[] = [];
+    const typed = (el: HTMLElement, type: string, runId: string) => {
+      el.dataset.type = type;
+      el.dataset.runId = runId;
+      return el;
+    };
+    for (const message of messages) {
+      if (message.role === 'user') {
+        const bubble = typed(this.#userBubble(message.text, message.id), 'agent_started', message.runId);
+        const run = this.#run(thread, message.runId);
+        if (!run.ended) this.#addStop(run, bubble);
+        els.push(bubble);
+        continue;
+      }
+      const run = this.#run(thread, message.runId);
+      for (const text of message.thinking) els.push(typed(this.#thinkingItem(text), 'agent_thinking', message.runId));
+      for (const call of message.toolCalls) {
+        const { item, slot } = this.#toolItem(call.callId, call.tool, call.args);
+        if (call.ok !== undefined) this.#fillResult(slot, call.ok, call.result);
+        else run.tools.set(call.callId, slot);
+        els.push(typed(item, 'tool_executing', message.runId));
+      }
+      const finished = message.status === 'completed' || message.status === 'cancelled';
+      if (message.text || finished) {
+        const answer = this.#answer(run);
+        answer.text = message.text;
+        renderMarkdown(answer.body, answer.text);
+        if (finished) this.#finishAnswer(answer, message.status === 'cancelled');
+        typed(answer.el, finished ? 'agent_completed' : 'agent_text_delta', message.runId);
+        els.push(answer.el);
+      }
+      if (message.status === 'error' && message.error) {
+        els.push(typed(this.#errorItem(message.error.code, message.error.message), 'agent_error', message.runId));
+      }
+      if (finished || message.status === 'error') this.#endRun(run, null);
+    }
+    return els;
+  }
+
+  // ---- live events ----
+
+  #live(event: AgentEvent, epoch: string): void {
+    if (this.#deleted.has(event.thread_id)) return;
+    let thread = this.#threads.get(event.thread_id);
+    if (!thread) {
+      // A thread this tab has not seen (made elsewhere, or after the list was loaded).
+      thread = this.#thread(event.thread_id, event.type === 'agent_started' ? titleOf(event.text) : event.thread_id, 'unloaded');
+    }
+    if (thread.state !== 'loading') this.#apply(thread, event, epoch);
+    thread.live.push({ event, epoch });
+    if (thread.live.length > LIVE_KEPT) thread.live.splice(0, thread.live.length - LIVE_KEPT);
+  }
+
+  /** Applies one live event to a thread's log, unless applied already or its history includes it (same epoch, seq <= last_seq). */
+  #apply(thread: ThreadView, event: AgentEvent, epoch: string): void {
+    const includes = (position: Mark | null) => position !== null && position.epoch === epoch && event.seq <= position.lastSeq;
+    if (includes(thread.applied) || includes(thread.mark)) return;
+    thread.applied = { epoch, lastSeq: event.seq };
     const mark = (el: HTMLElement) => {
       el.dataset.seq = String(event.seq);
       el.dataset.epoch = epoch;
@@ -414,8 +709,12 @@ class ChatPage {
       case 'agent_started':
         return this.#started(thread, event, mark);
       case 'agent_thinking':
-        this.#append(thread, mark(h('li', { class: 'msg thinking' }, h('span', { class: 'who' }, 'Thinking'), h('p', { class: 'text' }, event.text))));
+        this.#append(thread, mark(this.#thinkingItem(event.text)));
         return;
+      case 'agent_thinking_delta':
+        return this.#thinkingDelta(thread, event, epoch);
+      case 'agent_text_delta':
+        return this.#textDelta(thread, event, epoch);
       case 'tool_executing':
         return this.#toolCall(thread, event, mark);
       case 'tool_completed':
@@ -428,7 +727,7 @@ class ChatPage {
 
   #run(thread: ThreadView, runId: string): RunView {
     let run = thread.runs.get(runId);
-    if (!run) thread.runs.set(runId, (run = { runId, tools: new Map(), stop: null, ended: false }));
+    if (!run) thread.runs.set(runId, (run = { runId, tools: new Map(), answer: null, thinking: null, stop: null, ended: false }));
     return run;
   }
 
@@ -439,55 +738,150 @@ class ChatPage {
     bubble.classList.remove('pending');
     mark(bubble);
     const run = this.#run(thread, event.run_id);
-    if (!run.ended && this.#client) {
-      const client = this.#client;
-      const stop = h('button', { type: 'button', class: 'stop' }, 'Stop');
-      stop.setAttribute('aria-label', 'Stop this run');
-      stop.addEventListener('click', () => {
-        stop.disabled = true;
-        client.cancel(event.run_id).catch((error: unknown) => {
-          stop.disabled = false;
-          this.#systemLine(`Could not stop the run: ${error instanceof Error ? error.message : String(error)}`);
-        });
-      });
-      run.stop = stop;
-      bubble.append(stop);
-    }
+    if (!run.ended) this.#addStop(run, bubble);
     this.#setStatus(bubble, '');
+    if (/^Thread \d+$/.test(thread.title) && thread.state === 'local') this.#retitle(thread, titleOf(event.text));
+    if (thread.state === 'local') this.#persist();
+    this.#threadList.prepend(thread.item); // most recently active first, as the server lists them
     // (Re)appended: a message sent while an earlier run was going moves below that run, so the
     // transcript stays in seq order.
     this.#append(thread, bubble);
   }
 
-  #toolCall(thread: ThreadView, event: EventOf<'tool_executing'>, mark: (el: HTMLElement) => HTMLElement): void {
-    const result = h('div', { class: 'result waiting' }, 'running…');
-    const el = mark(
-      h(
-        'li',
-        { class: 'msg tool', 'data-call-id': event.call_id },
-        h('span', { class: 'who' }, 'Tool call ', h('code', { class: 'tool-name' }, event.tool)),
-        h('pre', { class: 'args', 'aria-label': `Arguments of ${event.tool}` }, pretty(event.args)),
-        result,
-      ),
+  #addStop(run: RunView, bubble: HTMLElement): void {
+    const stop = h('button', { type: 'button', class: 'stop' }, 'Stop');
+    stop.setAttribute('aria-label', 'Stop this run');
+    stop.addEventListener('click', () => {
+      const client = this.#client;
+      if (!client) return;
+      stop.disabled = true;
+      client.cancel(run.runId).catch((error: unknown) => {
+        stop.disabled = false;
+        this.#systemLine(`Could not stop the run: ${error instanceof Error ? error.message : String(error)}`);
+      });
+    });
+    run.stop?.remove();
+    run.stop = stop;
+    bubble.append(stop);
+  }
+
+  #thinkingItem(text: string): HTMLLIElement {
+    return h('li', { class: 'msg thinking' }, h('span', { class: 'who' }, 'Thinking'), h('p', { class: 'text' }, text));
+  }
+
+  #thinkingDelta(thread: ThreadView, event: EventOf<'agent_thinking_delta'>, epoch: string): void {
+    const run = this.#run(thread, event.run_id);
+    if (!run.thinking) {
+      // Streamed reasoning: collapsed and dim, one element per run, opened on demand.
+      const body = h('p', { class: 'text' });
+      const details = h('details', {}, h('summary', {}, 'Thinking…'), body);
+      const el = h('li', { class: 'msg thinking streamed', 'data-type': 'agent_thinking_delta', 'data-delta-type': 'agent_thinking_delta' }, details);
+      el.dataset.runId = run.runId;
+      run.thinking = { el, body, text: '', deltaSeqs: [] };
+      this.#append(thread, el);
+    }
+    const thinking = run.thinking;
+    thinking.text += event.text;
+    thinking.body.textContent = thinking.text;
+    thinking.deltaSeqs.push(event.seq);
+    thinking.el.dataset.deltaSeqs = thinking.deltaSeqs.join(' ');
+    thinking.el.dataset.epoch = epoch;
+  }
+
+  /** The run's answer element, made (and appended) on first use. */
+  #answer(run: RunView): AnswerView {
+    if (run.answer) return run.answer;
+    const who = h('span', { class: 'who' }, 'Agent');
+    const body = h('div', { class: 'text markdown' });
+    const el = h('li', { class: 'msg answer streaming', 'data-run-id': run.runId, 'data-delta-type': 'agent_text_delta' }, who, body);
+    run.answer = { el, who, body, text: '', deltaSeqs: [] };
+    return run.answer;
+  }
+
+  #textDelta(thread: ThreadView, event: EventOf<'agent_text_delta'>, epoch: string): void {
+    const run = this.#run(thread, event.run_id);
+    const fresh = !run.answer;
+    const answer = this.#answer(run);
+    answer.text += event.text;
+    answer.deltaSeqs.push(event.seq);
+    answer.el.dataset.deltaSeqs = answer.deltaSeqs.join(' ');
+    answer.el.dataset.epoch = epoch;
+    if (fresh) {
+      answer.el.dataset.type = 'agent_text_delta';
+      this.#append(thread, answer.el);
+    } else this.#noteUnread(thread, false);
+    this.#dirtyAnswers.add(answer);
+    if (!this.#frameRequested) {
+      this.#frameRequested = true;
+      requestAnimationFrame(() => this.#renderDirty());
+    }
+  }
+
+  /** Re-renders the markdown of every answer that grew since the last frame. */
+  #renderDirty(): void {
+    this.#frameRequested = false;
+    for (const answer of this.#dirtyAnswers) {
+      const thread = this.#threads.get(answer.el.closest<HTMLElement>('ol.transcript')?.dataset.threadId ?? '');
+      const stick = thread ? this.#nearEnd(thread) : false;
+      renderMarkdown(answer.body, answer.text);
+      if (thread && stick) this.#scrollToEnd(thread);
+    }
+    this.#dirtyAnswers.clear();
+  }
+
+  #toolItem(callId: string, tool: string, args: unknown): { item: HTMLLIElement; slot: HTMLElement } {
+    const slot = h('div', { class: 'result waiting' }, 'running…');
+    const item = h(
+      'li',
+      { class: 'msg tool', 'data-call-id': callId },
+      h('span', { class: 'who' }, 'Tool call ', h('code', { class: 'tool-name' }, tool)),
+      h('pre', { class: 'args', 'aria-label': `Arguments of ${tool}` }, pretty(args)),
+      slot,
     );
-    this.#run(thread, event.run_id).tools.set(event.call_id, result);
-    this.#append(thread, el);
+    return { item, slot };
+  }
+
+  #fillResult(slot: HTMLElement, ok: boolean, result: unknown): void {
+    slot.className = `result ${ok ? 'ok' : 'failed'}`;
+    slot.replaceChildren(h('span', { class: 'who' }, ok ? 'Result' : 'Tool failed'), h('pre', { class: 'value' }, pretty(result)));
+  }
+
+  #toolCall(thread: ThreadView, event: EventOf<'tool_executing'>, mark: (el: HTMLElement) => HTMLElement): void {
+    const { item, slot } = this.#toolItem(event.call_id, event.tool, event.args);
+    this.#run(thread, event.run_id).tools.set(event.call_id, slot);
+    this.#append(thread, mark(item));
   }
 
   #toolResult(thread: ThreadView, event: EventOf<'tool_completed'>, mark: (el: HTMLElement) => HTMLElement): void {
-    const body = [h('span', { class: 'who' }, event.ok ? 'Result' : 'Tool failed'), h('pre', { class: 'value' }, pretty(event.result))];
     const slot = this.#run(thread, event.run_id).tools.get(event.call_id);
     if (slot) {
       const stick = this.#nearEnd(thread);
-      slot.className = `result ${event.ok ? 'ok' : 'failed'}`;
-      slot.replaceChildren(...body);
+      this.#fillResult(slot, event.ok, event.result);
       mark(slot);
       if (stick) this.#scrollToEnd(thread);
       this.#noteUnread(thread);
     } else {
       // The call itself was not seen (history reset in between): show the result on its own.
-      this.#append(thread, mark(h('li', { class: `msg tool result ${event.ok ? 'ok' : 'failed'}`, 'data-call-id': event.call_id }, ...body)));
+      const item = h('li', { class: 'msg tool', 'data-call-id': event.call_id });
+      this.#fillResult(item, event.ok, event.result);
+      item.classList.add('msg', 'tool');
+      this.#append(thread, mark(item));
     }
+  }
+
+  #errorItem(code: string, message: string): HTMLLIElement {
+    return h('li', { class: 'msg error', role: 'note' }, h('span', { class: 'who' }, `Run failed: ${code}`), h('p', { class: 'text' }, message));
+  }
+
+  /** A finished answer: no longer streaming; a stopped one says that it is incomplete. */
+  #finishAnswer(answer: AnswerView, cancelled: boolean): void {
+    answer.el.classList.remove('streaming');
+    if (!cancelled) return;
+    answer.el.classList.add('cancelled');
+    answer.who.textContent = 'Agent (cancelled)';
+    answer.el.append(
+      h('p', { class: 'stopped-note' }, answer.text ? 'Stopped: the answer above is incomplete.' : 'Stopped before the agent answered.'),
+    );
   }
 
   #terminal(
@@ -497,30 +891,22 @@ class ChatPage {
   ): void {
     const run = this.#run(thread, event.run_id);
     if (event.type === 'agent_completed') {
-      const cancelled = event.status === 'cancelled';
-      this.#append(
-        thread,
-        mark(
-          h(
-            'li',
-            { class: `msg answer${cancelled ? ' cancelled' : ''}` },
-            h('span', { class: 'who' }, cancelled ? 'Agent (cancelled)' : 'Agent'),
-            h('p', { class: 'text' }, event.text),
-          ),
-        ),
-      );
+      const fresh = !run.answer;
+      const answer = this.#answer(run);
+      // The completed text is the whole answer (the deltas' concatenation when it streamed).
+      answer.text = event.text;
+      this.#dirtyAnswers.delete(answer);
+      renderMarkdown(answer.body, answer.text);
+      this.#finishAnswer(answer, event.status === 'cancelled');
+      mark(answer.el);
+      // A streamed answer was counted as unread when its first words arrived.
+      if (fresh) this.#append(thread, answer.el);
     } else {
-      this.#append(
-        thread,
-        mark(
-          h(
-            'li',
-            { class: 'msg error', role: 'note' },
-            h('span', { class: 'who' }, `Run failed: ${event.code}`),
-            h('p', { class: 'text' }, event.message),
-          ),
-        ),
-      );
+      if (run.answer) {
+        run.answer.el.classList.remove('streaming');
+        run.answer.el.classList.add('interrupted');
+      }
+      this.#append(thread, mark(this.#errorItem(event.code, event.message)));
     }
     this.#endRun(run, null);
   }
@@ -534,8 +920,7 @@ class ChatPage {
     }
   }
 
-  #systemLine(text: string): void {
-    const thread = this.#active;
+  #systemLine(text: string, thread = this.#active): void {
     if (thread) this.#append(thread, h('li', { class: 'msg system', role: 'note' }, text));
   }
 
@@ -546,8 +931,9 @@ class ChatPage {
     if (stick) this.#scrollToEnd(thread);
   }
 
-  #noteUnread(thread: ThreadView): void {
-    if (thread === this.#active || this.#drawingHistory) return;
+  /** Counts an update of a thread that is not on screen (`count`: false for a delta, which only grows a line). */
+  #noteUnread(thread: ThreadView, count = true): void {
+    if (thread === this.#active || this.#drawingHistory || !count) return;
     thread.unreadCount++;
     thread.unread.textContent = ` (${thread.unreadCount} new)`;
   }

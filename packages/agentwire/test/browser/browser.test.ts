@@ -10,15 +10,11 @@ import { MemoryEngine } from '../../src/engine/index.js';
 import { createChatPageHandler } from '../../src/index.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/transport/index.js';
 import { ChildTracker } from '../helpers/childProcess.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
 import { TEST_SECRET, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { demoRunTypes } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { TestClient } from '../helpers/wsClient.js';
-
-/**
- * The event types of a demo run the page draws, in order. The page does not draw the answer's
- * `agent_text_delta` events yet (streaming with markdown is the chat page's own change).
- */
-const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 'tool_executing', 'tool_completed', 'agent_thinking', 'agent_completed'];
 
 /**
  * The browser chat page (src/web) in a real Chromium (Debian's /usr/bin/chromium driven by
@@ -27,6 +23,7 @@ const DEMO_RUN_TYPES: readonly string[] = ['agent_started', 'agent_thinking', 't
  */
 
 const CHROMIUM = '/usr/bin/chromium';
+const DOCS = fileURLToPath(new URL('../../../../docs/', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 const WAIT_MS = 10_000;
 
@@ -67,6 +64,8 @@ interface OpenedPage {
   page: Page;
   /** Uncaught exceptions in the page (there must be none). */
   errors: string[];
+  /** Requests of the page answered with a 4xx/5xx or not answered at all (favicon included). */
+  badRequests: string[];
 }
 
 /** A fresh browser context (no storage) with a page at `url`; records the badge's states. */
@@ -77,6 +76,14 @@ async function open(url: string): Promise<OpenedPage> {
   page.setDefaultTimeout(WAIT_MS);
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
+  const badRequests: string[] = [];
+  page.on('response', (response) => {
+    if (response.status() >= 400) badRequests.push(`${response.status()} ${response.url()}`);
+  });
+  page.on('requestfailed', (request) => {
+    // A reload aborts the requests of the page it leaves; that is not a failure of the page.
+    if (request.failure()?.errorText !== 'net::ERR_ABORTED') badRequests.push(`failed ${request.url()}`);
+  });
   await page.addInitScript(() => {
     // Every value the badge's data-state takes after the parser created it, in order.
     const w = window as unknown as { badgeStates: string[] };
@@ -93,7 +100,7 @@ async function open(url: string): Promise<OpenedPage> {
     }).observe(document, { subtree: true, attributes: true, attributeOldValue: true, attributeFilter: ['data-state'] });
   });
   await page.goto(url);
-  return { page, errors };
+  return { page, errors, badRequests };
 }
 
 async function badgeStates(page: Page): Promise<string[]> {
@@ -111,18 +118,34 @@ interface Rendered {
   thread: string;
 }
 
-/** Every element that renders a durable event, in document order. */
+/**
+ * Every live durable event rendered, in document order: the elements with a `data-seq`, and the
+ * deltas folded into an answer or thinking element (its `data-delta-seqs`, before its own event).
+ */
 async function rendered(page: Page): Promise<Rendered[]> {
-  return page.$$eval('[data-seq]', (els) =>
-    els.map((el) => {
+  return page.$$eval('[data-seq], [data-delta-seqs]', (els) =>
+    els.flatMap((el) => {
       const h = el as HTMLElement;
-      return {
-        seq: Number(h.dataset.seq),
-        epoch: h.dataset.epoch ?? '',
-        type: h.dataset.type ?? '',
-        thread: (h.closest('ol.transcript') as HTMLElement | null)?.dataset.threadId ?? '',
-      };
+      const epoch = h.dataset.epoch ?? '';
+      const thread = (h.closest('ol.transcript') as HTMLElement | null)?.dataset.threadId ?? '';
+      const deltas = (h.dataset.deltaSeqs ?? '')
+        .split(' ')
+        .filter(Boolean)
+        .map((seq) => ({ seq: Number(seq), epoch, type: h.dataset.deltaType ?? '', thread }));
+      return h.dataset.seq ? [...deltas, { seq: Number(h.dataset.seq), epoch, type: h.dataset.type ?? '', thread }] : deltas;
     }),
+  );
+}
+
+/** Waits until `count` live events are rendered (elements with a seq, and folded text deltas). */
+async function waitForRendered(page: Page, count: number, timeout = WAIT_MS): Promise<void> {
+  await page.waitForFunction(
+    (n) =>
+      document.querySelectorAll('[data-seq]').length +
+        Array.from(document.querySelectorAll<HTMLElement>('[data-delta-seqs]')).reduce((sum, el) => sum + el.dataset.deltaSeqs!.split(' ').length, 0) >=
+      n,
+    count,
+    { timeout },
   );
 }
 
@@ -175,9 +198,12 @@ async function started(options: Partial<GatewayOptions>): Promise<TestGateway> {
 describe('browser chat page', () => {
   it('renders every event kind of a run, by keyboard, with landmarks, labels and live regions; threads keep their transcripts', async () => {
     const env = await started({ chatPage: { token: await token('alice') } });
-    const { page, errors } = await open(`http://127.0.0.1:${env.port}/`);
+    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/`);
     await waitReady(page);
     expect(await page.locator('#user').textContent()).toBe('alice');
+    // The icon is inline: a browser that shows icons never asks the server for /favicon.ico
+    // (headless Chromium asks for none, so the recorded requests alone would not show a 404).
+    expect(await page.evaluate(() => document.querySelector<HTMLLinkElement>('link[rel="icon"]')?.href.slice(0, 19))).toBe('data:image/svg+xml,');
 
     // Landmarks, labels and live regions.
     await expect(page.getByRole('banner').count()).resolves.toBe(1);
@@ -203,8 +229,11 @@ describe('browser chat page', () => {
     expect(await page.getByLabel('Message', { exact: true }).inputValue()).toBe('');
 
     const first = await rendered(page);
-    expect(first.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    expect(first.map((r) => r.seq)).toEqual(range(1, 6));
+    const firstTypes = demoRunTypes('what is 2+3*4?');
+    expect(first.map((r) => r.type)).toEqual(firstTypes);
+    expect(first.map((r) => r.seq)).toEqual(range(1, firstTypes.length));
+    // The thread is named after its first message, as the server names it.
+    expect(await log.getAttribute('aria-label')).toBe('Messages in what is 2+3*4?');
     expect(await log.locator('[data-type="agent_started"] .text').textContent()).toBe('what is 2+3*4?');
     expect(await log.locator('[data-type="agent_thinking"] .text').first().textContent()).toBe('Reading your message (3 words).');
     // The tool call shows its tool and arguments; its result is paired into the same item by call_id.
@@ -235,22 +264,23 @@ describe('browser chat page', () => {
     expect(await thread2.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: agent_failed');
 
     // Back to thread 1: its transcript is still there, unchanged.
-    await page.getByRole('button', { name: /^Thread 1/ }).click();
-    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 1');
-    expect(await page.getByRole('button', { name: /^Thread 1/ }).getAttribute('aria-current')).toBe('true');
+    await page.getByRole('button', { name: /^what is 2\+3\*4\?/ }).click();
+    expect(await page.locator('#thread-heading').textContent()).toBe('what is 2+3*4?');
+    expect(await page.getByRole('button', { name: /^what is 2\+3\*4\?/ }).getAttribute('aria-current')).toBe('true');
     const all = await rendered(page);
-    expectExactly(all, 1, 11);
+    expectExactly(all, 1, firstTypes.length + 5);
     expect(new Set(all.map((r) => r.thread)).size).toBe(2);
     await say(page, 'and what is (1+2)*3?');
     await waitForTerminals(page, 3);
     expect(await page.locator('ol.transcript:not([hidden]) [data-type="agent_completed"] .text').last().textContent()).toBe(
       '(1+2)*3 = 9',
     );
-    expectExactly(await rendered(page), 1, 17);
+    expectExactly(await rendered(page), 1, firstTypes.length + 5 + demoRunTypes('and what is (1+2)*3?').length);
 
     mkdirSync(ARTIFACTS, { recursive: true });
     await page.screenshot({ path: `${ARTIFACTS}chat-page.png` });
     expect(errors).toEqual([]);
+    expect(badRequests).toEqual([]);
   });
 
   it('resumes after the socket is cut mid-run: every line once, none missing', async () => {
@@ -270,8 +300,9 @@ describe('browser chat page', () => {
     await waitForTerminals(page, 1);
 
     const list = await rendered(page);
-    expect(list.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    expectExactly(list, 1, 6);
+    const types = demoRunTypes('/slow 150 what is 6*7?');
+    expect(list.map((r) => r.type)).toEqual(types);
+    expectExactly(list, 1, types.length);
     expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
     expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
@@ -301,7 +332,7 @@ describe('browser chat page', () => {
 
     await gatewayOn(first.port, { engine });
     const { lastSeq } = await engine.head('carol');
-    await page.waitForFunction((n) => document.querySelectorAll('[data-seq]').length >= n, lastSeq, { timeout: 15_000 });
+    await waitForRendered(page, lastSeq, 15_000);
     await waitForTerminals(page, 2);
 
     const list = await rendered(page);
@@ -310,9 +341,10 @@ describe('browser chat page', () => {
     expect(own.at(-1)!.type).toBe('agent_error');
     expect(await page.locator('[data-type="agent_error"] .who').textContent()).toBe('Run failed: shutdown');
     const other = list.filter((r) => r.thread === 'side-thread');
-    expect(other.map((r) => r.type)).toEqual(DEMO_RUN_TYPES);
-    // The thread made elsewhere appears in the list, with its unread count.
-    expect(await page.getByRole('button', { name: /^side-thread/ }).textContent()).toBe('side-thread (6 new)');
+    expect(other.map((r) => r.type)).toEqual(demoRunTypes('what is 1+1?'));
+    // The thread made elsewhere appears in the list under its first message, with its unread
+    // count (a streamed answer counts once).
+    expect(await page.locator('#thread-list button[data-thread-id="side-thread"]').textContent()).toBe('what is 1+1? (6 new)');
     expect(await page.locator('#history-note').isHidden()).toBe(true);
     expect(await badgeStates(page)).toEqual(['idle', 'connecting', 'ready', 'reconnecting', 'ready']);
     expect(errors).toEqual([]);
@@ -325,7 +357,7 @@ describe('browser chat page', () => {
     await say(page, 'what is 2*21?');
     await waitForTerminals(page, 1);
     const before = await rendered(page);
-    expectExactly(before, 1, 6);
+    expectExactly(before, 1, demoRunTypes('what is 2*21?').length);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
 
     await first.gateway.shutdown();
@@ -346,7 +378,7 @@ describe('browser chat page', () => {
     expectExactly(
       after.filter((r) => r.epoch === epochs[1]),
       1,
-      6,
+      demoRunTypes('what is 3*3?').length,
     );
     expect(await page.locator('[data-type="agent_completed"] .text').last().textContent()).toBe('3*3 = 9');
 
@@ -355,26 +387,37 @@ describe('browser chat page', () => {
     expect(errors).toEqual([]);
   });
 
-  it('a reload replays the log and rebuilds the same threads and lines', async () => {
+  it('a reload rebuilds the threads and the open thread from history; another thread loads when opened', async () => {
     const env = await started({ chatPage: true });
-    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
+    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
     await waitReady(page);
     await say(page, 'what is 5+5?');
     await waitForTerminals(page, 1);
     await page.getByRole('button', { name: 'New thread' }).click();
     await say(page, 'two words');
     await waitForTerminals(page, 2);
-    const before = await rendered(page);
-    expectExactly(before, 1, 12);
+    expectExactly(await rendered(page), 1, demoRunTypes('what is 5+5?').length + demoRunTypes('two words').length);
 
     await page.reload();
     await waitReady(page);
+    await waitForTerminals(page, 1);
+    // Most recently updated first, named after their first messages; the open thread stays open.
+    expect(await page.locator('#thread-list button').allTextContents()).toEqual(['two words', 'what is 5+5?']);
+    expect(await page.locator('#thread-heading').textContent()).toBe('two words');
+    const open2 = page.locator('ol.transcript:not([hidden])');
+    expect(await open2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['two words']);
+    expect(await open2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['Your message has 2 words.']);
+    expect(await open2.locator('[data-type="tool_executing"] .tool-name').allTextContents()).toEqual(['word_count']);
+    // Nothing was replayed over the history: no live event is drawn.
+    expect(await rendered(page)).toEqual([]);
+
+    await page.getByRole('button', { name: 'what is 5+5?' }).click();
     await waitForTerminals(page, 2);
-    expect(await rendered(page)).toEqual(before);
-    expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'Thread 2']);
-    expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
+    const open1 = page.locator('ol.transcript:not([hidden])');
+    expect(await open1.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['5+5 = 10']);
     expect(await page.locator('#history-note').isHidden()).toBe(true);
     expect(errors).toEqual([]);
+    expect(badRequests).toEqual([]);
   });
 
   it('without a token asks for one; a refused token brings the form back with the reason', async () => {
@@ -411,7 +454,7 @@ describe('browser chat page', () => {
     const cancelled = page.locator('[data-type="agent_completed"]').last();
     expect(await cancelled.locator('.who').textContent()).toBe('Agent (cancelled)');
     expect(await stop.count()).toBe(0);
-    expectExactly(await rendered(page), 1, 9);
+    expectExactly(await rendered(page), 1, (await env.gateway.engine.head('frank')).lastSeq);
     expect(errors).toEqual([]);
   });
 
@@ -466,5 +509,284 @@ describe('browser chat page', () => {
     await waitForTerminals(page, 1);
     expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('2+3*4 = 14');
     expect(errors).toEqual([]);
+  });
+
+  describe('streaming, history, titles, Stop', () => {
+    /** A gateway with a GatedAgent (a test decides each step of a `/gated` run) and the page at user's URL. */
+    async function gatedPage(user: string): Promise<{ env: TestGateway; agent: GatedAgent; url: string; opened: OpenedPage }> {
+      const agent = new GatedAgent();
+      const env = await started({ chatPage: true, agent });
+      const url = `http://127.0.0.1:${env.port}/?token=${await token(user)}`;
+      const opened = await open(url);
+      await waitReady(opened.page);
+      return { env, agent, url, opened };
+    }
+
+    const openLog = (page: Page) => page.locator('ol.transcript:not([hidden])');
+    const openThreadId = async (page: Page) => (await openLog(page).getAttribute('data-thread-id'))!;
+    const answerOf = (page: Page) => openLog(page).locator('li.msg.answer').last();
+
+    /** GET a history route as `user` from the test (not the page). */
+    async function history(env: TestGateway, user: string, path: string): Promise<{ status: number; body: any }> {
+      const response = await fetch(`http://127.0.0.1:${env.port}${path}`, { headers: { Authorization: `Bearer ${await token(user)}` } });
+      return { status: response.status, body: response.status === 204 ? null : await response.json() };
+    }
+
+    it('streams the answer as markdown: it grows delta by delta before agent_completed; thinking deltas stream collapsed', async () => {
+      const { agent, opened } = await gatedPage('hana');
+      const { page, errors, badRequests } = opened;
+      await say(page, '/gated explain');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+
+      agent.push(threadId, { type: 'thinking_delta', text: 'Weighing ' });
+      agent.push(threadId, { type: 'thinking_delta', text: 'the options.' });
+      const thinking = openLog(page).locator('li.msg.thinking.streamed');
+      await page.waitForFunction(() => document.querySelector('li.msg.thinking.streamed .text')?.textContent === 'Weighing the options.');
+      expect(await thinking.locator('details').evaluate((el) => (el as HTMLDetailsElement).open)).toBe(false);
+
+      const answer = answerOf(page);
+      const steps: Array<{ delta: string; shown: string; check: (p: Page) => Promise<void> }> = [
+        { delta: '**Bold** start', shown: 'Bold start', check: async () => expect(await answer.locator('strong').textContent()).toBe('Bold') },
+        { delta: ' and a list:\n\n- one', shown: 'Bold start and a list:one', check: async () => expect(await answer.locator('li').count()).toBe(1) },
+        { delta: '\n- `two`', shown: 'Bold start and a list:onetwo', check: async () => expect(await answer.locator('li code').textContent()).toBe('two') },
+      ];
+      for (const step of steps) {
+        agent.push(threadId, { type: 'text_delta', text: step.delta });
+        await page.waitForFunction(
+          (text) => document.querySelector('ol.transcript:not([hidden]) li.msg.answer .markdown')?.textContent?.replace(/\n/g, '') === text,
+          step.shown,
+        );
+        await step.check(page);
+        // Still streaming: no terminal event has been drawn yet.
+        expect(await page.locator('[data-type="agent_completed"]').count()).toBe(0);
+        expect(await answer.getAttribute('class')).toContain('streaming');
+      }
+      agent.finish(threadId, 'ignored: the streamed text is the answer');
+      await waitForTerminals(page, 1);
+      expect(await answer.getAttribute('data-type')).toBe('agent_completed');
+      expect(await answer.getAttribute('class')).not.toContain('streaming');
+      expect(await answer.locator('.markdown').innerHTML()).toBe('<p><strong>Bold</strong> start and a list:</p>\n<ul>\n<li>one</li>\n<li><code>two</code></li>\n</ul>');
+      const list = await rendered(page);
+      expectExactly(list, 1, list.length);
+      expect(list.filter((r) => r.type === 'agent_text_delta')).toHaveLength(3);
+      expect(errors).toEqual([]);
+      expect(badRequests).toEqual([]);
+    });
+
+    it('a reload mid-answer shows the answer so far from history and streams on: every word exactly once', async () => {
+      const { env, agent, opened } = await gatedPage('ivan');
+      const { page } = opened;
+      await say(page, '/gated count slowly');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+      const words = ['one ', 'two ', 'three ', 'four ', 'five ', 'six'];
+      for (const word of words.slice(0, 3)) agent.push(threadId, { type: 'text_delta', text: word });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'one two three');
+
+      await page.reload();
+      await waitReady(page);
+      // The history's answer so far, then the live connection from the history's position.
+      await page.waitForFunction(() => document.querySelector('ol.transcript:not([hidden]) li.msg.answer .markdown')?.textContent === 'one two three');
+      expect(await page.locator('#thread-heading').textContent()).toBe('/gated count slowly');
+      expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(1);
+      for (const word of words.slice(3)) agent.push(threadId, { type: 'text_delta', text: word });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'one two three four five six');
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 1);
+
+      expect(await openLog(page).locator('li.msg.answer').count()).toBe(1);
+      expect(await answerOf(page).locator('.markdown').textContent()).toBe('one two three four five six');
+      // Only what came after the history was applied live: the later deltas (maybe merged) and the end.
+      const live = await rendered(page);
+      expect(live.at(-1)!.type).toBe('agent_completed');
+      expect(new Set(live.slice(0, -1).map((r) => r.type))).toEqual(new Set(['agent_text_delta']));
+      const { lastSeq } = await env.gateway.engine.head('ivan');
+      expect(live.map((r) => r.seq)).toEqual(range(lastSeq - live.length + 1, lastSeq));
+      expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(0);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('a second tab lists the threads, loads a thread when opened and then follows it live', async () => {
+      const { agent, url, opened } = await gatedPage('jade');
+      const { page } = opened;
+      await say(page, 'first thread');
+      await waitForTerminals(page, 1);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, 'second thread');
+      await waitForTerminals(page, 2);
+      await agent.started(2);
+
+      const second = await open(url);
+      await waitReady(second.page);
+      expect(await second.page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'second thread', 'first thread']);
+      expect(await second.page.locator('#thread-heading').textContent()).toBe('Thread 1');
+      await second.page.getByRole('button', { name: 'first thread' }).click();
+      await waitForTerminals(second.page, 1);
+      const log2 = openLog(second.page);
+      expect(await log2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['first thread']);
+      expect(await log2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['echo: first thread']);
+
+      // The first tab goes on in that thread; the second tab sees it live, once.
+      await page.getByRole('button', { name: 'first thread' }).click();
+      await say(page, 'more please');
+      await waitForTerminals(second.page, 2);
+      expect(await log2.locator('[data-type="agent_started"] .text').allTextContents()).toEqual(['first thread', 'more please']);
+      expect(await log2.locator('[data-type="agent_completed"] .text').allTextContents()).toEqual(['echo: first thread', 'echo: more please']);
+      expect(await log2.locator('[data-type="agent_thinking"]').count()).toBe(2);
+      expect(second.errors).toEqual([]);
+      expect(second.badRequests).toEqual([]);
+    });
+
+    it('renames and deletes threads through the history routes (delete asks first)', async () => {
+      const { env, opened } = await gatedPage('kim');
+      const { page } = opened;
+      await say(page, 'keep me');
+      await waitForTerminals(page, 1);
+      const threadId = await openThreadId(page);
+
+      page.once('dialog', (dialog) => void dialog.accept('Renamed thread'));
+      await page.getByRole('button', { name: 'Rename' }).click();
+      await page.waitForFunction(() => document.getElementById('thread-heading')?.textContent === 'Renamed thread');
+      expect(await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).textContent()).toBe('Renamed thread');
+      expect((await history(env, 'kim', '/v1/threads')).body.threads.map((t: { title: string }) => t.title)).toEqual(['Renamed thread']);
+
+      page.once('dialog', (dialog) => void dialog.dismiss());
+      await page.getByRole('button', { name: 'Delete' }).click();
+      expect(await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).count()).toBe(1);
+      expect((await history(env, 'kim', '/v1/threads')).body.threads).toHaveLength(1);
+
+      page.once('dialog', (dialog) => void dialog.accept());
+      await page.getByRole('button', { name: 'Delete' }).click();
+      await page.locator(`#thread-list button[data-thread-id="${threadId}"]`).waitFor({ state: 'detached' });
+      expect(await page.locator('#thread-heading').textContent()).toBe('Thread 2');
+      expect((await history(env, 'kim', '/v1/threads')).body.threads).toEqual([]);
+      expect((await history(env, 'kim', `/v1/threads/${threadId}/messages`)).status).toBe(404);
+      await page.reload(); // the empty thread made in this tab is kept by the tab, the deleted one is gone
+      await waitReady(page);
+      expect(await page.locator('#thread-list button').allTextContents()).toEqual(['Thread 2']);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('Stop cancels the run and keeps the partial answer, marked stopped, also after a reload', async () => {
+      const { agent, opened } = await gatedPage('lena');
+      const { page } = opened;
+      await say(page, '/gated write an essay');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+      agent.push(threadId, { type: 'text_delta', text: 'Once upon ' });
+      agent.push(threadId, { type: 'text_delta', text: 'a time' });
+      await page.waitForFunction(() => document.querySelector('li.msg.answer .markdown')?.textContent === 'Once upon a time');
+      await page.getByRole('button', { name: 'Stop this run' }).click();
+      await waitForTerminals(page, 1);
+
+      const check = async () => {
+        const answer = answerOf(page);
+        expect(await answer.getAttribute('class')).toContain('cancelled');
+        expect(await answer.locator('.who').textContent()).toBe('Agent (cancelled)');
+        expect(await answer.locator('.markdown').textContent()).toBe('Once upon a time');
+        expect(await answer.locator('.stopped-note').textContent()).toBe('Stopped: the answer above is incomplete.');
+        expect(await page.getByRole('button', { name: 'Stop this run' }).count()).toBe(0);
+      };
+      await check();
+      await page.reload();
+      await waitReady(page);
+      await waitForTerminals(page, 1);
+      await check();
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('an answer with a script, an onerror image and a javascript: link does nothing, streamed, completed or from history', async () => {
+      const { agent, opened } = await gatedPage('mona');
+      const { page } = opened;
+      const payload = (n: number) =>
+        `Hi <script>window.pwned = ${n}</script> <img src=x onerror="window.pwned = ${n + 1}"> ` +
+        `[click](javascript:window.pwned=${n + 2}) [raw](JAVASCRIPT:alert(1)) <a href="javascript:alert(1)">a</a> ` +
+        `[safe](https://example.com/docs) [mail](mailto:someone@example.com)`;
+      // Answered whole (agent_completed) by the echo agent…
+      await say(page, payload(10));
+      await waitForTerminals(page, 1);
+      // …and streamed in fragments that split the dangerous parts.
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, '/gated hostile');
+      await agent.started(2);
+      const threadId = await openThreadId(page);
+      const text = payload(20);
+      for (let i = 0; i < text.length; i += 7) agent.push(threadId, { type: 'text_delta', text: text.slice(i, i + 7) });
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 2);
+
+      const inspect = () =>
+        page.evaluate(() => {
+          const answers = Array.from(document.querySelectorAll('li.msg.answer .markdown'));
+          return {
+            pwned: (window as unknown as { pwned?: unknown }).pwned ?? null,
+            answers: answers.length,
+            elements: answers.flatMap((a) => Array.from(a.querySelectorAll('script, img, iframe, [onerror]')).map((el) => el.outerHTML)),
+            links: answers.flatMap((a) =>
+              Array.from(a.querySelectorAll('a')).map((el) => ({ href: el.getAttribute('href'), rel: el.rel, target: el.target, text: el.textContent })),
+            ),
+          };
+        });
+      const expectSafe = async (answers: number) => {
+        const seen = await inspect();
+        expect(seen.pwned).toBeNull();
+        expect(seen.answers).toBe(answers);
+        expect(seen.elements).toEqual([]);
+        const perAnswer = [
+          { href: 'https://example.com/docs', rel: 'noopener noreferrer', target: '_blank', text: 'safe' },
+          { href: 'mailto:someone@example.com', rel: 'noopener noreferrer', target: '_blank', text: 'mail' },
+        ];
+        expect(seen.links).toEqual(Array.from({ length: answers }, () => perAnswer).flat());
+      };
+      await expectSafe(2);
+      // The raw markup is shown as text.
+      expect(await answerOf(page).locator('.markdown').textContent()).toContain('<script>window.pwned = 20</script>');
+
+      await page.reload(); // from history: the open thread, then the other one when opened
+      await waitReady(page);
+      await waitForTerminals(page, 1);
+      await expectSafe(1);
+      await page.getByRole('button', { name: /^Hi <script>/ }).click();
+      await waitForTerminals(page, 2);
+      await expectSafe(2);
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
+
+    it('screenshot for the docs: a streamed markdown answer and the thread list', async () => {
+      const { agent, opened } = await gatedPage('demo');
+      const { page } = opened;
+      await say(page, 'what is agentwire?');
+      await waitForTerminals(page, 1);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, 'how do I resume a stream?');
+      await waitForTerminals(page, 2);
+      await page.getByRole('button', { name: 'New thread' }).click();
+      await say(page, '/gated How does a reload keep the answer?');
+      await agent.started(3);
+      const threadId = await openThreadId(page);
+      agent.push(threadId, { type: 'thinking_delta', text: 'The page loads the history, then connects from its position.' });
+      const answer =
+        'A reload **never repeats a word**:\n\n' +
+        '1. the page loads the thread from `GET /v1/threads/<id>/messages`, with the answer so far;\n' +
+        '2. it connects with that answer\'s `epoch` and `last_seq`;\n' +
+        '3. the gateway replays exactly the deltas after it.\n\n' +
+        '> Each event is keyed by *(epoch, seq)*. See [the protocol](https://example.com/protocol).';
+      for (const word of answer.match(/\s*\S+/g)!) agent.push(threadId, { type: 'text_delta', text: word });
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 3);
+      page.once('dialog', (dialog) => void dialog.accept('How does a reload keep the answer?'));
+      await page.getByRole('button', { name: 'Rename' }).click();
+      await page.waitForFunction(() => document.getElementById('thread-heading')?.textContent === 'How does a reload keep the answer?');
+      mkdirSync(ARTIFACTS, { recursive: true });
+      await page.screenshot({ path: `${ARTIFACTS}chat-page-streaming.png` });
+      if (process.env.AGENTWIRE_UPDATE_SCREENSHOT === '1') await page.screenshot({ path: `${DOCS}chat-page.png` });
+      expect(opened.errors).toEqual([]);
+      expect(opened.badRequests).toEqual([]);
+    });
   });
 });

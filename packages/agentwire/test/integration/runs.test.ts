@@ -538,6 +538,17 @@ describe('streamed answers (section 7)', () => {
     expect(seqProblem(events, 0)).toBeNull();
   });
 
+  it('an agent that streams nothing but empty fragments completes with its answer, and no delta is sent', async () => {
+    const agent = agentOf(async function* () {
+      yield { type: 'text_delta', text: '' };
+      yield { type: 'answer', text: 'whole answer' };
+    });
+    env = await startGateway({ agent, streamFlushMs: 20 });
+    const client = await env.ready('alice');
+    const ack = await message(client, 'm1', 't1', 'hi');
+    expect(shape(await client.runEvents(ack.run_id))).toEqual(['agent_started:hi', 'agent_completed:whole answer']);
+  });
+
   it('never holds a fragment past the flush window', async () => {
     clock = new ManualClock(Date.UTC(2025, 0, 1));
     const manual = clock;
