@@ -1,0 +1,9 @@
+// The PostgreSQL history store (PROTOCOL.md sections 10, 12, 14): AGENTWIRE_DATABASE_URL.
+export {
+  InvalidCursorError,
+  PostgresHistoryStore,
+  createPostgresHistoryStore,
+  type PostgresHistoryStoreOptions,
+} from './store.js';
+export type { ArchiveStats } from './archiver.js';
+export { SCHEMA_VERSION, migrate } from './migrations.js';
