@@ -25,7 +25,7 @@ export interface ArchiveStats {
   dropped: number;
   /** Events that left the log's retention before any node archived them. */
   lost: number;
-  /** Events read back from the log by catch-up. */
+  /** Events archived by catch-up from the log (not counting those already archived). */
   caughtUp: number;
   /** Transactions that failed (their events are caught up from the log). */
   failedBatches: number;
@@ -84,6 +84,7 @@ export class Archiver {
   readonly #clock: Clock;
   readonly #isAvailable: () => boolean;
   readonly #onFailure: () => void;
+  readonly #onStep: () => void;
   #queue: Queued[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
@@ -102,6 +103,8 @@ export class Archiver {
     clock?: Clock;
     isAvailable: () => boolean;
     onFailure: () => void;
+    /** Called after every batch and catch-up step. */
+    onStep?: () => void;
   }) {
     this.#pool = options.pool;
     this.#engine = options.engine;
@@ -110,6 +113,7 @@ export class Archiver {
     this.#clock = options.clock ?? systemClock;
     this.#isAvailable = options.isAvailable;
     this.#onFailure = options.onFailure;
+    this.#onStep = options.onStep ?? (() => undefined);
   }
 
   /** Events waiting in memory. */
@@ -211,11 +215,12 @@ export class Archiver {
     while (!this.#closed && this.#isAvailable()) {
       if (this.queued > 0) {
         await this.#writeQueued();
-        continue;
+      } else {
+        const due = this.#dueCatchUp();
+        if (!due) return;
+        await this.#catchUp(due);
       }
-      const due = this.#dueCatchUp();
-      if (!due) return;
-      await this.#catchUp(due);
+      this.#onStep();
     }
   }
 
@@ -269,7 +274,7 @@ export class Archiver {
       }
       if (head.epoch !== epoch) {
         // The log began again under a new epoch: what this one's range lacks is lost.
-        if (!(await this.#write([{ userId, epoch, entries: [], covered: { from, to: behind.to } }]))) {
+        if ((await this.#write([{ userId, epoch, entries: [], covered: { from, to: behind.to } }])) === null) {
           behind.dueAt = this.#clock.now() + this.#limits.holeGraceMs;
           return;
         }
@@ -279,11 +284,12 @@ export class Archiver {
       }
       const to = Math.min(behind.to, head.lastSeq, from + this.#limits.batchEvents - 1);
       const entries = await this.#engine.read(userId, from, to);
-      if (!(await this.#write([{ userId, epoch, entries, covered: { from, to } }]))) {
+      const written = await this.#write([{ userId, epoch, entries, covered: { from, to } }]);
+      if (written === null) {
         behind.dueAt = this.#clock.now() + this.#limits.holeGraceMs;
         return;
       }
-      this.stats.caughtUp += entries.length;
+      this.stats.caughtUp += written;
       if (entries.length < to - from + 1) {
         // Gone from the log (older than its retention): lost unless another node archived them.
         const present = new Set(entries.map((entry) => entry.seq));
@@ -327,9 +333,10 @@ export class Archiver {
 
   /**
    * Writes one batch in one transaction; on failure its events are remembered as behind (caught
-   * up from the log once PostgreSQL answers again). Resolves whether it was written.
+   * up from the log once PostgreSQL answers again). Resolves with the number of events it added,
+   * null when it failed.
    */
-  async #write(batches: UserBatch[]): Promise<boolean> {
+  async #write(batches: UserBatch[]): Promise<number | null> {
     let client: PoolClient | undefined;
     try {
       client = await this.#pool.connect();
@@ -348,7 +355,7 @@ export class Archiver {
         if (step.newestWritten > step.to) this.#markBehind(step.userId, step.epoch, step.newestWritten, this.#limits.holeGraceMs);
       }
       client.release();
-      return true;
+      return inserted.length;
     } catch (error) {
       client?.query('ROLLBACK').catch(() => undefined);
       client?.release(error as Error);
@@ -359,7 +366,7 @@ export class Archiver {
       }
       this.#logger.warn({ err: error }, 'archive: a batch could not be written; it will be caught up from the log');
       this.#onFailure();
-      return false;
+      return null;
     }
   }
 }

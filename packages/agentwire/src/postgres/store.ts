@@ -128,6 +128,7 @@ export class PostgresHistoryStore implements HistoryStore {
       clock: this.#clock,
       isAvailable: () => this.available,
       onFailure: () => this.#probe(),
+      onStep: () => this.#onChange(),
     });
     this.#ready = this.#migrateUntilDone();
     this.#probeTimer = this.#clock.setInterval(() => this.#probe(), options.probeIntervalMs ?? 500);
