@@ -51,6 +51,8 @@ export class InvalidCursorError extends Error {
 
 /** A dependency that does not answer a probe within this is unreachable (PROTOCOL.md section 10). */
 const PROBE_DEADLINE_MS = 1000;
+/** Concurrent archive transactions at most (PostgreSQL overlaps their round trips and commits). */
+const MAX_WRITERS = 4;
 
 interface ThreadRow {
   thread_id: string;
@@ -86,7 +88,8 @@ type Position = readonly [epochId: number, seq: number, part: 0 | 1];
  */
 export class PostgresHistoryStore implements HistoryStore {
   readonly #pool: pg.Pool;
-  readonly #archiver: Archiver;
+  /** Write-behind writers, each for its share of the users, so transactions of different users overlap. */
+  readonly #archivers: Archiver[];
   readonly #logger: Logger;
   readonly #clock: Clock;
   readonly #onChange: () => void;
@@ -114,27 +117,37 @@ export class PostgresHistoryStore implements HistoryStore {
     });
     // An idle connection that breaks (PostgreSQL restarted) is reported here; the pool drops it.
     this.#pool.on('error', (error) => this.#logger.warn({ err: error }, 'postgres: an idle connection failed'));
-    this.#archiver = new Archiver({
-      pool: this.#pool,
-      engine: options.engine,
-      limits: {
-        batchEvents: options.batchEvents ?? 500,
-        queueEvents: options.queueEvents ?? 100_000,
-        queueBytes: options.queueBytes ?? 64 * 1024 * 1024,
-        maxBehind: 100_000,
-        holeGraceMs: options.holeGraceMs ?? 1000,
-      },
-      logger: this.#logger,
-      clock: this.#clock,
-      isAvailable: () => this.available,
-      onFailure: () => this.#probe(),
-      onStep: () => this.#onChange(),
-    });
+    const poolSize = options.poolSize ?? 10;
+    // One connection is left for the routes' reads; a user's events always go to the same writer.
+    const writers = Math.max(1, Math.min(MAX_WRITERS, poolSize - 1));
+    this.#archivers = Array.from(
+      { length: writers },
+      () =>
+        new Archiver({
+          pool: this.#pool,
+          engine: options.engine,
+          limits: {
+            batchEvents: options.batchEvents ?? 500,
+            queueEvents: Math.max(1, Math.floor((options.queueEvents ?? 100_000) / writers)),
+            queueBytes: Math.max(1, Math.floor((options.queueBytes ?? 64 * 1024 * 1024) / writers)),
+            maxBehind: Math.ceil(100_000 / writers),
+            holeGraceMs: options.holeGraceMs ?? 1000,
+          },
+          logger: this.#logger,
+          clock: this.#clock,
+          isAvailable: () => this.available,
+          onFailure: () => void this.#probe(),
+          onStep: () => this.#onChange(),
+        }),
+    );
     this.#ready = this.#migrateUntilDone();
-    this.#probeTimer = this.#clock.setInterval(() => this.#probe(), options.probeIntervalMs ?? 500);
+    this.#probeTimer = this.#clock.setInterval(() => void this.#probe(), options.probeIntervalMs ?? 500);
   }
 
-  /** Resolves once the schema is migrated (retrying while PostgreSQL is unreachable); rejects on a schema it cannot use. */
+  /**
+   * Resolves once the schema is migrated and a first probe answered (retrying while PostgreSQL is
+   * unreachable); rejects on a schema it cannot use.
+   */
   ready(): Promise<void> {
     return this.#ready;
   }
@@ -146,16 +159,22 @@ export class PostgresHistoryStore implements HistoryStore {
 
   /** What the archive did since start. */
   get stats(): Readonly<ArchiveStats> & { readonly queued: number; readonly behind: number } {
-    return { ...this.#archiver.stats, queued: this.#archiver.queued, behind: this.#archiver.behind };
+    const total = { archived: 0, dropped: 0, lost: 0, caughtUp: 0, failedBatches: 0, queued: 0, behind: 0 };
+    for (const archiver of this.#archivers) {
+      for (const key of ['archived', 'dropped', 'lost', 'caughtUp', 'failedBatches'] as const) total[key] += archiver.stats[key];
+      total.queued += archiver.queued;
+      total.behind += archiver.behind;
+    }
+    return total;
   }
 
   /** Resolves once everything recorded so far is archived or caught up (or PostgreSQL is unavailable). */
   idle(): Promise<void> {
-    return this.#archiver.idle();
+    return Promise.all(this.#archivers.map((archiver) => archiver.idle())).then(() => undefined);
   }
 
   record(userId: string, entries: readonly LogEntry[]): void {
-    this.#archiver.record(userId, entries);
+    this.#archivers[writerOf(userId, this.#archivers.length)]!.record(userId, entries);
   }
 
   async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
@@ -278,7 +297,7 @@ export class PostgresHistoryStore implements HistoryStore {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#probeTimer) this.#clock.clearInterval(this.#probeTimer);
-    await this.#archiver.close();
+    await Promise.all(this.#archivers.map((archiver) => archiver.close()));
     await this.#pool.end();
   }
 
@@ -327,7 +346,7 @@ export class PostgresHistoryStore implements HistoryStore {
         const applied = await migrate(this.#pool);
         if (applied.length > 0) this.#logger.info({ versions: applied }, 'postgres: schema migrated');
         this.#migrated = true;
-        this.#probe();
+        await this.#probe();
         return;
       } catch (error) {
         if (!isConnectionError(error)) throw error;
@@ -338,16 +357,15 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   /** One `SELECT 1` at a time; `available` turns false when it fails or is outstanding past 1 s. */
-  #probe(): void {
-    if (this.#closed || !this.#migrated) return;
+  #probe(): Promise<void> {
+    if (this.#closed || !this.#migrated) return Promise.resolve();
     const wasAvailable = this.available;
     if (this.#probeSentAt !== null) {
       if (wasAvailable !== this.available) this.#availabilityChanged();
-      return;
+      return Promise.resolve();
     }
-    const sentAt = this.#clock.now();
-    this.#probeSentAt = sentAt;
-    this.#pool.query({ text: 'SELECT 1', query_timeout: PROBE_DEADLINE_MS } as pg.QueryConfig).then(
+    this.#probeSentAt = this.#clock.now();
+    return this.#pool.query({ text: 'SELECT 1', query_timeout: PROBE_DEADLINE_MS } as pg.QueryConfig).then(
       () => this.#probeDone(true, wasAvailable),
       () => this.#probeDone(false, wasAvailable),
     );
@@ -363,9 +381,16 @@ export class PostgresHistoryStore implements HistoryStore {
     const available = this.available;
     if (available) this.#logger.info('postgres: reachable; archiving resumes');
     else this.#logger.warn('postgres: unreachable; history is not archived until it is back (not ready)');
-    if (available) this.#archiver.kick();
+    if (available) for (const archiver of this.#archivers) archiver.kick();
     this.#onChange();
   }
+}
+
+/** The writer of a user: a stable hash of the id (FNV-1a). */
+function writerOf(userId: string, writers: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % writers;
 }
 
 function threadSummary(row: ThreadRow): ThreadSummary {

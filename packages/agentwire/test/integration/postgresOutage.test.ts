@@ -45,6 +45,8 @@ describe('PostgreSQL outage', () => {
       batchEvents: 20,
       holeGraceMs: 20,
       probeIntervalMs: 50,
+      // One writer, so that the queue bound below is the whole queue.
+      poolSize: 2,
       onChange: () => waiters.notify(),
     });
     const admin = () => new pg.Client({ connectionString: server.url });
