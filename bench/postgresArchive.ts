@@ -2,7 +2,7 @@
  * The PostgreSQL archive phase (issue 10, item 7), run on its own (it takes a minute or more,
  * outside CI's time budget):
  *
- *   node --import tsx bench/postgresArchive.ts [--events 1000000] [--batch 500] [--queries 2000]
+ *   node --import tsx bench/postgresArchive.ts [--events 1000000] [--batch 500] [--queries 2000] [--keep]
  *
  * 1. Archive throughput: the log of many users (runs of 20 events: start, thinking, tool call and
  *    result, 15 answer deltas, end) appended to a MemoryEngine and handed to the store's
@@ -13,12 +13,14 @@
  *    at a time: p50/p99/max. Also the second page (with a cursor) and the thread list.
  *
  * Uses a fresh database on AGENTWIRE_BENCH_POSTGRES_URL (default the machine's PostgreSQL,
- * postgres://postgres@127.0.0.1:5432/postgres) and drops it at the end.
+ * postgres://postgres@127.0.0.1:5432/postgres) and drops it at the end (--keep: keeps it, for
+ * EXPLAIN ANALYZE; its name is printed).
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { EventBody } from '@agentwire/protocol';
 import { MemoryEngine } from '../packages/agentwire/src/engine/memoryEngine.js';
+import { createLogger } from '../packages/agentwire/src/observability/logger.js';
 import { PostgresHistoryStore } from '../packages/agentwire/src/postgres/index.js';
 
 const { values } = parseArgs({
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     events: { type: 'string', default: '1000000' },
     batch: { type: 'string', default: '500' },
     queries: { type: 'string', default: '2000' },
+    keep: { type: 'boolean', default: false },
   },
 });
 const TOTAL = Number(values.events);
@@ -74,7 +77,7 @@ async function main(): Promise<void> {
   const url = new URL(BASE);
   url.pathname = `/${name}`;
   const engine = new MemoryEngine({ retentionEvents: 100_000 });
-  const store = new PostgresHistoryStore({ url: url.toString(), engine, batchEvents: Number(values.batch), ...(process.env.BENCH_DEBUG ? { logger: (await import('../packages/agentwire/src/observability/logger.js')).createLogger('warn') } : {}) });
+  const store = new PostgresHistoryStore({ url: url.toString(), engine, batchEvents: Number(values.batch), logger: createLogger('warn') });
   try {
     await store.ready();
     console.log(`archive: ${USERS} users x ${THREADS_PER_USER} threads x ${RUNS_PER_THREAD} runs x ~${EVENTS_PER_RUN} events, batch ${values.batch}`);
@@ -101,7 +104,6 @@ async function main(): Promise<void> {
       `archive: ${appended} events in ${seconds.toFixed(1)} s = ${Math.round(stats.archived / seconds)} events/s archived` +
         ` (dropped ${stats.dropped}, caught up ${stats.caughtUp}, lost ${stats.lost}, failed batches ${stats.failedBatches})`,
     );
-    await admin.query(`VACUUM ANALYZE`).catch(() => undefined);
     const db = new pg.Client({ connectionString: url.toString() });
     await db.connect();
     const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM agentwire_events');
@@ -125,7 +127,8 @@ async function main(): Promise<void> {
   } finally {
     await store.close();
     await engine.close();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    if (values.keep) console.log(`kept database ${name}`);
+    else await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await admin.end();
   }
 }

@@ -194,29 +194,31 @@ export class PostgresHistoryStore implements HistoryStore {
 
   async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
     const before = page.cursor === undefined ? null : decodeCursor(page.cursor, isPositionCursor);
-    const { rows: heads } = await this.#pool.query<{ epoch: string | null; epoch_id: string | null; seq: string | null }>(
-      `SELECT ep.epoch, m.epoch_id, m.seq
-         FROM agentwire_threads t
-         LEFT JOIN agentwire_archive_marks m ON m.user_id = t.user_id
-         LEFT JOIN agentwire_epochs ep ON ep.epoch_id = m.epoch_id
-        WHERE t.user_id = $1 AND t.thread_id = $2`,
-      [userId, threadId],
-    );
-    const head = heads[0];
-    if (!head) return null;
-    // The answer includes exactly the events up to the user's archive mark: every one of them is
-    // archived, so a client that resumes from it receives exactly the rest.
-    const mark = { epochId: Number(head.epoch_id ?? 0), seq: Number(head.seq ?? 0) };
     const runsWanted = Math.ceil(page.limit / 2) + 1;
-    const { rows: runs } = await this.#pool.query<RunRow>(
-      `SELECT run_id, epoch_id, start_seq, message_id, user_text, created_at, final_epoch_id, final_seq, answer
-         FROM agentwire_runs
-        WHERE user_id = $1 AND thread_id = $2 AND (epoch_id, start_seq) <= ($3::bigint, $4::bigint)
-          AND ($5::bigint IS NULL OR (epoch_id, start_seq) <= ($5::bigint, $6::bigint))
-        ORDER BY epoch_id DESC, start_seq DESC
-        LIMIT $7`,
-      [userId, threadId, mark.epochId, mark.seq, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
+    // One round trip: the thread's existence, the user's archive mark, and the page's runs. The
+    // answer includes exactly the events up to the mark: every one of them is archived, so a
+    // client that resumes from it receives exactly the rest.
+    const { rows } = await this.#pool.query<{ epoch: string | null; mark_epoch_id: string | null; mark_seq: string | null } & Partial<RunRow>>(
+      `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*
+         FROM (SELECT ep.epoch, m.epoch_id AS mark_epoch_id, m.seq AS mark_seq
+                 FROM agentwire_threads t
+                 LEFT JOIN agentwire_archive_marks m ON m.user_id = t.user_id
+                 LEFT JOIN agentwire_epochs ep ON ep.epoch_id = m.epoch_id
+                WHERE t.user_id = $1 AND t.thread_id = $2) h
+         LEFT JOIN LATERAL (
+           SELECT run_id, epoch_id, start_seq, message_id, user_text, created_at, final_epoch_id, final_seq, answer
+             FROM agentwire_runs
+            WHERE user_id = $1 AND thread_id = $2
+              AND (epoch_id, start_seq) <= (coalesce(h.mark_epoch_id, 0), coalesce(h.mark_seq, 0))
+              AND ($3::bigint IS NULL OR (epoch_id, start_seq) <= ($3::bigint, $4::bigint))
+            ORDER BY epoch_id DESC, start_seq DESC
+            LIMIT $5) r ON true`,
+      [userId, threadId, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
     );
+    const head = rows[0];
+    if (!head) return null;
+    const mark = { epochId: Number(head.mark_epoch_id ?? 0), seq: Number(head.mark_seq ?? 0) };
+    const runs = rows.filter((row): row is typeof row & RunRow => row.run_id != null);
     const views = await this.#runViews(userId, threadId, runs, mark);
     // Newest first, strictly older than the cursor; then the page is turned oldest first.
     const newestFirst: Array<{ position: Position; message: MessageView }> = [];
