@@ -111,7 +111,9 @@ export class PostgresHistoryStore implements HistoryStore {
       // The server ends a statement past the deadline; the client gives up on a stalled server.
       statement_timeout: statementTimeoutMs,
       query_timeout: statementTimeoutMs + 1000,
-      connectionTimeoutMillis: PROBE_DEADLINE_MS,
+      // Also the wait for a free connection. The probe is judged by its own 1 s deadline
+      // (`available`), so a busy pool delays writes without failing them.
+      connectionTimeoutMillis: statementTimeoutMs,
       idleTimeoutMillis: 30_000,
       application_name: 'agentwire',
     });
