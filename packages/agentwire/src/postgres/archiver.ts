@@ -3,6 +3,7 @@ import { systemClock, type Clock, type DurableEvent, type LogEntry, type TimerHa
 import type { EventEngine } from '../engine/types.js';
 import type { Logger } from '../observability/logger.js';
 import { foldRun, parseArchivedEvent, statusAfter } from './runFold.js';
+import type { ArchiveStats } from './stats.js';
 
 /** Bounds of the write-behind archive. */
 export interface ArchiverLimits {
@@ -15,20 +16,6 @@ export interface ArchiverLimits {
   readonly maxBehind: number;
   /** A hole left by another node's slower archive is filled from the log after this long. */
   readonly holeGraceMs: number;
-}
-
-/** What the archive did since start (exported as `PostgresHistoryStore.stats`). */
-export interface ArchiveStats {
-  /** Events written by this node (not counting those already there). */
-  archived: number;
-  /** Events not queued (queue full, or PostgreSQL was down when they were written): caught up from the log. */
-  dropped: number;
-  /** Events that left the log's retention before any node archived them. */
-  lost: number;
-  /** Events archived by catch-up from the log (not counting those already archived). */
-  caughtUp: number;
-  /** Transactions that failed (their events are caught up from the log). */
-  failedBatches: number;
 }
 
 interface Queued {

@@ -5,5 +5,4 @@ export {
   createPostgresHistoryStore,
   type PostgresHistoryStoreOptions,
 } from './store.js';
-export type { ArchiveStats } from './archiver.js';
-export { SCHEMA_VERSION, migrate } from './migrations.js';
+export type { ArchiveStats } from './stats.js';

@@ -13,10 +13,12 @@ import type {
   ThreadSummary,
 } from '../history/types.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
-import { Archiver, type ArchiveStats } from './archiver.js';
+import { Archiver } from './archiver.js';
+import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
 import { foldRun, parseArchivedEvent, type RunView } from './runFold.js';
 
+/** How `createPostgresHistoryStore` connects, archives and bounds itself (settings in README.md). */
 export interface PostgresHistoryStoreOptions {
   /** `postgres://…` (AGENTWIRE_DATABASE_URL). */
   readonly url: string;
