@@ -14,7 +14,7 @@
  *
  * Uses a fresh database on AGENTWIRE_BENCH_POSTGRES_URL (default the machine's PostgreSQL,
  * postgres://postgres@127.0.0.1:5432/postgres) and drops it at the end (--keep: keeps it, for
- * EXPLAIN ANALYZE; its name is printed).
+ * EXPLAIN ANALYZE; its name is printed; --reuse <name> runs only the queries on a kept one).
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -29,6 +29,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '500' },
     queries: { type: 'string', default: '2000' },
     keep: { type: 'boolean', default: false },
+    reuse: { type: 'string' },
   },
 });
 const TOTAL = Number(values.events);
@@ -70,67 +71,74 @@ async function timed(label: string, count: number, query: (i: number) => Promise
 }
 
 async function main(): Promise<void> {
-  const name = `agentwire_bench_${Math.random().toString(36).slice(2, 10)}`;
+  const name = values.reuse ?? `agentwire_bench_${Math.random().toString(36).slice(2, 10)}`;
   const admin = new pg.Client({ connectionString: BASE });
   await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
+  if (!values.reuse) await admin.query(`CREATE DATABASE ${name}`);
   const url = new URL(BASE);
   url.pathname = `/${name}`;
   const engine = new MemoryEngine({ retentionEvents: 100_000 });
   const store = new PostgresHistoryStore({ url: url.toString(), engine, batchEvents: Number(values.batch), logger: createLogger('warn') });
   try {
     await store.ready();
-    console.log(`archive: ${USERS} users x ${THREADS_PER_USER} threads x ${RUNS_PER_THREAD} runs x ~${EVENTS_PER_RUN} events, batch ${values.batch}`);
-    const start = performance.now();
-    let appended = 0;
-    // Round-robin over users, so batches mix users as a busy node's do.
-    for (let run = 0; run < RUNS_PER_THREAD; run++) {
-      for (let thread = 0; thread < THREADS_PER_USER; thread++) {
-        for (let user = 0; user < USERS; user++) {
-          // The newest run of each user's first thread is still streaming (folded on read).
-          const finished = !(thread === 0 && run === RUNS_PER_THREAD - 1);
-          const events = runEvents(`t${thread}`, `u${user}-t${thread}-r${run}`, run * THREADS_PER_USER + thread, finished);
-          const entries = await engine.append(`u${user}`, events);
-          store.record(`u${user}`, entries);
-          appended += entries.length;
-          if (store.stats.queued > 50_000) await store.idle();
-        }
-      }
-    }
-    await store.idle();
-    const seconds = (performance.now() - start) / 1000;
-    const stats = store.stats;
-    console.log(
-      `archive: ${appended} events in ${seconds.toFixed(1)} s = ${Math.round(stats.archived / seconds)} events/s archived` +
-        ` (dropped ${stats.dropped}, caught up ${stats.caughtUp}, lost ${stats.lost}, failed batches ${stats.failedBatches})`,
-    );
-    const db = new pg.Client({ connectionString: url.toString() });
-    await db.connect();
-    const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM agentwire_events');
-    await db.query('VACUUM ANALYZE');
-    await db.end();
-    console.log(`table: ${rows[0]!.n} events`);
-
-    const queries = Number(values.queries);
-    const pick = (i: number) => ({ user: `u${(i * 7919) % USERS}`, thread: `t${(i * 104729) % THREADS_PER_USER}` });
-    await timed('GET messages (newest page, limit 50)', queries, async (i) => {
-      const { user, thread } = pick(i);
-      const page = await store.messages(user, thread, { limit: 50 });
-      if (!page || page.items.length === 0) throw new Error(`no messages for ${user}/${thread}`);
-    });
-    await timed('GET messages (second page, limit 20)', Math.floor(queries / 2), async (i) => {
-      const { user, thread } = pick(i);
-      const first = await store.messages(user, thread, { limit: 20 });
-      await store.messages(user, thread, { limit: 20, cursor: first!.nextCursor! });
-    });
-    await timed('GET threads (limit 20)', Math.floor(queries / 2), (i) => store.listThreads(pick(i).user, { limit: 20 }));
+    if (!values.reuse) await archive(engine, store, url.toString());
+    await measureQueries(store);
   } finally {
     await store.close();
     await engine.close();
-    if (values.keep) console.log(`kept database ${name}`);
+    if (values.keep || values.reuse) console.log(`kept database ${name}`);
     else await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
     await admin.end();
   }
+}
+
+async function archive(engine: MemoryEngine, store: PostgresHistoryStore, url: string): Promise<void> {
+  console.log(`archive: ${USERS} users x ${THREADS_PER_USER} threads x ${RUNS_PER_THREAD} runs x ~${EVENTS_PER_RUN} events, batch ${values.batch}`);
+  const start = performance.now();
+  let appended = 0;
+  // Round-robin over users, so batches mix users as a busy node's do.
+  for (let run = 0; run < RUNS_PER_THREAD; run++) {
+    for (let thread = 0; thread < THREADS_PER_USER; thread++) {
+      for (let user = 0; user < USERS; user++) {
+        // The newest run of each user's first thread is still streaming (folded on read).
+        const finished = !(thread === 0 && run === RUNS_PER_THREAD - 1);
+        const events = runEvents(`t${thread}`, `u${user}-t${thread}-r${run}`, run * THREADS_PER_USER + thread, finished);
+        const entries = await engine.append(`u${user}`, events);
+        store.record(`u${user}`, entries);
+        appended += entries.length;
+        if (store.stats.queued > 50_000) await store.idle();
+      }
+    }
+  }
+  await store.idle();
+  const seconds = (performance.now() - start) / 1000;
+  const stats = store.stats;
+  console.log(
+    `archive: ${appended} events in ${seconds.toFixed(1)} s = ${Math.round(stats.archived / seconds)} events/s archived` +
+      ` (dropped ${stats.dropped}, caught up ${stats.caughtUp}, lost ${stats.lost}, failed batches ${stats.failedBatches})`,
+  );
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM agentwire_events');
+  await db.query('VACUUM ANALYZE');
+  await db.end();
+  console.log(`table: ${rows[0]!.n} events`);
+}
+
+async function measureQueries(store: PostgresHistoryStore): Promise<void> {
+  const queries = Number(values.queries);
+  const pick = (i: number) => ({ user: `u${(i * 7919) % USERS}`, thread: `t${(i * 104729) % THREADS_PER_USER}` });
+  await timed('GET messages (newest page, limit 50)', queries, async (i) => {
+    const { user, thread } = pick(i);
+    const page = await store.messages(user, thread, { limit: 50 });
+    if (!page || page.items.length === 0) throw new Error(`no messages for ${user}/${thread}`);
+  });
+  await timed('GET messages (second page, limit 20)', Math.floor(queries / 2), async (i) => {
+    const { user, thread } = pick(i);
+    const first = await store.messages(user, thread, { limit: 20 });
+    await store.messages(user, thread, { limit: 20, cursor: first!.nextCursor! });
+  });
+  await timed('GET threads (limit 20)', Math.floor(queries / 2), (i) => store.listThreads(pick(i).user, { limit: 20 }));
 }
 
 await main();

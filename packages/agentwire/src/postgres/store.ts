@@ -183,14 +183,15 @@ export class PostgresHistoryStore implements HistoryStore {
 
   async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
     const after = page.cursor === undefined ? null : decodeCursor(page.cursor, isThreadCursor);
-    const { rows } = await this.#pool.query<ThreadRow>(
-      `SELECT thread_id, title, created_at, updated_at, last_run_id, last_run_status
+    const { rows } = await this.#pool.query<ThreadRow>({
+      name: 'agentwire_threads_page',
+      text: `SELECT thread_id, title, created_at, updated_at, last_run_id, last_run_status
          FROM agentwire_threads
         WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (updated_at, thread_id) < ($2::timestamptz, $3::text))
         ORDER BY updated_at DESC, thread_id DESC
         LIMIT $4`,
-      [userId, after?.[0] ?? null, after?.[1] ?? null, page.limit + 1],
-    );
+      values: [userId, after?.[0] ?? null, after?.[1] ?? null, page.limit + 1],
+    });
     const items = rows.slice(0, page.limit).map(threadSummary);
     const last = rows.length > page.limit ? rows[page.limit - 1]! : undefined;
     return { items, nextCursor: last ? encodeCursor([last.updated_at.toISOString(), last.thread_id]) : null };
@@ -202,8 +203,9 @@ export class PostgresHistoryStore implements HistoryStore {
     // One round trip: the thread's existence, the user's archive mark, and the page's runs. The
     // answer includes exactly the events up to the mark: every one of them is archived, so a
     // client that resumes from it receives exactly the rest.
-    const { rows } = await this.#pool.query<{ epoch: string | null; mark_epoch_id: string | null; mark_seq: string | null } & Partial<RunRow>>(
-      `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*
+    const { rows } = await this.#pool.query<{ epoch: string | null; mark_epoch_id: string | null; mark_seq: string | null } & Partial<RunRow>>({
+      name: 'agentwire_messages_page',
+      text: `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*
          FROM (SELECT ep.epoch, m.epoch_id AS mark_epoch_id, m.seq AS mark_seq
                  FROM agentwire_threads t
                  LEFT JOIN agentwire_archive_marks m ON m.user_id = t.user_id
@@ -217,8 +219,8 @@ export class PostgresHistoryStore implements HistoryStore {
               AND ($3::bigint IS NULL OR (epoch_id, start_seq) <= ($3::bigint, $4::bigint))
             ORDER BY epoch_id DESC, start_seq DESC
             LIMIT $5) r ON true`,
-      [userId, threadId, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
-    );
+      values: [userId, threadId, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
+    });
     const head = rows[0];
     if (!head) return null;
     const mark = { epochId: Number(head.mark_epoch_id ?? 0), seq: Number(head.mark_seq ?? 0) };
@@ -307,6 +309,9 @@ export class PostgresHistoryStore implements HistoryStore {
     await this.#pool.end();
   }
 
+  // The routes' queries are named: pg prepares each once per connection, so PostgreSQL plans
+  // them once instead of on every request.
+
   /**
    * The runs' messages: a run whose folded answer the archive stored (and that the mark covers)
    * as stored; any other (running, or ended beyond the mark) folded from its archived events up
@@ -325,13 +330,14 @@ export class PostgresHistoryStore implements HistoryStore {
       }
     }
     if (toFold.length === 0) return views;
-    const { rows } = await this.#pool.query<{ run_id: string; event: string }>(
-      `SELECT run_id, event FROM agentwire_events
+    const { rows } = await this.#pool.query<{ run_id: string; event: string }>({
+      name: 'agentwire_run_events',
+      text: `SELECT run_id, event FROM agentwire_events
         WHERE user_id = $1 AND thread_id = $2 AND run_id = ANY($3::text[])
           AND ($4::bigint IS NULL OR (epoch_id, seq) <= ($4::bigint, $5::bigint))
         ORDER BY run_id, epoch_id, seq`,
-      [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
-    );
+      values: [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
+    });
     const events = new Map<string, ReturnType<typeof parseArchivedEvent>[]>();
     for (const row of rows) {
       const list = events.get(row.run_id) ?? [];
