@@ -16,6 +16,7 @@
  * postgres://postgres@127.0.0.1:5432/postgres) and drops it at the end (--keep: keeps it, for
  * EXPLAIN ANALYZE; its name is printed; --reuse <name> runs only the queries on a kept one).
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import type { EventBody } from '@agentwire/protocol';
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
 async function archive(engine: MemoryEngine, store: PostgresHistoryStore, url: string): Promise<void> {
   console.log(`archive: ${USERS} users x ${THREADS_PER_USER} threads x ${RUNS_PER_THREAD} runs x ~${EVENTS_PER_RUN} events, batch ${values.batch}`);
   const start = performance.now();
+  const cpuBefore = process.cpuUsage();
   let appended = 0;
   // Round-robin over users, so batches mix users as a busy node's do.
   for (let run = 0; run < RUNS_PER_THREAD; run++) {
@@ -112,13 +114,33 @@ async function archive(engine: MemoryEngine, store: PostgresHistoryStore, url: s
   }
   await store.idle();
   const seconds = (performance.now() - start) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  // CPU of the PostgreSQL backends serving this database (alive since the start: the pool keeps
+  // them); with other load on the machine, CPU per event says more than wall time.
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  const { rows: backends } = await db.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+  const ticksPerSecond = 100;
+  let backendSeconds = 0;
+  for (const { pid } of backends) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      backendSeconds += (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+    } catch {
+      // Not on this machine (a remote PostgreSQL): only the gateway's CPU is reported.
+    }
+  }
   const stats = store.stats;
   console.log(
     `archive: ${appended} events in ${seconds.toFixed(1)} s = ${Math.round(stats.archived / seconds)} events/s archived` +
       ` (dropped ${stats.dropped}, caught up ${stats.caughtUp}, lost ${stats.lost}, failed batches ${stats.failedBatches})`,
   );
-  const db = new pg.Client({ connectionString: url });
-  await db.connect();
+  const nodeUs = (cpu.user + cpu.system) / stats.archived;
+  const pgUs = (backendSeconds * 1e6) / stats.archived;
+  console.log(
+    `archive CPU per event: gateway process ${nodeUs.toFixed(1)} us (appending included), PostgreSQL backends ${pgUs.toFixed(1)} us` +
+      ` (${backends.length} backends) => ${Math.round(1e6 / pgUs)} events/s per PostgreSQL core`,
+  );
   const { rows } = await db.query<{ n: string }>('SELECT count(*) AS n FROM agentwire_events');
   await db.query('VACUUM ANALYZE');
   await db.end();

@@ -490,7 +490,8 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
       [
         created.map((c) => c.userId),
         created.map((c) => c.threadId),
-        created.map((c) => c.start!.text.slice(0, 80)),
+        // Cut at 80 characters (code points: never half of a surrogate pair).
+        created.map((c) => Array.from(c.start!.text).slice(0, 80).join('')),
         created.map((c) => c.start!.epochId),
         created.map((c) => c.start!.seq),
         created.map((c) => c.firstTs),
