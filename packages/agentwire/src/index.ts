@@ -28,6 +28,25 @@ export type {
 export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js';
 export { RedisEngine, type ClusterNode, type RedisEngineOptions } from './engine/redisEngine.js';
 
+// Thread history (PROTOCOL.md section 14), for a history store of your own.
+export { InvalidCursorError } from './history/types.js';
+export type {
+  AssistantMessageView,
+  ConversationTurn,
+  HistoryStore,
+  MessagesPage,
+  MessageView,
+  Page,
+  PageRequest,
+  RunStatus,
+  ThreadSummary,
+  ToolCallView,
+  UserMessageView,
+} from './history/types.js';
+export { LogHistoryStore, createLogHistoryStore, type LogHistoryStoreOptions } from './history/logHistoryStore.js';
+export { MemoryThreadMarks, type MemoryThreadMarksOptions, type ThreadMark, type ThreadMarkStore } from './history/threadMarks.js';
+export { RedisThreadMarks } from './history/redisThreadMarks.js';
+
 // Thread queues and run ownership, for a run store of your own.
 export type { RunOutcome, ThreadPolicy } from './runs/runManager.js';
 export type {
@@ -38,6 +57,7 @@ export type {
   RunAssignment,
   RunRecord,
   RunStore,
+  UnfinishedRun,
 } from './runs/runStore.js';
 export { RedisRunStore, type RedisRunStoreOptions } from './runs/redisRunStore.js';
 
@@ -62,7 +82,6 @@ export { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 
 // Thread history in PostgreSQL (AGENTWIRE_DATABASE_URL).
 export {
-  InvalidCursorError,
   PostgresHistoryStore,
   createPostgresHistoryStore,
   type ArchiveStats,

@@ -8,6 +8,7 @@ import {
   type BackoffOptions,
   type CloseDecision,
 } from './backoff.js';
+import { HistoryHttp, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
 import { ClientState, ClientStateMachine } from './state.js';
 import { refreshDelay, refreshRetryDelay, tokenExpiresAt } from './tokenRefresh.js';
 import type {
@@ -18,8 +19,11 @@ import type {
   CloseInfo,
   ConnectionReadyFrame,
   ErrorFrame,
+  HistoryPage,
   PongFrame,
   ServerFrame,
+  ThreadInfo,
+  ThreadsPage,
   TokenRefreshedFrame,
 } from './types.js';
 
@@ -81,6 +85,19 @@ export interface ClientOptions {
   idFactory?: () => string;
   /** Called when a listener throws. Default: console.error. */
   onListenerError?: (error: unknown, event: ClientEventName) => void;
+  /** Base URL of the history routes (`threads()`, `history()`). Default: the http(s) origin of `url`. */
+  httpUrl?: string;
+  /** The `fetch` of the history routes. Default `globalThis.fetch`. */
+  fetch?: FetchFunction;
+  /** Deadline of one history request. Default 15 000. */
+  httpTimeoutMs?: number;
+  /**
+   * The threads to reload when the server could not resume (`resumed: false`), e.g. the one on
+   * screen. Each is fetched with `history()`; `history_reloaded` carries the pages, and live
+   * events of a reloaded thread up to its page's `last_seq` (already in the page) are not
+   * delivered again: the page plus the events after it are the thread, nothing twice.
+   */
+  reloadThreads?: () => Iterable<string>;
 }
 
 /** The client is closed (by `close()` or because the server said stop). */
@@ -108,6 +125,9 @@ export class HistoryResetError extends Error {
     super(`history was reset while run ${runId} was in progress; reload it`);
   }
 }
+
+/** Live events held while threads reload after `resumed: false`; past this many, they are released unfiltered. */
+const MAX_RELOAD_BUFFER = 10_000;
 
 interface PendingRequest {
   readonly id: string;
@@ -199,6 +219,12 @@ export class AgentwireClient {
 
   readonly #pending = new Map<string, PendingRequest>();
   readonly #runs = new Map<string, RunRecord>();
+  readonly #http: HistoryHttp;
+  readonly #reloadThreads: (() => Iterable<string>) | undefined;
+  /** Live events held back while a reload after `resumed: false` is in flight. */
+  #reloadBuffer: AgentEvent[] | null = null;
+  /** Bumped by every reload (and close()): a reload whose number is stale delivers nothing. */
+  #reloadGen = 0;
 
   constructor(options: ClientOptions) {
     this.#WebSocket =
@@ -221,6 +247,15 @@ export class AgentwireClient {
     this.#onListenerError =
       options.onListenerError ??
       ((error, event) => console.error(`agentwire client: a "${event}" listener threw`, error));
+    this.#reloadThreads = options.reloadThreads;
+    const token = options.token;
+    const fetchFunction = options.fetch ?? (globalThis as { fetch?: FetchFunction }).fetch;
+    this.#http = new HistoryHttp({
+      baseUrl: options.httpUrl ?? httpBaseOf(options.url),
+      token: async () => (typeof token === 'function' ? await token() : token),
+      fetch: fetchFunction ?? (() => Promise.reject(new Error('no fetch: pass options.fetch'))),
+      timeoutMs: options.httpTimeoutMs ?? 15_000,
+    });
     if (options.resume) {
       this.#epoch = options.resume.epoch;
       this.#lastSeq = options.resume.lastSeq;
@@ -331,10 +366,36 @@ export class AgentwireClient {
     return this.#iterate(this.#track(runId));
   }
 
+  /** The user's threads, most recently updated first (`GET /v1/threads`). Rejects with HttpError. */
+  threads(page: PageOptions = {}): Promise<ThreadsPage> {
+    return this.#http.threads(page);
+  }
+
+  /**
+   * A page of a thread's messages, newest page first (`GET /v1/threads/<id>/messages`; pass
+   * `next_cursor` for older ones). Events after the page's `last_seq` arrive live. Rejects with
+   * HttpError (status 404 for a thread the user does not have).
+   */
+  history(threadId: string, page: PageOptions = {}): Promise<HistoryPage> {
+    return this.#http.messages(threadId, page);
+  }
+
+  /** Renames a thread (`PATCH /v1/threads/<id>`); resolves with the thread. */
+  renameThread(threadId: string, title: string): Promise<ThreadInfo> {
+    return this.#http.rename(threadId, title);
+  }
+
+  /** Deletes a thread and cancels its runs (`DELETE /v1/threads/<id>`). */
+  deleteThread(threadId: string): Promise<void> {
+    return this.#http.delete(threadId);
+  }
+
   /** Closes the connection with 1000 and ends the client: pending requests and runs reject. */
   close(): void {
     if (this.state === CLOSED) return;
     this.#dialGen++;
+    this.#reloadGen++;
+    this.#reloadBuffer = null;
     const ws = this.#ws;
     this.#ws = null;
     if (ws) {
@@ -568,6 +629,7 @@ export class AgentwireClient {
       }
       this.#emit('history_reset', { previousEpoch, previousLastSeq, epoch: frame.epoch, lastSeq: frame.last_seq, ready: frame });
       if (this.#ws !== ws) return;
+      this.#reload(frame.epoch);
     }
     for (const request of [...this.#pending.values()]) {
       if (request.sentOn !== serial) this.#write(request);
@@ -600,8 +662,53 @@ export class AgentwireClient {
       if (event.type === 'agent_completed' || event.type === 'agent_error') record.done = true;
       wakeAll(record);
     }
+    if (this.#reloadBuffer === null) return this.#deliver(event);
+    this.#reloadBuffer.push(event);
+    if (this.#reloadBuffer.length > MAX_RELOAD_BUFFER) this.#endReload(new Map());
+  }
+
+  #deliver(event: AgentEvent): void {
     this.#emit('event', event);
     this.#emit(event.type, event as never);
+  }
+
+  /**
+   * Reloads `reloadThreads` after `resumed: false` through the seam of section 14: live events
+   * are held while the pages load; then `history_reloaded`, then the held events, less those a
+   * page already includes (same epoch, seq <= its `last_seq`).
+   */
+  #reload(epoch: string): void {
+    if (!this.#reloadThreads) return;
+    if (this.#reloadBuffer !== null) this.#endReload(new Map());
+    const threadIds = [...new Set(this.#reloadThreads())];
+    const gen = ++this.#reloadGen;
+    this.#reloadBuffer = [];
+    void Promise.all(
+      threadIds.map((threadId) =>
+        this.#http.messages(threadId).then(
+          (page) => ({ thread_id: threadId, page }),
+          (error: unknown) => ({ thread_id: threadId, error: errorText(error) }),
+        ),
+      ),
+    ).then((threads) => {
+      if (gen !== this.#reloadGen) return;
+      const included = new Map<string, number>();
+      for (const thread of threads) {
+        if ('page' in thread && thread.page.epoch === this.#epoch) included.set(thread.thread_id, thread.page.last_seq);
+      }
+      this.#emit('history_reloaded', { epoch, threads });
+      if (gen === this.#reloadGen) this.#endReload(included);
+    });
+  }
+
+  /** Releases the held events, dropping those of a thread up to the seq its page included. */
+  #endReload(included: ReadonlyMap<string, number>): void {
+    const held = this.#reloadBuffer ?? [];
+    this.#reloadBuffer = null;
+    this.#reloadGen++;
+    for (const event of held) {
+      if (event.seq > (included.get(event.thread_id) ?? 0)) this.#deliver(event);
+    }
   }
 
   #onAck(frame: AckFrame): void {

@@ -106,6 +106,72 @@ export interface HistoryReset {
   readonly ready: ConnectionReadyFrame;
 }
 
+/** The status of a run in the thread history. */
+export type HistoryRunStatus = 'queued' | 'running' | 'completed' | 'cancelled' | 'error';
+
+/** One thread of `GET /v1/threads` (PROTOCOL.md section 14). */
+export interface ThreadInfo {
+  readonly thread_id: string;
+  readonly title: string;
+  readonly created_at: string;
+  readonly updated_at: string;
+  readonly last_run: { readonly run_id: string; readonly status: HistoryRunStatus } | null;
+}
+
+/** A page of the user's threads, most recently updated first; `next_cursor` pages on (null: no more). */
+export interface ThreadsPage {
+  readonly threads: readonly ThreadInfo[];
+  readonly next_cursor: string | null;
+}
+
+/** A user's message in the thread history. */
+export interface HistoryUserMessage {
+  readonly id: string;
+  readonly role: 'user';
+  readonly run_id: string;
+  readonly text: string;
+  readonly created_at: string;
+}
+
+/** A run's answer in the thread history, as far as it has streamed. */
+export interface HistoryAssistantMessage {
+  readonly id: string;
+  readonly role: 'assistant';
+  readonly run_id: string;
+  readonly status: HistoryRunStatus;
+  readonly text: string;
+  readonly thinking: readonly string[];
+  readonly tool_calls: ReadonlyArray<{ readonly call_id: string; readonly tool: string; readonly args: Record<string, unknown>; readonly ok?: boolean; readonly result?: unknown }>;
+  readonly error: { readonly code: string; readonly message: string } | null;
+  readonly created_at: string;
+  readonly completed_at: string | null;
+}
+
+/** A message of the thread history. */
+export type HistoryMessage = HistoryUserMessage | HistoryAssistantMessage;
+
+/**
+ * A page of a thread's messages (oldest first; `next_cursor` pages to older ones). `epoch` and
+ * `last_seq` name the newest event of the user the page includes: live events after it follow.
+ */
+export interface HistoryPage {
+  readonly thread_id: string;
+  readonly epoch: string;
+  readonly last_seq: number;
+  readonly messages: readonly HistoryMessage[];
+  readonly next_cursor: string | null;
+}
+
+/**
+ * The threads of `ClientOptions.reloadThreads`, reloaded after `resumed: false`. Live events of a
+ * thread whose page came are delivered only after the page's `last_seq`; a failed thread has
+ * `error` instead of `page` (its live events are all delivered).
+ */
+export interface HistoryReload {
+  readonly epoch: string;
+  readonly threads: ReadonlyArray<{ readonly thread_id: string; readonly page?: HistoryPage; readonly error?: string }>;
+}
+
 /** A seq gap seen while connected; the client drops the socket and resumes. */
 export interface GapInfo {
   readonly expected: number;
@@ -119,6 +185,8 @@ export type ClientEventMap = {
   /** Every durable event, once, in seq order. */
   event: AgentEvent;
   history_reset: HistoryReset;
+  /** After `history_reset`, the threads of `reloadThreads` as reloaded (before their newer live events). */
+  history_reloaded: HistoryReload;
   disconnect: DisconnectInfo;
   closed: CloseInfo;
   gap: GapInfo;

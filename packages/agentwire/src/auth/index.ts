@@ -4,6 +4,7 @@ export type { JwksPolicy } from './jwks.js';
 export { signToken, type SignClaims } from './sign.js';
 export {
   AGENTWIRE_SUBPROTOCOL,
+  bearerToken,
   extractUpgradeCredentials,
   selectSubprotocol,
   type UpgradeCredentials,

@@ -43,7 +43,8 @@ export function selectSubprotocol(offered: Set<string>): string | false {
   return false;
 }
 
-function bearerToken(value: string | undefined): string | null {
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+export function bearerToken(value: string | undefined): string | null {
   if (value === undefined) return null;
   const match = BEARER.exec(value.trim());
   return match?.[1] ?? null;

@@ -86,6 +86,7 @@ export async function runServe(argv: string[]): Promise<number> {
     permessageDeflate: config.permessageDeflate,
     allowedOrigins: config.allowedOrigins,
     demoStepMs: config.demoStepMs,
+    historyTurns: config.historyTurns,
     // The chat page at / (dev mode, or AGENTWIRE_CHAT_PAGE). Only in dev mode on a loopback host
     // does every page load carry a token for user "demo"; elsewhere the page asks for a token.
     chatPage: chatPageOn

@@ -70,6 +70,7 @@ export interface GatewayConfig {
   permessageDeflate: boolean;
   retentionEvents: number;
   retentionMs: number;
+  historyTurns: number;
   /** Serve the chat page; unset = only in dev mode. */
   chatPage?: boolean;
   /** Allowed `Origin` values for upgrades (normalized `scheme://host[:port]`); null = any. */
@@ -385,6 +386,13 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     parse: count(1),
     default: 1000,
     description: 'Durable events kept per user for resume.',
+  }),
+  setting({
+    env: 'AGENTWIRE_HISTORY_TURNS',
+    key: 'historyTurns',
+    parse: count(0),
+    default: 20,
+    description: "Earlier turns of a thread an agent receives with each run (user messages and answers); 0 sends none.",
   }),
   setting({
     env: 'AGENTWIRE_RETENTION_MS',

@@ -26,6 +26,8 @@ export interface UserKeys {
   readonly connections: string;
   /** Sorted set of the user's runs that are running or queued (member = run id, score = enqueue time). */
   readonly activeRuns: string;
+  /** Hash: the history's marks on threads (field = encoded thread id, value = JSON: title, deletion). */
+  readonly threadMarks: string;
   /** Idempotency key of a message id (string: the claim's JSON). */
   claim(messageId: string): string;
   /** A run record (hash). Throws for anything but a run id of the gateway's format. */
@@ -110,6 +112,7 @@ export function userKeys(prefix: string, userId: string): UserKeys {
     runs,
     connections: `${base}:conns`,
     activeRuns: `${base}:active`,
+    threadMarks: `${base}:thread-marks`,
     claim: (messageId) => `${base}:msg:${encodeId(messageId)}`,
     run: (runId) => {
       if (!isRunId(runId)) throw new TypeError(`not a run id: ${JSON.stringify(runId.slice(0, 80))}`);

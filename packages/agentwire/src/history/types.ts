@@ -49,6 +49,7 @@ export interface AssistantMessageView {
   readonly completedAt: string | null;
 }
 
+/** A message of a thread: the user's or the assistant's. */
 export type MessageView = UserMessageView | AssistantMessageView;
 
 /** One page of an answer; `nextCursor` is opaque to callers (null: no more). */
@@ -70,6 +71,14 @@ export interface ConversationTurn {
   readonly text: string;
   /** The assistant turn's tool calls (absent on user turns). */
   readonly toolCalls?: readonly ToolCallView[];
+}
+
+/** Thrown by a `HistoryStore` for a cursor it did not make (the routes answer 400 `invalid_request`). */
+export class InvalidCursorError extends Error {
+  override readonly name = 'InvalidCursorError';
+  constructor() {
+    super('cursor is not valid');
+  }
 }
 
 /** Paging of a list: at most `limit` items after `cursor` (a `nextCursor` of an earlier page). */

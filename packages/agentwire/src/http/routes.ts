@@ -3,6 +3,7 @@ import type { Registry } from 'prom-client';
 import { BypassGuessLimiter, bypassKeyMatches, signToken, type GuessLimiterOptions } from '../auth/index.js';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { silentLogger, type Logger } from '../observability/logger.js';
+import { json, MAX_BODY_BYTES, readBody } from './body.js';
 
 /** Enables `POST /v1/auth/test-token`: tokens signed with `secret` for callers that present `bypassKey`. */
 export interface TestTokenIssuer {
@@ -27,12 +28,6 @@ export interface RouteDeps {
   readonly clock?: Clock;
 }
 
-const MAX_BODY_BYTES = 4096;
-/**
- * An oversized body is read and thrown away up to this many bytes so that the client, which is
- * still sending, is not reset before it can read the 413; beyond it the connection is closed.
- */
-const MAX_DISCARDED_BYTES = 1024 * 1024;
 
 /**
  * The gateway's HTTP routes (PROTOCOL.md section 10). Returns false for any other path so an
@@ -120,44 +115,4 @@ async function issueTestToken(route: TestTokenRoute, req: IncomingMessage, res: 
     ...(issuer.audience ? { audience: issuer.audience } : {}),
   });
   json(res, 200, { token, expires_at: expiresAt.toISOString() });
-}
-
-type Body =
-  | { readonly kind: 'ok'; readonly text: string }
-  /** `close`: the body passed MAX_DISCARDED_BYTES and was not read to its end. */
-  | { readonly kind: 'too_large'; readonly close: boolean };
-
-/**
- * Reads a body of at most MAX_BODY_BYTES. A longer one is read to its end and discarded (so the
- * 413 reaches a client that is still sending), up to MAX_DISCARDED_BYTES; past that, or when the
- * declared length is already past it, the request stops being read and the connection closes
- * after the answer.
- */
-function readBody(req: IncomingMessage): Promise<Body> {
-  return new Promise((resolve, reject) => {
-    const declared = Number(req.headers['content-length']);
-    if (declared > MAX_DISCARDED_BYTES) return resolve({ kind: 'too_large', close: true });
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_DISCARDED_BYTES) {
-        req.off('data', onData);
-        req.pause();
-        resolve({ kind: 'too_large', close: true });
-      } else if (size <= MAX_BODY_BYTES) {
-        chunks.push(chunk);
-      }
-    };
-    req.on('data', onData);
-    req.on('end', () =>
-      resolve(size > MAX_BODY_BYTES ? { kind: 'too_large', close: false } : { kind: 'ok', text: Buffer.concat(chunks).toString('utf8') }),
-    );
-    req.on('error', reject);
-  });
-}
-
-function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
-  res.end(JSON.stringify(body));
 }

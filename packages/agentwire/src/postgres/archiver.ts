@@ -2,7 +2,8 @@ import type { Pool, PoolClient } from 'pg';
 import { systemClock, type Clock, type DurableEvent, type LogEntry, type TimerHandle } from '@agentwire/protocol';
 import type { EventEngine } from '../engine/types.js';
 import type { Logger } from '../observability/logger.js';
-import { foldRun, parseArchivedEvent, statusAfter } from './runFold.js';
+import { cutTitle, parseEvent } from '../history/fold.js';
+import { foldRun, statusAfter } from './runFold.js';
 import type { ArchiveStats } from './stats.js';
 
 /** Bounds of the write-behind archive. */
@@ -380,7 +381,7 @@ async function insertEvents(client: PoolClient, batches: readonly UserBatch[], e
   for (const batch of batches) {
     const epochId = epochIds.get(batch)!;
     for (const entry of batch.entries) {
-      const event = parseArchivedEvent(entry.json);
+      const event = parseEvent(entry.json);
       if (!event || typeof event.thread_id !== 'string' || typeof event.run_id !== 'string') continue;
       const ts = typeof event.ts === 'string' && Number.isFinite(Date.parse(event.ts)) ? event.ts : new Date(entry.appendedAt).toISOString();
       users.push(batch.userId);
@@ -490,8 +491,7 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
       [
         created.map((c) => c.userId),
         created.map((c) => c.threadId),
-        // Cut at 80 characters (code points: never half of a surrogate pair).
-        created.map((c) => Array.from(c.start!.text).slice(0, 80).join('')),
+        created.map((c) => cutTitle(c.start!.text)),
         created.map((c) => c.start!.epochId),
         created.map((c) => c.start!.seq),
         created.map((c) => c.firstTs),
@@ -651,7 +651,7 @@ async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[]): Pro
     const key = `${row.user_id}\u0000${row.thread_id}\u0000${row.run_id}`;
     let run = byRun.get(key);
     if (!run) byRun.set(key, (run = { userId: row.user_id, threadId: row.thread_id, runId: row.run_id, epochId: 0, seq: 0, events: [] }));
-    const event = parseArchivedEvent(row.event);
+    const event = parseEvent(row.event);
     if (!event) continue;
     run.events.push(event);
     run.epochId = Number(row.epoch_id);

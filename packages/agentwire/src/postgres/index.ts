@@ -1,6 +1,5 @@
 // The PostgreSQL history store (PROTOCOL.md sections 10, 12, 14): AGENTWIRE_DATABASE_URL.
 export {
-  InvalidCursorError,
   PostgresHistoryStore,
   createPostgresHistoryStore,
   type PostgresHistoryStoreOptions,

@@ -1,22 +1,24 @@
 import pg from 'pg';
 import { systemClock, type Clock, type LogEntry, type TimerHandle } from '@agentwire/protocol';
 import type { EventEngine } from '../engine/types.js';
-import type {
-  AssistantMessageView,
-  ConversationTurn,
-  HistoryStore,
-  MessageView,
-  MessagesPage,
-  Page,
-  PageRequest,
-  RunStatus,
-  ThreadSummary,
+import {
+  InvalidCursorError,
+  type AssistantMessageView,
+  type ConversationTurn,
+  type HistoryStore,
+  type MessageView,
+  type MessagesPage,
+  type Page,
+  type PageRequest,
+  type RunStatus,
+  type ThreadSummary,
 } from '../history/types.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { Archiver } from './archiver.js';
 import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
-import { foldRun, parseArchivedEvent, type RunView } from './runFold.js';
+import { parseEvent } from '../history/fold.js';
+import { foldRun, type RunView } from './runFold.js';
 
 /** How `createPostgresHistoryStore` connects, archives and bounds itself (settings in README.md). */
 export interface PostgresHistoryStoreOptions {
@@ -41,14 +43,6 @@ export interface PostgresHistoryStoreOptions {
   readonly clock?: Clock;
   /** Called after every change of `available` and after every archive step (tests wait on it). */
   readonly onChange?: () => void;
-}
-
-/** Thrown for a cursor this store did not issue (the routes answer 400 invalid_request). */
-export class InvalidCursorError extends Error {
-  override readonly name = 'InvalidCursorError';
-  constructor() {
-    super('cursor is not valid');
-  }
 }
 
 /** A dependency that does not answer a probe within this is unreachable (PROTOCOL.md section 10). */
@@ -338,10 +332,10 @@ export class PostgresHistoryStore implements HistoryStore {
         ORDER BY run_id, epoch_id, seq`,
       values: [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
     });
-    const events = new Map<string, ReturnType<typeof parseArchivedEvent>[]>();
+    const events = new Map<string, ReturnType<typeof parseEvent>[]>();
     for (const row of rows) {
       const list = events.get(row.run_id) ?? [];
-      list.push(parseArchivedEvent(row.event));
+      list.push(parseEvent(row.event));
       events.set(row.run_id, list);
     }
     for (const run of toFold) {

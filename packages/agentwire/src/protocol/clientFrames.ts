@@ -8,7 +8,9 @@ import type { FrameRef } from '@agentwire/protocol';
  * recursively, so no nesting depth can overflow the stack.
  */
 const clientId = z.string().min(1).max(128);
-const threadId = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1..128 of [A-Za-z0-9._:-]');
+/** A thread id (section 6); the history routes take the same. */
+export const THREAD_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+const threadId = z.string().regex(THREAD_ID, 'must be 1..128 of [A-Za-z0-9._:-]');
 const MAX_EPOCH_LENGTH = 128;
 
 // Malformed resume fields are ignored as if absent (section 3): the connection proceeds with

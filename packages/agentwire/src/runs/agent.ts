@@ -1,4 +1,5 @@
 // The interface an embedding application implements to plug its agent into agentwire.
+import type { ConversationTurn } from '../history/types.js';
 
 /** What one run of an agent is given: who asked what, on which thread, and when to stop. */
 export interface AgentRunInput {
@@ -8,6 +9,12 @@ export interface AgentRunInput {
   /** The client's `user_message` id. */
   readonly messageId: string;
   readonly text: string;
+  /**
+   * The thread's earlier turns, oldest first (user texts, answers with their tool calls),
+   * without this run's message; at most `AGENTWIRE_HISTORY_TURNS`. Empty when the history
+   * store could not answer in time.
+   */
+  readonly history: readonly ConversationTurn[];
   readonly signal: AbortSignal;
 }
 

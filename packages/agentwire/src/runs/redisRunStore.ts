@@ -5,7 +5,7 @@ import type { MessageClaim } from '../engine/types.js';
 import { allLeaseKeys, decodeId, encodeId, isRunId } from '../engine/redisKeys.js';
 import { coalesceWrites } from '../engine/redisWrites.js';
 import type { ThreadPolicy } from './runManager.js';
-import type { CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
+import type { UnfinishedRun, CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, RunAssignment, RunRecord, RunStore } from './runStore.js';
 
 /** Lease length and node id of a `RedisRunStore`. */
 export interface RedisRunStoreOptions {
@@ -112,6 +112,20 @@ while true do
   redis.call('ZREM', KEYS[3], nextId)
 end`;
 
+/**
+ * KEYS: active runs. ARGV: run record prefix. The user's runs still running or queued, oldest
+ * first, as flat triples run id, thread (encoded), state; ended or vanished records are skipped.
+ */
+const ACTIVE = `
+local found = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'thread', 'state')
+  if r[1] and (r[2] == 'running' or r[2] == 'queued') then
+    table.insert(found, id); table.insert(found, r[1]); table.insert(found, r[2])
+  end
+end
+return found`;
+
 /** KEYS: run record. ARGV: user (encoded). */
 const CANCEL = `
 local r = redis.call('HMGET', KEYS[1], 'user', 'state', 'owner', 'thread')
@@ -169,6 +183,7 @@ type ScriptedRedis = (Redis | Cluster) & {
   awEnqueue(...args: (string | number)[]): Promise<'start' | 'queued' | 'busy' | 'too_many_runs' | 'absent' | ['duplicate', string]>;
   awAdvance(...args: (string | number)[]): Promise<[string, string, string, string, string] | null>;
   awCancel(...args: (string | number)[]): Promise<string[]>;
+  awActive(...args: (string | number)[]): Promise<string[]>;
 };
 
 /**
@@ -212,6 +227,7 @@ export class RedisRunStore implements RunStore {
     this.#redis.defineCommand('awEnqueue', { numberOfKeys: 5, lua: ENQUEUE });
     this.#redis.defineCommand('awAdvance', { numberOfKeys: 3, lua: ADVANCE });
     this.#redis.defineCommand('awCancel', { numberOfKeys: 1, lua: CANCEL });
+    this.#redis.defineCommand('awActive', { numberOfKeys: 1, lua: ACTIVE });
     this.#redis.defineCommand('awClaim', { numberOfKeys: 1, lua: CLAIM });
     const subscriberOptions = {
       autoResubscribe: true,
@@ -317,6 +333,16 @@ export class RedisRunStore implements RunStore {
       return { kind, threadId: decodeId(threadId!), owner: node! };
     }
     return kind === 'forbidden' ? { kind } : { kind: 'not_found' };
+  }
+
+  async activeRuns(userId: string): Promise<UnfinishedRun[]> {
+    const keys = this.engine.keys(userId);
+    const flat = await this.#redis.awActive(keys.activeRuns, keys.runs);
+    const runs: UnfinishedRun[] = [];
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      runs.push({ runId: flat[i]!, threadId: decodeId(flat[i + 1]!), state: flat[i + 2] === 'running' ? 'running' : 'queued' });
+    }
+    return runs;
   }
 
   onCancelRequest(listener: (runId: string) => void): void {

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
-import { RunEndedError, type EventEngine, type MessageClaim } from '../engine/types.js';
-import type { AgentErrorCode, EventBody, EventPayload } from '@agentwire/protocol';
+import { RunEndedError, type AppendFence, type EventEngine, type MessageClaim } from '../engine/types.js';
+import type { AgentErrorCode, EventBody, EventPayload, LogEntry } from '@agentwire/protocol';
+import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
-import { LocalRunStore, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
+import { LocalRunStore, type UnfinishedRun, type LostRun, type RunAssignment, type RunRecord, type RunStore } from './runStore.js';
 
 /** A message to a thread with a run in progress: queue it (`enqueue`) or refuse it (`reject`). */
 export type ThreadPolicy = 'enqueue' | 'reject';
@@ -29,6 +30,12 @@ export interface RunManagerOptions {
   readonly lostRunSweepMs?: number;
   /** How long an append or thread step is retried while the engine is unavailable. Default 30000 ms. */
   readonly retryForMs?: number;
+  /** Where a run's earlier turns come from (the history store); none: agents get no history. */
+  readonly history?: Pick<HistoryStore, 'conversation'>;
+  /** Earlier turns an agent receives at most. Default 20. */
+  readonly historyTurns?: number;
+  /** Entries this manager appended, as written (the history store's write-behind `record`). Must not throw. */
+  readonly onAppended?: (userId: string, entries: readonly LogEntry[]) => void;
   readonly onRunEnded?: (outcome: RunOutcome) => void;
   /** `context` is a short constant (a metrics label); the error carries the details. */
   readonly onFault?: (error: unknown, context: string) => void;
@@ -72,6 +79,9 @@ interface ActiveRun {
 }
 
 const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_error']);
+
+/** How long a run waits for its earlier turns before it starts without them. */
+const HISTORY_TIMEOUT_MS = 2000;
 
 /** Resolves once the microtasks queued so far (and those they queue) have run. */
 const endOfTick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
@@ -306,12 +316,15 @@ export class RunManager {
       this.options.runTimeoutMs,
     );
     try {
+      const history = await this.#conversation(record);
+      if (run.finished) return;
       const steps = this.options.agent.run({
         runId: record.runId,
         userId: record.userId,
         threadId: record.threadId,
         messageId: record.messageId,
         text: record.text,
+        history,
         signal: run.controller.signal,
       });
       for await (const step of steps) {
@@ -332,6 +345,46 @@ export class RunManager {
         message: error instanceof Error ? error.message : String(error),
       });
     }
+  }
+
+  /**
+   * The thread's earlier turns for the agent, within HISTORY_TIMEOUT_MS: a slow or failing
+   * history store costs the agent its context (reported as a fault), never the run.
+   */
+  async #conversation(record: RunRecord): Promise<readonly ConversationTurn[]> {
+    const maxTurns = this.options.historyTurns ?? 20;
+    const history = this.options.history;
+    if (!history || maxTurns <= 0) return [];
+    let timer: TimerHandle | undefined;
+    try {
+      return await Promise.race([
+        history.conversation(record.userId, record.threadId, maxTurns, record.runId),
+        new Promise<never>((_, reject) => {
+          timer = this.options.clock.setTimeout(() => reject(new Error(`history took over ${HISTORY_TIMEOUT_MS} ms`)), HISTORY_TIMEOUT_MS);
+        }),
+      ]);
+    } catch (error) {
+      this.options.onFault?.(error, 'history');
+      return [];
+    } finally {
+      if (timer !== undefined) this.options.clock.clearTimeout(timer);
+    }
+  }
+
+  /** The user's runs running or queued (any node), as far as the run store can say. */
+  activeRuns(userId: string): Promise<UnfinishedRun[]> {
+    return this.#store.activeRuns?.(userId) ?? Promise.resolve([]);
+  }
+
+  /**
+   * Cancels every queued and running run of a thread (its deletion): those the run store lists,
+   * and `alsoRunIds`, runs the caller knows to be running (e.g. from the log) when the store
+   * cannot list them.
+   */
+  async cancelThreadRuns(userId: string, threadId: string, alsoRunIds: readonly string[] = []): Promise<void> {
+    const active = (await this.activeRuns(userId)).filter((run) => run.threadId === threadId).map((run) => run.runId);
+    const ignore = () => {};
+    await Promise.all([...new Set([...active, ...alsoRunIds])].map((runId) => this.cancel(userId, runId, ignore)));
   }
 
   /**
@@ -388,7 +441,14 @@ export class RunManager {
   #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
     // One id for every attempt: an attempt whose reply was lost may have been applied.
     const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
-    return this.#retry('append', () => this.options.engine.append(run.record.userId, events, fence));
+    return this.#retry('append', () => this.#appendToLog(run.record.userId, events, fence));
+  }
+
+  /** Every append of this manager: the entries written are told to `onAppended` (archiving). */
+  async #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
+    const entries = await this.options.engine.append(userId, events, fence);
+    this.options.onAppended?.(userId, entries);
+    return entries;
   }
 
   #fencedOff(run: ActiveRun): void {
@@ -489,7 +549,7 @@ export class RunManager {
       if (!record.started) events.push({ type: 'agent_started', message_id: record.messageId, text: record.text, ...stamp });
       events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
       try {
-        await this.options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
+        await this.#appendToLog(record.userId, events, { runId: record.runId, terminal: true });
         this.options.onRunEnded?.('run_lost');
       } catch (error) {
         // Already ended by its own node just before it died: only the thread must move on.

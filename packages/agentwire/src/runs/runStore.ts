@@ -44,6 +44,13 @@ export interface EnqueueOptions {
   readonly maxActive?: number;
 }
 
+/** A run of a user that is running or queued, as `RunStore.activeRuns` lists it. */
+export interface UnfinishedRun {
+  readonly runId: string;
+  readonly threadId: string;
+  readonly state: 'running' | 'queued';
+}
+
 /** What `requestCancel` found for the run. */
 export type CancelLookup =
   | { readonly kind: 'not_found' }
@@ -88,6 +95,12 @@ export interface RunStore {
   advance(record: RunRecord): Promise<RunAssignment | null>;
   /** Finds a live run for a cancel from `userId`, marks or forwards the request. */
   requestCancel(userId: string, runId: string): Promise<CancelLookup>;
+  /**
+   * The user's runs that are running or queued (any node), oldest first. For the history
+   * routes: a thread's queued runs, and the runs a thread's deletion cancels. Optional: without
+   * it, queued runs are not reported and a deletion cancels only the runs that have started.
+   */
+  activeRuns?(userId: string): Promise<UnfinishedRun[]>;
   /** Cancel requests addressed to runs this node executes (from other nodes). */
   onCancelRequest(listener: (runId: string) => void): void;
   /** Renews this node's leases on the runs it executes. */
@@ -112,8 +125,8 @@ export class LocalRunStore implements RunStore {
   readonly nodeId = 'local';
   readonly #runs = new Map<string, LocalRun>();
   readonly #threads = new Map<string, LocalRun[]>();
-  /** Runs of each user, running or queued. */
-  readonly #activeByUser = new Map<string, number>();
+  /** Runs of each user, running or queued, in enqueue order. */
+  readonly #activeByUser = new Map<string, Map<string, LocalRun>>();
 
   get queuedCount(): number {
     return this.#runs.size - this.#threads.size;
@@ -123,10 +136,11 @@ export class LocalRunStore implements RunStore {
     const key = threadKey(record);
     const queue = this.#threads.get(key);
     if (queue && (policy === 'reject' || queue.length > maxQueued)) return 'busy';
-    const active = this.#activeByUser.get(record.userId) ?? 0;
-    if (active >= (options.maxActive ?? Number.MAX_SAFE_INTEGER)) return 'too_many_runs';
-    this.#activeByUser.set(record.userId, active + 1);
+    const active = this.#activeByUser.get(record.userId) ?? new Map<string, LocalRun>();
+    if (active.size >= (options.maxActive ?? Number.MAX_SAFE_INTEGER)) return 'too_many_runs';
     const run: LocalRun = { record, running: !queue, cancelRequested: false };
+    active.set(record.runId, run);
+    this.#activeByUser.set(record.userId, active);
     this.#runs.set(record.runId, run);
     if (queue) {
       queue.push(run);
@@ -142,9 +156,9 @@ export class LocalRunStore implements RunStore {
     if (!queue || queue[0]?.record.runId !== record.runId) return null;
     queue.shift();
     this.#runs.delete(record.runId);
-    const active = this.#activeByUser.get(record.userId)! - 1;
-    if (active > 0) this.#activeByUser.set(record.userId, active);
-    else this.#activeByUser.delete(record.userId);
+    const active = this.#activeByUser.get(record.userId)!;
+    active.delete(record.runId);
+    if (active.size === 0) this.#activeByUser.delete(record.userId);
     const next = queue[0];
     if (!next) {
       this.#threads.delete(key);
@@ -161,6 +175,14 @@ export class LocalRunStore implements RunStore {
     if (run.running) return { kind: 'running', threadId: run.record.threadId, owner: this.nodeId };
     run.cancelRequested = true;
     return { kind: 'queued', threadId: run.record.threadId };
+  }
+
+  async activeRuns(userId: string): Promise<UnfinishedRun[]> {
+    return [...(this.#activeByUser.get(userId)?.values() ?? [])].map(({ record, running }) => ({
+      runId: record.runId,
+      threadId: record.threadId,
+      state: running ? 'running' : 'queued',
+    }));
   }
 
   onCancelRequest(): void {}

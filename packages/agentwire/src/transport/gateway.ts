@@ -9,13 +9,17 @@ import { DEFAULTS } from '../config/index.js';
 import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } from '../coordination/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
-import { createRouteHandler, type TestTokenIssuer } from '../http/index.js';
+import { RedisEngine } from '../engine/redisEngine.js';
+import { createLogHistoryStore } from '../history/logHistoryStore.js';
+import { RedisThreadMarks } from '../history/redisThreadMarks.js';
+import type { HistoryStore } from '../history/types.js';
+import { createHistoryRoutes, createRouteHandler, type TestTokenIssuer } from '../http/index.js';
 import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
 import { CloseCode, resumeFields } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
 import { createDemoAgent } from '../runs/demoAgent.js';
 import { RunManager, type ThreadPolicy } from '../runs/runManager.js';
-import type { RunStore } from '../runs/runStore.js';
+import { LocalRunStore, type RunStore } from '../runs/runStore.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
 import { Connection } from './connection.js';
@@ -29,6 +33,14 @@ export interface GatewayOptions {
   engine?: EventEngine;
   /** Thread queues and run ownership; a shared store (Redis) makes them cluster-wide. */
   runStore?: RunStore;
+  /**
+   * Thread history (section 14 routes, agents' earlier turns). Default: folded from the engine's
+   * retained log (renames and deletions kept in Redis with the Redis engine, else in memory),
+   * closed with the gateway; a store given here is the caller's to close.
+   */
+  history?: HistoryStore;
+  /** Earlier turns of a thread an agent receives with each run. Default 20. */
+  historyTurns?: number;
   /** Counts connections across nodes for the per-user cap (Redis); default per node. */
   presence?: ConnectionPresence & { readonly renewIntervalMs?: number };
   /** How often a shared run store is swept for runs of dead nodes. */
@@ -95,12 +107,14 @@ export class Gateway {
   readonly metrics: GatewayMetrics;
   readonly runs: RunManager;
   readonly engine: EventEngine;
+  readonly history: HistoryStore;
   readonly path: string;
   readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => boolean;
 
   readonly #ctx: ConnectionContext;
   readonly #wss: WebSocketServer;
   readonly #ownsEngine: boolean;
+  readonly #ownsHistory: boolean;
   readonly #heartbeatTimeoutMs: number;
   readonly #drainTimeoutMs: number;
   readonly #allowedOrigins: ReadonlySet<string> | null;
@@ -145,14 +159,27 @@ export class Gateway {
       this.metrics.faults.inc({ context });
       logger.error({ err: error, context }, 'fault');
     };
+    const runStore = options.runStore ?? new LocalRunStore();
+    this.#ownsHistory = !options.history;
+    this.history =
+      options.history ??
+      createLogHistoryStore({
+        engine: this.engine,
+        ...(this.engine instanceof RedisEngine ? { marks: new RedisThreadMarks(this.engine) } : {}),
+        activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
+      });
+    const history = this.history;
     this.runs = new RunManager({
       engine: this.engine,
+      store: runStore,
+      history,
+      historyTurns: options.historyTurns ?? DEFAULTS.historyTurns,
+      onAppended: (userId, entries) => history.record(userId, entries),
       agent,
       clock,
       threadPolicy: options.threadPolicy ?? DEFAULTS.threadPolicy,
       runTimeoutMs: options.runTimeoutMs ?? DEFAULTS.runTimeoutMs,
       ...(options.maxActiveRunsPerUser ? { maxActiveRunsPerUser: options.maxActiveRunsPerUser } : {}),
-      ...(options.runStore ? { store: options.runStore } : {}),
       ...(options.lostRunSweepMs ? { lostRunSweepMs: options.lostRunSweepMs } : {}),
       onRunEnded: (outcome) => this.metrics.runEnded(outcome),
       onFault,
@@ -184,7 +211,13 @@ export class Gateway {
       perMessageDeflate: options.permessageDeflate ?? DEFAULTS.permessageDeflate,
       handleProtocols: (offered) => selectSubprotocol(offered),
     });
-    this.handleRequest = createRouteHandler({
+    const historyRoutes = createHistoryRoutes({
+      verifier,
+      history,
+      logger,
+      cancelThreadRuns: (userId, threadId) => this.runs.cancelThreadRuns(userId, threadId),
+    });
+    const routes = createRouteHandler({
       isReady: () => this.isReady,
       registry: this.metrics.registry,
       logger,
@@ -194,6 +227,7 @@ export class Gateway {
         ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
         : {}),
     });
+    this.handleRequest = (req, res) => historyRoutes(req, res) || routes(req, res);
     // At most 1 s: an expired token closes its connection within 2 s (PROTOCOL.md section 2).
     const sweepMs = Math.min(
       1000,
@@ -209,9 +243,12 @@ export class Gateway {
     );
   }
 
-  /** Ready: the engine is up and reachable, and the gateway is not draining (`/readyz`, upgrades). */
+  /**
+   * Ready: the engine is up and reachable, the history store's storage too, and the gateway is
+   * not draining (`/readyz`, upgrades; section 10).
+   */
   get isReady(): boolean {
-    return this.#engineReady && !this.#draining && this.engine.available !== false;
+    return this.#engineReady && !this.#draining && this.engine.available !== false && this.history.available;
   }
 
   /** Resolves once the gateway is ready to accept connections. */
@@ -303,6 +340,7 @@ export class Gateway {
           }),
       ),
     );
+    if (this.#ownsHistory) await this.history.close();
     if (this.#ownsEngine) await this.engine.close();
   }
 

@@ -756,6 +756,7 @@ describe('client: environments', () => {
     expect(inputs.filter((input) => !input.startsWith('packages/protocol/dist/'))).toEqual([
       'packages/client/src/backoff.ts',
       'packages/client/src/client.ts',
+      'packages/client/src/history.ts',
       'packages/client/src/index.ts',
       'packages/client/src/state.ts',
       'packages/client/src/tokenRefresh.ts',

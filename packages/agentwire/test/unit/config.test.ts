@@ -72,6 +72,7 @@ const DEFAULTS: GatewayConfig = {
   permessageDeflate: false,
   retentionEvents: 1000,
   retentionMs: 86400000,
+  historyTurns: 20,
   allowedOrigins: null,
   logLevel: 'info',
   runLeaseMs: 15000,
@@ -151,6 +152,7 @@ const SAMPLES: Record<
   AGENTWIRE_SLOW_CONSUMER_BYTES: { value: '4096', key: 'slowConsumerBytes', expected: 4096 },
   AGENTWIRE_PERMESSAGE_DEFLATE: { value: 'true', key: 'permessageDeflate', expected: true },
   AGENTWIRE_RETENTION_EVENTS: { value: '50', key: 'retentionEvents', expected: 50 },
+  AGENTWIRE_HISTORY_TURNS: { value: '0', key: 'historyTurns', expected: 0 },
   AGENTWIRE_RETENTION_MS: { value: '60000', key: 'retentionMs', expected: 60000 },
   AGENTWIRE_ALLOWED_ORIGINS: {
     value: 'https://app.example.com, http://localhost:3000',

@@ -25,6 +25,7 @@ function startRun(text: string, options: { stepMs?: number } = {}) {
         threadId: 'thread-1',
         messageId: 'message-1',
         text,
+        history: [],
         signal: controller.signal,
       });
       for await (const step of run) steps.push({ step, at: clock.now() });

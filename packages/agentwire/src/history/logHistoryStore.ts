@@ -1,0 +1,202 @@
+import type { DurableEvent, LogEntry } from '@agentwire/protocol';
+import type { EventEngine, LogHead } from '../engine/types.js';
+import type { UnfinishedRun } from '../runs/runStore.js';
+import { decodeCursor, encodeCursor } from './cursor.js';
+import {
+  conversationTurns,
+  createFold,
+  foldEvent,
+  parseEvent,
+  runningRuns,
+  threadMessages,
+  threadSummaries,
+  threadSummary,
+  type HistoryFold,
+} from './fold.js';
+import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
+import type { ConversationTurn, HistoryStore, MessagesPage, Page, PageRequest, ThreadSummary } from './types.js';
+
+/** Options of `createLogHistoryStore`. */
+export interface LogHistoryStoreOptions {
+  /** The log to fold (its `read` and `head`). */
+  readonly engine: Pick<EventEngine, 'read' | 'head' | 'available'>;
+  /** Renames and deletions. Default: in memory (one node); `RedisThreadMarks` shares them. */
+  readonly marks?: ThreadMarkStore;
+  /** Runs running or queued (the run store's `activeRuns`): `queued` status and deletions. */
+  readonly activeRuns?: (userId: string) => Promise<UnfinishedRun[]>;
+  /** The newest events of a user folded per request, at most. Default 10 000 (the default retention). */
+  readonly maxEvents?: number;
+}
+
+/** Entries read from the engine per call while folding. */
+const READ_CHUNK = 1000;
+
+interface Folded {
+  readonly head: LogHead;
+  readonly fold: HistoryFold;
+  readonly marks: Map<string, ThreadMark>;
+}
+
+/**
+ * The default history store: every answer is the fold of the user's retained log (as far as
+ * `maxEvents` reaches), read through the engine, so with the Redis engine every node answers
+ * alike. Nothing to set up, and nothing beyond retention: older history needs the PostgreSQL
+ * store. Renames and deletions are marks kept beside the log (`ThreadMarkStore`).
+ *
+ * `queued`: a run accepted but not started has no event yet; when the run store can list active
+ * runs, a thread whose newest run is queued reports it as `last_run` with status `queued`. Its
+ * messages appear once it starts (its `agent_started` carries the user's text), so an answer's
+ * messages are exactly the fold of the events up to its `last_seq`.
+ */
+export class LogHistoryStore implements HistoryStore {
+  readonly #engine: LogHistoryStoreOptions['engine'];
+  readonly #marks: ThreadMarkStore;
+  readonly #activeRuns: LogHistoryStoreOptions['activeRuns'];
+  readonly #maxEvents: number;
+
+  constructor(options: LogHistoryStoreOptions) {
+    this.#engine = options.engine;
+    this.#marks = options.marks ?? new MemoryThreadMarks();
+    this.#activeRuns = options.activeRuns;
+    this.#maxEvents = options.maxEvents ?? 10_000;
+  }
+
+  get available(): boolean {
+    return this.#engine.available !== false;
+  }
+
+  async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
+    const before = page.cursor === undefined ? Number.POSITIVE_INFINITY : decodeCursor('threads', page.cursor);
+    const [{ head, fold, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
+    const all = threadSummaries(fold).filter((thread) => thread.lastSeq < before);
+    const items = all.slice(0, page.limit);
+    const last = items.at(-1);
+    return {
+      items: items.map((thread) => withMarks(thread, currentMark(marks, thread.threadId, head.epoch), active)),
+      nextCursor: all.length > items.length && last ? encodeCursor('threads', last.lastSeq) : null,
+    };
+  }
+
+  async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
+    const before = page.cursor === undefined ? Number.POSITIVE_INFINITY : decodeCursor('messages', page.cursor);
+    const { head, fold } = await this.#fold(userId, threadId);
+    const messages = threadMessages(fold, threadId);
+    if (!messages) return null;
+    const older = messages.filter((m) => m.position < before);
+    const items = older.slice(-page.limit);
+    return {
+      epoch: head.epoch,
+      lastSeq: head.lastSeq,
+      items: items.map((m) => m.message),
+      nextCursor: older.length > items.length ? encodeCursor('messages', items[0]!.position) : null,
+    };
+  }
+
+  async renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null> {
+    const { head, fold, marks } = await this.#fold(userId, threadId);
+    const thread = threadSummary(fold, threadId);
+    if (!thread) return null;
+    const mark: ThreadMark = { ...currentMark(marks, threadId, head.epoch), title };
+    await this.#marks.put(userId, threadId, mark);
+    return withMarks(thread, mark, (await this.#activeRuns?.(userId)) ?? []);
+  }
+
+  async deleteThread(userId: string, threadId: string): Promise<boolean> {
+    const [{ head, fold, marks }, active] = await Promise.all([this.#fold(userId, threadId), this.#activeRuns?.(userId) ?? []]);
+    if (!threadSummary(fold, threadId)) return false;
+    // Runs still going end after the deletion (their terminal event, or a queued one's
+    // agent_started) and must not bring the thread back: their later events are deleted too.
+    const deletedRuns = new Set([...runningRuns(fold, threadId), ...active.filter((run) => run.threadId === threadId).map((run) => run.runId)]);
+    const previous = currentMark(marks, threadId, head.epoch);
+    await this.#marks.put(userId, threadId, {
+      epoch: head.epoch,
+      deletedThrough: head.lastSeq,
+      deletedRuns: [...new Set([...(previous.deletedRuns ?? []), ...deletedRuns])],
+    });
+    return true;
+  }
+
+  async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
+    if (maxTurns <= 0) return [];
+    // Every run gives at least one turn, so the newest maxTurns runs before this one suffice:
+    // the log is read back from its head only until their starts were seen.
+    const { fold } = await this.#fold(userId, threadId, maxTurns + 1);
+    return conversationTurns(fold, threadId, maxTurns, beforeRunId);
+  }
+
+  /** Folding the log is all this store does: what a node appends is in the log already. */
+  record(): void {}
+
+  async close(): Promise<void> {}
+
+  /**
+   * Folds the user's newest `maxEvents` events up to the head read first, so the answer
+   * includes exactly the events up to `head.lastSeq`. With `onlyThread`, entries that cannot be
+   * of that thread are skipped before they are parsed (most of a busy user's log is not). The
+   * log is read back from the head in chunks; with `runsWanted`, only until that many of the
+   * thread's runs have started (each chunk is kept whole, so those runs are complete).
+   */
+  async #fold(userId: string, onlyThread?: string, runsWanted = Number.POSITIVE_INFINITY): Promise<Folded> {
+    const [head, marks] = await Promise.all([this.#engine.head(userId), this.#marks.all(userId)]);
+    const threadNeedle = onlyThread === undefined ? null : `"thread_id":${JSON.stringify(onlyThread)}`;
+    const chunks: LogEntry[][] = [];
+    const floor = Math.max(1, head.lastSeq - this.#maxEvents + 1);
+    let starts = 0;
+    for (let to = head.lastSeq; to >= floor && starts < runsWanted; to -= READ_CHUNK) {
+      const entries = await this.#engine.read(userId, Math.max(floor, to - READ_CHUNK + 1), to);
+      const relevant = threadNeedle === null ? entries : entries.filter((entry) => entry.json.includes(threadNeedle));
+      for (const entry of relevant) if (entry.type === 'agent_started') starts++;
+      chunks.push(relevant);
+    }
+    const fold = createFold(excluder(marks, head.epoch));
+    for (const entries of chunks.reverse()) {
+      for (const entry of entries) {
+        const event = eventOf(entry);
+        if (event) foldEvent(fold, event);
+      }
+    }
+    return { head, fold, marks };
+  }
+}
+
+/** Creates the default, log-folded history store (see `LogHistoryStore`). */
+export function createLogHistoryStore(options: LogHistoryStoreOptions): LogHistoryStore {
+  return new LogHistoryStore(options);
+}
+
+function eventOf(entry: LogEntry): DurableEvent | null {
+  const event = parseEvent(entry.json);
+  // The entry's seq is the log's; an event claiming another is not trusted.
+  return event && event.seq === entry.seq ? event : null;
+}
+
+/** The thread's mark in this epoch (marks of a lost log's epoch mean nothing). */
+function currentMark(marks: Map<string, ThreadMark>, threadId: string, epoch: string): ThreadMark {
+  const mark = marks.get(threadId);
+  return mark?.epoch === epoch ? mark : { epoch };
+}
+
+function excluder(marks: Map<string, ThreadMark>, epoch: string): ((event: DurableEvent) => boolean) | undefined {
+  const deletions = new Map<string, { through: number; runs: ReadonlySet<string> }>();
+  for (const [threadId, mark] of marks) {
+    if (mark.epoch === epoch && mark.deletedThrough !== undefined) {
+      deletions.set(threadId, { through: mark.deletedThrough, runs: new Set(mark.deletedRuns) });
+    }
+  }
+  if (deletions.size === 0) return undefined;
+  return (event) => {
+    const deletion = deletions.get(event.thread_id);
+    return deletion !== undefined && (event.seq <= deletion.through || deletion.runs.has(event.run_id));
+  };
+}
+
+function withMarks(thread: ThreadSummary, mark: ThreadMark, active: readonly UnfinishedRun[]): ThreadSummary {
+  const queued = active.filter((run) => run.threadId === thread.threadId && run.state === 'queued').at(-1);
+  return {
+    threadId: thread.threadId,
+    title: mark.title ?? thread.title,
+    createdAt: thread.createdAt,
+    updatedAt: thread.updatedAt,
+    lastRun: queued ? { runId: queued.runId, status: 'queued' } : thread.lastRun,
+  };
+}

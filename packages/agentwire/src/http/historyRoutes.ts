@@ -1,0 +1,196 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { bearerToken } from '../auth/index.js';
+import type { TokenVerifier } from '../auth/index.js';
+import { InvalidCursorError, type HistoryStore, type MessageView, type ThreadSummary } from '../history/types.js';
+import type { Logger } from '../observability/logger.js';
+import { THREAD_ID } from '../protocol/index.js';
+import { json, MAX_BODY_BYTES, readBody } from './body.js';
+
+/** What the history routes need from the gateway. */
+export interface HistoryRouteDeps {
+  readonly verifier: TokenVerifier;
+  readonly history: HistoryStore;
+  /** Cancels the thread's queued and running runs (a deleted thread's). */
+  cancelThreadRuns(userId: string, threadId: string): Promise<void>;
+  readonly logger: Logger;
+}
+
+/** Bounds of section 14. */
+const THREADS_LIMIT = { default: 20, max: 100 };
+const MESSAGES_LIMIT = { default: 50, max: 200 };
+const MAX_TITLE_CHARACTERS = 200;
+const MAX_CURSOR_CHARACTERS = 512;
+
+/** A request the routes refuse, with its answer. */
+class RouteError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: Record<string, string>,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(body.error);
+  }
+}
+
+const invalid = (message: string) => new RouteError(400, { error: 'invalid_request', message });
+const notFound = () => new RouteError(404, { error: 'not_found' });
+
+/**
+ * Thread history over HTTP (PROTOCOL.md section 14): `GET /v1/threads`,
+ * `GET /v1/threads/<id>/messages`, `PATCH` and `DELETE /v1/threads/<id>`. Every route is the
+ * bearer token's user's own: another user's thread answers exactly like a missing one. Returns
+ * false for any other path.
+ */
+export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    const [path = '/', query = ''] = url.split('?', 2);
+    const route = matchRoute(path);
+    if (!route) return false;
+    answer(deps, route, req, new URLSearchParams(query)).then(
+      ({ status, body }) => {
+        if (status === 204) {
+          res.writeHead(204, { 'Cache-Control': 'no-store' });
+          res.end();
+        } else json(res, status, body);
+      },
+      (error: unknown) => {
+        req.resume();
+        if (res.headersSent) return;
+        if (error instanceof RouteError) return json(res, error.status, error.body, error.headers);
+        deps.logger.error({ err: error }, 'history route failed');
+        json(res, 503, { error: 'unavailable', message: 'history is unavailable; try again' }, { 'Retry-After': '1' });
+      },
+    );
+    return true;
+  };
+}
+
+type Route = { readonly kind: 'threads' } | { readonly kind: 'thread' | 'messages'; readonly threadId: string | null };
+
+/** The route of a path; a thread id that is not one (or not decodable) is kept as null (400). */
+function matchRoute(path: string): Route | null {
+  if (path === '/v1/threads') return { kind: 'threads' };
+  const match = /^\/v1\/threads\/([^/]+)(\/messages)?$/.exec(path);
+  if (!match) return null;
+  let threadId: string | null;
+  try {
+    threadId = decodeURIComponent(match[1]!);
+  } catch {
+    threadId = null;
+  }
+  return { kind: match[2] ? 'messages' : 'thread', threadId: threadId !== null && THREAD_ID.test(threadId) ? threadId : null };
+}
+
+async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage, query: URLSearchParams): Promise<{ status: number; body?: unknown }> {
+  const allowed = route.kind === 'thread' ? ['PATCH', 'DELETE'] : ['GET'];
+  if (!allowed.includes(req.method ?? '')) {
+    throw new RouteError(405, { error: 'method_not_allowed', message: `use ${allowed.join(' or ')}` }, { Allow: allowed.join(', ') });
+  }
+  const verified = await deps.verifier.verify(bearerToken(req.headers.authorization));
+  if (!verified.ok) throw new RouteError(401, { error: verified.reason }, { 'WWW-Authenticate': 'Bearer' });
+  const userId = verified.userId;
+  if (route.kind === 'threads') {
+    const page = await withCursor(() => deps.history.listThreads(userId, pageOf(query, THREADS_LIMIT)));
+    return { status: 200, body: { threads: page.items.map(threadJson), next_cursor: page.nextCursor } };
+  }
+  if (route.threadId === null) throw invalid('thread_id must be 1..128 of [A-Za-z0-9._:-]');
+  const threadId = route.threadId;
+  if (route.kind === 'messages') {
+    const page = await withCursor(() => deps.history.messages(userId, threadId, pageOf(query, MESSAGES_LIMIT)));
+    if (!page) throw notFound();
+    return {
+      status: 200,
+      body: { thread_id: threadId, epoch: page.epoch, last_seq: page.lastSeq, messages: page.items.map(messageJson), next_cursor: page.nextCursor },
+    };
+  }
+  if (req.method === 'PATCH') {
+    const title = await titleOf(req);
+    const thread = await deps.history.renameThread(userId, threadId, title);
+    if (!thread) throw notFound();
+    return { status: 200, body: threadJson(thread) };
+  }
+  req.resume();
+  if (!(await deps.history.deleteThread(userId, threadId))) throw notFound();
+  await deps.cancelThreadRuns(userId, threadId);
+  return { status: 204 };
+}
+
+function pageOf(query: URLSearchParams, bounds: { default: number; max: number }): { limit: number; cursor?: string } {
+  const limitText = query.get('limit');
+  let limit = bounds.default;
+  if (limitText !== null) {
+    if (!/^\d{1,3}$/.test(limitText) || Number(limitText) < 1 || Number(limitText) > bounds.max) {
+      throw invalid(`limit must be an integer from 1 to ${bounds.max}`);
+    }
+    limit = Number(limitText);
+  }
+  const cursor = query.get('cursor');
+  if (cursor === null) return { limit };
+  if (cursor.length === 0 || cursor.length > MAX_CURSOR_CHARACTERS) throw invalid('cursor is not valid');
+  return { limit, cursor };
+}
+
+async function withCursor<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    if (error instanceof InvalidCursorError) throw invalid('cursor is not valid');
+    throw error;
+  }
+}
+
+/** The `title` of a PATCH body: JSON of at most MAX_BODY_BYTES, a string of 1..200 characters. */
+async function titleOf(req: IncomingMessage): Promise<string> {
+  const body = await readBody(req);
+  if (body.kind === 'too_large') {
+    throw new RouteError(413, { error: 'invalid_request', message: `body must be at most ${MAX_BODY_BYTES} bytes` }, body.close ? { Connection: 'close' } : {});
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.text);
+  } catch {
+    throw invalid('body must be JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, 'title')) {
+    throw invalid('body must be an object with a title');
+  }
+  const title = (parsed as { title: unknown }).title;
+  if (typeof title !== 'string') throw invalid('title must be a string');
+  const characters = [...title].length;
+  if (characters < 1 || characters > MAX_TITLE_CHARACTERS) throw invalid(`title must be 1..${MAX_TITLE_CHARACTERS} characters`);
+  return title;
+}
+
+function threadJson(thread: ThreadSummary): Record<string, unknown> {
+  return {
+    thread_id: thread.threadId,
+    title: thread.title,
+    created_at: thread.createdAt,
+    updated_at: thread.updatedAt,
+    last_run: thread.lastRun && { run_id: thread.lastRun.runId, status: thread.lastRun.status },
+  };
+}
+
+function messageJson(message: MessageView): Record<string, unknown> {
+  if (message.role === 'user') {
+    return { id: message.id, role: 'user', run_id: message.runId, text: message.text, created_at: message.createdAt };
+  }
+  return {
+    id: message.id,
+    role: 'assistant',
+    run_id: message.runId,
+    status: message.status,
+    text: message.text,
+    thinking: message.thinking,
+    tool_calls: message.toolCalls.map((call) => ({
+      call_id: call.callId,
+      tool: call.tool,
+      args: call.args,
+      ...(call.ok === undefined ? {} : { ok: call.ok, result: call.result }),
+    })),
+    error: message.error,
+    created_at: message.createdAt,
+    completed_at: message.completedAt,
+  };
+}

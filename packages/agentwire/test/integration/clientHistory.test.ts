@@ -1,0 +1,130 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { HttpError, httpBaseOf, type AgentEvent, type FetchFunction, type HistoryReload } from '@agentwire/client';
+import { createClient } from '@agentwire/client/node';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
+import { Waiters } from '../helpers/waitFor.js';
+
+// The SDK's history: threads()/history()/rename/delete over HTTP with the client's token, and
+// the reload through the epoch/last_seq seam after `resumed: false`, against a real gateway.
+
+let env: TestGateway | undefined;
+const clients: Array<{ close(): void }> = [];
+afterEach(async () => {
+  for (const client of clients.splice(0)) client.close();
+  await env?.stop();
+  env = undefined;
+});
+
+/** A gate the test opens. */
+function gate(): { promise: Promise<void>; open(): void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+describe('client history', () => {
+  it('derives the http(s) origin from the WebSocket URL', () => {
+    expect(httpBaseOf('wss://example.com:8443/ws?x=1')).toBe('https://example.com:8443');
+    expect(httpBaseOf('ws://127.0.0.1:9/deep/ws')).toBe('http://127.0.0.1:9');
+  });
+
+  it('threads(), history(), renameThread() and deleteThread() use the client’s token', async () => {
+    const agent = new GatedAgent();
+    env = await startGateway({ agent });
+    const client = createClient({ url: env.url, token: () => env!.token('carol') });
+    clients.push(client);
+    await client.connect();
+    const ack = await client.send('t1', 'hello there');
+    for await (const event of client.run(ack.run_id)) void event;
+
+    const threads = await client.threads();
+    expect(threads).toMatchObject({ threads: [{ thread_id: 't1', title: 'hello there', last_run: { run_id: ack.run_id, status: 'completed' } }], next_cursor: null });
+    const page = await client.history('t1', { limit: 10 });
+    expect(page).toMatchObject({ thread_id: 't1', epoch: client.position!.epoch, last_seq: client.position!.lastSeq, next_cursor: null });
+    expect(page.messages.map((m) => m.text)).toEqual(['hello there', 'echo: hello there']);
+    expect(await client.renameThread('t1', 'Greeting')).toMatchObject({ thread_id: 't1', title: 'Greeting' });
+    await client.deleteThread('t1');
+    expect((await client.threads()).threads).toEqual([]);
+    const missing = await client.history('t1').catch((error: unknown) => error);
+    expect(missing).toBeInstanceOf(HttpError);
+    expect(missing).toMatchObject({ status: 404, code: 'not_found' });
+
+    const anonymous = createClient({ url: env.url });
+    clients.push(anonymous);
+    await expect(anonymous.threads()).rejects.toMatchObject({ status: 401, code: 'token_missing' });
+  });
+
+  it('after resumed:false it reloads the threads through the seam: the page plus the later live events, nothing twice', async () => {
+    const agent = new GatedAgent();
+    env = await startGateway({ agent });
+    const helper = await env.ready('dave');
+    const run = await helper.message('m1', 's', '/gated streaming');
+    agent.push('s', { type: 'thinking', text: 'one ' });
+    await helper.waitFor((f) => f.type === 'agent_thinking' && f.text === 'one ');
+
+    // The request waits for `send`; the answer, once the server made it, waits for `answer`.
+    const send = gate();
+    const answer = gate();
+    const answered = gate();
+    const gatedFetch: FetchFunction = async (url, init) => {
+      await send.promise;
+      const response = await fetch(url, init);
+      const text = await response.text();
+      answered.open();
+      await answer.promise;
+      return { status: response.status, text: async () => text };
+    };
+    const delivered: AgentEvent[] = [];
+    const reloads: HistoryReload[] = [];
+    const seen = new Waiters();
+    const client = createClient({
+      url: env.url,
+      token: () => env!.token('dave'),
+      // A position from a log that no longer exists: the server answers resumed:false.
+      resume: { epoch: 'a-lost-epoch', lastSeq: 1 },
+      fetch: gatedFetch,
+      reloadThreads: () => ['s'],
+    });
+    clients.push(client);
+    client.on('event', (event) => {
+      delivered.push(event);
+      seen.notify();
+    });
+    // 'frame' comes before the client handles it: check once the handling is done.
+    client.on('frame', () => queueMicrotask(() => seen.notify()));
+    client.on('history_reloaded', (reload) => {
+      reloads.push(reload);
+      seen.notify();
+    });
+    const ready = await client.connect();
+    expect(ready.resumed).toBe(false);
+    const positionAt = (seq: number) => seen.until(() => client.position!.lastSeq >= seq || undefined, 5000, `client at seq ${seq}`);
+
+    // Received while the page loads, and included in it: must not be delivered again.
+    agent.push('s', { type: 'thinking', text: 'two ' });
+    const two = await helper.waitFor((f) => f.type === 'agent_thinking' && f.text === 'two ');
+    const clientSaw = () => client.position!.lastSeq;
+    await positionAt(two.seq);
+    send.open();
+    await answered.promise;
+    // After the page: must be delivered.
+    agent.push('s', { type: 'thinking', text: 'three ' });
+    const three = await helper.waitFor((f) => f.type === 'agent_thinking' && f.text === 'three ');
+    await positionAt(three.seq);
+    expect(delivered).toEqual([]);
+    expect(clientSaw()).toBe(three.seq);
+    answer.open();
+    await seen.until(() => reloads.length > 0 || undefined, 5000, 'history_reloaded');
+    agent.finish('s', 'done');
+    await helper.runEvents(run.run_id);
+    await seen.until(() => delivered.some((e) => e.type === 'agent_completed') || undefined, 5000, 'the terminal event');
+
+    const page = reloads[0]!.threads[0]!.page!;
+    expect(page.last_seq).toBe(two.seq);
+    const answerInPage = page.messages.find((m) => m.role === 'assistant')!;
+    expect(answerInPage.role === 'assistant' && answerInPage.thinking).toEqual(['one ', 'two ']);
+    expect(delivered.map((e) => e.seq)).toEqual(helper.events().filter((e) => e.seq > page.last_seq).map((e) => e.seq));
+    expect(delivered.filter((e) => e.type === 'agent_thinking').map((e) => (e.type === 'agent_thinking' ? e.text : ''))).toEqual(['three ']);
+  });
+});

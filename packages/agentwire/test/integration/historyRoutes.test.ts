@@ -1,0 +1,354 @@
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:http';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { RedisEngine } from '../../src/engine/redisEngine.js';
+import type { HistoryStore } from '../../src/history/types.js';
+import { RedisRunStore } from '../../src/runs/redisRunStore.js';
+import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
+import { httpGet } from '../helpers/http.js';
+import { forge, nowSec } from '../helpers/jwt.js';
+import type { Frame, TestClient } from '../helpers/wsClient.js';
+
+// Section 14 over real sockets, on the memory engine and on Redis (the machine's Redis at
+// 127.0.0.1:6379, a key prefix of this run's own): with Redis there are two gateways sharing
+// the log, and every read goes to the node that did not take the message.
+
+const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PREFIX = `hist-${randomUUID().slice(0, 8)}`;
+const noop = () => {};
+
+interface Setup {
+  readonly agent: GatedAgent;
+  /** Where clients send messages. */
+  readonly writer: TestGateway;
+  /** Where the history routes are read (another node with Redis). */
+  readonly reader: TestGateway;
+  stop(): Promise<void>;
+}
+
+type Mode = 'memory' | 'redis';
+
+async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
+  const agent = new GatedAgent();
+  if (mode === 'memory') {
+    const gateway = await startGateway({ agent, ...(history ? { history } : {}) });
+    return { agent, writer: gateway, reader: gateway, stop: () => gateway.stop() };
+  }
+  const nodes: TestGateway[] = [];
+  const engines: RedisEngine[] = [];
+  for (const nodeId of ['a', 'b']) {
+    const engine = new RedisEngine({ url: REDIS_URL, keyPrefix: PREFIX, retentionMs: 600_000, onError: noop });
+    const runStore = new RedisRunStore(engine, REDIS_URL, { nodeId: `${PREFIX}-${nodeId}`, leaseMs: 60_000, onError: noop });
+    engines.push(engine);
+    nodes.push(await startGateway({ agent, engine, runStore, ...(history ? { history } : {}) }));
+  }
+  return {
+    agent,
+    writer: nodes[0]!,
+    reader: nodes[1]!,
+    async stop() {
+      await Promise.all(nodes.map((node) => node.stop()));
+      await Promise.all(engines.map((engine) => engine.close()));
+    },
+  };
+}
+
+afterAll(async () => {
+  // The run's keys: they would expire with retention, but a test leaves nothing behind.
+  const redis = new Redis(REDIS_URL);
+  const keys: string[] = [];
+  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+interface Reply {
+  status: number;
+  body: any;
+  headers: Record<string, unknown>;
+}
+
+function call(env: TestGateway, method: string, path: string, options: { token?: string | null; body?: string } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    if (options.body !== undefined) headers['content-type'] = 'application/json';
+    const req = request(`http://127.0.0.1:${env.port}${path}`, { method, agent: false, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text === '' ? null : JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+/** A user of the test: a connected client and the token for the routes. */
+async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  const id = `${name}-${randomUUID().slice(0, 6)}`;
+  const client = await env.writer.ready(id);
+  return { id, token: await env.writer.token(id), client };
+}
+
+async function say(client: TestClient, threadId: string, text: string): Promise<Frame> {
+  const ack = await client.message(randomUUID(), threadId, text);
+  expect(ack.type).toBe('ack');
+  return ack;
+}
+
+async function completed(client: TestClient, threadId: string, text: string): Promise<Frame> {
+  const ack = await say(client, threadId, text);
+  await client.runEvents(ack.run_id);
+  return ack;
+}
+
+describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  it('refuses requests without a valid bearer token with 401 and the reason', async () => {
+    env = await setup(mode);
+    const expired = forge({ alg: 'HS256', typ: 'JWT' }, { sub: 'u', exp: nowSec() - 60 }, TEST_SECRET);
+    expect(await call(env.reader, 'GET', '/v1/threads')).toMatchObject({ status: 401, body: { error: 'token_missing' } });
+    expect(await call(env.reader, 'GET', '/v1/threads', { token: 'not-a-jwt' })).toMatchObject({ status: 401, body: { error: 'token_invalid' } });
+    expect(await call(env.reader, 'GET', '/v1/threads/t1/messages', { token: expired })).toMatchObject({ status: 401, body: { error: 'token_expired' } });
+    expect(await call(env.reader, 'DELETE', '/v1/threads/t1', { token: expired })).toMatchObject({ status: 401, body: { error: 'token_expired' } });
+  });
+
+  it("lists the user's own threads, most recently updated first, with messages; another user's thread is a 404 like a missing one", async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    const bob = await user(env, 'bob');
+    const long = `${'x'.repeat(90)} long`;
+    const first = await completed(alice.client, 't1', long);
+    await completed(alice.client, 't2', 'second thread');
+    await completed(alice.client, 't1', 'again on t1');
+    await completed(bob.client, 't1', 'bob here');
+
+    const list = await call(env.reader, 'GET', '/v1/threads', { token: alice.token });
+    expect(list.status).toBe(200);
+    expect(list.body.next_cursor).toBeNull();
+    expect(list.body.threads.map((t: any) => [t.thread_id, t.title, t.last_run.status])).toEqual([
+      ['t1', long.slice(0, 80), 'completed'],
+      ['t2', 'second thread', 'completed'],
+    ]);
+    const messages = await call(env.reader, 'GET', '/v1/threads/t1/messages', { token: alice.token });
+    expect(messages.status).toBe(200);
+    expect(messages.body.messages.map((m: any) => [m.role, m.text])).toEqual([
+      ['user', long],
+      ['assistant', `echo: ${long}`],
+      ['user', 'again on t1'],
+      ['assistant', 'echo: again on t1'],
+    ]);
+    expect(messages.body.messages[1]).toMatchObject({
+      id: first.run_id,
+      run_id: first.run_id,
+      status: 'completed',
+      thinking: [`about ${long}`],
+      tool_calls: [],
+      error: null,
+    });
+    expect(messages.body.messages[0].id).toBe(alice.client.frames.find((f) => f.run_id === first.run_id && f.type === 'agent_started')!.message_id);
+
+    // Bob: his own t1 only; Alice's t2 is exactly a missing thread, for every route.
+    const bobs = await call(env.reader, 'GET', '/v1/threads', { token: bob.token });
+    expect(bobs.body.threads.map((t: any) => t.thread_id)).toEqual(['t1']);
+    expect((await call(env.reader, 'GET', '/v1/threads/t1/messages', { token: bob.token })).body.messages.map((m: any) => m.text)).toEqual([
+      'bob here',
+      'echo: bob here',
+    ]);
+    const missing = await call(env.reader, 'GET', '/v1/threads/nope/messages', { token: bob.token });
+    for (const reply of [
+      await call(env.reader, 'GET', '/v1/threads/t2/messages', { token: bob.token }),
+      await call(env.reader, 'PATCH', '/v1/threads/t2', { token: bob.token, body: '{"title":"mine now"}' }),
+      await call(env.reader, 'DELETE', '/v1/threads/t2', { token: bob.token }),
+      missing,
+    ]) {
+      expect(reply).toMatchObject({ status: 404, body: { error: 'not_found' } });
+    }
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads.map((t: any) => [t.thread_id, t.title])).toEqual([
+      ['t1', long.slice(0, 80)],
+      ['t2', 'second thread'],
+    ]);
+  });
+
+  it('pages threads and messages with opaque cursors, and refuses bad parameters with 400', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    const bob = await user(env, 'bob');
+    for (const thread of ['a', 'b', 'c', 'd', 'e']) await completed(alice.client, thread, `hello ${thread}`);
+    for (const text of ['one', 'two', 'three']) await completed(alice.client, 'e', text);
+    await completed(bob.client, 'zz', 'bob');
+
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page: Reply = await call(env.reader, 'GET', `/v1/threads?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: alice.token });
+      expect(page.status).toBe(200);
+      expect(page.body.threads.length).toBeLessThanOrEqual(2);
+      seen.push(...page.body.threads.map((t: any) => t.thread_id));
+      cursor = page.body.next_cursor;
+      // A cursor of Alice's only pages Bob's own data for Bob.
+      if (cursor) expect((await call(env.reader, 'GET', `/v1/threads?cursor=${cursor}`, { token: bob.token })).body.threads.every((t: any) => t.thread_id === 'zz')).toBe(true);
+    } while (cursor);
+    expect(seen).toEqual(['e', 'd', 'c', 'b', 'a']);
+
+    const newest = await call(env.reader, 'GET', '/v1/threads/e/messages?limit=3', { token: alice.token });
+    expect(newest.body.messages.map((m: any) => m.text)).toEqual(['echo: two', 'three', 'echo: three']);
+    const older = await call(env.reader, 'GET', `/v1/threads/e/messages?limit=3&cursor=${newest.body.next_cursor}`, { token: alice.token });
+    expect(older.body.messages.map((m: any) => m.text)).toEqual(['one', 'echo: one', 'two']);
+    const oldest = await call(env.reader, 'GET', `/v1/threads/e/messages?limit=3&cursor=${older.body.next_cursor}`, { token: alice.token });
+    expect(oldest.body.messages.map((m: any) => m.text)).toEqual(['hello e', 'echo: hello e']);
+    expect(oldest.body.next_cursor).toBeNull();
+
+    for (const query of ['limit=0', 'limit=101', 'limit=abc', 'limit=1.5', 'cursor=', 'cursor=%%%', `cursor=${'A'.repeat(600)}`, `cursor=${newest.body.next_cursor}`]) {
+      const reply = await call(env.reader, 'GET', `/v1/threads?${query}`, { token: alice.token });
+      expect(reply.status, query).toBe(400);
+      expect(reply.body).toMatchObject({ error: 'invalid_request' });
+      expect(typeof reply.body.message).toBe('string');
+    }
+    expect((await call(env.reader, 'GET', '/v1/threads/e/messages?limit=201', { token: alice.token })).status).toBe(400);
+    expect((await call(env.reader, 'GET', '/v1/threads/bad%20id/messages', { token: alice.token })).status).toBe(400);
+    expect((await call(env.reader, 'GET', '/v1/threads/%E0%A4%A/messages', { token: alice.token })).status).toBe(400);
+  });
+
+  it('renames a thread (visible on every node) and refuses hostile bodies', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 't1', 'first words');
+    const renamed = await call(env.writer, 'PATCH', '/v1/threads/t1', { token: alice.token, body: JSON.stringify({ title: 'Renamed ✓' }) });
+    expect(renamed).toMatchObject({ status: 200, body: { thread_id: 't1', title: 'Renamed ✓', last_run: { status: 'completed' } } });
+    await completed(alice.client, 't1', 'more words');
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].title).toBe('Renamed ✓');
+
+    for (const body of ['', 'nope', '[]', 'null', '"x"', '{}', '{"title":""}', '{"title":5}', `{"title":"${'y'.repeat(201)}"}`, '{"__proto__":{"title":"x"}}', '{"title":{"toString":"x"}}']) {
+      const reply = await call(env.reader, 'PATCH', '/v1/threads/t1', { token: alice.token, body });
+      expect(reply.status, body).toBe(400);
+      expect(reply.body.error).toBe('invalid_request');
+    }
+    expect((await call(env.reader, 'PATCH', '/v1/threads/t1', { token: alice.token, body: `{"title":"${'z'.repeat(5000)}"}` })).status).toBe(413);
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].title).toBe('Renamed ✓');
+  });
+
+  it('DELETE cancels the thread’s running and queued runs and erases it; the id can be used again', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 'keep', 'stays');
+    const running = await say(alice.client, 'doomed', '/gated running');
+    const queued = await say(alice.client, 'doomed', 'waiting behind');
+    expect(queued.status).toBe('queued');
+    await alice.client.waitFor((f) => f.type === 'agent_started' && f.run_id === running.run_id);
+    const list = await call(env.reader, 'GET', '/v1/threads', { token: alice.token });
+    expect(list.body.threads.find((t: any) => t.thread_id === 'doomed').last_run).toEqual({ run_id: queued.run_id, status: 'queued' });
+
+    expect(await call(env.reader, 'DELETE', '/v1/threads/doomed', { token: alice.token })).toMatchObject({ status: 204, body: null });
+    const ends = [await alice.client.runEvents(running.run_id), await alice.client.runEvents(queued.run_id)].map((events) => events.at(-1));
+    expect(ends.map((e) => [e!.type, e!.status])).toEqual([
+      ['agent_completed', 'cancelled'],
+      ['agent_completed', 'cancelled'],
+    ]);
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads.map((t: any) => t.thread_id)).toEqual(['keep']);
+    expect((await call(env.reader, 'GET', '/v1/threads/doomed/messages', { token: alice.token })).status).toBe(404);
+    expect((await call(env.reader, 'DELETE', '/v1/threads/doomed', { token: alice.token })).status).toBe(404);
+
+    await completed(alice.client, 'doomed', 'a fresh start');
+    const reborn = await call(env.reader, 'GET', '/v1/threads/doomed/messages', { token: alice.token });
+    expect(reborn.body.messages.map((m: any) => m.text)).toEqual(['a fresh start', 'echo: a fresh start']);
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0]).toMatchObject({ thread_id: 'doomed', title: 'a fresh start' });
+  });
+
+  it('the epoch/last_seq seam: loading messages mid-run, then connecting with that position, gives exactly the events after it', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 's', 'before');
+    const run = await say(alice.client, 's', '/gated stream');
+    const parts = ['Hel', 'lo, ', 'wor', 'ld'];
+    // Steps the run manager supports in this branch: thinking steps stand in for streamed deltas.
+    env.agent.push('s', { type: 'thinking', text: parts[0]! });
+    env.agent.push('s', { type: 'thinking', text: parts[1]! });
+    await alice.client.waitForCount((f) => f.run_id === run.run_id && f.type === 'agent_thinking', 2);
+
+    const loaded = await call(env.reader, 'GET', '/v1/threads/s/messages', { token: alice.token });
+    expect(loaded.status).toBe(200);
+    const answer = loaded.body.messages.at(-1);
+    expect(answer).toMatchObject({ run_id: run.run_id, status: 'running', completed_at: null });
+    expect(answer.thinking).toEqual(parts.slice(0, 2));
+
+    const resumed = await env.reader.connect(alice.id, { lastSeq: loaded.body.last_seq, epoch: loaded.body.epoch });
+    const ready = await resumed.ready();
+    expect(ready).toMatchObject({ resumed: true, epoch: loaded.body.epoch });
+    env.agent.push('s', { type: 'thinking', text: parts[2]! });
+    env.agent.push('s', { type: 'thinking', text: parts[3]! });
+    env.agent.finish('s', parts.join(''));
+    const after = await resumed.runEvents(run.run_id);
+    await alice.client.runEvents(run.run_id);
+    const all = alice.client.events();
+    // Exactly the user's events after last_seq, none before it, none missing.
+    expect(resumed.events().map((e) => e.seq)).toEqual(all.filter((e) => e.seq > loaded.body.last_seq).map((e) => e.seq));
+    expect(answer.thinking.concat(after.filter((e) => e.type === 'agent_thinking').map((e) => e.text))).toEqual(parts);
+    expect(after.at(-1)).toMatchObject({ type: 'agent_completed', text: 'Hello, world' });
+  });
+
+  it('agents receive the thread’s earlier turns, bounded by historyTurns', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 'c', 'one');
+    await completed(alice.client, 'c', 'two');
+    await completed(alice.client, 'other', 'elsewhere');
+    await completed(alice.client, 'c', 'three');
+    const inputs = await env.agent.started(4);
+    expect(inputs[0]!.history).toEqual([]);
+    expect(inputs[3]!.history).toEqual([
+      { role: 'user', text: 'one' },
+      { role: 'assistant', text: 'echo: one', toolCalls: [] },
+      { role: 'user', text: 'two' },
+      { role: 'assistant', text: 'echo: two', toolCalls: [] },
+    ]);
+  });
+});
+
+describe('history store failures', () => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  function brokenStore(available: boolean): HistoryStore {
+    const fail = () => Promise.reject(new Error('history storage is down'));
+    return {
+      available,
+      listThreads: fail,
+      messages: fail,
+      renameThread: fail,
+      deleteThread: fail,
+      conversation: fail,
+      record: () => {},
+      close: async () => {},
+    };
+  }
+
+  it('a failing store costs the agent its history, never the run; the routes answer 503', async () => {
+    env = await setup('memory', brokenStore(true));
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 'c', 'one');
+    const ack = await say(alice.client, 'c', 'two');
+    expect((await alice.client.runEvents(ack.run_id)).at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
+    expect((await env.agent.started(2))[1]!.history).toEqual([]);
+    expect(await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).toMatchObject({ status: 503, body: { error: 'unavailable' } });
+  });
+
+  it('/readyz is 503 while the history store is unavailable', async () => {
+    const store = brokenStore(false);
+    const agent = new GatedAgent();
+    const gateway = await startGateway({ agent, history: store });
+    env = { agent, writer: gateway, reader: gateway, stop: () => gateway.stop() };
+    expect((await httpGet(`http://127.0.0.1:${gateway.port}/readyz`)).status).toBe(503);
+  });
+});
