@@ -13,6 +13,7 @@ import { RedisPresence } from '../coordination/index.js';
 import { MemoryEngine, RedisEngine } from '../engine/index.js';
 import type { ClusterNode } from '../engine/redisEngine.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
+import { createPostgresHistoryStore } from '../postgres/index.js';
 import { RedisRunStore } from '../runs/redisRunStore.js';
 import { createGateway } from '../transport/index.js';
 
@@ -59,9 +60,24 @@ export async function runServe(argv: string[]): Promise<number> {
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
   const cluster = redisAt ? redisCluster(config, redisAt, logger) : null;
   const engine = cluster?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionMs: config.retentionMs });
+  // AGENTWIRE_DATABASE_URL: history archived in PostgreSQL (migrated at start, not ready until then).
+  const history = config.databaseUrl
+    ? createPostgresHistoryStore({
+        url: config.databaseUrl,
+        engine,
+        poolSize: config.databasePoolSize,
+        statementTimeoutMs: config.databaseStatementTimeoutMs,
+        batchEvents: config.archiveBatchEvents,
+        queueEvents: config.archiveQueueEvents,
+        queueBytes: config.archiveQueueBytes,
+        logger,
+      })
+    : undefined;
+  history?.ready().catch((error: unknown) => logger.error({ err: error }, 'the history database cannot be used; not ready'));
   const gateway = createGateway({
     auth: keys,
     engine,
+    ...(history ? { history } : {}),
     ...(cluster ? { runStore: cluster.runStore, presence: cluster.presence, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
@@ -110,6 +126,8 @@ export async function runServe(argv: string[]): Promise<number> {
       deadline.unref();
       gateway.shutdown().then(
         async () => {
+          // The archive's batch in flight is written (or left to catch-up) before the log closes.
+          await history?.close();
           await engine.close();
           clearTimeout(deadline);
           logger.info('stopped');

@@ -356,7 +356,7 @@ export class PostgresHistoryStore implements HistoryStore {
         return;
       } catch (error) {
         if (!isConnectionError(error)) throw error;
-        this.#logger.warn({ err: error }, 'postgres: not reachable for migrations; retrying');
+        if (attempt % 10 === 0) this.#logger.warn({ err: error, attempt }, 'postgres: not reachable for migrations; retrying');
         await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
       }
     }
