@@ -94,6 +94,8 @@ export class PostgresHistoryStore implements HistoryStore {
   #probeOk = false;
   #probeSentAt: number | null = null;
   #probeTimer: TimerHandle | null = null;
+  /** `available` as last logged and reported to `onChange`. */
+  #reportedAvailable = false;
   #closed = false;
 
   constructor(options: PostgresHistoryStoreOptions) {
@@ -362,31 +364,35 @@ export class PostgresHistoryStore implements HistoryStore {
     }
   }
 
-  /** One `SELECT 1` at a time; `available` turns false when it fails or is outstanding past 1 s. */
+  /**
+   * One `SELECT 1` at a time; `available` turns false when it fails or is outstanding past 1 s
+   * (a stall: checked on every tick while it is outstanding).
+   */
   #probe(): Promise<void> {
     if (this.#closed || !this.#migrated) return Promise.resolve();
-    const wasAvailable = this.available;
     if (this.#probeSentAt !== null) {
-      if (wasAvailable !== this.available) this.#availabilityChanged();
+      this.#noticeAvailability();
       return Promise.resolve();
     }
     this.#probeSentAt = this.#clock.now();
+    const done = (ok: boolean) => {
+      this.#probeSentAt = null;
+      this.#probeOk = ok;
+      this.#noticeAvailability();
+    };
     return this.#pool.query({ text: 'SELECT 1', query_timeout: PROBE_DEADLINE_MS } as pg.QueryConfig).then(
-      () => this.#probeDone(true, wasAvailable),
-      () => this.#probeDone(false, wasAvailable),
+      () => done(true),
+      () => done(false),
     );
   }
 
-  #probeDone(ok: boolean, wasAvailable: boolean): void {
-    this.#probeSentAt = null;
-    this.#probeOk = ok;
-    if (this.available !== wasAvailable) this.#availabilityChanged();
-  }
-
-  #availabilityChanged(): void {
+  /** Logs and reports a change of `available`; archiving resumes when it turns true. */
+  #noticeAvailability(): void {
     const available = this.available;
+    if (available === this.#reportedAvailable) return;
+    this.#reportedAvailable = available;
     if (available) this.#logger.info('postgres: reachable; archiving resumes');
-    else this.#logger.warn('postgres: unreachable; history is not archived until it is back (not ready)');
+    else this.#logger.warn('postgres: unreachable or stalled; history is not archived until it is back (not ready)');
     if (available) for (const archiver of this.#archivers) archiver.kick();
     this.#onChange();
   }

@@ -112,10 +112,38 @@ export class PostgresServer {
     });
   }
 
+  #paused: number[] = [];
+
+  /**
+   * Freezes the server and every backend (SIGSTOP by pid): a stall. Connections stay open and
+   * nothing is answered until `resume()`.
+   */
+  pause(): void {
+    const pid = this.#process?.pid;
+    if (pid === undefined || this.#paused.length > 0) return;
+    const children = spawnSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+      .stdout.split('\n')
+      .map((line) => Number(line.trim()))
+      .filter((child) => child > 0);
+    this.#paused = [pid, ...children];
+    for (const each of this.#paused) process.kill(each, 'SIGSTOP');
+  }
+
+  resume(): void {
+    for (const each of this.#paused.splice(0)) {
+      try {
+        process.kill(each, 'SIGCONT');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  }
+
   /** Stops the server by its pid (SIGINT: fast shutdown, clients disconnected) and waits for its exit. */
   async stopProcess(signal: NodeJS.Signals = 'SIGINT'): Promise<void> {
     const child = this.#process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    this.resume();
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     child.kill(signal);
     await exited;

@@ -111,6 +111,47 @@ describe('PostgreSQL outage', () => {
   }, 60_000);
 });
 
+describe('PostgreSQL stall', () => {
+  it('is unavailable while PostgreSQL answers nothing, and archives what came meanwhile once it answers again', async () => {
+    const engine = new MemoryEngine({ retentionEvents: 1000 });
+    const waiters = new Waiters(() => JSON.stringify(store.stats));
+    const store = new PostgresHistoryStore({
+      url: server.url,
+      engine,
+      statementTimeoutMs: 500,
+      holeGraceMs: 20,
+      probeIntervalMs: 50,
+      onChange: () => waiters.notify(),
+    });
+    try {
+      await store.ready();
+      await waiters.until(() => store.available, 5000, 'available');
+      const first = await engine.append('stalled', run('t9'));
+      store.record('stalled', first);
+      await store.idle();
+      server.pause();
+      try {
+        const during = await engine.append('stalled', run('t9'));
+        store.record('stalled', during);
+        // No probe answers: unavailable once one has been outstanding for more than 1 s.
+        await waiters.until(() => !store.available, 10_000, 'unavailable during the stall');
+      } finally {
+        server.resume();
+      }
+      await waiters.until(() => store.available, 10_000, 'available after the stall');
+      await store.idle();
+      const head = await engine.head('stalled');
+      const page = (await store.messages('stalled', 't9', { limit: 50 }))!;
+      expect(page.lastSeq).toBe(head.lastSeq);
+      expect(page.items).toHaveLength(4);
+      expect(store.stats.lost).toBe(0);
+    } finally {
+      await store.close();
+      await engine.close();
+    }
+  }, 60_000);
+});
+
 function range(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
