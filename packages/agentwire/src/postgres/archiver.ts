@@ -4,6 +4,7 @@ import type { EventEngine } from '../engine/types.js';
 import type { Logger } from '../observability/logger.js';
 import { cutTitle, parseEvent } from '../history/fold.js';
 import { foldRun, statusAfter } from './runFold.js';
+import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
 
 /** Bounds of the write-behind archive. */
@@ -242,7 +243,7 @@ export class Archiver {
     const key = `${behind.userId}\u0000${behind.epoch}`;
     const { userId, epoch } = behind;
     try {
-      const epochId = await this.#epochId(this.#pool, userId, epoch);
+      const epochId = await this.#epochId(userId, epoch);
       const { rows } = await this.#pool.query<{ epoch_id: string; seq: string }>(
         'SELECT epoch_id, seq FROM agentwire_archive_marks WHERE user_id = $1',
         [userId],
@@ -307,7 +308,8 @@ export class Archiver {
     this.#logger.warn({ userId, epoch, from, to, lost }, 'archive: events left the log before they were archived; their history is lost');
   }
 
-  async #epochId(db: Pool | PoolClient, userId: string, epoch: string): Promise<number> {
+  async #epochId(userId: string, epoch: string): Promise<number> {
+    const db = this.#pool;
     const key = `${userId}\u0000${epoch}`;
     const known = this.#epochIds.get(key);
     if (known !== undefined) return known;
@@ -325,28 +327,25 @@ export class Archiver {
    * null when it failed.
    */
   async #write(batches: UserBatch[]): Promise<number | null> {
-    let client: PoolClient | undefined;
     try {
-      client = await this.#pool.connect();
+      // Outside the transaction: an epoch id is cached, so it must never be rolled back.
       const epochIds = new Map<UserBatch, number>();
-      for (const batch of batches) epochIds.set(batch, await this.#epochId(client, batch.userId, batch.epoch));
-      await client.query('BEGIN');
-      const inserted = await insertEvents(client, batches, epochIds);
-      await updateRunsAndThreads(client, inserted);
-      const advanced = await advanceMarks(client, batches, epochIds);
-      await finalizeRuns(client, advanced);
-      await client.query('COMMIT');
+      for (const batch of batches) epochIds.set(batch, await this.#epochId(batch.userId, batch.epoch));
+      const { inserted, advanced } = await inTransaction(this.#pool, async (client) => {
+        const inserted = await insertEvents(client, batches, epochIds);
+        await updateRunsAndThreads(client, inserted);
+        const advanced = await advanceMarks(client, batches, epochIds);
+        await finalizeRuns(client, advanced);
+        return { inserted, advanced };
+      });
       this.stats.archived += inserted.length;
       for (const step of advanced) {
         // A seq this batch holds is beyond the mark: an earlier event is missing (another node's
         // archive is slower, or it died with a queue): fill the hole from the log after a grace.
         if (step.newestWritten > step.to) this.#markBehind(step.userId, step.epoch, step.newestWritten, this.#limits.holeGraceMs);
       }
-      client.release();
       return inserted.length;
     } catch (error) {
-      client?.query('ROLLBACK').catch(() => undefined);
-      client?.release(error as Error);
       this.stats.failedBatches++;
       for (const batch of batches) {
         const newest = Math.max(batch.covered?.to ?? 0, ...batch.entries.map((entry) => entry.seq));

@@ -1,4 +1,5 @@
 import type { Pool } from 'pg';
+import { withClient } from './client.js';
 
 /** One schema change; `version`s rise by 1 and a released migration never changes. */
 interface Migration {
@@ -101,13 +102,10 @@ export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;
  * `agentwire_schema_migrations` commit together, so a crash leaves no half-applied version.
  * Returns the versions this call applied. A database newer than this build is refused.
  */
-export async function migrate(pool: Pool): Promise<number[]> {
-  const client = await pool.connect();
-  let locked = false;
-  let failure: Error | undefined;
-  try {
+export function migrate(pool: Pool): Promise<number[]> {
+  return withClient(pool, async (client) => {
+    // Session-level: a failure closes the connection (withClient), which also ends the lock.
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-    locked = true;
     // Created under the lock: two concurrent CREATE TABLE IF NOT EXISTS can both fail on pg_type.
     await client.query(`CREATE TABLE IF NOT EXISTS agentwire_schema_migrations (
       version integer PRIMARY KEY,
@@ -134,13 +132,7 @@ export async function migrate(pool: Pool): Promise<number[]> {
       }
       done.push(migration.version);
     }
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
     return done;
-  } catch (error) {
-    failure = error as Error;
-    throw error;
-  } finally {
-    if (locked && !failure) await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
-    // A failed session is closed, not pooled: that also ends its lock.
-    client.release(failure);
-  }
+  });
 }

@@ -15,6 +15,7 @@ import {
 } from '../history/types.js';
 import { silentLogger, type Logger } from '../observability/logger.js';
 import { Archiver } from './archiver.js';
+import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
 import { parseEvent } from '../history/fold.js';
@@ -252,9 +253,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async deleteThread(userId: string, threadId: string): Promise<boolean> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.#pool, async (client) => {
       // The tombstone keeps write-behind and catch-up from archiving the thread's events again.
       await client.query(
         `INSERT INTO agentwire_deleted_threads (user_id, thread_id, deleted_at) VALUES ($1, $2, now())
@@ -264,14 +263,8 @@ export class PostgresHistoryStore implements HistoryStore {
       const { rowCount } = await client.query('DELETE FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_events WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
-      await client.query('COMMIT');
-      client.release();
       return (rowCount ?? 0) > 0;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      client.release(error as Error);
-      throw error;
-    }
+    });
   }
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {

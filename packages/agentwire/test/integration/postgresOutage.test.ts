@@ -111,6 +111,37 @@ describe('PostgreSQL outage', () => {
   }, 60_000);
 });
 
+describe('PostgreSQL restart mid-transaction', () => {
+  it('survives connections dying under the archive transactions, and archives everything afterwards', async () => {
+    const engine = new MemoryEngine({ retentionEvents: 10_000 });
+    const waiters = new Waiters(() => JSON.stringify(store.stats));
+    const store = new PostgresHistoryStore({ url: server.url, engine, batchEvents: 11, holeGraceMs: 20, probeIntervalMs: 50, onChange: () => waiters.notify() });
+    try {
+      await store.ready();
+      await waiters.until(() => store.available, 5000, 'available');
+      for (let i = 0; i < 50; i++) store.record(`busy${i % 8}`, await engine.append(`busy${i % 8}`, run('t1')));
+      // Transactions are in flight now: the fast shutdown kills their connections.
+      await waiters.until(() => store.stats.archived > 0, 5000, 'archiving under way');
+      await server.stopProcess();
+      await server.startProcess();
+      await waiters.until(() => store.available, 10_000, 'available again');
+      await store.idle();
+      let total = 0;
+      for (let i = 0; i < 8; i++) {
+        const head = await engine.head(`busy${i}`);
+        const page = (await store.messages(`busy${i}`, 't1', { limit: 200 }))!;
+        expect(page.lastSeq).toBe(head.lastSeq);
+        total += head.lastSeq;
+      }
+      expect(total).toBe(550);
+      expect(store.stats.lost).toBe(0);
+    } finally {
+      await store.close();
+      await engine.close();
+    }
+  }, 60_000);
+});
+
 describe('PostgreSQL stall', () => {
   it('is unavailable while PostgreSQL answers nothing, and archives what came meanwhile once it answers again', async () => {
     const engine = new MemoryEngine({ retentionEvents: 1000 });
