@@ -92,3 +92,11 @@ export type { AgentErrorCode, DurableEvent, EventBody, EventType, LogEntry } fro
 export { createLogger, type Logger } from './observability/logger.js';
 export { GatewayMetrics } from './observability/metrics.js';
 export { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
+
+// Thread history in PostgreSQL (AGENTWIRE_DATABASE_URL).
+export {
+  PostgresHistoryStore,
+  createPostgresHistoryStore,
+  type ArchiveStats,
+  type PostgresHistoryStoreOptions,
+} from './postgres/index.js';

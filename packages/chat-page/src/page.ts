@@ -704,7 +704,6 @@ class ChatPage {
       el.dataset.runId = event.run_id;
       return el;
     };
-    // eslint-disable-next-line @typescript-eslint/switch-exhaustiveness-check -- the delta events of section 7 are the streaming change's to render
     switch (event.type) {
       case 'agent_started':
         return this.#started(thread, event, mark);

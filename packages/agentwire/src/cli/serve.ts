@@ -12,6 +12,7 @@ import {
 } from '../config/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
+import { createPostgresHistoryStore } from '../postgres/index.js';
 import { createRedisBackend, type ClusterNode, type RedisBackend } from '../redis/index.js';
 import { createGateway } from '../transport/index.js';
 import { createHttpAgent } from '../upstream/index.js';
@@ -69,10 +70,25 @@ export async function runServe(argv: string[]): Promise<number> {
           ...(config.agentModel ? { model: config.agentModel } : {}),
           connectTimeoutMs: config.agentConnectTimeoutMs,
         });
+  // AGENTWIRE_DATABASE_URL: history archived in PostgreSQL (migrated at start, not ready until then).
+  const history = config.databaseUrl
+    ? createPostgresHistoryStore({
+        url: config.databaseUrl,
+        engine,
+        poolSize: config.databasePoolSize,
+        statementTimeoutMs: config.databaseStatementTimeoutMs,
+        batchEvents: config.archiveBatchEvents,
+        queueEvents: config.archiveQueueEvents,
+        queueBytes: config.archiveQueueBytes,
+        logger,
+      })
+    : undefined;
+  history?.ready().catch((error: unknown) => logger.error({ err: error }, 'the history database cannot be used; not ready'));
   const gateway = createGateway({
     auth: keys,
     ...(agent ? { agent } : {}),
     engine,
+    ...(history ? { history } : {}),
     ...(redis ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
@@ -122,6 +138,8 @@ export async function runServe(argv: string[]): Promise<number> {
       deadline.unref();
       gateway.shutdown().then(
         async () => {
+          // The archive's batch in flight is written (or left to catch-up) before the log closes.
+          await history?.close();
           await (redis ?? engine).close();
           clearTimeout(deadline);
           logger.info('stopped');

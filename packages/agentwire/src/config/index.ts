@@ -205,13 +205,15 @@ export function redactConfig(config: GatewayConfig): Record<string, unknown> {
   for (const key of ['jwtSecret', 'jwtPublicKey', 'e2eBypassKey', 'agentHeaders'] as const) {
     if (out[key] !== undefined) out[key] = '[redacted]';
   }
-  if (config.redisUrl !== undefined) {
+  for (const key of ['redisUrl', 'databaseUrl'] as const) {
+    const value = config[key];
+    if (value === undefined) continue;
     try {
-      const url = new URL(config.redisUrl);
+      const url = new URL(value);
       if (url.password) url.password = 'redacted';
-      out.redisUrl = url.toString();
+      out[key] = url.toString();
     } catch {
-      out.redisUrl = '[redacted]';
+      out[key] = '[redacted]';
     }
   }
   if (config.agentUrl !== undefined) out.agentUrl = redactedUrl(config.agentUrl);

@@ -39,6 +39,13 @@ export interface GatewayConfig {
   redisUrl?: string;
   /** Nodes of a Redis Cluster (exclusive with redisUrl). */
   redisClusterNodes?: Array<{ host: string; port: number }>;
+  /** postgres:// URL selecting the PostgreSQL history store (section 14); unset = history folded from the log. */
+  databaseUrl?: string;
+  databasePoolSize: number;
+  databaseStatementTimeoutMs: number;
+  archiveBatchEvents: number;
+  archiveQueueEvents: number;
+  archiveQueueBytes: number;
   /** Node name in a Redis cluster; random when unset. */
   nodeId?: string;
   runLeaseMs: number;
@@ -201,6 +208,49 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: undefined,
     description:
       'Comma-separated host:port of Redis Cluster nodes (Redis 7+): the Redis engine on a Redis Cluster instead; exclusive with AGENTWIRE_REDIS_URL.',
+  }),
+  setting({
+    env: 'AGENTWIRE_DATABASE_URL',
+    key: 'databaseUrl',
+    parse: url(['postgres:', 'postgresql:'], 'a postgres:// or postgresql:// URL', true),
+    default: undefined,
+    description:
+      'postgres:// URL selecting the PostgreSQL history store (thread history archived write-behind, migrations applied at start-up); unset = history folded from the retained log.',
+  }),
+  setting({
+    env: 'AGENTWIRE_DATABASE_POOL_SIZE',
+    key: 'databasePoolSize',
+    parse: integer(1, 1000),
+    default: 10,
+    description: 'With PostgreSQL: connections this node opens at most (the archive writer uses one at a time).',
+  }),
+  setting({
+    env: 'AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS',
+    key: 'databaseStatementTimeoutMs',
+    parse: timerMs(100),
+    default: 5000,
+    description: 'With PostgreSQL: deadline of every statement (server-side statement_timeout and client-side query deadline).',
+  }),
+  setting({
+    env: 'AGENTWIRE_ARCHIVE_BATCH_EVENTS',
+    key: 'archiveBatchEvents',
+    parse: integer(1, 10_000),
+    default: 500,
+    description: 'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written).',
+  }),
+  setting({
+    env: 'AGENTWIRE_ARCHIVE_QUEUE_EVENTS',
+    key: 'archiveQueueEvents',
+    parse: count(1),
+    default: 100_000,
+    description: 'With PostgreSQL: events waiting to be archived; beyond it they are dropped from the queue and archived later from the log.',
+  }),
+  setting({
+    env: 'AGENTWIRE_ARCHIVE_QUEUE_BYTES',
+    key: 'archiveQueueBytes',
+    parse: count(1024),
+    default: 64 * 1024 * 1024,
+    description: 'With PostgreSQL: bytes of events waiting to be archived; beyond it they are dropped from the queue and archived later from the log.',
   }),
   setting({
     env: 'AGENTWIRE_NODE_ID',

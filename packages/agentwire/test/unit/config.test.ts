@@ -82,6 +82,11 @@ const DEFAULTS: GatewayConfig = {
   redisCommandTimeoutMs: 2000,
   agentProtocol: 'agentwire',
   agentConnectTimeoutMs: 30000,
+  databasePoolSize: 10,
+  databaseStatementTimeoutMs: 5000,
+  archiveBatchEvents: 500,
+  archiveQueueEvents: 100000,
+  archiveQueueBytes: 67108864,
 };
 
 /**
@@ -124,6 +129,12 @@ const SAMPLES: Record<
     ],
   },
   AGENTWIRE_NODE_ID: { value: 'gw-2', key: 'nodeId', expected: 'gw-2' },
+  AGENTWIRE_DATABASE_URL: { value: 'postgres://agentwire@db:5432/agentwire', key: 'databaseUrl', expected: 'postgres://agentwire@db:5432/agentwire' },
+  AGENTWIRE_DATABASE_POOL_SIZE: { value: '4', key: 'databasePoolSize', expected: 4 },
+  AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS: { value: '2500', key: 'databaseStatementTimeoutMs', expected: 2500 },
+  AGENTWIRE_ARCHIVE_BATCH_EVENTS: { value: '100', key: 'archiveBatchEvents', expected: 100 },
+  AGENTWIRE_ARCHIVE_QUEUE_EVENTS: { value: '5000', key: 'archiveQueueEvents', expected: 5000 },
+  AGENTWIRE_ARCHIVE_QUEUE_BYTES: { value: '1048576', key: 'archiveQueueBytes', expected: 1048576 },
   AGENTWIRE_RUN_LEASE_MS: { value: '3000', key: 'runLeaseMs', expected: 3000 },
   AGENTWIRE_RUN_SWEEP_MS: { value: '500', key: 'runSweepMs', expected: 500 },
   AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS: { value: '750', key: 'redisCommandTimeoutMs', expected: 750 },
@@ -701,7 +712,7 @@ describe('the settings table is the one source', () => {
     for (const s of SETTINGS) expect(s.key).toBe(SAMPLES[s.env]!.key);
     const keys = SETTINGS.map((s) => s.key as string);
     expect(new Set(keys).size).toBe(keys.length);
-    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage', 'agentUrl', 'agentModel', 'agentHeaders'];
+    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage', 'agentUrl', 'agentModel', 'agentHeaders', 'databaseUrl'];
     expect(new Set([...keys, 'devMode'])).toEqual(new Set([...Object.keys(DEFAULTS), ...optional]));
   });
 

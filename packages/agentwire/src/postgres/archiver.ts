@@ -1,0 +1,673 @@
+import type { Pool, PoolClient } from 'pg';
+import { systemClock, type Clock, type DurableEvent, type LogEntry, type TimerHandle } from '@agentwire/protocol';
+import type { EventEngine } from '../engine/types.js';
+import type { Logger } from '../observability/logger.js';
+import { cutTitle, parseEvent } from '../history/fold.js';
+import { foldRun, statusAfter } from './runFold.js';
+import { inTransaction } from './client.js';
+import type { ArchiveStats } from './stats.js';
+
+/** Bounds of the write-behind archive. */
+export interface ArchiverLimits {
+  /** Most events written in one transaction. */
+  readonly batchEvents: number;
+  /** Events waiting in memory; beyond it (or `queueBytes`) new ones are dropped and caught up from the log. */
+  readonly queueEvents: number;
+  readonly queueBytes: number;
+  /** (user, epoch) pairs remembered as behind; beyond it a drop is counted as lost. */
+  readonly maxBehind: number;
+  /** A hole left by another node's slower archive is filled from the log after this long. */
+  readonly holeGraceMs: number;
+}
+
+interface Queued {
+  readonly userId: string;
+  readonly epoch: string;
+  readonly entry: LogEntry;
+  readonly bytes: number;
+}
+
+/** "This user's log epoch has events up to `to` that may not be archived": caught up from the log. */
+interface Behind {
+  readonly userId: string;
+  readonly epoch: string;
+  to: number;
+  dueAt: number;
+}
+
+/** Events of one user's epoch in one batch, and the range a catch-up read covers in full. */
+interface UserBatch {
+  readonly userId: string;
+  readonly epoch: string;
+  readonly entries: LogEntry[];
+  /** Every seq in it was looked at (archived, or known gone from the log). */
+  covered?: { readonly from: number; readonly to: number };
+}
+
+/** Per queued event, what the queue's byte bound charges on top of its JSON. */
+const ENTRY_OVERHEAD_BYTES = 96;
+const TERMINAL_TYPES = ['agent_completed', 'agent_error'];
+/** Epoch ids remembered per process (they never change once assigned). */
+const MAX_CACHED_EPOCHS = 100_000;
+/** Archived seqs one watermark step looks at beyond the mark. */
+const MARK_WALK = 1000;
+
+/**
+ * Write-behind archiving of the user logs into PostgreSQL: `record` queues what this node appended
+ * and returns at once; one flusher writes batches (one transaction each; batches form while the
+ * previous one is in flight), idempotent on (user, epoch, seq). What cannot be written (queue full,
+ * PostgreSQL down, a failed transaction) is remembered per (user, epoch) as "behind up to seq N"
+ * and read back from the engine's log later, as far as its retention reaches; anything no longer
+ * there and not archived by any node is counted as lost.
+ *
+ * Per user, `agentwire_archive_marks` holds the newest seq up to which every event is archived (or
+ * known lost): the messages route answers exactly up to it, and a run's folded answer is stored
+ * once the mark covers its terminal event.
+ */
+export class Archiver {
+  readonly stats: ArchiveStats = { archived: 0, dropped: 0, lost: 0, caughtUp: 0, failedBatches: 0 };
+  readonly #pool: Pool;
+  readonly #engine: Pick<EventEngine, 'read' | 'head'>;
+  readonly #limits: ArchiverLimits;
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #isAvailable: () => boolean;
+  readonly #onFailure: () => void;
+  readonly #onStep: () => void;
+  #queue: Queued[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  readonly #behind = new Map<string, Behind>();
+  readonly #epochIds = new Map<string, number>();
+  #running = false;
+  #closed = false;
+  #wakeTimer: TimerHandle | null = null;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(options: {
+    pool: Pool;
+    engine: Pick<EventEngine, 'read' | 'head'>;
+    limits: ArchiverLimits;
+    logger: Logger;
+    clock?: Clock;
+    isAvailable: () => boolean;
+    onFailure: () => void;
+    /** Called after every batch and catch-up step. */
+    onStep?: () => void;
+  }) {
+    this.#pool = options.pool;
+    this.#engine = options.engine;
+    this.#limits = options.limits;
+    this.#logger = options.logger;
+    this.#clock = options.clock ?? systemClock;
+    this.#isAvailable = options.isAvailable;
+    this.#onFailure = options.onFailure;
+    this.#onStep = options.onStep ?? (() => undefined);
+  }
+
+  /** Events waiting in memory. */
+  get queued(): number {
+    return this.#queue.length - this.#queueHead;
+  }
+
+  /** (user, epoch) pairs waiting for a catch-up from the log. */
+  get behind(): number {
+    return this.#behind.size;
+  }
+
+  record(userId: string, entries: readonly LogEntry[]): void {
+    if (this.#closed) return;
+    for (const entry of entries) {
+      // Entries without an epoch (never from append) cannot be placed in the archive.
+      if (entry.epoch === undefined) continue;
+      const bytes = entry.json.length + userId.length + ENTRY_OVERHEAD_BYTES;
+      if (this.queued >= this.#limits.queueEvents || this.#queuedBytes + bytes > this.#limits.queueBytes) {
+        this.stats.dropped++;
+        this.#markBehind(userId, entry.epoch, entry.seq, 0);
+        continue;
+      }
+      this.#queue.push({ userId, epoch: entry.epoch, entry, bytes });
+      this.#queuedBytes += bytes;
+    }
+    this.kick();
+  }
+
+  /** Starts the flusher unless it runs (called on new events and when PostgreSQL is back). */
+  kick(): void {
+    if (this.#running || this.#closed || !this.#isAvailable()) return;
+    this.#running = true;
+    void this.#flush().finally(() => {
+      this.#running = false;
+      this.#settle();
+    });
+  }
+
+  /** Resolves once nothing is queued and no catch-up is due (or PostgreSQL is unavailable). */
+  idle(): Promise<void> {
+    if (this.#isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Stops archiving; waits for the batch in flight. What is still queued is caught up by a later start from the log. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#wakeTimer) this.#clock.clearTimeout(this.#wakeTimer);
+    while (this.#running) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #isIdle(): boolean {
+    if (this.#running) return false;
+    if (this.#closed || !this.#isAvailable()) return true;
+    return this.queued === 0 && this.#behind.size === 0;
+  }
+
+  #settle(): void {
+    if (this.queued > 0 && this.#isAvailable() && !this.#closed) return this.kick();
+    this.#scheduleWake();
+    if (this.#isIdle() || this.#closed) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const resolve of waiters) resolve();
+    }
+  }
+
+  /** Wakes the flusher when the earliest catch-up falls due. */
+  #scheduleWake(): void {
+    if (this.#wakeTimer) this.#clock.clearTimeout(this.#wakeTimer);
+    this.#wakeTimer = null;
+    if (this.#closed || this.#behind.size === 0) return;
+    let earliest = Infinity;
+    for (const behind of this.#behind.values()) earliest = Math.min(earliest, behind.dueAt);
+    this.#wakeTimer = this.#clock.setTimeout(() => {
+      this.#wakeTimer = null;
+      this.kick();
+    }, Math.max(0, earliest - this.#clock.now()));
+    (this.#wakeTimer as { unref?: () => void }).unref?.();
+  }
+
+  #markBehind(userId: string, epoch: string, toSeq: number, delayMs: number): void {
+    const key = `${userId}\u0000${epoch}`;
+    const known = this.#behind.get(key);
+    const dueAt = this.#clock.now() + delayMs;
+    if (known) {
+      known.to = Math.max(known.to, toSeq);
+      known.dueAt = Math.min(known.dueAt, dueAt);
+    } else if (this.#behind.size >= this.#limits.maxBehind) {
+      this.stats.lost++;
+      this.#logger.warn({ userId, seq: toSeq }, 'archive: too many users behind; an event may never be archived');
+    } else {
+      this.#behind.set(key, { userId, epoch, to: toSeq, dueAt });
+    }
+  }
+
+  async #flush(): Promise<void> {
+    while (!this.#closed && this.#isAvailable()) {
+      if (this.queued > 0) {
+        await this.#writeQueued();
+      } else {
+        const due = this.#dueCatchUp();
+        if (!due) return;
+        await this.#catchUp(due);
+      }
+      this.#onStep();
+    }
+  }
+
+  #dueCatchUp(): Behind | undefined {
+    const now = this.#clock.now();
+    for (const behind of this.#behind.values()) if (behind.dueAt <= now) return behind;
+    return undefined;
+  }
+
+  async #writeQueued(): Promise<void> {
+    const end = Math.min(this.#queue.length, this.#queueHead + this.#limits.batchEvents);
+    const taken = this.#queue.slice(this.#queueHead, end);
+    this.#queueHead = end;
+    for (const item of taken) this.#queuedBytes -= item.bytes;
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+    const groups = new Map<string, UserBatch>();
+    for (const { userId, epoch, entry } of taken) {
+      const key = `${userId}\u0000${epoch}`;
+      let group = groups.get(key);
+      if (!group) groups.set(key, (group = { userId, epoch, entries: [] }));
+      group.entries.push(entry);
+    }
+    await this.#write([...groups.values()]);
+  }
+
+  /** Reads one chunk of a behind range back from the log and archives it. */
+  async #catchUp(behind: Behind): Promise<void> {
+    const key = `${behind.userId}\u0000${behind.epoch}`;
+    const { userId, epoch } = behind;
+    try {
+      const epochId = await this.#epochId(userId, epoch);
+      const { rows } = await this.#pool.query<{ epoch_id: string; seq: string }>(
+        'SELECT epoch_id, seq FROM agentwire_archive_marks WHERE user_id = $1',
+        [userId],
+      );
+      const markEpoch = rows[0] ? Number(rows[0].epoch_id) : 0;
+      if (markEpoch > epochId) {
+        // A newer epoch is archived already: this one's log is gone; count what never arrived.
+        await this.#countLost(userId, epochId, epoch, 1, behind.to);
+        this.#behind.delete(key);
+        return;
+      }
+      const from = markEpoch === epochId ? Number(rows[0]!.seq) + 1 : 1;
+      const head = await this.#engine.head(userId);
+      if (from > behind.to || (head.epoch === epoch && from > head.lastSeq)) {
+        this.#behind.delete(key);
+        return;
+      }
+      if (head.epoch !== epoch) {
+        // The log began again under a new epoch: what this one's range lacks is lost.
+        if ((await this.#write([{ userId, epoch, entries: [], covered: { from, to: behind.to } }])) === null) {
+          behind.dueAt = this.#clock.now() + this.#limits.holeGraceMs;
+          return;
+        }
+        await this.#countLost(userId, epochId, epoch, from, behind.to);
+        this.#behind.delete(key);
+        return;
+      }
+      const to = Math.min(behind.to, head.lastSeq, from + this.#limits.batchEvents - 1);
+      const entries = await this.#engine.read(userId, from, to);
+      const written = await this.#write([{ userId, epoch, entries, covered: { from, to } }]);
+      if (written === null) {
+        behind.dueAt = this.#clock.now() + this.#limits.holeGraceMs;
+        return;
+      }
+      this.stats.caughtUp += written;
+      if (entries.length < to - from + 1) {
+        // Gone from the log (older than its retention): lost unless another node archived them.
+        const present = new Set(entries.map((entry) => entry.seq));
+        const missing: number[] = [];
+        for (let seq = from; seq <= to; seq++) if (!present.has(seq)) missing.push(seq);
+        await this.#countLost(userId, epochId, epoch, from, to, missing);
+      }
+      if (to >= behind.to) this.#behind.delete(key);
+    } catch (error) {
+      behind.dueAt = this.#clock.now() + this.#limits.holeGraceMs;
+      this.#logger.warn({ err: error, userId }, 'archive: catch-up from the log failed; will retry');
+      this.#onFailure();
+    }
+  }
+
+  /** Counts the seqs of a range (or the listed ones) that no node archived. */
+  async #countLost(userId: string, epochId: number, epoch: string, from: number, to: number, seqs?: number[]): Promise<void> {
+    const { rows } = await this.#pool.query<{ n: string }>(
+      seqs
+        ? 'SELECT count(*) AS n FROM agentwire_events WHERE user_id = $1 AND epoch_id = $2 AND seq = ANY($3::bigint[])'
+        : 'SELECT count(*) AS n FROM agentwire_events WHERE user_id = $1 AND epoch_id = $2 AND seq BETWEEN $3 AND $4',
+      seqs ? [userId, epochId, seqs] : [userId, epochId, from, to],
+    );
+    const lost = (seqs ? seqs.length : to - from + 1) - Number(rows[0]!.n);
+    if (lost <= 0) return;
+    this.stats.lost += lost;
+    this.#logger.warn({ userId, epoch, from, to, lost }, 'archive: events left the log before they were archived; their history is lost');
+  }
+
+  async #epochId(userId: string, epoch: string): Promise<number> {
+    const db = this.#pool;
+    const key = `${userId}\u0000${epoch}`;
+    const known = this.#epochIds.get(key);
+    if (known !== undefined) return known;
+    await db.query('INSERT INTO agentwire_epochs (user_id, epoch) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, epoch]);
+    const { rows } = await db.query<{ epoch_id: string }>('SELECT epoch_id FROM agentwire_epochs WHERE user_id = $1 AND epoch = $2', [userId, epoch]);
+    const id = Number(rows[0]!.epoch_id);
+    if (this.#epochIds.size >= MAX_CACHED_EPOCHS) this.#epochIds.clear();
+    this.#epochIds.set(key, id);
+    return id;
+  }
+
+  /**
+   * Writes one batch in one transaction; on failure its events are remembered as behind (caught
+   * up from the log once PostgreSQL answers again). Resolves with the number of events it added,
+   * null when it failed.
+   */
+  async #write(batches: UserBatch[]): Promise<number | null> {
+    try {
+      // Outside the transaction: an epoch id is cached, so it must never be rolled back.
+      const epochIds = new Map<UserBatch, number>();
+      for (const batch of batches) epochIds.set(batch, await this.#epochId(batch.userId, batch.epoch));
+      const { inserted, advanced } = await inTransaction(this.#pool, async (client) => {
+        const inserted = await insertEvents(client, batches, epochIds);
+        await updateRunsAndThreads(client, inserted);
+        const advanced = await advanceMarks(client, batches, epochIds);
+        await finalizeRuns(client, advanced);
+        return { inserted, advanced };
+      });
+      this.stats.archived += inserted.length;
+      for (const step of advanced) {
+        // A seq this batch holds is beyond the mark: an earlier event is missing (another node's
+        // archive is slower, or it died with a queue): fill the hole from the log after a grace.
+        if (step.newestWritten > step.to) this.#markBehind(step.userId, step.epoch, step.newestWritten, this.#limits.holeGraceMs);
+      }
+      return inserted.length;
+    } catch (error) {
+      this.stats.failedBatches++;
+      for (const batch of batches) {
+        const newest = Math.max(batch.covered?.to ?? 0, ...batch.entries.map((entry) => entry.seq));
+        if (newest > 0) this.#markBehind(batch.userId, batch.epoch, newest, this.#limits.holeGraceMs);
+      }
+      this.#logger.warn({ err: error }, 'archive: a batch could not be written; it will be caught up from the log');
+      this.#onFailure();
+      return null;
+    }
+  }
+}
+
+/** An event this transaction inserted (it was not archived before). */
+interface InsertedEvent {
+  readonly userId: string;
+  readonly epochId: number;
+  readonly seq: number;
+  readonly event: DurableEvent;
+  readonly ts: string;
+}
+
+async function insertEvents(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<InsertedEvent[]> {
+  const users: string[] = [];
+  const epochs: number[] = [];
+  const seqs: number[] = [];
+  const threads: string[] = [];
+  const runs: string[] = [];
+  const types: string[] = [];
+  const jsons: string[] = [];
+  const times: string[] = [];
+  const parsed = new Map<string, { event: DurableEvent; ts: string }>();
+  for (const batch of batches) {
+    const epochId = epochIds.get(batch)!;
+    for (const entry of batch.entries) {
+      const event = parseEvent(entry.json);
+      if (!event || typeof event.thread_id !== 'string' || typeof event.run_id !== 'string') continue;
+      const ts = typeof event.ts === 'string' && Number.isFinite(Date.parse(event.ts)) ? event.ts : new Date(entry.appendedAt).toISOString();
+      users.push(batch.userId);
+      epochs.push(epochId);
+      seqs.push(entry.seq);
+      threads.push(event.thread_id);
+      runs.push(event.run_id);
+      types.push(event.type);
+      jsons.push(entry.json);
+      times.push(ts);
+      parsed.set(`${batch.userId}\u0000${epochId}\u0000${entry.seq}`, { event, ts });
+    }
+  }
+  if (users.length === 0) return [];
+  const { rows } = await client.query<{ user_id: string; epoch_id: string; seq: string }>(
+    `INSERT INTO agentwire_events (user_id, epoch_id, seq, thread_id, run_id, type, event)
+     SELECT e.u, e.ep, e.s, e.t, e.r, e.ty, e.ev
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+         AS e(u, ep, s, t, r, ty, ev, ts)
+      WHERE NOT EXISTS (
+        SELECT 1 FROM agentwire_deleted_threads d WHERE d.user_id = e.u AND d.thread_id = e.t AND e.ts <= d.deleted_at)
+     ON CONFLICT DO NOTHING
+     RETURNING user_id, epoch_id, seq`,
+    [users, epochs, seqs, threads, runs, types, jsons, times],
+  );
+  return rows.map((row) => {
+    const { event, ts } = parsed.get(`${row.user_id}\u0000${row.epoch_id}\u0000${row.seq}`)!;
+    return { userId: row.user_id, epochId: Number(row.epoch_id), seq: Number(row.seq), event, ts };
+  });
+}
+
+/** Position order of (epoch_id, seq). */
+function before(a: { epochId: number; seq: number }, b: { epochId: number; seq: number }): boolean {
+  return a.epochId < b.epochId || (a.epochId === b.epochId && a.seq < b.seq);
+}
+
+interface ThreadChange {
+  readonly userId: string;
+  readonly threadId: string;
+  firstTs: string;
+  lastTs: string;
+  /** The earliest run start in the batch: creates the thread and may give its title. */
+  start?: { epochId: number; seq: number; text: string; ts: string };
+  /** The newest event that says what the thread's last run is doing. */
+  status?: { epochId: number; seq: number; runId: string; status: string };
+}
+
+/** Run rows for new `agent_started` events; thread rows (created by a run start, then kept current). */
+async function updateRunsAndThreads(client: PoolClient, inserted: readonly InsertedEvent[]): Promise<void> {
+  const starts = inserted.filter((item) => item.event.type === 'agent_started');
+  if (starts.length > 0) {
+    await client.query(
+      `INSERT INTO agentwire_runs (user_id, thread_id, run_id, epoch_id, start_seq, message_id, user_text, created_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
+       ON CONFLICT DO NOTHING`,
+      [
+        starts.map((s) => s.userId),
+        starts.map((s) => s.event.thread_id),
+        starts.map((s) => s.event.run_id),
+        starts.map((s) => s.epochId),
+        starts.map((s) => s.seq),
+        starts.map((s) => (s.event.type === 'agent_started' ? String(s.event.message_id) : '')),
+        starts.map((s) => (s.event.type === 'agent_started' ? String(s.event.text) : '')),
+        starts.map((s) => s.ts),
+      ],
+    );
+  }
+  const changes = new Map<string, ThreadChange>();
+  for (const item of inserted) {
+    const key = `${item.userId}\u0000${item.event.thread_id}`;
+    let change = changes.get(key);
+    if (!change) changes.set(key, (change = { userId: item.userId, threadId: item.event.thread_id, firstTs: item.ts, lastTs: item.ts }));
+    if (Date.parse(item.ts) < Date.parse(change.firstTs)) change.firstTs = item.ts;
+    if (Date.parse(item.ts) > Date.parse(change.lastTs)) change.lastTs = item.ts;
+    if (item.event.type === 'agent_started' && (!change.start || before(item, change.start))) {
+      change.start = { epochId: item.epochId, seq: item.seq, text: String(item.event.text), ts: item.ts };
+    }
+    const status = statusAfter(item.event);
+    if (status && (!change.status || before(change.status, item))) {
+      change.status = { epochId: item.epochId, seq: item.seq, runId: item.event.run_id, status };
+    }
+  }
+  const created = [...changes.values()].filter((change) => change.start);
+  if (created.length > 0) {
+    await client.query(
+      `INSERT INTO agentwire_threads AS t (user_id, thread_id, title, title_epoch_id, title_seq, created_at, updated_at,
+                                           last_run_id, last_run_status, last_epoch_id, last_seq)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[],
+                            $8::text[], $9::text[], $10::bigint[], $11::bigint[])
+       ON CONFLICT (user_id, thread_id) DO UPDATE SET
+         title = CASE WHEN NOT t.renamed AND (excluded.title_epoch_id, excluded.title_seq) < (t.title_epoch_id, t.title_seq)
+                      THEN excluded.title ELSE t.title END,
+         title_epoch_id = CASE WHEN (excluded.title_epoch_id, excluded.title_seq) < (t.title_epoch_id, t.title_seq)
+                               THEN excluded.title_epoch_id ELSE t.title_epoch_id END,
+         title_seq = CASE WHEN (excluded.title_epoch_id, excluded.title_seq) < (t.title_epoch_id, t.title_seq)
+                          THEN excluded.title_seq ELSE t.title_seq END,
+         created_at = least(t.created_at, excluded.created_at),
+         updated_at = greatest(t.updated_at, excluded.updated_at),
+         last_run_id = CASE WHEN (excluded.last_epoch_id, excluded.last_seq) > (t.last_epoch_id, t.last_seq)
+                            THEN excluded.last_run_id ELSE t.last_run_id END,
+         last_run_status = CASE WHEN (excluded.last_epoch_id, excluded.last_seq) > (t.last_epoch_id, t.last_seq)
+                                THEN excluded.last_run_status ELSE t.last_run_status END,
+         last_seq = CASE WHEN (excluded.last_epoch_id, excluded.last_seq) > (t.last_epoch_id, t.last_seq)
+                         THEN excluded.last_seq ELSE t.last_seq END,
+         last_epoch_id = CASE WHEN (excluded.last_epoch_id, excluded.last_seq) > (t.last_epoch_id, t.last_seq)
+                              THEN excluded.last_epoch_id ELSE t.last_epoch_id END`,
+      [
+        created.map((c) => c.userId),
+        created.map((c) => c.threadId),
+        created.map((c) => cutTitle(c.start!.text)),
+        created.map((c) => c.start!.epochId),
+        created.map((c) => c.start!.seq),
+        created.map((c) => c.firstTs),
+        created.map((c) => c.lastTs),
+        created.map((c) => c.status!.runId),
+        created.map((c) => c.status!.status),
+        created.map((c) => c.status!.epochId),
+        created.map((c) => c.status!.seq),
+      ],
+    );
+  }
+  const updated = [...changes.values()].filter((change) => !change.start);
+  if (updated.length > 0) {
+    await client.query(
+      `UPDATE agentwire_threads AS t SET
+         updated_at = greatest(t.updated_at, u.ts),
+         last_run_id = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.run ELSE t.last_run_id END,
+         last_run_status = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.status ELSE t.last_run_status END,
+         last_seq = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.s ELSE t.last_seq END,
+         last_epoch_id = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.ep ELSE t.last_epoch_id END
+       FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS u(uid, tid, ts, run, status, ep, s)
+       WHERE t.user_id = u.uid AND t.thread_id = u.tid`,
+      [
+        updated.map((c) => c.userId),
+        updated.map((c) => c.threadId),
+        updated.map((c) => c.lastTs),
+        updated.map((c) => c.status?.runId ?? null),
+        updated.map((c) => c.status?.status ?? null),
+        updated.map((c) => c.status?.epochId ?? 0),
+        updated.map((c) => c.status?.seq ?? 0),
+      ],
+    );
+  }
+}
+
+/** How one user's archive mark moved in a transaction. */
+interface MarkStep {
+  readonly userId: string;
+  readonly epoch: string;
+  readonly epochId: number;
+  /** The mark before (0 when the mark was in an older epoch) and after. */
+  readonly from: number;
+  readonly to: number;
+  /** The newest seq of this epoch the batch held. */
+  readonly newestWritten: number;
+  /** The mark moved on to a newer epoch of the user's log. */
+  readonly epochChanged: boolean;
+}
+
+/**
+ * Moves each user's mark over the seqs the batch covers and then over seqs already archived (by
+ * this node or another) right after it. Rows are locked in user order so that two nodes writing
+ * for the same users queue up instead of deadlocking.
+ */
+async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<MarkStep[]> {
+  const byUser = new Map<string, UserBatch[]>();
+  for (const batch of batches) {
+    const list = byUser.get(batch.userId) ?? [];
+    list.push(batch);
+    byUser.set(batch.userId, list);
+  }
+  const users = [...byUser.keys()].sort();
+  await client.query(
+    `INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq)
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING`,
+    [users, users.map((user) => epochIds.get(byUser.get(user)![0]!)!), users.map(() => 0)],
+  );
+  const { rows } = await client.query<{ user_id: string; epoch_id: string; seq: string }>(
+    'SELECT user_id, epoch_id, seq FROM agentwire_archive_marks WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE',
+    [users],
+  );
+  const steps: MarkStep[] = [];
+  for (const row of rows) {
+    const markEpoch = Number(row.epoch_id);
+    let mark = Number(row.seq);
+    // The newest epoch of the batch for this user; older ones only fill the archive.
+    const batch = byUser.get(row.user_id)!.reduce((a, b) => (epochIds.get(b)! > epochIds.get(a)! ? b : a));
+    const epochId = epochIds.get(batch)!;
+    if (epochId < markEpoch) continue;
+    const epochChanged = epochId > markEpoch;
+    if (epochChanged) mark = 0;
+    const from = mark;
+    if (batch.covered && batch.covered.from <= mark + 1) mark = Math.max(mark, batch.covered.to);
+    const seqs = batch.entries.map((entry) => entry.seq).sort((a, b) => a - b);
+    for (const seq of seqs) if (seq === mark + 1) mark = seq;
+    steps.push({
+      userId: row.user_id,
+      epoch: batch.epoch,
+      epochId,
+      from,
+      to: mark,
+      newestWritten: Math.max(seqs.at(-1) ?? 0, batch.covered?.to ?? 0),
+      epochChanged,
+    });
+  }
+  // Over what was archived beyond the mark already (another node's events, or before a hole was filled).
+  let walking = steps.map((_, index) => index);
+  while (walking.length > 0) {
+    const { rows: next } = await client.query<{ user_id: string; seq: string }>(
+      `SELECT m.uid AS user_id, e.seq FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(uid, ep, s)
+       CROSS JOIN LATERAL (SELECT seq FROM agentwire_events e
+                            WHERE e.user_id = m.uid AND e.epoch_id = m.ep AND e.seq > m.s ORDER BY e.seq LIMIT ${MARK_WALK}) e`,
+      [walking.map((i) => steps[i]!.userId), walking.map((i) => steps[i]!.epochId), walking.map((i) => steps[i]!.to)],
+    );
+    const found = new Map<string, number[]>();
+    for (const row of next) {
+      const list = found.get(row.user_id) ?? [];
+      list.push(Number(row.seq));
+      found.set(row.user_id, list);
+    }
+    const again: number[] = [];
+    for (const index of walking) {
+      const step = steps[index]!;
+      const list = found.get(step.userId) ?? [];
+      let to = step.to;
+      for (const seq of list) if (seq === to + 1) to = seq;
+      steps[index] = { ...step, to };
+      if (list.length === MARK_WALK && to === list.at(-1)) again.push(index);
+    }
+    walking = again;
+  }
+  const moved = steps.filter((step) => step.to !== step.from || step.epochChanged);
+  if (moved.length > 0) {
+    await client.query(
+      `UPDATE agentwire_archive_marks AS m SET epoch_id = u.ep, seq = u.s
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(uid, ep, s) WHERE m.user_id = u.uid`,
+      [moved.map((s) => s.userId), moved.map((s) => s.epochId), moved.map((s) => s.to)],
+    );
+  }
+  return steps;
+}
+
+/**
+ * Stores the folded answer of every run whose terminal event the marks just passed: all of the
+ * run's events are archived then, so its fold never changes again.
+ */
+async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[]): Promise<void> {
+  const moved = steps.filter((step) => step.to > step.from);
+  if (moved.length === 0) return;
+  const { rows: ended } = await client.query<{ user_id: string; thread_id: string; run_id: string }>(
+    `SELECT e.user_id, e.thread_id, e.run_id
+       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS m(uid, ep, lo, hi)
+       JOIN agentwire_events e ON e.user_id = m.uid AND e.epoch_id = m.ep AND e.seq > m.lo AND e.seq <= m.hi
+      WHERE e.type = ANY($5::text[])`,
+    [moved.map((s) => s.userId), moved.map((s) => s.epochId), moved.map((s) => s.from), moved.map((s) => s.to), TERMINAL_TYPES],
+  );
+  if (ended.length === 0) return;
+  const { rows: events } = await client.query<{ user_id: string; thread_id: string; run_id: string; epoch_id: string; seq: string; event: string }>(
+    `SELECT e.user_id, e.thread_id, e.run_id, e.epoch_id, e.seq, e.event
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS k(uid, tid, rid)
+       JOIN agentwire_events e ON e.user_id = k.uid AND e.thread_id = k.tid AND e.run_id = k.rid
+      ORDER BY e.user_id, e.thread_id, e.run_id, e.epoch_id, e.seq`,
+    [ended.map((r) => r.user_id), ended.map((r) => r.thread_id), ended.map((r) => r.run_id)],
+  );
+  const byRun = new Map<string, { userId: string; threadId: string; runId: string; epochId: number; seq: number; events: DurableEvent[] }>();
+  for (const row of events) {
+    const key = `${row.user_id}\u0000${row.thread_id}\u0000${row.run_id}`;
+    let run = byRun.get(key);
+    if (!run) byRun.set(key, (run = { userId: row.user_id, threadId: row.thread_id, runId: row.run_id, epochId: 0, seq: 0, events: [] }));
+    const event = parseEvent(row.event);
+    if (!event) continue;
+    run.events.push(event);
+    run.epochId = Number(row.epoch_id);
+    run.seq = Number(row.seq);
+  }
+  const finals: Array<{ userId: string; threadId: string; runId: string; epochId: number; seq: number; answer: string }> = [];
+  for (const run of byRun.values()) {
+    const started = run.events.find((event) => event.type === 'agent_started');
+    if (!started || started.type !== 'agent_started') continue;
+    const view = foldRun({ runId: run.runId, messageId: String(started.message_id), text: String(started.text), createdAt: started.ts }, run.events);
+    finals.push({ ...run, answer: JSON.stringify(view.assistant) });
+  }
+  if (finals.length === 0) return;
+  await client.query(
+    `UPDATE agentwire_runs AS r SET final_epoch_id = u.ep, final_seq = u.s, answer = u.answer
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) AS u(uid, tid, rid, ep, s, answer)
+      WHERE r.user_id = u.uid AND r.thread_id = u.tid AND r.run_id = u.rid`,
+    [finals.map((f) => f.userId), finals.map((f) => f.threadId), finals.map((f) => f.runId), finals.map((f) => f.epochId), finals.map((f) => f.seq), finals.map((f) => f.answer)],
+  );
+}

@@ -1,0 +1,138 @@
+import type { Pool } from 'pg';
+import { withClient } from './client.js';
+
+/** One schema change; `version`s rise by 1 and a released migration never changes. */
+interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+/**
+ * The history schema (see docs/DEPLOYMENT.md "PostgreSQL"):
+ * - `agentwire_events`: every archived event as sent on the wire, once per (user, epoch, seq).
+ * - `agentwire_epochs`: a user's log epochs, numbered in the order they were first archived, so
+ *   events order by (epoch_id, seq) across a log that was lost and began again at seq 1.
+ * - `agentwire_runs`: one row per started run (the user message and its position); the run's
+ *   folded answer is stored once its terminal event is covered by the user's archive mark, so a
+ *   page of finished runs is read without folding their deltas again.
+ * - `agentwire_threads`: one row per thread for the thread list (title, times, last run).
+ * - `agentwire_archive_marks`: per user, the newest (epoch, seq) up to which every event is
+ *   archived (or known lost): the `epoch`/`last_seq` seam of the messages route.
+ * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion are not archived
+ *   again (write-behind and catch-up may still hold some).
+ */
+const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'history archive',
+    sql: `
+      CREATE TABLE agentwire_epochs (
+        epoch_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id text NOT NULL,
+        epoch text NOT NULL,
+        UNIQUE (user_id, epoch)
+      );
+      CREATE TABLE agentwire_events (
+        user_id text NOT NULL,
+        epoch_id bigint NOT NULL,
+        seq bigint NOT NULL,
+        thread_id text NOT NULL,
+        run_id text NOT NULL,
+        type text NOT NULL,
+        event text NOT NULL,
+        PRIMARY KEY (user_id, epoch_id, seq)
+      );
+      CREATE INDEX agentwire_events_by_run ON agentwire_events (user_id, thread_id, run_id, epoch_id, seq);
+      CREATE TABLE agentwire_runs (
+        user_id text NOT NULL,
+        thread_id text NOT NULL,
+        run_id text NOT NULL,
+        epoch_id bigint NOT NULL,
+        start_seq bigint NOT NULL,
+        message_id text NOT NULL,
+        user_text text NOT NULL,
+        created_at timestamptz NOT NULL,
+        final_epoch_id bigint,
+        final_seq bigint,
+        answer jsonb,
+        PRIMARY KEY (user_id, thread_id, run_id)
+      );
+      CREATE INDEX agentwire_runs_by_position ON agentwire_runs (user_id, thread_id, epoch_id, start_seq);
+      CREATE TABLE agentwire_threads (
+        user_id text NOT NULL,
+        thread_id text NOT NULL,
+        title text NOT NULL,
+        title_epoch_id bigint NOT NULL,
+        title_seq bigint NOT NULL,
+        renamed boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        last_run_id text NOT NULL,
+        last_run_status text NOT NULL,
+        last_epoch_id bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        PRIMARY KEY (user_id, thread_id)
+      );
+      CREATE INDEX agentwire_threads_by_update ON agentwire_threads (user_id, updated_at DESC, thread_id DESC);
+      CREATE TABLE agentwire_archive_marks (
+        user_id text PRIMARY KEY,
+        epoch_id bigint NOT NULL,
+        seq bigint NOT NULL
+      );
+      CREATE TABLE agentwire_deleted_threads (
+        user_id text NOT NULL,
+        thread_id text NOT NULL,
+        deleted_at timestamptz NOT NULL,
+        PRIMARY KEY (user_id, thread_id)
+      );
+    `,
+  },
+];
+
+/** The key of the advisory lock every node takes around migrating (a fixed number of agentwire's). */
+const MIGRATION_LOCK = '7020302738838757733';
+
+/** The newest schema version this build knows. */
+export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;
+
+/**
+ * Brings the schema to SCHEMA_VERSION: under a session advisory lock, so nodes starting at once
+ * migrate one after the other (the later ones find nothing to do); each migration and its row in
+ * `agentwire_schema_migrations` commit together, so a crash leaves no half-applied version.
+ * Returns the versions this call applied. A database newer than this build is refused.
+ */
+export function migrate(pool: Pool): Promise<number[]> {
+  return withClient(pool, async (client) => {
+    // Session-level: a failure closes the connection (withClient), which also ends the lock.
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    // Created under the lock: two concurrent CREATE TABLE IF NOT EXISTS can both fail on pg_type.
+    await client.query(`CREATE TABLE IF NOT EXISTS agentwire_schema_migrations (
+      version integer PRIMARY KEY,
+      name text NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM agentwire_schema_migrations');
+    const applied = new Set(rows.map((row) => row.version));
+    const newest = Math.max(0, ...applied);
+    if (newest > SCHEMA_VERSION) {
+      throw new Error(`the database schema is version ${newest}, newer than this agentwire (${SCHEMA_VERSION}); upgrade agentwire`);
+    }
+    const done: number[] = [];
+    for (const migration of MIGRATIONS) {
+      if (applied.has(migration.version)) continue;
+      await client.query('BEGIN');
+      try {
+        await client.query(migration.sql);
+        await client.query('INSERT INTO agentwire_schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK');
+        throw error;
+      }
+      done.push(migration.version);
+    }
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
+    return done;
+  });
+}

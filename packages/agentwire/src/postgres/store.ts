@@ -1,0 +1,469 @@
+import pg from 'pg';
+import { systemClock, type Clock, type LogEntry, type TimerHandle } from '@agentwire/protocol';
+import type { EventEngine } from '../engine/types.js';
+import {
+  InvalidCursorError,
+  type AssistantMessageView,
+  type ConversationTurn,
+  type HistoryStore,
+  type MessageView,
+  type MessagesPage,
+  type Page,
+  type PageRequest,
+  type RunStatus,
+  type ThreadSummary,
+} from '../history/types.js';
+import { silentLogger, type Logger } from '../observability/logger.js';
+import { Archiver } from './archiver.js';
+import { inTransaction } from './client.js';
+import type { ArchiveStats } from './stats.js';
+import { migrate } from './migrations.js';
+import { parseEvent } from '../history/fold.js';
+import { foldRun, type RunView } from './runFold.js';
+
+/** How `createPostgresHistoryStore` connects, archives and bounds itself (settings in README.md). */
+export interface PostgresHistoryStoreOptions {
+  /** `postgres://…` (AGENTWIRE_DATABASE_URL). */
+  readonly url: string;
+  /** The log that catch-up reads back from (`read`, `head`). */
+  readonly engine: Pick<EventEngine, 'read' | 'head'>;
+  /** Connections at most (AGENTWIRE_DATABASE_POOL_SIZE). Default 10. */
+  readonly poolSize?: number;
+  /** Deadline of every statement (AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS). Default 5000. */
+  readonly statementTimeoutMs?: number;
+  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 500. */
+  readonly batchEvents?: number;
+  /** Bounds of the archive queue (AGENTWIRE_ARCHIVE_QUEUE_EVENTS / _BYTES). Defaults 100000 and 64 MiB. */
+  readonly queueEvents?: number;
+  readonly queueBytes?: number;
+  /** A hole another node's archive left is filled from the log after this long. Default 1000 ms. */
+  readonly holeGraceMs?: number;
+  /** How often PostgreSQL is probed. Default 500 ms. */
+  readonly probeIntervalMs?: number;
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  /** Called after every change of `available` and after every archive step (tests wait on it). */
+  readonly onChange?: () => void;
+}
+
+/** A dependency that does not answer a probe within this is unreachable (PROTOCOL.md section 10). */
+const PROBE_DEADLINE_MS = 1000;
+/** Concurrent archive transactions at most (PostgreSQL overlaps their round trips and commits). */
+const MAX_WRITERS = 4;
+
+interface ThreadRow {
+  thread_id: string;
+  title: string;
+  created_at: Date;
+  updated_at: Date;
+  last_run_id: string;
+  last_run_status: string;
+}
+
+interface RunRow {
+  run_id: string;
+  epoch_id: string;
+  start_seq: string;
+  message_id: string;
+  user_text: string;
+  created_at: Date;
+  final_epoch_id: string | null;
+  final_seq: string | null;
+  answer: AssistantMessageView | null;
+}
+
+/** Position of a message: its run's start and 0 for the user's message, 1 for the answer. */
+type Position = readonly [epochId: number, seq: number, part: 0 | 1];
+
+/**
+ * The PostgreSQL history store (AGENTWIRE_DATABASE_URL): the log archived write-behind by
+ * `record`, read back by the history routes. Every query is per user (`WHERE user_id = $1`),
+ * parameterized, and bounded by the statement timeout. `ready()` resolves once the schema is
+ * migrated; until then, and while PostgreSQL does not answer its probe within 1 s, `available`
+ * is false (the gateway's `/readyz` is 503) and live traffic goes on: archiving catches up from
+ * the log when PostgreSQL is back.
+ */
+export class PostgresHistoryStore implements HistoryStore {
+  readonly #pool: pg.Pool;
+  /** Write-behind writers, each for its share of the users, so transactions of different users overlap. */
+  readonly #archivers: Archiver[];
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #onChange: () => void;
+  readonly #ready: Promise<void>;
+  #migrated = false;
+  #probeOk = false;
+  #probeSentAt: number | null = null;
+  #probeTimer: TimerHandle | null = null;
+  /** `available` as last logged and reported to `onChange`. */
+  #reportedAvailable = false;
+  #closed = false;
+
+  constructor(options: PostgresHistoryStoreOptions) {
+    const statementTimeoutMs = options.statementTimeoutMs ?? 5000;
+    this.#logger = options.logger ?? silentLogger;
+    this.#clock = options.clock ?? systemClock;
+    this.#onChange = options.onChange ?? (() => undefined);
+    this.#pool = new pg.Pool({
+      connectionString: options.url,
+      max: options.poolSize ?? 10,
+      // The server ends a statement past the deadline; the client gives up on a stalled server.
+      statement_timeout: statementTimeoutMs,
+      query_timeout: statementTimeoutMs + 1000,
+      // Also the wait for a free connection. The probe is judged by its own 1 s deadline
+      // (`available`), so a busy pool delays writes without failing them.
+      connectionTimeoutMillis: statementTimeoutMs,
+      idleTimeoutMillis: 30_000,
+      application_name: 'agentwire',
+    });
+    // An idle connection that breaks (PostgreSQL restarted) is reported here; the pool drops it.
+    this.#pool.on('error', (error) => this.#logger.warn({ err: error }, 'postgres: an idle connection failed'));
+    const poolSize = options.poolSize ?? 10;
+    // One connection is left for the routes' reads; a user's events always go to the same writer.
+    const writers = Math.max(1, Math.min(MAX_WRITERS, poolSize - 1));
+    this.#archivers = Array.from(
+      { length: writers },
+      () =>
+        new Archiver({
+          pool: this.#pool,
+          engine: options.engine,
+          limits: {
+            batchEvents: options.batchEvents ?? 500,
+            queueEvents: Math.max(1, Math.floor((options.queueEvents ?? 100_000) / writers)),
+            queueBytes: Math.max(1, Math.floor((options.queueBytes ?? 64 * 1024 * 1024) / writers)),
+            maxBehind: Math.ceil(100_000 / writers),
+            holeGraceMs: options.holeGraceMs ?? 1000,
+          },
+          logger: this.#logger,
+          clock: this.#clock,
+          isAvailable: () => this.available,
+          onFailure: () => void this.#probe(),
+          onStep: () => this.#onChange(),
+        }),
+    );
+    this.#ready = this.#migrateUntilDone();
+    this.#probeTimer = this.#clock.setInterval(() => void this.#probe(), options.probeIntervalMs ?? 500);
+  }
+
+  /**
+   * Resolves once the schema is migrated and a first probe answered (retrying while PostgreSQL is
+   * unreachable); rejects on a schema it cannot use.
+   */
+  ready(): Promise<void> {
+    return this.#ready;
+  }
+
+  get available(): boolean {
+    if (this.#closed || !this.#migrated || !this.#probeOk) return false;
+    return this.#probeSentAt === null || this.#clock.now() - this.#probeSentAt <= PROBE_DEADLINE_MS;
+  }
+
+  /** What the archive did since start. */
+  get stats(): Readonly<ArchiveStats> & { readonly queued: number; readonly behind: number } {
+    const total = { archived: 0, dropped: 0, lost: 0, caughtUp: 0, failedBatches: 0, queued: 0, behind: 0 };
+    for (const archiver of this.#archivers) {
+      for (const key of ['archived', 'dropped', 'lost', 'caughtUp', 'failedBatches'] as const) total[key] += archiver.stats[key];
+      total.queued += archiver.queued;
+      total.behind += archiver.behind;
+    }
+    return total;
+  }
+
+  /** Resolves once everything recorded so far is archived or caught up (or PostgreSQL is unavailable). */
+  idle(): Promise<void> {
+    return Promise.all(this.#archivers.map((archiver) => archiver.idle())).then(() => undefined);
+  }
+
+  record(userId: string, entries: readonly LogEntry[]): void {
+    this.#archivers[writerOf(userId, this.#archivers.length)]!.record(userId, entries);
+  }
+
+  async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
+    const after = page.cursor === undefined ? null : decodeCursor(page.cursor, isThreadCursor);
+    const { rows } = await this.#pool.query<ThreadRow>({
+      name: 'agentwire_threads_page',
+      text: `SELECT thread_id, title, created_at, updated_at, last_run_id, last_run_status
+         FROM agentwire_threads
+        WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (updated_at, thread_id) < ($2::timestamptz, $3::text))
+        ORDER BY updated_at DESC, thread_id DESC
+        LIMIT $4`,
+      values: [userId, after?.[0] ?? null, after?.[1] ?? null, page.limit + 1],
+    });
+    const items = rows.slice(0, page.limit).map(threadSummary);
+    const last = rows.length > page.limit ? rows[page.limit - 1]! : undefined;
+    return { items, nextCursor: last ? encodeCursor([last.updated_at.toISOString(), last.thread_id]) : null };
+  }
+
+  async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
+    const before = page.cursor === undefined ? null : decodeCursor(page.cursor, isPositionCursor);
+    const runsWanted = Math.ceil(page.limit / 2) + 1;
+    // One round trip: the thread's existence, the user's archive mark, and the page's runs. The
+    // answer includes exactly the events up to the mark: every one of them is archived, so a
+    // client that resumes from it receives exactly the rest.
+    const { rows } = await this.#pool.query<{ epoch: string | null; mark_epoch_id: string | null; mark_seq: string | null } & Partial<RunRow>>({
+      name: 'agentwire_messages_page',
+      text: `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*
+         FROM (SELECT ep.epoch, m.epoch_id AS mark_epoch_id, m.seq AS mark_seq
+                 FROM agentwire_threads t
+                 LEFT JOIN agentwire_archive_marks m ON m.user_id = t.user_id
+                 LEFT JOIN agentwire_epochs ep ON ep.epoch_id = m.epoch_id
+                WHERE t.user_id = $1 AND t.thread_id = $2) h
+         LEFT JOIN LATERAL (
+           SELECT run_id, epoch_id, start_seq, message_id, user_text, created_at, final_epoch_id, final_seq, answer
+             FROM agentwire_runs
+            WHERE user_id = $1 AND thread_id = $2
+              AND (epoch_id, start_seq) <= (coalesce(h.mark_epoch_id, 0), coalesce(h.mark_seq, 0))
+              AND ($3::bigint IS NULL OR (epoch_id, start_seq) <= ($3::bigint, $4::bigint))
+            ORDER BY epoch_id DESC, start_seq DESC
+            LIMIT $5) r ON true`,
+      values: [userId, threadId, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
+    });
+    const head = rows[0];
+    if (!head) return null;
+    const mark = { epochId: Number(head.mark_epoch_id ?? 0), seq: Number(head.mark_seq ?? 0) };
+    const runs = rows.filter((row): row is typeof row & RunRow => row.run_id != null);
+    const views = await this.#runViews(userId, threadId, runs, mark);
+    // Newest first, strictly older than the cursor; then the page is turned oldest first.
+    const newestFirst: Array<{ position: Position; message: MessageView }> = [];
+    for (const run of runs) {
+      const view = views.get(run.run_id)!;
+      const epochId = Number(run.epoch_id);
+      const seq = Number(run.start_seq);
+      newestFirst.push({ position: [epochId, seq, 1], message: view.assistant }, { position: [epochId, seq, 0], message: view.user });
+    }
+    const older = before ? newestFirst.filter(({ position }) => comparePositions(position, before) < 0) : newestFirst;
+    const taken = older.slice(0, page.limit);
+    const more = older.length > page.limit || (runs.length === runsWanted && taken.length === page.limit);
+    return {
+      items: taken.map(({ message }) => message).reverse(),
+      nextCursor: more && taken.length > 0 ? encodeCursor(taken.at(-1)!.position) : null,
+      epoch: head.epoch ?? '',
+      lastSeq: mark.seq,
+    };
+  }
+
+  async renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null> {
+    const { rows } = await this.#pool.query<ThreadRow>(
+      `UPDATE agentwire_threads SET title = $3, renamed = true
+        WHERE user_id = $1 AND thread_id = $2
+        RETURNING thread_id, title, created_at, updated_at, last_run_id, last_run_status`,
+      [userId, threadId, title],
+    );
+    return rows[0] ? threadSummary(rows[0]) : null;
+  }
+
+  async deleteThread(userId: string, threadId: string): Promise<boolean> {
+    return inTransaction(this.#pool, async (client) => {
+      // The tombstone keeps write-behind and catch-up from archiving the thread's events again.
+      await client.query(
+        `INSERT INTO agentwire_deleted_threads (user_id, thread_id, deleted_at) VALUES ($1, $2, now())
+         ON CONFLICT (user_id, thread_id) DO UPDATE SET deleted_at = now()`,
+        [userId, threadId],
+      );
+      const { rowCount } = await client.query('DELETE FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
+      await client.query('DELETE FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
+      await client.query('DELETE FROM agentwire_events WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
+      return (rowCount ?? 0) > 0;
+    });
+  }
+
+  async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
+    if (maxTurns <= 0) return [];
+    const { rows: runs } = await this.#pool.query<RunRow>(
+      `SELECT r.run_id, r.epoch_id, r.start_seq, r.message_id, r.user_text, r.created_at, r.final_epoch_id, r.final_seq, r.answer
+         FROM agentwire_runs r
+         LEFT JOIN agentwire_runs b ON b.user_id = r.user_id AND b.thread_id = r.thread_id AND b.run_id = $3
+        WHERE r.user_id = $1 AND r.thread_id = $2 AND r.run_id IS DISTINCT FROM $3
+          AND (b.run_id IS NULL OR (r.epoch_id, r.start_seq) < (b.epoch_id, b.start_seq))
+        ORDER BY r.epoch_id DESC, r.start_seq DESC
+        LIMIT $4`,
+      [userId, threadId, beforeRunId ?? null, maxTurns],
+    );
+    const views = await this.#runViews(userId, threadId, runs, null);
+    const turns: ConversationTurn[] = [];
+    for (const run of [...runs].reverse()) {
+      const view = views.get(run.run_id)!;
+      turns.push({ role: 'user', text: view.user.text });
+      const { text, toolCalls } = view.assistant;
+      if (text !== '' || toolCalls.length > 0) turns.push({ role: 'assistant', text, ...(toolCalls.length > 0 ? { toolCalls } : {}) });
+    }
+    return turns.slice(-maxTurns);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#probeTimer) this.#clock.clearInterval(this.#probeTimer);
+    await Promise.all(this.#archivers.map((archiver) => archiver.close()));
+    await this.#pool.end();
+  }
+
+  // The routes' queries are named: pg prepares each once per connection, so PostgreSQL plans
+  // them once instead of on every request.
+
+  /**
+   * The runs' messages: a run whose folded answer the archive stored (and that the mark covers)
+   * as stored; any other (running, or ended beyond the mark) folded from its archived events up
+   * to the mark. Runs on one thread never overlap, so that is at most a few runs of a page.
+   */
+  async #runViews(userId: string, threadId: string, runs: readonly RunRow[], mark: { epochId: number; seq: number } | null): Promise<Map<string, RunView>> {
+    const views = new Map<string, RunView>();
+    const toFold: RunRow[] = [];
+    for (const run of runs) {
+      const stored = run.answer !== null && run.final_seq !== null;
+      const covered = stored && (mark === null || comparePositions([Number(run.final_epoch_id), Number(run.final_seq), 0], [mark.epochId, mark.seq, 0]) <= 0);
+      if (covered && isAssistantView(run.answer)) {
+        views.set(run.run_id, { user: userView(run), assistant: run.answer });
+      } else {
+        toFold.push(run);
+      }
+    }
+    if (toFold.length === 0) return views;
+    const { rows } = await this.#pool.query<{ run_id: string; event: string }>({
+      name: 'agentwire_run_events',
+      text: `SELECT run_id, event FROM agentwire_events
+        WHERE user_id = $1 AND thread_id = $2 AND run_id = ANY($3::text[])
+          AND ($4::bigint IS NULL OR (epoch_id, seq) <= ($4::bigint, $5::bigint))
+        ORDER BY run_id, epoch_id, seq`,
+      values: [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
+    });
+    const events = new Map<string, ReturnType<typeof parseEvent>[]>();
+    for (const row of rows) {
+      const list = events.get(row.run_id) ?? [];
+      list.push(parseEvent(row.event));
+      events.set(row.run_id, list);
+    }
+    for (const run of toFold) {
+      const start = { runId: run.run_id, messageId: run.message_id, text: run.user_text, createdAt: run.created_at.toISOString() };
+      const list = (events.get(run.run_id) ?? []).filter((event) => event !== null);
+      views.set(run.run_id, foldRun(start, list));
+    }
+    return views;
+  }
+
+  async #migrateUntilDone(): Promise<void> {
+    for (let attempt = 0; !this.#closed; attempt++) {
+      try {
+        const applied = await migrate(this.#pool);
+        if (applied.length > 0) this.#logger.info({ versions: applied }, 'postgres: schema migrated');
+        this.#migrated = true;
+        await this.#probe();
+        return;
+      } catch (error) {
+        if (!isConnectionError(error)) throw error;
+        if (attempt % 10 === 0) this.#logger.warn({ err: error, attempt }, 'postgres: not reachable for migrations; retrying');
+        await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
+      }
+    }
+  }
+
+  /**
+   * One `SELECT 1` at a time; `available` turns false when it fails or is outstanding past 1 s
+   * (a stall: checked on every tick while it is outstanding).
+   */
+  #probe(): Promise<void> {
+    if (this.#closed || !this.#migrated) return Promise.resolve();
+    if (this.#probeSentAt !== null) {
+      this.#noticeAvailability();
+      return Promise.resolve();
+    }
+    this.#probeSentAt = this.#clock.now();
+    const done = (ok: boolean) => {
+      this.#probeSentAt = null;
+      this.#probeOk = ok;
+      this.#noticeAvailability();
+    };
+    return this.#pool.query({ text: 'SELECT 1', query_timeout: PROBE_DEADLINE_MS } as pg.QueryConfig).then(
+      () => done(true),
+      () => done(false),
+    );
+  }
+
+  /** Logs and reports a change of `available`; archiving resumes when it turns true. */
+  #noticeAvailability(): void {
+    const available = this.available;
+    if (available === this.#reportedAvailable) return;
+    this.#reportedAvailable = available;
+    if (available) this.#logger.info('postgres: reachable; archiving resumes');
+    else this.#logger.warn('postgres: unreachable or stalled; history is not archived until it is back (not ready)');
+    if (available) for (const archiver of this.#archivers) archiver.kick();
+    this.#onChange();
+  }
+}
+
+/** The writer of a user: a stable hash of the id (FNV-1a). */
+function writerOf(userId: string, writers: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) hash = Math.imul(hash ^ userId.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) % writers;
+}
+
+function threadSummary(row: ThreadRow): ThreadSummary {
+  return {
+    threadId: row.thread_id,
+    title: row.title.slice(0, 200),
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    lastRun: { runId: row.last_run_id, status: isRunStatus(row.last_run_status) ? row.last_run_status : 'running' },
+  };
+}
+
+function userView(run: RunRow): RunView['user'] {
+  return { id: run.message_id, role: 'user', runId: run.run_id, text: run.user_text, createdAt: run.created_at.toISOString() };
+}
+
+const RUN_STATUSES: ReadonlySet<string> = new Set<RunStatus>(['queued', 'running', 'completed', 'cancelled', 'error']);
+function isRunStatus(value: string): value is RunStatus {
+  return RUN_STATUSES.has(value);
+}
+
+function isAssistantView(value: unknown): value is AssistantMessageView {
+  return typeof value === 'object' && value !== null && (value as { role?: unknown }).role === 'assistant';
+}
+
+function comparePositions(a: Position, b: Position): number {
+  return a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+}
+
+// Cursors are base64url JSON of the last item's sort key; anything else is refused.
+function encodeCursor(key: readonly unknown[]): string {
+  return Buffer.from(JSON.stringify(key)).toString('base64url');
+}
+
+function decodeCursor<T>(cursor: string, valid: (value: unknown) => value is T): T {
+  if (cursor.length > 512) throw new InvalidCursorError();
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw new InvalidCursorError();
+  }
+  if (!valid(value)) throw new InvalidCursorError();
+  return value;
+}
+
+function isThreadCursor(value: unknown): value is [string, string] {
+  return Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && Number.isFinite(Date.parse(value[0])) && typeof value[1] === 'string';
+}
+
+function isPositionCursor(value: unknown): value is Position {
+  return (
+    Array.isArray(value) &&
+    value.length === 3 &&
+    value.every((n) => Number.isSafeInteger(n) && n >= 0) &&
+    (value[2] === 0 || value[2] === 1)
+  );
+}
+
+/** Errors that mean "PostgreSQL cannot be reached (yet)", worth retrying. */
+function isConnectionError(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string' && (code.startsWith('08') || code === '57P01' || code === '57P03' || /^E[A-Z]+$/.test(code))) return true;
+  const message = error instanceof Error ? error.message : '';
+  return /timeout|terminated|connect/i.test(message);
+}
+
+/** The history store on PostgreSQL; call `ready()` before relying on `available`. */
+export function createPostgresHistoryStore(options: PostgresHistoryStoreOptions): PostgresHistoryStore {
+  return new PostgresHistoryStore(options);
+}

@@ -1,0 +1,285 @@
+import type { EventBody, LogEntry } from '@agentwire/protocol';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
+import { InvalidCursorError } from '../../src/history/types.js';
+import { migrate } from '../../src/postgres/migrations.js';
+import type { AssistantMessageView, MessageView } from '../../src/history/types.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { Waiters } from '../helpers/waitFor.js';
+
+// The PostgreSQL history store against the machine's PostgreSQL 15, one fresh database per run.
+
+let database: { url: string; drop: () => Promise<void> };
+let admin: pg.Pool;
+const stores: PostgresHistoryStore[] = [];
+const engines: MemoryEngine[] = [];
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+  admin = new pg.Pool({ connectionString: database.url, max: 2 });
+});
+
+afterAll(async () => {
+  await admin?.end();
+  await database?.drop();
+});
+
+afterEach(async () => {
+  await Promise.all(stores.splice(0).map((store) => store.close()));
+  await Promise.all(engines.splice(0).map((engine) => engine.close()));
+});
+
+let clockTick = Date.parse('2026-12-04T10:00:00.000Z');
+const ts = () => new Date(clockTick++).toISOString();
+
+/** A run's events as the run manager makes them: start, thinking, a tool call, streamed answer, end. */
+function runEvents(threadId: string, runId: string, text: string, answer: string[]): EventBody[] {
+  const base = { run_id: runId, thread_id: threadId };
+  return [
+    { ...base, ts: ts(), type: 'agent_started', message_id: `m-${runId}`, text },
+    { ...base, ts: ts(), type: 'agent_thinking_delta', text: 'let me ' },
+    { ...base, ts: ts(), type: 'agent_thinking_delta', text: 'count' },
+    { ...base, ts: ts(), type: 'tool_executing', call_id: `c-${runId}`, tool: 'word_count', args: { text } },
+    { ...base, ts: ts(), type: 'tool_completed', call_id: `c-${runId}`, tool: 'word_count', ok: true, result: 2 },
+    ...answer.map((part) => ({ ...base, ts: ts(), type: 'agent_text_delta' as const, text: part })),
+    { ...base, ts: ts(), type: 'agent_completed', status: 'completed', text: answer.join('') },
+  ];
+}
+
+interface Setup {
+  store: PostgresHistoryStore;
+  engine: MemoryEngine;
+  waiters: Waiters;
+  /** Appends to the log and hands the entries to the store, as the gateway does. */
+  append: (userId: string, events: EventBody[]) => Promise<LogEntry[]>;
+}
+
+async function setup(options: { retentionEvents?: number; queueEvents?: number; holeGraceMs?: number } = {}): Promise<Setup> {
+  const engine = new MemoryEngine({ retentionEvents: options.retentionEvents ?? 10_000 });
+  const waiters = new Waiters();
+  const store = new PostgresHistoryStore({
+    url: database.url,
+    engine,
+    batchEvents: 50,
+    queueEvents: options.queueEvents ?? 10_000,
+    holeGraceMs: options.holeGraceMs ?? 20,
+    onChange: () => waiters.notify(),
+  });
+  engines.push(engine);
+  stores.push(store);
+  await store.ready();
+  await waiters.until(() => store.available, 5000, 'store available');
+  return {
+    store,
+    engine,
+    waiters,
+    append: async (userId, events) => {
+      const entries = await engine.append(userId, events);
+      store.record(userId, entries);
+      return entries;
+    },
+  };
+}
+
+async function archivedSeqs(userId: string): Promise<number[]> {
+  const { rows } = await admin.query<{ seq: string }>('SELECT seq FROM agentwire_events WHERE user_id = $1 ORDER BY seq', [userId]);
+  return rows.map((row) => Number(row.seq));
+}
+
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+describe('migrations', () => {
+  it('two nodes starting at once migrate once, under the lock, and a restart finds nothing to do', async () => {
+    const fresh = await createTestDatabase();
+    const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: fresh.url, max: 1 }));
+    try {
+      const applied = await Promise.all(pools.map((pool) => migrate(pool)));
+      expect(applied.flat()).toEqual([1]);
+      const { rows } = await pools[0]!.query('SELECT version FROM agentwire_schema_migrations');
+      expect(rows).toEqual([{ version: 1 }]);
+      expect(await migrate(pools[1]!)).toEqual([]);
+    } finally {
+      await Promise.all(pools.map((pool) => pool.end()));
+      await fresh.drop();
+    }
+  });
+
+  it('refuses a database whose schema is newer than this build', async () => {
+    const fresh = await createTestDatabase();
+    const pool = new pg.Pool({ connectionString: fresh.url, max: 1 });
+    try {
+      await migrate(pool);
+      await pool.query(`INSERT INTO agentwire_schema_migrations (version, name) VALUES (99, 'future')`);
+      await expect(migrate(pool)).rejects.toThrow(/newer than this agentwire/);
+    } finally {
+      await pool.end();
+      await fresh.drop();
+    }
+  });
+});
+
+describe('archive and history', () => {
+  it('archives write-behind and answers the history routes per user', async () => {
+    const { store, engine, append } = await setup();
+    await append('alice', runEvents('t1', 'r1', 'hello there', ['Two ', 'words.']));
+    await append('alice', runEvents('t2', 'r2', 'x'.repeat(100), ['ok']));
+    await append('alice', runEvents('t1', 'r3', 'and again', ['Two ', 'more.']));
+    await append('bob', runEvents('t1', 'rb', 'bob here', ['hi']));
+    await store.idle();
+
+    const threads = await store.listThreads('alice', { limit: 20 });
+    expect(threads.items.map((t) => t.threadId)).toEqual(['t1', 't2']);
+    expect(threads.items[0]).toMatchObject({ title: 'hello there', lastRun: { runId: 'r3', status: 'completed' } });
+    expect(threads.items[1]!.title).toBe('x'.repeat(80));
+    const firstPage = await store.listThreads('alice', { limit: 1 });
+    expect(firstPage.items.map((t) => t.threadId)).toEqual(['t1']);
+    const secondPage = await store.listThreads('alice', { limit: 1, cursor: firstPage.nextCursor! });
+    expect(secondPage).toMatchObject({ items: [{ threadId: 't2' }], nextCursor: null });
+
+    const page = (await store.messages('alice', 't1', { limit: 50 }))!;
+    const head = await engine.head('alice');
+    expect({ epoch: page.epoch, lastSeq: page.lastSeq }).toEqual({ epoch: head.epoch, lastSeq: head.lastSeq });
+    expect(page.items.map((m) => [m.role, m.text])).toEqual([
+      ['user', 'hello there'],
+      ['assistant', 'Two words.'],
+      ['user', 'and again'],
+      ['assistant', 'Two more.'],
+    ]);
+    expect(page.items[1]).toMatchObject({
+      id: 'r1',
+      status: 'completed',
+      thinking: ['let me count'],
+      toolCalls: [{ callId: 'c-r1', tool: 'word_count', args: { text: 'hello there' }, ok: true, result: 2 }],
+      error: null,
+    });
+
+    // Pages go towards older messages, oldest first within a page.
+    const seen: MessageView[][] = [];
+    let cursor: string | undefined;
+    do {
+      const next = (await store.messages('alice', 't1', { limit: 3, ...(cursor ? { cursor } : {}) }))!;
+      seen.unshift([...next.items]);
+      cursor = next.nextCursor ?? undefined;
+    } while (cursor);
+    expect(seen.flat().map((m) => m.id)).toEqual(page.items.map((m) => m.id));
+
+    // Per-user isolation: bob's t1 is his own, and alice's t2 does not exist for bob.
+    expect((await store.messages('bob', 't1', { limit: 50 }))!.items.map((m) => m.text)).toEqual(['bob here', 'hi']);
+    expect(await store.messages('bob', 't2', { limit: 50 })).toBeNull();
+    expect(await store.renameThread('bob', 't2', 'mine')).toBeNull();
+    expect(await store.deleteThread('bob', 't2')).toBe(false);
+
+    await expect(store.messages('alice', 't1', { limit: 5, cursor: 'not-a-cursor' })).rejects.toBeInstanceOf(InvalidCursorError);
+    await expect(store.listThreads('alice', { limit: 5, cursor: Buffer.from('[1,2]').toString('base64url') })).rejects.toBeInstanceOf(
+      InvalidCursorError,
+    );
+  });
+
+  it('renames, gives agents the earlier turns, and deletes a thread for good', async () => {
+    const { store, append } = await setup();
+    await append('carol', runEvents('t1', 'r1', 'first', ['one']));
+    await append('carol', runEvents('t1', 'r2', 'second', ['two']));
+    const third = await append('carol', runEvents('t1', 'r3', 'third', ['three']));
+    await store.idle();
+
+    expect(await store.renameThread('carol', 't1', 'Renamed')).toMatchObject({ threadId: 't1', title: 'Renamed' });
+    await append('carol', runEvents('t1', 'r4', 'fourth', ['four']));
+    await store.idle();
+    expect((await store.listThreads('carol', { limit: 5 })).items[0]!.title).toBe('Renamed');
+
+    const turns = await store.conversation('carol', 't1', 3, 'r3');
+    expect(turns).toEqual([
+      { role: 'assistant', text: 'one', toolCalls: [expect.objectContaining({ tool: 'word_count', ok: true })] },
+      { role: 'user', text: 'second' },
+      { role: 'assistant', text: 'two', toolCalls: [expect.objectContaining({ tool: 'word_count' })] },
+    ]);
+    expect((await store.conversation('carol', 't1', 100)).filter((t) => t.role === 'user').map((t) => t.text)).toEqual([
+      'first',
+      'second',
+      'third',
+      'fourth',
+    ]);
+
+    expect(await store.deleteThread('carol', 't1')).toBe(true);
+    expect(await store.messages('carol', 't1', { limit: 50 })).toBeNull();
+    expect((await store.listThreads('carol', { limit: 5 })).items).toEqual([]);
+    const { rows } = await admin.query('SELECT count(*)::int AS n FROM agentwire_events WHERE user_id = $1', ['carol']);
+    expect(rows[0].n).toBe(0);
+    // Write-behind or catch-up handing the deleted thread's events again does not bring it back.
+    store.record('carol', third);
+    await store.idle();
+    expect(await store.messages('carol', 't1', { limit: 50 })).toBeNull();
+  });
+
+  it('never writes an event twice, also when it is recorded twice', async () => {
+    const { store, append } = await setup();
+    const entries = await append('dave', runEvents('t1', 'r1', 'hi', ['a', 'b']));
+    store.record('dave', entries);
+    store.record('dave', entries.slice(2));
+    await store.idle();
+    expect(await archivedSeqs('dave')).toEqual(range(1, entries.length));
+    // Written in one go, without a failed batch or a catch-up from the log.
+    expect(store.stats).toMatchObject({ archived: entries.length, failedBatches: 0, caughtUp: 0 });
+    const page = (await store.messages('dave', 't1', { limit: 50 }))!;
+    expect((page.items[1] as AssistantMessageView).text).toBe('ab');
+  });
+
+  it('answers a streaming run as far as it is archived, and the seam gives exactly the rest', async () => {
+    const { store, engine, append } = await setup();
+    const events = runEvents('t1', 'r1', 'stream it', ['The ', 'answer ', 'is ', 'long.']);
+    const cut = 7; // started, 2 thinking, tool call and result, 2 deltas
+    await append('erin', events.slice(0, cut));
+    await store.idle();
+    const page = (await store.messages('erin', 't1', { limit: 50 }))!;
+    const answer = page.items[1] as AssistantMessageView;
+    expect(answer).toMatchObject({ status: 'running', text: 'The answer ', completedAt: null });
+    expect(page.lastSeq).toBe(cut);
+    await append('erin', events.slice(cut));
+    const rest = await engine.read('erin', page.lastSeq + 1, Number.MAX_SAFE_INTEGER);
+    const resumed = answer.text + rest.filter((e) => e.type === 'agent_text_delta').map((e) => JSON.parse(e.json).text).join('');
+    expect(resumed).toBe('The answer is long.');
+  });
+
+  it('answers only up to the newest seq before a hole, and moves on once the hole is archived', async () => {
+    const { store, engine, waiters } = await setup({ holeGraceMs: 600_000 });
+    const entries = await engine.append('fay', runEvents('t1', 'r1', 'holes', ['a', 'b', 'c']));
+    // Another node's events (seq 3..4) are not archived yet: the answer stops before them.
+    store.record('fay', [...entries.slice(0, 2), ...entries.slice(4)]);
+    await waiters.until(() => store.stats.archived === entries.length - 2, 5000, 'archived around the hole');
+    const before = (await store.messages('fay', 't1', { limit: 50 }))!;
+    expect(before.lastSeq).toBe(2);
+    expect(before.items[1]).toMatchObject({ status: 'running', text: '', thinking: ['let me '] });
+    // The other node's write lands: the mark walks over everything archived after it.
+    store.record('fay', entries.slice(2, 4));
+    await waiters.until(() => store.stats.archived === entries.length, 5000, 'hole archived');
+    const after = (await store.messages('fay', 't1', { limit: 50 }))!;
+    expect(after.lastSeq).toBe(entries.length);
+    expect(after.items[1]).toMatchObject({ status: 'completed', text: 'abc' });
+    expect(await archivedSeqs('fay')).toEqual(range(1, entries.length));
+  });
+
+  it('fills a hole nobody else fills from the log after the grace', async () => {
+    const { store, engine } = await setup({ holeGraceMs: 20 });
+    const entries = await engine.append('hal', runEvents('t1', 'r1', 'holes', ['a', 'b', 'c']));
+    store.record('hal', [...entries.slice(0, 2), ...entries.slice(4)]);
+    await store.idle();
+    expect(await archivedSeqs('hal')).toEqual(range(1, entries.length));
+    expect((await store.messages('hal', 't1', { limit: 50 }))!.lastSeq).toBe(entries.length);
+    expect(store.stats).toMatchObject({ lost: 0, caughtUp: 2 });
+  });
+
+  it('drops and counts what does not fit the queue, and archives it from the log', async () => {
+    const { store, append } = await setup({ queueEvents: 3 });
+    let total = 0;
+    for (let run = 0; run < 5; run++) total += (await append('gus', runEvents('t1', `r${run}`, `q${run}`, ['x', 'y']))).length;
+    await store.idle();
+    expect(store.stats.dropped).toBeGreaterThan(0);
+    expect(await archivedSeqs('gus')).toEqual(range(1, total));
+    expect(store.stats.lost).toBe(0);
+    const page = (await store.messages('gus', 't1', { limit: 50 }))!;
+    expect(page.items).toHaveLength(10);
+    expect(page.lastSeq).toBe(total);
+  });
+});
