@@ -13,7 +13,7 @@
  * agent events per second with server CPU per event.
  *
  * Flags: --reps <n> (default 5), --quick (small sizes, for a fast sanity run),
- * --only gateway|raw, --phases rss,setup,ttr,events,redis (a subset; for profiling),
+ * --only gateway|raw, --phases rss,setup,ttr,events,redis,stream,upstream (a subset; for profiling),
  * --profile (each server runs with --cpu-prof into bench/profiles/<kind>/),
  * --json <file> (default bench/results/latest.json).
  *
