@@ -19,19 +19,58 @@ export const BENCH_HOST = '127.0.0.1';
 
 /** The subprotocols the load generator offers (the browser path of PROTOCOL.md section 2). */
 
-/** `user_message.text` understood by both bench servers: `steps:<n>` → n thinking events. */
-export function stepsText(steps: number): string {
-  return `steps:${steps}`;
+/**
+ * What a bench run does, chosen by the `user_message.text` both bench servers understand:
+ * - `steps:<n>`: n thinking steps in one tick, then an answer (agent_started, n × agent_thinking,
+ *   agent_completed);
+ * - `deltas:<n>`: n stamped fragments, each in its own tick (as a model's tokens arrive in
+ *   separate socket reads), alternating text and thinking, so that each is its own delta event
+ *   whatever the flush window (a change of kind flushes): agent_started, n deltas, agent_completed;
+ * - `stream:<n>:<ms>`: n stamped text fragments, one every <ms> ms (a model streaming at a
+ *   pace), merged by the gateway's coalescer into fewer delta events (gateway only).
+ */
+export type Workload =
+  | { readonly kind: 'steps'; readonly n: number }
+  | { readonly kind: 'deltas'; readonly n: number }
+  | { readonly kind: 'stream'; readonly n: number; readonly everyMs: number };
+
+export function workloadText(workload: Workload): string {
+  return workload.kind === 'stream' ? `stream:${workload.n}:${workload.everyMs}` : `${workload.kind}:${workload.n}`;
 }
 
-export function parseSteps(text: string): number {
-  const match = /^steps:(\d{1,4})$/.exec(text);
-  return match ? Number(match[1]) : 1;
+/** Bounded: at most 9999 steps or fragments, at most 9999 ms apart; anything else is one step. */
+export function parseWorkload(text: string): Workload {
+  const match = /^(steps|deltas|stream):(\d{1,4})(?::(\d{1,4}))?$/.exec(text);
+  if (!match) return { kind: 'steps', n: 1 };
+  const n = Number(match[2]);
+  if (match[1] === 'stream') return { kind: 'stream', n, everyMs: Number(match[3] ?? 10) };
+  return { kind: match[1] as 'steps' | 'deltas', n };
 }
 
-/** Durable events per run: agent_started + `steps` × agent_thinking + agent_completed. */
-export function eventsPerRun(steps: number): number {
-  return steps + 2;
+/** Durable events per run on every connection of its user; null when the gateway's merging decides. */
+export function eventsPerRun(workload: Workload): number | null {
+  return workload.kind === 'stream' ? null : workload.n + 2;
+}
+
+/**
+ * Wall-clock time in ms with µs digits, comparable between the processes of one machine
+ * (performance.timeOrigin is each process's start on the same system clock).
+ */
+export function preciseNow(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/** A streamed fragment: `@<preciseNow() when made> ` (19 characters until the year 2286). */
+export function fragmentText(): string {
+  return `@${preciseNow().toFixed(3)} `;
+}
+
+/** Calls `each` with the stamp of every fragment in a delta's text (the bytes of a whole frame will do). */
+export function forEachFragmentStamp(text: string, each: (stampMs: number) => void): void {
+  for (let at = text.indexOf('@'); at >= 0; at = text.indexOf('@', at + 1)) {
+    const stamp = Number(text.slice(at + 1, at + 18));
+    if (Number.isFinite(stamp)) each(stamp);
+  }
 }
 
 export interface ServerUsage {

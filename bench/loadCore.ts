@@ -13,7 +13,7 @@ import { createSigner } from 'fast-jwt';
 import { WebSocket, type RawData } from 'ws';
 import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 import { signToken } from '../packages/agentwire/src/auth/index.js';
-import { BENCH_SECRET, eventsPerRun, percentile, stepsText, type BenchAlgorithm } from './common.js';
+import { BENCH_SECRET, eventsPerRun, forEachFragmentStamp, percentile, preciseNow, workloadText, type BenchAlgorithm, type Workload } from './common.js';
 
 export interface ConnectRequest {
   readonly url: string;
@@ -44,7 +44,8 @@ export interface ConnectResult {
 
 export interface EventsRequest {
   readonly runsPerUser: number;
-  readonly steps: number;
+  /** What each run does: `steps` or `deltas` (a known number of events per run). */
+  readonly workload: Workload;
   readonly timeoutMs?: number;
   /** Makes message ids unique across repetitions on one server. */
   readonly tag: string;
@@ -54,7 +55,7 @@ export interface PacedRequest {
   /** Messages sent per second over all users (round robin), open loop. */
   readonly messagesPerSec: number;
   readonly messages: number;
-  readonly steps: number;
+  readonly workload: Workload;
   readonly tag: string;
   readonly timeoutMs?: number;
 }
@@ -71,6 +72,14 @@ export interface PacedResult {
   readonly p90: number;
   readonly p99: number;
   readonly max: number;
+  /** Delta events received (agent_text_delta, agent_thinking_delta), summed over every connection. */
+  readonly deltaFrames: number;
+  /** Stamped fragments received in those deltas, summed over every connection. */
+  readonly fragments: number;
+  /** Per received fragment: receipt − the agent's stamp when it made the fragment (µs resolution). */
+  readonly fragmentP50: number;
+  readonly fragmentP99: number;
+  readonly fragmentMax: number;
   readonly errorFrames: number;
   readonly agentErrors: number;
 }
@@ -78,6 +87,8 @@ export interface PacedResult {
 export interface EventsResult {
   /** Durable event frames received, summed over every connection. */
   readonly delivered: number;
+  /** Of which delta events (agent_text_delta, agent_thinking_delta). */
+  readonly deltaFrames: number;
   readonly expected: number;
   readonly runs: number;
   readonly wallMs: number;
@@ -93,6 +104,9 @@ interface Counter {
 interface EventsState {
   expectedPerConnection: number;
   delivered: number;
+  deltaFrames: number;
+  /** Terminal events (agent_completed, agent_error) received, summed over every connection. */
+  terminals: number;
   done: number;
   errorFrames: number;
   agentErrors: number;
@@ -103,6 +117,7 @@ const A = 0x61; // 'a'
 const G = 0x67; // 'g'
 const E = 0x65; // 'e'
 const R = 0x72; // 'r'
+const C = 0x63; // 'c'
 // Index of the first character of the type value in `{"type":"...`.
 const TYPE_AT = 9;
 
@@ -121,6 +136,8 @@ export class LoadClient {
   #events: EventsState | null = null;
   /** Set during runPaced: every durable event frame's append-to-receipt latency goes here. */
   #latencies: number[] | null = null;
+  /** Set during runPaced: every received fragment's made-to-receipt latency goes here. */
+  #fragmentLatencies: number[] | null = null;
 
   constructor(signingKeys: BenchSigningKeys = {}) {
     for (const algorithm of ['RS256', 'ES256'] as const) {
@@ -263,7 +280,7 @@ export class LoadClient {
     concurrency?: number;
   }): Promise<ConnectResult> {
     const groups: Counter[][] = request.users.map(() => []);
-    const state: EventsState = { expectedPerConnection: 0, delivered: 0, done: 0, errorFrames: 0, agentErrors: 0, onProgress: null };
+    const state: EventsState = { expectedPerConnection: 0, delivered: 0, deltaFrames: 0, terminals: 0, done: 0, errorFrames: 0, agentErrors: 0, onProgress: null };
     const all: string[] = [];
     const urls: string[] = [];
     for (let c = 0; c < request.connsPerUser; c++) {
@@ -282,15 +299,22 @@ export class LoadClient {
       ws.on('message', (data: RawData) => {
         const bytes = frameBytes(data);
         if (bytes[TYPE_AT] === A && bytes[TYPE_AT + 1] === G) {
+          const receivedAt = this.#fragmentLatencies ? preciseNow() : 0;
           state.delivered++;
           counter.received++;
           // agent_error: 'agent_e' + 'r' at +7 ('agent_completed' has 'c' there).
-          if (bytes[TYPE_AT + 6] === E && bytes[TYPE_AT + 7] === R) state.agentErrors++;
+          const agentError = bytes[TYPE_AT + 6] === E && bytes[TYPE_AT + 7] === R;
+          if (agentError) state.agentErrors++;
+          if (agentError || bytes[TYPE_AT + 6] === C) state.terminals++;
+          const delta = isDelta(bytes);
+          if (delta) state.deltaFrames++;
           if (this.#latencies) {
             const text = bytes.toString('latin1');
             const at = text.lastIndexOf('"ts":');
             // `"ts":"2025-01-01T00:00:00.000Z"`: ISO-8601 with milliseconds.
             if (at >= 0) this.#latencies.push(Date.now() - Date.parse(text.slice(at + 6, at + 30)));
+            const fragments = this.#fragmentLatencies;
+            if (delta && fragments) forEachFragmentStamp(text, (stamp) => fragments.push(receivedAt - stamp));
           }
           if (counter.received === state.expectedPerConnection) state.done++;
           state.onProgress?.();
@@ -313,16 +337,14 @@ export class LoadClient {
     const state = this.#events;
     const groups = this.#eventGroups;
     if (!state || groups.length === 0) throw new Error('runEvents before prepareEvents');
-    const perRun = eventsPerRun(request.steps);
+    const perRun = eventsPerRun(request.workload);
+    if (perRun === null) throw new Error(`runEvents needs a known number of events per run, not ${workloadText(request.workload)}`);
     const connections = groups.reduce((n, g) => n + g.length, 0);
     state.expectedPerConnection = request.runsPerUser * perRun;
-    state.delivered = 0;
-    state.done = 0;
-    state.errorFrames = 0;
-    state.agentErrors = 0;
+    resetCounts(state);
     for (const group of groups) for (const counter of group) counter.received = 0;
     const expected = connections * state.expectedPerConnection;
-    const text = stepsText(request.steps);
+    const text = workloadText(request.workload);
     let runs = 0;
 
     const installed: Array<[WebSocket, () => void]> = [];
@@ -365,30 +387,32 @@ export class LoadClient {
       for (const [ws, onFrame] of installed) ws.off('message', onFrame);
     });
     const wallMs = performance.now() - started;
-    return { delivered: state.delivered, expected, runs, wallMs, errorFrames: state.errorFrames, agentErrors: state.agentErrors };
+    return { delivered: state.delivered, deltaFrames: state.deltaFrames, expected, runs, wallMs, errorFrames: state.errorFrames, agentErrors: state.agentErrors };
   }
 
   /**
    * Open-loop load at a fixed message rate: messages go out round robin over the users' first
    * connections (each in its own thread, so none waits behind another), paced by elapsed time,
-   * whatever the server's speed. Every durable event's latency from its append (`ts`, stamped by
-   * the run manager right before the append) to its receipt here is recorded.
+   * whatever the server's speed (a rate of 1e9 sends them all at once). Done when every
+   * connection has received every run's terminal event. Every durable event's latency from its
+   * append (`ts`, stamped by the run manager right before the append) to its receipt here is
+   * recorded, and every streamed fragment's from when the agent made it.
    */
   async runPaced(request: PacedRequest): Promise<PacedResult> {
     const state = this.#events;
     const groups = this.#eventGroups;
     if (!state || groups.length === 0) throw new Error('runPaced before prepareEvents');
-    const perRun = eventsPerRun(request.steps);
-    let expected = 0;
-    for (let k = 0; k < request.messages; k++) expected += groups[k % groups.length]!.length * perRun;
+    let expectedTerminals = 0;
+    for (let k = 0; k < request.messages; k++) expectedTerminals += groups[k % groups.length]!.length;
+    const perRun = eventsPerRun(request.workload);
+    const expected = perRun === null ? Number.NaN : expectedTerminals * perRun;
     state.expectedPerConnection = Number.MAX_SAFE_INTEGER;
-    state.delivered = 0;
-    state.done = 0;
-    state.errorFrames = 0;
-    state.agentErrors = 0;
+    resetCounts(state);
     const latencies: number[] = [];
+    const fragmentLatencies: number[] = [];
     this.#latencies = latencies;
-    const text = stepsText(request.steps);
+    this.#fragmentLatencies = fragmentLatencies;
+    const text = workloadText(request.workload);
     const timeoutMs = request.timeoutMs ?? 60_000;
     let sent = 0;
     let sendMs = 0;
@@ -398,10 +422,10 @@ export class LoadClient {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           state.onProgress = null;
-          reject(new Error(`paced: ${state.delivered}/${expected} delivered after ${timeoutMs} ms, ${sent}/${request.messages} sent (error frames ${state.errorFrames})`));
+          reject(new Error(`paced: ${state.terminals}/${expectedTerminals} runs ended, ${state.delivered} events delivered after ${timeoutMs} ms, ${sent}/${request.messages} sent (error frames ${state.errorFrames})`));
         }, timeoutMs);
         state.onProgress = () => {
-          if (sent === request.messages && state.delivered >= expected) {
+          if (sent === request.messages && state.terminals >= expectedTerminals) {
             clearTimeout(timer);
             state.onProgress = null;
             resolve();
@@ -422,9 +446,11 @@ export class LoadClient {
     } finally {
       if (ticker) clearTimeout(ticker);
       this.#latencies = null;
+      this.#fragmentLatencies = null;
       state.onProgress = null;
     }
     const wallMs = performance.now() - started;
+    const fragmentsSorted = fragmentLatencies.sort((a, b) => a - b);
     return {
       delivered: state.delivered,
       expected,
@@ -434,10 +460,30 @@ export class LoadClient {
       p90: percentile(latencies, 90),
       p99: percentile(latencies, 99),
       max: latencies.reduce((m, v) => Math.max(m, v), Number.NEGATIVE_INFINITY),
+      deltaFrames: state.deltaFrames,
+      fragments: fragmentsSorted.length,
+      fragmentP50: percentile(fragmentsSorted, 50),
+      fragmentP99: percentile(fragmentsSorted, 99),
+      fragmentMax: fragmentsSorted.at(-1) ?? Number.NaN,
       errorFrames: state.errorFrames,
       agentErrors: state.agentErrors,
     };
   }
+}
+
+function resetCounts(state: EventsState): void {
+  state.delivered = 0;
+  state.deltaFrames = 0;
+  state.terminals = 0;
+  state.done = 0;
+  state.errorFrames = 0;
+  state.agentErrors = 0;
+}
+
+/** `{"type":"agent_text_delta"` or `{"type":"agent_thinking_delta"` (the closing quote tells them from agent_thinking). */
+function isDelta(bytes: Buffer): boolean {
+  const QUOTE = 0x22;
+  return (bytes[TYPE_AT + 16] === QUOTE && bytes[TYPE_AT + 6] === 0x74 && bytes[TYPE_AT + 7] === E) || (bytes[TYPE_AT + 20] === QUOTE && bytes[TYPE_AT + 15] === 0x64);
 }
 
 function tokenKey(algorithm: BenchAlgorithm, user: string): string {

@@ -14,17 +14,11 @@
  * In the two-node configuration each user has one connection on each node, and the senders
  * alternate between the nodes, so both nodes execute runs and both deliver every user's events.
  */
-import { Redis } from 'ioredis';
-import type { ChildProcess } from 'node:child_process';
-import { eventsPerRun, spread, type IpcClient, type ServerUsage, type Spread } from './common.js';
+import type { Redis } from 'ioredis';
+import { eventsPerRun, spread, type IpcClient, type ServerUsage, type Spread, type Workload } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
-import { RedisServer } from '../packages/agentwire/test/helpers/redisServer.js';
-
-export interface StartedServer {
-  child: ChildProcess;
-  ipc: IpcClient;
-  port: number;
-}
+import { NodeGroup, cpuOf, type StartedServer } from './nodeGroup.js';
+import { startBenchRedis } from './redisServer.js';
 
 export interface RedisPhaseContext {
   readonly reps: number;
@@ -95,8 +89,6 @@ export interface RedisRepResult {
   failures: string[];
 }
 
-const cpuOf = (u: ServerUsage) => u.cpuUser + u.cpuSystem;
-
 async function redisCpuUs(redis: Redis | null): Promise<number> {
   if (!redis) return 0;
   const info = await redis.info('cpu');
@@ -122,10 +114,11 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
     ? { users: 20, connsPerUser: 2, runsPerUser: 3, steps: 8, pacedSeconds: 1.5 }
     : { users: 300, connsPerUser: 2, runsPerUser: 10, steps: 8, pacedSeconds: 4 };
   if (ctx.users !== undefined) SIZES.users = ctx.users;
-  const perRun = eventsPerRun(SIZES.steps);
+  const workload: Workload = { kind: 'steps', n: SIZES.steps };
+  const perRun = eventsPerRun(workload)!;
   const configs = chosenConfigs(ctx.configs);
-  const redisServer = await RedisServer.start({ appendfsync: 'everysec' });
-  const admin = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
+  const redisServer = await startBenchRedis();
+  const admin = redisServer.admin;
   const results: RedisRepResult[] = [];
   try {
     for (let rep = 1; rep <= ctx.reps; rep++) {
@@ -163,34 +156,18 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
             if (config.stepPerTick) env.BENCH_AGENT_STEP = 'tick';
             servers.push(await ctx.startServer(`${config.name} node ${n + 1}`, env));
           }
-          const urls = servers.map((s) => `ws://127.0.0.1:${s.port}/ws`);
+          const group = new NodeGroup(servers, ctx.load, result.failures);
           const redis = config.redis ? admin : null;
-          const usage = () => Promise.all(servers.map((s) => s.ipc.call<ServerUsage>('usage')));
-          const closeAll = async () => {
-            await ctx.load.call('closeAll', {}, 60_000);
-            const deadline = Date.now() + 15_000;
-            let open = (await usage()).reduce((n, u) => n + u.connections, 0);
-            while (open > 0 && Date.now() < deadline) {
-              await new Promise((resolve) => setTimeout(resolve, 20));
-              open = (await usage()).reduce((n, u) => n + u.connections, 0);
-            }
-            if (open > 0) result.failures.push(`servers still count ${open} connections 15 s after close`);
-            for (const s of servers) await s.ipc.call('gc');
-          };
-          const prepare = async (prefix: string) => {
-            const names = Array.from({ length: SIZES.users }, (_, i) => `${prefix}-${i}`);
-            await ctx.load.call('tokens', { users: names }, 60_000);
-            await ctx.load.call('prepareEvents', { url: urls[0], urls, users: names, connsPerUser: SIZES.connsPerUser }, 120_000);
-          };
+          const usage = () => group.usage();
+          const closeAll = () => group.closeAll();
+          const prepare = (prefix: string) => group.prepare(prefix, SIZES.users, SIZES.connsPerUser);
           const check = (what: string, r: { errorFrames: number; agentErrors: number }) => {
             if (r.errorFrames > 0 || r.agentErrors > 0) result.failures.push(`${what}: ${r.errorFrames} error frames, ${r.agentErrors} agent_error events`);
           };
 
           // Warm-up (not measured).
-          const warm = Array.from({ length: 20 }, (_, i) => `rw-${config.name}-r${rep}-${i}`);
-          await ctx.load.call('tokens', { users: warm });
-          await ctx.load.call('prepareEvents', { url: urls[0], urls, users: warm, connsPerUser: 2 }, 60_000);
-          await ctx.load.call('runEvents', { runsPerUser: 5, steps: SIZES.steps, tag: `rwarm-${rep}` }, 60_000);
+          await group.prepare(`rw-${config.name}-r${rep}`, 20, 2);
+          await ctx.load.call('runEvents', { runsPerUser: 5, workload, tag: `rwarm-${rep}` }, 60_000);
           await closeAll();
 
           // Maximum: closed loop.
@@ -201,7 +178,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           const redis0 = await redisCpuUs(redis);
           const events = await ctx.load.call<EventsResult>(
             'runEvents',
-            { runsPerUser: SIZES.runsPerUser, steps: SIZES.steps, tag: `rmax-${rep}`, timeoutMs: 120_000 },
+            { runsPerUser: SIZES.runsPerUser, workload, tag: `rmax-${rep}`, timeoutMs: 120_000 },
             150_000,
           );
           const cpu1 = await usage();
@@ -230,7 +207,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           await Promise.all(servers.map((s) => s.ipc.call('resetLoopDelay')));
           const paced = await ctx.load.call<PacedResult>(
             'runPaced',
-            { messagesPerSec, messages, steps: SIZES.steps, tag: `rpaced-${rep}`, timeoutMs: 120_000 },
+            { messagesPerSec, messages, workload, tag: `rpaced-${rep}`, timeoutMs: 120_000 },
             150_000,
           );
           const hist1 = await Promise.all(servers.map((s) => s.ipc.call<Buckets>('appendToSend')));
@@ -273,7 +250,6 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
       }
     }
   } finally {
-    admin.disconnect();
     await redisServer.stop();
   }
   return results;

@@ -13,7 +13,7 @@
  * agent events per second with server CPU per event.
  *
  * Flags: --reps <n> (default 5), --quick (small sizes, for a fast sanity run),
- * --only gateway|raw, --phases rss,setup,ttr,events,redis (a subset; for profiling),
+ * --only gateway|raw, --phases rss,setup,ttr,events,redis,stream,upstream (a subset; for profiling),
  * --profile (each server runs with --cpu-prof into bench/profiles/<kind>/),
  * --json <file> (default bench/results/latest.json).
  *
@@ -22,6 +22,12 @@
  * --redis-autopipeline adds a one-node configuration with ioredis auto-pipelining (experiment);
  * --redis-users <n> sets the number of users of the redis phase (default 300); --redis-configs
  * memory-1,redis-1,redis-2,redis-1-ap picks its configurations (default the first three).
+ *
+ * The stream and upstream phases (bench/streamPhase.ts) run last: streamed delta events per
+ * second through the gateway (memory and Redis engine) against the raw ws server pushing the same
+ * frames, latency from an agent's fragment to its receipt at half that load against the flush
+ * window; and an upstream HTTP agent against the same agent in process. --stream-users <n> and
+ * --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -33,6 +39,7 @@ import { IpcClient, percentile, spread, type BenchAlgorithm, type ServerUsage, t
 import type { ConnectResult, EventsResult } from './loadCore.js';
 import { buildRedisRows, measureRedisPhase, renderRedisTable, type RedisRepResult } from './redisPhase.js';
 import { redisServerVersion } from './redisServer.js';
+import { measureStreamPhase, measureUpstreamPhase, renderStreamTable, renderUpstreamTable, streamSizes, type BenchServerFile, type StreamRepResult, type UpstreamRepResult } from './streamPhase.js';
 
 type Kind = 'raw' | 'gateway';
 
@@ -55,7 +62,9 @@ const reps = Number(option('reps') ?? (quick ? 1 : 5));
 const only = option('only') as Kind | undefined;
 const profile = flag('profile');
 const jsonOut = option('json') ?? `${HERE}results/latest.json`;
-const ALL_PHASES = ['rss', 'setup', 'ttr', 'events', 'redis'] as const;
+const ALL_PHASES = ['rss', 'setup', 'ttr', 'events', 'redis', 'stream', 'upstream'] as const;
+/** Phases with their own configurations and servers, measured after the paired raw/gateway repetitions. */
+const OWN_PHASES: readonly Phase[] = ['redis', 'stream', 'upstream'];
 type Phase = (typeof ALL_PHASES)[number];
 const phases = new Set<Phase>((option('phases')?.split(',') ?? ALL_PHASES) as Phase[]);
 for (const phase of phases) if (!ALL_PHASES.includes(phase)) throw new Error(`--phases: unknown phase ${phase}`);
@@ -66,8 +75,13 @@ const SIZES = quick
   ? { warmConns: 50, rssConns: 200, setupConns: 200, setupBatches: 2, setupConcurrency: 50, unloadedConns: 50, unloadedBatches: 2, stormConns: 100, eventUsers: 20, connsPerUser: 2, runsPerUser: 3, steps: 8 }
   : { warmConns: 500, rssConns: 5000, setupConns: 2000, setupBatches: 4, setupConcurrency: 50, unloadedConns: 300, unloadedBatches: 3, stormConns: 1000, eventUsers: 300, connsPerUser: 2, runsPerUser: 10, steps: 8 };
 
+const STREAM_SIZE_OVERRIDES = {
+  ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
+  ...(option('upstream-runs') ? { upstreamRuns: Number(option('upstream-runs')) } : {}),
+};
+
 /** Whole-run watchdog: the bench never hangs. */
-const WATCHDOG_MS = 10 * 60_000;
+const WATCHDOG_MS = 30 * 60_000;
 
 // ------------------------------------------------------------------ child processes
 
@@ -290,7 +304,7 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: Ben
       const warmUsers = users(`warmev-r${rep}`, 20);
       await load.call('tokens', { users: warmUsers });
       await load.call('prepareEvents', { url: t.url, users: warmUsers, connsPerUser: 2 }, 60_000);
-      await load.call('runEvents', { runsPerUser: 5, steps: SIZES.steps, tag: `warm-${rep}` }, 60_000);
+      await load.call('runEvents', { runsPerUser: 5, workload: { kind: 'steps', n: SIZES.steps }, tag: `warm-${rep}` }, 60_000);
       await closeAll(t);
     }
 
@@ -409,7 +423,7 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: Ben
         const cpu0 = await t.server.ipc.call<ServerUsage>('usage');
         const events = await load.call<EventsResult>(
           'runEvents',
-          { runsPerUser: SIZES.runsPerUser, steps: SIZES.steps, tag: `ev-${rep}`, timeoutMs: 90_000 },
+          { runsPerUser: SIZES.runsPerUser, workload: { kind: 'steps', n: SIZES.steps }, tag: `ev-${rep}`, timeoutMs: 90_000 },
           120_000,
         );
         const cpu1 = await t.server.ipc.call<ServerUsage>('usage');
@@ -548,9 +562,9 @@ async function main(): Promise<number> {
   const loadBefore = loadavg();
   process.stdout.write(`load average before: ${loadBefore.map((l) => l.toFixed(2)).join(' ')}\n`);
 
-  const redisVersion = phases.has('redis') ? redisServerVersion() : null;
+  const redisVersion = phases.has('redis') || phases.has('stream') ? redisServerVersion() : null;
   if (redisVersion) process.stdout.write(`redis-server ${redisVersion}\n`);
-  const mainPhases = [...phases].some((p) => p !== 'redis');
+  const mainPhases = [...phases].some((p) => !OWN_PHASES.includes(p));
   const keys = phases.has('setup') && kinds.includes('gateway') ? makeBenchKeys() : null;
   const loader = await startChild(
     'load generator',
@@ -561,6 +575,8 @@ async function main(): Promise<number> {
   );
   const results: RepResult[] = [];
   let redisResults: RedisRepResult[] = [];
+  let streamResults: StreamRepResult[] = [];
+  let upstreamResults: UpstreamRepResult[] = [];
   try {
     for (let rep = 1; rep <= (mainPhases ? reps : 0); rep++) {
       const order = rep % 2 === 1 ? kinds : [...kinds].reverse();
@@ -600,6 +616,28 @@ async function main(): Promise<number> {
         log: (line) => process.stdout.write(`${line}\n`),
       });
     }
+    const streamContext = {
+      reps,
+      quick,
+      load: loader.ipc,
+      sizes: STREAM_SIZE_OVERRIDES,
+      startServer: (name: string, file: BenchServerFile, env: Record<string, string>) => {
+        const execArgv = file === 'upstreamAgent' ? [] : ['--expose-gc'];
+        if (profile) execArgv.push('--cpu-prof', `--cpu-prof-dir=${HERE}profiles/${name.replaceAll(' ', '-')}`);
+        const path = file === 'raw' ? `${HERE}servers/rawws.ts` : `${HERE}servers/${file}.ts`;
+        return startChild(name, path, execArgv, 'listening', env);
+      },
+      stopServer: stopChild,
+      log: (line: string) => process.stdout.write(`${line}\n`),
+    };
+    if (phases.has('stream')) {
+      process.stdout.write(`load average before the stream phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      streamResults = await measureStreamPhase(streamContext, option('stream-configs')?.split(',') ?? undefined);
+    }
+    if (phases.has('upstream')) {
+      process.stdout.write(`load average before the upstream phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      upstreamResults = await measureUpstreamPhase(streamContext);
+    }
   } finally {
     await stopChild(loader);
     killChildren();
@@ -607,7 +645,9 @@ async function main(): Promise<number> {
 
   const rows = mainPhases ? buildRows(results) : [];
   const redisRows = redisResults.length > 0 ? buildRedisRows(redisResults) : [];
-  const totalFailures = results.reduce((n, r) => n + r.failures, 0) + redisResults.reduce((n, r) => n + r.failures.length, 0);
+  const totalFailures =
+    results.reduce((n, r) => n + r.failures, 0) +
+    [...redisResults, ...streamResults, ...upstreamResults].reduce((n, r) => n + r.failures.length, 0);
   const loadAfter = loadavg();
   process.stdout.write(`load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n`);
   if (mainPhases) {
@@ -618,11 +658,21 @@ async function main(): Promise<number> {
     process.stdout.write(`\nRedis engine (redis-server ${redisVersion}, the bench's own, on this machine):\n\n${renderRedisTable(redisRows, redisResults, showSpread)}\n\n`);
     process.stdout.write(`values: median (min–max) over ${reps} repetition(s); the verdict uses the median.\n`);
   }
+  if (streamResults.length > 0) {
+    process.stdout.write(`\nStreaming (sizes ${JSON.stringify(streamSizes(quick, STREAM_SIZE_OVERRIDES))}):\n\n${renderStreamTable(streamResults, showSpread)}\n\n`);
+  }
+  if (upstreamResults.length > 0) {
+    process.stdout.write(`\nUpstream HTTP agent against the same agent in process:\n\n${renderUpstreamTable(upstreamResults, showSpread)}\n\n`);
+  }
   process.stdout.write(`Total ${((Date.now() - began) / 1000).toFixed(0)} s. Failures: ${totalFailures}.\n`);
   mkdirSync(dirname(resolvePath(jsonOut)), { recursive: true });
   writeFileSync(
     jsonOut,
-    JSON.stringify({ machine: machine(), date: new Date().toISOString(), loadBefore, loadAfter, reps, sizes: SIZES, rows, results, redisRows, redisResults }, null, 2),
+    JSON.stringify(
+      { machine: machine(), date: new Date().toISOString(), loadBefore, loadAfter, reps, sizes: SIZES, rows, results, redisRows, redisResults, streamResults, upstreamResults },
+      null,
+      2,
+    ),
   );
   process.stdout.write(`results written to ${jsonOut}\n`);
   clearTimeout(watchdog);

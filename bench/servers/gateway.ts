@@ -9,9 +9,14 @@
  * RedisPresence on one connection), node id BENCH_NODE_ID; several such processes on one Redis
  * form a cluster.
  *
+ * With BENCH_AGENT_URL set, the agent is createHttpAgent (agentwire dialect) in front of that URL
+ * (bench/servers/upstreamAgent.ts: the same bench agent over HTTP). BENCH_STREAM_FLUSH_MS sets
+ * the delta flush window (default: the library's); the window in use is in the `listening` message.
+ *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
-import { createGateway, createLogger, createRedisBackend } from '../../packages/agentwire/src/index.js';
+import { DEFAULTS } from '../../packages/agentwire/src/config/index.js';
+import { createGateway, createHttpAgent, createLogger, createRedisBackend } from '../../packages/agentwire/src/index.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
@@ -34,9 +39,14 @@ const redis = redisUrl
 // BENCH_JWT_PUBLIC_KEY (set by bench/run.ts for the RS256 / ES256 setup rates): verify with that PEM.
 const publicKey = process.env.BENCH_JWT_PUBLIC_KEY;
 
+const agentUrl = process.env.BENCH_AGENT_URL;
+const streamFlushMs = process.env.BENCH_STREAM_FLUSH_MS ? Number(process.env.BENCH_STREAM_FLUSH_MS) : DEFAULTS.streamFlushMs;
+
 const gateway = createGateway({
   auth: publicKey ? { publicKey } : { secret: BENCH_SECRET },
-  agent: benchAgent,
+  agent: agentUrl ? createHttpAgent({ url: agentUrl }) : benchAgent,
+  streamFlushMs,
+  runTimeoutMs: 600_000,
   logger,
   rateLimitPerSec: 1_000_000,
   rateLimitBurst: 1_000_000,
@@ -75,4 +85,4 @@ serveIpc({
   },
 });
 
-process.send({ type: 'listening', port, pid: process.pid });
+process.send({ type: 'listening', port, pid: process.pid, streamFlushMs });

@@ -8,7 +8,9 @@
  * - On `{"type":"user_message",...,"text":"steps:<n>"}` it answers an `ack` and pushes the same
  *   number of event frames the gateway would (agent_started, n × agent_thinking,
  *   agent_completed), each with a per-user `seq` and `ts`, to every socket of that user,
- *   synchronously (no log, no retention, no per-run bookkeeping).
+ *   synchronously (no log, no retention, no per-run bookkeeping). On `deltas:<n>` it pushes
+ *   the frames the gateway would send for that run, made as the bench agent makes them (one
+ *   stamped fragment per tick).
  *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
@@ -18,7 +20,8 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { PROTOCOL_NAME } from '@agentwire/protocol';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { BENCH_HOST, fullGc, parseSteps, serveIpc, usageNow } from '../common.js';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { BENCH_HOST, fragmentText, fullGc, parseWorkload, serveIpc, usageNow } from '../common.js';
 
 if (!process.send) throw new Error('bench/servers/rawws.ts must be started by bench/run.ts (IPC)');
 
@@ -74,12 +77,13 @@ function onOpen(ws: WebSocket, userId: string): void {
     const runId = `run_${randomUUID()}`;
     const threadId = String(frame.thread_id);
     ws.send(JSON.stringify({ type: 'ack', id: frame.id, run_id: runId, thread_id: threadId, status: 'started' }));
-    const steps = parseSteps(frame.text);
+    const workload = parseWorkload(frame.text);
     push(state, { type: 'agent_started', run_id: runId, thread_id: threadId, message_id: frame.id, text: frame.text });
-    for (let i = 1; i <= steps; i++) {
-      push(state, { type: 'agent_thinking', run_id: runId, thread_id: threadId, text: `thinking step ${i} of ${steps}` });
+    if (workload.kind === 'deltas') return void pushDeltas(state, runId, threadId, workload.n);
+    for (let i = 1; i <= workload.n; i++) {
+      push(state, { type: 'agent_thinking', run_id: runId, thread_id: threadId, text: `thinking step ${i} of ${workload.n}` });
     }
-    push(state, { type: 'agent_completed', run_id: runId, thread_id: threadId, status: 'completed', text: `done after ${steps} steps` });
+    push(state, { type: 'agent_completed', run_id: runId, thread_id: threadId, status: 'completed', text: `done after ${workload.n} steps` });
   });
   ws.on('close', () => {
     connections--;
@@ -101,6 +105,21 @@ function onOpen(ws: WebSocket, userId: string): void {
       server_time: new Date().toISOString(),
     }),
   );
+}
+
+/**
+ * The frames the gateway sends for a `deltas:<n>` run, made as its agent makes them: one stamped
+ * fragment per tick, alternating text and thinking, then agent_completed with the text fragments.
+ */
+async function pushDeltas(user: UserState, runId: string, threadId: string, n: number): Promise<void> {
+  let answer = '';
+  for (let i = 0; i < n; i++) {
+    await nextTurn();
+    const text = fragmentText();
+    if (i % 2 === 0) answer += text;
+    push(user, { type: i % 2 === 0 ? 'agent_text_delta' : 'agent_thinking_delta', run_id: runId, thread_id: threadId, text });
+  }
+  push(user, { type: 'agent_completed', run_id: runId, thread_id: threadId, status: 'completed', text: answer });
 }
 
 function push(user: UserState, event: { type: string } & Record<string, unknown>): void {

@@ -2,8 +2,10 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { benchAgent } from '../../../../bench/agent.js';
-import { BENCH_SECRET, IpcClient, eventsPerRun, median, percentile, type ServerUsage } from '../../../../bench/common.js';
+import { BENCH_SECRET, IpcClient, eventsPerRun, median, percentile, type ServerUsage, type Workload } from '../../../../bench/common.js';
 import { LoadClient } from '../../../../bench/loadCore.js';
+import type { StartedServer } from '../../../../bench/nodeGroup.js';
+import { measureStreamPhase, measureUpstreamPhase, type BenchServerFile, type StreamSizes } from '../../../../bench/streamPhase.js';
 import { createGateway, type Gateway } from '../../src/index.js';
 
 /**
@@ -17,7 +19,8 @@ const RUNS = 3;
 const STEPS = 4;
 
 let gateway: Gateway | null = null;
-let rawServer: ChildProcess | null = null;
+/** Bench child processes of the current test, killed (by pid) after it. */
+const children = new Set<ChildProcess>();
 let load: LoadClient | null = null;
 
 afterEach(async () => {
@@ -25,9 +28,9 @@ afterEach(async () => {
   load = null;
   await gateway?.shutdown();
   gateway = null;
-  const child = rawServer;
-  rawServer = null;
-  if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+  for (const child of children) {
+    children.delete(child);
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) continue;
     const exited = new Promise((resolve) => child.once('exit', resolve));
     process.kill(child.pid, 'SIGKILL');
     await exited;
@@ -48,26 +51,32 @@ async function startGatewayServer(): Promise<string> {
   return url;
 }
 
-async function startRawServer(): Promise<{ url: string; ipc: IpcClient }> {
-  const child = fork(fileURLToPath(new URL('../../../../bench/servers/rawws.ts', import.meta.url)), [], {
+/** Forks a bench child (bench/<path>.ts) and waits for its ready message. */
+async function startBenchChild(path: string, readyType: string, env: Record<string, string> = {}): Promise<StartedServer> {
+  const child = fork(fileURLToPath(new URL(`../../../../bench/${path}.ts`, import.meta.url)), [], {
+    env: { ...process.env, ...env },
     execArgv: ['--import', 'tsx', '--expose-gc'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
-  rawServer = child;
-  const ipc = new IpcClient('raw server', child);
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('raw server did not start within 15 s')), 15_000);
-    child.once('exit', (code) => reject(new Error(`raw server exited with ${code}`)));
+  children.add(child);
+  const ipc = new IpcClient(path, child);
+  return new Promise<StartedServer>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${path} did not start within 15 s`)), 15_000);
+    child.once('exit', (code) => reject(new Error(`${path} exited with ${code}`)));
     child.on('message', (message: { type?: string; port?: number }) => {
-      if (message?.type !== 'listening') return;
+      if (message?.type !== readyType) return;
       clearTimeout(timer);
-      resolve(message.port!);
+      resolve({ child, ipc, port: message.port ?? 0, hello: message as Record<string, unknown> });
     });
   });
+}
+
+async function startRawServer(): Promise<{ url: string; ipc: IpcClient }> {
+  const { port, ipc } = await startBenchChild('servers/rawws', 'listening');
   return { url: `ws://127.0.0.1:${port}/ws`, ipc };
 }
 
-async function checkConnectAndEvents(url: string): Promise<number> {
+async function checkConnectAndEvents(url: string, workload: Workload = { kind: 'steps', n: STEPS }): Promise<number> {
   load = new LoadClient();
   const connected = await load.connectMany({ url, users: users('smoke', CONNS), concurrency: 5, timeoutMs: 10_000 });
   expect(connected.failures).toEqual([]);
@@ -85,9 +94,10 @@ async function checkConnectAndEvents(url: string): Promise<number> {
 
   const prepared = await load.prepareEvents({ url, users: users('smoke-ev', USERS), connsPerUser: CONNS_PER_USER });
   expect(prepared.ok).toBe(USERS * CONNS_PER_USER);
-  const events = await load.runEvents({ runsPerUser: RUNS, steps: STEPS, tag: 'smoke', timeoutMs: 10_000 });
-  const expected = USERS * CONNS_PER_USER * RUNS * eventsPerRun(STEPS);
-  expect(events).toMatchObject({ delivered: expected, expected, runs: USERS * RUNS, errorFrames: 0, agentErrors: 0 });
+  const events = await load.runEvents({ runsPerUser: RUNS, workload, tag: 'smoke', timeoutMs: 10_000 });
+  const expected = USERS * CONNS_PER_USER * RUNS * eventsPerRun(workload)!;
+  const deltaFrames = workload.kind === 'deltas' ? USERS * CONNS_PER_USER * RUNS * workload.n : 0;
+  expect(events).toMatchObject({ delivered: expected, deltaFrames, expected, runs: USERS * RUNS, errorFrames: 0, agentErrors: 0 });
   expect(events.wallMs).toBeGreaterThan(0);
   return events.delivered;
 }
@@ -110,6 +120,66 @@ describe('bench measurement code on a tiny load', () => {
     expect(collected.rss).toBeGreaterThan(0);
     expect(collected.cpuUser + collected.cpuSystem).toBeGreaterThan(0);
   });
+
+  it('counts streamed deltas exactly: each fragment of a deltas run is its own event, from the gateway and from the raw ws server alike', async () => {
+    const workload: Workload = { kind: 'deltas', n: 5 };
+    await checkConnectAndEvents(await startGatewayServer(), workload);
+    await load!.closeAll();
+    await checkConnectAndEvents((await startRawServer()).url, workload);
+  });
+
+  it('runs the stream and upstream phases on a tiny configuration (memory and Redis engines, HTTP upstream)', async () => {
+    const loader = await startBenchChild('load', 'ready');
+    const sizes: StreamSizes = { users: 3, connsPerUser: 2, runsPerUser: 2, deltas: 6, streamFragments: 5, pacedSeconds: 0.3, upstreamRuns: 3, upstreamFragments: 5 };
+    const started: StartedServer[] = [];
+    const context = {
+      reps: 1,
+      quick: true,
+      load: loader.ipc,
+      sizes,
+      startServer: async (_name: string, file: BenchServerFile, env: Record<string, string>) => {
+        const server = await startBenchChild(file === 'raw' ? 'servers/rawws' : `servers/${file}`, 'listening', env);
+        started.push(server);
+        return server;
+      },
+      stopServer: async (server: StartedServer) => {
+        await server.ipc.call('stop', {}, 10_000).catch(() => {});
+      },
+      log: () => {},
+    };
+    const stream = await measureStreamPhase(context);
+    expect(stream.map((r) => [r.config, r.failures])).toEqual([
+      ['raw', []],
+      ['memory-1', []],
+      ['redis-1', []],
+    ]);
+    for (const r of stream) {
+      expect(r.maxDeltasPerSec).toBeGreaterThan(0);
+      expect(r.cpuPerDeltaUs).toBeGreaterThan(0);
+      expect(r.ratioToRaw).toBeGreaterThan(0);
+    }
+    for (const r of stream.filter((s) => s.config !== 'raw')) {
+      expect(r.flushMs).toBe(20);
+      expect(r.pacedFragmentsPerSec).toBeGreaterThan(0);
+      // Merging never makes more deltas than fragments.
+      expect(r.pacedDeltasPerSec).toBeLessThanOrEqual(r.pacedFragmentsPerSec);
+      expect(r.fragmentP99).toBeGreaterThanOrEqual(r.fragmentP50);
+      expect(r.fragmentMax).toBeGreaterThanOrEqual(r.fragmentP99);
+    }
+
+    const upstream = await measureUpstreamPhase(context);
+    expect(upstream.map((r) => [r.variant, r.failures])).toEqual([
+      ['in-process', []],
+      ['http-upstream', []],
+    ]);
+    for (const r of upstream) {
+      expect(r.fragmentsPerSec).toBeGreaterThan(0);
+      expect(r.cpuPerFragmentUs).toBeGreaterThan(0);
+    }
+    expect(upstream[1]!.upstreamCpuPerFragmentUs).toBeGreaterThan(0);
+    // Every server the phases started was stopped by them (else this waits into the test's timeout).
+    await Promise.all(started.map((s) => (s.child.exitCode !== null || s.child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => s.child.once('exit', resolve)))));
+  }, 120_000);
 
   it('computes medians and nearest-rank percentiles', () => {
     expect(median([3, 1, 2])).toBe(2);
