@@ -7,13 +7,7 @@ import tseslint from 'typescript-eslint';
 
 export default defineConfig(
   {
-    ignores: [
-      '**/node_modules/**',
-      '**/dist/**',
-      'coverage/**',
-      'test-artifacts/**',
-      'examples/**',
-    ],
+    ignores: ['**/node_modules/**', '**/dist/**', 'coverage/**', 'test-artifacts/**', 'examples/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,

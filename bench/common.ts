@@ -90,7 +90,8 @@ export interface IpcRequest {
   readonly args?: unknown;
 }
 
-export type IpcReply = { readonly id: number; readonly ok: true; readonly result: unknown } | { readonly id: number; readonly ok: false; readonly error: string };
+export type IpcReply =
+  { readonly id: number; readonly ok: true; readonly result: unknown } | { readonly id: number; readonly ok: false; readonly error: string };
 
 /** Request/reply over a forked child's IPC channel; every call has a timeout. */
 export class IpcClient {

@@ -280,7 +280,16 @@ export class LoadClient {
     concurrency?: number;
   }): Promise<ConnectResult> {
     const groups: Counter[][] = request.users.map(() => []);
-    const state: EventsState = { expectedPerConnection: 0, delivered: 0, deltaFrames: 0, terminals: 0, done: 0, errorFrames: 0, agentErrors: 0, onProgress: null };
+    const state: EventsState = {
+      expectedPerConnection: 0,
+      delivered: 0,
+      deltaFrames: 0,
+      terminals: 0,
+      done: 0,
+      errorFrames: 0,
+      agentErrors: 0,
+      onProgress: null,
+    };
     const all: string[] = [];
     const urls: string[] = [];
     for (let c = 0; c < request.connsPerUser; c++) {
@@ -387,7 +396,15 @@ export class LoadClient {
       for (const [ws, onFrame] of installed) ws.off('message', onFrame);
     });
     const wallMs = performance.now() - started;
-    return { delivered: state.delivered, deltaFrames: state.deltaFrames, expected, runs, wallMs, errorFrames: state.errorFrames, agentErrors: state.agentErrors };
+    return {
+      delivered: state.delivered,
+      deltaFrames: state.deltaFrames,
+      expected,
+      runs,
+      wallMs,
+      errorFrames: state.errorFrames,
+      agentErrors: state.agentErrors,
+    };
   }
 
   /**
@@ -422,7 +439,11 @@ export class LoadClient {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           state.onProgress = null;
-          reject(new Error(`paced: ${state.terminals}/${expectedTerminals} runs ended, ${state.delivered} events delivered after ${timeoutMs} ms, ${sent}/${request.messages} sent (error frames ${state.errorFrames})`));
+          reject(
+            new Error(
+              `paced: ${state.terminals}/${expectedTerminals} runs ended, ${state.delivered} events delivered after ${timeoutMs} ms, ${sent}/${request.messages} sent (error frames ${state.errorFrames})`,
+            ),
+          );
         }, timeoutMs);
         state.onProgress = () => {
           if (sent === request.messages && state.terminals >= expectedTerminals) {
@@ -483,7 +504,10 @@ function resetCounts(state: EventsState): void {
 /** `{"type":"agent_text_delta"` or `{"type":"agent_thinking_delta"` (the closing quote tells them from agent_thinking). */
 function isDelta(bytes: Buffer): boolean {
   const QUOTE = 0x22;
-  return (bytes[TYPE_AT + 16] === QUOTE && bytes[TYPE_AT + 6] === 0x74 && bytes[TYPE_AT + 7] === E) || (bytes[TYPE_AT + 20] === QUOTE && bytes[TYPE_AT + 15] === 0x64);
+  return (
+    (bytes[TYPE_AT + 16] === QUOTE && bytes[TYPE_AT + 6] === 0x74 && bytes[TYPE_AT + 7] === E) ||
+    (bytes[TYPE_AT + 20] === QUOTE && bytes[TYPE_AT + 15] === 0x64)
+  );
 }
 
 function tokenKey(algorithm: BenchAlgorithm, user: string): string {

@@ -57,7 +57,8 @@ const CONFIGS: readonly Config[] = [
 ];
 function chosenConfigs(names: readonly string[]): Config[] {
   for (const name of names) {
-    if (!CONFIGS.some((c) => c.name === name)) throw new Error(`--redis-configs: unknown configuration ${name} (known: ${CONFIGS.map((c) => c.name).join(', ')})`);
+    if (!CONFIGS.some((c) => c.name === name))
+      throw new Error(`--redis-configs: unknown configuration ${name} (known: ${CONFIGS.map((c) => c.name).join(', ')})`);
   }
   return CONFIGS.filter((c) => names.includes(c.name));
 }
@@ -192,7 +193,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           check('max', events);
           const serverCpu = cpu1.reduce((n, u, i) => n + cpuOf(u) - cpuOf(cpu0[i]!), 0);
           result.delivered = events.delivered;
-          result.maxPerNode = (events.delivered / events.wallMs) * 1000 / config.nodes;
+          result.maxPerNode = ((events.delivered / events.wallMs) * 1000) / config.nodes;
           result.cpuPerEventUs = serverCpu / events.delivered;
           result.redisCpuPerEventUs = config.redis ? (redis1 - redis0) / events.delivered : Number.NaN;
           result.loadCpuPerEventUs = (cpuOf(load1) - cpuOf(load0)) / events.delivered;
@@ -205,18 +206,14 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
           const messages = Math.max(10, Math.round(messagesPerSec * SIZES.pacedSeconds));
           const hist0 = await Promise.all(servers.map((s) => s.ipc.call<Buckets>('appendToSend')));
           await Promise.all(servers.map((s) => s.ipc.call('resetLoopDelay')));
-          const paced = await ctx.load.call<PacedResult>(
-            'runPaced',
-            { messagesPerSec, messages, workload, tag: `rpaced-${rep}`, timeoutMs: 120_000 },
-            150_000,
-          );
+          const paced = await ctx.load.call<PacedResult>('runPaced', { messagesPerSec, messages, workload, tag: `rpaced-${rep}`, timeoutMs: 120_000 }, 150_000);
           const hist1 = await Promise.all(servers.map((s) => s.ipc.call<Buckets>('appendToSend')));
           const delays = await Promise.all(servers.map((s) => s.ipc.call<{ p99: number; max: number }>('loopDelay')));
           await closeAll();
           check('paced', paced);
           Object.assign(result, {
             pacedTargetPerNode: targetPerNode,
-            pacedPerNode: (paced.delivered / paced.wallMs) * 1000 / config.nodes,
+            pacedPerNode: ((paced.delivered / paced.wallMs) * 1000) / config.nodes,
             p50: paced.p50,
             p90: paced.p90,
             p99: paced.p99,
@@ -274,7 +271,12 @@ export function buildRedisRows(results: RedisRepResult[]): RedisRow[] {
       const median = cells[c]?.median ?? Number.NaN;
       return `${c} ${Number.isFinite(median) ? (target!.pass(median) ? 'PASS' : 'MISS') : 'n/a'}`;
     };
-    const verdict = target ? present.filter((c) => c.redis).map((c) => verdictOf(c.name)).join(', ') : 'info';
+    const verdict = target
+      ? present
+          .filter((c) => c.redis)
+          .map((c) => verdictOf(c.name))
+          .join(', ')
+      : 'info';
     return { metric, unit, cells, target: target?.text ?? '-', verdict };
   };
   return [

@@ -39,7 +39,16 @@ import { IpcClient, percentile, spread, type BenchAlgorithm, type ServerUsage, t
 import type { ConnectResult, EventsResult } from './loadCore.js';
 import { buildRedisRows, measureRedisPhase, renderRedisTable, type RedisRepResult } from './redisPhase.js';
 import { redisServerVersion } from './redisServer.js';
-import { measureStreamPhase, measureUpstreamPhase, renderStreamTable, renderUpstreamTable, streamSizes, type BenchServerFile, type StreamRepResult, type UpstreamRepResult } from './streamPhase.js';
+import {
+  measureStreamPhase,
+  measureUpstreamPhase,
+  renderStreamTable,
+  renderUpstreamTable,
+  streamSizes,
+  type BenchServerFile,
+  type StreamRepResult,
+  type UpstreamRepResult,
+} from './streamPhase.js';
 
 type Kind = 'raw' | 'gateway';
 
@@ -72,8 +81,34 @@ if (!Number.isInteger(reps) || reps < 1 || reps > 9) throw new Error('--reps mus
 if (only !== undefined && only !== 'raw' && only !== 'gateway') throw new Error('--only must be gateway or raw');
 
 const SIZES = quick
-  ? { warmConns: 50, rssConns: 200, setupConns: 200, setupBatches: 2, setupConcurrency: 50, unloadedConns: 50, unloadedBatches: 2, stormConns: 100, eventUsers: 20, connsPerUser: 2, runsPerUser: 3, steps: 8 }
-  : { warmConns: 500, rssConns: 5000, setupConns: 2000, setupBatches: 4, setupConcurrency: 50, unloadedConns: 300, unloadedBatches: 3, stormConns: 1000, eventUsers: 300, connsPerUser: 2, runsPerUser: 10, steps: 8 };
+  ? {
+      warmConns: 50,
+      rssConns: 200,
+      setupConns: 200,
+      setupBatches: 2,
+      setupConcurrency: 50,
+      unloadedConns: 50,
+      unloadedBatches: 2,
+      stormConns: 100,
+      eventUsers: 20,
+      connsPerUser: 2,
+      runsPerUser: 3,
+      steps: 8,
+    }
+  : {
+      warmConns: 500,
+      rssConns: 5000,
+      setupConns: 2000,
+      setupBatches: 4,
+      setupConcurrency: 50,
+      unloadedConns: 300,
+      unloadedBatches: 3,
+      stormConns: 1000,
+      eventUsers: 300,
+      connsPerUser: 2,
+      runsPerUser: 10,
+      steps: 8,
+    };
 
 const STREAM_SIZE_OVERRIDES = {
   ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
@@ -499,10 +534,34 @@ function buildRows(results: RepResult[]): Row[] {
     row('connection setup rate', 'conn/s', (r) => r.setupRate, { ratioAtLeast: 0.85, text: 'ratio >= 0.85' }),
     row('server CPU per connection setup', 'µs', (r) => r.cpuPerConnUs, null),
     row('  of which kernel (system) time', 'µs', (r) => r.sysPerConnUs, null),
-    row('connection setup rate, RS256 (PEM)', 'conn/s', (r) => r.setupRateRs256, null, (r) => r.setupRate),
-    row('server CPU per connection setup, RS256', 'µs', (r) => r.cpuPerConnRs256Us, null, (r) => r.cpuPerConnUs),
-    row('connection setup rate, ES256 (PEM)', 'conn/s', (r) => r.setupRateEs256, null, (r) => r.setupRate),
-    row('server CPU per connection setup, ES256', 'µs', (r) => r.cpuPerConnEs256Us, null, (r) => r.cpuPerConnUs),
+    row(
+      'connection setup rate, RS256 (PEM)',
+      'conn/s',
+      (r) => r.setupRateRs256,
+      null,
+      (r) => r.setupRate,
+    ),
+    row(
+      'server CPU per connection setup, RS256',
+      'µs',
+      (r) => r.cpuPerConnRs256Us,
+      null,
+      (r) => r.cpuPerConnUs,
+    ),
+    row(
+      'connection setup rate, ES256 (PEM)',
+      'conn/s',
+      (r) => r.setupRateEs256,
+      null,
+      (r) => r.setupRate,
+    ),
+    row(
+      'server CPU per connection setup, ES256',
+      'µs',
+      (r) => r.cpuPerConnEs256Us,
+      null,
+      (r) => r.cpuPerConnUs,
+    ),
     row('idle RSS per ready connection', 'KiB', (r) => r.rssPerConnKiB, { ratioAtMost: 1.5, text: 'ratio <= 1.5' }),
     row('idle RSS per ready connection (abs.)', 'KiB', (r) => r.rssPerConnKiB, { absBelow: 10, text: '< 10 KiB' }),
     row('heap+external per ready connection', 'KiB', (r) => r.heapPerConnKiB, null),
@@ -600,7 +659,11 @@ async function main(): Promise<number> {
       }
     }
     if (phases.has('redis')) {
-      process.stdout.write(`load average before the redis phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      process.stdout.write(
+        `load average before the redis phase: ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}\n`,
+      );
       redisResults = await measureRedisPhase({
         reps,
         quick,
@@ -631,11 +694,19 @@ async function main(): Promise<number> {
       log: (line: string) => process.stdout.write(`${line}\n`),
     };
     if (phases.has('stream')) {
-      process.stdout.write(`load average before the stream phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      process.stdout.write(
+        `load average before the stream phase: ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}\n`,
+      );
       streamResults = await measureStreamPhase(streamContext, option('stream-configs')?.split(',') ?? undefined);
     }
     if (phases.has('upstream')) {
-      process.stdout.write(`load average before the upstream phase: ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+      process.stdout.write(
+        `load average before the upstream phase: ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}\n`,
+      );
       upstreamResults = await measureUpstreamPhase(streamContext);
     }
   } finally {
@@ -646,8 +717,7 @@ async function main(): Promise<number> {
   const rows = mainPhases ? buildRows(results) : [];
   const redisRows = redisResults.length > 0 ? buildRedisRows(redisResults) : [];
   const totalFailures =
-    results.reduce((n, r) => n + r.failures, 0) +
-    [...redisResults, ...streamResults, ...upstreamResults].reduce((n, r) => n + r.failures.length, 0);
+    results.reduce((n, r) => n + r.failures, 0) + [...redisResults, ...streamResults, ...upstreamResults].reduce((n, r) => n + r.failures.length, 0);
   const loadAfter = loadavg();
   process.stdout.write(`load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n`);
   if (mainPhases) {
@@ -655,11 +725,15 @@ async function main(): Promise<number> {
     process.stdout.write(`values: median (min–max) over ${reps} repetition(s); ratio = agentwire / raw ws per repetition.\n`);
   }
   if (redisRows.length > 0) {
-    process.stdout.write(`\nRedis engine (redis-server ${redisVersion}, the bench's own, on this machine):\n\n${renderRedisTable(redisRows, redisResults, showSpread)}\n\n`);
+    process.stdout.write(
+      `\nRedis engine (redis-server ${redisVersion}, the bench's own, on this machine):\n\n${renderRedisTable(redisRows, redisResults, showSpread)}\n\n`,
+    );
     process.stdout.write(`values: median (min–max) over ${reps} repetition(s); the verdict uses the median.\n`);
   }
   if (streamResults.length > 0) {
-    process.stdout.write(`\nStreaming (sizes ${JSON.stringify(streamSizes(quick, STREAM_SIZE_OVERRIDES))}):\n\n${renderStreamTable(streamResults, showSpread)}\n\n`);
+    process.stdout.write(
+      `\nStreaming (sizes ${JSON.stringify(streamSizes(quick, STREAM_SIZE_OVERRIDES))}):\n\n${renderStreamTable(streamResults, showSpread)}\n\n`,
+    );
   }
   if (upstreamResults.length > 0) {
     process.stdout.write(`\nUpstream HTTP agent against the same agent in process:\n\n${renderUpstreamTable(upstreamResults, showSpread)}\n\n`);
@@ -669,7 +743,20 @@ async function main(): Promise<number> {
   writeFileSync(
     jsonOut,
     JSON.stringify(
-      { machine: machine(), date: new Date().toISOString(), loadBefore, loadAfter, reps, sizes: SIZES, rows, results, redisRows, redisResults, streamResults, upstreamResults },
+      {
+        machine: machine(),
+        date: new Date().toISOString(),
+        loadBefore,
+        loadAfter,
+        reps,
+        sizes: SIZES,
+        rows,
+        results,
+        redisRows,
+        redisResults,
+        streamResults,
+        upstreamResults,
+      },
       null,
       2,
     ),
@@ -694,4 +781,3 @@ main().then(
     process.exitCode = 1;
   },
 );
-

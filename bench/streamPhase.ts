@@ -109,9 +109,21 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
         await redis?.admin.flushall();
         const nan = Number.NaN;
         const result: StreamRepResult = {
-          config: config.name, rep, flushMs: nan, maxDeltasPerSec: nan, cpuPerDeltaUs: nan, ratioToRaw: nan,
-          pacedTargetFragmentsPerSec: nan, pacedFragmentsPerSec: nan, pacedDeltasPerSec: nan,
-          fragmentP50: nan, fragmentP99: nan, fragmentMax: nan, appendP50: nan, appendP99: nan, failures: [],
+          config: config.name,
+          rep,
+          flushMs: nan,
+          maxDeltasPerSec: nan,
+          cpuPerDeltaUs: nan,
+          ratioToRaw: nan,
+          pacedTargetFragmentsPerSec: nan,
+          pacedFragmentsPerSec: nan,
+          pacedDeltasPerSec: nan,
+          fragmentP50: nan,
+          fragmentP99: nan,
+          fragmentMax: nan,
+          appendP50: nan,
+          appendP99: nan,
+          failures: [],
         };
         let server: StartedServer | null = null;
         try {
@@ -131,7 +143,11 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           // Max: closed loop.
           await group.prepare(`smax-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
           const cpu0 = await group.cpuUs();
-          const events = await ctx.load.call<EventsResult>('runEvents', { runsPerUser: sizes.runsPerUser, workload: maxWorkload, tag: `smax-${rep}`, timeoutMs: 120_000 }, 150_000);
+          const events = await ctx.load.call<EventsResult>(
+            'runEvents',
+            { runsPerUser: sizes.runsPerUser, workload: maxWorkload, tag: `smax-${rep}`, timeoutMs: 120_000 },
+            150_000,
+          );
           const cpu1 = await group.cpuUs();
           await group.closeAll();
           check('max', events);
@@ -146,7 +162,11 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const messagesPerSec = result.pacedTargetFragmentsPerSec / (sizes.streamFragments * sizes.connsPerUser);
             const messages = Math.max(4, Math.round(messagesPerSec * sizes.pacedSeconds));
             await group.prepare(`spaced-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
-            const paced = await ctx.load.call<PacedResult>('runPaced', { messagesPerSec, messages, workload: pacedWorkload, tag: `spaced-${rep}`, timeoutMs: 120_000 }, 150_000);
+            const paced = await ctx.load.call<PacedResult>(
+              'runPaced',
+              { messagesPerSec, messages, workload: pacedWorkload, tag: `spaced-${rep}`, timeoutMs: 120_000 },
+              150_000,
+            );
             await group.closeAll();
             check('paced', paced);
             const expectedFragments = messages * sizes.connsPerUser * sizes.streamFragments;
@@ -220,8 +240,18 @@ export async function measureUpstreamPhase(ctx: StreamPhaseContext): Promise<Ups
     for (const variant of variants) {
       const nan = Number.NaN;
       const result: UpstreamRepResult = {
-        variant, rep, flushMs: nan, deltasPerSec: nan, fragmentsPerSec: nan, cpuPerFragmentUs: nan, upstreamCpuPerFragmentUs: nan,
-        fragmentP50: nan, fragmentP99: nan, appendP99: nan, wallMs: nan, failures: [],
+        variant,
+        rep,
+        flushMs: nan,
+        deltasPerSec: nan,
+        fragmentsPerSec: nan,
+        cpuPerFragmentUs: nan,
+        upstreamCpuPerFragmentUs: nan,
+        fragmentP50: nan,
+        fragmentP99: nan,
+        appendP99: nan,
+        wallMs: nan,
+        failures: [],
       };
       const started: StartedServer[] = [];
       try {
@@ -230,7 +260,11 @@ export async function measureUpstreamPhase(ctx: StreamPhaseContext): Promise<Ups
           upstream = await ctx.startServer('upstream agent', 'upstreamAgent', {});
           started.push(upstream);
         }
-        const gateway = await ctx.startServer(`upstream ${variant} gateway`, 'gateway', upstream ? { BENCH_AGENT_URL: `http://127.0.0.1:${upstream.port}/run` } : {});
+        const gateway = await ctx.startServer(
+          `upstream ${variant} gateway`,
+          'gateway',
+          upstream ? { BENCH_AGENT_URL: `http://127.0.0.1:${upstream.port}/run` } : {},
+        );
         started.push(gateway);
         result.flushMs = Number(gateway.hello?.streamFlushMs);
         const group = new NodeGroup([gateway], ctx.load, result.failures);
@@ -300,34 +334,55 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
   const gateways = present.filter((c) => c.name !== 'raw');
   const of = (name: StreamConfigName) => results.filter((r) => r.config === name);
   const flushMs = results.find((r) => Number.isFinite(r.flushMs))?.flushMs ?? Number.NaN;
-  const row = (metric: string, unit: string, pick: (r: StreamRepResult) => number, digits: number, target?: { text: string; pass: (m: number) => boolean }, gatewaysOnly = false) => {
+  const row = (
+    metric: string,
+    unit: string,
+    pick: (r: StreamRepResult) => number,
+    digits: number,
+    target?: { text: string; pass: (m: number) => boolean },
+    gatewaysOnly = false,
+  ) => {
     const cells = present.map((c) => (gatewaysOnly && c.name === 'raw' ? { text: '-', median: Number.NaN } : cell(of(c.name), pick, fmt, digits)));
     const verdict = target
-      ? gateways.map((c) => {
-          const m = cell(of(c.name), pick, fmt, digits).median;
-          return `${c.name} ${Number.isFinite(m) ? (target.pass(m) ? 'PASS' : 'MISS') : 'n/a'}`;
-        }).join(', ')
+      ? gateways
+          .map((c) => {
+            const m = cell(of(c.name), pick, fmt, digits).median;
+            return `${c.name} ${Number.isFinite(m) ? (target.pass(m) ? 'PASS' : 'MISS') : 'n/a'}`;
+          })
+          .join(', ')
       : 'info';
     return [metric, unit, ...cells.map((c) => c.text), target?.text ?? '-', verdict];
   };
-  return table(['metric', 'unit', ...present.map((c) => c.label), 'target', 'result'], [
-    row('delta events delivered per second (max)', 'deltas/s', (r) => r.maxDeltasPerSec, 0),
-    row('  ratio to raw ws, same repetition', '×', (r) => r.ratioToRaw, 2, { text: '>= 0.8', pass: (m) => m >= 0.8 }),
-    row('server CPU per delivered delta (max)', 'µs', (r) => r.cpuPerDeltaUs, 2),
-    row('paced: fragments delivered per second (half the max)', 'fragments/s', (r) => r.pacedFragmentsPerSec, 0, undefined, true),
-    row('paced: in delta events per second', 'deltas/s', (r) => r.pacedDeltasPerSec, 0, undefined, true),
-    row('paced: fragment made→received p50', 'ms', (r) => r.fragmentP50, 2, undefined, true),
-    row('paced: fragment made→received p99', 'ms', (r) => r.fragmentP99, 2, { text: `<= flush + 5 = ${flushMs + 5} ms`, pass: (m) => m <= flushMs + 5 }, true),
-    row('paced: fragment made→received max', 'ms', (r) => r.fragmentMax, 2, undefined, true),
-    row('paced: event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0, { text: '<= 5 ms', pass: (m) => m <= 5 }, true),
-  ]);
+  return table(
+    ['metric', 'unit', ...present.map((c) => c.label), 'target', 'result'],
+    [
+      row('delta events delivered per second (max)', 'deltas/s', (r) => r.maxDeltasPerSec, 0),
+      row('  ratio to raw ws, same repetition', '×', (r) => r.ratioToRaw, 2, { text: '>= 0.8', pass: (m) => m >= 0.8 }),
+      row('server CPU per delivered delta (max)', 'µs', (r) => r.cpuPerDeltaUs, 2),
+      row('paced: fragments delivered per second (half the max)', 'fragments/s', (r) => r.pacedFragmentsPerSec, 0, undefined, true),
+      row('paced: in delta events per second', 'deltas/s', (r) => r.pacedDeltasPerSec, 0, undefined, true),
+      row('paced: fragment made→received p50', 'ms', (r) => r.fragmentP50, 2, undefined, true),
+      row(
+        'paced: fragment made→received p99',
+        'ms',
+        (r) => r.fragmentP99,
+        2,
+        { text: `<= flush + 5 = ${flushMs + 5} ms`, pass: (m) => m <= flushMs + 5 },
+        true,
+      ),
+      row('paced: fragment made→received max', 'ms', (r) => r.fragmentMax, 2, undefined, true),
+      row('paced: event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0, { text: '<= 5 ms', pass: (m) => m <= 5 }, true),
+    ],
+  );
 }
 
 export function renderUpstreamTable(results: UpstreamRepResult[], fmt: Fmt): string {
   const variants: UpstreamVariant[] = ['in-process', 'http-upstream'];
   const of = (v: UpstreamVariant) => results.filter((r) => r.variant === v);
   const ratio = (pick: (r: UpstreamRepResult) => number, digits: number) => {
-    const pairs = of('http-upstream').map((h) => [h, of('in-process').find((l) => l.rep === h.rep)] as const).filter(([, l]) => l !== undefined);
+    const pairs = of('http-upstream')
+      .map((h) => [h, of('in-process').find((l) => l.rep === h.rep)] as const)
+      .filter(([, l]) => l !== undefined);
     return pairs.length === 0 ? '-' : fmt(spread(pairs.map(([h, l]) => pick(h) / pick(l!))), digits);
   };
   const row = (metric: string, unit: string, pick: (r: UpstreamRepResult) => number, digits: number) => [
@@ -336,13 +391,16 @@ export function renderUpstreamTable(results: UpstreamRepResult[], fmt: Fmt): str
     ...variants.map((v) => cell(of(v), pick, fmt, digits).text),
     ratio(pick, 2),
   ];
-  return table(['metric', 'unit', 'in-process agent', 'HTTP upstream agent', 'ratio (http/in-process)'], [
-    row('delta events delivered per second', 'deltas/s', (r) => r.deltasPerSec, 0),
-    row('fragments delivered per second', 'fragments/s', (r) => r.fragmentsPerSec, 0),
-    row('gateway CPU per fragment', 'µs', (r) => r.cpuPerFragmentUs, 2),
-    row('upstream agent process CPU per fragment', 'µs', (r) => r.upstreamCpuPerFragmentUs, 2),
-    row('fragment made→received p50', 'ms', (r) => r.fragmentP50, 2),
-    row('fragment made→received p99', 'ms', (r) => r.fragmentP99, 2),
-    row('event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0),
-  ]);
+  return table(
+    ['metric', 'unit', 'in-process agent', 'HTTP upstream agent', 'ratio (http/in-process)'],
+    [
+      row('delta events delivered per second', 'deltas/s', (r) => r.deltasPerSec, 0),
+      row('fragments delivered per second', 'fragments/s', (r) => r.fragmentsPerSec, 0),
+      row('gateway CPU per fragment', 'µs', (r) => r.cpuPerFragmentUs, 2),
+      row('upstream agent process CPU per fragment', 'µs', (r) => r.upstreamCpuPerFragmentUs, 2),
+      row('fragment made→received p50', 'ms', (r) => r.fragmentP50, 2),
+      row('fragment made→received p99', 'ms', (r) => r.fragmentP99, 2),
+      row('event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0),
+    ],
+  );
 }

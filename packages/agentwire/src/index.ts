@@ -17,14 +17,7 @@ export { createHttpAgent, type AgentProtocol, type HttpAgentOptions } from './up
 
 // The per-user event log, for an engine of your own.
 export { RunEndedError } from './engine/types.js';
-export type {
-  AppendFence,
-  EventEngine,
-  GapListener,
-  LiveListener,
-  LogHead,
-  Subscription,
-} from './engine/types.js';
+export type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, Subscription } from './engine/types.js';
 export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js';
 
 // Thread history (PROTOCOL.md section 14), for a history store of your own.
@@ -94,9 +87,4 @@ export { GatewayMetrics } from './observability/metrics.js';
 export { systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 
 // Thread history in PostgreSQL (AGENTWIRE_DATABASE_URL).
-export {
-  PostgresHistoryStore,
-  createPostgresHistoryStore,
-  type ArchiveStats,
-  type PostgresHistoryStoreOptions,
-} from './postgres/index.js';
+export { PostgresHistoryStore, createPostgresHistoryStore, type ArchiveStats, type PostgresHistoryStoreOptions } from './postgres/index.js';

@@ -40,7 +40,10 @@ export interface MessagesInfo {
 /** A route answered with an HTTP error (`status`), or its answer was not what section 14 says. */
 export class HistoryError extends Error {
   override readonly name = 'HistoryError';
-  constructor(readonly status: number, message: string) {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
     super(message);
   }
 }

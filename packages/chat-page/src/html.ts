@@ -2,7 +2,10 @@ import type { ChatPageConfig } from './config.js';
 
 /** JSON that is safe inside a `<script>` element (no `</script>`, no `<!--`). */
 function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 function escapeHtml(text: string): string {
@@ -12,7 +15,9 @@ function escapeHtml(text: string): string {
 /** An inline icon, so that the browser never asks the server for /favicon.ico (a 404). */
 const FAVICON =
   'data:image/svg+xml,' +
-  encodeURIComponent('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="4" fill="#1f57c3"/><path d="M4 5h8M4 8h6M4 11h4" stroke="#fff" stroke-width="1.6" stroke-linecap="round"/></svg>');
+  encodeURIComponent(
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="4" fill="#1f57c3"/><path d="M4 5h8M4 8h6M4 11h4" stroke="#fff" stroke-width="1.6" stroke-linecap="round"/></svg>',
+  );
 
 const CSS = `
 :root{color-scheme:light dark;--bg:#f6f7f9;--fg:#1b1d21;--muted:#5d6470;--card:#fff;--line:#d6dae1;--accent:#1f57c3;--accent-bg:#e6eeff;--ok:#166534;--ok-bg:#dcfce7;--warn:#8a4b00;--warn-bg:#fff4d6;--bad:#a1121b;--bad-bg:#fde8e8;--code:#f0f2f5}

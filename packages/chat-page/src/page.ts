@@ -18,15 +18,7 @@
  * whose markdown is re-rendered at most once per animation frame. A new epoch (the server lost
  * its log) starts a fresh key space, and `resumed: false` reloads the history.
  */
-import {
-  ClientClosedError,
-  RequestError,
-  createClient,
-  type AgentEvent,
-  type AgentwireClient,
-  type ClientState,
-  type CloseInfo,
-} from '@agentwire/client';
+import { ClientClosedError, RequestError, createClient, type AgentEvent, type AgentwireClient, type ClientState, type CloseInfo } from '@agentwire/client';
 import type { ChatPageConfig } from './config.js';
 import { HistoryApi, HistoryError, type MessageInfo, type MessagesInfo } from './historyApi.js';
 import { renderMarkdown } from './markdown.js';
@@ -116,11 +108,7 @@ const $ = <T extends HTMLElement>(id: string): T => {
   return el as T;
 };
 
-function h<K extends keyof HTMLElementTagNameMap>(
-  tag: K,
-  attrs: Record<string, string> = {},
-  ...children: Array<Node | string>
-): HTMLElementTagNameMap[K] {
+function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, ...children: Array<Node | string>): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   for (const [name, value] of Object.entries(attrs)) {
     if (name === 'class') el.className = value;
@@ -168,7 +156,12 @@ function resolveWsUrl(wsUrl: string): string {
 function tokenSubject(token: string): string | null {
   try {
     const part = token.split('.')[1] ?? '';
-    const json = atob(part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '='));
+    const json = atob(
+      part
+        .replace(/-/g, '+')
+        .replace(/_/g, '/')
+        .padEnd(Math.ceil(part.length / 4) * 4, '='),
+    );
     const sub = (JSON.parse(json) as { sub?: unknown }).sub;
     return typeof sub === 'string' ? sub : null;
   } catch {
@@ -465,7 +458,9 @@ class ChatPage {
 
   #persist(): void {
     this.#store.save({
-      local: [...this.#threads.values()].filter((t) => t.state === 'local' && t.runs.size === 0 && t.pending.size === 0).map(({ id, title }) => ({ id, title })),
+      local: [...this.#threads.values()]
+        .filter((t) => t.state === 'local' && t.runs.size === 0 && t.pending.size === 0)
+        .map(({ id, title }) => ({ id, title })),
       active: this.#active?.id ?? null,
     });
   }
@@ -610,11 +605,7 @@ class ChatPage {
         thread.pending.delete(id);
         bubble.classList.replace('pending', 'failed');
         const why =
-          error instanceof RequestError
-            ? `${error.code}: ${error.frame.message}`
-            : error instanceof ClientClosedError
-              ? 'disconnected'
-              : String(error);
+          error instanceof RequestError ? `${error.code}: ${error.frame.message}` : error instanceof ClientClosedError ? 'disconnected' : String(error);
         this.#setStatus(bubble, `not sent (${why})`);
       },
     );
@@ -878,16 +869,10 @@ class ChatPage {
     if (!cancelled) return;
     answer.el.classList.add('cancelled');
     answer.who.textContent = 'Agent (cancelled)';
-    answer.el.append(
-      h('p', { class: 'stopped-note' }, answer.text ? 'Stopped: the answer above is incomplete.' : 'Stopped before the agent answered.'),
-    );
+    answer.el.append(h('p', { class: 'stopped-note' }, answer.text ? 'Stopped: the answer above is incomplete.' : 'Stopped before the agent answered.'));
   }
 
-  #terminal(
-    thread: ThreadView,
-    event: EventOf<'agent_completed'> | EventOf<'agent_error'>,
-    mark: (el: HTMLElement) => HTMLElement,
-  ): void {
+  #terminal(thread: ThreadView, event: EventOf<'agent_completed'> | EventOf<'agent_error'>, mark: (el: HTMLElement) => HTMLElement): void {
     const run = this.#run(thread, event.run_id);
     if (event.type === 'agent_completed') {
       const fresh = !run.answer;

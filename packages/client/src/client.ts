@@ -1,13 +1,5 @@
 import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX, systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
-import {
-  DEFAULT_BACKOFF,
-  backoffDelay,
-  decideAfterClose,
-  decideAfterDrop,
-  longBackoffDelay,
-  type BackoffOptions,
-  type CloseDecision,
-} from './backoff.js';
+import { DEFAULT_BACKOFF, backoffDelay, decideAfterClose, decideAfterDrop, longBackoffDelay, type BackoffOptions, type CloseDecision } from './backoff.js';
 import { HistoryHttp, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
 import { ClientState, ClientStateMachine } from './state.js';
 import { refreshDelay, refreshRetryDelay, tokenExpiresAt } from './tokenRefresh.js';
@@ -240,8 +232,7 @@ export class AgentwireClient {
   #reloadGen = 0;
 
   constructor(options: ClientOptions) {
-    this.#WebSocket =
-      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null;
+    this.#WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null;
     this.#url = options.url;
     this.#token = options.token;
     this.#backoff = {
@@ -257,9 +248,7 @@ export class AgentwireClient {
     this.#random = options.random ?? Math.random;
     this.#clock = options.clock ?? systemClock;
     this.#newId = options.idFactory ?? defaultId;
-    this.#onListenerError =
-      options.onListenerError ??
-      ((error, event) => console.error(`agentwire client: a "${event}" listener threw`, error));
+    this.#onListenerError = options.onListenerError ?? ((error, event) => console.error(`agentwire client: a "${event}" listener threw`, error));
     this.#reloadThreads = options.reloadThreads;
     const token = options.token;
     const fetchFunction = options.fetch ?? (globalThis as { fetch?: FetchFunction }).fetch;
@@ -1016,8 +1005,7 @@ function errorText(value: unknown): string {
 }
 
 function defaultId(): string {
-  const crypto = (globalThis as { crypto?: { randomUUID?: () => string; getRandomValues?: (a: Uint8Array) => Uint8Array } })
-    .crypto;
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string; getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto;
   if (crypto?.randomUUID) return crypto.randomUUID();
   const bytes = new Uint8Array(16);
   if (crypto?.getRandomValues) crypto.getRandomValues(bytes);

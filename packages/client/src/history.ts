@@ -3,7 +3,10 @@ import type { HistoryPage, ThreadInfo, ThreadsPage } from './types.js';
 // The thread history routes (PROTOCOL.md section 14) over HTTP with the client's token.
 
 /** A `fetch` function (the platform's by default). */
-export type FetchFunction = (url: string, init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal }) => Promise<{
+export type FetchFunction = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; body?: string; signal?: AbortSignal },
+) => Promise<{
   readonly status: number;
   text(): Promise<string>;
 }>;
@@ -87,7 +90,11 @@ export class HistoryHttp {
     }
     if (response.status >= 200 && response.status < 300) return parsed;
     const answer = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as { error?: unknown; message?: unknown };
-    throw new HttpError(response.status, typeof answer.error === 'string' ? answer.error : 'http_error', typeof answer.message === 'string' ? answer.message : '');
+    throw new HttpError(
+      response.status,
+      typeof answer.error === 'string' ? answer.error : 'http_error',
+      typeof answer.message === 'string' ? answer.message : '',
+    );
   }
 }
 

@@ -141,7 +141,13 @@ export interface HistoryAssistantMessage {
   readonly status: HistoryRunStatus;
   readonly text: string;
   readonly thinking: readonly string[];
-  readonly tool_calls: ReadonlyArray<{ readonly call_id: string; readonly tool: string; readonly args: Record<string, unknown>; readonly ok?: boolean; readonly result?: unknown }>;
+  readonly tool_calls: ReadonlyArray<{
+    readonly call_id: string;
+    readonly tool: string;
+    readonly args: Record<string, unknown>;
+    readonly ok?: boolean;
+    readonly result?: unknown;
+  }>;
   readonly error: { readonly code: string; readonly message: string } | null;
   readonly created_at: string;
   readonly completed_at: string | null;

@@ -45,7 +45,6 @@ export type EventPayload = EventBody extends infer E ? (E extends EventBody ? Om
 /** A durable event as clients receive it: with its per-user `seq`. */
 export type DurableEvent = EventBody & { readonly seq: number };
 
-
 /** One entry of a user's log as the engine stores and delivers it. */
 export interface LogEntry {
   readonly seq: number;

@@ -61,11 +61,7 @@ export function ackFrame(id: string, runId: string, threadId: string, status: Ac
 
 /** Encodes an `error` frame; `ref` echoes the offending frame's id, `path` names the bad field. */
 export function errorFrame(code: ErrorCode, message: string, ref: FrameRef, path?: string): string {
-  return JSON.stringify(
-    path === undefined
-      ? { type: 'error', code, message, ref }
-      : { type: 'error', code, message, ref, path },
-  );
+  return JSON.stringify(path === undefined ? { type: 'error', code, message, ref } : { type: 'error', code, message, ref, path });
 }
 
 /** `id` is a validated ping id (a short string or a finite number), never an arbitrary value. */

@@ -156,7 +156,13 @@ export class StormChecker {
       for (const [runId, run] of user.runs) {
         if (!run.acked) continue;
         if (run.startSeq === null && !user.connections.some((c) => c.sawRun(runId))) {
-          this.report('runs_complete', user.id, null, `run ${runId} (message ${run.messageId}) was acked but none of its events arrived on any connection`, atMs);
+          this.report(
+            'runs_complete',
+            user.id,
+            null,
+            `run ${runId} (message ${run.messageId}) was acked but none of its events arrived on any connection`,
+            atMs,
+          );
           continue;
         }
         for (const conn of user.connections) {
@@ -272,7 +278,11 @@ export class ConnectionChecker {
   opened(atMs: number, protocol: string): void {
     this.openAt = atMs;
     if (protocol !== PROTOCOL_NAME) {
-      this.#report('subprotocol', `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${PROTOCOL_NAME}`, atMs);
+      this.#report(
+        'subprotocol',
+        `server selected ${protocol === '' ? 'no subprotocol' : JSON.stringify(protocol.slice(0, 60))}, expected ${PROTOCOL_NAME}`,
+        atMs,
+      );
     }
   }
 
@@ -609,7 +619,11 @@ export class ConnectionChecker {
       case 'agent_error': {
         // Seen whole on this connection (from agent_started, no gap): the answer is what streamed.
         if (type === 'agent_completed' && run.started && run.streamed !== null && run.gapsAtStart === this.#gaps && frame.text !== run.streamed) {
-          this.#report('stream_whole', `agent_completed.text ${JSON.stringify(truncate(String(frame.text)))} is not its deltas ${JSON.stringify(truncate(run.streamed))} (${at})`, atMs);
+          this.#report(
+            'stream_whole',
+            `agent_completed.text ${JSON.stringify(truncate(String(frame.text)))} is not its deltas ${JSON.stringify(truncate(run.streamed))} (${at})`,
+            atMs,
+          );
         }
         run.streamed = null;
         run.terminal = true;

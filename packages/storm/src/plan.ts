@@ -29,7 +29,10 @@ export function defaultSourceAddresses(url: string, connections: number): string
  */
 export function parseSourceAddresses(spec: string): string[] {
   const out: string[] = [];
-  for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const range = /^(\d+\.\d+\.\d+\.)(\d+)-(?:(\d+\.\d+\.\d+\.)?(\d+))$/.exec(part);
     if (range) {
       const [, prefix, fromText, toPrefix, toText] = range;

@@ -43,10 +43,7 @@ export class ProgressPrinter {
   readonly #stream: NodeJS.WritableStream & { isTTY?: boolean };
   readonly #plainEveryMs: number;
 
-  constructor(
-    stream: NodeJS.WritableStream & { isTTY?: boolean },
-    plainEveryMs = 2000,
-  ) {
+  constructor(stream: NodeJS.WritableStream & { isTTY?: boolean }, plainEveryMs = 2000) {
     this.#stream = stream;
     this.#plainEveryMs = plainEveryMs;
   }

@@ -217,7 +217,9 @@ export function reportMarkdown(report: StormReport): string {
   lines.push(`| connections | ${s.connections} |`, `| users | ${s.users} |`, `| rate | ${s.rate} connections/s |`);
   lines.push(`| messages per user | ${s.messages} |`, `| threads per user | ${s.threads} |`, `| auth | ${s.auth} |`);
   lines.push(`| duration (hold) | ${s.durationSec} s${s.keepSending ? ', sending' : ''} |`, `| workers | ${s.workers} |`);
-  const used = Object.entries(report.connectionsBySourceAddress).map(([a, n]) => `${a} ×${n}`).join(', ');
+  const used = Object.entries(report.connectionsBySourceAddress)
+    .map(([a, n]) => `${a} ×${n}`)
+    .join(', ');
   lines.push(`| source addresses | ${s.sourceAddresses.length ? s.sourceAddresses.join(', ') : '(system)'}${used ? ` (used: ${used})` : ''} |`);
   lines.push(`| ready timeout | ${s.readyTimeoutMs} ms |`, `| settle timeout | ${s.settleTimeoutMs} ms |`, '');
   lines.push('## Totals', '', '| | count |', '| --- | --- |');
@@ -278,10 +280,7 @@ export async function writeReport(dir: string, report: StormReport, readyTimes: 
         'ms',
       ),
     ],
-    [
-      REPORT_FILES.closesByCode,
-      barChartSvg('Closes by code', Object.entries(report.closesByCode), 'close code', 'connections', (code) => code !== '1000'),
-    ],
+    [REPORT_FILES.closesByCode, barChartSvg('Closes by code', Object.entries(report.closesByCode), 'close code', 'connections', (code) => code !== '1000')],
   ];
   const written: string[] = [];
   for (const [name, content] of files) {

@@ -58,7 +58,15 @@ function yAxis(maxY: number, step: number): string[] {
 }
 
 function noData(title: string, xLabel: string, yLabel: string): string {
-  return frame(title, [...yAxis(1, 0.2), `<text x="${MARGIN.left + PLOT_W / 2}" y="${MARGIN.top + PLOT_H / 2}" text-anchor="middle" font-size="14" fill="#888" ${FONT}>no data</text>`], xLabel, yLabel);
+  return frame(
+    title,
+    [
+      ...yAxis(1, 0.2),
+      `<text x="${MARGIN.left + PLOT_W / 2}" y="${MARGIN.top + PLOT_H / 2}" text-anchor="middle" font-size="14" fill="#888" ${FONT}>no data</text>`,
+    ],
+    xLabel,
+    yLabel,
+  );
 }
 
 /**
@@ -99,7 +107,9 @@ export function histogramSvg(title: string, values: readonly number[], xLabel: s
   }
   if (tail) {
     bar(bins + 2, over, '#ee7733', `≥ ${fmt(x.max)} (max ${fmt(max)})`);
-    body.push(`<text x="${(MARGIN.left + (bins + 2.5) * barW).toFixed(1)}" y="${MARGIN.top + PLOT_H + 16}" text-anchor="middle" font-size="11" ${FONT}>more</text>`);
+    body.push(
+      `<text x="${(MARGIN.left + (bins + 2.5) * barW).toFixed(1)}" y="${MARGIN.top + PLOT_H + 16}" text-anchor="middle" font-size="11" ${FONT}>more</text>`,
+    );
   }
   return frame(title, body, xLabel, 'connections');
 }
@@ -128,7 +138,9 @@ export function lineChartSvg(title: string, series: readonly Series[], xLabel: s
       const d = s.points.map((p, j) => `${j === 0 ? 'M' : 'L'}${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(' ');
       body.push(`<path d="${d}" fill="none" stroke="${escapeXml(s.color)}" stroke-width="2"/>`);
       for (const p of s.points) {
-        body.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="2.5" fill="${escapeXml(s.color)}"><title>${escapeXml(s.name)} at ${fmt(p[0])}: ${fmt(p[1])}</title></circle>`);
+        body.push(
+          `<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="2.5" fill="${escapeXml(s.color)}"><title>${escapeXml(s.name)} at ${fmt(p[0])}: ${fmt(p[1])}</title></circle>`,
+        );
       }
     }
     const lx = MARGIN.left + PLOT_W - (series.length - i) * 80;
@@ -155,7 +167,9 @@ export function barChartSvg(
     const h = (value / y.max) * PLOT_H;
     const cx = MARGIN.left + slot * i + slot / 2;
     const color = highlight(label) ? '#cc3311' : '#4477aa';
-    body.push(`<rect x="${(cx - barW / 2).toFixed(1)}" y="${(MARGIN.top + PLOT_H - h).toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${color}"><title>${escapeXml(label)}: ${value}</title></rect>`);
+    body.push(
+      `<rect x="${(cx - barW / 2).toFixed(1)}" y="${(MARGIN.top + PLOT_H - h).toFixed(1)}" width="${barW.toFixed(1)}" height="${h.toFixed(1)}" fill="${color}"><title>${escapeXml(label)}: ${value}</title></rect>`,
+    );
     body.push(`<text x="${cx.toFixed(1)}" y="${(MARGIN.top + PLOT_H - h - 4).toFixed(1)}" text-anchor="middle" font-size="11" ${FONT}>${value}</text>`);
     body.push(`<text x="${cx.toFixed(1)}" y="${MARGIN.top + PLOT_H + 16}" text-anchor="middle" font-size="11" ${FONT}>${escapeXml(label)}</text>`);
   });

@@ -93,10 +93,7 @@ export interface WorkerResult {
 export type BarrierName = 'connected' | 'settled';
 
 /** Worker -> parent. */
-export type WorkerMessage =
-  | { type: 'progress'; progress: Progress }
-  | { type: 'barrier'; name: BarrierName }
-  | { type: 'result'; result: WorkerResult };
+export type WorkerMessage = { type: 'progress'; progress: Progress } | { type: 'barrier'; name: BarrierName } | { type: 'result'; result: WorkerResult };
 
 /** Parent -> worker. */
 export type ParentMessage = { type: 'start'; plan: WorkerPlan } | { type: 'proceed'; name: BarrierName };

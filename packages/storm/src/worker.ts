@@ -173,10 +173,7 @@ export class StormWorker {
     let opened = 0;
     const inflight = () => opened - this.#ready - this.#failed - this.#closedBeforeReady;
     while (opened < this.#conns.length) {
-      const allowed = Math.min(
-        this.#conns.length,
-        Math.max(1, Math.floor(((now() - begin) / 1000) * plan.rate) + 1),
-      );
+      const allowed = Math.min(this.#conns.length, Math.max(1, Math.floor(((now() - begin) / 1000) * plan.rate) + 1));
       while (opened < allowed && inflight() < plan.maxInflight) {
         this.#open(this.#conns[opened]!, tokens.get(this.#conns[opened]!.user)!);
         opened += 1;

@@ -5,9 +5,7 @@ import type { VerifierOptions } from './types.js';
 export type PinnedAlgorithm = 'HS256' | 'RS256' | 'ES256';
 
 /** Where verification keys come from: one fixed key, or a JWKS document fetched from a configured URL. */
-export type KeySource =
-  | { readonly kind: 'fixed'; readonly key: string; readonly algorithm: PinnedAlgorithm }
-  | { readonly kind: 'jwks'; readonly url: URL };
+export type KeySource = { readonly kind: 'fixed'; readonly key: string; readonly algorithm: PinnedAlgorithm } | { readonly kind: 'jwks'; readonly url: URL };
 
 const SOURCES = [
   ['secret', 'AGENTWIRE_JWT_SECRET'],
@@ -67,9 +65,7 @@ export function publicKeyAlgorithm(key: KeyObject): 'RS256' | 'ES256' | { proble
     return bits >= 2048 ? 'RS256' : { problem: `is a ${bits}-bit RSA key; RS256 needs at least 2048 bits` };
   }
   if (type === 'ec') {
-    return details.namedCurve === 'prime256v1'
-      ? 'ES256'
-      : { problem: `is an EC key on curve ${details.namedCurve ?? 'unknown'}; ES256 needs P-256` };
+    return details.namedCurve === 'prime256v1' ? 'ES256' : { problem: `is an EC key on curve ${details.namedCurve ?? 'unknown'}; ES256 needs P-256` };
   }
   return { problem: `has key type ${type ?? 'unknown'}; only RSA (RS256) and EC P-256 (ES256) are supported` };
 }

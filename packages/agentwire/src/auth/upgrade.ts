@@ -17,12 +17,15 @@ export interface UpgradeCredentials {
  */
 export function extractUpgradeCredentials(headers: IncomingHttpHeaders): UpgradeCredentials {
   const headerToken = bearerToken(headers.authorization);
-  const protocolTokens = [...new Set(subprotocolEntries(headers['sec-websocket-protocol'])
-    .filter((entry) => entry.startsWith(TOKEN_PROTOCOL_PREFIX) && entry.length > TOKEN_PROTOCOL_PREFIX.length)
-    .map((entry) => entry.slice(TOKEN_PROTOCOL_PREFIX.length)))];
+  const protocolTokens = [
+    ...new Set(
+      subprotocolEntries(headers['sec-websocket-protocol'])
+        .filter((entry) => entry.startsWith(TOKEN_PROTOCOL_PREFIX) && entry.length > TOKEN_PROTOCOL_PREFIX.length)
+        .map((entry) => entry.slice(TOKEN_PROTOCOL_PREFIX.length)),
+    ),
+  ];
   const protocolToken = protocolTokens[0] ?? null;
-  const conflict =
-    protocolTokens.length > 1 || (headerToken !== null && protocolToken !== null && headerToken !== protocolToken);
+  const conflict = protocolTokens.length > 1 || (headerToken !== null && protocolToken !== null && headerToken !== protocolToken);
 
   if (headerToken !== null) return { token: headerToken, method: 'header', conflict };
   if (protocolToken !== null) return { token: protocolToken, method: 'subprotocol', conflict };

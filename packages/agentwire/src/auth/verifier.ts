@@ -38,8 +38,7 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
     claimOptions.allowedAud = options.audience;
     requiredClaims.push('aud');
   }
-  const buildCheck = (key: string, algorithm: PinnedAlgorithm): TokenCheck =>
-    createVerifier({ ...claimOptions, key, algorithms: [algorithm] }) as TokenCheck;
+  const buildCheck = (key: string, algorithm: PinnedAlgorithm): TokenCheck => createVerifier({ ...claimOptions, key, algorithms: [algorithm] }) as TokenCheck;
 
   let algorithms: readonly PinnedAlgorithm[];
   let checkFor: (header: CheckedHeader) => TokenCheck | string | Promise<TokenCheck | string>;

@@ -11,9 +11,7 @@ export interface CommandSpec {
 }
 
 export type ParsedCommand =
-  | { kind: 'args'; values: Record<string, string | boolean | undefined>; positionals: string[] }
-  | { kind: 'help' }
-  | { kind: 'error'; message: string };
+  { kind: 'args'; values: Record<string, string | boolean | undefined>; positionals: string[] } | { kind: 'help' } | { kind: 'error'; message: string };
 
 const HELP_OPTION: OptionSpec = { help: { type: 'boolean', short: 'h' } };
 
@@ -52,10 +50,7 @@ export function parseCommandArgs(spec: CommandSpec, argv: string[]): ParsedComma
  * The subcommand's arguments, or the exit code once `--help` was printed (0) or a usage
  * error was (2).
  */
-export function commandArgs(
-  spec: CommandSpec,
-  argv: string[],
-): { values: Record<string, string | boolean | undefined>; positionals: string[] } | number {
+export function commandArgs(spec: CommandSpec, argv: string[]): { values: Record<string, string | boolean | undefined>; positionals: string[] } | number {
   const parsed = parseCommandArgs(spec, argv);
   if (parsed.kind === 'args') return parsed;
   if (parsed.kind === 'help') {

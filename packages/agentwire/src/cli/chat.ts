@@ -1,14 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createInterface, type Interface } from 'node:readline';
 import { Writable } from 'node:stream';
-import {
-  HistoryResetError,
-  RequestError,
-  createClient,
-  type AgentwireClient,
-  type CloseInfo,
-  type DisconnectInfo,
-} from '@agentwire/client/node';
+import { HistoryResetError, RequestError, createClient, type AgentwireClient, type CloseInfo, type DisconnectInfo } from '@agentwire/client/node';
 import { commandArgs, usageError, type CommandSpec } from './args.js';
 import { TranscriptFormatter } from './formatEvent.js';
 

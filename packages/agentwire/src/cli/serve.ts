@@ -59,7 +59,8 @@ export async function runServe(argv: string[]): Promise<number> {
   };
   const redisAt = config.redisClusterNodes ?? config.redisUrl;
   const redis = redisAt ? redisBackend(config, redisAt, logger) : null;
-  const engine = redis?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
+  const engine =
+    redis?.engine ?? new MemoryEngine({ retentionEvents: config.retentionEvents, retentionBytes: config.retentionBytes, retentionMs: config.retentionMs });
   const agent =
     config.agentUrl === undefined
       ? undefined
@@ -92,9 +93,7 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(redis ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
-    ...(bypassKey && secret
-      ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } }
-      : {}),
+    ...(bypassKey && secret ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } } : {}),
     authTimeoutMs: config.authTimeoutMs,
     heartbeatMs: config.heartbeatMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,

@@ -215,7 +215,13 @@ function summary(report: StormReport, dir: string | null): string {
   const l = report.eventLatency;
   lines.push(`  time to ready: p50 ${r.p50 ?? '–'} ms, p90 ${r.p90 ?? '–'} ms, p99 ${r.p99 ?? '–'} ms, max ${r.max ?? '–'} ms`);
   lines.push(`  event latency: p50 ${l.p50 ?? '–'} ms, p99 ${l.p99 ?? '–'} ms, max ${l.max ?? '–'} ms`);
-  lines.push(`  closes: ${Object.entries(report.closesByCode).map(([code, n]) => `${code}×${n}`).join(', ') || 'none'}`);
+  lines.push(
+    `  closes: ${
+      Object.entries(report.closesByCode)
+        .map(([code, n]) => `${code}×${n}`)
+        .join(', ') || 'none'
+    }`,
+  );
   if (dir) lines.push(`  report: ${dir}/report.md`);
   return `${lines.join('\n')}\n`;
 }

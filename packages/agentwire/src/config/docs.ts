@@ -10,9 +10,7 @@ export const README_TABLE_END = '<!-- settings:end -->';
 /** `agentwire serve --help`. */
 export function serveHelp(): string {
   const width = Math.max(...SETTINGS.map((s) => s.flag.length));
-  const lines = SETTINGS.map(
-    (s) => `  ${s.flag.padEnd(width)}  ${s.env}  (default ${s.defaultText})\n  ${' '.repeat(width)}  ${s.description}`,
-  );
+  const lines = SETTINGS.map((s) => `  ${s.flag.padEnd(width)}  ${s.env}  (default ${s.defaultText})\n  ${' '.repeat(width)}  ${s.description}`);
   return `agentwire serve [flags]\n\nEvery flag has an environment variable; flags win.\n\n${lines.join('\n')}\n`;
 }
 

@@ -132,10 +132,7 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
     );
   }
   if (c.production && keysSet.length === 0) {
-    throw new ConfigError(
-      'AGENTWIRE_JWT_SECRET',
-      'production mode needs one of AGENTWIRE_JWT_SECRET, AGENTWIRE_JWT_PUBLIC_KEY or AGENTWIRE_JWKS_URL',
-    );
+    throw new ConfigError('AGENTWIRE_JWT_SECRET', 'production mode needs one of AGENTWIRE_JWT_SECRET, AGENTWIRE_JWT_PUBLIC_KEY or AGENTWIRE_JWKS_URL');
   }
   if (c.production && c.jwtSecret !== undefined && Buffer.byteLength(c.jwtSecret, 'utf8') < MIN_PRODUCTION_SECRET_BYTES) {
     throw new ConfigError(
@@ -151,16 +148,10 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
 
   if (c.e2eBypassKey !== undefined) {
     if (c.production) {
-      throw new ConfigError(
-        'AGENTWIRE_E2E_BYPASS_KEY',
-        'must not be set in production mode (the server refuses to start with a bypass key in production)',
-      );
+      throw new ConfigError('AGENTWIRE_E2E_BYPASS_KEY', 'must not be set in production mode (the server refuses to start with a bypass key in production)');
     }
     if (c.e2eBypassKey.length < MIN_BYPASS_KEY_CHARS) {
-      throw new ConfigError(
-        'AGENTWIRE_E2E_BYPASS_KEY',
-        `must be at least ${MIN_BYPASS_KEY_CHARS} characters (got ${c.e2eBypassKey.length})`,
-      );
+      throw new ConfigError('AGENTWIRE_E2E_BYPASS_KEY', `must be at least ${MIN_BYPASS_KEY_CHARS} characters (got ${c.e2eBypassKey.length})`);
     }
     if (c.jwtSecret === undefined && !devMode) {
       throw new ConfigError(
@@ -176,7 +167,8 @@ function checkAuthRules(c: Omit<GatewayConfig, 'devMode'>): boolean {
 function checkAgentRules(c: Omit<GatewayConfig, 'devMode'>): void {
   if (c.agentUrl === undefined) {
     if (c.agentModel !== undefined) throw new ConfigError('AGENTWIRE_AGENT_MODEL', 'is set but AGENTWIRE_AGENT_URL is not (no upstream agent to ask)');
-    if (c.agentHeaders !== undefined) throw new ConfigError('AGENTWIRE_AGENT_HEADERS', 'is set but AGENTWIRE_AGENT_URL is not (no upstream agent to send them to)');
+    if (c.agentHeaders !== undefined)
+      throw new ConfigError('AGENTWIRE_AGENT_HEADERS', 'is set but AGENTWIRE_AGENT_URL is not (no upstream agent to send them to)');
     return;
   }
   if (c.agentProtocol === 'openai' && c.agentModel === undefined) {

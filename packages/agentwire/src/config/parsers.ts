@@ -105,9 +105,7 @@ export const pemPublicKey: Parser<string> = (value) => {
   // PEMs passed through environment files often have their newlines written as `\n`.
   const pem = !raw.includes('\n') && raw.includes('\\n') ? raw.replace(/\\n/g, '\n') : raw;
   if (!pem.includes('BEGIN PUBLIC KEY')) {
-    throw new InvalidValue(
-      'must be a PEM public key containing "-----BEGIN PUBLIC KEY-----" (SPKI; certificates and private keys are not accepted)',
-    );
+    throw new InvalidValue('must be a PEM public key containing "-----BEGIN PUBLIC KEY-----" (SPKI; certificates and private keys are not accepted)');
   }
   return pem.trim();
 };

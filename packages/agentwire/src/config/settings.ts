@@ -6,20 +6,7 @@
  */
 import type { ThreadPolicy } from '../runs/runStore.js';
 import { AGENT_PROTOCOLS, DEFAULT_CONNECT_TIMEOUT_MS, type AgentProtocol } from '../upstream/index.js';
-import {
-  MAX_TIMER_MS,
-  boolean,
-  headersJson,
-  hostPorts,
-  integer,
-  matching,
-  oneOf,
-  origins,
-  pemPublicKey,
-  text,
-  url,
-  type Parser,
-} from './parsers.js';
+import { MAX_TIMER_MS, boolean, headersJson, hostPorts, integer, matching, oneOf, origins, pemPublicKey, text, url, type Parser } from './parsers.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 const THREAD_POLICIES: readonly ThreadPolicy[] = ['enqueue', 'reject'];
@@ -124,7 +111,10 @@ export const UNSET = '(unset)';
  * its flag is `--production`, see SETTINGS.)
  */
 export function flagForEnv(env: string): string {
-  return `--${env.replace(/^AGENTWIRE_/, '').toLowerCase().replace(/_/g, '-')}`;
+  return `--${env
+    .replace(/^AGENTWIRE_/, '')
+    .toLowerCase()
+    .replace(/_/g, '-')}`;
 }
 
 interface SettingSpec<K extends SettingKey> {
@@ -144,7 +134,13 @@ function setting<K extends SettingKey>(spec: SettingSpec<K>): SettingInfo<K> {
   return Object.freeze({
     ...rest,
     flag: flag ?? flagForEnv(spec.env),
-    defaultText: shownDefault ?? (spec.default === undefined ? UNSET : Array.isArray(spec.default) ? (spec.default as readonly string[]).join(',') : String(spec.default as string | number | boolean)),
+    defaultText:
+      shownDefault ??
+      (spec.default === undefined
+        ? UNSET
+        : Array.isArray(spec.default)
+          ? (spec.default as readonly string[]).join(',')
+          : String(spec.default as string | number | boolean)),
   });
 }
 
@@ -191,8 +187,7 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'e2eBypassKey',
     parse: secretText,
     default: undefined,
-    description:
-      'Enables POST /v1/auth/test-token guarded by this key (at least 16 characters; refused in production; needs HS256 or dev mode).',
+    description: 'Enables POST /v1/auth/test-token guarded by this key (at least 16 characters; refused in production; needs HS256 or dev mode).',
   }),
   setting({
     env: 'AGENTWIRE_REDIS_URL',
@@ -336,7 +331,8 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'demoStepMs',
     parse: timerMs(0),
     default: 20,
-    description: "Pause between the demo agent's steps (0 allowed); between the words of its streamed answer it waits at least AGENTWIRE_STREAM_FLUSH_MS, so each word is one delta.",
+    description:
+      "Pause between the demo agent's steps (0 allowed); between the words of its streamed answer it waits at least AGENTWIRE_STREAM_FLUSH_MS, so each word is one delta.",
   }),
   setting({
     env: 'AGENTWIRE_STREAM_FLUSH_MS',
@@ -408,8 +404,7 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'pendingBytesLimit',
     parse: count(1),
     default: 32 * 1024 * 1024,
-    description:
-      'Bytes held by all connections not yet ready together; beyond it a frame closes its connection with 1013 and upgrades get 503.',
+    description: 'Bytes held by all connections not yet ready together; beyond it a frame closes its connection with 1013 and upgrades get 503.',
   }),
   setting({
     env: 'AGENTWIRE_RATE_LIMIT_PER_SEC',
@@ -452,14 +447,14 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     parse: count(1024),
     default: 8 * 1024 * 1024,
     description:
-      "In-memory engine: bytes of event JSON kept per user (the newest event is always kept); the oldest events go first when either this or AGENTWIRE_RETENTION_EVENTS is exceeded.",
+      'In-memory engine: bytes of event JSON kept per user (the newest event is always kept); the oldest events go first when either this or AGENTWIRE_RETENTION_EVENTS is exceeded.',
   }),
   setting({
     env: 'AGENTWIRE_HISTORY_TURNS',
     key: 'historyTurns',
     parse: count(0),
     default: 20,
-    description: "Earlier turns of a thread an agent receives with each run (user messages and answers); 0 sends none.",
+    description: 'Earlier turns of a thread an agent receives with each run (user messages and answers); 0 sends none.',
   }),
   setting({
     env: 'AGENTWIRE_RETENTION_MS',
@@ -502,8 +497,5 @@ export function isBooleanSetting(s: AnySetting): boolean {
  * come from here, so the library and `agentwire serve` cannot drift apart.
  */
 export const DEFAULTS: Readonly<Pick<GatewayConfig, DefaultedKey>> = Object.freeze(
-  Object.fromEntries(SETTINGS.filter((s) => s.default !== undefined).map((s) => [s.key, s.default])) as Pick<
-    GatewayConfig,
-    DefaultedKey
-  >,
+  Object.fromEntries(SETTINGS.filter((s) => s.default !== undefined).map((s) => [s.key, s.default])) as Pick<GatewayConfig, DefaultedKey>,
 );

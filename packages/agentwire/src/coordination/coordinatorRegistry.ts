@@ -11,10 +11,7 @@ export class CoordinatorRegistry {
   readonly #engine: EventEngine;
   readonly #options: CoordinatorOptions;
 
-  constructor(
-    engine: EventEngine,
-    options: CoordinatorOptions,
-  ) {
+  constructor(engine: EventEngine, options: CoordinatorOptions) {
     this.#engine = engine;
     this.#options = options;
   }

@@ -51,10 +51,7 @@ export class MemoryEngine implements EventEngine {
     this.#retentionBytes = options.retentionBytes ?? DEFAULTS.retentionBytes;
     this.#retentionMs = options.retentionMs ?? 86_400_000;
     this.#clock = options.clock ?? systemClock;
-    this.#reaper = this.#clock.setInterval(
-      () => this.#forgetIdleUsers(),
-      Math.min(this.#retentionMs, 60_000),
-    );
+    this.#reaper = this.#clock.setInterval(() => this.#forgetIdleUsers(), Math.min(this.#retentionMs, 60_000));
   }
 
   readonly available = true;

@@ -3,16 +3,7 @@ import type { EventEngine, LogHead } from '../engine/types.js';
 import type { UnfinishedRun } from '../runs/runStore.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { EventCache } from './eventCache.js';
-import {
-  conversationTurns,
-  createFold,
-  foldEvent,
-  runningRuns,
-  threadMessages,
-  threadSummaries,
-  threadSummary,
-  type HistoryFold,
-} from './fold.js';
+import { conversationTurns, createFold, foldEvent, runningRuns, threadMessages, threadSummaries, threadSummary, type HistoryFold } from './fold.js';
 import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
 import type { ConversationTurn, HistoryStore, MessagesPage, Page, PageRequest, ThreadSummary } from './types.js';
 

@@ -38,9 +38,7 @@ export function readBody(req: IncomingMessage): Promise<Body> {
       }
     };
     req.on('data', onData);
-    req.on('end', () =>
-      resolve(size > MAX_BODY_BYTES ? { kind: 'too_large', close: false } : { kind: 'ok', text: Buffer.concat(chunks).toString('utf8') }),
-    );
+    req.on('end', () => resolve(size > MAX_BODY_BYTES ? { kind: 'too_large', close: false } : { kind: 'ok', text: Buffer.concat(chunks).toString('utf8') }));
     req.on('error', reject);
   });
 }

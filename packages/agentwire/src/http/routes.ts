@@ -29,7 +29,6 @@ export interface RouteDeps {
   readonly clock?: Clock;
 }
 
-
 /**
  * The gateway's HTTP routes (PROTOCOL.md section 10). Returns false for any other path so an
  * embedding application can serve its own routes on the same server.

@@ -16,8 +16,7 @@ export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionSt
 
 export const ALL_STATES: readonly ConnectionState[] = Object.values(ConnectionState);
 
-const { CONNECTING, ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSING, CLOSED } =
-  ConnectionState;
+const { CONNECTING, ACCEPTED, AUTHENTICATED, SERVICES_READY, PROCESSING_READY, CLOSING, CLOSED } = ConnectionState;
 
 /** Allowed successors. CLOSED is reachable from CONNECTING only for a refused upgrade. */
 export const TRANSITIONS: Readonly<Record<ConnectionState, ReadonlySet<ConnectionState>>> = {

@@ -9,7 +9,15 @@ export function createLogger(level = 'info'): Logger {
     level,
     base: { service: 'agentwire' },
     redact: {
-      paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization', 'req.headers.authorization', 'req.headers["sec-websocket-protocol"]'],
+      paths: [
+        'token',
+        '*.token',
+        'authorization',
+        '*.authorization',
+        'headers.authorization',
+        'req.headers.authorization',
+        'req.headers["sec-websocket-protocol"]',
+      ],
       censor: '[redacted]',
     },
   });

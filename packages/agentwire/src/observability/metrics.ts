@@ -12,10 +12,7 @@ export const OTHER_LABEL = 'other';
  * may close with any code from 3000 to 4999 (and the server sees it echoed), so everything else
  * is `other`: one series, however many codes clients invent.
  */
-const KNOWN_CLOSE_CODES: ReadonlySet<number> = new Set([
-  ...Array.from({ length: 16 }, (_, i) => 1000 + i),
-  4008, 4401, 4403, 4408, 4429,
-]);
+const KNOWN_CLOSE_CODES: ReadonlySet<number> = new Set([...Array.from({ length: 16 }, (_, i) => 1000 + i), 4008, 4401, 4403, 4408, 4429]);
 
 export function closeCodeLabel(code: string | number): string {
   const n = Number(code);

@@ -178,10 +178,13 @@ export class Archiver {
     if (this.#closed || this.#behind.size === 0) return;
     let earliest = Infinity;
     for (const behind of this.#behind.values()) earliest = Math.min(earliest, behind.dueAt);
-    this.#wakeTimer = this.#clock.setTimeout(() => {
-      this.#wakeTimer = null;
-      this.kick();
-    }, Math.max(0, earliest - this.#clock.now()));
+    this.#wakeTimer = this.#clock.setTimeout(
+      () => {
+        this.#wakeTimer = null;
+        this.kick();
+      },
+      Math.max(0, earliest - this.#clock.now()),
+    );
     (this.#wakeTimer as { unref?: () => void }).unref?.();
   }
 
@@ -244,10 +247,9 @@ export class Archiver {
     const { userId, epoch } = behind;
     try {
       const epochId = await this.#epochId(userId, epoch);
-      const { rows } = await this.#pool.query<{ epoch_id: string; seq: string }>(
-        'SELECT epoch_id, seq FROM agentwire_archive_marks WHERE user_id = $1',
-        [userId],
-      );
+      const { rows } = await this.#pool.query<{ epoch_id: string; seq: string }>('SELECT epoch_id, seq FROM agentwire_archive_marks WHERE user_id = $1', [
+        userId,
+      ]);
       const markEpoch = rows[0] ? Number(rows[0].epoch_id) : 0;
       if (markEpoch > epochId) {
         // A newer epoch is archived already: this one's log is gone; count what never arrived.
@@ -668,6 +670,13 @@ async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[]): Pro
     `UPDATE agentwire_runs AS r SET final_epoch_id = u.ep, final_seq = u.s, answer = u.answer
        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) AS u(uid, tid, rid, ep, s, answer)
       WHERE r.user_id = u.uid AND r.thread_id = u.tid AND r.run_id = u.rid`,
-    [finals.map((f) => f.userId), finals.map((f) => f.threadId), finals.map((f) => f.runId), finals.map((f) => f.epochId), finals.map((f) => f.seq), finals.map((f) => f.answer)],
+    [
+      finals.map((f) => f.userId),
+      finals.map((f) => f.threadId),
+      finals.map((f) => f.runId),
+      finals.map((f) => f.epochId),
+      finals.map((f) => f.seq),
+      finals.map((f) => f.answer),
+    ],
   );
 }

@@ -447,12 +447,7 @@ function isThreadCursor(value: unknown): value is [string, string] {
 }
 
 function isPositionCursor(value: unknown): value is Position {
-  return (
-    Array.isArray(value) &&
-    value.length === 3 &&
-    value.every((n) => Number.isSafeInteger(n) && n >= 0) &&
-    (value[2] === 0 || value[2] === 1)
-  );
+  return Array.isArray(value) && value.length === 3 && value.every((n) => Number.isSafeInteger(n) && n >= 0) && (value[2] === 0 || value[2] === 1);
 }
 
 /** Errors that mean "PostgreSQL cannot be reached (yet)", worth retrying. */

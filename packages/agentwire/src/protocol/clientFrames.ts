@@ -73,7 +73,6 @@ export type ParsedFrame =
       readonly ref: FrameRef;
     };
 
-
 export const BINARY_FRAME: ParsedFrame = {
   kind: 'invalid',
   code: 'unsupported_binary',

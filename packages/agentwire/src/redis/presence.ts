@@ -31,11 +31,7 @@ export class RedisPresence implements ConnectionPresence {
 
   async acquire(ref: ConnectionRef, cap: number): Promise<boolean> {
     const now = this.#now();
-    const ok = await this.#connection.script(
-      'acquireConnection',
-      [this.#key(ref.userId)],
-      [now, now + this.#ttlMs, ref.connectionId, cap, this.#ttlMs * 2],
-    );
+    const ok = await this.#connection.script('acquireConnection', [this.#key(ref.userId)], [now, now + this.#ttlMs, ref.connectionId, cap, this.#ttlMs * 2]);
     return ok === 1;
   }
 

@@ -1,5 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import type { UnfinishedRun, CancelLookup, EnqueueOptions, EnqueueOutcome, LostRun, MessageClaim, RunAssignment, RunRecord, RunStore, ThreadPolicy } from '../runs/runStore.js';
+import type {
+  UnfinishedRun,
+  CancelLookup,
+  EnqueueOptions,
+  EnqueueOutcome,
+  LostRun,
+  MessageClaim,
+  RunAssignment,
+  RunRecord,
+  RunStore,
+  ThreadPolicy,
+} from '../runs/runStore.js';
 import type { RedisConnection } from './connection.js';
 import { decodeId, encodeId, isRunId, leaseMember, leasePrefix, parseLeaseMember, RUN_FIELD, RUN_STATE } from './keys.js';
 import { DEFAULTS } from '../config/settings.js';

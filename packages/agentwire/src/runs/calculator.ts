@@ -94,9 +94,7 @@ class Parser {
 
   #unexpected(expected?: string): ArithmeticError {
     const found =
-      this.#position < this.#source.length
-        ? `unexpected '${this.#source[this.#position]}' at position ${this.#position}`
-        : 'unexpected end of expression';
+      this.#position < this.#source.length ? `unexpected '${this.#source[this.#position]}' at position ${this.#position}` : 'unexpected end of expression';
     return new ArithmeticError(expected ? `${found}, expected ${expected}` : found);
   }
 }

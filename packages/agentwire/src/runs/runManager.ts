@@ -6,7 +6,16 @@ import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer } from './deltaCoalescer.js';
 import { DEFAULTS } from '../config/settings.js';
-import { LocalRunStore, type UnfinishedRun, type LostRun, type MessageClaim, type RunAssignment, type RunRecord, type RunStore, type ThreadPolicy } from './runStore.js';
+import {
+  LocalRunStore,
+  type UnfinishedRun,
+  type LostRun,
+  type MessageClaim,
+  type RunAssignment,
+  type RunRecord,
+  type RunStore,
+  type ThreadPolicy,
+} from './runStore.js';
 
 /** How a run ended: its `agent_completed` status or its `agent_error` code. */
 export type RunOutcome = 'completed' | 'cancelled' | AgentErrorCode;
@@ -96,9 +105,7 @@ const endOfTick = (): Promise<void> => new Promise((resolve) => process.nextTick
 /** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
 const MAX_PENDING_EVENTS = 64;
 
-type Terminal =
-  | { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string }
-  | { type: 'agent_error'; code: AgentErrorCode; message: string };
+type Terminal = { type: 'agent_completed'; status: 'completed' | 'cancelled'; text: string } | { type: 'agent_error'; code: AgentErrorCode; message: string };
 
 /**
  * Runs agents for users: idempotent message ids, per-thread serialization through the run
@@ -245,10 +252,7 @@ export class RunManager {
   async drain(timeoutMs: number): Promise<void> {
     if (this.liveRuns > 0) {
       let timer: TimerHandle | undefined;
-      await Promise.race([
-        this.#whenIdle(),
-        new Promise<void>((resolve) => (timer = this.#options.clock.setTimeout(resolve, timeoutMs))),
-      ]);
+      await Promise.race([this.#whenIdle(), new Promise<void>((resolve) => (timer = this.#options.clock.setTimeout(resolve, timeoutMs)))]);
       if (timer !== undefined) this.#options.clock.clearTimeout(timer);
     }
     this.#shuttingDown = true;

@@ -130,10 +130,7 @@ export class Connection implements CoordinatorMember {
 
   readonly #ctx: ConnectionContext;
 
-  constructor(
-    ctx: ConnectionContext,
-    resume: ResumePosition,
-  ) {
+  constructor(ctx: ConnectionContext, resume: ResumePosition) {
     this.#ctx = ctx;
     this.lifecycle = new ConnectionLifecycle(this.connectionId, ctx.metrics.lifecycleObserver);
     this.#resume = resume;
@@ -159,11 +156,13 @@ export class Connection implements CoordinatorMember {
     this.#ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
     ws.on('pong', () => this.#sawPeer());
-    ws.on('close', (code) =>
-      void this.#onSocketClosed(code).catch((error: unknown) => {
-        this.#ctx.metrics.faults.inc({ context: 'close' });
-        this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
-      }),
+    ws.on(
+      'close',
+      (code) =>
+        void this.#onSocketClosed(code).catch((error: unknown) => {
+          this.#ctx.metrics.faults.inc({ context: 'close' });
+          this.#ctx.logger.error({ conn: this.connectionId, err: error }, 'close failed');
+        }),
     );
     ws.on('error', (error) => this.#ctx.logger.debug({ conn: this.connectionId, err: error.message }, 'socket error'));
 
@@ -463,14 +462,10 @@ export class Connection implements CoordinatorMember {
           else this.#sendError(reply.code, reply.message, frame.id);
         });
       case 'user_message':
-        return this.#ctx.runs.submit(
-          this.userId!,
-          { id: frame.id, threadId: frame.thread_id, text: frame.text },
-          (reply) => {
-            if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
-            else this.#sendError(reply.code, reply.message, frame.id);
-          },
-        );
+        return this.#ctx.runs.submit(this.userId!, { id: frame.id, threadId: frame.thread_id, text: frame.text }, (reply) => {
+          if (reply.kind === 'ack') this.#send(ackFrame(frame.id, reply.runId, reply.threadId, reply.status));
+          else this.#sendError(reply.code, reply.message, frame.id);
+        });
     }
   }
 

@@ -235,16 +235,13 @@ export class Gateway {
       logger,
       clock,
       ...(options.testTokens ? { testTokens: options.testTokens } : {}),
-      ...(options.chatPage
-        ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) }
-        : {}),
+      ...(options.chatPage ? { chatPage: createChatPageHandler({ wsUrl: this.path, ...(options.chatPage === true ? {} : options.chatPage) }) } : {}),
     });
     this.handleRequest = (req, res) => historyRoutes(req, res) || routes(req, res);
     // At most 1 s: an expired token closes its connection within 2 s (PROTOCOL.md section 2).
     const sweepMs = Math.min(
       1000,
-      options.sweepIntervalMs ??
-        Math.max(10, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)),
+      options.sweepIntervalMs ?? Math.max(10, Math.floor(Math.min(limits.heartbeatMs, this.#heartbeatTimeoutMs, limits.authTimeoutMs) / 5)),
     );
     this.#sweeper = clock.setInterval(() => this.#sweep(), sweepMs);
     this.engine.ready().then(
@@ -412,7 +409,8 @@ export class Gateway {
     if (allowed === this.#refusingForHeldBytes) {
       this.#refusingForHeldBytes = !allowed;
       if (allowed) this.#ctx.logger.info({ held: heldBytes.used }, 'accepting upgrades again');
-      else this.#ctx.logger.warn({ held: heldBytes.used, limit: heldBytes.limit }, 'bytes held before connection_ready at the limit; refusing upgrades with 503');
+      else
+        this.#ctx.logger.warn({ held: heldBytes.used, limit: heldBytes.limit }, 'bytes held before connection_ready at the limit; refusing upgrades with 503');
     }
     return allowed;
   }

@@ -8,11 +8,7 @@ export class TokenBucket {
   readonly #ratePerSec: number;
   readonly #burst: number;
 
-  constructor(
-    ratePerSec: number,
-    burst: number,
-    now: number,
-  ) {
+  constructor(ratePerSec: number, burst: number, now: number) {
     this.#ratePerSec = ratePerSec;
     this.#burst = burst;
     this.#tokens = burst;

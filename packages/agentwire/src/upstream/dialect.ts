@@ -68,7 +68,8 @@ export class ToolCalls {
   /** The tool of an announced call; a result for a call never announced is a fault. */
   toolOf(callId: string): string {
     const tool = this.#tools.get(callId);
-    if (tool === undefined) throw new UpstreamFailure(`the upstream sent a tool result for call ${JSON.stringify(callId.slice(0, 100))}, which it never announced`);
+    if (tool === undefined)
+      throw new UpstreamFailure(`the upstream sent a tool result for call ${JSON.stringify(callId.slice(0, 100))}, which it never announced`);
     return tool;
   }
 }

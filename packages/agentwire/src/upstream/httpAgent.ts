@@ -99,7 +99,9 @@ async function* runUpstream(upstream: Upstream, input: AgentRunInput): AsyncGene
     response = await send(upstream, input, body, request);
     const framing = dialect.framing(mediaType(response.headers['content-type']));
     if (framing === null) {
-      throw new UpstreamFailure(`the upstream answered with content-type ${quoted(String(response.headers['content-type']))}, which the ${dialect.name} dialect does not read`);
+      throw new UpstreamFailure(
+        `the upstream answered with content-type ${quoted(String(response.headers['content-type']))}, which the ${dialect.name} dialect does not read`,
+      );
     }
     const decoder = dialect.decoder();
     const messages = framing === 'sse' ? sseData(response) : ndjsonLines(response);
@@ -133,7 +135,9 @@ async function send(upstream: Upstream, input: AgentRunInput, body: string, requ
     const response = await post(target, requestHeaders(upstream, input, body), body, request.signal);
     if (response.statusCode === undefined || response.statusCode < 200 || response.statusCode > 299) {
       const excerpt = await readExcerpt(response).catch(() => '');
-      throw new UpstreamFailure(`the upstream agent answered HTTP ${response.statusCode} ${response.statusMessage ?? ''}`.trimEnd() + (excerpt ? `: ${quoted(excerpt)}` : ''));
+      throw new UpstreamFailure(
+        `the upstream agent answered HTTP ${response.statusCode} ${response.statusMessage ?? ''}`.trimEnd() + (excerpt ? `: ${quoted(excerpt)}` : ''),
+      );
     }
     return response;
   } catch (error) {
@@ -200,4 +204,3 @@ function describe(error: unknown, upstream: Upstream, streaming: boolean): strin
 function mediaType(header: string | undefined): string | undefined {
   return header?.split(';')[0]!.trim().toLowerCase() || undefined;
 }
-

@@ -109,14 +109,7 @@ function normalizePath(path: string): string {
   return withSlash.length > 1 ? withSlash.replace(/\/+$/, '') || '/' : withSlash;
 }
 
-function send(
-  res: ServerResponse,
-  req: IncomingMessage,
-  status: number,
-  type: string,
-  body: string,
-  headers: Record<string, string> = {},
-): void {
+function send(res: ServerResponse, req: IncomingMessage, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
   const bytes = Buffer.from(body, 'utf8');
   res.writeHead(status, {
     'Content-Type': type,

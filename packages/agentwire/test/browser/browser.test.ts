@@ -151,11 +151,9 @@ async function waitForRendered(page: Page, count: number, timeout = WAIT_MS): Pr
 
 /** Waits until `count` runs have rendered their terminal event. */
 async function waitForTerminals(page: Page, count: number): Promise<void> {
-  await page.waitForFunction(
-    (n) => document.querySelectorAll('[data-type="agent_completed"], [data-type="agent_error"]').length >= n,
-    count,
-    { timeout: WAIT_MS },
-  );
+  await page.waitForFunction((n) => document.querySelectorAll('[data-type="agent_completed"], [data-type="agent_error"]').length >= n, count, {
+    timeout: WAIT_MS,
+  });
 }
 
 /** Types `text` into the message box and presses Enter (the keyboard path). */
@@ -272,9 +270,7 @@ describe('browser chat page', () => {
     expect(new Set(all.map((r) => r.thread)).size).toBe(2);
     await say(page, 'and what is (1+2)*3?');
     await waitForTerminals(page, 3);
-    expect(await page.locator('ol.transcript:not([hidden]) [data-type="agent_completed"] .text').last().textContent()).toBe(
-      '(1+2)*3 = 9',
-    );
+    expect(await page.locator('ol.transcript:not([hidden]) [data-type="agent_completed"] .text').last().textContent()).toBe('(1+2)*3 = 9');
     expectExactly(await rendered(page), 1, firstTypes.length + 5 + demoRunTypes('and what is (1+2)*3?').length);
 
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -566,7 +562,9 @@ describe('browser chat page', () => {
       await waitForTerminals(page, 1);
       expect(await answer.getAttribute('data-type')).toBe('agent_completed');
       expect(await answer.getAttribute('class')).not.toContain('streaming');
-      expect(await answer.locator('.markdown').innerHTML()).toBe('<p><strong>Bold</strong> start and a list:</p>\n<ul>\n<li>one</li>\n<li><code>two</code></li>\n</ul>');
+      expect(await answer.locator('.markdown').innerHTML()).toBe(
+        '<p><strong>Bold</strong> start and a list:</p>\n<ul>\n<li>one</li>\n<li><code>two</code></li>\n</ul>',
+      );
       const list = await rendered(page);
       expectExactly(list, 1, list.length);
       expect(list.filter((r) => r.type === 'agent_text_delta')).toHaveLength(3);
@@ -773,7 +771,7 @@ describe('browser chat page', () => {
       const answer =
         'A reload **never repeats a word**:\n\n' +
         '1. the page loads the thread from `GET /v1/threads/<id>/messages`, with the answer so far;\n' +
-        '2. it connects with that answer\'s `epoch` and `last_seq`;\n' +
+        "2. it connects with that answer's `epoch` and `last_seq`;\n" +
         '3. the gateway replays exactly the deltas after it.\n\n' +
         '> Each event is keyed by *(epoch, seq)*. See [the protocol](https://example.com/protocol).';
       for (const word of answer.match(/\s*\S+/g)!) agent.push(threadId, { type: 'text_delta', text: word });

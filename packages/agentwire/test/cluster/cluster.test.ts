@@ -273,9 +273,12 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       const blocks = runBlocks(events);
       expect(blocks.map((b) => b.runId)).toEqual(queue);
       for (const block of blocks) expect(runProblem(block.events)).toBeNull();
-      expect(events.filter((e) => e.type === 'agent_started').map((e) => e.message_id).sort()).toEqual(
-        Array.from({ length: 10 }, (_, i) => `d${i}`).sort(),
-      );
+      expect(
+        events
+          .filter((e) => e.type === 'agent_started')
+          .map((e) => e.message_id)
+          .sort(),
+      ).toEqual(Array.from({ length: 10 }, (_, i) => `d${i}`).sort());
       // The thread's last hand-off (ADVANCE) follows its terminal event: wait for it, do not race it.
       await vi.waitFor(async () => expect(await redis.exists(userKeys(PREFIX, 'u-dup').thread('td'))).toBe(0), { timeout: 5000, interval: 20 });
     } finally {
@@ -313,7 +316,13 @@ describe('cluster: one thread, messages arriving at two nodes at once', () => {
       await cb.waitFor(terminalOf(runId), 10_000, `terminal of ${runId} on b`);
     }
     // Only the five accepted messages ran.
-    expect(ca.events().filter((e) => e.type === 'agent_started').map((e) => e.run_id).sort()).toEqual([...startedRuns].sort());
+    expect(
+      ca
+        .events()
+        .filter((e) => e.type === 'agent_started')
+        .map((e) => e.run_id)
+        .sort(),
+    ).toEqual([...startedRuns].sort());
 
     // The threads are free again, and a rejected id was released: the same id now starts a run.
     for (const { client, id, thread } of rejected) {
@@ -515,7 +524,7 @@ describe('cluster: cancel while a queued run is handed to its node', () => {
         // Node A listens for cancels addressed to it (its control channel is subscribed; sharded
         // pub/sub, as on Redis 7 every channel of the backend).
         const channel = 'aw:node:node-a:cancel';
-        for (const deadline = Date.now() + 5000; ; ) {
+        for (const deadline = Date.now() + 5000; ;) {
           const [, count] = (await redis.call('PUBSUB', 'SHARDNUMSUB', channel)) as [string, number];
           if (Number(count) === 1) break;
           if (Date.now() > deadline) throw new Error(`${channel} not subscribed`);
@@ -598,10 +607,7 @@ describe('cluster: per-user connection cap', () => {
     let replacement: TestClient | null = null;
     for (let attempt = 0; attempt < 100 && !replacement; attempt++) {
       const client = await cluster.connect(nodeB, 'u-cap');
-      const outcome = await Promise.race([
-        client.ready(10_000).then(() => 'ready' as const),
-        client.closed.then((c) => c.code),
-      ]);
+      const outcome = await Promise.race([client.ready(10_000).then(() => 'ready' as const), client.closed.then((c) => c.code)]);
       if (outcome === 'ready') replacement = client;
       else expect(outcome).toBe(4429);
     }

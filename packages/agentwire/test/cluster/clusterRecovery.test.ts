@@ -159,7 +159,10 @@ afterEach(async () => {
     for (const cluster of clusters.splice(0)) await cluster.stop();
     await redis?.stop();
     redis = null;
-    expect(unhandled.map((r) => (r instanceof Error ? r.stack : String(r))), 'unhandled promise rejections').toEqual([]);
+    expect(
+      unhandled.map((r) => (r instanceof Error ? r.stack : String(r))),
+      'unhandled promise rejections',
+    ).toEqual([]);
   } finally {
     unhandled.length = 0;
   }
@@ -233,7 +236,10 @@ function streamProblem(events: Frame[]): string | null {
 function expectDemoRuns(events: Frame[], runIds: readonly string[]): void {
   for (const runId of runIds) {
     const run = events.filter((e) => e.run_id === runId);
-    expect(run.map((e) => e.type), `events of ${runId}`).toEqual(demoRunTypes(run[0]!.text));
+    expect(
+      run.map((e) => e.type),
+      `events of ${runId}`,
+    ).toEqual(demoRunTypes(run[0]!.text));
     expect(run.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
   }
   const terminals = events.filter((e) => e.type === 'agent_completed' || e.type === 'agent_error');
@@ -332,10 +338,9 @@ describe('while redis is down', () => {
     // Open connections stay open: WebSocket ping and protocol ping are both answered.
     const pong = once(a.ws, 'pong');
     a.ws.ping(Buffer.from('outage'));
-    const [payload] = (await Promise.race([
-      pong,
-      new Promise((_, reject) => setTimeout(() => reject(new Error('no pong while redis is down')), 5000)),
-    ])) as [Buffer];
+    const [payload] = (await Promise.race([pong, new Promise((_, reject) => setTimeout(() => reject(new Error('no pong while redis is down')), 5000))])) as [
+      Buffer,
+    ];
     expect(payload.toString()).toBe('outage');
     a.send({ type: 'ping', id: 'p-outage' });
     expect(await a.waitFor((f) => f.type === 'pong', 5000, 'pong frame')).toMatchObject({ type: 'pong', id: 'p-outage' });
@@ -405,7 +410,14 @@ describe('run leases across an outage longer than the lease', () => {
     const engine = ObservedEngine.on(engineOptions('lease'));
     const store = new ObservedRunStore(engine.connection, { leaseMs: 1000, now: () => clock.now(), onError: noop });
     // Renewals every 333 ms, sweeps for lost runs every 100 ms, all on the manual clock.
-    const env = await startGateway({ engine, runStore: store, presence: new RedisPresence(engine.connection), clock, lostRunSweepMs: 100, drainTimeoutMs: 1000 });
+    const env = await startGateway({
+      engine,
+      runStore: store,
+      presence: new RedisPresence(engine.connection),
+      clock,
+      lostRunSweepMs: 100,
+      drainTimeoutMs: 1000,
+    });
     const node = { env, engine, httpUrl: `http://127.0.0.1:${env.port}`, clock };
     nodes.push(node);
     const a = await env.ready('lou');
@@ -870,7 +882,11 @@ describe('interleavings over a real Redis (fast-check scheduler)', () => {
           await s.waitFor(Promise.all(tasks));
 
           const end = await nodesOfRun[0]!.head(user);
-          const report = () => `\n${members.map((m) => m.describe()).join('\n')}\nend ${end.lastSeq}; faults ${faults.join('; ')}\n${s.report().map((t) => t.label).join(' | ')}`;
+          const report = () =>
+            `\n${members.map((m) => m.describe()).join('\n')}\nend ${end.lastSeq}; faults ${faults.join('; ')}\n${s
+              .report()
+              .map((t) => t.label)
+              .join(' | ')}`;
           await s.waitFor(
             waiters.until(
               () => members.every((m) => m.failure !== null || m.resyncs > 0 || m.position >= end.lastSeq),
@@ -892,7 +908,10 @@ describe('interleavings over a real Redis (fast-check scheduler)', () => {
             const canResume = from !== undefined && member.resume.epoch === head.epoch && from <= head.lastSeq;
             expect(resumed, where).toBe(canResume);
             const replayFrom = resumed ? from! : head.lastSeq;
-            expect(replay.map((e) => e.seq), where).toEqual(Array.from({ length: head.lastSeq - replayFrom }, (_, i) => replayFrom + 1 + i));
+            expect(
+              replay.map((e) => e.seq),
+              where,
+            ).toEqual(Array.from({ length: head.lastSeq - replayFrom }, (_, i) => replayFrom + 1 + i));
             // Live entries: contiguous, none missing after the head, and the same as the log.
             const live = member.delivered.map((e) => e.seq);
             for (let i = 1; i < live.length; i++) expect(live[i], where).toBe(live[i - 1]! + 1);

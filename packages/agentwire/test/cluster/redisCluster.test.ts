@@ -94,7 +94,7 @@ describe('the Redis engine on a 3-master Redis Cluster', () => {
     expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
   }, 30_000);
 
-  it("a node that stops renewing loses its runs to another node: run_lost, then its thread moves on", async () => {
+  it('a node that stops renewing loses its runs to another node: run_lost, then its thread moves on', async () => {
     const dead = await clusterNode('lost', 'dead', 300);
     // A sweeper judges leases after a whole lease of unbroken contact: a short one here.
     const env = await gatewayOn('lost', 'alive', { lostRunSweepMs: 50 }, 300);

@@ -42,13 +42,10 @@ async function eventually(check: () => Promise<boolean> | boolean, timeoutMs: nu
   const poll = setInterval(() => {
     void Promise.resolve()
       .then(check)
-      .then(
-        (ok) => {
-          done ||= ok;
-          waiters.notify();
-        },
-        noop,
-      );
+      .then((ok) => {
+        done ||= ok;
+        waiters.notify();
+      }, noop);
   }, 100);
   try {
     await waiters.until(() => done, timeoutMs, what);

@@ -40,9 +40,7 @@ export class Child {
   readonly closed: Promise<ExitInfo>;
   readonly #timeoutMs: number;
   readonly #waiters = new Waiters(
-    () =>
-      `exit=${JSON.stringify(this.exit)}; ` +
-      `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
+    () => `exit=${JSON.stringify(this.exit)}; ` + `stdout=${JSON.stringify(this.stdout.slice(-2000))}; stderr=${JSON.stringify(this.stderr.slice(-2000))}`,
   );
 
   constructor(args: string[], env: NodeJS.ProcessEnv, options: ChildOptions = {}) {

@@ -61,12 +61,7 @@ export async function startGateway(options: Partial<GatewayOptions> = {}): Promi
  * by `stepMs` (at most `maxSteps` times), so that a drain held by a run left live by a failed
  * test can end. Without a clock it just stops.
  */
-export async function stopAdvancing(
-  env: Pick<TestGateway, 'stop'>,
-  clock: ManualClock | undefined,
-  stepMs: number,
-  maxSteps: number,
-): Promise<void> {
+export async function stopAdvancing(env: Pick<TestGateway, 'stop'>, clock: ManualClock | undefined, stepMs: number, maxSteps: number): Promise<void> {
   let stopped = false;
   const stopping = env.stop().finally(() => {
     stopped = true;

@@ -109,9 +109,7 @@ export function parsePrometheus(text: string): Sample[] {
  * is none; throws when several match (the query was not precise enough).
  */
 export function sampleValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const matching = samples.filter(
-    (s) => s.name === name && Object.entries(labels).every(([key, value]) => s.labels[key] === value),
-  );
+  const matching = samples.filter((s) => s.name === name && Object.entries(labels).every(([key, value]) => s.labels[key] === value));
   if (matching.length > 1) throw new Error(`${matching.length} samples match ${name} ${JSON.stringify(labels)}`);
   return matching[0]?.value;
 }

@@ -42,11 +42,9 @@ export class RedisClusterServer {
     const cluster = new RedisClusterServer(ports, options);
     try {
       await Promise.all(ports.map((port) => cluster.#startNode(port)));
-      await run(
-        'redis-cli',
-        ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'],
-        { timeout: 30_000 },
-      );
+      await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', String(replicas), '--cluster-yes'], {
+        timeout: 30_000,
+      });
       await Promise.all(ports.map((port) => waitClusterOk(port)));
     } catch (error) {
       await cluster.stop();
@@ -67,9 +65,25 @@ export class RedisClusterServer {
   async #startNode(port: number): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`,
-        '--dir', this.dir, '--save', '', '--appendonly', 'no', '--protected-mode', 'no',
-        ...(this.options.nodeTimeoutMs ? ['--cluster-node-timeout', String(this.options.nodeTimeoutMs)] : [])],
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        `nodes-${port}.conf`,
+        '--dir',
+        this.dir,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--protected-mode',
+        'no',
+        ...(this.options.nodeTimeoutMs ? ['--cluster-node-timeout', String(this.options.nodeTimeoutMs)] : []),
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.#processes.set(port, child);
@@ -123,10 +137,13 @@ async function waitClusterOk(port: number): Promise<void> {
   try {
     let ok = false;
     const poll = setInterval(() => {
-      void redis.cluster('INFO').then((info) => {
-        ok = String(info).includes('cluster_state:ok');
-        waiters.notify();
-      }, () => {});
+      void redis.cluster('INFO').then(
+        (info) => {
+          ok = String(info).includes('cluster_state:ok');
+          waiters.notify();
+        },
+        () => {},
+      );
     }, 50);
     try {
       await waiters.until(() => ok, 20_000, `cluster_state:ok on ${port}`);

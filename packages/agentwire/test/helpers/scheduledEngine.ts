@@ -1,12 +1,5 @@
 import type { Scheduler } from 'fast-check';
-import type {
-  AppendFence,
-  EventEngine,
-  GapListener,
-  LiveListener,
-  LogHead,
-  Subscription,
-} from '../../src/engine/types.js';
+import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, Subscription } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
 
 /**
@@ -59,9 +52,7 @@ export class ScheduledEngine implements EventEngine {
   }
 
   append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
-    return this.#step(userId, `append ${userId} ${events.map((e) => e.type).join(',')}`, () =>
-      this.inner.append(userId, events, fence),
-    );
+    return this.#step(userId, `append ${userId} ${events.map((e) => e.type).join(',')}`, () => this.inner.append(userId, events, fence));
   }
 
   subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
@@ -80,8 +71,7 @@ export class ScheduledEngine implements EventEngine {
         highest = Math.max(highest, entry.seq);
         listener(entry);
       });
-    const scheduledGap: GapListener | undefined =
-      onPossibleGap && (() => later(`possible gap ${userId}`, () => onPossibleGap()));
+    const scheduledGap: GapListener | undefined = onPossibleGap && (() => later(`possible gap ${userId}`, () => onPossibleGap()));
     return this.#step(userId, `subscribe ${userId}`, async () => {
       const inner = await this.inner.subscribe(userId, scheduledListener, scheduledGap);
       this.activeSubscriptions++;

@@ -20,12 +20,7 @@ export class Waiters {
     this.#waiters.clear();
   }
 
-  until<T>(
-    check: () => T | undefined | false,
-    timeoutMs: number,
-    what: string,
-    describe: (() => string) | undefined = this.describe,
-  ): Promise<T> {
+  until<T>(check: () => T | undefined | false, timeoutMs: number, what: string, describe: (() => string) | undefined = this.describe): Promise<T> {
     const now = check();
     if (now !== undefined && now !== false) return Promise.resolve(now);
     return new Promise((resolve, reject) => {

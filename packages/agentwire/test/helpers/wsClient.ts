@@ -91,30 +91,26 @@ export class TestClient {
 
   /** Resolves once `count` frames match. */
   waitForCount(predicate: (frame: Frame) => boolean, count: number, timeoutMs = 5000, what = 'frames'): Promise<Frame[]> {
-    return this.#waiters.until(() => {
-      const matched = this.frames.filter(predicate);
-      return matched.length >= count ? matched : undefined;
-    }, timeoutMs, `${count} ${what}`);
+    return this.#waiters.until(
+      () => {
+        const matched = this.frames.filter(predicate);
+        return matched.length >= count ? matched : undefined;
+      },
+      timeoutMs,
+      `${count} ${what}`,
+    );
   }
 
   /** Resolves with the run's events once its terminal event arrived. */
   async runEvents(runId: string, timeoutMs = 10000): Promise<Frame[]> {
-    await this.waitFor(
-      (f) => f.run_id === runId && (f.type === 'agent_completed' || f.type === 'agent_error'),
-      timeoutMs,
-      `terminal event of ${runId}`,
-    );
+    await this.waitFor((f) => f.run_id === runId && (f.type === 'agent_completed' || f.type === 'agent_error'), timeoutMs, `terminal event of ${runId}`);
     return this.frames.filter((f) => f.run_id === runId && typeof f.seq === 'number');
   }
 
   /** Sends a user_message and resolves with its ack (or error). */
   async message(id: string, threadId: string, text: string, timeoutMs = 5000): Promise<Frame> {
     this.send({ type: 'user_message', id, thread_id: threadId, text });
-    return this.waitFor(
-      (f) => (f.type === 'ack' || f.type === 'error') && (f.id === id || f.ref === id),
-      timeoutMs,
-      `ack of ${id}`,
-    );
+    return this.waitFor((f) => (f.type === 'ack' || f.type === 'error') && (f.id === id || f.ref === id), timeoutMs, `ack of ${id}`);
   }
 
   events(): Frame[] {
@@ -122,11 +118,7 @@ export class TestClient {
   }
 
   waitClosed(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
-    return this.#waiters.until(
-      () => (this.closeCode === null ? undefined : { code: this.closeCode, reason: this.closeReason }),
-      timeoutMs,
-      'close',
-    );
+    return this.#waiters.until(() => (this.closeCode === null ? undefined : { code: this.closeCode, reason: this.closeReason }), timeoutMs, 'close');
   }
 
   close(code = 1000): void {

@@ -53,7 +53,12 @@ function captureLogger(): { logger: Logger; lines(): Array<Record<string, unknow
   return {
     logger,
     text: () => chunks.join(''),
-    lines: () => chunks.join('').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as Record<string, unknown>),
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
   };
 }
 
@@ -101,11 +106,7 @@ async function neverClaimed(env: TestGateway, userId: string, messageId: string)
  * is live, nothing was appended to the user's log, no error frame was sent, and the connection
  * never became AUTHENTICATED.
  */
-async function expectRefusedAtUpgrade(
-  env: TestGateway,
-  options: ConnectOptions,
-  expected: { reason: string; userId: string },
-): Promise<void> {
+async function expectRefusedAtUpgrade(env: TestGateway, options: ConnectOptions, expected: { reason: string; userId: string }): Promise<void> {
   const client = rawClient(env, options);
   const messageId = `early-${Math.random().toString(36).slice(2)}`;
   let sentAtOpen = false;
@@ -206,11 +207,7 @@ describe('refused upgrade credentials: open, then 4401, and no frame is processe
 
   it('an alg:none token gets token_invalid', async () => {
     const env = await start();
-    await expectRefusedAtUpgrade(
-      env,
-      { token: algNoneToken('mallory'), via: 'subprotocol' },
-      { reason: 'token_invalid', userId: 'mallory' },
-    );
+    await expectRefusedAtUpgrade(env, { token: algNoneToken('mallory'), via: 'subprotocol' }, { reason: 'token_invalid', userId: 'mallory' });
   });
 
   it('a wrong or missing audience gets token_invalid when an audience is configured', async () => {
@@ -288,10 +285,7 @@ describe('auth frame', () => {
     viaFrame.send({ type: 'auth', token: await env.token('mallory') });
     viaFrame.send({ type: 'ping', id: 1 });
     const pong = await viaFrame.waitFor((f) => f.type === 'pong' && f.id === 1, 5000, 'pong 1');
-    expect(viaFrame.frames.slice(1)).toEqual([
-      { type: 'error', code: 'already_authenticated', message: expect.any(String), ref: null },
-      pong,
-    ]);
+    expect(viaFrame.frames.slice(1)).toEqual([{ type: 'error', code: 'already_authenticated', message: expect.any(String), ref: null }, pong]);
 
     const viaSubprotocol = await env.ready('bob');
     viaSubprotocol.send({ type: 'auth', token: await env.token('bob') });
@@ -488,8 +482,7 @@ describe('auth metrics', () => {
     for (const [options, code] of refusals) {
       expect((await rawClient(env, options).waitClosed()).code).toBe(code);
     }
-    const count = (method: string, outcome: string) =>
-      metricValue(env, `agentwire_auth_total{method="${method}",outcome="${outcome}"}`);
+    const count = (method: string, outcome: string) => metricValue(env, `agentwire_auth_total{method="${method}",outcome="${outcome}"}`);
     expect(await count('header', 'ok')).toBe(1);
     expect(await count('subprotocol', 'ok')).toBe(1);
     expect(await count('frame', 'ok')).toBe(2);

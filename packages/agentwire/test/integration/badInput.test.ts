@@ -175,9 +175,7 @@ describe('error frames after connection_ready, each leaving the connection open'
 
   it('already_authenticated', async () => {
     const { env, alice, bob } = await setup();
-    expect(await errorFor(alice, { type: 'auth', token: await env.token('bob') })).toEqual(
-      error('already_authenticated', null),
-    );
+    expect(await errorFor(alice, { type: 'auth', token: await env.token('bob') })).toEqual(error('already_authenticated', null));
     await expectAlive(alice);
     await expectBystanderUntouched(bob);
   });
@@ -239,9 +237,7 @@ describe('rate limit (ManualClock refills the bucket)', () => {
     await clock.advance(1000);
     for (let id = 6; id <= 9; id++) carol.send({ type: 'ping', id });
     await carol.waitForCount((f) => f.type === 'pong' || f.type === 'error', 9, 5000, 'answers');
-    expect(carol.frames.slice(1).map((f) => f.type)).toEqual([
-      'pong', 'pong', 'error', 'error', 'error', 'pong', 'error', 'error', 'error',
-    ]);
+    expect(carol.frames.slice(1).map((f) => f.type)).toEqual(['pong', 'pong', 'error', 'error', 'error', 'pong', 'error', 'error', 'error']);
     expect(carol.closeCode).toBeNull();
     await clock.advance(1000);
     await expectAlive(carol);
@@ -301,8 +297,7 @@ describe('closing limits', () => {
     const writer = await env.ready('alice');
     reader.ws.pause();
     const text = 'many words '.repeat(2900); // ~32 KB, carried by agent_started and tool_executing
-    const closing = async () =>
-      (await env.gateway.metrics.connections.get()).values.find((v) => v.labels.state === 'CLOSING')?.value ?? 0;
+    const closing = async () => (await env.gateway.metrics.connections.get()).values.find((v) => v.labels.state === 'CLOSING')?.value ?? 0;
     let runs = 0;
     while ((await closing()) === 0 && runs < 400) {
       const ack = await writer.message(`m${runs}`, 't1', text);

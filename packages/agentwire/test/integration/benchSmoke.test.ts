@@ -130,7 +130,16 @@ describe('bench measurement code on a tiny load', () => {
 
   it('runs the stream and upstream phases on a tiny configuration (memory and Redis engines, HTTP upstream)', async () => {
     const loader = await startBenchChild('load', 'ready');
-    const sizes: StreamSizes = { users: 3, connsPerUser: 2, runsPerUser: 2, deltas: 6, streamFragments: 5, pacedSeconds: 0.3, upstreamRuns: 3, upstreamFragments: 5 };
+    const sizes: StreamSizes = {
+      users: 3,
+      connsPerUser: 2,
+      runsPerUser: 2,
+      deltas: 6,
+      streamFragments: 5,
+      pacedSeconds: 0.3,
+      upstreamRuns: 3,
+      upstreamFragments: 5,
+    };
     const started: StartedServer[] = [];
     const context = {
       reps: 1,
@@ -178,7 +187,11 @@ describe('bench measurement code on a tiny load', () => {
     }
     expect(upstream[1]!.upstreamCpuPerFragmentUs).toBeGreaterThan(0);
     // Every server the phases started was stopped by them (else this waits into the test's timeout).
-    await Promise.all(started.map((s) => (s.child.exitCode !== null || s.child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => s.child.once('exit', resolve)))));
+    await Promise.all(
+      started.map((s) =>
+        s.child.exitCode !== null || s.child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => s.child.once('exit', resolve)),
+      ),
+    );
   }, 120_000);
 
   it('computes medians and nearest-rank percentiles', () => {

@@ -159,9 +159,14 @@ describe('--help and mistyped options on every command', () => {
     return spawned;
   }
 
-  it('<command> --help (or -h) prints that command\'s usage on stdout and exits 0, whatever else is wrong', async () => {
+  it("<command> --help (or -h) prints that command's usage on stdout and exits 0, whatever else is wrong", async () => {
     // serve --help is covered above; help wins over a bad URL or a stray argument.
-    const cases = [['chat', '--help'], ['token', '--help'], ['storm', '-h'], ['chat', '--url', 'http://nowhere', '--thred', 'x', '-h']];
+    const cases = [
+      ['chat', '--help'],
+      ['token', '--help'],
+      ['storm', '-h'],
+      ['chat', '--url', 'http://nowhere', '--thred', 'x', '-h'],
+    ];
     const spawned = await runAll(cases);
     cases.forEach((args, i) => {
       const child = spawned[i]!;

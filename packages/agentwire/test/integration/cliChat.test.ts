@@ -114,9 +114,7 @@ describe('agentwire chat: connection failures and recovery', () => {
     const child = chat(['--url', env.url.replace(/^ws:/, 'http:'), '--token', await env.token('fay'), 'hello']);
     expect(await child.waitExit()).toEqual({ code: 2, signal: null });
     expect(child.stdout).toBe('');
-    expect(child.stderr).toBe(
-      `agentwire chat: --url is http://…: use ws:// or wss:// (did you mean ${env.url}?)\n(see agentwire chat --help)\n`,
-    );
+    expect(child.stderr).toBe(`agentwire chat: --url is http://…: use ws:// or wss:// (did you mean ${env.url}?)\n(see agentwire chat --help)\n`);
     expect(env.gateway.connectionCount).toBe(0);
   });
 

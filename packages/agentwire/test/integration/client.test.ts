@@ -234,12 +234,8 @@ describe('backoff', () => {
 
   it('doubles the jitter ceiling per attempt from 2 x min up to max, floor at min', () => {
     const top = () => 1 - Number.EPSILON;
-    expect([0, 1, 2, 3, 4, 5, 6, 10, 1000].map((a) => backoffDelay(a, options, () => 0))).toEqual([
-      500, 500, 500, 500, 500, 500, 500, 500, 500,
-    ]);
-    expect([0, 1, 2, 3, 4, 5, 6, 10, 1000].map((a) => backoffDelay(a, options, top))).toEqual([
-      999, 1999, 3999, 7999, 15999, 19999, 19999, 19999, 19999,
-    ]);
+    expect([0, 1, 2, 3, 4, 5, 6, 10, 1000].map((a) => backoffDelay(a, options, () => 0))).toEqual([500, 500, 500, 500, 500, 500, 500, 500, 500]);
+    expect([0, 1, 2, 3, 4, 5, 6, 10, 1000].map((a) => backoffDelay(a, options, top))).toEqual([999, 1999, 3999, 7999, 15999, 19999, 19999, 19999, 19999]);
     expect(backoffDelay(0, options, () => 0.5)).toBe(750);
     expect(backoffDelay(3, options, () => 0.25)).toBe(500 + 0.25 * 7500);
   });

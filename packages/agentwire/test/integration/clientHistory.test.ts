@@ -39,7 +39,10 @@ describe('client history', () => {
     for await (const event of client.run(ack.run_id)) void event;
 
     const threads = await client.threads();
-    expect(threads).toMatchObject({ threads: [{ thread_id: 't1', title: 'hello there', last_run: { run_id: ack.run_id, status: 'completed' } }], next_cursor: null });
+    expect(threads).toMatchObject({
+      threads: [{ thread_id: 't1', title: 'hello there', last_run: { run_id: ack.run_id, status: 'completed' } }],
+      next_cursor: null,
+    });
     const page = await client.history('t1', { limit: 10 });
     expect(page).toMatchObject({ thread_id: 't1', epoch: client.position!.epoch, last_seq: client.position!.lastSeq, next_cursor: null });
     expect(page.messages.map((m) => m.text)).toEqual(['hello there', 'echo: hello there']);
@@ -124,7 +127,12 @@ describe('client history', () => {
     expect(page.last_seq).toBe(two.seq);
     const answerInPage = page.messages.find((m) => m.role === 'assistant')!;
     expect(answerInPage.role === 'assistant' && answerInPage.thinking).toEqual(['one ', 'two ']);
-    expect(delivered.map((e) => e.seq)).toEqual(helper.events().filter((e) => e.seq > page.last_seq).map((e) => e.seq));
+    expect(delivered.map((e) => e.seq)).toEqual(
+      helper
+        .events()
+        .filter((e) => e.seq > page.last_seq)
+        .map((e) => e.seq),
+    );
     expect(delivered.filter((e) => e.type === 'agent_thinking').map((e) => (e.type === 'agent_thinking' ? e.text : ''))).toEqual(['three ']);
   });
 });

@@ -339,7 +339,12 @@ describe('client SDK: network faults through a TCP proxy', () => {
     const after = await within(client.send('t1', 'and then'), 'ack');
     await collect(client.run(after.run_id));
     await other.runEvents(after.run_id);
-    expect(other.events().filter((f) => f.type === 'agent_started').map((f) => f.message_id)).toEqual([run.id, after.id]);
+    expect(
+      other
+        .events()
+        .filter((f) => f.type === 'agent_started')
+        .map((f) => f.message_id),
+    ).toEqual([run.id, after.id]);
   });
 
   it('message lost on the way to the server: the re-send starts it, exactly one run', async () => {
@@ -363,7 +368,12 @@ describe('client SDK: network faults through a TCP proxy', () => {
     const events = await collect(run.events);
     expect(events.at(-1)).toMatchObject({ type: 'agent_completed', text: '3*3 = 9' });
     await other.runEvents(ack.run_id);
-    expect(other.events().filter((f) => f.type === 'agent_started').map((f) => f.message_id)).toEqual([run.id]);
+    expect(
+      other
+        .events()
+        .filter((f) => f.type === 'agent_started')
+        .map((f) => f.message_id),
+    ).toEqual([run.id]);
   });
 });
 

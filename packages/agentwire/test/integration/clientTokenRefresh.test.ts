@@ -43,7 +43,9 @@ class FakeGateway {
   ) {
     this.url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/ws`;
     wss.on('connection', (ws, req) => {
-      const offered = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((entry) => entry.trim());
+      const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+        .split(',')
+        .map((entry) => entry.trim());
       const jwt = offered.find((entry) => entry.startsWith('jwt.'))?.slice(4);
       const peer: Peer = { ws, token: jwt, url: req.url ?? '', frames: [], closed: false };
       this.peers.push(peer);
@@ -113,7 +115,10 @@ afterEach(async () => {
   for (const cleanup of pending) await cleanup();
 });
 
-async function setup(provider: ClientOptions['token'], clock = new ManualClock(T0)): Promise<{ clock: ManualClock; server: FakeGateway; client: AgentwireClient }> {
+async function setup(
+  provider: ClientOptions['token'],
+  clock = new ManualClock(T0),
+): Promise<{ clock: ManualClock; server: FakeGateway; client: AgentwireClient }> {
   const server = await FakeGateway.start(clock);
   cleanups.push(() => server.close());
   const client = createClient({ url: server.url, token: provider, clock, random: () => 0.5, minDelayMs: 10, maxDelayMs: 40, pingIntervalMs: 0 });
@@ -123,12 +128,15 @@ async function setup(provider: ClientOptions['token'], clock = new ManualClock(T
 }
 
 function next<K extends keyof ClientEventMap>(client: AgentwireClient, event: K): Promise<ClientEventMap[K]> {
-  return within(new Promise((resolve) => {
-    const off = client.on(event, (payload) => {
-      off();
-      resolve(payload);
-    });
-  }), `client event ${event}`);
+  return within(
+    new Promise((resolve) => {
+      const off = client.on(event, (payload) => {
+        off();
+        resolve(payload);
+      });
+    }),
+    `client event ${event}`,
+  );
 }
 
 /** A provider handing out a new 100 s token on every call, issued at the clock's time. */

@@ -98,7 +98,10 @@ describe('client: the WebSocket it picks without options.WebSocket', () => {
       throw new Error('Cannot find package "ws"');
     });
     client = clientWithGlobal(undefined, 'ws://127.0.0.1:9/ws', 'unused');
-    const outcome = await within(client.connect().catch((error: unknown) => error), 'connect to fail');
+    const outcome = await within(
+      client.connect().catch((error: unknown) => error),
+      'connect to fail',
+    );
     expect(outcome).toBeInstanceOf(Error);
     expect((outcome as Error).message).toMatch(/no WebSocket implementation.*install "ws" or pass options\.WebSocket/);
     expect(client.closeInfo).toMatchObject({ code: 1006, reason: 'no_websocket' });

@@ -152,7 +152,7 @@ describe('production entrypoint: SIGTERM drains and exits 0', () => {
     // npm forwards SIGTERM to its script's process; the script execs node, so that is the gateway.
     const child = children.spawn([], SETTINGS, { command: ['npm', 'start'] });
     const { tree, gateway } = await drainOnSigterm(child);
-    expect(tree[1], 'the gateway is npm\'s own child: no shell between them').toBe(gateway);
+    expect(tree[1], "the gateway is npm's own child: no shell between them").toBe(gateway);
   });
 
   it('the systemd unit runs the same command and waits longer than the gateway may take to stop', () => {

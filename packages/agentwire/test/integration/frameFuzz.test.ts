@@ -46,7 +46,10 @@ const fuzzFrame: fc.Arbitrary<FuzzFrame> = fc.oneof(
     weight: 8,
     arbitrary: fc
       .record({
-        type: fc.oneof(fc.constantFrom(...KNOWN_TYPES, ...PROTOTYPE_NAMES).map((t) => JSON.stringify(t)), rawValue),
+        type: fc.oneof(
+          fc.constantFrom(...KNOWN_TYPES, ...PROTOTYPE_NAMES).map((t) => JSON.stringify(t)),
+          rawValue,
+        ),
         fields: fc.array(fc.tuple(fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 8 })), rawValue), { maxLength: 4 }),
       })
       .map(({ type, fields }) => ({

@@ -278,8 +278,7 @@ describe('token expiry on open connections (section 2) and refresh_token (sectio
     return start({ clock, heartbeatMs: 3_600_000, heartbeatTimeoutMs: 3_600_000, authTimeoutMs: 3_600_000 });
   }
 
-  const sign = (payload: Record<string, unknown>) =>
-    new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
+  const sign = (payload: Record<string, unknown>) => new SignJWT(payload).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(TEST_SECRET));
 
   /** The token's exp as the verifier returns it (whole seconds). */
   const expOf = (token: string) => (JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as { exp: number }).exp * 1000;
@@ -338,9 +337,7 @@ describe('token expiry on open connections (section 2) and refresh_token (sectio
     const env = await startWithClock();
     const shortToken = await env.token('bob', 30);
     const bob = await env.ready('bob', { token: shortToken });
-    expect(await answerTo(bob, JSON.stringify({ type: 'refresh_token', id: 'r1', token: await env.token('carol', 600) }))).toEqual(
-      errorOf('forbidden', 'r1'),
-    );
+    expect(await answerTo(bob, JSON.stringify({ type: 'refresh_token', id: 'r1', token: await env.token('carol', 600) }))).toEqual(errorOf('forbidden', 'r1'));
     await clock!.advance(expOf(shortToken) - clock!.now() + 1000);
     expect(await bob.waitClosed()).toEqual({ code: 4401, reason: 'token_expired' });
   });

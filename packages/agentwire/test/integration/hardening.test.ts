@@ -88,9 +88,7 @@ describe('hardening', () => {
     // An engine that can never write tool_executing events.
     const engine = engineWith(memory, {
       append: (userId: string, events: readonly EventBody[]) =>
-        events.some((e) => e.type === 'tool_executing')
-          ? Promise.reject(new Error('log unavailable'))
-          : memory.append(userId, events),
+        events.some((e) => e.type === 'tool_executing') ? Promise.reject(new Error('log unavailable')) : memory.append(userId, events),
     });
     const outcomes: RunOutcome[] = [];
     const faults: string[] = [];

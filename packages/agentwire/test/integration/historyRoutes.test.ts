@@ -38,7 +38,14 @@ async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
   const nodes: TestGateway[] = [];
   const backends: RedisBackend[] = [];
   for (const nodeId of ['a', 'b']) {
-    const backend = createRedisBackend({ url: REDIS_URL, keyPrefix: PREFIX, retentionMs: 600_000, nodeId: `${PREFIX}-${nodeId}`, leaseMs: 60_000, onError: noop });
+    const backend = createRedisBackend({
+      url: REDIS_URL,
+      keyPrefix: PREFIX,
+      retentionMs: 600_000,
+      nodeId: `${PREFIX}-${nodeId}`,
+      leaseMs: 60_000,
+      onError: noop,
+    });
     backends.push(backend);
     const { engine, runStore, threadMarks } = backend;
     nodes.push(await startGateway({ agent, engine, runStore, threadMarks, ...(history ? { history } : {}) }));
@@ -194,7 +201,10 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
       seen.push(...page.body.threads.map((t: any) => t.thread_id));
       cursor = page.body.next_cursor;
       // A cursor of Alice's only pages Bob's own data for Bob.
-      if (cursor) expect((await call(env.reader, 'GET', `/v1/threads?cursor=${cursor}`, { token: bob.token })).body.threads.every((t: any) => t.thread_id === 'zz')).toBe(true);
+      if (cursor)
+        expect((await call(env.reader, 'GET', `/v1/threads?cursor=${cursor}`, { token: bob.token })).body.threads.every((t: any) => t.thread_id === 'zz')).toBe(
+          true,
+        );
     } while (cursor);
     expect(seen).toEqual(['e', 'd', 'c', 'b', 'a']);
 
@@ -206,7 +216,16 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     expect(oldest.body.messages.map((m: any) => m.text)).toEqual(['hello e', 'echo: hello e']);
     expect(oldest.body.next_cursor).toBeNull();
 
-    for (const query of ['limit=0', 'limit=101', 'limit=abc', 'limit=1.5', 'cursor=', 'cursor=%%%', `cursor=${'A'.repeat(600)}`, `cursor=${newest.body.next_cursor}`]) {
+    for (const query of [
+      'limit=0',
+      'limit=101',
+      'limit=abc',
+      'limit=1.5',
+      'cursor=',
+      'cursor=%%%',
+      `cursor=${'A'.repeat(600)}`,
+      `cursor=${newest.body.next_cursor}`,
+    ]) {
       const reply = await call(env.reader, 'GET', `/v1/threads?${query}`, { token: alice.token });
       expect(reply.status, query).toBe(400);
       expect(reply.body).toMatchObject({ error: 'invalid_request' });
@@ -226,7 +245,19 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     await completed(alice.client, 't1', 'more words');
     expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].title).toBe('Renamed ✓');
 
-    for (const body of ['', 'nope', '[]', 'null', '"x"', '{}', '{"title":""}', '{"title":5}', `{"title":"${'y'.repeat(201)}"}`, '{"__proto__":{"title":"x"}}', '{"title":{"toString":"x"}}']) {
+    for (const body of [
+      '',
+      'nope',
+      '[]',
+      'null',
+      '"x"',
+      '{}',
+      '{"title":""}',
+      '{"title":5}',
+      `{"title":"${'y'.repeat(201)}"}`,
+      '{"__proto__":{"title":"x"}}',
+      '{"title":{"toString":"x"}}',
+    ]) {
       const reply = await call(env.reader, 'PATCH', '/v1/threads/t1', { token: alice.token, body });
       expect(reply.status, body).toBe(400);
       expect(reply.body.error).toBe('invalid_request');
@@ -259,7 +290,10 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     await completed(alice.client, 'doomed', 'a fresh start');
     const reborn = await call(env.reader, 'GET', '/v1/threads/doomed/messages', { token: alice.token });
     expect(reborn.body.messages.map((m: any) => m.text)).toEqual(['a fresh start', 'echo: a fresh start']);
-    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0]).toMatchObject({ thread_id: 'doomed', title: 'a fresh start' });
+    expect((await call(env.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads[0]).toMatchObject({
+      thread_id: 'doomed',
+      title: 'a fresh start',
+    });
   });
 
   it('the epoch/last_seq seam: loading messages mid-run, then connecting with that position, gives exactly the events after it', async () => {

@@ -32,12 +32,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { TokenVerifier } from '../../src/auth/index.js';
 import { CoordinatorRegistry } from '../../src/coordination/index.js';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
-import {
-  ConnectionLifecycle,
-  ConnectionState,
-  StateTransitionError,
-  type LifecycleObserver,
-} from '../../src/lifecycle/index.js';
+import { ConnectionLifecycle, ConnectionState, StateTransitionError, type LifecycleObserver } from '../../src/lifecycle/index.js';
 import { GatewayMetrics } from '../../src/observability/index.js';
 import type { LogEntry } from '@agentwire/protocol';
 import { createDemoAgent, RunManager } from '../../src/runs/index.js';
@@ -156,13 +151,7 @@ function resumeFor(choice: ResumeChoice, userId: string, peers: readonly PeerVie
 }
 
 /** Builds a client frame from a choice and what the clients know at that moment. */
-function buildFrame(
-  choice: FrameChoice,
-  peer: PeerView,
-  peers: readonly PeerView[],
-  messages: ReadonlyMap<string, Frame[]>,
-  nextId: () => number,
-): Frame {
+function buildFrame(choice: FrameChoice, peer: PeerView, peers: readonly PeerView[], messages: ReadonlyMap<string, Frame[]>, nextId: () => number): Frame {
   const id = `${peer.userId}.f${nextId()}`;
   switch (choice.kind) {
     case 'message':
@@ -304,11 +293,7 @@ function checkUser(log: UserLog, peers: readonly PeerView[], runOwner: ReadonlyM
       if (!cancelTargets.has(runId)) fail(`run ${runId} was cancelled, but ${userId} never asked for it`);
     } else {
       const text = String(started.text);
-      const expected = text.startsWith('/fail')
-        ? 'agent_error/agent_failed'
-        : text.startsWith('/hang')
-          ? 'agent_error/timeout'
-          : 'agent_completed/completed';
+      const expected = text.startsWith('/fail') ? 'agent_error/agent_failed' : text.startsWith('/hang') ? 'agent_error/timeout' : 'agent_completed/completed';
       const actual = `${terminal.type}/${terminal.type === 'agent_error' ? terminal.code : terminal.status}`;
       if (actual !== expected) fail(`run ${runId} ended with ${actual}, expected ${expected}`);
     }
@@ -434,7 +419,12 @@ async function checkAll(engine: MemoryEngine, userIds: readonly string[], peers:
   for (const log of logs) {
     for (const entry of log.entries) runOwner.set((JSON.parse(entry.json) as Frame).run_id, log.userId);
   }
-  for (const log of logs) checkUser(log, peers.filter((p) => p.userId === log.userId), runOwner);
+  for (const log of logs)
+    checkUser(
+      log,
+      peers.filter((p) => p.userId === log.userId),
+      runOwner,
+    );
   const strangers = peers.filter((p) => !userIds.includes(p.userId));
   if (strangers.length > 0) throw new Error(`peers of unknown users: ${strangers.map((p) => p.label).join(', ')}`);
 }
@@ -444,12 +434,7 @@ async function checkAll(engine: MemoryEngine, userIds: readonly string[], peers:
  * each so that socket I/O interleaves, until `done()` holds. When nothing is scheduled,
  * `whenIdle` may move things on (and says whether it did). Returns false if `done` never held.
  */
-async function settle(
-  s: Scheduler,
-  done: () => Promise<boolean>,
-  timeoutMs: number,
-  whenIdle: () => Promise<boolean> = async () => false,
-): Promise<boolean> {
+async function settle(s: Scheduler, done: () => Promise<boolean>, timeoutMs: number, whenIdle: () => Promise<boolean> = async () => false): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (s.count() > 0) {
@@ -700,9 +685,7 @@ class FakeWorld {
       this.engine.activeSubscriptions === 0;
     if (!(await settle(this.s, closed, 2000))) {
       const states = this.peers.map((p) => `${p.peer.label}=${p.connection.lifecycle.state}`).join(' ');
-      throw new Error(
-        `teardown did not finish: ${states}; coordinators=${this.ctx.registry.size} subscriptions=${this.engine.activeSubscriptions}`,
-      );
+      throw new Error(`teardown did not finish: ${states}; coordinators=${this.ctx.registry.size} subscriptions=${this.engine.activeSubscriptions}`);
     }
 
     // No frame was processed, and no answer sent, before PROCESSING_READY.
@@ -790,9 +773,7 @@ const fakeCommands: fc.Arbitrary<Array<AsyncCommand<FakeModel, FakeWorld>>> = fc
       .map(([user, via, resume]): AsyncCommand<FakeModel, FakeWorld> => new OpenCommand(user, via, resume)),
     {
       weight: 2,
-      arbitrary: fc
-        .tuple(fc.nat(8), frameChoiceArb)
-        .map(([pick, choice]): AsyncCommand<FakeModel, FakeWorld> => new SendCommand(pick, choice)),
+      arbitrary: fc.tuple(fc.nat(8), frameChoiceArb).map(([pick, choice]): AsyncCommand<FakeModel, FakeWorld> => new SendCommand(pick, choice)),
     },
     fc.nat(8).map((pick): AsyncCommand<FakeModel, FakeWorld> => new CloseCommand(pick)),
   ),
@@ -805,27 +786,21 @@ describe('interleavings over a fake socket (production Connection, coordinator, 
     let withTraffic = 0;
     const coverage = new Coverage();
     await fc.assert(
-      fc.asyncProperty(
-        fc.scheduler(),
-        fc.integer({ min: 1, max: 3 }),
-        fakeCommands,
-        fakeCommands,
-        async (s, userCount, firstPhase, secondPhase) => {
-          scenarios++;
-          const world = new FakeWorld(s, userCount);
-          const model: FakeModel = { userCount, openedPerUser: [0, 0, 0], open: 0 };
-          // Two phases with a quiet point between them, so that the second one starts from
-          // connections that are ready, a history to resume from and clients that went away.
-          await fc.scheduledModelRun(s, () => ({ model, real: world }), firstPhase);
-          await world.quiesce(false);
-          await fc.scheduledModelRun(s, () => ({ model, real: world }), secondPhase);
-          await world.finish();
-          if (world.peers.some((p) => p.peer.received.some(isEvent))) withTraffic++;
-          coverage.tally(world.views);
-          coverage.earlyFrames += world.peers.reduce((sum, p) => sum + p.socket.early, 0);
-          coverage.reorderedNotifications += world.engine.reorderedNotifications;
-        },
-      ),
+      fc.asyncProperty(fc.scheduler(), fc.integer({ min: 1, max: 3 }), fakeCommands, fakeCommands, async (s, userCount, firstPhase, secondPhase) => {
+        scenarios++;
+        const world = new FakeWorld(s, userCount);
+        const model: FakeModel = { userCount, openedPerUser: [0, 0, 0], open: 0 };
+        // Two phases with a quiet point between them, so that the second one starts from
+        // connections that are ready, a history to resume from and clients that went away.
+        await fc.scheduledModelRun(s, () => ({ model, real: world }), firstPhase);
+        await world.quiesce(false);
+        await fc.scheduledModelRun(s, () => ({ model, real: world }), secondPhase);
+        await world.finish();
+        if (world.peers.some((p) => p.peer.received.some(isEvent))) withTraffic++;
+        coverage.tally(world.views);
+        coverage.earlyFrames += world.peers.reduce((sum, p) => sum + p.socket.early, 0);
+        coverage.reorderedNotifications += world.engine.reorderedNotifications;
+      }),
       fcParams(NUM_RUNS, 20_000),
     );
     if (!REPLAYING) {

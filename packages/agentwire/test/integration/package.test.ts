@@ -48,21 +48,26 @@ beforeAll(async () => {
     expect(existsSync(join(REPO_ROOT, 'packages', dir, 'dist/index.js')), `packages/${dir}/dist is built (npm run build; npm test builds it first)`).toBe(true);
   }
   scratch = mkdtempSync(join(tmpdir(), 'agentwire-package-'));
-  const packed = JSON.parse(
-    await run(['npm', 'pack', '--workspaces', '--ignore-scripts', '--json', '--pack-destination', scratch], 60_000),
-  ) as Array<{ name: string; filename: string; files: Array<{ path: string }> }>;
+  const packed = JSON.parse(await run(['npm', 'pack', '--workspaces', '--ignore-scripts', '--json', '--pack-destination', scratch], 60_000)) as Array<{
+    name: string;
+    filename: string;
+    files: Array<{ path: string }>;
+  }>;
   expect(packed.map((p) => p.name).sort()).toEqual([...EXPECTED_FILES.keys()].sort());
   for (const { name, files } of packed) {
     const paths = files.map((f) => f.path);
     for (const expected of EXPECTED_FILES.get(name)!) expect(paths, name).toContain(expected);
-    expect(paths.filter((f) => !/^(dist\/|bin\/|package\.json$|README\.md$|LICENSE)/.test(f)), `${name}: files outside dist/ and bin/`).toEqual([]);
-    expect(paths.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')), `${name}: TypeScript sources`).toEqual([]);
+    expect(
+      paths.filter((f) => !/^(dist\/|bin\/|package\.json$|README\.md$|LICENSE)/.test(f)),
+      `${name}: files outside dist/ and bin/`,
+    ).toEqual([]);
+    expect(
+      paths.filter((f) => f.endsWith('.ts') && !f.endsWith('.d.ts')),
+      `${name}: TypeScript sources`,
+    ).toEqual([]);
   }
   writeFileSync(join(scratch, 'package.json'), JSON.stringify({ name: 'scratch', private: true }));
-  await run(
-    ['npm', 'install', '--prefix', scratch, '--prefer-offline', '--no-audit', '--no-fund', ...packed.map((p) => join(scratch, p.filename))],
-    90_000,
-  );
+  await run(['npm', 'install', '--prefix', scratch, '--prefer-offline', '--no-audit', '--no-fund', ...packed.map((p) => join(scratch, p.filename))], 90_000);
 }, 150_000);
 
 afterAll(async () => {

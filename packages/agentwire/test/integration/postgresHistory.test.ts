@@ -172,9 +172,7 @@ describe('archive and history', () => {
     expect(await store.deleteThread('bob', 't2')).toBe(false);
 
     await expect(store.messages('alice', 't1', { limit: 5, cursor: 'not-a-cursor' })).rejects.toBeInstanceOf(InvalidCursorError);
-    await expect(store.listThreads('alice', { limit: 5, cursor: Buffer.from('[1,2]').toString('base64url') })).rejects.toBeInstanceOf(
-      InvalidCursorError,
-    );
+    await expect(store.listThreads('alice', { limit: 5, cursor: Buffer.from('[1,2]').toString('base64url') })).rejects.toBeInstanceOf(InvalidCursorError);
   });
 
   it('renames, gives agents the earlier turns, and deletes a thread for good', async () => {
@@ -195,12 +193,7 @@ describe('archive and history', () => {
       { role: 'user', text: 'second' },
       { role: 'assistant', text: 'two', toolCalls: [expect.objectContaining({ tool: 'word_count' })] },
     ]);
-    expect((await store.conversation('carol', 't1', 100)).filter((t) => t.role === 'user').map((t) => t.text)).toEqual([
-      'first',
-      'second',
-      'third',
-      'fourth',
-    ]);
+    expect((await store.conversation('carol', 't1', 100)).filter((t) => t.role === 'user').map((t) => t.text)).toEqual(['first', 'second', 'third', 'fourth']);
 
     expect(await store.deleteThread('carol', 't1')).toBe(true);
     expect(await store.messages('carol', 't1', { limit: 50 })).toBeNull();
@@ -238,7 +231,12 @@ describe('archive and history', () => {
     expect(page.lastSeq).toBe(cut);
     await append('erin', events.slice(cut));
     const rest = await engine.read('erin', page.lastSeq + 1, Number.MAX_SAFE_INTEGER);
-    const resumed = answer.text + rest.filter((e) => e.type === 'agent_text_delta').map((e) => JSON.parse(e.json).text).join('');
+    const resumed =
+      answer.text +
+      rest
+        .filter((e) => e.type === 'agent_text_delta')
+        .map((e) => JSON.parse(e.json).text)
+        .join('');
     expect(resumed).toBe('The answer is long.');
   });
 

@@ -115,7 +115,14 @@ describe('PostgreSQL restart mid-transaction', () => {
   it('survives connections dying under the archive transactions, and archives everything afterwards', async () => {
     const engine = new MemoryEngine({ retentionEvents: 10_000 });
     const waiters = new Waiters(() => JSON.stringify(store.stats));
-    const store = new PostgresHistoryStore({ url: server.url, engine, batchEvents: 11, holeGraceMs: 20, probeIntervalMs: 50, onChange: () => waiters.notify() });
+    const store = new PostgresHistoryStore({
+      url: server.url,
+      engine,
+      batchEvents: 11,
+      holeGraceMs: 20,
+      probeIntervalMs: 50,
+      onChange: () => waiters.notify(),
+    });
     try {
       await store.ready();
       await waiters.until(() => store.available, 5000, 'available');

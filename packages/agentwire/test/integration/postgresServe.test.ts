@@ -38,7 +38,11 @@ describe('agentwire serve with AGENTWIRE_DATABASE_URL', () => {
       const [, wsUrl, hostPort] = await server.waitForStdout(/listening on (ws:\/\/(\S+?)\/ws)/);
       const url = `http://${hostPort}`;
       const [, token] = await server.waitForStdout(/user "demo"[^\n]*\n\s*\n\s*(\S+)/);
-      await pollUntil('ready', async () => (await fetch(`${url}/readyz`)).status, (status) => status === 200);
+      await pollUntil(
+        'ready',
+        async () => (await fetch(`${url}/readyz`)).status,
+        (status) => status === 200,
+      );
       const db = new pg.Client({ connectionString: database.url });
       await db.connect();
       try {

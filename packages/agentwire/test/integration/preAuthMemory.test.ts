@@ -70,10 +70,7 @@ it('20 connections x 64 held [{},…] frames of ~64 KiB grow the RSS by < 256 Mi
   const flooders = Array.from({ length: CONNECTIONS }, () => new TestClient(url!, { via: 'none' }));
   await Promise.all(flooders.map((client) => client.opened));
   const sent = flooders.flatMap((client) =>
-    Array.from(
-      { length: FRAMES_PER_CONNECTION },
-      () => new Promise<void>((resolve) => client.ws.send(frame, () => resolve())),
-    ),
+    Array.from({ length: FRAMES_PER_CONNECTION }, () => new Promise<void>((resolve) => client.ws.send(frame, () => resolve()))),
   );
   await Promise.all(sent);
   await ping();

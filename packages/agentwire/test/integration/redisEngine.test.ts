@@ -74,10 +74,11 @@ describe('RedisEngine', () => {
     const a = engine();
     const b = engine({}, `t${prefixCounter}`);
     await Promise.all([a.ready(), b.ready()]);
-    const results = await Promise.all(
-      Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).append('carol', [thinking(`m${i}`), thinking(`n${i}`)])),
-    );
-    const seqs = results.flat().map((x) => x.seq).sort((x, y) => x - y);
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).append('carol', [thinking(`m${i}`), thinking(`n${i}`)])));
+    const seqs = results
+      .flat()
+      .map((x) => x.seq)
+      .sort((x, y) => x - y);
     expect(seqs).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
     await Promise.all([a.close(), b.close()]);
   });
@@ -121,7 +122,11 @@ describe('RedisEngine', () => {
 
     await e.append('hana', [thinking('line one\nline two'), thinking('b'), thinking('c')]);
     await live.until(3);
-    expect(live.entries.map((x) => [x.seq, x.type])).toEqual([[1, 'agent_thinking'], [2, 'agent_thinking'], [3, 'agent_thinking']]);
+    expect(live.entries.map((x) => [x.seq, x.type])).toEqual([
+      [1, 'agent_thinking'],
+      [2, 'agent_thinking'],
+      [3, 'agent_thinking'],
+    ]);
     expect(JSON.parse(live.entries[0]!.json).text).toBe('line one\nline two');
     expect(notifications).toHaveLength(1);
     expect(parseNotification(notifications[0]!)).toEqual(live.entries);
@@ -153,7 +158,10 @@ describe('RedisEngine', () => {
     const texts = fc.array(fc.string({ unit: 'binary', maxLength: 40 }), { minLength: 1, maxLength: 8 });
     await fc.assert(
       fc.asyncProperty(texts, async (batch) => {
-        const appended = await e.append('ivy', batch.map((text) => thinking(text)));
+        const appended = await e.append(
+          'ivy',
+          batch.map((text) => thinking(text)),
+        );
         appends++;
         await live.until(appended.at(-1)!.seq);
         const delivered = live.entries.slice(-batch.length);
@@ -173,7 +181,14 @@ describe('RedisEngine', () => {
     expect(parseNotification('e1 1700000000000\n7 agent_started {"type":"agent_started","seq":7}')).toEqual([
       { epoch: 'e1', appendedAt: 1700000000000, seq: 7, type: 'agent_started', json: '{"type":"agent_started","seq":7}' },
     ]);
-    for (const bad of ['', 'e1 1700000000000', 'e1 x\n1 agent_started {}', 'e1 1\nseven agent_started {}', 'e1 1\n7 agent_started', 'e1 7 agent_started 1 {}']) {
+    for (const bad of [
+      '',
+      'e1 1700000000000',
+      'e1 x\n1 agent_started {}',
+      'e1 1\nseven agent_started {}',
+      'e1 1\n7 agent_started',
+      'e1 7 agent_started 1 {}',
+    ]) {
       expect(parseNotification(bad), bad).toBeNull();
     }
   });

@@ -92,10 +92,7 @@ interface Node {
   waitEnded(count: number, timeoutMs?: number): Promise<void>;
 }
 
-async function startNode(
-  nodeId: string,
-  options: { url?: string; clock?: Clock; leaseMs?: number; threadPolicy?: 'enqueue' | 'reject' } = {},
-): Promise<Node> {
+async function startNode(nodeId: string, options: { url?: string; clock?: Clock; leaseMs?: number; threadPolicy?: 'enqueue' | 'reject' } = {}): Promise<Node> {
   const { engine, connection, keys } = await engineAt(options.url ?? redis!.url);
   const store = new RedisRunStore(connection, { nodeId, leaseMs: options.leaseMs ?? 60_000, onError: noop });
   const agent = new TestAgent();
@@ -169,7 +166,10 @@ function expectCompletedRuns(log: Frame[], runIds: readonly string[]): void {
   expect([...new Set(log.map((e) => e.run_id))].sort()).toEqual([...runIds].sort());
   for (const runId of runIds) {
     const events = log.filter((e) => e.run_id === runId);
-    expect(events.map((e) => e.type), `events of ${runId}`).toEqual(['agent_started', 'agent_thinking', 'agent_completed']);
+    expect(
+      events.map((e) => e.type),
+      `events of ${runId}`,
+    ).toEqual(['agent_started', 'agent_thinking', 'agent_completed']);
     expect(events[2]).toMatchObject({ status: 'completed' });
   }
 }
@@ -357,7 +357,10 @@ describe('message ids under the reject policy', () => {
     await n1.agent.waiters.until(() => n1.agent.started.length === 1, 5000, 'the held run to start');
     for (let round = 0; round < 20; round++) {
       const replies = await Promise.all([n1.submit(`m-busy-${round}`, 't1', 'x'), n2.submit(`m-busy-${round}`, 't1', 'x')]);
-      expect(replies.map((r) => (r.kind === 'error' ? r.code : r.status)), `round ${round}`).toEqual(['thread_busy', 'thread_busy']);
+      expect(
+        replies.map((r) => (r.kind === 'error' ? r.code : r.status)),
+        `round ${round}`,
+      ).toEqual(['thread_busy', 'thread_busy']);
     }
     expect(await admin().keys(n1.keys.user(USER).claim('m-busy-*'))).toEqual([]);
     // Once the thread is free the id is new: it starts a run.
@@ -457,7 +460,10 @@ describe('message-id claims (owned by the run store)', () => {
     const [a, b] = [await connectionTo(redis!.url), await connectionTo(redis!.url)];
     const storeA = new RedisRunStore(a, { nodeId: 'a', onError: noop });
     const storeB = new RedisRunStore(b, { nodeId: 'b', onError: noop });
-    cleanups.push(() => storeA.close(), () => storeB.close());
+    cleanups.push(
+      () => storeA.close(),
+      () => storeB.close(),
+    );
     const record = (runId: string, messageId: string, threadId = 't'): RunRecord => ({ runId, userId: 'dave', threadId, messageId, text: 'x' });
     const outcomes = await Promise.all([storeA.enqueue(record('run_a', 'm1'), 'enqueue', 32), storeB.enqueue(record('run_b', 'm1'), 'enqueue', 32)]);
     expect(outcomes.filter((o) => o === 'start')).toHaveLength(1);

@@ -42,7 +42,32 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 const LEASE_MS = 1000;
 
 /** Pieces of hostile ids: separators, JSON and key syntax, this schema's escapes, lone surrogates. */
-const PIECES = ['\n', ':', '{', '}', '%', '%25', '%7B', '%7D', '%uD800', '\uD800', '\uDC00', '\uFFFD', '"', '\\', '","', '"]', '[', '}:run:', 'run_a1', 'é', '😀', '\u0000', ' ', 'a'];
+const PIECES = [
+  '\n',
+  ':',
+  '{',
+  '}',
+  '%',
+  '%25',
+  '%7B',
+  '%7D',
+  '%uD800',
+  '\uD800',
+  '\uDC00',
+  '\uFFFD',
+  '"',
+  '\\',
+  '","',
+  '"]',
+  '[',
+  '}:run:',
+  'run_a1',
+  'é',
+  '😀',
+  '\u0000',
+  ' ',
+  'a',
+];
 
 function hostileId(maxLength: number): fc.Arbitrary<string> {
   return fc
@@ -136,22 +161,26 @@ describe('Redis keys', () => {
     );
   });
 
-  it('no two users share a key; a key has its user\'s bucket as hash tag and then names its user in braces', () => {
+  it("no two users share a key; a key has its user's bucket as hash tag and then names its user in braces", () => {
     fc.assert(
-      fc.property(hostileId(1024).chain((x) => fc.tuple(fc.constant(x), rivalOf(x))), hostileId(128), ([x, y], id) => {
-        const [kx, ky] = [userKeys('aw', x), userKeys('aw', y)];
-        const all = (k: typeof kx) => [k.meta, k.log, k.live, k.connections, k.activeRuns, k.claim(id), k.thread(id), k.run('run_1')];
-        const ofY = new Set(all(ky).map((key) => Buffer.from(key).toString('hex')));
-        for (const key of all(kx)) {
-          expect(ofY.has(Buffer.from(key).toString('hex'))).toBe(false);
-          // Redis Cluster hashes the first {...}: the bucket, shared with the bucket's lease set.
-          expect(key.slice(key.indexOf('{') + 1, key.indexOf('}'))).toBe(`b${bucketOf(encodeId(x))}`);
-          const user = key.indexOf('{', key.indexOf('}'));
-          expect(key.slice(user + 1, key.indexOf('}', user))).toBe(encodeId(x));
-          // The lease set has the same hash tag, so the same slot: every script touches one slot.
-          expect(kx.leases.slice(0, kx.leases.indexOf('}') + 1)).toBe(key.slice(0, key.indexOf('}') + 1));
-        }
-      }),
+      fc.property(
+        hostileId(1024).chain((x) => fc.tuple(fc.constant(x), rivalOf(x))),
+        hostileId(128),
+        ([x, y], id) => {
+          const [kx, ky] = [userKeys('aw', x), userKeys('aw', y)];
+          const all = (k: typeof kx) => [k.meta, k.log, k.live, k.connections, k.activeRuns, k.claim(id), k.thread(id), k.run('run_1')];
+          const ofY = new Set(all(ky).map((key) => Buffer.from(key).toString('hex')));
+          for (const key of all(kx)) {
+            expect(ofY.has(Buffer.from(key).toString('hex'))).toBe(false);
+            // Redis Cluster hashes the first {...}: the bucket, shared with the bucket's lease set.
+            expect(key.slice(key.indexOf('{') + 1, key.indexOf('}'))).toBe(`b${bucketOf(encodeId(x))}`);
+            const user = key.indexOf('{', key.indexOf('}'));
+            expect(key.slice(user + 1, key.indexOf('}', user))).toBe(encodeId(x));
+            // The lease set has the same hash tag, so the same slot: every script touches one slot.
+            expect(kx.leases.slice(0, kx.leases.indexOf('}') + 1)).toBe(key.slice(0, key.indexOf('}') + 1));
+          }
+        },
+      ),
       fcParams(300, 5000),
     );
   });
@@ -165,7 +194,7 @@ describe('Redis keys', () => {
 });
 
 describe('Redis run store and engine with hostile ids', () => {
-  it('two users never see or affect each other; a dead node\'s runs are recovered and the thread moves on', async () => {
+  it("two users never see or affect each other; a dead node's runs are recovered and the thread moves on", async () => {
     let now = Date.now();
     const clock = () => now;
     const dead = await node('dead', clock);
@@ -249,7 +278,7 @@ describe('Redis run store and engine with hostile ids', () => {
     );
   }, 60_000);
 
-  it('a sub with a newline: its dead node\'s runs end as lost and its thread moves on', async () => {
+  it("a sub with a newline: its dead node's runs end as lost and its thread moves on", async () => {
     const user = 'eve\nx';
     const dead = await node('dead', Date.now, 200);
     const { engine, store } = await node('alive');

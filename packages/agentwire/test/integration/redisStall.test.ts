@@ -134,7 +134,10 @@ describe('the lost-run sweep decision', () => {
         // Liveness: a lease (and two sweep intervals) of unbroken contact at the end brings a sweep.
         const quietFrom = Math.max(0, ...disturbedAt.map((d) => d + STEP_MS));
         if (STEPS * STEP_MS - quietFrom >= store.leaseMs + 2 * SWEEP_MS) {
-          expect(store.sweptAt.some((at) => at > quietFrom), `a sweep after ${quietFrom}`).toBe(true);
+          expect(
+            store.sweptAt.some((at) => at > quietFrom),
+            `a sweep after ${quietFrom}`,
+          ).toBe(true);
         }
       }),
       { numRuns: 60 },
@@ -262,7 +265,10 @@ describe('run leases across a stall of twice the lease', () => {
       const ack = await acked;
       expect(ack).toMatchObject({ type: 'ack', status: 'started' });
       const events = await u1.runEvents(ack.run_id as string, 10_000);
-      expect(events.map((e) => e.type), `the run of m-${i}`).toEqual(demoRunTypes(`what is ${i}+${i}?`));
+      expect(
+        events.map((e) => e.type),
+        `the run of m-${i}`,
+      ).toEqual(demoRunTypes(`what is ${i}+${i}?`));
       expect(events.at(-1)).toMatchObject({ status: 'completed', text: `${i}+${i} = ${2 * i}` });
     }
     const slowEvents = await u2.runEvents(slow2.run_id as string, 10_000);

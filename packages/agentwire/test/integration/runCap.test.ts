@@ -85,7 +85,12 @@ describe('the cap over real sockets', () => {
     });
     expect(await message(second, 'm5', 't5', 'hello')).toMatchObject({ type: 'error', code: 'too_many_runs', ref: 'm5' });
     await barrier(alice, 'after-refusals');
-    expect(alice.events().filter((e) => e.type === 'agent_started').map((e) => e.message_id)).toEqual(['m1', 'm2']);
+    expect(
+      alice
+        .events()
+        .filter((e) => e.type === 'agent_started')
+        .map((e) => e.message_id),
+    ).toEqual(['m1', 'm2']);
 
     // Another user has a cap of its own.
     const bob = await env.ready('bob');
@@ -107,9 +112,7 @@ describe('the cap over real sockets', () => {
       nodes.push(await gateway({ engine, runStore: store, maxActiveRunsPerUser: cap, rateLimitBurst: 100 }));
     }
     const clients = await Promise.all(nodes.map((env) => env.ready('carol')));
-    const replies = await Promise.all(
-      Array.from({ length: 12 }, (_, n) => message(clients[n % 2]!, `m${n}`, `t${n}`, '/hang')),
-    );
+    const replies = await Promise.all(Array.from({ length: 12 }, (_, n) => message(clients[n % 2]!, `m${n}`, `t${n}`, '/hang')));
     expect(replies.filter((f) => f.type === 'ack')).toHaveLength(cap);
     expect(replies.filter((f) => f.type === 'error').map((f) => f.code)).toEqual(Array(12 - cap).fill('too_many_runs'));
     // Both nodes took some: the count is shared, not per node.

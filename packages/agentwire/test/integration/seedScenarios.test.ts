@@ -172,7 +172,6 @@ describe('seed plan: single coordination state machine per user', () => {
   });
 });
 
-
 describe('seed plan: frames sent before the connection is ready', () => {
   it('holds a user_message sent before the auth frame and one right after it, and processes both after connection_ready, in order', async () => {
     env = await startGateway({ engine: slowSetupEngine(2) });

@@ -26,8 +26,7 @@ afterEach(async () => {
 });
 
 /** The types of the run's durable events the client got, in arrival order. */
-const runTimeline = (client: TestClient, runId: string) =>
-  client.frames.filter((f) => f.run_id === runId && typeof f.seq === 'number').map((f) => f.type);
+const runTimeline = (client: TestClient, runId: string) => client.frames.filter((f) => f.run_id === runId && typeof f.seq === 'number').map((f) => f.type);
 
 describe('graceful shutdown in process', () => {
   it('lets a run in flight finish within the drain timeout, then closes clients with 1012', async () => {
@@ -134,13 +133,7 @@ describe('graceful shutdown in process', () => {
     ]);
     // Runs on one thread never overlap, even while shutting down.
     const order = client.events().map((f) => `${f.run_id === first.run_id ? 'first' : 'queued'}:${f.type}`);
-    expect(order).toEqual([
-      'first:agent_started',
-      'first:agent_thinking',
-      'first:agent_error',
-      'queued:agent_started',
-      'queued:agent_error',
-    ]);
+    expect(order).toEqual(['first:agent_started', 'first:agent_thinking', 'first:agent_error', 'queued:agent_started', 'queued:agent_error']);
     expect(seqProblem(client.events(), 0)).toBeNull();
   });
 });

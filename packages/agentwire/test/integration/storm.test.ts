@@ -163,13 +163,15 @@ describe('connection storm', () => {
     // events being appended at every point of a run.
     const texts = first.map((_, i) => `/slow ${2 + 8 * i} count the words of user ${i}`);
     const acks = await Promise.all(first.map((client, i) => client.message(`m-${i}`, 't', texts[i]!)));
-    const joiners = users.map((user, i) =>
-      Array.from({ length: 10 }, () => {
-        const client = new TestClient(gatewayEnv.url, { token: tokens[i]! });
-        gatewayEnv.clients.push(client);
-        return { user, client };
-      }),
-    ).flat();
+    const joiners = users
+      .map((user, i) =>
+        Array.from({ length: 10 }, () => {
+          const client = new TestClient(gatewayEnv.url, { token: tokens[i]! });
+          gatewayEnv.clients.push(client);
+          return { user, client };
+        }),
+      )
+      .flat();
     await Promise.all(joiners.map(({ client }) => client.ready(25_000)));
     for (const [i, client] of first.entries()) {
       const events = await client.runEvents(acks[i]!.run_id, 15_000);

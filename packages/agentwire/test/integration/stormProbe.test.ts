@@ -117,7 +117,10 @@ describe('storm checker: streamed answers (stream_whole)', () => {
   });
 
   it('reports a fragment missing from, or repeated in, the answer', () => {
-    for (const words of [['7*6', ' 42'], ['7*6', ' =', ' =', ' 42']]) {
+    for (const words of [
+      ['7*6', ' 42'],
+      ['7*6', ' =', ' =', ' 42'],
+    ]) {
       const { checker, conns } = oneRun(1);
       feed(conns, numbered(streamedRunBodies('r1', 't1', 'm1', words), 1));
       checker.finish(10);
@@ -299,12 +302,15 @@ describe('storm checker: each violation kind', () => {
   it('same_events: key order alone is not a difference', () => {
     const { checker, conns, bodies } = oneRun(2);
     feed([conns[0]!], numbered(bodies, 1));
-    feed([conns[1]!], numbered(bodies, 1).map((text) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(text)).reverse()))));
+    feed(
+      [conns[1]!],
+      numbered(bodies, 1).map((text) => JSON.stringify(Object.fromEntries(Object.entries(JSON.parse(text)).reverse()))),
+    );
     checker.finish(5);
     expect(broken(checker)).toEqual({});
   });
 
-  it("no_cross_user: connection_ready and another frame naming another user", () => {
+  it('no_cross_user: connection_ready and another frame naming another user', () => {
     const checker = new StormChecker();
     const conn = checker.connection('c0', 'alice');
     conn.opened(0, 'agentwire.v1');
@@ -509,32 +515,26 @@ describe('storm checker: each violation kind', () => {
 
   it('dropping or swapping any event of a correct stream breaks seq_contiguous (property)', () => {
     fc.assert(
-      fc.property(
-        fc.integer({ min: 1, max: 3 }),
-        fc.integer({ min: 2, max: 3 }),
-        fc.nat(),
-        fc.boolean(),
-        (runs, connections, where, swap) => {
-          const checker = new StormChecker();
-          const conns = connect(checker, 'alice', connections);
-          const bodies: Frame[] = [];
-          for (let n = 0; n < runs; n += 1) {
-            conns[0]!.sent(`m${n}`, `t${n}`, 1);
-            conns[0]!.frame(ack(`m${n}`, `r${n}`, `t${n}`), 1);
-            bodies.push(...runBodies(`r${n}`, `t${n}`, `m${n}`));
-          }
-          const frames = numbered(bodies, 1);
-          const victim = conns[where % connections]!;
-          const mutated = [...frames];
-          const at = where % (frames.length - 1);
-          if (swap) [mutated[at], mutated[at + 1]] = [mutated[at + 1]!, mutated[at]!];
-          else mutated.splice(where % frames.length, 1);
-          for (const conn of conns) feed([conn], conn === victim ? mutated : frames);
-          checker.finish(5);
-          expect(checker.counts.seq_contiguous).toBeGreaterThanOrEqual(1);
-          expect(checker.examples.seq_contiguous.every((v) => v.connection === victim.label)).toBe(true);
-        },
-      ),
+      fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 3 }), fc.nat(), fc.boolean(), (runs, connections, where, swap) => {
+        const checker = new StormChecker();
+        const conns = connect(checker, 'alice', connections);
+        const bodies: Frame[] = [];
+        for (let n = 0; n < runs; n += 1) {
+          conns[0]!.sent(`m${n}`, `t${n}`, 1);
+          conns[0]!.frame(ack(`m${n}`, `r${n}`, `t${n}`), 1);
+          bodies.push(...runBodies(`r${n}`, `t${n}`, `m${n}`));
+        }
+        const frames = numbered(bodies, 1);
+        const victim = conns[where % connections]!;
+        const mutated = [...frames];
+        const at = where % (frames.length - 1);
+        if (swap) [mutated[at], mutated[at + 1]] = [mutated[at + 1]!, mutated[at]!];
+        else mutated.splice(where % frames.length, 1);
+        for (const conn of conns) feed([conn], conn === victim ? mutated : frames);
+        checker.finish(5);
+        expect(checker.counts.seq_contiguous).toBeGreaterThanOrEqual(1);
+        expect(checker.examples.seq_contiguous.every((v) => v.connection === victim.label)).toBe(true);
+      }),
       { numRuns: 150 },
     );
   });
@@ -580,29 +580,35 @@ describe('storm stats, plan and svg', () => {
 
   it('keeps all connections of a user in one worker and spreads connections over addresses (property)', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 60 }), fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 4 }), (users, extra, workers, addresses) => {
-        const connections = users + extra;
-        const options = stormOptions({ connections, users, workers, sourceAddresses: Array.from({ length: addresses }, (_, i) => `127.0.0.${i + 1}`) });
-        const plans = planWorkers(options, 0, 'tag');
-        const all = plans.flatMap((p) => p.connections);
-        expect(all).toHaveLength(connections);
-        expect(new Set(all.map((c) => c.label)).size).toBe(connections);
-        expect(plans.flatMap((p) => p.users).sort()).toEqual(Array.from({ length: users }, (_, i) => `storm-u${i}`).sort());
-        for (const plan of plans) {
-          for (const conn of plan.connections) expect(plan.users).toContain(conn.user);
-        }
-        const perUser = new Map<string, number>();
-        for (const conn of all) perUser.set(conn.user, (perUser.get(conn.user) ?? 0) + 1);
-        expect(Math.max(...perUser.values()) - Math.min(...perUser.values())).toBeLessThanOrEqual(1);
-        if (addresses > 0) {
-          const perAddress = new Map<string | null, number>();
-          for (const conn of all) perAddress.set(conn.localAddress, (perAddress.get(conn.localAddress) ?? 0) + 1);
-          expect(Math.max(...perAddress.values()) - Math.min(...perAddress.values())).toBeLessThanOrEqual(1);
-        } else {
-          expect(all.every((c) => c.localAddress === null)).toBe(true);
-        }
-        expect(plans.reduce((sum, p) => sum + p.rate, 0)).toBeCloseTo(options.rate, 6);
-      }),
+      fc.property(
+        fc.integer({ min: 1, max: 60 }),
+        fc.integer({ min: 1, max: 400 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.integer({ min: 0, max: 4 }),
+        (users, extra, workers, addresses) => {
+          const connections = users + extra;
+          const options = stormOptions({ connections, users, workers, sourceAddresses: Array.from({ length: addresses }, (_, i) => `127.0.0.${i + 1}`) });
+          const plans = planWorkers(options, 0, 'tag');
+          const all = plans.flatMap((p) => p.connections);
+          expect(all).toHaveLength(connections);
+          expect(new Set(all.map((c) => c.label)).size).toBe(connections);
+          expect(plans.flatMap((p) => p.users).sort()).toEqual(Array.from({ length: users }, (_, i) => `storm-u${i}`).sort());
+          for (const plan of plans) {
+            for (const conn of plan.connections) expect(plan.users).toContain(conn.user);
+          }
+          const perUser = new Map<string, number>();
+          for (const conn of all) perUser.set(conn.user, (perUser.get(conn.user) ?? 0) + 1);
+          expect(Math.max(...perUser.values()) - Math.min(...perUser.values())).toBeLessThanOrEqual(1);
+          if (addresses > 0) {
+            const perAddress = new Map<string | null, number>();
+            for (const conn of all) perAddress.set(conn.localAddress, (perAddress.get(conn.localAddress) ?? 0) + 1);
+            expect(Math.max(...perAddress.values()) - Math.min(...perAddress.values())).toBeLessThanOrEqual(1);
+          } else {
+            expect(all.every((c) => c.localAddress === null)).toBe(true);
+          }
+          expect(plans.reduce((sum, p) => sum + p.rate, 0)).toBeCloseTo(options.rate, 6);
+        },
+      ),
       { numRuns: 100 },
     );
   });
@@ -612,9 +618,41 @@ describe('storm stats, plan and svg', () => {
       histogramSvg('Time <to> ready & more', [1, 2, 2, 3, 50, 120.5], 'ms'),
       histogramSvg('empty', [], 'ms'),
       histogramSvg('long tail', [...Array.from({ length: 200 }, (_, i) => i % 50), 5000, 9000], 'ms'),
-      lineChartSvg('latency', [{ name: 'p50 "a"', color: '#4477aa', points: [[0, 1], [1, 3], [2, 2]] }, { name: 'p99', color: '#cc3311', points: [[0, 5], [1, 9]] }], 's', 'ms'),
+      lineChartSvg(
+        'latency',
+        [
+          {
+            name: 'p50 "a"',
+            color: '#4477aa',
+            points: [
+              [0, 1],
+              [1, 3],
+              [2, 2],
+            ],
+          },
+          {
+            name: 'p99',
+            color: '#cc3311',
+            points: [
+              [0, 5],
+              [1, 9],
+            ],
+          },
+        ],
+        's',
+        'ms',
+      ),
       lineChartSvg('none', [], 's', 'ms'),
-      barChartSvg('closes', [['1000', 38], ['1011', 2]], 'code', 'n', (code) => code === '1011'),
+      barChartSvg(
+        'closes',
+        [
+          ['1000', 38],
+          ['1011', 2],
+        ],
+        'code',
+        'n',
+        (code) => code === '1011',
+      ),
     ];
     for (const svg of charts) expect(xmlProblem(svg)).toEqual({ root: 'svg', problem: null });
     expect(charts[0]).toContain('Time &lt;to&gt; ready &amp; more');
@@ -676,7 +714,7 @@ function xmlProblem(xml: string): { root: string | null; problem: string | null 
     const lt = text.indexOf('<');
     const chunk = lt === -1 ? text : text.slice(0, lt);
     if (entity.test(chunk)) return { root, problem: `bare & in text: ${chunk.slice(0, 40)}` };
-    if (chunk.trim() && (stack.length === 0)) return { root, problem: `text outside the root: ${chunk.slice(0, 40)}` };
+    if (chunk.trim() && stack.length === 0) return { root, problem: `text outside the root: ${chunk.slice(0, 40)}` };
     if (lt === -1) break;
     const gt = text.indexOf('>', lt);
     if (gt === -1) return { root, problem: 'unterminated tag' };
@@ -757,8 +795,24 @@ describe('agentwire storm against a real gateway', () => {
     env = await startGateway();
     const dir = await reportDir();
     const run = await runCli([
-      '--url', env.url, '--connections', '40', '--users', '8', '--rate', '400', '--messages', '2',
-      '--token-secret', TEST_SECRET, '--workers', '2', '--source-addresses', '127.0.0.1-127.0.0.2', '--report', dir,
+      '--url',
+      env.url,
+      '--connections',
+      '40',
+      '--users',
+      '8',
+      '--rate',
+      '400',
+      '--messages',
+      '2',
+      '--token-secret',
+      TEST_SECRET,
+      '--workers',
+      '2',
+      '--source-addresses',
+      '127.0.0.1-127.0.0.2',
+      '--report',
+      dir,
     ]);
     expect(run.stderr).toMatch(/^storm \d+\.\ds \[done\] connected 40\/40 ready 40 closed 40 runs 16\/16 violations 0$/m);
     expect(run.stdout).toContain('agentwire storm: PASS — 40/40 connections ready, 8 users, 16/16 runs done, 720 events, 0 violations');
@@ -785,7 +839,10 @@ describe('agentwire storm against a real gateway', () => {
     });
     expect(report.closesByCode).toEqual({ '1000': 40 });
     expect(report.connectionsBySourceAddress).toEqual({ '127.0.0.1': 20, '127.0.0.2': 20 });
-    expect(report.workers.map((w) => [w.index, w.connections, w.users, w.fatal])).toEqual([[0, 20, 4, null], [1, 20, 4, null]]);
+    expect(report.workers.map((w) => [w.index, w.connections, w.users, w.fatal])).toEqual([
+      [0, 20, 4, null],
+      [1, 20, 4, null],
+    ]);
     const pids = report.workers.map((w) => w.pid);
     expect(new Set(pids).size).toBe(2);
     expect(run.pid).toBeDefined();
@@ -873,7 +930,10 @@ async function startFakeServer(flaw: Flaw): Promise<{ url: string; close(): Prom
     }
   };
   wss.on('connection', (ws, req) => {
-    const jwt = String(req.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim()).find((p) => p.startsWith('jwt.'))!;
+    const jwt = String(req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((p) => p.trim())
+      .find((p) => p.startsWith('jwt.'))!;
     const user = (JSON.parse(Buffer.from(jwt.slice(4).split('.')[1]!, 'base64url').toString('utf8')) as { sub: string }).sub;
     ws.send(readyFrame(user, seqs.get(user) ?? 0));
     if (flaw === 'close_1011' && !closedOne) {
@@ -916,8 +976,21 @@ describe('agentwire storm against deliberately broken servers', () => {
     cleanups.push(() => server.close());
     const dir = await reportDir();
     const run = await runCli([
-      '--url', server.url, '--connections', '12', '--users', '3', '--messages', '2', '--token-secret', 'fake-secret',
-      '--settle-timeout-ms', '5000', '--report', dir, '--json',
+      '--url',
+      server.url,
+      '--connections',
+      '12',
+      '--users',
+      '3',
+      '--messages',
+      '2',
+      '--token-secret',
+      'fake-secret',
+      '--settle-timeout-ms',
+      '5000',
+      '--report',
+      dir,
+      '--json',
     ]);
     expect(run.code).toBe(exitCode);
     const report = await readReport(dir);

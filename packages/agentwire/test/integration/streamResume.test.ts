@@ -109,8 +109,7 @@ class ResumingReader {
 }
 
 /** Every run's terminal event is among `events`. */
-const allEnded = (runs: number) => (events: readonly Frame[]) =>
-  events.filter((e) => e.type === 'agent_completed' || e.type === 'agent_error').length >= runs;
+const allEnded = (runs: number) => (events: readonly Frame[]) => events.filter((e) => e.type === 'agent_completed' || e.type === 'agent_error').length >= runs;
 
 /**
  * What every reader must have: every seq once, in order, the same list as the reference, and
@@ -165,7 +164,10 @@ describe('exact resume mid-answer, one node (memory engine)', () => {
   it('every reader reassembles exactly each final text, however its connections are cut', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.array(fc.record({ count: fc.integer({ min: 20, max: 80 }), pauses: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }) }), { minLength: 1, maxLength: 2 }),
+        fc.array(fc.record({ count: fc.integer({ min: 20, max: 80 }), pauses: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 8 }) }), {
+          minLength: 1,
+          maxLength: 2,
+        }),
         cutsArb(2, 4, 40),
         async (runs, cuts) => {
           const userId = `stream-${++user}`;

@@ -100,7 +100,10 @@ describe('agentwire dialect: examples/python-agent/agent.py (python3, standard l
       ...Array(5).fill('agent_text_delta'),
       'agent_completed',
     ]);
-    const deltas = events.filter((e) => e.type === 'agent_text_delta').map((e) => e.text).join('');
+    const deltas = events
+      .filter((e) => e.type === 'agent_text_delta')
+      .map((e) => e.text)
+      .join('');
     expect(deltas).toBe('Your message has 3 words.');
     expect(events.at(-1)).toMatchObject({ status: 'completed', text: deltas });
   });
@@ -310,7 +313,14 @@ describe('openai dialect: the documented chat completion chunk stream', () => {
         chunk({ content: 'Hello' }),
         chunk({ content: ' there!' }),
         chunk({}, 'stop'),
-        { id: 'chatcmpl-1', object: 'chat.completion.chunk', created: 1, model: 'qwen3', choices: [], usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 } },
+        {
+          id: 'chatcmpl-1',
+          object: 'chat.completion.chunk',
+          created: 1,
+          model: 'qwen3',
+          choices: [],
+          usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 },
+        },
       ];
       res.end(`${chunks.map((c) => `data: ${JSON.stringify(c)}\n\n`).join('')}data: [DONE]\n\n`);
     }).start('/v1/');
@@ -339,10 +349,16 @@ describe('openai dialect: the documented chat completion chunk stream', () => {
     let answer = 'error';
     upstream = await new UpstreamServer(({ res }) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.end(answer === 'error' ? `data: ${JSON.stringify({ error: { message: 'context length exceeded', type: 'invalid_request_error' } })}\n\n` : `data: ${JSON.stringify(chunk({ content: 'Hel' }))}\n\n`);
+      res.end(
+        answer === 'error'
+          ? `data: ${JSON.stringify({ error: { message: 'context length exceeded', type: 'invalid_request_error' } })}\n\n`
+          : `data: ${JSON.stringify(chunk({ content: 'Hel' }))}\n\n`,
+      );
     }).start('/v1');
     await expect(collect({ url: upstream.url, protocol: 'openai', model: 'm' }, 'x')).rejects.toThrow('the upstream model failed: context length exceeded');
     answer = 'cut';
-    await expect(collect({ url: upstream.url, protocol: 'openai', model: 'm' }, 'x')).rejects.toThrow('the upstream chat completion stream ended without [DONE]');
+    await expect(collect({ url: upstream.url, protocol: 'openai', model: 'm' }, 'x')).rejects.toThrow(
+      'the upstream chat completion stream ended without [DONE]',
+    );
   });
 });

@@ -138,7 +138,10 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
       res.write('{"type":"text_delta","te', () => res.destroy());
     });
     const failed = await expectFailureAlongsideHealthyRun(client, /^the upstream connection was cut in the middle of the stream/);
-    const events = client.events().filter((f) => f.run_id === failed.run_id).map((f) => f.type);
+    const events = client
+      .events()
+      .filter((f) => f.run_id === failed.run_id)
+      .map((f) => f.type);
     expect(events).toEqual(['agent_started', 'agent_text_delta', 'agent_error']);
 
     // HTTP/1.0 style: no length, no chunks, the body ends when the connection does.
@@ -188,7 +191,10 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
       res.end('<html>login</html>');
     });
-    await expectFailureAlongsideHealthyRun(client, /^the upstream answered with content-type text\/html; charset=utf-8, which the agentwire dialect does not read$/);
+    await expectFailureAlongsideHealthyRun(
+      client,
+      /^the upstream answered with content-type text\/html; charset=utf-8, which the agentwire dialect does not read$/,
+    );
   });
 
   it('a never-ending stream is ended by the run timeout (agent_error timeout) and the upstream sees the close', async () => {
@@ -214,7 +220,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
     const { upstream, client } = await setUp(({ res }) => {
       ndjsonHead(res);
       // Streams until the process ends it: it never listens for the close.
-      const timer = setInterval(() => res.writableEnded || res.destroyed ? clearInterval(timer) : ndjson(res, { type: 'text_delta', text: 'more ' }), 2);
+      const timer = setInterval(() => (res.writableEnded || res.destroyed ? clearInterval(timer) : ndjson(res, { type: 'text_delta', text: 'more ' })), 2);
       streams.add(timer);
     });
     try {
@@ -278,10 +284,12 @@ describe('backpressure', () => {
     // The run reads nothing more. Without backpressure the gateway would drain the socket into
     // memory and the upstream would reach the cap within moments; with it, the upstream stalls
     // once the socket buffers are full. An absence of progress is seen only over a window.
-    const reachedCap = await progress.until(() => written >= CAP, 2000, 'the upstream reaching the cap').then(
-      () => true,
-      () => false,
-    );
+    const reachedCap = await progress
+      .until(() => written >= CAP, 2000, 'the upstream reaching the cap')
+      .then(
+        () => true,
+        () => false,
+      );
     expect(reachedCap, `the upstream wrote ${written} bytes while the run read one step`).toBe(false);
     expect(written).toBeLessThan(16 * 1024 * 1024);
     controller.abort();

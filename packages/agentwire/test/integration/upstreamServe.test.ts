@@ -68,7 +68,12 @@ describe('agentwire serve --agent-url in front of the Python example', () => {
     expect(await resumed.ready()).toMatchObject({ resumed: true });
     await resumed.runEvents(ack.run_id);
     const rest = resumed.events().filter((e) => e.type === 'agent_text_delta');
-    expect(deltas.slice(0, 2).map((e) => e.text).join('') + rest.map((e) => e.text).join('')).toBe(answer);
+    expect(
+      deltas
+        .slice(0, 2)
+        .map((e) => e.text)
+        .join('') + rest.map((e) => e.text).join(''),
+    ).toBe(answer);
 
     server.signal('SIGTERM');
     expect(await server.waitExit()).toEqual({ code: 0, signal: null });

@@ -47,7 +47,10 @@ describe('connection writes', () => {
     const writes: Array<{ readonly count: number }> = [];
     env.server.prependListener('upgrade', (_req: unknown, socket: Duplex) => writes.push(countWrites(socket)));
 
-    const [first] = await engine.append('ada', Array.from({ length: 20 }, (_, i) => thinking(`old ${i}`)));
+    const [first] = await engine.append(
+      'ada',
+      Array.from({ length: 20 }, (_, i) => thinking(`old ${i}`)),
+    );
     const client = await env.connect('ada', { lastSeq: 0, epoch: first!.epoch });
     await client.ready();
     await client.waitForCount(isEvent, 20);
@@ -55,7 +58,10 @@ describe('connection writes', () => {
     const afterReplay = writes[0]!.count;
     expect(afterReplay).toBe(2);
 
-    await engine.append('ada', Array.from({ length: 10 }, (_, i) => thinking(`new ${i}`)));
+    await engine.append(
+      'ada',
+      Array.from({ length: 10 }, (_, i) => thinking(`new ${i}`)),
+    );
     await client.waitForCount(isEvent, 30);
     expect(writes[0]!.count).toBe(afterReplay + 1);
     expect(client.frames.filter(isEvent).map((f) => f.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
@@ -69,7 +75,10 @@ describe('outbound limit with coalesced writes', () => {
     const client = await env.ready('dee');
     const big = 'x'.repeat(30 * 1024);
     // 20 × 30 KiB in one tick: 600 KiB corked at once, over the 256 KiB limit.
-    await engine.append('dee', Array.from({ length: 20 }, () => thinking(big)));
+    await engine.append(
+      'dee',
+      Array.from({ length: 20 }, () => thinking(big)),
+    );
     await client.waitForCount(isEvent, 20);
     client.send({ type: 'ping', id: 'after' });
     await client.waitFor((f) => f.type === 'pong');

@@ -1,14 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bypassKeyMatches,
-  createTokenVerifier,
-  extractUpgradeCredentials,
-  selectSubprotocol,
-  signToken,
-  type VerifyResult,
-} from '../../src/auth/index.js';
+import { bypassKeyMatches, createTokenVerifier, extractUpgradeCredentials, selectSubprotocol, signToken, type VerifyResult } from '../../src/auth/index.js';
 import { JwksServer, ecPair, forge, nowSec, rsaPair } from '../helpers/jwt.js';
 
 /**
@@ -126,14 +119,20 @@ describe('createTokenVerifier with a remote JWKS', () => {
     const verifier = createTokenVerifier({ jwksUrl: jwks.url, jwks: { cooldownMs: 0 } });
     await verifier.ready?.();
     const next = rsaPair();
-    jwks.setKeys([{ ...rsa.publicJwk, kid: 'key-1' }, { ...next.publicJwk, kid: 'key-3' }]);
+    jwks.setKeys([
+      { ...rsa.publicJwk, kid: 'key-1' },
+      { ...next.publicJwk, kid: 'key-3' },
+    ]);
     try {
       const before = jwks.requests;
       const token = forge({ alg: 'RS256', kid: 'key-3' }, { sub: 'rotated', exp: nowSec() + 60 }, next.privateKey);
       expect(await verifier.verify(token)).toMatchObject({ ok: true, userId: 'rotated' });
       expect(jwks.requests).toBe(before + 1);
     } finally {
-      jwks.setKeys([{ ...rsa.publicJwk, kid: 'key-1', alg: 'RS256', use: 'sig' }, { ...ec.publicJwk, kid: 'key-2' }]);
+      jwks.setKeys([
+        { ...rsa.publicJwk, kid: 'key-1', alg: 'RS256', use: 'sig' },
+        { ...ec.publicJwk, kid: 'key-2' },
+      ]);
     }
   });
 
@@ -150,12 +149,8 @@ describe('createTokenVerifier configuration errors', () => {
   });
 
   it('names the conflicting settings when two or three are given', () => {
-    expect(() => createTokenVerifier({ secret: SECRET, publicKey: rsaPair().publicPem })).toThrow(
-      /conflicting.*secret.*publicKey/,
-    );
-    expect(() => createTokenVerifier({ secret: SECRET, jwksUrl: 'https://x.test/jwks' })).toThrow(
-      /conflicting.*secret.*jwksUrl/,
-    );
+    expect(() => createTokenVerifier({ secret: SECRET, publicKey: rsaPair().publicPem })).toThrow(/conflicting.*secret.*publicKey/);
+    expect(() => createTokenVerifier({ secret: SECRET, jwksUrl: 'https://x.test/jwks' })).toThrow(/conflicting.*secret.*jwksUrl/);
   });
 
   it('rejects an empty secret, an unusable PEM and unsupported key types', () => {
@@ -235,17 +230,17 @@ describe('extractUpgradeCredentials', () => {
   });
 
   it('reports header when both are present and equal', () => {
-    expect(
-      extractUpgradeCredentials(
-        h({ authorization: 'Bearer aaa.bbb.ccc', 'sec-websocket-protocol': 'agentwire.v1, jwt.aaa.bbb.ccc' }),
-      ),
-    ).toEqual({ token: 'aaa.bbb.ccc', method: 'header', conflict: false });
+    expect(extractUpgradeCredentials(h({ authorization: 'Bearer aaa.bbb.ccc', 'sec-websocket-protocol': 'agentwire.v1, jwt.aaa.bbb.ccc' }))).toEqual({
+      token: 'aaa.bbb.ccc',
+      method: 'header',
+      conflict: false,
+    });
   });
 
   it('reports a conflict when header and subprotocol differ', () => {
-    expect(
-      extractUpgradeCredentials(h({ authorization: 'Bearer aaa.bbb.ccc', 'sec-websocket-protocol': 'jwt.xxx.yyy.zzz' })),
-    ).toMatchObject({ conflict: true });
+    expect(extractUpgradeCredentials(h({ authorization: 'Bearer aaa.bbb.ccc', 'sec-websocket-protocol': 'jwt.xxx.yyy.zzz' }))).toMatchObject({
+      conflict: true,
+    });
   });
 
   it('reports a conflict when two different jwt.* entries are offered', () => {

@@ -90,8 +90,7 @@ describe('evaluateArithmetic', () => {
     }
   }
 
-  const precedence = (node: Tree): number =>
-    node.kind === 'binary' ? (node.operator === '+' || node.operator === '-' ? 1 : 2) : 3;
+  const precedence = (node: Tree): number => (node.kind === 'binary' ? (node.operator === '+' || node.operator === '-' ? 1 : 2) : 3);
 
   /** Prints with only the parentheses the tree needs (plus its explicit 'parens' nodes). */
   function render(node: Tree, space: string): string {
@@ -107,11 +106,7 @@ describe('evaluateArithmetic', () => {
         const left = render(node.left, space);
         const right = render(node.right, space);
         // Operators are left-associative, so an equal-precedence right operand needs parentheses.
-        return [
-          precedence(node.left) < own ? `(${left})` : left,
-          node.operator,
-          precedence(node.right) <= own ? `(${right})` : right,
-        ].join(space);
+        return [precedence(node.left) < own ? `(${left})` : left, node.operator, precedence(node.right) <= own ? `(${right})` : right].join(space);
       }
     }
   }

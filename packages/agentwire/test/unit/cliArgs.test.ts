@@ -38,9 +38,7 @@ describe('didYouMean', () => {
     expect(didYouMean('jsom', FLAGS)).toBe('json');
     expect(didYouMean('inter', FLAGS)).toBe('interactive');
     expect(didYouMean('TOKEN', FLAGS)).toBe('token');
-    expect(didYouMean('AGENTWIRE_HEARTBEAT_MSS', ['AGENTWIRE_HEARTBEAT_MS', 'AGENTWIRE_HEARTBEAT_TIMEOUT_MS'])).toBe(
-      'AGENTWIRE_HEARTBEAT_MS',
-    );
+    expect(didYouMean('AGENTWIRE_HEARTBEAT_MSS', ['AGENTWIRE_HEARTBEAT_MS', 'AGENTWIRE_HEARTBEAT_TIMEOUT_MS'])).toBe('AGENTWIRE_HEARTBEAT_MS');
   });
 
   it('suggests nothing for unrelated names, empty input or absurdly long input', () => {
@@ -111,13 +109,9 @@ describe('checkWebSocketUrl', () => {
   it('takes ws:// and wss://, and refuses http(s):// with the ws URL meant', () => {
     expect(checkWebSocketUrl('ws://127.0.0.1:8080/ws')).toBeNull();
     expect(checkWebSocketUrl('wss://example.com/ws')).toBeNull();
-    expect(checkWebSocketUrl('http://127.0.0.1:8080/ws')).toBe(
-      '--url is http://…: use ws:// or wss:// (did you mean ws://127.0.0.1:8080/ws?)',
-    );
+    expect(checkWebSocketUrl('http://127.0.0.1:8080/ws')).toBe('--url is http://…: use ws:// or wss:// (did you mean ws://127.0.0.1:8080/ws?)');
     expect(checkWebSocketUrl('https://example.com/ws')).toBe('--url is https://…: use ws:// or wss:// (did you mean wss://example.com/ws?)');
     expect(checkWebSocketUrl('ftp://example.com/')).toBe('--url is ftp://…: use ws:// or wss://');
-    expect(checkWebSocketUrl('127.0.0.1:8080')).toBe(
-      '--url is not a URL (got "127.0.0.1:8080"): use ws:// or wss://, e.g. ws://127.0.0.1:8080/ws',
-    );
+    expect(checkWebSocketUrl('127.0.0.1:8080')).toBe('--url is not a URL (got "127.0.0.1:8080"): use ws:// or wss://, e.g. ws://127.0.0.1:8080/ws');
   });
 });

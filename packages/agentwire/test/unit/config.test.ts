@@ -22,9 +22,7 @@ import { ChildTracker, REPO_ROOT } from '../helpers/childProcess.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { CONTRACT_SETTINGS } from '../helpers/settings.js';
 
-const PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' })
-  .publicKey.export({ type: 'spki', format: 'pem' })
-  .toString();
+const PEM = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
 
 /** Runs fn, asserts it threw a ConfigError, returns it. */
 function configError(fn: () => unknown): ConfigError {
@@ -96,10 +94,7 @@ const DEFAULTS: GatewayConfig = {
 const PRODUCTION_SECRET = 's3cret-of-at-least-32-bytes-long!';
 const BYPASS_KEY = 'bypass-key-0123456789';
 
-const SAMPLES: Record<
-  string,
-  { value: string; key: keyof GatewayConfig; expected: unknown; extraEnv?: Record<string, string> }
-> = {
+const SAMPLES: Record<string, { value: string; key: keyof GatewayConfig; expected: unknown; extraEnv?: Record<string, string> }> = {
   PORT: { value: '9123', key: 'port', expected: 9123 },
   HOST: { value: '0.0.0.0', key: 'host', expected: '0.0.0.0' },
   NODE_ENV: {
@@ -254,9 +249,7 @@ describe('environment names', () => {
   });
 
   it('normalizes origins and treats * as any', () => {
-    expect(loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: 'https://App.Example.com/,https://app.example.com' }).allowedOrigins).toEqual([
-      'https://app.example.com',
-    ]);
+    expect(loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: 'https://App.Example.com/,https://app.example.com' }).allowedOrigins).toEqual(['https://app.example.com']);
     expect(loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: '*' }).allowedOrigins).toBeNull();
   });
 
@@ -363,13 +356,7 @@ describe('SETTINGS flags round-trip', () => {
 
   it.each(SETTINGS.map((s) => [s.flag, s] as const))('%s round-trips in both forms', (flag, s) => {
     const sample = SAMPLES[s.env]!;
-    const forms =
-      s.env === 'NODE_ENV'
-        ? [[flag], [`${flag}=true`], [flag, 'true']]
-        : [
-            [flag, sample.value],
-            [`${flag}=${sample.value}`],
-          ];
+    const forms = s.env === 'NODE_ENV' ? [[flag], [`${flag}=true`], [flag, 'true']] : [[flag, sample.value], [`${flag}=${sample.value}`]];
     for (const argv of forms) {
       const c = loadConfig(sample.extraEnv ?? {}, parseServeFlags(argv));
       expect(c[sample.key]).toEqual(sample.expected);
@@ -384,12 +371,7 @@ describe('validation rules', () => {
     expectConfigError(() => loadConfig({ AGENTWIRE_HEARTBEAT_MS: '1e3' }), 'AGENTWIRE_HEARTBEAT_MS', '(got "1e3")');
     expectConfigError(() => loadConfig({ AGENTWIRE_HEARTBEAT_MS: '-5' }), 'AGENTWIRE_HEARTBEAT_MS', '>= 1', '(got "-5")');
     expectConfigError(() => loadConfig({ AGENTWIRE_HEARTBEAT_MS: '0' }), 'AGENTWIRE_HEARTBEAT_MS', '>= 1', '(got "0")');
-    expectConfigError(
-      () => loadConfig({ AGENTWIRE_RUN_TIMEOUT_MS: '99999999999' }),
-      'AGENTWIRE_RUN_TIMEOUT_MS',
-      '<= 2147483647',
-      '(got "99999999999")',
-    );
+    expectConfigError(() => loadConfig({ AGENTWIRE_RUN_TIMEOUT_MS: '99999999999' }), 'AGENTWIRE_RUN_TIMEOUT_MS', '<= 2147483647', '(got "99999999999")');
     expectConfigError(
       () => loadConfig({ AGENTWIRE_MAX_FRAME_BYTES: '123456789012345678901234567890' }),
       'AGENTWIRE_MAX_FRAME_BYTES',
@@ -397,9 +379,7 @@ describe('validation rules', () => {
     );
   });
 
-  it.each(
-    SETTINGS.filter((s) => typeof SAMPLES[s.env]!.expected === 'number').map((s) => [s.env] as const),
-  )('%s rejects garbage and negatives', (env) => {
+  it.each(SETTINGS.filter((s) => typeof SAMPLES[s.env]!.expected === 'number').map((s) => [s.env] as const))('%s rejects garbage and negatives', (env) => {
     expectConfigError(() => loadConfig({ [env]: 'twelve' }), env, 'must be an integer', '(got "twelve")');
     expectConfigError(() => loadConfig({ [env]: '-1' }), env, 'must be an integer', '(got "-1")');
   });
@@ -432,20 +412,11 @@ describe('validation rules', () => {
   });
 
   it('threadPolicy must be enqueue or reject', () => {
-    expectConfigError(
-      () => loadConfig({ AGENTWIRE_THREAD_POLICY: 'drop' }),
-      'AGENTWIRE_THREAD_POLICY',
-      'enqueue or reject',
-      '(got "drop")',
-    );
+    expectConfigError(() => loadConfig({ AGENTWIRE_THREAD_POLICY: 'drop' }), 'AGENTWIRE_THREAD_POLICY', 'enqueue or reject', '(got "drop")');
   });
 
   it('permessage-deflate must be a boolean literal', () => {
-    expectConfigError(
-      () => loadConfig({ AGENTWIRE_PERMESSAGE_DEFLATE: 'yes please' }),
-      'AGENTWIRE_PERMESSAGE_DEFLATE',
-      '(got "yes please")',
-    );
+    expectConfigError(() => loadConfig({ AGENTWIRE_PERMESSAGE_DEFLATE: 'yes please' }), 'AGENTWIRE_PERMESSAGE_DEFLATE', '(got "yes please")');
     expectConfigError(() => loadConfig({}, { production: 'maybe' }), '--production', '(got "maybe")');
   });
 
@@ -456,10 +427,7 @@ describe('validation rules', () => {
       /only one of/,
       'got AGENTWIRE_JWT_SECRET and AGENTWIRE_JWKS_URL',
     );
-    const e = expectConfigError(
-      () => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_JWKS_URL: 'https://x.example/jwks' }),
-      'AGENTWIRE_JWT_PUBLIC_KEY',
-    );
+    const e = expectConfigError(() => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_JWKS_URL: 'https://x.example/jwks' }), 'AGENTWIRE_JWT_PUBLIC_KEY');
     expect(e.message).toContain('AGENTWIRE_JWT_PUBLIC_KEY and AGENTWIRE_JWKS_URL');
     expectConfigError(
       () => loadConfig({ AGENTWIRE_JWT_SECRET: 's' }, { 'jwt-public-key': PEM }),
@@ -478,9 +446,7 @@ describe('validation rules', () => {
   it('production with exactly one key starts', () => {
     expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_SECRET: PRODUCTION_SECRET }).devMode).toBe(false);
     expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWT_PUBLIC_KEY: PEM }).jwtPublicKey).toBe(PEM.trim());
-    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWKS_URL: 'http://jwks.local/keys' }).jwksUrl).toBe(
-      'http://jwks.local/keys',
-    );
+    expect(loadConfig({ NODE_ENV: 'production', AGENTWIRE_JWKS_URL: 'http://jwks.local/keys' }).jwksUrl).toBe('http://jwks.local/keys');
   });
 
   it('refuses a bypass key in production', () => {
@@ -497,11 +463,7 @@ describe('validation rules', () => {
   });
 
   it('refuses a bypass key with only a public key or JWKS', () => {
-    expectConfigError(
-      () => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
-      'AGENTWIRE_E2E_BYPASS_KEY',
-      /HS256/,
-    );
+    expectConfigError(() => loadConfig({ AGENTWIRE_JWT_PUBLIC_KEY: PEM, AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }), 'AGENTWIRE_E2E_BYPASS_KEY', /HS256/);
     expectConfigError(
       () => loadConfig({ AGENTWIRE_JWKS_URL: 'https://x.example/jwks', AGENTWIRE_E2E_BYPASS_KEY: BYPASS_KEY }),
       'AGENTWIRE_E2E_BYPASS_KEY',
@@ -544,11 +506,7 @@ describe('validation rules', () => {
 
   it('in production an HS256 secret shorter than 32 bytes is an error naming AGENTWIRE_JWT_SECRET', () => {
     for (const secret of ['abc', 'x'.repeat(31), 'é'.repeat(15)]) {
-      const e = expectConfigError(
-        () => loadConfig({ NODE_ENV: 'PRODUCTION', AGENTWIRE_JWT_SECRET: secret }),
-        'AGENTWIRE_JWT_SECRET',
-        /at least 32 bytes/,
-      );
+      const e = expectConfigError(() => loadConfig({ NODE_ENV: 'PRODUCTION', AGENTWIRE_JWT_SECRET: secret }), 'AGENTWIRE_JWT_SECRET', /at least 32 bytes/);
       expect(e.message).not.toContain(secret);
     }
     // Bytes, not characters: 16 two-byte characters are 32 bytes.
@@ -571,11 +529,7 @@ describe('validation rules', () => {
   });
 
   it('Redis URL must be redis:// or rediss:// and its password is not echoed', () => {
-    const e = expectConfigError(
-      () => loadConfig({ AGENTWIRE_REDIS_URL: 'http://user:hunter2@redis.local:6379' }),
-      'AGENTWIRE_REDIS_URL',
-      /redis:\/\//,
-    );
+    const e = expectConfigError(() => loadConfig({ AGENTWIRE_REDIS_URL: 'http://user:hunter2@redis.local:6379' }), 'AGENTWIRE_REDIS_URL', /redis:\/\//);
     expect(e.message).not.toContain('hunter2');
     expect(loadConfig({ AGENTWIRE_REDIS_URL: 'rediss://:pw@r.example:6380' }).redisUrl).toBe('rediss://:pw@r.example:6380');
   });
@@ -597,10 +551,7 @@ describe('validation rules', () => {
       'AGENTWIRE_ALLOWED_ORIGINS',
       '(got "app.example.com")',
     );
-    expectConfigError(
-      () => loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: 'https://ok.example/path' }),
-      'AGENTWIRE_ALLOWED_ORIGINS',
-    );
+    expectConfigError(() => loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: 'https://ok.example/path' }), 'AGENTWIRE_ALLOWED_ORIGINS');
     expectConfigError(() => loadConfig({ AGENTWIRE_ALLOWED_ORIGINS: ' , ' }), 'AGENTWIRE_ALLOWED_ORIGINS');
   });
 
@@ -654,7 +605,11 @@ describe('upstream agent settings (PROTOCOL.md section 15)', () => {
   const SECRET_HEADER = 'sk-live-very-secret-value';
 
   it('openai without a model is a start-up error naming AGENTWIRE_AGENT_MODEL', () => {
-    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'openai' }), 'AGENTWIRE_AGENT_MODEL', /required with AGENTWIRE_AGENT_PROTOCOL=openai/);
+    expectConfigError(
+      () => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'openai' }),
+      'AGENTWIRE_AGENT_MODEL',
+      /required with AGENTWIRE_AGENT_PROTOCOL=openai/,
+    );
     expect(loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_PROTOCOL: 'openai', AGENTWIRE_AGENT_MODEL: 'm' }).agentModel).toBe('m');
   });
 
@@ -663,11 +618,20 @@ describe('upstream agent settings (PROTOCOL.md section 15)', () => {
   });
 
   it('invalid AGENTWIRE_AGENT_HEADERS is a start-up error that does not print the value', () => {
-    for (const value of [`{"authorization": "Bearer ${SECRET_HEADER}"`, `["${SECRET_HEADER}"]`, `{"authorization": ["${SECRET_HEADER}"]}`, `{"x-key": "${SECRET_HEADER}\n"}`]) {
+    for (const value of [
+      `{"authorization": "Bearer ${SECRET_HEADER}"`,
+      `["${SECRET_HEADER}"]`,
+      `{"authorization": ["${SECRET_HEADER}"]}`,
+      `{"x-key": "${SECRET_HEADER}\n"}`,
+    ]) {
       const error = expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: value }), 'AGENTWIRE_AGENT_HEADERS');
       expect(error.message).not.toContain(SECRET_HEADER);
     }
-    expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: '{"x-agentwire-user":"mallory"}' }), 'AGENTWIRE_AGENT_HEADERS', /x-agentwire-user is set by the gateway/);
+    expectConfigError(
+      () => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: '{"x-agentwire-user":"mallory"}' }),
+      'AGENTWIRE_AGENT_HEADERS',
+      /x-agentwire-user is set by the gateway/,
+    );
     expectConfigError(() => loadConfig({ ...URL_ENV, AGENTWIRE_AGENT_HEADERS: '{"bad name":"v"}' }), 'AGENTWIRE_AGENT_HEADERS', /not a valid header name/);
   });
 
@@ -677,7 +641,10 @@ describe('upstream agent settings (PROTOCOL.md section 15)', () => {
   });
 
   it('flags set them like the variables', () => {
-    const c = loadConfig({}, parseServeFlags(['--agent-url', 'http://127.0.0.1:9/v1', '--agent-protocol=openai', '--agent-model', 'qwen', '--agent-connect-timeout-ms', '50']));
+    const c = loadConfig(
+      {},
+      parseServeFlags(['--agent-url', 'http://127.0.0.1:9/v1', '--agent-protocol=openai', '--agent-model', 'qwen', '--agent-connect-timeout-ms', '50']),
+    );
     expect(c).toMatchObject({ agentUrl: 'http://127.0.0.1:9/v1', agentProtocol: 'openai', agentModel: 'qwen', agentConnectTimeoutMs: 50 });
   });
 
@@ -712,7 +679,22 @@ describe('the settings table is the one source', () => {
     for (const s of SETTINGS) expect(s.key).toBe(SAMPLES[s.env]!.key);
     const keys = SETTINGS.map((s) => s.key as string);
     expect(new Set(keys).size).toBe(keys.length);
-    const optional = ['jwtSecret', 'jwtPublicKey', 'jwksUrl', 'jwtIssuer', 'jwtAudience', 'e2eBypassKey', 'redisUrl', 'redisClusterNodes', 'nodeId', 'chatPage', 'agentUrl', 'agentModel', 'agentHeaders', 'databaseUrl'];
+    const optional = [
+      'jwtSecret',
+      'jwtPublicKey',
+      'jwksUrl',
+      'jwtIssuer',
+      'jwtAudience',
+      'e2eBypassKey',
+      'redisUrl',
+      'redisClusterNodes',
+      'nodeId',
+      'chatPage',
+      'agentUrl',
+      'agentModel',
+      'agentHeaders',
+      'databaseUrl',
+    ];
     expect(new Set([...keys, 'devMode'])).toEqual(new Set([...Object.keys(DEFAULTS), ...optional]));
   });
 

@@ -1,11 +1,6 @@
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  CoordinatorRegistry,
-  type CoordinatorMember,
-  type CoordinatorOptions,
-  type SetupResult,
-} from '../../src/coordination/index.js';
+import { CoordinatorRegistry, type CoordinatorMember, type CoordinatorOptions, type SetupResult } from '../../src/coordination/index.js';
 import { MemoryEngine, type MemoryEngineOptions } from '../../src/engine/index.js';
 import type { EventEngine, GapListener, LiveListener, LogHead, Subscription } from '../../src/engine/types.js';
 import type { EventBody, LogEntry } from '@agentwire/protocol';
@@ -48,7 +43,10 @@ function thinking(n: number): EventBody {
 }
 
 async function appendN(engine: EventEngine, userId: string, count: number): Promise<LogEntry[]> {
-  return engine.append(userId, Array.from({ length: count }, (_, i) => thinking(i)));
+  return engine.append(
+    userId,
+    Array.from({ length: count }, (_, i) => thinking(i)),
+  );
 }
 
 const range = (from: number, to: number) => Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);

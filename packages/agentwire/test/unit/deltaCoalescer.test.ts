@@ -6,15 +6,21 @@ import { fcParams } from '../helpers/fastCheck.js';
 
 /** What the run manager feeds a run's coalescer: fragments, other events of the run, time passing. */
 type Op =
-  | { readonly op: 'fragment'; readonly kind: DeltaKind; readonly text: string }
-  | { readonly op: 'other' }
-  | { readonly op: 'wait'; readonly ms: number };
+  { readonly op: 'fragment'; readonly kind: DeltaKind; readonly text: string } | { readonly op: 'other' } | { readonly op: 'wait'; readonly ms: number };
 
-type Input = { readonly kind: 'fragment'; readonly type: DeltaKind; readonly text: string; readonly at: number } | { readonly kind: 'other'; readonly id: number };
+type Input =
+  { readonly kind: 'fragment'; readonly type: DeltaKind; readonly text: string; readonly at: number } | { readonly kind: 'other'; readonly id: number };
 type Output = { readonly kind: 'delta'; readonly delta: MergedDelta; readonly at: number } | { readonly kind: 'other'; readonly id: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('fragment' as const), kind: fc.constantFrom<DeltaKind>('agent_text_delta', 'agent_thinking_delta'), text: fc.string({ unit: 'binary', maxLength: 12 }) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('fragment' as const),
+      kind: fc.constantFrom<DeltaKind>('agent_text_delta', 'agent_thinking_delta'),
+      text: fc.string({ unit: 'binary', maxLength: 12 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('other' as const) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 30 }) }) },
 );
@@ -75,11 +81,8 @@ async function play(ops: readonly Op[], flushMs: number, maxBytes: number): Prom
 describe('DeltaCoalescer', () => {
   it('keeps every fragment exactly once, in order, never across another event, never past the window or the byte cap', async () => {
     await fc.assert(
-      fc.asyncProperty(
-        fc.array(opArb, { maxLength: 60 }),
-        fc.integer({ min: 0, max: 25 }),
-        fc.integer({ min: 4, max: 40 }),
-        async (ops, flushMs, maxBytes) => play(ops, flushMs, maxBytes),
+      fc.asyncProperty(fc.array(opArb, { maxLength: 60 }), fc.integer({ min: 0, max: 25 }), fc.integer({ min: 4, max: 40 }), async (ops, flushMs, maxBytes) =>
+        play(ops, flushMs, maxBytes),
       ),
       fcParams(300, 20_000),
     );

@@ -1,16 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DurableEvent, EventBody } from '@agentwire/protocol';
-import {
-  conversationTurns,
-  createFold,
-  cutTitle,
-  foldEvents,
-  parseEvent,
-  threadMessages,
-  threadSummaries,
-  type HistoryFold,
-} from '../../src/history/fold.js';
+import { conversationTurns, createFold, cutTitle, foldEvents, parseEvent, threadMessages, threadSummaries, type HistoryFold } from '../../src/history/fold.js';
 import type { AssistantMessageView } from '../../src/history/types.js';
 import { fcParams } from '../helpers/fastCheck.js';
 
@@ -107,7 +98,10 @@ function checkPrefix(prefix: DurableEvent[]): void {
     expect(messages.map((m) => m.position)).toEqual([...messages.map((m) => m.position)].sort((a, b) => a - b));
     for (const { message } of messages) {
       if (message.role !== 'assistant') continue;
-      checkAnswer(message, prefix.filter((e) => e.run_id === message.runId));
+      checkAnswer(
+        message,
+        prefix.filter((e) => e.run_id === message.runId),
+      );
     }
   }
 }
@@ -181,7 +175,14 @@ describe('history fold', () => {
     const messages = threadMessages(fold, 't')!;
     expect(messages).toHaveLength(2);
     expect(messages[1]!.message).toMatchObject({ status: 'cancelled', text: 'an' });
-    for (const bad of ['', 'null', '[]', '{"seq":1}', '{"type":"agent_started","seq":1,"run_id":"r","thread_id":"t","ts":"x"}', '{"type":"__proto__","seq":1,"run_id":"r","thread_id":"t","ts":"x"}']) {
+    for (const bad of [
+      '',
+      'null',
+      '[]',
+      '{"seq":1}',
+      '{"type":"agent_started","seq":1,"run_id":"r","thread_id":"t","ts":"x"}',
+      '{"type":"__proto__","seq":1,"run_id":"r","thread_id":"t","ts":"x"}',
+    ]) {
       expect(parseEvent(bad)).toBeNull();
     }
   });

@@ -112,7 +112,12 @@ describe('import cycles', () => {
       ['d.ts', []],
       ['e.ts', ['e.ts']],
     ]);
-    expect(importCycles(graph)).toEqual(expect.arrayContaining([['a.ts', 'b.ts', 'c.ts', 'a.ts'], ['e.ts', 'e.ts']]));
+    expect(importCycles(graph)).toEqual(
+      expect.arrayContaining([
+        ['a.ts', 'b.ts', 'c.ts', 'a.ts'],
+        ['e.ts', 'e.ts'],
+      ]),
+    );
     expect(importCycles(graph)).toHaveLength(2);
     const types = ts.preProcessFile("import type { A } from './a.js';\nexport type { B } from './b.js';\n", true, true);
     expect(types.importedFiles.map((ref) => ref.fileName)).toEqual(['./a.js', './b.js']);

@@ -18,15 +18,7 @@ import { GatewayMetrics } from '../../src/observability/metrics.js';
  *   no skip, no repeat; CLOSING from every non-terminal state; CLOSED only from CLOSING, or
  *   directly from CONNECTING (refused upgrade).
  */
-const STATES = [
-  'CONNECTING',
-  'ACCEPTED',
-  'AUTHENTICATED',
-  'SERVICES_READY',
-  'PROCESSING_READY',
-  'CLOSING',
-  'CLOSED',
-] as const;
+const STATES = ['CONNECTING', 'ACCEPTED', 'AUTHENTICATED', 'SERVICES_READY', 'PROCESSING_READY', 'CLOSING', 'CLOSED'] as const;
 type State = (typeof STATES)[number];
 
 const CONTRACT_ALLOWED: ReadonlySet<string> = new Set([
@@ -187,9 +179,7 @@ describe('seed plan scenarios (must pass)', () => {
   it('skipping a state raises StateTransitionError: CONNECTING -> SERVICES_READY', () => {
     const lifecycle = new ConnectionLifecycle('test-conn');
     expect(() => lifecycle.transition(ConnectionState.SERVICES_READY)).toThrow(StateTransitionError);
-    expect(() => lifecycle.transition(ConnectionState.SERVICES_READY)).toThrow(
-      /invalid transition CONNECTING -> SERVICES_READY/,
-    );
+    expect(() => lifecycle.transition(ConnectionState.SERVICES_READY)).toThrow(/invalid transition CONNECTING -> SERVICES_READY/);
     expect(lifecycle.state).toBe('CONNECTING');
   });
 

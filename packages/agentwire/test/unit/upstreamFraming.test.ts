@@ -25,7 +25,9 @@ async function all(messages: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
-const objects = fc.array(fc.record({ type: fc.constantFrom('text_delta', 'thinking_delta'), text: fc.string({ unit: 'grapheme', maxLength: 20 }) }), { maxLength: 8 });
+const objects = fc.array(fc.record({ type: fc.constantFrom('text_delta', 'thinking_delta'), text: fc.string({ unit: 'grapheme', maxLength: 20 }) }), {
+  maxLength: 8,
+});
 const cutsOf = (length: number) => fc.array(fc.integer({ min: 1, max: Math.max(1, length - 1) }), { maxLength: 10 });
 
 describe('ndjsonLines', () => {
@@ -80,6 +82,8 @@ describe('sseData', () => {
   it('an event still open at the end of the body fails; an event over the bound fails', async () => {
     await expect(all(sseData(chunks(Buffer.from('data: 1\n\ndata: {"b"'), [4])))).rejects.toThrow('the upstream stream ended in the middle of an event');
     await expect(all(sseData(chunks(Buffer.from('data: 1\n\ndata: 2\n'), [4])))).rejects.toThrow('the upstream stream ended in the middle of an event');
-    await expect(all(sseData(chunks(Buffer.from(`data: ${'y'.repeat(300)}\n\n`), [100, 200]), 100))).rejects.toThrow('the upstream sent an event over 100 bytes');
+    await expect(all(sseData(chunks(Buffer.from(`data: ${'y'.repeat(300)}\n\n`), [100, 200]), 100))).rejects.toThrow(
+      'the upstream sent an event over 100 bytes',
+    );
   });
 });
