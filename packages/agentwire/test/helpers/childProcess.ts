@@ -206,3 +206,11 @@ function procStat(pid: number): { state: string; ppid: number } | undefined {
   const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { state: state!, ppid: Number(ppid) };
 }
+
+/** Signals a server process the test started and waits for its exit; nothing to do if it already exited. */
+export async function stopChild(child: ChildProcess | null, signal: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  await exited;
+}

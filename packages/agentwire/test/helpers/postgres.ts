@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { freePort } from './redisServer.js';
+import { stopChild } from './childProcess.js';
 
 /** The machine's PostgreSQL (trust auth); tests make a database of their own on it. */
 export const MACHINE_POSTGRES = process.env.AGENTWIRE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -142,12 +143,8 @@ export class PostgresServer {
 
   /** Stops the server by its pid (SIGINT: fast shutdown, clients disconnected) and waits for its exit. */
   async stopProcess(signal: NodeJS.Signals = 'SIGINT'): Promise<void> {
-    const child = this.#process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     this.resume();
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill(signal);
-    await exited;
+    await stopChild(this.#process, signal);
   }
 
   async stop(): Promise<void> {

@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { stopChild } from './childProcess.js';
 
 /** A free TCP port on 127.0.0.1, found by binding port 0. */
 export function freePort(): Promise<number> {
@@ -122,12 +123,8 @@ export class RedisServer {
 
   /** Stops the server (SIGTERM: it finishes writing its append-only file) and waits for exit. */
   async stopProcess(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    const child = this.#process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     this.resume();
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill(signal);
-    await exited;
+    await stopChild(this.#process, signal);
   }
 
   async restart(): Promise<void> {
