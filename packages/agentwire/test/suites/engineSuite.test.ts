@@ -16,7 +16,7 @@ interface EngineUnderTest {
 }
 
 /** Makes an engine that keeps `retentionEvents` entries per user. */
-type EngineFactory = (retentionEvents?: number) => EngineUnderTest;
+type EngineFactory = (retentionEvents?: number) => Promise<EngineUnderTest>;
 
 interface EngineKind {
   readonly make: EngineFactory;
@@ -32,7 +32,7 @@ const implementations: [string, EngineKind][] = [
     'MemoryEngine',
     {
       shared: false,
-      make: (retentionEvents) => {
+      make: async (retentionEvents) => {
         const engine = new MemoryEngine(retentionEvents !== undefined ? { retentionEvents } : {});
         return { engine, close: () => engine.close() };
       },
@@ -42,8 +42,8 @@ const implementations: [string, EngineKind][] = [
     'RedisEngine',
     {
       shared: true,
-      make: (retentionEvents) => {
-        const backend = machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {});
+      make: async (retentionEvents) => {
+        const backend = await machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {});
         return {
           engine: backend.engine,
           close: async () => {
@@ -66,7 +66,7 @@ describe.each(implementations)('EventEngine contract: %s', (_name, { make, share
     for (const each of opened.splice(0)) await each.close();
   });
   async function engine(retentionEvents?: number): Promise<EventEngine> {
-    const made = make(retentionEvents);
+    const made = await make(retentionEvents);
     opened.push(made);
     await made.engine.ready();
     return made.engine;
