@@ -6,11 +6,11 @@ import { createRedisBackend, type RedisBackend, type RedisBackendOptions } from 
 export const MACHINE_REDIS = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /**
- * A ready Redis backend on the machine's Redis under a new random key prefix; `close()` closes
- * it and deletes every key under that prefix.
+ * A ready Redis backend on the machine's Redis under a new random key prefix (or `keyPrefix`,
+ * to be another node of a backend); `close()` closes it and deletes every key under that prefix.
  */
 export async function machineRedisBackend(options: Partial<RedisBackendOptions> = {}): Promise<RedisBackend> {
-  const keyPrefix = `suite-${randomUUID().slice(0, 12)}`;
+  const keyPrefix = options.keyPrefix ?? `suite-${randomUUID().slice(0, 12)}`;
   const backend = createRedisBackend({ url: MACHINE_REDIS, keyPrefix, ...options });
   await backend.engine.ready();
   return {
