@@ -16,7 +16,7 @@ import { Waiters } from '../helpers/waitFor.js';
 interface StoreUnderTest {
   readonly store: HistoryStore;
   /** Resolves once every entry handed to `record` is readable. */
-  settle(): Promise<void>;
+  readonly settle: () => Promise<void>;
 }
 
 let database: { url: string; drop: () => Promise<void> } | undefined;
