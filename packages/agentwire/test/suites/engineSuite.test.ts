@@ -3,12 +3,13 @@
  * memory and Redis engines). Engine-specific behaviour (Redis outages, notifications, the
  * memory byte bound) is tested beside each engine.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBody } from '@agentwire/protocol';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { RunEndedError, type EventEngine } from '../../src/engine/types.js';
 import { liveCollector } from '../helpers/liveCollector.js';
 import { machineRedisBackend } from '../helpers/machineRedis.js';
+import { RedisClusterServer } from '../helpers/redisCluster.js';
 
 interface EngineUnderTest {
   readonly engine: EventEngine;
@@ -27,6 +28,29 @@ interface EngineKind {
   readonly shared: boolean;
 }
 
+/** A 3-master Redis Cluster of this file's own: the engine keeps each user's keys on one slot. */
+let cluster: RedisClusterServer | undefined;
+beforeAll(async () => {
+  cluster = await RedisClusterServer.start();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** The Redis engine on the machine's Redis, or on the file's cluster. */
+function redisEngine(onCluster: boolean): EngineFactory {
+  return async (retentionEvents) => {
+    const backend = await machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {}, onCluster ? cluster : undefined);
+    return {
+      engine: backend.engine,
+      close: async () => {
+        await backend.engine.close();
+        await backend.close();
+      },
+    };
+  };
+}
+
 const implementations: [string, EngineKind][] = [
   [
     'MemoryEngine',
@@ -38,22 +62,8 @@ const implementations: [string, EngineKind][] = [
       },
     },
   ],
-  [
-    'RedisEngine',
-    {
-      shared: true,
-      make: async (retentionEvents) => {
-        const backend = await machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {});
-        return {
-          engine: backend.engine,
-          close: async () => {
-            await backend.engine.close();
-            await backend.close();
-          },
-        };
-      },
-    },
-  ],
+  ['RedisEngine', { shared: true, make: redisEngine(false) }],
+  ['RedisEngine on a Redis Cluster', { shared: true, make: redisEngine(true) }],
 ];
 
 function thinking(text: string, run = 'r1'): EventBody {

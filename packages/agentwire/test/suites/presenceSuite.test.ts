@@ -1,12 +1,14 @@
 /**
  * The ConnectionPresence contract (the per-user connection cap across nodes), run against every
  * shared presence. Without one, each node's coordinator caps its own connections
- * (coordinator.test.ts); RedisPresence is today the only implementation of the interface.
+ * (coordinator.test.ts); RedisPresence, on one Redis and on a Cluster, is today the only
+ * implementation of the interface.
  */
 import { randomUUID } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ConnectionPresence, ConnectionRef } from '../../src/coordination/presence.js';
 import { machineRedisBackend } from '../helpers/machineRedis.js';
+import { RedisClusterServer } from '../helpers/redisCluster.js';
 
 interface PresenceUnderTest {
   readonly presence: ConnectionPresence;
@@ -16,14 +18,26 @@ interface PresenceUnderTest {
 /** Makes the presence of one node; nodes made with the same `cluster` name share their counts. */
 type PresenceFactory = (cluster: string, options: { ttlMs: number; now: () => number }) => Promise<PresenceUnderTest>;
 
+/** A 3-master Redis Cluster of this file's own: users spread over its slots. */
+let redisCluster: RedisClusterServer | undefined;
+beforeAll(async () => {
+  redisCluster = await RedisClusterServer.start();
+});
+afterAll(async () => {
+  await redisCluster?.stop();
+});
+
+/** The Redis presence on the machine's Redis, or on the file's cluster. */
+function redisPresence(onCluster: boolean): PresenceFactory {
+  return async (cluster, { ttlMs, now }) => {
+    const backend = await machineRedisBackend({ keyPrefix: `suite-${cluster}`, presenceTtlMs: ttlMs, now }, onCluster ? redisCluster : undefined);
+    return { presence: backend.presence, close: () => backend.close() };
+  };
+}
+
 const implementations: [string, PresenceFactory][] = [
-  [
-    'RedisPresence',
-    async (cluster, { ttlMs, now }) => {
-      const backend = await machineRedisBackend({ keyPrefix: `suite-${cluster}`, presenceTtlMs: ttlMs, now });
-      return { presence: backend.presence, close: () => backend.close() };
-    },
-  ],
+  ['RedisPresence', redisPresence(false)],
+  ['RedisPresence on a Redis Cluster', redisPresence(true)],
 ];
 
 const TTL_MS = 30_000;

@@ -3,9 +3,10 @@
  * per-thread FIFO, cancel lookups, active runs and the per-user cap. Store-specific behaviour
  * (claim retention, leases and lost runs, Redis outages) is tested beside each store.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LocalRunStore, type RunRecord, type RunStore } from '../../src/runs/runStore.js';
 import { machineRedisBackend } from '../helpers/machineRedis.js';
+import { RedisClusterServer } from '../helpers/redisCluster.js';
 
 interface StoreUnderTest {
   readonly store: RunStore;
@@ -22,6 +23,29 @@ interface StoreKind {
   readonly shared: boolean;
 }
 
+/** A 3-master Redis Cluster of this file's own: users and run ids spread over its slots. */
+let cluster: RedisClusterServer | undefined;
+beforeAll(async () => {
+  cluster = await RedisClusterServer.start();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** The Redis run store on the machine's Redis, or on the file's cluster. */
+function redisRunStore(onCluster: boolean): () => Promise<StoreUnderTest> {
+  return async () => {
+    const backend = await machineRedisBackend({}, onCluster ? cluster : undefined);
+    return {
+      store: backend.runStore,
+      close: async () => {
+        await backend.runStore.close();
+        await backend.close();
+      },
+    };
+  };
+}
+
 const implementations: [string, StoreKind][] = [
   [
     'LocalRunStore',
@@ -33,22 +57,8 @@ const implementations: [string, StoreKind][] = [
       },
     },
   ],
-  [
-    'RedisRunStore',
-    {
-      shared: true,
-      make: async () => {
-        const backend = await machineRedisBackend();
-        return {
-          store: backend.runStore,
-          close: async () => {
-            await backend.runStore.close();
-            await backend.close();
-          },
-        };
-      },
-    },
-  ],
+  ['RedisRunStore', { shared: true, make: redisRunStore(false) }],
+  ['RedisRunStore on a Redis Cluster', { shared: true, make: redisRunStore(true) }],
 ];
 
 function record(n: number, messageId = `m${n}`, threadId = `t${n}`, userId = 'u1'): RunRecord {
