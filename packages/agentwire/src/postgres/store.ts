@@ -196,7 +196,9 @@ export class PostgresHistoryStore implements HistoryStore {
 
   async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
     const before = page.cursor === undefined ? null : decodeCursor(page.cursor, isPositionCursor);
-    const runsWanted = Math.ceil(page.limit / 2) + 1;
+    // The cursor's own run is fetched again (its user message may still be older): one more, so a
+    // full fetch still means older runs may follow.
+    const runsWanted = Math.ceil(page.limit / 2) + 1 + (before ? 1 : 0);
     // One round trip: the thread's existence, the user's archive mark, and the page's runs. The
     // answer includes exactly the events up to the mark: every one of them is archived, so a
     // client that resumes from it receives exactly the rest.

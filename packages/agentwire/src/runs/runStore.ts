@@ -94,7 +94,8 @@ export interface RunStore {
   enqueue(record: RunRecord, policy: ThreadPolicy, maxQueued: number, options?: EnqueueOptions): Promise<EnqueueOutcome>;
   /**
    * The run's terminal event is in the log: takes it off its thread and hands this node the
-   * next run of the thread, if any. Idempotent: a second call for the same run returns null.
+   * next run of the thread, if any. Idempotent: a second call for the same run hands no other
+   * run out (null; a store whose replies can be lost, Redis, hands the same run out again).
    */
   advance(record: RunRecord): Promise<RunAssignment | null>;
   /** Finds a live run for a cancel from `userId`, marks or forwards the request. */

@@ -2,9 +2,9 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/connection.js';
 import { RedisEngine, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
-import { RunEndedError } from '../../src/engine/types.js';
-import type { EventBody, LogEntry } from '@agentwire/protocol';
+import type { EventBody } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
+import { liveCollector } from '../helpers/liveCollector.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 let redis: RedisServer;
@@ -35,41 +35,8 @@ function thinking(text: string, run = 'r1'): EventBody {
   return { type: 'agent_thinking', text, run_id: run, thread_id: 't1', ts: new Date(0).toISOString() };
 }
 
-/** Resolves once `entries` holds `count` items; driven by the listener, bounded by a timeout. */
-function collector() {
-  const entries: LogEntry[] = [];
-  const waiters = new Waiters(() => `got ${entries.length}`);
-  return {
-    entries,
-    listener: (entry: LogEntry) => {
-      entries.push(entry);
-      waiters.notify();
-    },
-    async until(count: number, timeoutMs = 5000): Promise<void> {
-      await waiters.until(() => entries.length >= count, timeoutMs, `${count} entries`);
-    },
-  };
-}
-
+// Seqs, reads, live delivery and fences: the shared engine suite (test/suites/engineSuite.test.ts).
 describe('RedisEngine', () => {
-  it('assigns contiguous seqs per user, writes them into the JSON, and reads ranges back', async () => {
-    const e = engine();
-    await e.ready();
-    expect(e.available).toBe(true);
-    const head0 = await e.head('alice');
-    expect(head0.lastSeq).toBe(0);
-    const appended = await e.append('alice', [thinking('a "quoted" text'), thinking('b')]);
-    expect(appended.map((x) => x.seq)).toEqual([1, 2]);
-    expect(JSON.parse(appended[0]!.json)).toMatchObject({ type: 'agent_thinking', seq: 1, text: 'a "quoted" text' });
-    expect((await e.append('bob', [thinking('other user')]))[0]!.seq).toBe(1);
-    const head = await e.head('alice');
-    expect(head).toEqual({ epoch: head0.epoch, lastSeq: 2 });
-    const read = await e.read('alice', 1, 2);
-    expect(read.map((x) => [x.seq, x.type, x.json])).toEqual(appended.map((x) => [x.seq, x.type, x.json]));
-    expect(await e.read('alice', 2, 1)).toEqual([]);
-    await e.close();
-  });
-
   it('never assigns the same seq twice when two engines (two nodes) append concurrently', async () => {
     const a = engine();
     const b = engine({}, `t${prefixCounter}`);
@@ -83,31 +50,10 @@ describe('RedisEngine', () => {
     await Promise.all([a.close(), b.close()]);
   });
 
-  it('delivers live entries to subscribers of that user only, in order', async () => {
-    const e = engine();
-    await e.ready();
-    const alice = collector();
-    const bob = collector();
-    const subA = await e.subscribe('alice', alice.listener);
-    const subB = await e.subscribe('bob', bob.listener);
-    await e.append('alice', [thinking('1'), thinking('2')]);
-    await e.append('bob', [thinking('x')]);
-    await e.append('alice', [thinking('3')]);
-    await alice.until(3);
-    await bob.until(1);
-    expect(alice.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
-    expect(bob.entries.map((x) => JSON.parse(x.json).text)).toEqual(['x']);
-    const head = await e.head('alice');
-    expect(alice.entries.every((x) => x.epoch === head.epoch)).toBe(true);
-    await subA.unsubscribe();
-    await subB.unsubscribe();
-    await e.close();
-  });
-
   it('announces each append in one notification, and treats one it cannot read as a possible gap', async () => {
     const e = engine();
     await e.ready();
-    const live = collector();
+    const live = liveCollector();
     let gapSignals = 0;
     const gapWaiters = new Waiters(() => `gap signals ${gapSignals}`);
     await e.subscribe('hana', live.listener, () => {
@@ -143,7 +89,7 @@ describe('RedisEngine', () => {
   it('delivers any batch of texts exactly as appended and read back (property, one notification per append)', async () => {
     const e = engine();
     await e.ready();
-    const live = collector();
+    const live = liveCollector();
     const notifications: string[] = [];
     const notified = new Waiters(() => `notifications ${notifications.length}`);
     const spy = redis.client();
@@ -193,24 +139,12 @@ describe('RedisEngine', () => {
     }
   });
 
-  it('fences appends of an ended run', async () => {
-    const e = engine();
-    await e.ready();
-    await e.append('erin', [thinking('step', 'r9')], { runId: 'r9', terminal: false });
-    const terminal: EventBody = { type: 'agent_error', code: 'run_lost', message: 'x', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
-    await e.append('erin', [terminal], { runId: 'r9', terminal: true });
-    await expect(e.append('erin', [thinking('late', 'r9')], { runId: 'r9', terminal: false })).rejects.toBeInstanceOf(RunEndedError);
-    await expect(e.append('erin', [terminal], { runId: 'r9', terminal: true })).rejects.toBeInstanceOf(RunEndedError);
-    expect((await e.head('erin')).lastSeq).toBe(2);
-    await e.close();
-  });
-
   it('writes agent_started once when a run re-sends it with its failure (first append applied, reply lost)', async () => {
     const e = engine();
     await e.ready();
     const started: EventBody = { type: 'agent_started', message_id: 'm1', text: 'go', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
     const failed: EventBody = { type: 'agent_error', code: 'agent_failed', message: 'x', run_id: 'r7', thread_id: 't1', ts: new Date(0).toISOString() };
-    const live = collector();
+    const live = liveCollector();
     await e.subscribe('ines', live.listener);
     await e.append('ines', [started, thinking('step', 'r7')], { runId: 'r7', terminal: false, appendId: 'a1' });
     // The run never saw that reply: it ends with agent_started and its failure, under a new id.
@@ -247,7 +181,7 @@ describe('RedisEngine', () => {
   it('tells subscribers to check for gaps after its pub/sub connection was killed', async () => {
     const e = engine();
     await e.ready();
-    const live = collector();
+    const live = liveCollector();
     let gapSignals = 0;
     let onGap = () => {};
     const gap = new Promise<void>((resolve) => (onGap = resolve));

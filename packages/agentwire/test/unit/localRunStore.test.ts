@@ -6,23 +6,8 @@ function record(n: number, messageId = `m${n}`, threadId = `t${n}`, userId = 'u1
   return { runId: `run_${n}`, userId, threadId, messageId, text: 'x' };
 }
 
+// Claims, duplicates and replay-only probes: the shared run-store suite (test/suites/runStoreSuite.test.ts).
 describe('LocalRunStore message-id claims', () => {
-  it('a claimed id answers duplicate with its run; a refused run leaves its id free; a replay-only probe creates nothing', async () => {
-    const store = new LocalRunStore();
-    expect(await store.enqueue(record(1), 'reject', 32)).toBe('start');
-    expect(await store.enqueue(record(2, 'm1', 't2'), 'reject', 32)).toEqual({ duplicate: { runId: 'run_1', threadId: 't1' } });
-    // Busy (reject policy) and over the cap: nothing created, the ids stay free.
-    expect(await store.enqueue(record(3, 'm3', 't1'), 'reject', 32)).toBe('busy');
-    expect(await store.enqueue(record(4, 'm4', 't4'), 'reject', 32, { maxActive: 1 })).toBe('too_many_runs');
-    expect(await store.enqueue(record(5, 'm3', 't5'), 'reject', 32)).toBe('start');
-    expect(await store.enqueue(record(6, 'm4', 't6'), 'reject', 32)).toBe('start');
-    expect(await store.enqueue(record(7, 'm7'), 'enqueue', 32, { replayOnly: true })).toBe('absent');
-    expect(await store.enqueue(record(7, 'm7'), 'enqueue', 32)).toBe('start');
-    expect(await store.enqueue(record(8, 'm7'), 'enqueue', 32, { replayOnly: true })).toEqual({ duplicate: { runId: 'run_7', threadId: 't7' } });
-    // Claims are per user.
-    expect(await store.enqueue(record(9, 'm1', 't1', 'u2'), 'reject', 32)).toBe('start');
-  });
-
   it('forgets a claim after the retention, and the oldest beyond the per-user bound', async () => {
     let now = 1_000;
     const store = new LocalRunStore({ retentionMs: 100, maxClaimsPerUser: 2, now: () => now });

@@ -1,0 +1,172 @@
+/**
+ * The EventEngine contract, run against every engine (as centrifuge runs one suite over its
+ * memory and Redis engines). Engine-specific behaviour (Redis outages, notifications, the
+ * memory byte bound) is tested beside each engine.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { EventBody } from '@agentwire/protocol';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import { RunEndedError, type EventEngine } from '../../src/engine/types.js';
+import { liveCollector } from '../helpers/liveCollector.js';
+import { machineRedisBackend } from '../helpers/machineRedis.js';
+import { RedisClusterServer } from '../helpers/redisCluster.js';
+
+interface EngineUnderTest {
+  readonly engine: EventEngine;
+  close(): Promise<void>;
+}
+
+/** Makes an engine that keeps `retentionEvents` entries per user. */
+type EngineFactory = (retentionEvents?: number) => Promise<EngineUnderTest>;
+
+interface EngineKind {
+  readonly make: EngineFactory;
+  /**
+   * The engine is shared by several nodes and so enforces `AppendFence` (types.ts): a node-local
+   * engine ignores fences, since its one run manager never appends after a run's terminal event.
+   */
+  readonly shared: boolean;
+}
+
+/** A 3-master Redis Cluster of this file's own: the engine keeps each user's keys on one slot. */
+let cluster: RedisClusterServer | undefined;
+beforeAll(async () => {
+  cluster = await RedisClusterServer.start();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** The Redis engine on the machine's Redis, or on the file's cluster. */
+function redisEngine(onCluster: boolean): EngineFactory {
+  return async (retentionEvents) => {
+    const backend = await machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {}, onCluster ? cluster : undefined);
+    return {
+      engine: backend.engine,
+      close: async () => {
+        await backend.engine.close();
+        await backend.close();
+      },
+    };
+  };
+}
+
+const implementations: [string, EngineKind][] = [
+  [
+    'MemoryEngine',
+    {
+      shared: false,
+      make: async (retentionEvents) => {
+        const engine = new MemoryEngine(retentionEvents !== undefined ? { retentionEvents } : {});
+        return { engine, close: () => engine.close() };
+      },
+    },
+  ],
+  ['RedisEngine', { shared: true, make: redisEngine(false) }],
+  ['RedisEngine on a Redis Cluster', { shared: true, make: redisEngine(true) }],
+];
+
+function thinking(text: string, run = 'r1'): EventBody {
+  return { type: 'agent_thinking', text, run_id: run, thread_id: 't1', ts: new Date(0).toISOString() };
+}
+
+describe.each(implementations)('EventEngine contract: %s', (_name, { make, shared }) => {
+  const opened: EngineUnderTest[] = [];
+  afterEach(async () => {
+    for (const each of opened.splice(0)) await each.close();
+  });
+  async function engine(retentionEvents?: number): Promise<EventEngine> {
+    const made = await make(retentionEvents);
+    opened.push(made);
+    await made.engine.ready();
+    return made.engine;
+  }
+
+  it('assigns contiguous seqs per user, writes them into the JSON, and reads ranges back', async () => {
+    const e = await engine();
+    expect(e.available ?? true).toBe(true);
+    const head0 = await e.head('alice');
+    expect(head0.lastSeq).toBe(0);
+    const appended = await e.append('alice', [thinking('a "quoted" text'), thinking('b')]);
+    expect(appended.map((x) => x.seq)).toEqual([1, 2]);
+    expect(JSON.parse(appended[0]!.json)).toMatchObject({ type: 'agent_thinking', seq: 1, text: 'a "quoted" text' });
+    expect((await e.append('bob', [thinking('other user')]))[0]!.seq).toBe(1);
+    const head = await e.head('alice');
+    expect(head).toEqual({ epoch: head0.epoch, lastSeq: 2 });
+    const read = await e.read('alice', 1, 2);
+    expect(read.map((x) => [x.seq, x.type, x.json])).toEqual(appended.map((x) => [x.seq, x.type, x.json]));
+    expect(await e.read('alice', 2, 1)).toEqual([]);
+  });
+
+  it('reads any sub-range, in seq order, and nothing past the head', async () => {
+    const e = await engine();
+    const appended = await e.append('dora', [thinking('1'), thinking('2'), thinking('3'), thinking('4'), thinking('5')]);
+    expect(appended.every((x) => x.epoch === appended[0]!.epoch)).toBe(true);
+    expect((await e.head('dora')).epoch).toBe(appended[0]!.epoch);
+    expect((await e.read('dora', 2, 4)).map((x) => x.seq)).toEqual([2, 3, 4]);
+    expect((await e.read('dora', 4, 100)).map((x) => x.seq)).toEqual([4, 5]);
+    expect((await e.read('dora', 3, 3)).map((x) => JSON.parse(x.json).text)).toEqual(['3']);
+    expect(await e.read('dora', 6, 10)).toEqual([]);
+    expect(await e.read('nobody', 1, 10)).toEqual([]);
+    expect((await e.head('nobody')).lastSeq).toBe(0);
+  });
+
+  it('delivers live entries to subscribers of that user only, in order', async () => {
+    const e = await engine();
+    const alice = liveCollector();
+    const bob = liveCollector();
+    const subA = await e.subscribe('alice', alice.listener);
+    const subB = await e.subscribe('bob', bob.listener);
+    await e.append('alice', [thinking('1'), thinking('2')]);
+    await e.append('bob', [thinking('x')]);
+    await e.append('alice', [thinking('3')]);
+    await alice.until(3);
+    await bob.until(1);
+    expect(alice.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+    expect(bob.entries.map((x) => JSON.parse(x.json).text)).toEqual(['x']);
+    const head = await e.head('alice');
+    expect(alice.entries.every((x) => x.epoch === head.epoch)).toBe(true);
+    await subA.unsubscribe();
+    await subB.unsubscribe();
+  });
+
+  it('stops delivering to a subscription once it is unsubscribed', async () => {
+    const e = await engine();
+    const first = liveCollector();
+    const sub = await e.subscribe('gil', first.listener);
+    await e.append('gil', [thinking('before')]);
+    await first.until(1);
+    await sub.unsubscribe();
+    // A second subscriber sees the next append: had the first still been subscribed, it would have been told too.
+    const second = liveCollector();
+    const other = await e.subscribe('gil', second.listener);
+    await e.append('gil', [thinking('after')]);
+    await second.until(1);
+    expect(second.entries.map((x) => x.seq)).toEqual([2]);
+    expect(first.entries.map((x) => x.seq)).toEqual([1]);
+    await other.unsubscribe();
+  });
+
+  it.runIf(shared)('fences appends of an ended run', async () => {
+    const e = await engine();
+    await e.append('erin', [thinking('step', 'r9')], { runId: 'r9', terminal: false });
+    const terminal: EventBody = { type: 'agent_error', code: 'run_lost', message: 'x', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
+    await e.append('erin', [terminal], { runId: 'r9', terminal: true });
+    await expect(e.append('erin', [thinking('late', 'r9')], { runId: 'r9', terminal: false })).rejects.toBeInstanceOf(RunEndedError);
+    await expect(e.append('erin', [terminal], { runId: 'r9', terminal: true })).rejects.toBeInstanceOf(RunEndedError);
+    expect((await e.head('erin')).lastSeq).toBe(2);
+    // Another run of the user, and unfenced appends, are not affected.
+    expect((await e.append('erin', [thinking('next', 'r10')], { runId: 'r10', terminal: false }))[0]!.seq).toBe(3);
+    expect((await e.append('erin', [thinking('unfenced')]))[0]!.seq).toBe(4);
+  });
+
+  it('keeps the newest entries up to the retention count, and seqs and epoch go on', async () => {
+    const e = await engine(10);
+    const before = await e.head('frank');
+    for (let i = 0; i < 30; i++) await e.append('frank', [thinking(`m${i}`)]);
+    const retained = await e.read('frank', 1, 30);
+    expect(retained.map((x) => x.seq)).toEqual(Array.from({ length: 10 }, (_, i) => 21 + i));
+    expect(retained.map((x) => JSON.parse(x.json).text)).toEqual(Array.from({ length: 10 }, (_, i) => `m${20 + i}`));
+    expect(await e.head('frank')).toEqual({ epoch: before.epoch, lastSeq: 30 });
+  });
+});
