@@ -51,8 +51,12 @@ describe('agentwire serve with AGENTWIRE_DATABASE_URL', () => {
         expect((await chat.waitExit()).code).toBe(0);
         const threads = await pollUntil(
           'the archived thread',
-          async () => (await (await fetch(`${url}/v1/threads`, { headers: { authorization: `Bearer ${token}` } })).json()) as { threads: unknown[] },
-          (body) => body.threads?.length === 1,
+          async () =>
+            (await (await fetch(`${url}/v1/threads`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+              threads: Array<{ last_run?: { status?: string } }>;
+            },
+          // Archiving is write-behind: the run's terminal event reaches PostgreSQL shortly after the chat ends.
+          (body) => body.threads?.length === 1 && body.threads[0]?.last_run?.status === 'completed',
         );
         expect(threads.threads[0]).toMatchObject({ title: 'what is 2+3*4?', last_run: { status: 'completed' } });
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM agentwire_events WHERE user_id = 'demo'`);

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/connection.js';
 import { RedisEngine, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
 import type { EventBody } from '@agentwire/protocol';
@@ -206,7 +206,8 @@ describe('RedisEngine', () => {
     await e.append('hank', [thinking('before')]);
     await redis.stopProcess();
     await expect(e.append('hank', [thinking('during')])).rejects.toThrow();
-    expect(e.available).toBe(false);
+    // The append can be refused before the client has seen the socket close: wait for that.
+    await vi.waitFor(() => expect(e.available).toBe(false), { timeout: 5000, interval: 10 });
     await redis.startProcess();
     // Reconnection is driven by ioredis' retry strategy; wait for the 'ready' events.
     const client = connectionOf(e).client;
