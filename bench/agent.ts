@@ -16,6 +16,8 @@ import { fragmentText, parseWorkload } from './common.js';
 const STEP_PER_TICK = process.env.BENCH_AGENT_STEP === 'tick';
 
 export const benchAgent: Agent = {
+  // Like the demo agent, it answers each message on its own (docs/BENCHMARKS.md: the lookup's cost).
+  historyTurns: 0,
   async *run(input): AsyncIterable<AgentStep> {
     const workload = parseWorkload(input.text);
     switch (workload.kind) {

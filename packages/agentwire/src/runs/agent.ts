@@ -61,4 +61,11 @@ export type AgentStep =
  */
 export interface Agent {
   run(input: AgentRunInput): AsyncIterable<AgentStep>;
+  /**
+   * How many earlier turns this agent reads from `input.history`, at most (the gateway's
+   * `historyTurns` caps it). Absent: the gateway's `historyTurns`. 0: none, and the history store
+   * is not asked at all, which saves a lookup at every run start for agents that answer each
+   * message on its own.
+   */
+  readonly historyTurns?: number;
 }

@@ -25,6 +25,8 @@ export interface DemoAgentOptions {
 export function createDemoAgent(options: DemoAgentOptions): Agent {
   return {
     run: (input) => runDemo(input, options),
+    // It answers each message on its own: no earlier turns to look up.
+    historyTurns: 0,
   };
 }
 

@@ -375,7 +375,7 @@ export class RunManager {
    * history store costs the agent its context (reported as a fault), never the run.
    */
   async #conversation(record: RunRecord): Promise<readonly ConversationTurn[]> {
-    const maxTurns = this.#options.historyTurns ?? 20;
+    const maxTurns = Math.min(this.#options.historyTurns ?? 20, this.#options.agent.historyTurns ?? Number.POSITIVE_INFINITY);
     const history = this.#options.history;
     if (!history || maxTurns <= 0) return [];
     let timer: TimerHandle | undefined;

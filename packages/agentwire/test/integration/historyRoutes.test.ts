@@ -387,6 +387,25 @@ describe('history store failures', () => {
     expect(recorded).toEqual(alice.client.events().map((e) => ({ userId: alice.id, seq: e.seq })));
   });
 
+  it('an agent that reads no earlier turns (historyTurns: 0) costs no lookup at its run start', async () => {
+    let lookups = 0;
+    const store: HistoryStore = {
+      ...brokenStore(true),
+      conversation: () => {
+        lookups++;
+        return Promise.resolve([]);
+      },
+    };
+    const agent = Object.assign(new GatedAgent(), { historyTurns: 0 });
+    const gateway = await startGateway({ agent, history: store });
+    env = { agent, writer: gateway, reader: gateway, stop: () => gateway.stop() };
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 'c', 'one');
+    await completed(alice.client, 'c', 'two');
+    expect((await agent.started(2)).map((input) => input.history)).toEqual([[], []]);
+    expect(lookups).toBe(0);
+  });
+
   it('/readyz is 503 while the history store is unavailable', async () => {
     const store = brokenStore(false);
     const agent = new GatedAgent();
