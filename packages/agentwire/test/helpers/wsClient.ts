@@ -89,6 +89,11 @@ export class TestClient {
     return this.waitForType('connection_ready', timeoutMs);
   }
 
+  /** Resolves once `condition` holds, re-checked on every frame. */
+  until(condition: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<true> {
+    return this.#waiters.until(() => condition() || undefined, timeoutMs, what);
+  }
+
   /** Resolves once `count` frames match. */
   waitForCount(predicate: (frame: Frame) => boolean, count: number, timeoutMs = 5000, what = 'frames'): Promise<Frame[]> {
     return this.#waiters.until(
