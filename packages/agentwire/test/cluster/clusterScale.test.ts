@@ -42,7 +42,10 @@ interface UserState {
 
 describe('cluster at scale', () => {
   it('1,000 connections over 3 nodes and 100 users: each connection gets exactly its user’s events, contiguous, from where it joined', async () => {
-    cluster = await TestCluster.start(3);
+    // The property is delivery, not latency: on a starved CI machine (load 20: 3 nodes, Redis and
+    // 1,000 sockets on 2 cores) Redis answers can pass the 2 s default deadline, and a setup that
+    // meets it is answered 1013 engine_unavailable, as it should be, which this test cannot retry.
+    cluster = await TestCluster.start(3, { env: { AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS: '15000' } });
     const nodes = cluster.nodes;
     const random = seededRandom(20240611);
     const users = new Map<string, UserState>();

@@ -26,7 +26,7 @@ export class TestClient {
   unexpectedResponseStatus: number | null = null;
   readonly opened: Promise<void>;
   readonly closed: Promise<{ code: number; reason: string }>;
-  readonly #waiters = new Waiters(() => `close=${this.closeCode}; frames=${JSON.stringify(this.frames.slice(-5))}`);
+  readonly #waiters = new Waiters(() => `close=${this.closeCode} ${this.closeReason}; frames=${JSON.stringify(this.frames.slice(-5))}`);
 
   constructor(url: string, options: ConnectOptions = {}) {
     const via = options.via ?? 'subprotocol';
