@@ -1,7 +1,7 @@
 /**
  * The browser chat page (served by src/web/index.ts, bundled with esbuild). Plain DOM on top of
- * the client SDK (agentwire/client) with the browser's own WebSocket, and the history routes of
- * PROTOCOL.md section 14 (historyApi.ts).
+ * the client SDK (agentwire/client): its WebSocket is the browser's own, and its history calls
+ * (`threads()`, `history()`, …: the routes of PROTOCOL.md section 14) check every answer.
  *
  * Where a thread's lines come from: its history (GET …/messages) up to the position that answer
  * names (`epoch`/`last_seq`, the thread's "mark"), then the live events after it. A tab that
@@ -18,9 +18,19 @@
  * whose markdown is re-rendered at most once per animation frame. A new epoch (the server lost
  * its log) starts a fresh key space, and `resumed: false` reloads the history.
  */
-import { ClientClosedError, RequestError, createClient, type AgentEvent, type AgentwireClient, type ClientState, type CloseInfo } from '@agentwire/client';
+import {
+  ClientClosedError,
+  HttpError,
+  RequestError,
+  createClient,
+  type AgentEvent,
+  type AgentwireClient,
+  type ClientState,
+  type CloseInfo,
+  type HistoryMessage,
+  type HistoryPage,
+} from '@agentwire/client';
 import type { ChatPageConfig } from './config.js';
-import { HistoryApi, HistoryError, type MessageInfo, type MessagesInfo } from './historyApi.js';
 import { renderMarkdown } from './markdown.js';
 
 type EventOf<T extends AgentEvent['type']> = Extract<AgentEvent, { type: T }>;
@@ -91,6 +101,8 @@ interface ThreadView {
 
 /** Live events kept per thread for a rebuild from history; older ones the history has by then. */
 const LIVE_KEPT = 5000;
+/** Threads listed, and messages per history page, asked for at a time. */
+const PAGE_LIMIT = 50;
 /** Longest thread title the server keeps (section 14). */
 const TITLE_MAX = 200;
 
@@ -209,8 +221,10 @@ class ChatPage {
   /** Threads deleted in this tab: their last events (the cancelled runs) must not bring them back. */
   readonly #deleted = new Set<string>();
   readonly #wsUrl: string;
+  /** The client of the current token from start() on: its history calls work before it connects. */
+  #api: AgentwireClient | null = null;
+  /** The same client once it connects (null while the first history loads): what needs the socket uses it. */
   #client: AgentwireClient | null = null;
-  #api: HistoryApi | null = null;
   #store = new TabStore(null);
   #active: ThreadView | null = null;
   /** Numbers the threads made in this tab ("Thread 2") until their first message names them. */
@@ -273,9 +287,10 @@ class ChatPage {
   async start(token: string): Promise<void> {
     const generation = ++this.#generation;
     this.#tokenForm.hidden = true;
-    if (this.#client) {
+    if (this.#api) {
       // Another token, maybe another user: start from a clean page.
-      this.#client.close();
+      this.#api.close();
+      this.#api = null;
       this.#client = null;
       this.#threads.clear();
       this.#deleted.clear();
@@ -287,31 +302,29 @@ class ChatPage {
     }
     const user = tokenSubject(token);
     this.#store = new TabStore(user === null ? null : `agentwire-chat:${this.#wsUrl}:${user}`);
-    const api = new HistoryApi(this.#wsUrl, token);
-    this.#api = api;
+    const client = createClient({ url: this.#wsUrl, token });
+    this.#api = client;
     const saved = this.#store.load();
     this.#showState('idle');
     this.#badge.textContent = 'Loading history…';
 
     // The user's threads, then the open one's history, then the connection from that history's
     // position: the server replays exactly what the history does not include.
-    const listed = await api.threads().catch((error: unknown) => {
-      this.#systemLine(`Could not load the thread list: ${error instanceof Error ? error.message : String(error)}`);
-      return [];
-    });
+    const listed = await client.threads({ limit: PAGE_LIMIT }).then(
+      (page) => page.threads,
+      (error: unknown) => {
+        this.#systemLine(`Could not load the thread list: ${error instanceof Error ? error.message : String(error)}`);
+        return [];
+      },
+    );
     if (generation !== this.#generation) return;
-    for (const { threadId, title } of listed) this.#thread(threadId, title, 'unloaded');
+    for (const { thread_id, title } of listed) this.#thread(thread_id, title, 'unloaded');
     for (const { id, title } of saved.local) if (!this.#threads.has(id)) this.#thread(id, title, 'local');
     const active = this.#threads.get(saved.active ?? '') ?? this.#createThread();
     this.#select(active);
     if (active.state === 'unloaded') await this.#load(active);
     if (generation !== this.#generation) return;
 
-    const client = createClient({
-      url: this.#wsUrl,
-      token,
-      ...(active.mark ? { resume: { epoch: active.mark.epoch, lastSeq: active.mark.lastSeq } } : {}),
-    });
     this.#client = client;
     client.on('state', ({ state, closeInfo }) => this.#showState(state, closeInfo));
     client.on('ready', (ready) => {
@@ -326,7 +339,7 @@ class ChatPage {
     client.on('event', (event) => this.#live(event, client.position?.epoch ?? ''));
     client.on('server_error', (frame) => this.#systemLine(`Server error ${frame.code}: ${frame.message}`));
     this.#showState(client.state);
-    client.connect().catch(() => {
+    client.connect(active.mark ? { resume: active.mark } : {}).catch(() => {
       // closed before ready: the state listener shows why
     });
   }
@@ -473,15 +486,15 @@ class ChatPage {
     const api = this.#api;
     if (!api || view.state === 'loading') return;
     view.state = 'loading';
-    let page: MessagesInfo;
+    let page: HistoryPage;
     try {
-      page = await api.messages(view.id);
+      page = await api.history(view.id, { limit: PAGE_LIMIT });
     } catch (error) {
       if (!this.#threads.has(view.id) || view.state !== 'loading') return;
       // Not on the server (its log was lost, or it is new): what is shown stays. Any other
       // failure leaves it to load again when opened. Either way the events that arrived
       // meanwhile are applied now (each at most once).
-      const missing = error instanceof HistoryError && error.status === 404;
+      const missing = error instanceof HttpError && error.status === 404;
       view.state = missing ? 'local' : 'unloaded';
       for (const { event, epoch } of view.live) this.#apply(view, event, epoch);
       if (!missing) this.#systemLine(`Could not load this thread's history: ${error instanceof Error ? error.message : String(error)}`, view);
@@ -495,9 +508,9 @@ class ChatPage {
     view.runs = new Map();
     view.applied = null;
     view.live = [];
-    view.mark = { epoch: page.epoch, lastSeq: page.lastSeq };
-    view.olderCursor = page.nextCursor;
-    view.older.hidden = page.nextCursor === null;
+    view.mark = { epoch: page.epoch, lastSeq: page.last_seq };
+    view.olderCursor = page.next_cursor;
+    view.older.hidden = page.next_cursor === null;
     view.state = 'loaded';
     this.#drawingHistory = true;
     try {
@@ -517,12 +530,12 @@ class ChatPage {
     if (!api || cursor === null) return;
     view.older.disabled = true;
     try {
-      const page = await api.messages(view.id, cursor);
+      const page = await api.history(view.id, { limit: PAGE_LIMIT, cursor });
       if (view.olderCursor !== cursor) return;
       const height = view.log.scrollHeight;
       view.older.after(...this.#historyElements(view, page.messages));
-      view.olderCursor = page.nextCursor;
-      view.older.hidden = page.nextCursor === null;
+      view.olderCursor = page.next_cursor;
+      view.older.hidden = page.next_cursor === null;
       view.log.scrollTop += view.log.scrollHeight - height; // keep what was on screen in place
     } catch (error) {
       this.#systemLine(`Could not load older messages: ${error instanceof Error ? error.message : String(error)}`, view);
@@ -548,7 +561,7 @@ class ChatPage {
       return;
     }
     try {
-      this.#retitle(view, (await api.rename(view.id, title)).title);
+      this.#retitle(view, (await api.renameThread(view.id, title)).title);
     } catch (error) {
       this.#systemLine(`Could not rename the thread: ${error instanceof Error ? error.message : String(error)}`, view);
     }
@@ -561,9 +574,9 @@ class ChatPage {
     if (!confirm(`Delete the thread "${view.title}"? Its messages are erased and its runs are stopped.`)) return;
     if (view.state !== 'local' || view.runs.size > 0) {
       try {
-        await api.remove(view.id);
+        await api.deleteThread(view.id);
       } catch (error) {
-        if (!(error instanceof HistoryError && error.status === 404)) {
+        if (!(error instanceof HttpError && error.status === 404)) {
           this.#systemLine(`Could not delete the thread: ${error instanceof Error ? error.message : String(error)}`, view);
           return;
         }
@@ -629,7 +642,7 @@ class ChatPage {
   // ---- history ----
 
   /** The elements of history messages (oldest first), with the runs they leave open. */
-  #historyElements(thread: ThreadView, messages: readonly MessageInfo[]): HTMLElement[] {
+  #historyElements(thread: ThreadView, messages: readonly HistoryMessage[]): HTMLElement[] {
     const els: HTMLElement[] = [];
     const typed = (el: HTMLElement, type: string, runId: string) => {
       el.dataset.type = type;
@@ -638,19 +651,19 @@ class ChatPage {
     };
     for (const message of messages) {
       if (message.role === 'user') {
-        const bubble = typed(this.#userBubble(message.text, message.id), 'agent_started', message.runId);
-        const run = this.#run(thread, message.runId);
+        const bubble = typed(this.#userBubble(message.text, message.id), 'agent_started', message.run_id);
+        const run = this.#run(thread, message.run_id);
         if (!run.ended) this.#addStop(run, bubble);
         els.push(bubble);
         continue;
       }
-      const run = this.#run(thread, message.runId);
-      for (const text of message.thinking) els.push(typed(this.#thinkingItem(text), 'agent_thinking', message.runId));
-      for (const call of message.toolCalls) {
-        const { item, slot } = this.#toolItem(call.callId, call.tool, call.args);
+      const run = this.#run(thread, message.run_id);
+      for (const text of message.thinking) els.push(typed(this.#thinkingItem(text), 'agent_thinking', message.run_id));
+      for (const call of message.tool_calls) {
+        const { item, slot } = this.#toolItem(call.call_id, call.tool, call.args);
         if (call.ok !== undefined) this.#fillResult(slot, call.ok, call.result);
-        else run.tools.set(call.callId, slot);
-        els.push(typed(item, 'tool_executing', message.runId));
+        else run.tools.set(call.call_id, slot);
+        els.push(typed(item, 'tool_executing', message.run_id));
       }
       const finished = message.status === 'completed' || message.status === 'cancelled';
       if (message.text || finished) {
@@ -658,11 +671,11 @@ class ChatPage {
         answer.text = message.text;
         renderMarkdown(answer.body, answer.text);
         if (finished) this.#finishAnswer(answer, message.status === 'cancelled');
-        typed(answer.el, finished ? 'agent_completed' : 'agent_text_delta', message.runId);
+        typed(answer.el, finished ? 'agent_completed' : 'agent_text_delta', message.run_id);
         els.push(answer.el);
       }
       if (message.status === 'error' && message.error) {
-        els.push(typed(this.#errorItem(message.error.code, message.error.message), 'agent_error', message.runId));
+        els.push(typed(this.#errorItem(message.error.code, message.error.message), 'agent_error', message.run_id));
       }
       if (finished || message.status === 'error') this.#endRun(run, null);
     }

@@ -310,10 +310,18 @@ export class AgentwireClient {
 
   /**
    * Starts connecting (from idle) and resolves with the next `connection_ready` (at once when
-   * ready). Rejects with ClientClosedError if the client closes first.
+   * ready). Rejects with ClientClosedError if the client closes first. `options.resume` is a
+   * position for the first dial, as `ClientOptions.resume`, known only after the client was
+   * made: the `epoch`/`last_seq` of a `history()` page loaded before connecting, so that the
+   * server sends exactly the events after it. It is refused once the client has left idle.
    */
-  connect(): Promise<ConnectionReadyFrame> {
+  connect(options: { resume?: { readonly lastSeq: number; readonly epoch: string } } = {}): Promise<ConnectionReadyFrame> {
     if (this.state === CLOSED) return Promise.reject(new ClientClosedError(this.#closeInfo!));
+    if (options.resume) {
+      if (this.state !== IDLE) return Promise.reject(new Error(`connect: resume applies to the first dial only (the client is ${this.state})`));
+      this.#epoch = options.resume.epoch;
+      this.#lastSeq = options.resume.lastSeq;
+    }
     if (this.state === READY) return Promise.resolve(this.#readyFrame!);
     const ready = new Promise<ConnectionReadyFrame>((resolve, reject) => this.#readyWaiters.push({ resolve, reject }));
     if (this.state === IDLE) {
@@ -367,7 +375,11 @@ export class AgentwireClient {
     return keepingText(this.#iterate(this.#track(runId)));
   }
 
-  /** The user's threads, most recently updated first (`GET /v1/threads`). Rejects with HttpError. */
+  /**
+   * The user's threads, most recently updated first (`GET /v1/threads`). Rejects with HttpError
+   * for an error status, and with MalformedAnswerError for an answer without `threads` or
+   * `next_cursor`; malformed threads of an answer are left out (see MalformedAnswerError).
+   */
   threads(page: PageOptions = {}): Promise<ThreadsPage> {
     return this.#http.threads(page);
   }
@@ -375,18 +387,20 @@ export class AgentwireClient {
   /**
    * A page of a thread's messages, newest page first (`GET /v1/threads/<id>/messages`; pass
    * `next_cursor` for older ones). Events after the page's `last_seq` arrive live. Rejects with
-   * HttpError (status 404 for a thread the user does not have).
+   * HttpError (status 404 for a thread the user does not have), and with MalformedAnswerError
+   * for an answer without `epoch`, `last_seq`, `messages` or `next_cursor`, or about another
+   * thread; malformed messages (and their malformed tool calls) are left out.
    */
   history(threadId: string, page: PageOptions = {}): Promise<HistoryPage> {
     return this.#http.messages(threadId, page);
   }
 
-  /** Renames a thread (`PATCH /v1/threads/<id>`); resolves with the thread. */
+  /** Renames a thread (`PATCH /v1/threads/<id>`); resolves with the thread (HttpError, MalformedAnswerError as `threads()`). */
   renameThread(threadId: string, title: string): Promise<ThreadInfo> {
     return this.#http.rename(threadId, title);
   }
 
-  /** Deletes a thread and cancels its runs (`DELETE /v1/threads/<id>`). */
+  /** Deletes a thread and cancels its runs (`DELETE /v1/threads/<id>`). Rejects with HttpError. */
   deleteThread(threadId: string): Promise<void> {
     return this.#http.delete(threadId);
   }

@@ -1,6 +1,12 @@
+import { historyPageOf, renamedThreadOf, threadsPageOf } from './historyAnswers.js';
 import type { HistoryPage, ThreadInfo, ThreadsPage } from './types.js';
 
-// The thread history routes (PROTOCOL.md section 14) over HTTP with the client's token.
+// The thread history routes (PROTOCOL.md section 14) over HTTP with the client's token. A 2xx
+// answer is checked against the section's shapes (historyAnswers.ts) before the caller sees it.
+
+/** Longest `code`, and `message`, of an error answer kept in an HttpError (the server's text is untrusted). */
+const MAX_CODE_CHARS = 100;
+const MAX_MESSAGE_CHARS = 500;
 
 /** A `fetch` function (the platform's by default). */
 export type FetchFunction = (
@@ -54,28 +60,38 @@ export class HistoryHttp {
     this.#timeoutMs = options.timeoutMs;
   }
 
-  threads(page: PageOptions = {}): Promise<ThreadsPage> {
-    return this.#call('GET', `/v1/threads${query(page)}`) as Promise<ThreadsPage>;
+  async threads(page: PageOptions = {}): Promise<ThreadsPage> {
+    const path = '/v1/threads';
+    const answer = await this.#call('GET', path + query(page));
+    return threadsPageOf(`GET ${path}`, answer.status, answer.body);
   }
 
-  messages(threadId: string, page: PageOptions = {}): Promise<HistoryPage> {
-    return this.#call('GET', `/v1/threads/${encodeURIComponent(threadId)}/messages${query(page)}`) as Promise<HistoryPage>;
+  async messages(threadId: string, page: PageOptions = {}): Promise<HistoryPage> {
+    const path = `/v1/threads/${encodeURIComponent(threadId)}/messages`;
+    const answer = await this.#call('GET', path + query(page));
+    return historyPageOf(`GET ${path}`, answer.status, answer.body, threadId);
   }
 
-  rename(threadId: string, title: string): Promise<ThreadInfo> {
-    return this.#call('PATCH', `/v1/threads/${encodeURIComponent(threadId)}`, JSON.stringify({ title })) as Promise<ThreadInfo>;
+  async rename(threadId: string, title: string): Promise<ThreadInfo> {
+    const path = `/v1/threads/${encodeURIComponent(threadId)}`;
+    const answer = await this.#call('PATCH', path, JSON.stringify({ title }));
+    return renamedThreadOf(`PATCH ${path}`, answer.status, answer.body, threadId);
   }
 
   async delete(threadId: string): Promise<void> {
     await this.#call('DELETE', `/v1/threads/${encodeURIComponent(threadId)}`);
   }
 
-  async #call(method: string, path: string, body?: string): Promise<unknown> {
+  /** Resolves with a 2xx answer's status and parsed body (null if not JSON); rejects with HttpError otherwise. */
+  async #call(method: string, path: string, body?: string): Promise<{ status: number; body: unknown }> {
     const token = await this.#token();
     const headers: Record<string, string> = { accept: 'application/json' };
     if (token) headers.authorization = `Bearer ${token}`;
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const response = await this.#fetch(`${this.#base}${path}`, {
+    // Called as a plain function: the platform's fetch throws "Illegal invocation" in a browser
+    // when called as a method of another object (this.#fetch(...)).
+    const fetch = this.#fetch;
+    const response = await fetch(`${this.#base}${path}`, {
       method,
       headers,
       ...(body !== undefined ? { body } : {}),
@@ -86,14 +102,14 @@ export class HistoryHttp {
     try {
       parsed = text === '' ? null : JSON.parse(text);
     } catch {
-      // not JSON: reported below by status
+      // not JSON: a 2xx answer then fails its check, an error one is reported by its status
     }
-    if (response.status >= 200 && response.status < 300) return parsed;
+    if (response.status >= 200 && response.status < 300) return { status: response.status, body: parsed };
     const answer = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as { error?: unknown; message?: unknown };
     throw new HttpError(
       response.status,
-      typeof answer.error === 'string' ? answer.error : 'http_error',
-      typeof answer.message === 'string' ? answer.message : '',
+      typeof answer.error === 'string' ? answer.error.slice(0, MAX_CODE_CHARS) : 'http_error',
+      typeof answer.message === 'string' ? answer.message.slice(0, MAX_MESSAGE_CHARS) : '',
     );
   }
 }

@@ -792,6 +792,7 @@ describe('client: environments', () => {
       'packages/client/src/backoff.ts',
       'packages/client/src/client.ts',
       'packages/client/src/history.ts',
+      'packages/client/src/historyAnswers.ts',
       'packages/client/src/index.ts',
       'packages/client/src/state.ts',
       'packages/client/src/tokenRefresh.ts',

@@ -58,6 +58,46 @@ describe('client history', () => {
     await expect(anonymous.threads()).rejects.toMatchObject({ status: 401, code: 'token_missing' });
   });
 
+  it('one client loads a page before it connects, then connects from the page: exactly the later events, nothing twice', async () => {
+    const agent = new GatedAgent();
+    env = await startGateway({ agent });
+    const helper = await env.ready('erin');
+    const run = await helper.message('m1', 's', '/gated streaming');
+    agent.push('s', { type: 'text_delta', text: 'one ' });
+    await helper.waitFor((f) => f.type === 'agent_text_delta' && f.text === 'one ');
+
+    const client = createClient({ url: env.url, token: () => env!.token('erin') });
+    clients.push(client);
+    const page = await client.history('s');
+    expect(client.state).toBe('idle');
+    const inPage = page.messages.find((m) => m.role === 'assistant');
+    expect(inPage?.text).toBe('one ');
+    // Made after the page and before the connection: the resume must replay it.
+    agent.push('s', { type: 'text_delta', text: 'two ' });
+    await helper.waitFor((f) => f.type === 'agent_text_delta' && f.text === 'two ');
+
+    const delivered: AgentEvent[] = [];
+    const seen = new Waiters();
+    client.on('event', (event) => {
+      delivered.push(event);
+      seen.notify();
+    });
+    const ready = await client.connect({ resume: { epoch: page.epoch, lastSeq: page.last_seq } });
+    expect(ready.resumed).toBe(true);
+    agent.finish('s', '');
+    await helper.runEvents(run.run_id);
+    await seen.until(() => delivered.some((e) => e.type === 'agent_completed') || undefined, 5000, 'the terminal event');
+    const later = helper
+      .events()
+      .filter((e) => e.seq > page.last_seq)
+      .map((e) => e.seq);
+    expect(later.length).toBeGreaterThan(0);
+    expect(delivered.map((e) => e.seq)).toEqual(later);
+    expect(delivered.filter((e) => e.type === 'agent_text_delta').map((e) => (e.type === 'agent_text_delta' ? e.text : ''))).toEqual(['two ']);
+    // The position is for the first dial only.
+    await expect(client.connect({ resume: { epoch: page.epoch, lastSeq: 0 } })).rejects.toThrow(/first dial only \(the client is ready\)/);
+  });
+
   it('after resumed:false it reloads the threads through the seam: the page plus the later live events, nothing twice', async () => {
     const agent = new GatedAgent();
     env = await startGateway({ agent });
