@@ -6,6 +6,7 @@ import { RunEndedError } from '../engine/types.js';
 import type { RedisConnection } from './connection.js';
 import { DEFAULTS } from '../config/settings.js';
 import { LOG_FIELD } from './keys.js';
+import { LiveOrder } from './liveOrder.js';
 
 /** Retention of a `RedisEngine`'s logs. */
 export interface RedisEngineOptions {
@@ -19,6 +20,7 @@ export interface RedisEngineOptions {
 interface Channel {
   readonly listeners: Set<LiveListener>;
   readonly gapListeners: Set<GapListener>;
+  readonly order: LiveOrder;
   subscribed: Promise<void>;
 }
 
@@ -26,8 +28,10 @@ interface Channel {
  * The Redis engine: a Stream per user as the durable log, seq assigned atomically with the
  * append by one Lua script that also publishes the wake-up, and live delivery over (sharded)
  * pub/sub. Pub/sub may lose messages; subscribers repair gaps from the stream, and are told to
- * check for gaps whenever the connection's pub/sub is re-established. Only the log: message-id
- * claims, thread queues and run ownership are the run store's (runStore.ts).
+ * check for gaps whenever the connection's pub/sub is re-established. A node's own appends reach
+ * its subscribers from the append's reply, without waiting for the notification (LiveOrder
+ * keeps them in order and once). Only the log: message-id claims, thread queues and run
+ * ownership are the run store's (runStore.ts).
  */
 export class RedisEngine implements EventEngine {
   readonly #connection: RedisConnection;
@@ -79,17 +83,20 @@ export class RedisEngine implements EventEngine {
     const [epoch, first, skipped] = (await this.#connection.script('append', [keys.meta, keys.log, runKey], args)) as [string, number, number];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
     const skip = Number(skipped);
-    return parts.slice(skip).map((part, index) => {
+    const entries = parts.slice(skip).map((part, index): LogEntry => {
       const seq = Number(first) + index;
       return { seq, type: events[skip + index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
     });
+    const channel = this.#channels.get(keys.live);
+    if (channel) deliver(channel, channel.order.fromReply(entries));
+    return entries;
   }
 
   async subscribe(userId: string, listener: LiveListener, onPossibleGap?: GapListener): Promise<Subscription> {
     const name = this.#connection.keys.user(userId).live;
     let channel = this.#channels.get(name);
     if (!channel) {
-      channel = { listeners: new Set(), gapListeners: new Set(), subscribed: Promise.resolve() };
+      channel = { listeners: new Set(), gapListeners: new Set(), order: new LiveOrder(), subscribed: Promise.resolve() };
       this.#channels.set(name, channel);
       const created = channel;
       channel.subscribed = this.#connection.subscribe(name, (message) => this.#onMessage(created, message));
@@ -153,9 +160,13 @@ export class RedisEngine implements EventEngine {
       for (const onGap of channel.gapListeners) onGap();
       return;
     }
-    for (const entry of entries) {
-      for (const listener of channel.listeners) listener(entry);
-    }
+    deliver(channel, channel.order.fromNotification(entries));
+  }
+}
+
+function deliver(channel: Channel, entries: readonly LogEntry[]): void {
+  for (const entry of entries) {
+    for (const listener of channel.listeners) listener(entry);
   }
 }
 

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type { Redis } from 'ioredis';
 import { Waiters } from './waitFor.js';
 
 export type Direction = 'toServer' | 'toClient' | 'both';
@@ -151,4 +152,16 @@ export class TcpProxy {
     }
     this.#waiters.notify();
   }
+}
+
+/** The proxied link of a Redis connection's pub/sub client: Redis lists it as subscribed, from the proxy's port. */
+export async function pubSubLink(proxy: TcpProxy, admin: Redis): Promise<ProxiedConnection> {
+  const clients = String(await admin.client('LIST'));
+  const ports = clients
+    .split('\n')
+    .filter((line) => / (sub|ssub)=[1-9]/.test(line))
+    .map((line) => Number(/ addr=[^ ]*:(\d+) /.exec(line)?.[1]));
+  const link = proxy.open.find((connection) => ports.includes(connection.upstream.localPort!));
+  if (!link) throw new Error(`no subscribed client behind the proxy in:\n${clients}`);
+  return link;
 }

@@ -6,6 +6,7 @@ import type { EventBody } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
 import { liveCollector } from '../helpers/liveCollector.js';
 import { Waiters } from '../helpers/waitFor.js';
+import { TcpProxy, pubSubLink } from '../helpers/tcpProxy.js';
 
 let redis: RedisServer;
 beforeAll(async () => {
@@ -198,6 +199,67 @@ describe('RedisEngine', () => {
     await live.until(1);
     admin.disconnect();
     await e.close();
+  });
+
+  describe("a node's own appends", () => {
+    /**
+     * Node `a` behind a proxy (so its pub/sub link can be held up) and node `b` on the same logs,
+     * `a` subscribed to `user`, with one entry delivered: the notification told `a` where its
+     * subscribers stand, so its next append can be handed over from the reply.
+     */
+    async function twoNodesOnProxy(user: string) {
+      const proxy = await TcpProxy.start(redis.port);
+      const a = engine({ url: `redis://127.0.0.1:${proxy.port}` });
+      const b = engine({}, `t${prefixCounter}`);
+      await Promise.all([a.ready(), b.ready()]);
+      const live = liveCollector();
+      await a.subscribe(user, live.listener);
+      await b.append(user, [thinking('1')]);
+      await live.until(1);
+      const admin = redis.client();
+      const link = await pubSubLink(proxy, admin);
+      admin.disconnect();
+      const close = async () => {
+        proxy.unstall();
+        await Promise.all([a.close(), b.close()]);
+        await proxy.close();
+      };
+      return { a, b, live, proxy, link, close };
+    }
+
+    it('are handed to its subscribers from the append reply, without waiting for the notification, and once', async () => {
+      const { a, b, live, proxy, link, close } = await twoNodesOnProxy('kai');
+      link.stalledToClient = true;
+      await a.append('kai', [thinking('2'), thinking('3')]);
+      expect(live.entries.map((x) => x.seq)).toEqual([1, 2, 3]);
+      await proxy.waitFor(() => link.heldBytesToClient > 0, 5000, 'the notification to be held');
+      proxy.unstall();
+      // Another node's append is notified after that one, on the same link: its echo came first.
+      await b.append('kai', [thinking('4')]);
+      await live.until(4);
+      expect(live.entries.map((x) => [x.seq, JSON.parse(x.json).text])).toEqual([
+        [1, '1'],
+        [2, '2'],
+        [3, '3'],
+        [4, '4'],
+      ]);
+      await close();
+    });
+
+    it("wait behind another node's earlier append whose notification has not arrived yet", async () => {
+      const { a, b, live, proxy, link, close } = await twoNodesOnProxy('lou');
+      link.stalledToClient = true;
+      await b.append('lou', [thinking('2')]);
+      await proxy.waitFor(() => link.heldBytesToClient > 0, 5000, "the other node's notification to be held");
+      await a.append('lou', [thinking('3')]);
+      expect(live.entries.map((x) => x.seq)).toEqual([1]);
+      proxy.unstall();
+      await live.until(3);
+      await b.append('lou', [thinking('4')]);
+      await live.until(4);
+      expect(live.entries.map((x) => x.seq)).toEqual([1, 2, 3, 4]);
+      await close();
+    });
   });
 
   it('is unavailable while Redis is down, fails fast, and recovers without a restart', async () => {

@@ -23,7 +23,7 @@ import type { RunRecord } from '../../src/runs/runStore.js';
 import { RedisProxy } from '../helpers/redisProxy.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { RedisServer, waitForSubscribers } from '../helpers/redisServer.js';
-import { TcpProxy, type ProxiedConnection } from '../helpers/tcpProxy.js';
+import { TcpProxy, pubSubLink } from '../helpers/tcpProxy.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 const noop = () => {};
@@ -325,18 +325,6 @@ describe('a command re-sent after its reply was lost', () => {
   });
 });
 
-/** The proxied link of a connection's pub/sub client: Redis lists it as subscribed, from the proxy's port. */
-async function pubSubLink(proxy: TcpProxy): Promise<ProxiedConnection> {
-  const clients = String(await admin().client('LIST'));
-  const ports = clients
-    .split('\n')
-    .filter((line) => / (sub|ssub)=[1-9]/.test(line))
-    .map((line) => Number(/ addr=[^ ]*:(\d+) /.exec(line)?.[1]));
-  const link = proxy.open.find((connection) => ports.includes(connection.upstream.localPort!));
-  if (!link) throw new Error(`no subscribed client behind the proxy in:\n${clients}`);
-  return link;
-}
-
 function terminal(runId: string) {
   return {
     type: 'agent_completed' as const,
@@ -395,7 +383,7 @@ describe('cross-node cancel', () => {
     // Before the nodes close (cleanups run in reverse): the subscriber's QUIT must get through.
     cleanups.push(() => ownerProxy.unstall());
     await waitForSubscribers(admin(), 'idem:node:owner:cancel', 1, { sharded: true });
-    const subscriber = await pubSubLink(ownerProxy);
+    const subscriber = await pubSubLink(ownerProxy, admin());
     const ack = await owner.submit('m1', 't1', 'hold');
     const runId = ackOf(ack);
     await owner.agent.waiters.until(() => owner.agent.started.length === 1, 5000, 'the run to start');

@@ -3,16 +3,20 @@
  * memory and Redis engines). Engine-specific behaviour (Redis outages, notifications, the
  * memory byte bound) is tested beside each engine.
  */
+import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { EventBody } from '@agentwire/protocol';
+import type { EventBody, LogEntry } from '@agentwire/protocol';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { RunEndedError, type EventEngine } from '../../src/engine/types.js';
+import { fcParams } from '../helpers/fastCheck.js';
 import { liveCollector } from '../helpers/liveCollector.js';
 import { machineRedisBackend } from '../helpers/machineRedis.js';
 import { RedisClusterServer } from '../helpers/redisCluster.js';
 
 interface EngineUnderTest {
   readonly engine: EventEngine;
+  /** Another node on the same logs (shared engines only). */
+  readonly peer?: () => Promise<EngineUnderTest>;
   close(): Promise<void>;
 }
 
@@ -39,16 +43,19 @@ afterAll(async () => {
 
 /** The Redis engine on the machine's Redis, or on the file's cluster. */
 function redisEngine(onCluster: boolean): EngineFactory {
-  return async (retentionEvents) => {
-    const backend = await machineRedisBackend(retentionEvents !== undefined ? { retentionEvents } : {}, onCluster ? cluster : undefined);
+  const node = async (options: { retentionEvents?: number; keyPrefix?: string }): Promise<EngineUnderTest> => {
+    const backend = await machineRedisBackend(options, onCluster ? cluster : undefined);
+    const keyPrefix = backend.connection.keys.prefix;
     return {
       engine: backend.engine,
+      peer: () => node({ ...options, keyPrefix }),
       close: async () => {
         await backend.engine.close();
         await backend.close();
       },
     };
   };
+  return (retentionEvents) => node(retentionEvents !== undefined ? { retentionEvents } : {});
 }
 
 const implementations: [string, EngineKind][] = [
@@ -80,6 +87,14 @@ describe.each(implementations)('EventEngine contract: %s', (_name, { make, share
     opened.push(made);
     await made.engine.ready();
     return made.engine;
+  }
+  async function twoNodes(): Promise<[EventEngine, EventEngine]> {
+    const first = await make();
+    opened.push(first);
+    const second = await first.peer!();
+    opened.push(second);
+    await Promise.all([first.engine.ready(), second.engine.ready()]);
+    return [first.engine, second.engine];
   }
 
   it('assigns contiguous seqs per user, writes them into the JSON, and reads ranges back', async () => {
@@ -159,6 +174,57 @@ describe.each(implementations)('EventEngine contract: %s', (_name, { make, share
       // Another run of the user, and unfenced appends, are not affected.
       expect((await e.append('erin', [thinking('next', 'r10')], { runId: 'r10', terminal: false }))[0]!.seq).toBe(3);
       expect((await e.append('erin', [thinking('unfenced')]))[0]!.seq).toBe(4);
+    });
+
+  if (shared)
+    it("delivers two nodes' appends, concurrent or not, to both nodes' subscribers once each, in seq order (property)", async () => {
+      const [a, b] = await twoNodes();
+      const batch = fc.record({
+        onA: fc.boolean(),
+        texts: fc.array(fc.string({ maxLength: 12 }), { minLength: 1, maxLength: 3 }),
+        // Sent only once every earlier append was answered; otherwise in the same tick as the one before.
+        afterReplies: fc.boolean(),
+      });
+      let round = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.array(batch, { minLength: 1, maxLength: 12 }), async (batches) => {
+          const user = `both-${++round}`;
+          const onA = liveCollector();
+          const onB = liveCollector();
+          const subscriptions = [await a.subscribe(user, onA.listener), await b.subscribe(user, onB.listener)];
+          const appended: LogEntry[] = [];
+          const append = async (node: EventEngine, texts: string[]) =>
+            appended.push(
+              ...(await node.append(
+                user,
+                texts.map((t) => thinking(t)),
+              )),
+            );
+          // The first notification tells each node where its subscribers stand.
+          await append(a, ['first']);
+          await Promise.all([onA.until(1), onB.until(1)]);
+          let inFlight: Promise<unknown>[] = [];
+          for (const { onA: fromA, texts, afterReplies } of batches) {
+            if (afterReplies) {
+              await Promise.all(inFlight);
+              inFlight = [];
+            }
+            inFlight.push(append(fromA ? a : b, texts));
+          }
+          await Promise.all(inFlight);
+          // Each node's last append is notified to the other after every earlier one (a late
+          // duplicate of an echo would arrive before it), and handed over only after them.
+          await append(a, ['last from a']);
+          await append(b, ['last from b']);
+          const total = appended.length;
+          await Promise.all([onA.until(total), onB.until(total)]);
+          const bySeq = appended.sort((x, y) => x.seq - y.seq).map(({ seq, type, json }) => ({ seq, type, json }));
+          expect(bySeq.map((x) => x.seq)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+          for (const live of [onA, onB]) expect(live.entries.map(({ seq, type, json }) => ({ seq, type, json }))).toEqual(bySeq);
+          for (const subscription of subscriptions) await subscription.unsubscribe();
+        }),
+        fcParams(30, 20_000),
+      );
     });
 
   it('keeps the newest entries up to the retention count, and seqs and epoch go on', async () => {
