@@ -188,6 +188,15 @@ describe('a hostile upstream ends only its own run, with a documented outcome', 
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
+  it('open ag-ui tool calls cannot make the run remember more than 4 MiB of call ids and tool names', async () => {
+    const clients = await setUp((request) => {
+      sseHead(request.res);
+      for (let i = 0; i < 6; i++) request.res.write(sse({ type: 'TOOL_CALL_START', toolCallId: `c${i}`, toolCallName: 'n'.repeat(900 * 1024) }));
+      request.res.end(sse({ type: 'RUN_FINISHED' }));
+    }, 'ag-ui');
+    expect(await attacked(clients)).toMatchObject(failedWith(/open tool calls are over 4 MiB/));
+  });
+
   it('events out of order: a result before its call fails; deltas after the end are never shown', async () => {
     let clients = await setUp((request) => {
       ndjsonHead(request.res);
@@ -348,6 +357,30 @@ describe('properties of the dialect decoders', () => {
     fc.integer({ min: 100, max: 40_000 }).map((depth) => `{"choices":[{"delta":{"content":"x"}}],"x":${'['.repeat(depth)}${']'.repeat(depth)}}`),
     fc.constantFrom('[DONE]', '', '{', 'null', '"text"'),
   );
+
+  it('a run announces at most 10 000 tool calls, in every dialect that announces them', () => {
+    const announce: ReadonlyMap<AgentProtocol, (i: number) => string> = new Map<AgentProtocol, (i: number) => string>([
+      ['agentwire', (i) => JSON.stringify({ type: 'tool_call', call_id: `__proto__${i}`, tool: 'constructor', args: {} })],
+      ['ai-sdk', (i) => JSON.stringify({ type: 'tool-input-available', toolCallId: `c${i}`, toolName: 't', input: {} })],
+      ['ag-ui', (i) => JSON.stringify({ type: 'TOOL_CALL_START', toolCallId: `c${i}`, toolCallName: 't' })],
+    ]);
+    for (const [protocol, message] of announce) {
+      const decoder = dialects.get(protocol)!.decoder();
+      for (let i = 0; i < 10_000; i++) decoder.decode(message(i));
+      expect(() => decoder.decode(message(10_000)), protocol).toThrow(/more than 10000 tool calls/);
+    }
+  });
+
+  it('announced tool calls cannot make the run remember more than 4 MiB of call ids and tool names', () => {
+    for (const [protocol, message] of [
+      ['agentwire', (id: string) => JSON.stringify({ type: 'tool_call', call_id: id, tool: 't', args: {} })],
+      ['ai-sdk', (id: string) => JSON.stringify({ type: 'tool-input-available', toolCallId: id, toolName: 't', input: {} })],
+    ] as const) {
+      const decoder = dialects.get(protocol)!.decoder();
+      for (let i = 0; i < 4; i++) decoder.decode(message(`${i}-${'i'.repeat(900 * 1024)}`));
+      expect(() => decoder.decode(message(`4-${'i'.repeat(900 * 1024)}`)), protocol).toThrow(/tool calls are over 4 MiB/);
+    }
+  });
 
   // A step becomes an event that is serialized (log, socket, archive): it must serialize.
   it('any message sequence either yields steps that serialize, or fails with an UpstreamFailure', () => {
