@@ -275,6 +275,19 @@ describe('a hostile upstream ends only its own run, with a documented outcome', 
     expect(await attacked(clients)).toMatchObject(failedWith(/could not reach the upstream agent.*(Header overflow|HPE_HEADER_OVERFLOW)/));
   });
 
+  it('an answer over 16 MiB in all fails the run: one upstream cannot fill the gateway for the whole run timeout', async () => {
+    const clients = await setUp(async (request) => {
+      ndjsonHead(request.res);
+      // Steps of an unknown type: the bound is on the body, and no event floods the test's client.
+      const step = `${JSON.stringify({ type: 'noise', text: 'z'.repeat(256 * 1024) })}\n`;
+      for (let i = 0; i < 80 && !request.closed; i++) {
+        if (!request.res.write(step)) await new Promise((resolve) => request.res.once('drain', resolve));
+      }
+      request.res.end();
+    });
+    expect(await attacked(clients)).toMatchObject(failedWith(/^the upstream sent over 16 MiB in one run$/));
+  });
+
   it('a slow stream of many small deltas keeps the gateway answering other users', async () => {
     // Half a megabyte in 4 KiB steps, each waiting for the gateway to read it (TCP backpressure).
     const clients = await setUp(async (request) => {
