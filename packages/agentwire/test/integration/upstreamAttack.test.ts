@@ -9,6 +9,7 @@ import { aiSdkDialect } from '../../src/upstream/aiSdkDialect.js';
 import type { Dialect } from '../../src/upstream/dialect.js';
 import { AGENT_PROTOCOLS, createHttpAgent, type AgentProtocol } from '../../src/upstream/index.js';
 import { openaiDialect } from '../../src/upstream/openaiDialect.js';
+import { sseData } from '../../src/upstream/framing.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { httpGet } from '../helpers/http.js';
@@ -395,11 +396,40 @@ describe('properties of the dialect decoders', () => {
     }
   });
 
+  it('SSE: whatever mix of data, comment, field and blank lines, cut in chunks of at most 8 bytes, no event passes the bound by more than a chunk', async () => {
+    const maxBytes = 32;
+    const data = fc.string({ minLength: 4, maxLength: 16 }).map((text) => `data: ${text.replace(/[\r\n]/g, '')}\n`);
+    const comment = fc.string({ maxLength: 8 }).map((text) => `: ${text.replace(/[\r\n]/g, '')}\n`);
+    const line = fc.oneof(
+      // A data line with a comment after it: what used to reset the count of an unfinished event.
+      { arbitrary: fc.tuple(data, comment).map(([d, c]) => d + c), weight: 4 },
+      { arbitrary: data, weight: 1 },
+      { arbitrary: comment, weight: 1 },
+      { arbitrary: fc.constantFrom('retry: 99999999999999999999\n', 'id: x\n', 'event: e\n', '\n'), weight: 2 },
+    );
+    async function* inChunks(body: Buffer, size: number): AsyncGenerator<Buffer> {
+      for (let at = 0; at < body.length; at += size) yield body.subarray(at, at + size);
+    }
+    await fc.assert(
+      fc.asyncProperty(fc.array(line, { maxLength: 40 }), fc.integer({ min: 1, max: 8 }), async (lines, size) => {
+        try {
+          for await (const event of sseData(inChunks(Buffer.from(lines.join('')), size), maxBytes)) {
+            expect(Buffer.byteLength(event)).toBeLessThanOrEqual(maxBytes + size);
+          }
+        } catch (error) {
+          expect((error as Error).message).toMatch(/an event over 32 bytes|in the middle of an event/);
+        }
+      }),
+      fcParams(300, 8000),
+    );
+  });
+
   // A step becomes an event that is serialized (log, socket, archive): it must serialize.
   it('any message sequence either yields steps that serialize, or fails with an UpstreamFailure', () => {
     fc.assert(
       fc.property(fc.constantFrom(...AGENT_PROTOCOLS), fc.array(message, { maxLength: 12 }), (protocol, sequence) => {
         const decoder = dialects.get(protocol)!.decoder();
+        const announced = new Set<string>();
         for (const text of sequence) {
           let decoded;
           try {
@@ -408,7 +438,12 @@ describe('properties of the dialect decoders', () => {
             expect((error as Error).name).toBe('UpstreamFailure');
             return;
           }
-          for (const step of decoded.steps) expect(typeof JSON.stringify(step)).toBe('string');
+          for (const step of decoded.steps) {
+            expect(typeof JSON.stringify(step)).toBe('string');
+            // Section 7: a tool result only for a call announced before it.
+            if (step.type === 'tool_call') announced.add(step.callId);
+            if (step.type === 'tool_result') expect(announced.has(step.callId)).toBe(true);
+          }
           if (decoded.done) return;
         }
       }),
