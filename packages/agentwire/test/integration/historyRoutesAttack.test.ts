@@ -338,6 +338,18 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history routes under attac
     expect(JSON.parse((await call(env, 'GET', '/v1/threads/fine/messages', { token: bob.token })).text).messages).toHaveLength(2);
   });
 
+  it('a token whose `sub` holds an unpaired surrogate is token_invalid: stored as UTF-8 it would be the user with U+FFFD there', async () => {
+    env = await setup(kind);
+    const victim = await env.gateway.ready('victim-\uFFFD');
+    await completed(env, victim, 'private', 'victim words');
+    const forged = forge({ alg: 'HS256', typ: 'JWT' }, { sub: 'victim-\ud800', exp: nowSec() + 600 }, TEST_SECRET);
+    for (const path of ['/v1/threads', '/v1/threads/private/messages']) {
+      const reply = await call(env, 'GET', path, { token: forged });
+      expect(reply.text).not.toContain('victim words');
+      expect({ status: reply.status, body: JSON.parse(reply.text) }).toEqual({ status: 401, body: { error: 'token_invalid' } });
+    }
+  });
+
   it('rename bodies: oversized, deep, slow, chunked without end, and a flood of them, while other users are served', async () => {
     env = await setup(kind);
     const alice = await user(env, 'alice');
