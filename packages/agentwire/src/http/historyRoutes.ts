@@ -47,21 +47,21 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
     const [path = '/', query = ''] = url.split('?', 2);
     const route = matchRoute(path);
     if (!route) return false;
-    answer(deps, route, req, new URLSearchParams(query)).then(
-      ({ status, body }) => {
+    answer(deps, route, req, new URLSearchParams(query))
+      .then(({ status, body }) => {
         if (status === 204) {
           res.writeHead(204, { 'Cache-Control': 'no-store' });
           res.end();
         } else json(res, status, body);
-      },
-      (error: unknown) => {
+      })
+      // Also what writing the answer threw (a store's page JSON cannot hold): never unhandled.
+      .catch((error: unknown) => {
         req.resume();
         if (res.headersSent) return;
         if (error instanceof RouteError) return json(res, error.status, error.body, error.headers);
         deps.logger.error({ err: error }, 'history route failed');
         json(res, 503, { error: 'unavailable', message: 'history is unavailable; try again' }, { 'Retry-After': '1' });
-      },
-    );
+      });
     return true;
   };
 }

@@ -423,3 +423,45 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history routes under attac
     expect((await call(env, 'PATCH', '/v1/threads/racing', { token: alice.token, body: '{"title":"back?"}' })).status).toBe(404);
   });
 });
+
+describe('a store whose answer cannot be written as JSON', () => {
+  let gateway: TestGateway | undefined;
+  afterEach(async () => {
+    await gateway?.stop();
+    gateway = undefined;
+  });
+
+  // What a store returns is data too: a value JSON.stringify refuses (here a BigInt; in practice
+  // a page of long answers past V8's longest string) was thrown after the status line went out,
+  // an unhandled rejection that ends the process.
+  it('answers 503 and keeps serving', async () => {
+    const answer = {
+      id: 'r',
+      role: 'assistant',
+      runId: 'r',
+      status: 'completed',
+      text: '',
+      thinking: [],
+      toolCalls: [{ callId: 'c', tool: 't', args: { size: 1n } }],
+      error: null,
+      createdAt: '',
+      completedAt: null,
+    };
+    const history: HistoryStore = {
+      available: true,
+      listThreads: async () => ({ items: [], nextCursor: null }),
+      messages: async () => ({ items: [answer] as never, nextCursor: null, epoch: 'e', lastSeq: 0 }),
+      renameThread: async () => null,
+      deleteThread: async () => false,
+      conversation: async () => [],
+      record: () => {},
+      close: async () => {},
+    };
+    gateway = await startGateway({ history });
+    const env = { gateway } as Setup;
+    const token = await gateway.token('u');
+    const reply = await call(env, 'GET', '/v1/threads/t/messages', { token });
+    expect({ status: reply.status, body: JSON.parse(reply.text) }).toMatchObject({ status: 503, body: { error: 'unavailable' } });
+    expect((await call(env, 'GET', '/healthz')).status).toBe(200);
+  });
+});
