@@ -81,7 +81,8 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
         return invalid(`claim "sub" is not a string of 1..${MAX_SUB_CHARS} characters`);
       }
       // An unpaired surrogate (a JSON escape such as \ud800) is no character: written as UTF-8
-      // (Redis keys, PostgreSQL) it becomes U+FFFD, which would make it another user's id.
+      // (PostgreSQL; Redis keys escape it) it becomes U+FFFD, which would make it another user's
+      // id, and x-agentwire-user (encodeURIComponent) cannot carry it.
       if (UNPAIRED_SURROGATE.test(sub)) return invalid('claim "sub" holds an unpaired surrogate');
       return { ok: true, userId: sub, expiresAt: exp * 1000 };
     },
