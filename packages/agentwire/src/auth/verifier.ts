@@ -14,6 +14,7 @@ const LATEST_EXP_SEC = 8.64e12;
 /** Header parameters that point at a key inside or outside the token: never trusted, so refused. */
 const KEY_POINTING_HEADERS = ['jku', 'x5u', 'jwk', 'x5c'] as const;
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
+const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /**
  * Builds a verifier for exactly one key source: an HS256 secret, an RS256/ES256 PEM, or a
@@ -79,6 +80,10 @@ export function createTokenVerifier(options: VerifierOptions): TokenVerifier {
       if (typeof sub !== 'string' || sub.length === 0 || codePointsOver(sub, MAX_SUB_CHARS)) {
         return invalid(`claim "sub" is not a string of 1..${MAX_SUB_CHARS} characters`);
       }
+      // An unpaired surrogate (a JSON escape such as \ud800) is no character: written as UTF-8
+      // (PostgreSQL; Redis keys escape it) it becomes U+FFFD, which would make it another user's
+      // id, and x-agentwire-user (encodeURIComponent) cannot carry it.
+      if (UNPAIRED_SURROGATE.test(sub)) return invalid('claim "sub" holds an unpaired surrogate');
       return { ok: true, userId: sub, expiresAt: exp * 1000 };
     },
   };

@@ -43,7 +43,9 @@ export function readBody(req: IncomingMessage): Promise<Body> {
   });
 }
 
+/** Serializes before the status line goes out: a body that cannot be written throws with the answer still open. */
 export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
-  res.end(JSON.stringify(body));
+  res.end(text);
 }

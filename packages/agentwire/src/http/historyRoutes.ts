@@ -10,8 +10,8 @@ import { json, MAX_BODY_BYTES, readBody } from './body.js';
 export interface HistoryRouteDeps {
   readonly verifier: TokenVerifier;
   readonly history: HistoryStore;
-  /** Cancels the thread's queued and running runs (a deleted thread's). */
-  cancelThreadRuns(userId: string, threadId: string): Promise<void>;
+  /** Cancels the thread's queued and running runs (a deleted thread's); resolves with how many there were. */
+  cancelThreadRuns(userId: string, threadId: string): Promise<number>;
   readonly logger: Logger;
 }
 
@@ -47,21 +47,21 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
     const [path = '/', query = ''] = url.split('?', 2);
     const route = matchRoute(path);
     if (!route) return false;
-    answer(deps, route, req, new URLSearchParams(query)).then(
-      ({ status, body }) => {
+    answer(deps, route, req, new URLSearchParams(query))
+      .then(({ status, body }) => {
         if (status === 204) {
           res.writeHead(204, { 'Cache-Control': 'no-store' });
           res.end();
         } else json(res, status, body);
-      },
-      (error: unknown) => {
+      })
+      // Also what writing the answer threw (a store's page JSON cannot hold): never unhandled.
+      .catch((error: unknown) => {
         req.resume();
         if (res.headersSent) return;
         if (error instanceof RouteError) return json(res, error.status, error.body, error.headers);
         deps.logger.error({ err: error }, 'history route failed');
         json(res, 503, { error: 'unavailable', message: 'history is unavailable; try again' }, { 'Retry-After': '1' });
-      },
-    );
+      });
     return true;
   };
 }
@@ -111,8 +111,10 @@ async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage
     return { status: 200, body: threadJson(thread) };
   }
   req.resume();
-  if (!(await deps.history.deleteThread(userId, threadId))) throw notFound();
-  await deps.cancelThreadRuns(userId, threadId);
+  const deleted = await deps.history.deleteThread(userId, threadId);
+  // A thread with a run going exists even where the store has not seen it yet (PostgreSQL
+  // archives write-behind): its runs are cancelled and the deletion is a 204 all the same.
+  if ((await deps.cancelThreadRuns(userId, threadId)) === 0 && !deleted) throw notFound();
   return { status: 204 };
 }
 

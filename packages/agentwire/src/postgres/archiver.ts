@@ -6,6 +6,7 @@ import { cutTitle, parseEvent } from '../history/fold.js';
 import { foldRun, statusAfter } from './runFold.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
+import { storableJson, storableText } from './storable.js';
 
 /** Bounds of the write-behind archive. */
 export interface ArchiverLimits {
@@ -444,8 +445,8 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
         starts.map((s) => s.event.run_id),
         starts.map((s) => s.epochId),
         starts.map((s) => s.seq),
-        starts.map((s) => (s.event.type === 'agent_started' ? String(s.event.message_id) : '')),
-        starts.map((s) => (s.event.type === 'agent_started' ? String(s.event.text) : '')),
+        starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.message_id)) : '')),
+        starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.text)) : '')),
         starts.map((s) => s.ts),
       ],
     );
@@ -492,7 +493,7 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
       [
         created.map((c) => c.userId),
         created.map((c) => c.threadId),
-        created.map((c) => cutTitle(c.start!.text)),
+        created.map((c) => storableText(cutTitle(c.start!.text))),
         created.map((c) => c.start!.epochId),
         created.map((c) => c.start!.seq),
         created.map((c) => c.firstTs),
@@ -663,7 +664,7 @@ async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[]): Pro
     const started = run.events.find((event) => event.type === 'agent_started');
     if (!started || started.type !== 'agent_started') continue;
     const view = foldRun({ runId: run.runId, messageId: String(started.message_id), text: String(started.text), createdAt: started.ts }, run.events);
-    finals.push({ ...run, answer: JSON.stringify(view.assistant) });
+    finals.push({ ...run, answer: storableJson(view.assistant) });
   }
   if (finals.length === 0) return;
   await client.query(

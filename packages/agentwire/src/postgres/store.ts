@@ -20,6 +20,8 @@ import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
 import { parseEvent } from '../history/fold.js';
 import { foldRun, type RunView } from './runFold.js';
+import { storableText } from './storable.js';
+import { THREAD_ID } from '../protocol/index.js';
 
 /** How `createPostgresHistoryStore` connects, archives and bounds itself (settings in README.md). */
 export interface PostgresHistoryStoreOptions {
@@ -175,6 +177,10 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   record(userId: string, entries: readonly LogEntry[]): void {
+    // A `sub` may be any text, but a `text` column cannot hold U+0000 (and U+FFFD in its place
+    // would be another user): such a user's events are not archived, so that they cannot fail
+    // the batches of other users' events.
+    if (userId.includes('\u0000')) return;
     this.#archivers[writerOf(userId, this.#archivers.length)]!.record(userId, entries);
   }
 
@@ -249,7 +255,7 @@ export class PostgresHistoryStore implements HistoryStore {
       `UPDATE agentwire_threads SET title = $3, renamed = true
         WHERE user_id = $1 AND thread_id = $2
         RETURNING thread_id, title, created_at, updated_at, last_run_id, last_run_status`,
-      [userId, threadId, title],
+      [userId, threadId, storableText(title)],
     );
     return rows[0] ? threadSummary(rows[0]) : null;
   }
@@ -444,8 +450,15 @@ function decodeCursor<T>(cursor: string, valid: (value: unknown) => value is T):
   return value;
 }
 
+/**
+ * A thread cursor is exactly what encodeCursor wrote: a time in toISOString's form, year 1..9999 (what
+ * Date.parse accepts is far wider than what PostgreSQL does, e.g. "1" or "2026-02-30") and a
+ * thread id; anything else would be a database error, not a 400.
+ */
 function isThreadCursor(value: unknown): value is [string, string] {
-  return Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && Number.isFinite(Date.parse(value[0])) && typeof value[1] === 'string';
+  if (!Array.isArray(value) || value.length !== 2 || typeof value[0] !== 'string' || typeof value[1] !== 'string') return false;
+  const time = Date.parse(value[0]);
+  return Number.isFinite(time) && /^(?!0000)\d{4}-/.test(value[0]) && new Date(time).toISOString() === value[0] && THREAD_ID.test(value[1]);
 }
 
 function isPositionCursor(value: unknown): value is Position {

@@ -402,12 +402,14 @@ export class RunManager {
   /**
    * Cancels every queued and running run of a thread (its deletion): those the run store lists,
    * and `alsoRunIds`, runs the caller knows to be running (e.g. from the log) when the store
-   * cannot list them.
+   * cannot list them. Resolves with how many runs it asked to cancel.
    */
-  async cancelThreadRuns(userId: string, threadId: string, alsoRunIds: readonly string[] = []): Promise<void> {
+  async cancelThreadRuns(userId: string, threadId: string, alsoRunIds: readonly string[] = []): Promise<number> {
     const active = (await this.activeRuns(userId)).filter((run) => run.threadId === threadId).map((run) => run.runId);
     const ignore = () => {};
-    await Promise.all([...new Set([...active, ...alsoRunIds])].map((runId) => this.cancel(userId, runId, ignore)));
+    const runIds = [...new Set([...active, ...alsoRunIds])];
+    await Promise.all(runIds.map((runId) => this.cancel(userId, runId, ignore)));
+    return runIds.length;
   }
 
   /**

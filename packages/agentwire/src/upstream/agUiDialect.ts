@@ -1,4 +1,15 @@
-import { DONE, NOTHING, ToolCalls, argsObject, sseOnly, type Decoded, type Dialect, type StreamDecoder } from './dialect.js';
+import {
+  DONE,
+  MAX_TOOL_CALLS,
+  MAX_TOOL_CALL_CHARS,
+  NOTHING,
+  ToolCalls,
+  argsObject,
+  sseOnly,
+  type Decoded,
+  type Dialect,
+  type StreamDecoder,
+} from './dialect.js';
 import { UpstreamFailure, isRecord, parseJson, quoted, stringField } from './failure.js';
 import { MAX_MESSAGE_BYTES } from './framing.js';
 
@@ -40,6 +51,8 @@ class AgUiDecoder implements StreamDecoder {
   readonly #open = new Map<string, OpenToolCall>();
   /** Bytes of arguments held for open calls, all together: a bound like the line bound. */
   #openArgsChars = 0;
+  /** Characters of the open calls' ids and tool names, bounded like announced ones. */
+  #openNameChars = 0;
   #count = 0;
 
   decode(message: string): Decoded {
@@ -56,7 +69,13 @@ class AgUiDecoder implements StreamDecoder {
         return delta('thinking_delta', event, type === 'REASONING_MESSAGE_CONTENT', what);
       case 'TOOL_CALL_START': {
         const callId = stringField(event, 'toolCallId', what);
-        this.#open.set(callId, { tool: stringField(event, 'toolCallName', what), args: '' });
+        const tool = stringField(event, 'toolCallName', what);
+        if (this.#open.has(callId)) this.#close(callId);
+        if (this.#open.size >= MAX_TOOL_CALLS) throw new UpstreamFailure(`the upstream opened more than ${MAX_TOOL_CALLS} tool calls`);
+        this.#openNameChars += callId.length + tool.length;
+        if (this.#openNameChars > MAX_TOOL_CALL_CHARS)
+          throw new UpstreamFailure('the call ids and tool names of the upstream’s open tool calls are over 4 MiB');
+        this.#open.set(callId, { tool, args: '' });
         return NOTHING;
       }
       case 'TOOL_CALL_ARGS': {
@@ -70,8 +89,7 @@ class AgUiDecoder implements StreamDecoder {
       case 'TOOL_CALL_END': {
         const call = this.#openCall(event, what);
         const callId = stringField(event, 'toolCallId', what);
-        this.#open.delete(callId);
-        this.#openArgsChars -= call.args.length;
+        this.#close(callId);
         const args = call.args.trim() === '' ? {} : parseJson(call.args, `the arguments of tool call ${JSON.stringify(callId.slice(0, 100))}`);
         this.#calls.announce(callId, call.tool);
         return { steps: [{ type: 'tool_call', callId, tool: call.tool, args: argsObject(args) }], done: false };
@@ -91,6 +109,14 @@ class AgUiDecoder implements StreamDecoder {
 
   ended(): void {
     throw new UpstreamFailure('the upstream AG-UI stream ended without RUN_FINISHED or RUN_ERROR');
+  }
+
+  /** Forgets an open call and what it held. */
+  #close(callId: string): void {
+    const call = this.#open.get(callId)!;
+    this.#open.delete(callId);
+    this.#openArgsChars -= call.args.length;
+    this.#openNameChars -= callId.length + call.tool.length;
   }
 
   #openCall(event: Record<string, unknown>, what: string): OpenToolCall {

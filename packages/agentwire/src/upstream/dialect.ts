@@ -49,7 +49,12 @@ export const NOTHING: Decoded = Object.freeze({ steps: [], done: false });
 export const DONE: Decoded = Object.freeze({ steps: [], done: true });
 
 /** Tool calls one run may announce: a bound on what a hostile upstream can make the gateway remember. */
-const MAX_TOOL_CALLS = 10_000;
+export const MAX_TOOL_CALLS = 10_000;
+/**
+ * Characters of call ids and tool names one run's tool calls may hold in all: each may be up to
+ * a line long, and ten thousand of those would be gigabytes.
+ */
+export const MAX_TOOL_CALL_CHARS = 4 * 1024 * 1024;
 
 /**
  * The tool calls a run announced, so that every `tool_completed` follows the `tool_executing`
@@ -57,11 +62,15 @@ const MAX_TOOL_CALLS = 10_000;
  */
 export class ToolCalls {
   readonly #tools = new Map<string, string>();
+  #chars = 0;
 
   announce(callId: string, tool: string): void {
-    if (!this.#tools.has(callId) && this.#tools.size >= MAX_TOOL_CALLS) {
+    const known = this.#tools.get(callId);
+    if (known === undefined && this.#tools.size >= MAX_TOOL_CALLS) {
       throw new UpstreamFailure(`the upstream announced more than ${MAX_TOOL_CALLS} tool calls`);
     }
+    this.#chars += known === undefined ? callId.length + tool.length : tool.length - known.length;
+    if (this.#chars > MAX_TOOL_CALL_CHARS) throw new UpstreamFailure('the call ids and tool names of the upstream’s tool calls are over 4 MiB');
     this.#tools.set(callId, tool);
   }
 

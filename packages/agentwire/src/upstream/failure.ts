@@ -20,13 +20,34 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/**
+ * Deepest nesting of arrays and objects in an upstream JSON value. JSON.parse reads any depth,
+ * but every later JSON.stringify (log, socket, archive) recurses and overflows the stack.
+ */
+export const MAX_JSON_DEPTH = 128;
+
 /** One JSON value of the stream; `what` names it in the failure (never the text itself, which may be huge). */
 export function parseJson(text: string, what: string): unknown {
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new UpstreamFailure(`${what} is not JSON`);
   }
+  // Nesting d takes at least 2d characters: a short text (any delta) needs no walk.
+  if (text.length > 2 * MAX_JSON_DEPTH && nestedTooDeep(value)) throw new UpstreamFailure(`${what} is nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return value;
+}
+
+/** Walks the value without recursion (the walk must not overflow on what it looks for). */
+function nestedTooDeep(value: unknown): boolean {
+  const stack: Array<{ value: unknown; depth: number }> = [{ value, depth: 1 }];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    if (typeof next.value !== 'object' || next.value === null) continue;
+    if (next.depth > MAX_JSON_DEPTH) return true;
+    for (const child of Object.values(next.value)) if (typeof child === 'object' && child !== null) stack.push({ value: child, depth: next.depth + 1 });
+  }
+  return false;
 }
 
 /** A string field of an upstream object, or a failure naming it. */

@@ -54,14 +54,12 @@ export async function* ndjsonLines(body: AsyncIterable<Buffer>, maxBytes = MAX_M
  */
 export async function* sseData(body: AsyncIterable<Buffer>, maxBytes = MAX_MESSAGE_BYTES): AsyncGenerator<string> {
   let events: string[] = [];
-  // Bytes fed since the last event or comment: bounds what the parser holds of an unfinished one.
+  // Bytes fed since the last event: bounds what the parser holds of an unfinished one. Comments
+  // count too: one may sit between the data lines of an event the parser is still collecting.
   let sinceEvent = 0;
   const parser = createParser({
     onEvent: (event) => {
       events.push(event.data);
-      sinceEvent = 0;
-    },
-    onComment: () => {
       sinceEvent = 0;
     },
   });

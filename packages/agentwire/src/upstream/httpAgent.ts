@@ -33,6 +33,12 @@ export type { AgentProtocol } from './dialect.js';
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 /** Bytes of an error answer's body quoted in the failure. */
 const ERROR_BODY_BYTES = 2048;
+/**
+ * Bytes of one run's answer body in all. The run keeps its whole streamed text (for its
+ * `agent_completed`), so without a bound an upstream streaming for the whole run timeout could
+ * fill the gateway's memory.
+ */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 
 const DIALECTS: ReadonlyMap<AgentProtocol, Dialect> = new Map<AgentProtocol, Dialect>([
   ['agentwire', agentwireDialect],
@@ -104,7 +110,8 @@ async function* runUpstream(upstream: Upstream, input: AgentRunInput): AsyncGene
       );
     }
     const decoder = dialect.decoder();
-    const messages = framing === 'sse' ? sseData(response) : ndjsonLines(response);
+    const answer = bounded(response);
+    const messages = framing === 'sse' ? sseData(answer) : ndjsonLines(answer);
     for await (const message of messages) {
       const { steps, done } = decoder.decode(message);
       yield* steps;
@@ -175,6 +182,16 @@ function post(target: URL, headers: OutgoingHttpHeaders, body: string, signal: A
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/** The body's chunks, failing once they pass MAX_ANSWER_BYTES. */
+async function* bounded(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  let bytes = 0;
+  for await (const chunk of body) {
+    bytes += chunk.length;
+    if (bytes > MAX_ANSWER_BYTES) throw new UpstreamFailure('the upstream sent over 16 MiB in one run');
+    yield chunk;
+  }
 }
 
 /** The start of an error answer's body, for the failure message. */
