@@ -168,7 +168,7 @@ async function backendCpu(db: pg.Client): Promise<Map<number, number>> {
  * Copies every archived user `copies` times under new ids (`c<k>-<user>`), table by table, with
  * their own epoch ids: the table grows by exactly the rows the archiver wrote.
  */
-async function growTable(db: pg.Client, copies: number): Promise<void> {
+export async function growTable(db: pg.Client, copies: number): Promise<void> {
   if (copies <= 0) return;
   const { rows } = await db.query<{ max: string }>('SELECT max(epoch_id) AS max FROM agentwire_epochs');
   const stride = Number(rows[0]!.max);
@@ -279,7 +279,7 @@ async function measureRep(context: ArchivePhaseContext, sizes: ArchiveSizes, rep
     );
 
     const seedStart = performance.now();
-    const copies = Math.ceil(sizes.tableEvents / Math.max(1, fed.archived)) - 1;
+    const copies = Math.max(0, Math.round(sizes.tableEvents / Math.max(1, fed.archived)) - 1);
     await growTable(db, copies);
     await db.query('VACUUM ANALYZE');
     result.seedSeconds = (performance.now() - seedStart) / 1000;

@@ -31,7 +31,7 @@ export interface PostgresHistoryStoreOptions {
   readonly poolSize?: number;
   /** Deadline of every statement (AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS). Default 5000. */
   readonly statementTimeoutMs?: number;
-  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 500. */
+  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 2000. */
   readonly batchEvents?: number;
   /** Bounds of the archive queue (AGENTWIRE_ARCHIVE_QUEUE_EVENTS / _BYTES). Defaults 100000 and 64 MiB. */
   readonly queueEvents?: number;
@@ -71,6 +71,9 @@ interface RunRow {
   final_seq: string | null;
   answer: AssistantMessageView | null;
 }
+
+/** The largest (epoch_id, seq): "up to the end of the log". */
+const LOG_END = ['9223372036854775807', '9223372036854775807'] as const;
 
 /** Position of a message: its run's start and 0 for the user's message, 1 for the answer. */
 type Position = readonly [epochId: number, seq: number, part: 0 | 1];
@@ -128,7 +131,7 @@ export class PostgresHistoryStore implements HistoryStore {
           pool: this.#pool,
           engine: options.engine,
           limits: {
-            batchEvents: options.batchEvents ?? 500,
+            batchEvents: options.batchEvents ?? 2000,
             queueEvents: Math.max(1, Math.floor((options.queueEvents ?? 100_000) / writers)),
             queueBytes: Math.max(1, Math.floor((options.queueBytes ?? 64 * 1024 * 1024) / writers)),
             maxBehind: Math.ceil(100_000 / writers),
@@ -304,30 +307,45 @@ export class PostgresHistoryStore implements HistoryStore {
   // them once instead of on every request.
 
   /**
-   * The runs' messages: a run whose folded answer the archive stored (and that the mark covers)
-   * as stored; any other (running, or ended beyond the mark) folded from its archived events up
-   * to the mark. Runs on one thread never overlap, so that is at most a few runs of a page.
+   * The runs' messages (`runs` newest first): a run whose folded answer the archive stored (and
+   * that the mark covers) as stored; any other (running, or ended beyond the mark) folded from its
+   * archived events up to the mark. Runs on one thread never overlap, so that is at most a few
+   * runs of a page, and a run's events lie between its start and the next run's start: each is
+   * read by a primary-key range of the user's log.
    */
   async #runViews(userId: string, threadId: string, runs: readonly RunRow[], mark: { epochId: number; seq: number } | null): Promise<Map<string, RunView>> {
     const views = new Map<string, RunView>();
-    const toFold: RunRow[] = [];
-    for (const run of runs) {
+    const toFold: Array<{ run: RunRow; until: readonly [string, string] }> = [];
+    const end = mark ? ([String(mark.epochId), String(mark.seq)] as const) : LOG_END;
+    runs.forEach((run, index) => {
       const stored = run.answer !== null && run.final_seq !== null;
       const covered = stored && (mark === null || comparePositions([Number(run.final_epoch_id), Number(run.final_seq), 0], [mark.epochId, mark.seq, 0]) <= 0);
       if (covered && isAssistantView(run.answer)) {
         views.set(run.run_id, { user: userView(run), assistant: run.answer });
-      } else {
-        toFold.push(run);
+        return;
       }
-    }
+      const next = runs[index - 1];
+      toFold.push({ run, until: next ? [next.epoch_id, next.start_seq] : end });
+    });
     if (toFold.length === 0) return views;
     const { rows } = await this.#pool.query<{ run_id: string; event: string }>({
       name: 'agentwire_run_events',
-      text: `SELECT run_id, event FROM agentwire_events
-        WHERE user_id = $1 AND thread_id = $2 AND run_id = ANY($3::text[])
-          AND ($4::bigint IS NULL OR (epoch_id, seq) <= ($4::bigint, $5::bigint))
-        ORDER BY run_id, epoch_id, seq`,
-      values: [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
+      text: `SELECT k.rid AS run_id, e.event
+         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY AS k(rid, ep, s, until_ep, until_s, n)
+         CROSS JOIN LATERAL (
+           SELECT event, epoch_id, seq FROM agentwire_events e
+            WHERE e.user_id = $1 AND (e.epoch_id, e.seq) >= (k.ep, k.s) AND (e.epoch_id, e.seq) <= (k.until_ep, k.until_s)
+              AND e.thread_id = $2 AND e.run_id = k.rid) e
+        ORDER BY k.n, e.epoch_id, e.seq`,
+      values: [
+        userId,
+        threadId,
+        toFold.map(({ run }) => run.run_id),
+        toFold.map(({ run }) => run.epoch_id),
+        toFold.map(({ run }) => run.start_seq),
+        toFold.map(({ until }) => until[0]),
+        toFold.map(({ until }) => until[1]),
+      ],
     });
     const events = new Map<string, ReturnType<typeof parseEvent>[]>();
     for (const row of rows) {
@@ -335,7 +353,7 @@ export class PostgresHistoryStore implements HistoryStore {
       list.push(parseEvent(row.event));
       events.set(row.run_id, list);
     }
-    for (const run of toFold) {
+    for (const { run } of toFold) {
       const start = { runId: run.run_id, messageId: run.message_id, text: run.user_text, createdAt: run.created_at.toISOString() };
       const list = (events.get(run.run_id) ?? []).filter((event) => event !== null);
       views.set(run.run_id, foldRun(start, list));
