@@ -775,9 +775,9 @@ async function main(): Promise<number> {
     process.stdout.write(`\nUpstream HTTP agent against the same agent in process:\n\n${renderUpstreamTable(upstreamResults, showSpread)}\n\n`);
   }
   if (archiveResults.length > 0) {
-    const nodeRates = results.filter((r) => r.kind === 'gateway').map((r) => r.eventsPerSec);
+    const node = { deliveredPerSec: results.filter((r) => r.kind === 'gateway').map((r) => r.eventsPerSec), connsPerUser: SIZES.connsPerUser };
     process.stdout.write(
-      `\nPostgreSQL archive (sizes ${JSON.stringify(archiveSizes(quick, ARCHIVE_SIZE_OVERRIDES))}):\n\n${renderArchiveTable(archiveResults, nodeRates, showSpread)}\n\n`,
+      `\nPostgreSQL archive (sizes ${JSON.stringify(archiveSizes(quick, ARCHIVE_SIZE_OVERRIDES))}):\n\n${renderArchiveTable(archiveResults, node, showSpread)}\n\n`,
     );
     for (const r of archiveResults) if (r.failures.length > 0) process.stdout.write(`archive r${r.rep} FAILURES: ${r.failures.join(' | ')}\n`);
   }
