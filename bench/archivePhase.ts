@@ -57,10 +57,14 @@ export interface ArchivePhaseContext {
   readonly startServer: (name: string, env: Record<string, string>) => Promise<StartedServer>;
   readonly stopServer: (server: StartedServer) => Promise<void>;
   readonly log: (line: string) => void;
+  /** The PostgreSQL server the phase makes its database on (default AGENTWIRE_BENCH_POSTGRES_URL or the machine's). */
+  readonly postgresUrl?: string;
 }
 
 export interface ArchiveRepResult {
   rep: number;
+  /** The repetition's database (dropped at its end). */
+  database: string;
   archived: number;
   eventsPerSec: number;
   gatewayCpuPerEventUs: number;
@@ -112,6 +116,19 @@ function runEvents(threadId: string, runId: string, index: number, finished: boo
   return events;
 }
 
+/**
+ * Until nothing is queued, being written or behind. idle() also resolves while PostgreSQL counts
+ * as unavailable (a probe slower than 1 s, on a loaded machine), so it is asked again.
+ */
+async function drained(store: PostgresHistoryStore): Promise<void> {
+  for (;;) {
+    await store.idle();
+    const { queued, writing, behind } = store.stats;
+    if (queued + writing + behind === 0) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 /** Runs in the gateway process: appends the synthetic log and waits until the archive holds it. */
 export async function feedArchive(engine: MemoryEngine, store: PostgresHistoryStore, feed: ArchiveFeed): Promise<ArchiveFeedResult> {
   const before = store.stats;
@@ -126,11 +143,11 @@ export async function feedArchive(engine: MemoryEngine, store: PostgresHistorySt
         const entries = await engine.append(`u${user}`, runEvents(`t${thread}`, `u${user}-t${thread}-r${run}`, run * THREADS_PER_USER + thread, finished));
         store.record(`u${user}`, entries);
         appended += entries.length;
-        if (store.stats.queued > MAX_QUEUED) await store.idle();
+        if (store.stats.queued > MAX_QUEUED) await drained(store);
       }
     }
   }
-  await store.idle();
+  await drained(store);
   const seconds = (performance.now() - start) / 1000;
   const cpu = process.cpuUsage(cpuBefore);
   const after = store.stats;
@@ -146,7 +163,7 @@ export async function feedArchive(engine: MemoryEngine, store: PostgresHistorySt
 
 // ------------------------------------------------------------------ the phase (in bench/run.ts)
 
-const BASE_URL = process.env.AGENTWIRE_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const MACHINE_POSTGRES = process.env.AGENTWIRE_BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const CLOCK_TICKS_PER_SECOND = 100;
 
 /** CPU seconds of this database's PostgreSQL backends by pid (empty when /proc does not show them). */
@@ -237,12 +254,14 @@ async function timeGets(
 
 async function measureRep(context: ArchivePhaseContext, sizes: ArchiveSizes, rep: number): Promise<ArchiveRepResult> {
   const name = `agentwire_bench_${Math.random().toString(36).slice(2, 10)}`;
-  const admin = new pg.Client({ connectionString: BASE_URL });
+  const server = context.postgresUrl ?? MACHINE_POSTGRES;
+  const admin = new pg.Client({ connectionString: server });
   await admin.connect();
-  const url = new URL(BASE_URL);
+  const url = new URL(server);
   url.pathname = `/${name}`;
   const result: ArchiveRepResult = {
     rep,
+    database: name,
     archived: 0,
     eventsPerSec: Number.NaN,
     gatewayCpuPerEventUs: Number.NaN,
@@ -255,15 +274,15 @@ async function measureRep(context: ArchivePhaseContext, sizes: ArchiveSizes, rep
     concurrentP99: Number.NaN,
     failures: [],
   };
-  let server: StartedServer | null = null;
+  let gateway: StartedServer | null = null;
   const db = new pg.Client({ connectionString: url.toString() });
   try {
     await admin.query(`CREATE DATABASE ${name}`);
     await db.connect();
-    server = await context.startServer(`archive gateway r${rep}`, { BENCH_DATABASE_URL: url.toString() });
+    gateway = await context.startServer(`archive gateway r${rep}`, { BENCH_DATABASE_URL: url.toString() });
     const users = Math.max(1, Math.round(sizes.archiveEvents / EVENTS_PER_USER));
     const cpuBefore = await backendCpu(db);
-    const fed = await server.ipc.call<ArchiveFeedResult>('archive', { users } satisfies ArchiveFeed, 600_000);
+    const fed = await gateway.ipc.call<ArchiveFeedResult>('archive', { users } satisfies ArchiveFeed, 600_000);
     const cpuAfter = await backendCpu(db);
     let backendSeconds = 0;
     for (const [pid, seconds] of cpuAfter) backendSeconds += seconds - (cpuBefore.get(pid) ?? 0);
@@ -297,9 +316,9 @@ async function measureRep(context: ArchivePhaseContext, sizes: ArchiveSizes, rep
       path: `/v1/threads/t${(i * 104_729) % THREADS_PER_USER}/messages`,
     });
     // Warm-up: the route's code and the connections' prepared statements.
-    await timeGets(server.port, tokens, Math.min(200, sizes.queries), sizes.concurrency, (i) => pick(i + 1_000_003));
-    const sequential = await timeGets(server.port, tokens, sizes.queries, 1, pick);
-    const concurrent = await timeGets(server.port, tokens, sizes.queries, sizes.concurrency, (i) => pick(i + sizes.queries));
+    await timeGets(gateway.port, tokens, Math.min(200, sizes.queries), sizes.concurrency, (i) => pick(i + 1_000_003));
+    const sequential = await timeGets(gateway.port, tokens, sizes.queries, 1, pick);
+    const concurrent = await timeGets(gateway.port, tokens, sizes.queries, sizes.concurrency, (i) => pick(i + sizes.queries));
     Object.assign(result, {
       sequentialP50: sequential.p50,
       sequentialP99: sequential.p99,
@@ -314,7 +333,7 @@ async function measureRep(context: ArchivePhaseContext, sizes: ArchiveSizes, rep
   } catch (error) {
     result.failures.push(`archive: ${error instanceof Error ? error.message : String(error)}`);
   } finally {
-    if (server) await context.stopServer(server);
+    if (gateway) await context.stopServer(gateway);
     await db.end().catch(() => {});
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => {});
     await admin.end();
