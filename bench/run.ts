@@ -13,7 +13,7 @@
  * agent events per second with server CPU per event.
  *
  * Flags: --reps <n> (default 5), --quick (small sizes, for a fast sanity run),
- * --only gateway|raw, --phases rss,setup,ttr,events,redis,stream,upstream (a subset; for profiling),
+ * --only gateway|raw, --phases rss,setup,ttr,events,redis,stream,upstream,archive (a subset; for profiling),
  * --profile (each server runs with --cpu-prof into bench/profiles/<kind>/),
  * --json <file> (default bench/results/latest.json).
  *
@@ -28,6 +28,12 @@
  * frames, latency from an agent's fragment to its receipt at half that load against the flush
  * window; and an upstream HTTP agent against the same agent in process. --stream-users <n> and
  * --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations.
+ *
+ * The archive phase (bench/archivePhase.ts) runs after them, on a database of its own on the
+ * machine's PostgreSQL: the write-behind archive's events per second against the events phase's
+ * rate (the events phase runs whenever the archive phase does), and `GET …/messages` p50/p99 on
+ * a table of 1M events. --archive-events <n> and --archive-table <n> set its sizes (default
+ * 200 000 archived, table of 1 000 000), --archive-queries <n> the requests timed.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -39,6 +45,7 @@ import { IpcClient, percentile, spread, type BenchAlgorithm, type ServerUsage, t
 import type { ConnectResult, EventsResult } from './loadCore.js';
 import { buildRedisRows, measureRedisPhase, renderRedisTable, type RedisRepResult } from './redisPhase.js';
 import { redisServerVersion } from './redisServer.js';
+import { archiveSizes, measureArchivePhase, renderArchiveTable, type ArchiveRepResult } from './archivePhase.js';
 import {
   measureStreamPhase,
   measureUpstreamPhase,
@@ -71,12 +78,14 @@ const reps = Number(option('reps') ?? (quick ? 1 : 5));
 const only = option('only') as Kind | undefined;
 const profile = flag('profile');
 const jsonOut = option('json') ?? `${HERE}results/latest.json`;
-const ALL_PHASES = ['rss', 'setup', 'ttr', 'events', 'redis', 'stream', 'upstream'] as const;
+const ALL_PHASES = ['rss', 'setup', 'ttr', 'events', 'redis', 'stream', 'upstream', 'archive'] as const;
 /** Phases with their own configurations and servers, measured after the paired raw/gateway repetitions. */
-const OWN_PHASES: readonly Phase[] = ['redis', 'stream', 'upstream'];
+const OWN_PHASES: readonly Phase[] = ['redis', 'stream', 'upstream', 'archive'];
 type Phase = (typeof ALL_PHASES)[number];
 const phases = new Set<Phase>((option('phases')?.split(',') ?? ALL_PHASES) as Phase[]);
 for (const phase of phases) if (!ALL_PHASES.includes(phase)) throw new Error(`--phases: unknown phase ${phase}`);
+// The archive's goal is a ratio to the node's max event rate, measured in the same run.
+if (phases.has('archive')) phases.add('events');
 if (!Number.isInteger(reps) || reps < 1 || reps > 9) throw new Error('--reps must be 1..9');
 if (only !== undefined && only !== 'raw' && only !== 'gateway') throw new Error('--only must be gateway or raw');
 
@@ -109,6 +118,12 @@ const SIZES = quick
       runsPerUser: 10,
       steps: 8,
     };
+
+const ARCHIVE_SIZE_OVERRIDES = {
+  ...(option('archive-events') ? { archiveEvents: Number(option('archive-events')) } : {}),
+  ...(option('archive-table') ? { tableEvents: Number(option('archive-table')) } : {}),
+  ...(option('archive-queries') ? { queries: Number(option('archive-queries')) } : {}),
+};
 
 const STREAM_SIZE_OVERRIDES = {
   ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
@@ -636,6 +651,7 @@ async function main(): Promise<number> {
   let redisResults: RedisRepResult[] = [];
   let streamResults: StreamRepResult[] = [];
   let upstreamResults: UpstreamRepResult[] = [];
+  let archiveResults: ArchiveRepResult[] = [];
   try {
     for (let rep = 1; rep <= (mainPhases ? reps : 0); rep++) {
       const order = rep % 2 === 1 ? kinds : [...kinds].reverse();
@@ -709,6 +725,25 @@ async function main(): Promise<number> {
       );
       upstreamResults = await measureUpstreamPhase(streamContext);
     }
+    if (phases.has('archive')) {
+      process.stdout.write(
+        `load average before the archive phase: ${loadavg()
+          .map((l) => l.toFixed(2))
+          .join(' ')}\n`,
+      );
+      archiveResults = await measureArchivePhase({
+        reps,
+        quick,
+        sizes: ARCHIVE_SIZE_OVERRIDES,
+        startServer: (name, env) => {
+          const execArgv = ['--expose-gc'];
+          if (profile) execArgv.push('--cpu-prof', `--cpu-prof-dir=${HERE}profiles/archive`);
+          return startChild(name, `${HERE}servers/gateway.ts`, execArgv, 'listening', env);
+        },
+        stopServer: stopChild,
+        log: (line) => process.stdout.write(`${line}\n`),
+      });
+    }
   } finally {
     await stopChild(loader);
     killChildren();
@@ -717,7 +752,8 @@ async function main(): Promise<number> {
   const rows = mainPhases ? buildRows(results) : [];
   const redisRows = redisResults.length > 0 ? buildRedisRows(redisResults) : [];
   const totalFailures =
-    results.reduce((n, r) => n + r.failures, 0) + [...redisResults, ...streamResults, ...upstreamResults].reduce((n, r) => n + r.failures.length, 0);
+    results.reduce((n, r) => n + r.failures, 0) +
+    [...redisResults, ...streamResults, ...upstreamResults, ...archiveResults].reduce((n, r) => n + r.failures.length, 0);
   const loadAfter = loadavg();
   process.stdout.write(`load average after: ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n`);
   if (mainPhases) {
@@ -738,6 +774,13 @@ async function main(): Promise<number> {
   if (upstreamResults.length > 0) {
     process.stdout.write(`\nUpstream HTTP agent against the same agent in process:\n\n${renderUpstreamTable(upstreamResults, showSpread)}\n\n`);
   }
+  if (archiveResults.length > 0) {
+    const node = { deliveredPerSec: results.filter((r) => r.kind === 'gateway').map((r) => r.eventsPerSec), connsPerUser: SIZES.connsPerUser };
+    process.stdout.write(
+      `\nPostgreSQL archive (sizes ${JSON.stringify(archiveSizes(quick, ARCHIVE_SIZE_OVERRIDES))}):\n\n${renderArchiveTable(archiveResults, node, showSpread)}\n\n`,
+    );
+    for (const r of archiveResults) if (r.failures.length > 0) process.stdout.write(`archive r${r.rep} FAILURES: ${r.failures.join(' | ')}\n`);
+  }
   process.stdout.write(`Total ${((Date.now() - began) / 1000).toFixed(0)} s. Failures: ${totalFailures}.\n`);
   mkdirSync(dirname(resolvePath(jsonOut)), { recursive: true });
   writeFileSync(
@@ -756,6 +799,7 @@ async function main(): Promise<number> {
         redisResults,
         streamResults,
         upstreamResults,
+        archiveResults,
       },
       null,
       2,

@@ -13,11 +13,24 @@
  * (bench/servers/upstreamAgent.ts: the same bench agent over HTTP). BENCH_STREAM_FLUSH_MS sets
  * the delta flush window (default: the library's); the window in use is in the `listening` message.
  *
+ * With BENCH_DATABASE_URL set (the archive phase, bench/archivePhase.ts), the gateway's history
+ * store is PostgreSQL on that database, as `agentwire serve` wires it with AGENTWIRE_DATABASE_URL,
+ * archiving write-behind what its in-memory engine appends; the `archive` command feeds that
+ * archive a synthetic log as fast as it takes it.
+ *
  * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
  */
 import { DEFAULTS } from '../../packages/agentwire/src/config/index.js';
-import { createGateway, createHttpAgent, createLogger, createRedisBackend } from '../../packages/agentwire/src/index.js';
+import {
+  MemoryEngine,
+  createGateway,
+  createHttpAgent,
+  createLogger,
+  createPostgresHistoryStore,
+  createRedisBackend,
+} from '../../packages/agentwire/src/index.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { feedArchive, type ArchiveFeed } from '../archivePhase.js';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
 
@@ -42,6 +55,21 @@ const publicKey = process.env.BENCH_JWT_PUBLIC_KEY;
 const agentUrl = process.env.BENCH_AGENT_URL;
 const streamFlushMs = process.env.BENCH_STREAM_FLUSH_MS ? Number(process.env.BENCH_STREAM_FLUSH_MS) : DEFAULTS.streamFlushMs;
 
+const databaseUrl = process.env.BENCH_DATABASE_URL;
+const archive = databaseUrl
+  ? (() => {
+      const engine = new MemoryEngine({ retentionEvents: DEFAULTS.retentionEvents });
+      const history = createPostgresHistoryStore({
+        url: databaseUrl,
+        engine,
+        logger,
+        ...(process.env.BENCH_ARCHIVE_BATCH_EVENTS ? { batchEvents: Number(process.env.BENCH_ARCHIVE_BATCH_EVENTS) } : {}),
+      });
+      return { engine, history };
+    })()
+  : null;
+await archive?.history.ready();
+
 const gateway = createGateway({
   auth: publicKey ? { publicKey } : { secret: BENCH_SECRET },
   agent: agentUrl ? createHttpAgent({ url: agentUrl }) : benchAgent,
@@ -52,6 +80,7 @@ const gateway = createGateway({
   rateLimitBurst: 1_000_000,
   maxConnectionsPerUser: 1_000_000,
   ...(redis ? { engine: redis.engine, runStore: redis.runStore, presence: redis.presence } : {}),
+  ...(archive ? { engine: archive.engine, history: archive.history } : {}),
 });
 
 const { port } = await gateway.listen(0, BENCH_HOST);
@@ -77,8 +106,13 @@ serveIpc({
     return usageNow(gateway.connectionCount);
   },
   appendToSend,
+  archive: (feed: ArchiveFeed) => {
+    if (!archive) throw new Error('archive: no BENCH_DATABASE_URL');
+    return feedArchive(archive.engine, archive.history, feed);
+  },
   stop: async () => {
     await gateway.shutdown();
+    await archive?.history.close();
     await redis?.close();
     // Let the reply go out, then exit (a normal exit also writes a --cpu-prof profile).
     setImmediate(() => process.exit(0));

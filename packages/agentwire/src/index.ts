@@ -23,6 +23,7 @@ export { MemoryEngine, type MemoryEngineOptions } from './engine/memoryEngine.js
 // Thread history (PROTOCOL.md section 14), for a history store of your own.
 export { InvalidCursorError } from './history/types.js';
 export type {
+  ArchiveProgress,
   AssistantMessageView,
   ConversationTurn,
   HistoryStore,

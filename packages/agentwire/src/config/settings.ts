@@ -230,8 +230,8 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     env: 'AGENTWIRE_ARCHIVE_BATCH_EVENTS',
     key: 'archiveBatchEvents',
     parse: integer(1, 10_000),
-    default: 500,
-    description: 'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written).',
+    default: 2000,
+    description: 'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a backlog is written in full batches).',
   }),
   setting({
     env: 'AGENTWIRE_ARCHIVE_QUEUE_EVENTS',

@@ -87,6 +87,22 @@ export interface PageRequest {
   readonly cursor?: string;
 }
 
+/** Counters of a store that archives the log (PostgreSQL), since the node started. */
+export interface ArchiveProgress {
+  /** Events this node wrote to the archive (not counting ones already there). */
+  readonly archived: number;
+  /** Events that left the log's retention before any node archived them. */
+  readonly lost: number;
+  /** Archive transactions that failed (their events are caught up from the log). */
+  readonly failedBatches: number;
+  /** Events not queued because the queue was full (caught up from the log later). */
+  readonly dropped: number;
+  /** Events this node appended that are not archived yet: queued, or in the batch being written. */
+  readonly lag: number;
+  /** User logs with a range to catch up from the log (after an outage, a drop or a hole). */
+  readonly behind: number;
+}
+
 /**
  * Thread history. Two implementations side by side: folded from the engine's retained log (the
  * default) and PostgreSQL (`AGENTWIRE_DATABASE_URL`), which archives the log write-behind.
@@ -108,6 +124,8 @@ export interface HistoryStore {
    * folds the log itself ignores it). Never throws and never waits for storage.
    */
   record(userId: string, entries: readonly LogEntry[]): void;
+  /** A store that archives the log: how far its archive is (exported on `/metrics`). */
+  archiveProgress?(): ArchiveProgress;
   /** False while the store's storage is unreachable (drives `/readyz`, section 10). */
   readonly available: boolean;
   close(): Promise<void>;

@@ -2,6 +2,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Counte
 import type { ConnectionState, LifecycleObserver } from '../lifecycle/connectionState.js';
 import type { EventType, LogEntry } from '@agentwire/protocol';
 import type { RunOutcome } from '../runs/runManager.js';
+import type { ArchiveProgress } from '../history/types.js';
 
 /** What a label value outside its known set is counted as. */
 export const OTHER_LABEL = 'other';
@@ -185,6 +186,9 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  /** The history store's archive, when it has one (observeArchive). */
+  #archive: (() => ArchiveProgress) | null = null;
+
   /** Keyed by label, not by the raw type, so it holds at most one child per known type plus `other`. */
   readonly #sentByType = new Map<string, Counter.Internal>();
 
@@ -202,6 +206,49 @@ export class GatewayMetrics {
     },
     rejected: () => this.invalidTransitions.inc(),
   };
+
+  /**
+   * Exports a history archive's counters (PostgreSQL: AGENTWIRE_DATABASE_URL), read when
+   * `/metrics` is scraped. The series exist only on a gateway whose store archives.
+   */
+  observeArchive(progress: () => ArchiveProgress): void {
+    if (this.#archive) {
+      this.#archive = progress;
+      return;
+    }
+    this.#archive = progress;
+    const read = () => this.#archive!();
+    const counter = (name: string, help: string, pick: (p: ArchiveProgress) => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        // A total kept by the archive: the series is set to it on every scrape.
+        collect() {
+          this.reset();
+          this.inc(pick(read()));
+        },
+      });
+    const gauge = (name: string, help: string, pick: (p: ArchiveProgress) => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(pick(read()));
+        },
+      });
+    counter('agentwire_archive_events_total', 'Events this node wrote to the history archive (PostgreSQL)', (p) => p.archived);
+    counter('agentwire_archive_events_lost_total', 'Events that left the log retention before any node archived them', (p) => p.lost);
+    counter('agentwire_archive_batch_failures_total', 'Archive transactions that failed (their events are caught up from the log)', (p) => p.failedBatches);
+    counter(
+      'agentwire_archive_events_dropped_total',
+      'Events not queued for the archive because its queue was full (caught up from the log)',
+      (p) => p.dropped,
+    );
+    gauge('agentwire_archive_lag_events', 'Events this node appended that are not archived yet (queued or being written)', (p) => p.lag);
+    gauge('agentwire_archive_behind_logs', 'User logs with a range waiting to be caught up from the log into the archive', (p) => p.behind);
+  }
 
   eventSent(type: EventType): void {
     const label = eventTypeLabel(type);

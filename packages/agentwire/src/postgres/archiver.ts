@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from 'pg';
+import type { Pool, PoolClient, QueryConfig } from 'pg';
 import { systemClock, type Clock, type DurableEvent, type LogEntry, type TimerHandle } from '@agentwire/protocol';
 import type { EventEngine } from '../engine/types.js';
 import type { Logger } from '../observability/logger.js';
@@ -48,6 +48,8 @@ interface UserBatch {
 /** Per queued event, what the queue's byte bound charges on top of its JSON. */
 const ENTRY_OVERHEAD_BYTES = 96;
 const TERMINAL_TYPES = ['agent_completed', 'agent_error'];
+/** PostgreSQL's SQLSTATE for a duplicate key. */
+const UNIQUE_VIOLATION = '23505';
 /** Epoch ids remembered per process (they never change once assigned). */
 const MAX_CACHED_EPOCHS = 100_000;
 /** Archived seqs one watermark step looks at beyond the mark. */
@@ -78,6 +80,7 @@ export class Archiver {
   #queue: Queued[] = [];
   #queueHead = 0;
   #queuedBytes = 0;
+  #writing = 0;
   readonly #behind = new Map<string, Behind>();
   readonly #epochIds = new Map<string, number>();
   #running = false;
@@ -109,6 +112,11 @@ export class Archiver {
   /** Events waiting in memory. */
   get queued(): number {
     return this.#queue.length - this.#queueHead;
+  }
+
+  /** Events of the write-behind batch being written. */
+  get writing(): number {
+    return this.#writing;
   }
 
   /** (user, epoch) pairs waiting for a catch-up from the log. */
@@ -239,7 +247,12 @@ export class Archiver {
       if (!group) groups.set(key, (group = { userId, epoch, entries: [] }));
       group.entries.push(entry);
     }
-    await this.#write([...groups.values()]);
+    this.#writing = taken.length;
+    try {
+      await this.#write([...groups.values()]);
+    } finally {
+      this.#writing = 0;
+    }
   }
 
   /** Reads one chunk of a behind range back from the log and archives it. */
@@ -334,12 +347,21 @@ export class Archiver {
       // Outside the transaction: an epoch id is cached, so it must never be rolled back.
       const epochIds = new Map<UserBatch, number>();
       for (const batch of batches) epochIds.set(batch, await this.#epochId(batch.userId, batch.epoch));
-      const { inserted, advanced } = await inTransaction(this.#pool, async (client) => {
-        const inserted = await insertEvents(client, batches, epochIds);
-        await updateRunsAndThreads(client, inserted);
-        const advanced = await advanceMarks(client, batches, epochIds);
-        await finalizeRuns(client, advanced);
-        return { inserted, advanced };
+      const transaction = (mayHoldArchived: boolean) =>
+        inTransaction(this.#pool, async (client) => {
+          const { inserted, seen } = await insertEvents(client, batches, epochIds, mayHoldArchived);
+          await updateRunsAndThreads(client, inserted);
+          const advanced = await advanceMarks(client, batches, epochIds);
+          await finalizeRuns(client, advanced, seen);
+          return { inserted, advanced };
+        });
+      // Write-behind events reach the archive once, so their insert skips the check for archived
+      // ones (a third of its cost); a batch that meets one anyway (another node's catch-up, a
+      // commit whose answer was lost) is written again with the check. Catch-up always checks.
+      const catchingUp = batches.some((batch) => batch.covered);
+      const { inserted, advanced } = await transaction(catchingUp).catch((error: unknown) => {
+        if (catchingUp || (error as { code?: unknown }).code !== UNIQUE_VIOLATION) throw error;
+        return transaction(true);
       });
       this.stats.archived += inserted.length;
       for (const step of advanced) {
@@ -361,16 +383,30 @@ export class Archiver {
   }
 }
 
-/** An event this transaction inserted (it was not archived before). */
-interface InsertedEvent {
+/** An event of a batch and its position. */
+interface BatchEvent {
   readonly userId: string;
   readonly epochId: number;
   readonly seq: number;
   readonly event: DurableEvent;
   readonly ts: string;
+  /** `ts` in ms since the epoch. */
+  readonly tsMs: number;
 }
 
-async function insertEvents(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<InsertedEvent[]> {
+/** A batch's events by `${userId}\u0000${epochId}`, then by seq (null: not an archivable event). */
+type SeenEvents = Map<string, Map<number, BatchEvent | null>>;
+
+/**
+ * Inserts a batch's events in one statement. Resolves with the events it added (not archived
+ * before) and every event the batch held, archived before or not (what the mark may move over).
+ */
+async function insertEvents(
+  client: PoolClient,
+  batches: readonly UserBatch[],
+  epochIds: Map<UserBatch, number>,
+  mayHoldArchived: boolean,
+): Promise<{ inserted: BatchEvent[]; seen: SeenEvents }> {
   const users: string[] = [];
   const epochs: number[] = [];
   const seqs: number[] = [];
@@ -379,13 +415,22 @@ async function insertEvents(client: PoolClient, batches: readonly UserBatch[], e
   const types: string[] = [];
   const jsons: string[] = [];
   const times: string[] = [];
-  const parsed = new Map<string, { event: DurableEvent; ts: string }>();
+  const seen: SeenEvents = new Map();
   for (const batch of batches) {
     const epochId = epochIds.get(batch)!;
+    const key = `${batch.userId}\u0000${epochId}`;
+    let bySeq = seen.get(key);
+    if (!bySeq) seen.set(key, (bySeq = new Map<number, BatchEvent | null>()));
     for (const entry of batch.entries) {
       const event = parseEvent(entry.json);
-      if (!event || typeof event.thread_id !== 'string' || typeof event.run_id !== 'string') continue;
-      const ts = typeof event.ts === 'string' && Number.isFinite(Date.parse(event.ts)) ? event.ts : new Date(entry.appendedAt).toISOString();
+      if (!event || typeof event.thread_id !== 'string' || typeof event.run_id !== 'string') {
+        bySeq.set(entry.seq, null);
+        continue;
+      }
+      const stamped = typeof event.ts === 'string' ? Date.parse(event.ts) : Number.NaN;
+      const tsMs = Number.isFinite(stamped) ? stamped : entry.appendedAt;
+      const ts = Number.isFinite(stamped) ? event.ts : new Date(entry.appendedAt).toISOString();
+      bySeq.set(entry.seq, { userId: batch.userId, epochId, seq: entry.seq, event, ts, tsMs });
       users.push(batch.userId);
       epochs.push(epochId);
       seqs.push(entry.seq);
@@ -394,25 +439,33 @@ async function insertEvents(client: PoolClient, batches: readonly UserBatch[], e
       types.push(event.type);
       jsons.push(entry.json);
       times.push(ts);
-      parsed.set(`${batch.userId}\u0000${epochId}\u0000${entry.seq}`, { event, ts });
     }
   }
-  if (users.length === 0) return [];
+  if (users.length === 0) return { inserted: [], seen };
   const { rows } = await client.query<{ user_id: string; epoch_id: string; seq: string }>(
-    `INSERT INTO agentwire_events (user_id, epoch_id, seq, thread_id, run_id, type, event)
+    prepared(
+      mayHoldArchived ? 'insert_events' : 'insert_new_events',
+      `INSERT INTO agentwire_events (user_id, epoch_id, seq, thread_id, run_id, type, event)
      SELECT e.u, e.ep, e.s, e.t, e.r, e.ty, e.ev
        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
          AS e(u, ep, s, t, r, ty, ev, ts)
       WHERE NOT EXISTS (
         SELECT 1 FROM agentwire_deleted_threads d WHERE d.user_id = e.u AND d.thread_id = e.t AND e.ts <= d.deleted_at)
-     ON CONFLICT DO NOTHING
+     ${mayHoldArchived ? 'ON CONFLICT DO NOTHING' : ''}
      RETURNING user_id, epoch_id, seq`,
-    [users, epochs, seqs, threads, runs, types, jsons, times],
+      [users, epochs, seqs, threads, runs, types, jsons, times],
+    ),
   );
-  return rows.map((row) => {
-    const { event, ts } = parsed.get(`${row.user_id}\u0000${row.epoch_id}\u0000${row.seq}`)!;
-    return { userId: row.user_id, epochId: Number(row.epoch_id), seq: Number(row.seq), event, ts };
-  });
+  const inserted = rows.map((row) => seen.get(`${row.user_id}\u0000${row.epoch_id}`)!.get(Number(row.seq))!);
+  return { inserted, seen };
+}
+
+/**
+ * A statement prepared once per connection: every batch runs the same few, so PostgreSQL plans
+ * them once per connection rather than on every batch.
+ */
+function prepared(name: string, text: string, values: unknown[]): QueryConfig {
+  return { name: `agentwire_archive_${name}`, text, values };
 }
 
 /** Position order of (epoch_id, seq). */
@@ -423,8 +476,9 @@ function before(a: { epochId: number; seq: number }, b: { epochId: number; seq: 
 interface ThreadChange {
   readonly userId: string;
   readonly threadId: string;
-  firstTs: string;
-  lastTs: string;
+  /** The batch's earliest and latest event of the thread by `ts`. */
+  first: BatchEvent;
+  last: BatchEvent;
   /** The earliest run start in the batch: creates the thread and may give its title. */
   start?: { epochId: number; seq: number; text: string; ts: string };
   /** The newest event that says what the thread's last run is doing. */
@@ -432,32 +486,35 @@ interface ThreadChange {
 }
 
 /** Run rows for new `agent_started` events; thread rows (created by a run start, then kept current). */
-async function updateRunsAndThreads(client: PoolClient, inserted: readonly InsertedEvent[]): Promise<void> {
+async function updateRunsAndThreads(client: PoolClient, inserted: readonly BatchEvent[]): Promise<void> {
   const starts = inserted.filter((item) => item.event.type === 'agent_started');
   if (starts.length > 0) {
     await client.query(
-      `INSERT INTO agentwire_runs (user_id, thread_id, run_id, epoch_id, start_seq, message_id, user_text, created_at)
+      prepared(
+        'insert_runs',
+        `INSERT INTO agentwire_runs (user_id, thread_id, run_id, epoch_id, start_seq, message_id, user_text, created_at)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::timestamptz[])
        ON CONFLICT DO NOTHING`,
-      [
-        starts.map((s) => s.userId),
-        starts.map((s) => s.event.thread_id),
-        starts.map((s) => s.event.run_id),
-        starts.map((s) => s.epochId),
-        starts.map((s) => s.seq),
-        starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.message_id)) : '')),
-        starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.text)) : '')),
-        starts.map((s) => s.ts),
-      ],
+        [
+          starts.map((s) => s.userId),
+          starts.map((s) => s.event.thread_id),
+          starts.map((s) => s.event.run_id),
+          starts.map((s) => s.epochId),
+          starts.map((s) => s.seq),
+          starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.message_id)) : '')),
+          starts.map((s) => (s.event.type === 'agent_started' ? storableText(String(s.event.text)) : '')),
+          starts.map((s) => s.ts),
+        ],
+      ),
     );
   }
   const changes = new Map<string, ThreadChange>();
   for (const item of inserted) {
     const key = `${item.userId}\u0000${item.event.thread_id}`;
     let change = changes.get(key);
-    if (!change) changes.set(key, (change = { userId: item.userId, threadId: item.event.thread_id, firstTs: item.ts, lastTs: item.ts }));
-    if (Date.parse(item.ts) < Date.parse(change.firstTs)) change.firstTs = item.ts;
-    if (Date.parse(item.ts) > Date.parse(change.lastTs)) change.lastTs = item.ts;
+    if (!change) changes.set(key, (change = { userId: item.userId, threadId: item.event.thread_id, first: item, last: item }));
+    if (item.tsMs < change.first.tsMs) change.first = item;
+    if (item.tsMs > change.last.tsMs) change.last = item;
     if (item.event.type === 'agent_started' && (!change.start || before(item, change.start))) {
       change.start = { epochId: item.epochId, seq: item.seq, text: String(item.event.text), ts: item.ts };
     }
@@ -469,7 +526,9 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
   const created = [...changes.values()].filter((change) => change.start);
   if (created.length > 0) {
     await client.query(
-      `INSERT INTO agentwire_threads AS t (user_id, thread_id, title, title_epoch_id, title_seq, created_at, updated_at,
+      prepared(
+        'upsert_threads',
+        `INSERT INTO agentwire_threads AS t (user_id, thread_id, title, title_epoch_id, title_seq, created_at, updated_at,
                                            last_run_id, last_run_status, last_epoch_id, last_seq)
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::timestamptz[],
                             $8::text[], $9::text[], $10::bigint[], $11::bigint[])
@@ -490,25 +549,28 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
                          THEN excluded.last_seq ELSE t.last_seq END,
          last_epoch_id = CASE WHEN (excluded.last_epoch_id, excluded.last_seq) > (t.last_epoch_id, t.last_seq)
                               THEN excluded.last_epoch_id ELSE t.last_epoch_id END`,
-      [
-        created.map((c) => c.userId),
-        created.map((c) => c.threadId),
-        created.map((c) => storableText(cutTitle(c.start!.text))),
-        created.map((c) => c.start!.epochId),
-        created.map((c) => c.start!.seq),
-        created.map((c) => c.firstTs),
-        created.map((c) => c.lastTs),
-        created.map((c) => c.status!.runId),
-        created.map((c) => c.status!.status),
-        created.map((c) => c.status!.epochId),
-        created.map((c) => c.status!.seq),
-      ],
+        [
+          created.map((c) => c.userId),
+          created.map((c) => c.threadId),
+          created.map((c) => storableText(cutTitle(c.start!.text))),
+          created.map((c) => c.start!.epochId),
+          created.map((c) => c.start!.seq),
+          created.map((c) => c.first.ts),
+          created.map((c) => c.last.ts),
+          created.map((c) => c.status!.runId),
+          created.map((c) => c.status!.status),
+          created.map((c) => c.status!.epochId),
+          created.map((c) => c.status!.seq),
+        ],
+      ),
     );
   }
   const updated = [...changes.values()].filter((change) => !change.start);
   if (updated.length > 0) {
     await client.query(
-      `UPDATE agentwire_threads AS t SET
+      prepared(
+        'update_threads',
+        `UPDATE agentwire_threads AS t SET
          updated_at = greatest(t.updated_at, u.ts),
          last_run_id = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.run ELSE t.last_run_id END,
          last_run_status = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.status ELSE t.last_run_status END,
@@ -516,15 +578,16 @@ async function updateRunsAndThreads(client: PoolClient, inserted: readonly Inser
          last_epoch_id = CASE WHEN u.status IS NOT NULL AND (u.ep, u.s) > (t.last_epoch_id, t.last_seq) THEN u.ep ELSE t.last_epoch_id END
        FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS u(uid, tid, ts, run, status, ep, s)
        WHERE t.user_id = u.uid AND t.thread_id = u.tid`,
-      [
-        updated.map((c) => c.userId),
-        updated.map((c) => c.threadId),
-        updated.map((c) => c.lastTs),
-        updated.map((c) => c.status?.runId ?? null),
-        updated.map((c) => c.status?.status ?? null),
-        updated.map((c) => c.status?.epochId ?? 0),
-        updated.map((c) => c.status?.seq ?? 0),
-      ],
+        [
+          updated.map((c) => c.userId),
+          updated.map((c) => c.threadId),
+          updated.map((c) => c.last.ts),
+          updated.map((c) => c.status?.runId ?? null),
+          updated.map((c) => c.status?.status ?? null),
+          updated.map((c) => c.status?.epochId ?? 0),
+          updated.map((c) => c.status?.seq ?? 0),
+        ],
+      ),
     );
   }
 }
@@ -557,13 +620,15 @@ async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], e
   }
   const users = [...byUser.keys()].sort();
   await client.query(
-    `INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq)
+    prepared(
+      'insert_marks',
+      `INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq)
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) ON CONFLICT DO NOTHING`,
-    [users, users.map((user) => epochIds.get(byUser.get(user)![0]!)!), users.map(() => 0)],
+      [users, users.map((user) => epochIds.get(byUser.get(user)![0]!)!), users.map(() => 0)],
+    ),
   );
   const { rows } = await client.query<{ user_id: string; epoch_id: string; seq: string }>(
-    'SELECT user_id, epoch_id, seq FROM agentwire_archive_marks WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE',
-    [users],
+    prepared('lock_marks', 'SELECT user_id, epoch_id, seq FROM agentwire_archive_marks WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE', [users]),
   );
   const steps: MarkStep[] = [];
   for (const row of rows) {
@@ -593,10 +658,13 @@ async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], e
   let walking = steps.map((_, index) => index);
   while (walking.length > 0) {
     const { rows: next } = await client.query<{ user_id: string; seq: string }>(
-      `SELECT m.uid AS user_id, e.seq FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(uid, ep, s)
+      prepared(
+        'walk_marks',
+        `SELECT m.uid AS user_id, e.seq FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS m(uid, ep, s)
        CROSS JOIN LATERAL (SELECT seq FROM agentwire_events e
                             WHERE e.user_id = m.uid AND e.epoch_id = m.ep AND e.seq > m.s ORDER BY e.seq LIMIT ${MARK_WALK}) e`,
-      [walking.map((i) => steps[i]!.userId), walking.map((i) => steps[i]!.epochId), walking.map((i) => steps[i]!.to)],
+        [walking.map((i) => steps[i]!.userId), walking.map((i) => steps[i]!.epochId), walking.map((i) => steps[i]!.to)],
+      ),
     );
     const found = new Map<string, number[]>();
     for (const row of next) {
@@ -618,66 +686,147 @@ async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], e
   const moved = steps.filter((step) => step.to !== step.from || step.epochChanged);
   if (moved.length > 0) {
     await client.query(
-      `UPDATE agentwire_archive_marks AS m SET epoch_id = u.ep, seq = u.s
+      prepared(
+        'move_marks',
+        `UPDATE agentwire_archive_marks AS m SET epoch_id = u.ep, seq = u.s
        FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(uid, ep, s) WHERE m.user_id = u.uid`,
-      [moved.map((s) => s.userId), moved.map((s) => s.epochId), moved.map((s) => s.to)],
+        [moved.map((s) => s.userId), moved.map((s) => s.epochId), moved.map((s) => s.to)],
+      ),
     );
   }
   return steps;
 }
 
+/** A run whose terminal event a mark just passed. */
+interface EndedRun {
+  readonly userId: string;
+  readonly threadId: string;
+  readonly runId: string;
+  /** Its terminal event's position. */
+  readonly epochId: number;
+  readonly seq: number;
+  /** All of its events, when the batch held its whole span (else they are read back). */
+  events?: DurableEvent[];
+}
+
 /**
  * Stores the folded answer of every run whose terminal event the marks just passed: all of the
- * run's events are archived then, so its fold never changes again.
+ * run's events are archived then, so its fold never changes again. What the mark passed and the
+ * runs' events are taken from the batch when it holds them (the common case: the mark moves over
+ * the batch's own events), and read back by primary-key range otherwise.
  */
-async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[]): Promise<void> {
+async function finalizeRuns(client: PoolClient, steps: readonly MarkStep[], seen: SeenEvents): Promise<void> {
   const moved = steps.filter((step) => step.to > step.from);
   if (moved.length === 0) return;
-  const { rows: ended } = await client.query<{ user_id: string; thread_id: string; run_id: string }>(
-    `SELECT e.user_id, e.thread_id, e.run_id
-       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS m(uid, ep, lo, hi)
-       JOIN agentwire_events e ON e.user_id = m.uid AND e.epoch_id = m.ep AND e.seq > m.lo AND e.seq <= m.hi
-      WHERE e.type = ANY($5::text[])`,
-    [moved.map((s) => s.userId), moved.map((s) => s.epochId), moved.map((s) => s.from), moved.map((s) => s.to), TERMINAL_TYPES],
-  );
-  if (ended.length === 0) return;
-  const { rows: events } = await client.query<{ user_id: string; thread_id: string; run_id: string; epoch_id: string; seq: string; event: string }>(
-    `SELECT e.user_id, e.thread_id, e.run_id, e.epoch_id, e.seq, e.event
-       FROM unnest($1::text[], $2::text[], $3::text[]) AS k(uid, tid, rid)
-       JOIN agentwire_events e ON e.user_id = k.uid AND e.thread_id = k.tid AND e.run_id = k.rid
-      ORDER BY e.user_id, e.thread_id, e.run_id, e.epoch_id, e.seq`,
-    [ended.map((r) => r.user_id), ended.map((r) => r.thread_id), ended.map((r) => r.run_id)],
-  );
-  const byRun = new Map<string, { userId: string; threadId: string; runId: string; epochId: number; seq: number; events: DurableEvent[] }>();
-  for (const row of events) {
-    const key = `${row.user_id}\u0000${row.thread_id}\u0000${row.run_id}`;
-    let run = byRun.get(key);
-    if (!run) byRun.set(key, (run = { userId: row.user_id, threadId: row.thread_id, runId: row.run_id, epochId: 0, seq: 0, events: [] }));
-    const event = parseEvent(row.event);
-    if (!event) continue;
-    run.events.push(event);
-    run.epochId = Number(row.epoch_id);
-    run.seq = Number(row.seq);
+  const ended: EndedRun[] = [];
+  const unseen: MarkStep[] = [];
+  for (const step of moved) {
+    const bySeq = seen.get(`${step.userId}\u0000${step.epochId}`);
+    if (!bySeq || step.to - step.from > bySeq.size || !spans(bySeq, step.from + 1, step.to)) {
+      unseen.push(step);
+      continue;
+    }
+    for (let seq = step.from + 1; seq <= step.to; seq++) {
+      const item = bySeq.get(seq);
+      if (!item || !TERMINAL_TYPES.includes(item.event.type)) continue;
+      const run: EndedRun = { userId: step.userId, threadId: item.event.thread_id, runId: item.event.run_id, epochId: step.epochId, seq };
+      const events = runInBatch(bySeq, item);
+      if (events) run.events = events;
+      ended.push(run);
+    }
   }
-  const finals: Array<{ userId: string; threadId: string; runId: string; epochId: number; seq: number; answer: string }> = [];
-  for (const run of byRun.values()) {
-    const started = run.events.find((event) => event.type === 'agent_started');
+  if (unseen.length > 0) {
+    const { rows } = await client.query<{ user_id: string; thread_id: string; run_id: string; epoch_id: string; seq: string }>(
+      prepared(
+        'ended_runs',
+        `SELECT e.user_id, e.thread_id, e.run_id, e.epoch_id, e.seq
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS m(uid, ep, lo, hi)
+         JOIN agentwire_events e ON e.user_id = m.uid AND e.epoch_id = m.ep AND e.seq > m.lo AND e.seq <= m.hi
+        WHERE e.type = ANY($5::text[])`,
+        [unseen.map((s) => s.userId), unseen.map((s) => s.epochId), unseen.map((s) => s.from), unseen.map((s) => s.to), TERMINAL_TYPES],
+      ),
+    );
+    for (const row of rows) {
+      ended.push({ userId: row.user_id, threadId: row.thread_id, runId: row.run_id, epochId: Number(row.epoch_id), seq: Number(row.seq) });
+    }
+  }
+  const readBack = ended.filter((run) => !run.events);
+  if (readBack.length > 0) {
+    // From the run's start to its end, by the primary key: a user's runs interleave in the log,
+    // so the range holds a few other runs' events at most.
+    const { rows } = await client.query<{ user_id: string; thread_id: string; run_id: string; event: string }>(
+      prepared(
+        'run_events',
+        `SELECT k.uid AS user_id, k.tid AS thread_id, k.rid AS run_id, e.event
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) WITH ORDINALITY AS k(uid, tid, rid, ep, s, n)
+         JOIN agentwire_runs r ON r.user_id = k.uid AND r.thread_id = k.tid AND r.run_id = k.rid
+         JOIN agentwire_events e ON e.user_id = k.uid AND (e.epoch_id, e.seq) >= (r.epoch_id, r.start_seq) AND (e.epoch_id, e.seq) <= (k.ep, k.s)
+        WHERE e.thread_id = k.tid AND e.run_id = k.rid
+        ORDER BY k.n, e.epoch_id, e.seq`,
+        [
+          readBack.map((r) => r.userId),
+          readBack.map((r) => r.threadId),
+          readBack.map((r) => r.runId),
+          readBack.map((r) => r.epochId),
+          readBack.map((r) => r.seq),
+        ],
+      ),
+    );
+    const byRun = new Map<string, DurableEvent[]>();
+    for (const row of rows) {
+      const event = parseEvent(row.event);
+      if (!event) continue;
+      const key = `${row.user_id}\u0000${row.thread_id}\u0000${row.run_id}`;
+      const list = byRun.get(key) ?? [];
+      list.push(event);
+      byRun.set(key, list);
+    }
+    for (const run of readBack) run.events = byRun.get(`${run.userId}\u0000${run.threadId}\u0000${run.runId}`) ?? [];
+  }
+  const finals: Array<{ run: EndedRun; answer: string }> = [];
+  for (const run of ended) {
+    const started = run.events![0];
     if (!started || started.type !== 'agent_started') continue;
-    const view = foldRun({ runId: run.runId, messageId: String(started.message_id), text: String(started.text), createdAt: started.ts }, run.events);
-    finals.push({ ...run, answer: storableJson(view.assistant) });
+    const view = foldRun({ runId: run.runId, messageId: String(started.message_id), text: String(started.text), createdAt: started.ts }, run.events!);
+    finals.push({ run, answer: storableJson(view.assistant) });
   }
   if (finals.length === 0) return;
   await client.query(
-    `UPDATE agentwire_runs AS r SET final_epoch_id = u.ep, final_seq = u.s, answer = u.answer
+    prepared(
+      'store_answers',
+      `UPDATE agentwire_runs AS r SET final_epoch_id = u.ep, final_seq = u.s, answer = u.answer
        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[]) AS u(uid, tid, rid, ep, s, answer)
       WHERE r.user_id = u.uid AND r.thread_id = u.tid AND r.run_id = u.rid`,
-    [
-      finals.map((f) => f.userId),
-      finals.map((f) => f.threadId),
-      finals.map((f) => f.runId),
-      finals.map((f) => f.epochId),
-      finals.map((f) => f.seq),
-      finals.map((f) => f.answer),
-    ],
+      [
+        finals.map((f) => f.run.userId),
+        finals.map((f) => f.run.threadId),
+        finals.map((f) => f.run.runId),
+        finals.map((f) => f.run.epochId),
+        finals.map((f) => f.run.seq),
+        finals.map((f) => f.answer),
+      ],
+    ),
   );
+}
+
+/** True when the batch held every seq from `from` to `to`. */
+function spans(bySeq: Map<number, BatchEvent | null>, from: number, to: number): boolean {
+  for (let seq = from; seq <= to; seq++) if (!bySeq.has(seq)) return false;
+  return true;
+}
+
+/**
+ * The events of `terminal`'s run in log order, when the batch holds every seq from the run's
+ * `agent_started` to it (so none of the run's events can be missing); else undefined.
+ */
+function runInBatch(bySeq: Map<number, BatchEvent | null>, terminal: BatchEvent): DurableEvent[] | undefined {
+  const { thread_id: threadId, run_id: runId } = terminal.event;
+  const events: DurableEvent[] = [];
+  for (let seq = terminal.seq; bySeq.has(seq); seq--) {
+    const item = bySeq.get(seq);
+    if (!item || item.event.run_id !== runId || item.event.thread_id !== threadId) continue;
+    events.push(item.event);
+    if (item.event.type === 'agent_started') return events.reverse();
+  }
+  return undefined;
 }

@@ -43,7 +43,6 @@ const MIGRATIONS: readonly Migration[] = [
         event text NOT NULL,
         PRIMARY KEY (user_id, epoch_id, seq)
       );
-      CREATE INDEX agentwire_events_by_run ON agentwire_events (user_id, thread_id, run_id, epoch_id, seq);
       CREATE TABLE agentwire_runs (
         user_id text NOT NULL,
         thread_id text NOT NULL,

@@ -3,6 +3,7 @@ import { systemClock, type Clock, type LogEntry, type TimerHandle } from '@agent
 import type { EventEngine } from '../engine/types.js';
 import {
   InvalidCursorError,
+  type ArchiveProgress,
   type AssistantMessageView,
   type ConversationTurn,
   type HistoryStore,
@@ -33,7 +34,7 @@ export interface PostgresHistoryStoreOptions {
   readonly poolSize?: number;
   /** Deadline of every statement (AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS). Default 5000. */
   readonly statementTimeoutMs?: number;
-  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 500. */
+  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 2000. */
   readonly batchEvents?: number;
   /** Bounds of the archive queue (AGENTWIRE_ARCHIVE_QUEUE_EVENTS / _BYTES). Defaults 100000 and 64 MiB. */
   readonly queueEvents?: number;
@@ -63,6 +64,8 @@ interface ThreadRow {
 }
 
 interface RunRow {
+  /** The run's archived events, when the query fetched them for folding. */
+  events?: string[] | null;
   run_id: string;
   epoch_id: string;
   start_seq: string;
@@ -73,6 +76,9 @@ interface RunRow {
   final_seq: string | null;
   answer: AssistantMessageView | null;
 }
+
+/** The largest (epoch_id, seq): "up to the end of the log". */
+const LOG_END = ['9223372036854775807', '9223372036854775807'] as const;
 
 /** Position of a message: its run's start and 0 for the user's message, 1 for the answer. */
 type Position = readonly [epochId: number, seq: number, part: 0 | 1];
@@ -130,7 +136,7 @@ export class PostgresHistoryStore implements HistoryStore {
           pool: this.#pool,
           engine: options.engine,
           limits: {
-            batchEvents: options.batchEvents ?? 500,
+            batchEvents: options.batchEvents ?? 2000,
             queueEvents: Math.max(1, Math.floor((options.queueEvents ?? 100_000) / writers)),
             queueBytes: Math.max(1, Math.floor((options.queueBytes ?? 64 * 1024 * 1024) / writers)),
             maxBehind: Math.ceil(100_000 / writers),
@@ -161,14 +167,20 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   /** What the archive did since start. */
-  get stats(): Readonly<ArchiveStats> & { readonly queued: number; readonly behind: number } {
-    const total = { archived: 0, dropped: 0, lost: 0, caughtUp: 0, failedBatches: 0, queued: 0, behind: 0 };
+  get stats(): Readonly<ArchiveStats> & { readonly queued: number; readonly writing: number; readonly behind: number } {
+    const total = { archived: 0, dropped: 0, lost: 0, caughtUp: 0, failedBatches: 0, queued: 0, writing: 0, behind: 0 };
     for (const archiver of this.#archivers) {
       for (const key of ['archived', 'dropped', 'lost', 'caughtUp', 'failedBatches'] as const) total[key] += archiver.stats[key];
       total.queued += archiver.queued;
+      total.writing += archiver.writing;
       total.behind += archiver.behind;
     }
     return total;
+  }
+
+  archiveProgress(): ArchiveProgress {
+    const { archived, lost, failedBatches, dropped, queued, writing, behind } = this.stats;
+    return { archived, lost, failedBatches, dropped, lag: queued + writing, behind };
   }
 
   /** Resolves once everything recorded so far is archived or caught up (or PostgreSQL is unavailable). */
@@ -205,25 +217,38 @@ export class PostgresHistoryStore implements HistoryStore {
     // The cursor's own run is fetched again (its user message may still be older): one more, so a
     // full fetch still means older runs may follow.
     const runsWanted = Math.ceil(page.limit / 2) + 1 + (before ? 1 : 0);
-    // One round trip: the thread's existence, the user's archive mark, and the page's runs. The
-    // answer includes exactly the events up to the mark: every one of them is archived, so a
-    // client that resumes from it receives exactly the rest.
+    // One round trip: the thread's existence, the user's archive mark, the page's runs, and the
+    // events of those whose stored answer the mark does not cover (a run still streaming), each
+    // up to the next run's start or the mark (see #runViews). The answer includes exactly the
+    // events up to the mark: every one of them is archived, so a client that resumes from it
+    // receives exactly the rest.
     const { rows } = await this.#pool.query<{ epoch: string | null; mark_epoch_id: string | null; mark_seq: string | null } & Partial<RunRow>>({
       name: 'agentwire_messages_page',
-      text: `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*
+      text: `SELECT h.epoch, h.mark_epoch_id, h.mark_seq, r.*, f.events
          FROM (SELECT ep.epoch, m.epoch_id AS mark_epoch_id, m.seq AS mark_seq
                  FROM agentwire_threads t
                  LEFT JOIN agentwire_archive_marks m ON m.user_id = t.user_id
                  LEFT JOIN agentwire_epochs ep ON ep.epoch_id = m.epoch_id
                 WHERE t.user_id = $1 AND t.thread_id = $2) h
          LEFT JOIN LATERAL (
-           SELECT run_id, epoch_id, start_seq, message_id, user_text, created_at, final_epoch_id, final_seq, answer
-             FROM agentwire_runs
-            WHERE user_id = $1 AND thread_id = $2
-              AND (epoch_id, start_seq) <= (coalesce(h.mark_epoch_id, 0), coalesce(h.mark_seq, 0))
-              AND ($3::bigint IS NULL OR (epoch_id, start_seq) <= ($3::bigint, $4::bigint))
-            ORDER BY epoch_id DESC, start_seq DESC
-            LIMIT $5) r ON true`,
+           SELECT p.*, lag(p.epoch_id) OVER newest_first AS next_epoch_id, lag(p.start_seq) OVER newest_first AS next_seq
+             FROM (SELECT run_id, epoch_id, start_seq, message_id, user_text, created_at, final_epoch_id, final_seq, answer
+                     FROM agentwire_runs
+                    WHERE user_id = $1 AND thread_id = $2
+                      AND (epoch_id, start_seq) <= (coalesce(h.mark_epoch_id, 0), coalesce(h.mark_seq, 0))
+                      AND ($3::bigint IS NULL OR (epoch_id, start_seq) <= ($3::bigint, $4::bigint))
+                    ORDER BY epoch_id DESC, start_seq DESC
+                    LIMIT $5) p
+           WINDOW newest_first AS (ORDER BY p.epoch_id DESC, p.start_seq DESC)) r ON true
+         LEFT JOIN LATERAL (
+           SELECT array_agg(e.event ORDER BY e.epoch_id, e.seq) AS events
+             FROM agentwire_events e
+            WHERE NOT (r.answer IS NOT NULL AND r.final_seq IS NOT NULL AND (r.final_epoch_id, r.final_seq) <= (h.mark_epoch_id, h.mark_seq))
+              AND e.user_id = $1
+              AND (e.epoch_id, e.seq) >= (r.epoch_id, r.start_seq)
+              AND (e.epoch_id, e.seq) <= (coalesce(r.next_epoch_id, h.mark_epoch_id), coalesce(r.next_seq, h.mark_seq))
+              AND e.thread_id = $2 AND e.run_id = r.run_id) f ON true
+        ORDER BY r.epoch_id DESC, r.start_seq DESC`,
       values: [userId, threadId, before?.[0] ?? null, before?.[1] ?? null, runsWanted],
     });
     const head = rows[0];
@@ -310,42 +335,57 @@ export class PostgresHistoryStore implements HistoryStore {
   // them once instead of on every request.
 
   /**
-   * The runs' messages: a run whose folded answer the archive stored (and that the mark covers)
-   * as stored; any other (running, or ended beyond the mark) folded from its archived events up
-   * to the mark. Runs on one thread never overlap, so that is at most a few runs of a page.
+   * The runs' messages (`runs` newest first): a run whose folded answer the archive stored (and
+   * that the mark covers) as stored; any other (running, or ended beyond the mark) folded from its
+   * archived events up to the mark. Runs on one thread never overlap, so that is at most a few
+   * runs of a page, and a run's events lie between its start and the next run's start: each is
+   * read by a primary-key range of the user's log.
    */
   async #runViews(userId: string, threadId: string, runs: readonly RunRow[], mark: { epochId: number; seq: number } | null): Promise<Map<string, RunView>> {
     const views = new Map<string, RunView>();
-    const toFold: RunRow[] = [];
-    for (const run of runs) {
+    const toFold: Array<{ run: RunRow; until: readonly [string, string] }> = [];
+    const end = mark ? ([String(mark.epochId), String(mark.seq)] as const) : LOG_END;
+    runs.forEach((run, index) => {
       const stored = run.answer !== null && run.final_seq !== null;
       const covered = stored && (mark === null || comparePositions([Number(run.final_epoch_id), Number(run.final_seq), 0], [mark.epochId, mark.seq, 0]) <= 0);
       if (covered && isAssistantView(run.answer)) {
         views.set(run.run_id, { user: userView(run), assistant: run.answer });
-      } else {
-        toFold.push(run);
+        return;
       }
-    }
+      if (Array.isArray(run.events)) {
+        views.set(run.run_id, foldRunRow(run, run.events));
+        return;
+      }
+      const next = runs[index - 1];
+      toFold.push({ run, until: next ? [next.epoch_id, next.start_seq] : end });
+    });
     if (toFold.length === 0) return views;
     const { rows } = await this.#pool.query<{ run_id: string; event: string }>({
       name: 'agentwire_run_events',
-      text: `SELECT run_id, event FROM agentwire_events
-        WHERE user_id = $1 AND thread_id = $2 AND run_id = ANY($3::text[])
-          AND ($4::bigint IS NULL OR (epoch_id, seq) <= ($4::bigint, $5::bigint))
-        ORDER BY run_id, epoch_id, seq`,
-      values: [userId, threadId, toFold.map((run) => run.run_id), mark?.epochId ?? null, mark?.seq ?? null],
+      text: `SELECT k.rid AS run_id, e.event
+         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY AS k(rid, ep, s, until_ep, until_s, n)
+         CROSS JOIN LATERAL (
+           SELECT event, epoch_id, seq FROM agentwire_events e
+            WHERE e.user_id = $1 AND (e.epoch_id, e.seq) >= (k.ep, k.s) AND (e.epoch_id, e.seq) <= (k.until_ep, k.until_s)
+              AND e.thread_id = $2 AND e.run_id = k.rid) e
+        ORDER BY k.n, e.epoch_id, e.seq`,
+      values: [
+        userId,
+        threadId,
+        toFold.map(({ run }) => run.run_id),
+        toFold.map(({ run }) => run.epoch_id),
+        toFold.map(({ run }) => run.start_seq),
+        toFold.map(({ until }) => until[0]),
+        toFold.map(({ until }) => until[1]),
+      ],
     });
-    const events = new Map<string, ReturnType<typeof parseEvent>[]>();
+    const events = new Map<string, string[]>();
     for (const row of rows) {
       const list = events.get(row.run_id) ?? [];
-      list.push(parseEvent(row.event));
+      list.push(row.event);
       events.set(row.run_id, list);
     }
-    for (const run of toFold) {
-      const start = { runId: run.run_id, messageId: run.message_id, text: run.user_text, createdAt: run.created_at.toISOString() };
-      const list = (events.get(run.run_id) ?? []).filter((event) => event !== null);
-      views.set(run.run_id, foldRun(start, list));
-    }
+    for (const { run } of toFold) views.set(run.run_id, foldRunRow(run, events.get(run.run_id) ?? []));
     return views;
   }
 
@@ -414,6 +454,15 @@ function threadSummary(row: ThreadRow): ThreadSummary {
     updatedAt: row.updated_at.toISOString(),
     lastRun: { runId: row.last_run_id, status: isRunStatus(row.last_run_status) ? row.last_run_status : 'running' },
   };
+}
+
+/** A run's messages folded from its archived events (JSON, in log order). */
+function foldRunRow(run: RunRow, events: readonly string[]): RunView {
+  const start = { runId: run.run_id, messageId: run.message_id, text: run.user_text, createdAt: run.created_at.toISOString() };
+  return foldRun(
+    start,
+    events.map(parseEvent).filter((event) => event !== null),
+  );
 }
 
 function userView(run: RunRow): RunView['user'] {

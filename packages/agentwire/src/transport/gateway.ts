@@ -180,6 +180,7 @@ export class Gateway {
         activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
       });
     const history = this.history;
+    if (history.archiveProgress) this.metrics.observeArchive(() => history.archiveProgress!());
     this.runs = new RunManager({
       engine: this.engine,
       store: runStore,

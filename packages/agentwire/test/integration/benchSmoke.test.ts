@@ -1,4 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
+import pg from 'pg';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { benchAgent } from '../../../../bench/agent.js';
@@ -6,6 +7,8 @@ import { BENCH_SECRET, IpcClient, eventsPerRun, median, percentile, type ServerU
 import { LoadClient } from '../../../../bench/loadCore.js';
 import type { StartedServer } from '../../../../bench/nodeGroup.js';
 import { measureStreamPhase, measureUpstreamPhase, type BenchServerFile, type StreamSizes } from '../../../../bench/streamPhase.js';
+import { measureArchivePhase } from '../../../../bench/archivePhase.js';
+import { MACHINE_POSTGRES } from '../helpers/postgres.js';
 import { createGateway, type Gateway } from '../../src/index.js';
 
 /**
@@ -187,6 +190,48 @@ describe('bench measurement code on a tiny load', () => {
     }
     expect(upstream[1]!.upstreamCpuPerFragmentUs).toBeGreaterThan(0);
     // Every server the phases started was stopped by them (else this waits into the test's timeout).
+    await Promise.all(
+      started.map((s) =>
+        s.child.exitCode !== null || s.child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => s.child.once('exit', resolve)),
+      ),
+    );
+  }, 120_000);
+
+  it('runs the archive phase on a tiny configuration (its own database, dropped after)', async () => {
+    const started: StartedServer[] = [];
+    const [result, ...more] = await measureArchivePhase({
+      reps: 1,
+      quick: true,
+      sizes: { archiveEvents: 5000, tableEvents: 10_000, queries: 20, concurrency: 2 },
+      postgresUrl: MACHINE_POSTGRES,
+      startServer: async (_name, env) => {
+        const server = await startBenchChild('servers/gateway', 'listening', env);
+        started.push(server);
+        return server;
+      },
+      stopServer: async (server) => {
+        await server.ipc.call('stop', {}, 10_000).catch(() => {});
+      },
+      log: () => {},
+    });
+    expect(more).toEqual([]);
+    expect(result!.failures).toEqual([]);
+    // One user: 10 threads of 25 runs of 20 events, the newest run of its first thread unfinished.
+    expect(result!.archived).toBe(4999);
+    expect(result!.tableEvents).toBe(2 * 4999);
+    expect(result!.eventsPerSec).toBeGreaterThan(0);
+    expect(result!.gatewayCpuPerEventUs).toBeGreaterThan(0);
+    expect(result!.sequentialP99).toBeGreaterThanOrEqual(result!.sequentialP50);
+    expect(result!.concurrentP99).toBeGreaterThanOrEqual(result!.concurrentP50);
+    const admin = new pg.Client({ connectionString: MACHINE_POSTGRES });
+    await admin.connect();
+    try {
+      expect(result!.database).toMatch(/^agentwire_bench_[a-z0-9]+$/);
+      const { rows } = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [result!.database]);
+      expect(rows).toEqual([]);
+    } finally {
+      await admin.end();
+    }
     await Promise.all(
       started.map((s) =>
         s.child.exitCode !== null || s.child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => s.child.once('exit', resolve)),

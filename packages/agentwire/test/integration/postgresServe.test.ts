@@ -61,6 +61,18 @@ describe('agentwire serve with AGENTWIRE_DATABASE_URL', () => {
         expect(threads.threads[0]).toMatchObject({ title: 'what is 2+3*4?', last_run: { status: 'completed' } });
         const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM agentwire_events WHERE user_id = 'demo'`);
         expect(rows[0]!.n).toBeGreaterThan(3);
+        // The archive's counters on /metrics: everything this node appended is archived, nothing lost or failed.
+        const metric = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+        const metrics = await pollUntil(
+          'the archive idle on /metrics',
+          async () => (await fetch(`${url}/metrics`)).text(),
+          (text) => metric(text, 'agentwire_archive_lag_events') === 0,
+        );
+        expect(metric(metrics, 'agentwire_archive_events_total')).toBe(rows[0]!.n);
+        expect(metric(metrics, 'agentwire_archive_events_lost_total')).toBe(0);
+        expect(metric(metrics, 'agentwire_archive_batch_failures_total')).toBe(0);
+        expect(metric(metrics, 'agentwire_archive_events_dropped_total')).toBe(0);
+        expect(metric(metrics, 'agentwire_archive_behind_logs')).toBe(0);
       } finally {
         await db.end();
       }

@@ -82,7 +82,7 @@ const DEFAULTS: GatewayConfig = {
   agentConnectTimeoutMs: 30000,
   databasePoolSize: 10,
   databaseStatementTimeoutMs: 5000,
-  archiveBatchEvents: 500,
+  archiveBatchEvents: 2000,
   archiveQueueEvents: 100000,
   archiveQueueBytes: 67108864,
 };
