@@ -94,6 +94,7 @@ export async function runServe(argv: string[]): Promise<number> {
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(bypassKey && secret ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } } : {}),
+    httpRequestTimeoutMs: config.httpRequestTimeoutMs,
     authTimeoutMs: config.authTimeoutMs,
     heartbeatMs: config.heartbeatMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,

@@ -38,6 +38,7 @@ export interface GatewayConfig {
   runLeaseMs: number;
   runSweepMs: number;
   redisCommandTimeoutMs: number;
+  httpRequestTimeoutMs: number;
   authTimeoutMs: number;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
@@ -231,7 +232,8 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'archiveBatchEvents',
     parse: integer(1, 10_000),
     default: 2000,
-    description: 'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a backlog is written in full batches).',
+    description:
+      'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a backlog is written in full batches).',
   }),
   setting({
     env: 'AGENTWIRE_ARCHIVE_QUEUE_EVENTS',
@@ -275,6 +277,14 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: 2000,
     description:
       'With Redis: deadline of every Redis command; past it the connection or message gets 1013 engine_unavailable (the command is treated as in doubt).',
+  }),
+  setting({
+    env: 'AGENTWIRE_HTTP_REQUEST_TIMEOUT_MS',
+    key: 'httpRequestTimeoutMs',
+    parse: timerMs(100),
+    default: 30000,
+    description:
+      'Time an HTTP request (headers and body) of the server `serve` starts may take to arrive; past it the answer is 408 and the connection closes, so slow clients cannot hold sockets.',
   }),
   setting({
     env: 'AGENTWIRE_AUTH_TIMEOUT_MS',

@@ -43,6 +43,26 @@ export function readBody(req: IncomingMessage): Promise<Body> {
   });
 }
 
+/**
+ * Throws away the body of a request answered without reading it (401, 405, 429…), up to
+ * MAX_DISCARDED_BYTES so that a client still sending can read the answer; a longer body (or one
+ * declared longer) closes the connection instead of being read for as long as a client sends.
+ * A body already being read (readBody) is left to its reader.
+ */
+export function discardBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.readableFlowing !== null) return;
+  if (Number(req.headers['content-length']) > MAX_DISCARDED_BYTES) {
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+    return;
+  }
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size > MAX_DISCARDED_BYTES) req.socket.destroy();
+  });
+  req.resume();
+}
+
 /** Serializes before the status line goes out: a body that cannot be written throws with the answer still open. */
 export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);

@@ -4,7 +4,7 @@ import type { TokenVerifier } from '../auth/index.js';
 import { InvalidCursorError, type HistoryStore, type MessageView, type ThreadSummary } from '../history/types.js';
 import type { Logger } from '../observability/logger.js';
 import { THREAD_ID } from '../protocol/index.js';
-import { json, MAX_BODY_BYTES, readBody } from './body.js';
+import { discardBody, json, MAX_BODY_BYTES, readBody } from './body.js';
 
 /** What the history routes need from the gateway. */
 export interface HistoryRouteDeps {
@@ -49,6 +49,7 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
     if (!route) return false;
     answer(deps, route, req, new URLSearchParams(query))
       .then(({ status, body }) => {
+        discardBody(req, res);
         if (status === 204) {
           res.writeHead(204, { 'Cache-Control': 'no-store' });
           res.end();
@@ -56,7 +57,7 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
       })
       // Also what writing the answer threw (a store's page JSON cannot hold): never unhandled.
       .catch((error: unknown) => {
-        req.resume();
+        discardBody(req, res);
         if (res.headersSent) return;
         if (error instanceof RouteError) return json(res, error.status, error.body, error.headers);
         deps.logger.error({ err: error }, 'history route failed');
@@ -110,7 +111,6 @@ async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage
     if (!thread) throw notFound();
     return { status: 200, body: threadJson(thread) };
   }
-  req.resume();
   const deleted = await deps.history.deleteThread(userId, threadId);
   // A thread with a run going exists even where the store has not seen it yet (PostgreSQL
   // archives write-behind): its runs are cancelled and the deletion is a 204 all the same.

@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import { BypassGuessLimiter, bypassKeyMatches, signToken, type GuessLimiterOptions } from '../auth/index.js';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { silentLogger, type Logger } from '../observability/logger.js';
-import { json, MAX_BODY_BYTES, readBody } from './body.js';
+import { discardBody, json, MAX_BODY_BYTES, readBody } from './body.js';
 import { requestPath } from './requestPath.js';
 
 /** Enables `POST /v1/auth/test-token`: tokens signed with `secret` for callers that present `bypassKey`. */
@@ -80,14 +80,14 @@ async function issueTestToken(route: TestTokenRoute, req: IncomingMessage, res: 
   const address = req.socket.remoteAddress ?? 'unknown';
   const verdict = limiter.check(address, clock.now());
   if (!verdict.allowed) {
-    req.resume();
+    discardBody(req, res);
     return json(res, 429, { detail: 'Too many wrong E2E bypass keys' }, { 'Retry-After': String(verdict.retryAfterSec) });
   }
   const key = req.headers['x-e2e-bypass-key'];
   if (!bypassKeyMatches(issuer.bypassKey, typeof key === 'string' ? key : undefined)) {
     const misses = limiter.recordMiss(address, clock.now());
     logger.warn({ address, misses }, 'wrong E2E bypass key');
-    req.resume();
+    discardBody(req, res);
     return json(res, 401, { detail: 'Invalid E2E bypass key' });
   }
   const body = await readBody(req);

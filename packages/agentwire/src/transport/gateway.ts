@@ -13,6 +13,7 @@ import { createLogHistoryStore } from '../history/logHistoryStore.js';
 import type { ThreadMarkStore } from '../history/threadMarks.js';
 import type { HistoryStore } from '../history/types.js';
 import { createHistoryRoutes, createRouteHandler, type TestTokenIssuer } from '../http/index.js';
+import { discardBody } from '../http/body.js';
 import { GatewayMetrics, silentLogger, type Logger } from '../observability/index.js';
 import { CloseCode, resumeFields } from '../protocol/index.js';
 import type { Agent } from '../runs/agent.js';
@@ -57,6 +58,8 @@ export interface GatewayOptions {
   clock?: Clock;
   logger?: Logger;
   metrics?: GatewayMetrics;
+  /** Deadline for an HTTP request (headers and body) to arrive at the server `listen` starts. */
+  httpRequestTimeoutMs?: number;
   authTimeoutMs?: number;
   heartbeatMs?: number;
   heartbeatTimeoutMs?: number;
@@ -126,6 +129,7 @@ export class Gateway {
   readonly #ownsEngine: boolean;
   readonly #ownsHistory: boolean;
   readonly #heartbeatTimeoutMs: number;
+  readonly #httpRequestTimeoutMs: number;
   readonly #drainTimeoutMs: number;
   readonly #allowedOrigins: ReadonlySet<string> | null;
   readonly #maxFrameBytes: number;
@@ -151,6 +155,7 @@ export class Gateway {
     const streamFlushMs = options.streamFlushMs ?? DEFAULTS.streamFlushMs;
     const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs, minWordMs: streamFlushMs });
     this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
+    this.#httpRequestTimeoutMs = options.httpRequestTimeoutMs ?? DEFAULTS.httpRequestTimeoutMs;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
     this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
@@ -299,8 +304,14 @@ export class Gateway {
    * listens, answering `/readyz` and upgrades with 503 until the engine is up.
    */
   async listen(port: number, host = '127.0.0.1', { waitForReady = true, backlog = 2048 } = {}): Promise<ListenResult> {
-    const server = createServer((req, res) => {
+    // A request must arrive whole within the deadline (408 and close past it: slow bodies and
+    // headers hold no socket for long); Node checks every connectionsCheckingInterval, so that
+    // is kept well under the deadline. Upgraded WebSockets are no longer HTTP requests.
+    const requestTimeout = this.#httpRequestTimeoutMs;
+    const limits = { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(50, Math.floor(requestTimeout / 4)) };
+    const server = createServer(limits, (req, res) => {
       if (!this.handleRequest(req, res)) {
+        discardBody(req, res);
         res.writeHead(404, { 'Content-Type': 'application/json' });
         res.end(JSON.stringify({ detail: 'not found' }));
       }

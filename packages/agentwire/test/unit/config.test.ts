@@ -51,6 +51,7 @@ const DEFAULTS: GatewayConfig = {
   host: '127.0.0.1',
   production: false,
   devMode: true,
+  httpRequestTimeoutMs: 30000,
   authTimeoutMs: 5000,
   heartbeatMs: 25000,
   heartbeatTimeoutMs: 10000,
