@@ -4,7 +4,7 @@ import { RunEndedError, type AppendFence, type EventEngine } from '../engine/typ
 import type { AgentErrorCode, EventBody, EventPayload, LogEntry } from '@agentwire/protocol';
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
-import { DeltaCoalescer } from './deltaCoalescer.js';
+import { DeltaCoalescer, FlushScheduler } from './deltaCoalescer.js';
 import { DEFAULTS } from '../config/settings.js';
 import {
   LocalRunStore,
@@ -89,6 +89,9 @@ interface ActiveRun {
   readonly deltas: DeltaCoalescer;
   /** Events waiting for the next append of this run (one append carries them all). */
   pending: EventBody[];
+  /** Append ids are `<appendIds>-<appends>`: unique without a random id per append. */
+  readonly appendIds: string;
+  appends: number;
   /** The run's appends, chained so the log receives them in order; never rejects. */
   appended: Promise<void>;
   timeout: TimerHandle | null;
@@ -129,13 +132,19 @@ export class RunManager {
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
    */
   readonly #earlyCancels = new Map<string, number>();
+  /** The last `ts` stamped and its time (#now). */
+  #stampedAt = Number.NaN;
+  #stamped = '';
   /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
   #contact = { breaks: -1, since: 0 };
 
   readonly #options: RunManagerOptions;
+  /** The flush window of every run's delta coalescer, on one timer. */
+  readonly #flushes: FlushScheduler;
 
   constructor(options: RunManagerOptions) {
     this.#options = options;
+    this.#flushes = new FlushScheduler(options.clock, options.streamFlushMs ?? DEFAULTS.streamFlushMs);
     this.#store = options.store ?? new LocalRunStore({ now: () => options.clock.now() });
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
     this.#maxActive = options.maxActiveRunsPerUser ?? 32;
@@ -299,8 +308,7 @@ export class RunManager {
     const { record } = assignment;
     const run: ActiveRun = {
       deltas: new DeltaCoalescer({
-        clock: this.#options.clock,
-        flushMs: this.#options.streamFlushMs ?? DEFAULTS.streamFlushMs,
+        scheduler: this.#flushes,
         emit: (delta) => this.#append(run, delta),
       }),
       record,
@@ -314,6 +322,8 @@ export class RunManager {
       answer: '',
       streamedText: null,
       pending: [],
+      appendIds: randomUUID(),
+      appends: 0,
       appended: Promise.resolve(),
       timeout: null,
     };
@@ -463,7 +473,7 @@ export class RunManager {
   /** One append of the run's events, retried while the engine is unavailable. */
   #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
     // One id for every attempt: an attempt whose reply was lost may have been applied.
-    const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
+    const fence = { runId: run.record.runId, terminal: ending, appendId: `${run.appendIds}-${++run.appends}` };
     return this.#retry('append', () => this.#appendToLog(run.record.userId, events, fence));
   }
 
@@ -603,8 +613,14 @@ export class RunManager {
     return now - this.#contact.since >= this.#store.leaseMs!;
   }
 
+  /** The time stamped on events: runs streaming at once stamp many events per millisecond, each formatted once. */
   #now(): string {
-    return new Date(this.#options.clock.now()).toISOString();
+    const ms = this.#options.clock.now();
+    if (ms !== this.#stampedAt) {
+      this.#stampedAt = ms;
+      this.#stamped = new Date(ms).toISOString();
+    }
+    return this.#stamped;
   }
 }
 
