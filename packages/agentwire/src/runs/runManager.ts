@@ -478,10 +478,11 @@ export class RunManager {
   }
 
   /** Every append of this manager: the entries written are told to `onAppended` (archiving). */
-  async #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
-    const entries = await this.#options.engine.append(userId, events, fence);
-    this.#options.onAppended?.(userId, entries);
-    return entries;
+  #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
+    return this.#options.engine.append(userId, events, fence).then((entries) => {
+      this.#options.onAppended?.(userId, entries);
+      return entries;
+    });
   }
 
   #fencedOff(run: ActiveRun): void {
@@ -535,17 +536,33 @@ export class RunManager {
     for (const resolve of waiters) resolve();
   }
 
-  /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
-  async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
+  /**
+   * Retries an operation while the engine is unavailable, up to `retryForMs`. The first attempt
+   * runs without an async frame of its own: it is the path of every append.
+   */
+  #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
     const deadline = this.#options.clock.now() + this.#retryForMs;
+    let first: Promise<T>;
+    try {
+      first = operation();
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    return first.catch((error: unknown) => this.#retryAfter(error, context, operation, abandoned, deadline));
+  }
+
+  /** #retry after its first attempt failed with `failure`. */
+  async #retryAfter<T>(failure: unknown, context: string, operation: () => Promise<T>, abandoned: () => boolean, deadline: number): Promise<T> {
+    let error = failure;
     for (let attempt = 0; ; attempt++) {
+      if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
+      if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
+      await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
+      if (abandoned()) throw error;
       try {
         return await operation();
-      } catch (error) {
-        if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
-        if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
-        await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
-        if (abandoned()) throw error;
+      } catch (next) {
+        error = next;
       }
     }
   }
