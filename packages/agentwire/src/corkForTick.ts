@@ -4,7 +4,25 @@ export interface Corkable {
   uncork(): void;
 }
 
+interface Held {
+  readonly stream: Corkable;
+  readonly onFlushed: (() => void) | undefined;
+}
+
 const corked = new WeakSet<Corkable>();
+/** The streams corked in this tick, in the order they were first written to. */
+let held: Held[] = [];
+
+/** One callback per tick uncorks every stream corked in it (not one closure and nextTick per stream). */
+function uncorkAll(): void {
+  const streams = held;
+  held = [];
+  for (const { stream, onFlushed } of streams) {
+    corked.delete(stream);
+    stream.uncork();
+    onFlushed?.();
+  }
+}
 
 /**
  * Holds the stream's writes from now to the end of the tick, then hands them to the socket in
@@ -17,9 +35,5 @@ export function corkForTick(stream: Corkable, onFlushed?: () => void): void {
   if (corked.has(stream)) return;
   corked.add(stream);
   stream.cork();
-  process.nextTick(() => {
-    corked.delete(stream);
-    stream.uncork();
-    onFlushed?.();
-  });
+  if (held.push({ stream, onFlushed }) === 1) process.nextTick(uncorkAll);
 }

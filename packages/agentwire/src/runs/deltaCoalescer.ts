@@ -13,9 +13,8 @@ export interface MergedDelta {
 export const DEFAULT_MAX_DELTA_BYTES = 4096;
 
 export interface DeltaCoalescerOptions {
-  readonly clock: Clock;
-  /** A held fragment goes out at most this long after it arrived (0: every fragment at once). */
-  readonly flushMs: number;
+  /** Ends holds when the flush window has passed; one for all the coalescers of a run manager. */
+  readonly scheduler: FlushScheduler;
   /** A merged delta is sent once its text reaches this many UTF-8 bytes. */
   readonly maxBytes?: number;
   /** Receives each merged delta, synchronously, in the order the fragments arrived. */
@@ -28,26 +27,26 @@ export interface DeltaCoalescerOptions {
  *
  * Consecutive fragments of one kind are held and go out as one delta when the first of these
  * happens: a fragment of the other kind arrives, the run has another event (`flush()`, called by
- * the run manager before every other event and at the run's end), `flushMs` has passed since the
- * first held fragment, or the held text reaches `maxBytes` (a fragment that would take it past
- * the cap first sends what is held). So a fragment is never held past the window, never merged
- * across another event, and the concatenation and order of fragments are kept exactly.
+ * the run manager before every other event and at the run's end), the scheduler's flush window
+ * has passed since the first held fragment, or the held text reaches `maxBytes` (a fragment that
+ * would take it past the cap first sends what is held). So a fragment is never held past the
+ * window, never merged across another event, and the concatenation and order of fragments are
+ * kept exactly.
  *
- * No I/O: time comes from the injected clock, output goes to `emit`.
+ * No I/O: time comes from the scheduler, output goes to `emit`.
  */
 export class DeltaCoalescer {
-  readonly #clock: Clock;
-  readonly #flushMs: number;
+  readonly #scheduler: FlushScheduler;
   readonly #maxBytes: number;
   readonly #emit: (delta: MergedDelta) => void;
   #kind: DeltaKind | null = null;
   #held: string[] = [];
   #heldBytes = 0;
-  #timer: TimerHandle | null = null;
+  /** The scheduler's id of the current hold; 0 while nothing is held. */
+  #hold = 0;
 
   constructor(options: DeltaCoalescerOptions) {
-    this.#clock = options.clock;
-    this.#flushMs = options.flushMs;
+    this.#scheduler = options.scheduler;
     this.#maxBytes = options.maxBytes ?? DEFAULT_MAX_DELTA_BYTES;
     this.#emit = options.emit;
   }
@@ -66,16 +65,16 @@ export class DeltaCoalescer {
     this.#heldBytes += bytes;
     if (this.#kind === null) {
       this.#kind = kind;
-      if (this.#flushMs > 0) this.#timer = this.#clock.setTimeout(() => this.flush(), this.#flushMs);
+      if (this.#scheduler.flushMs > 0) this.#hold = this.#scheduler.hold(this);
     }
-    if (this.#flushMs <= 0 || this.#heldBytes >= this.#maxBytes) this.flush();
+    if (this.#scheduler.flushMs <= 0 || this.#heldBytes >= this.#maxBytes) this.flush();
   }
 
   /** Sends what is held now, if anything. */
   flush(): void {
-    if (this.#timer !== null) {
-      this.#clock.clearTimeout(this.#timer);
-      this.#timer = null;
+    if (this.#hold !== 0) {
+      this.#hold = 0;
+      this.#scheduler.released();
     }
     const kind = this.#kind;
     if (kind === null) return;
@@ -85,4 +84,80 @@ export class DeltaCoalescer {
     this.#heldBytes = 0;
     this.#emit({ type: kind, text });
   }
+
+  /** The scheduler's window for hold `hold` has passed: flushes, unless that hold already ended. */
+  expire(hold: number): void {
+    if (hold === this.#hold) this.flush();
+  }
+}
+
+interface Hold {
+  readonly coalescer: DeltaCoalescer;
+  readonly id: number;
+  readonly at: number;
+}
+
+/**
+ * Ends the holds of many coalescers on one timer, instead of a timer armed and cleared per held
+ * fragment (a streaming gateway holds and flushes once per delta event). Every hold lasts the
+ * same window, so holds end in the order they began: a queue whose head's deadline the one timer
+ * is armed for. A hold its coalescer ended early stays queued, skipped when its window passes;
+ * once no hold is live the queue is dropped and the timer cleared.
+ */
+export class FlushScheduler {
+  /** A held fragment goes out at most this long after it arrived (0: every fragment at once). */
+  readonly flushMs: number;
+  readonly #clock: Clock;
+  #queue: Hold[] = [];
+  /** Index of the oldest hold still queued in #queue. */
+  #head = 0;
+  /** Holds begun and not ended. */
+  #live = 0;
+  #nextId = 0;
+  #timer: TimerHandle | null = null;
+
+  constructor(clock: Clock, flushMs: number) {
+    this.#clock = clock;
+    this.flushMs = flushMs;
+  }
+
+  /** Begins a hold of `coalescer`, ended by `released()` or by its `expire(id)`; returns its id. */
+  hold(coalescer: DeltaCoalescer): number {
+    const id = ++this.#nextId;
+    this.#queue.push({ coalescer, id, at: this.#clock.now() });
+    this.#live++;
+    if (this.#timer === null) this.#timer = this.#clock.setTimeout(this.#expire, this.flushMs);
+    return id;
+  }
+
+  /** A hold ended (its coalescer flushed). */
+  released(): void {
+    if (--this.#live > 0) return;
+    this.#queue = [];
+    this.#head = 0;
+    if (this.#timer !== null) {
+      this.#clock.clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  readonly #expire = (): void => {
+    this.#timer = null;
+    const now = this.#clock.now();
+    while (this.#head < this.#queue.length) {
+      const hold = this.#queue[this.#head]!;
+      const age = now - hold.at;
+      // A clock that went back (age < 0) ends the hold early: early is allowed, late is not.
+      if (age >= 0 && age < this.flushMs) {
+        this.#timer ??= this.#clock.setTimeout(this.#expire, this.flushMs - age);
+        break;
+      }
+      this.#head++;
+      hold.coalescer.expire(hold.id);
+    }
+    if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+  };
 }

@@ -4,7 +4,7 @@ import { RunEndedError, type AppendFence, type EventEngine } from '../engine/typ
 import type { AgentErrorCode, EventBody, EventPayload, LogEntry } from '@agentwire/protocol';
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
-import { DeltaCoalescer } from './deltaCoalescer.js';
+import { DeltaCoalescer, FlushScheduler } from './deltaCoalescer.js';
 import { DEFAULTS } from '../config/settings.js';
 import {
   LocalRunStore,
@@ -89,6 +89,9 @@ interface ActiveRun {
   readonly deltas: DeltaCoalescer;
   /** Events waiting for the next append of this run (one append carries them all). */
   pending: EventBody[];
+  /** Append ids are `<appendIds>-<appends>`: unique without a random id per append. */
+  readonly appendIds: string;
+  appends: number;
   /** The run's appends, chained so the log receives them in order; never rejects. */
   appended: Promise<void>;
   timeout: TimerHandle | null;
@@ -129,13 +132,19 @@ export class RunManager {
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
    */
   readonly #earlyCancels = new Map<string, number>();
+  /** The last `ts` stamped and its time (#now). */
+  #stampedAt = Number.NaN;
+  #stamped = '';
   /** Since when (on this manager's clock) contact with the store has been unbroken, and its break count then. */
   #contact = { breaks: -1, since: 0 };
 
   readonly #options: RunManagerOptions;
+  /** The flush window of every run's delta coalescer, on one timer. */
+  readonly #flushes: FlushScheduler;
 
   constructor(options: RunManagerOptions) {
     this.#options = options;
+    this.#flushes = new FlushScheduler(options.clock, options.streamFlushMs ?? DEFAULTS.streamFlushMs);
     this.#store = options.store ?? new LocalRunStore({ now: () => options.clock.now() });
     this.#maxQueued = options.maxQueuedPerThread ?? 32;
     this.#maxActive = options.maxActiveRunsPerUser ?? 32;
@@ -299,8 +308,7 @@ export class RunManager {
     const { record } = assignment;
     const run: ActiveRun = {
       deltas: new DeltaCoalescer({
-        clock: this.#options.clock,
-        flushMs: this.#options.streamFlushMs ?? DEFAULTS.streamFlushMs,
+        scheduler: this.#flushes,
         emit: (delta) => this.#append(run, delta),
       }),
       record,
@@ -314,6 +322,8 @@ export class RunManager {
       answer: '',
       streamedText: null,
       pending: [],
+      appendIds: randomUUID(),
+      appends: 0,
       appended: Promise.resolve(),
       timeout: null,
     };
@@ -465,15 +475,16 @@ export class RunManager {
   /** One append of the run's events, retried while the engine is unavailable. */
   #write(run: ActiveRun, events: EventBody[], ending: boolean): Promise<unknown> {
     // One id for every attempt: an attempt whose reply was lost may have been applied.
-    const fence = { runId: run.record.runId, terminal: ending, appendId: randomUUID() };
+    const fence = { runId: run.record.runId, terminal: ending, appendId: `${run.appendIds}-${++run.appends}` };
     return this.#retry('append', () => this.#appendToLog(run.record.userId, events, fence));
   }
 
   /** Every append of this manager: the entries written are told to `onAppended` (archiving). */
-  async #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
-    const entries = await this.#options.engine.append(userId, events, fence);
-    this.#options.onAppended?.(userId, entries);
-    return entries;
+  #appendToLog(userId: string, events: EventBody[], fence: AppendFence): Promise<LogEntry[]> {
+    return this.#options.engine.append(userId, events, fence).then((entries) => {
+      this.#options.onAppended?.(userId, entries);
+      return entries;
+    });
   }
 
   #fencedOff(run: ActiveRun): void {
@@ -527,17 +538,33 @@ export class RunManager {
     for (const resolve of waiters) resolve();
   }
 
-  /** Retries an operation while the engine is unavailable, up to `retryForMs`. */
-  async #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
+  /**
+   * Retries an operation while the engine is unavailable, up to `retryForMs`. The first attempt
+   * runs without an async frame of its own: it is the path of every append.
+   */
+  #retry<T>(context: string, operation: () => Promise<T>, abandoned: () => boolean = () => false): Promise<T> {
     const deadline = this.#options.clock.now() + this.#retryForMs;
+    let first: Promise<T>;
+    try {
+      first = operation();
+    } catch (error) {
+      first = Promise.reject(error);
+    }
+    return first.catch((error: unknown) => this.#retryAfter(error, context, operation, abandoned, deadline));
+  }
+
+  /** #retry after its first attempt failed with `failure`. */
+  async #retryAfter<T>(failure: unknown, context: string, operation: () => Promise<T>, abandoned: () => boolean, deadline: number): Promise<T> {
+    let error = failure;
     for (let attempt = 0; ; attempt++) {
+      if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
+      if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
+      await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
+      if (abandoned()) throw error;
       try {
         return await operation();
-      } catch (error) {
-        if (error instanceof RunEndedError || this.#options.clock.now() >= deadline) throw error;
-        if (attempt === 0) this.#options.onFault?.(error, `${context} retrying`);
-        await sleep(this.#options.clock, Math.min(50 * 2 ** attempt, 1000));
-        if (abandoned()) throw error;
+      } catch (next) {
+        error = next;
       }
     }
   }
@@ -605,8 +632,14 @@ export class RunManager {
     return now - this.#contact.since >= this.#store.leaseMs!;
   }
 
+  /** The time stamped on events: runs streaming at once stamp many events per millisecond, each formatted once. */
   #now(): string {
-    return new Date(this.#options.clock.now()).toISOString();
+    const ms = this.#options.clock.now();
+    if (ms !== this.#stampedAt) {
+      this.#stampedAt = ms;
+      this.#stamped = new Date(ms).toISOString();
+    }
+    return this.#stamped;
   }
 }
 

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { WebSocket, RawData } from 'ws';
+import { WebSocket, type RawData } from 'ws';
 import type { Clock } from '@agentwire/protocol';
 import type { TokenVerifier, VerifyResult } from '../auth/index.js';
 import type { CoordinatorMember, ResumePosition, SetupResult } from '../coordination/index.js';
@@ -26,6 +26,7 @@ import {
   type RefreshTokenFrame,
 } from '../protocol/index.js';
 import { corkForTick, type Corkable } from '../corkForTick.js';
+import { entryFrame } from './wireFrame.js';
 import type { GatewayMetrics, Logger } from '../observability/index.js';
 import type { RunManager } from '../runs/runManager.js';
 import type { ByteBudget } from './byteBudget.js';
@@ -85,7 +86,12 @@ export interface Handshake {
   readonly method: AuthMethod | null;
   readonly originAllowed: boolean;
   /** The socket under the WebSocket; given, frames sent in one tick are written together. */
-  readonly socket?: Corkable;
+  readonly socket?: WireSocket;
+}
+
+/** The socket under a WebSocket, as the connection writes to it. */
+export interface WireSocket extends Corkable {
+  write(chunk: Buffer): boolean;
 }
 
 /**
@@ -105,8 +111,14 @@ export class Connection implements CoordinatorMember {
   expiresAt = Number.POSITIVE_INFINITY;
 
   #ws: WebSocket | null = null;
-  /** The socket under #ws, corked while a tick's frames collect (see #send). */
-  #socket: Corkable | null = null;
+  /** The socket under #ws, corked while a tick's frames collect (see #write). */
+  #socket: WireSocket | null = null;
+  /**
+   * Events go to the socket as frames built once per event (entryFrame), past ws: only with no
+   * extension negotiated (permessage-deflate frames differ per connection and ws may queue
+   * them), so ws never holds a frame these could overtake.
+   */
+  #writesFrames = false;
   /** A checked frame was written while corked: check the backlog once the tick's write is out. */
   #backlogCheckDue = false;
   #coordinator: UserCoordinator | null = null;
@@ -152,6 +164,7 @@ export class Connection implements CoordinatorMember {
     const { upgradeAuth, method, originAllowed } = handshake;
     this.#ws = ws;
     this.#socket = handshake.socket ?? null;
+    this.#writesFrames = this.#socket !== null && ws.extensions === '';
     this.lifecycle.transition(ACCEPTED);
     this.#ctx.connections.add(this);
     ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
@@ -408,7 +421,8 @@ export class Connection implements CoordinatorMember {
       // The coordinator guarantees contiguity; a gap here is a bug, and the client must resume.
       return this.#bug(new Error(`seq gap: sent ${this.#lastSentSeq}, got ${entry.seq}`), 'deliver');
     }
-    this.#write(entry.json, checked);
+    if (this.#writesFrames) this.#writeFrame(entryFrame(entry), checked);
+    else this.#write(entry.json, checked);
     this.#lastSentSeq = entry.seq;
     this.#ctx.metrics.eventSent(entry.type);
   }
@@ -505,6 +519,15 @@ export class Connection implements CoordinatorMember {
     if (!checked) return;
     if (socket) this.#backlogCheckDue = true;
     else this.#checkBacklog();
+  }
+
+  /** #write for a complete frame (#writesFrames): as ws.send would, it drops it once ws is past OPEN. */
+  #writeFrame(frame: Buffer, checked: boolean): void {
+    if (this.#ws!.readyState !== WebSocket.OPEN) return;
+    const socket = this.#socket!;
+    corkForTick(socket, this.#afterFlush);
+    socket.write(frame);
+    if (checked) this.#backlogCheckDue = true;
   }
 
   readonly #afterFlush = (): void => {

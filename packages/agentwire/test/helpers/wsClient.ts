@@ -12,6 +12,8 @@ export interface ConnectOptions {
   /** Extra subprotocols to offer (agentwire.v1 is offered unless `offerProtocol` is false). */
   offerProtocol?: boolean;
   headers?: Record<string, string>;
+  /** Offer permessage-deflate (ws's default: offered). */
+  perMessageDeflate?: boolean;
 }
 
 /**
@@ -38,7 +40,10 @@ export class TestClient {
     const headers: Record<string, string> = { ...options.headers };
     if (options.token && via === 'subprotocol') protocols.push(`jwt.${options.token}`);
     if (options.token && via === 'header') headers.authorization = `Bearer ${options.token}`;
-    this.ws = new WebSocket(target, protocols, { headers });
+    this.ws = new WebSocket(target, protocols, {
+      headers,
+      ...(options.perMessageDeflate === undefined ? {} : { perMessageDeflate: options.perMessageDeflate }),
+    });
     this.opened = new Promise((resolve, reject) => {
       this.ws.once('open', () => resolve());
       this.ws.once('unexpected-response', (_req, res) => {

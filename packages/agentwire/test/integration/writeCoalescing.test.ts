@@ -8,7 +8,7 @@ import type { Agent, AgentStep } from '../../src/runs/agent.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { InstrumentedEngine } from '../helpers/instrumentedEngine.js';
 import { RedisServer } from '../helpers/redisServer.js';
-import type { Frame } from '../helpers/wsClient.js';
+import { TestClient, type Frame } from '../helpers/wsClient.js';
 
 /**
  * Write coalescing: what is produced in one tick leaves in one write. Each socket write is a
@@ -29,6 +29,25 @@ function countWrites(stream: Duplex): { readonly count: number } {
     };
   }
   return counter;
+}
+
+/** Records the chunks a stream hands to its socket, in order. */
+function recordChunks(stream: Duplex): unknown[] {
+  const chunks: unknown[] = [];
+  const target = stream as unknown as Record<'_write' | '_writev', ((...args: unknown[]) => void) | undefined>;
+  const write = target._write!;
+  target._write = function (this: unknown, chunk: unknown, ...rest: unknown[]) {
+    chunks.push(chunk);
+    return write.call(this, chunk, ...rest);
+  };
+  const writev = target._writev;
+  if (writev) {
+    target._writev = function (this: unknown, batch: unknown, ...rest: unknown[]) {
+      for (const { chunk } of batch as Array<{ chunk: unknown }>) chunks.push(chunk);
+      return writev.call(this, batch, ...rest);
+    };
+  }
+  return chunks;
 }
 
 const thinking = (text: string): EventBody => ({ type: 'agent_thinking', text, run_id: 'r1', thread_id: 't1', ts: new Date(0).toISOString() });
@@ -65,6 +84,42 @@ describe('connection writes', () => {
     await client.waitForCount(isEvent, 30);
     expect(writes[0]!.count).toBe(afterReplay + 1);
     expect(client.frames.filter(isEvent).map((f) => f.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+  });
+});
+
+describe('event frames', () => {
+  it('frames an event once: every connection of its user is written the same bytes', async () => {
+    const engine = new MemoryEngine();
+    env = await startGateway({ engine });
+    const sockets: unknown[][] = [];
+    env.server.prependListener('upgrade', (_req: unknown, socket: Duplex) => sockets.push(recordChunks(socket)));
+    const clients = [await env.ready('fay'), await env.ready('fay'), await env.ready('fay')];
+    const before = sockets.map((chunks) => chunks.length);
+    await engine.append('fay', [thinking('shared')]);
+    for (const client of clients) await client.waitForType('agent_thinking');
+    const written = sockets.map((chunks, i) => chunks.slice(before[i]));
+    expect(written.map((chunks) => chunks.length)).toEqual([1, 1, 1]);
+    expect(Buffer.isBuffer(written[0]![0])).toBe(true);
+    expect(written[1]![0]).toBe(written[0]![0]);
+    expect(written[2]![0]).toBe(written[0]![0]);
+  });
+
+  it('with permessage-deflate, a connection that negotiated it and one that did not receive the same events', async () => {
+    const engine = new MemoryEngine();
+    env = await startGateway({ engine, permessageDeflate: true });
+    const deflating = await env.ready('gus');
+    const plain = new TestClient(env.url, { token: await env.token('gus'), perMessageDeflate: false });
+    env.clients.push(plain);
+    await plain.ready();
+    expect(deflating.ws.extensions).toContain('permessage-deflate');
+    expect(plain.ws.extensions).toBe('');
+    // Small and large events (ws compresses from 1 KiB), some in one batch, some alone.
+    await engine.append('gus', [thinking('a'), thinking('b'.repeat(4096)), thinking('c')]);
+    for (let i = 0; i < 5; i++) await engine.append('gus', [thinking(`${i}`.repeat(i * 1000))]);
+    for (const client of [deflating, plain]) await client.waitForCount(isEvent, 8);
+    const texts = (client: TestClient) => client.frames.filter(isEvent).map((f) => [f.seq, f.text]);
+    expect(texts(plain)).toEqual(texts(deflating));
+    expect(texts(plain).map(([seq]) => seq)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   });
 });
 

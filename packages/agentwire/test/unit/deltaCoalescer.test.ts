@@ -1,58 +1,73 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import { DeltaCoalescer, type DeltaKind, type MergedDelta } from '../../src/runs/deltaCoalescer.js';
+import { DeltaCoalescer, FlushScheduler, type DeltaKind, type MergedDelta } from '../../src/runs/deltaCoalescer.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { fcParams } from '../helpers/fastCheck.js';
 
-/** What the run manager feeds a run's coalescer: fragments, other events of the run, time passing. */
+/** What the run manager feeds its runs' coalescers: fragments, other events of a run, time passing. */
 type Op =
-  { readonly op: 'fragment'; readonly kind: DeltaKind; readonly text: string } | { readonly op: 'other' } | { readonly op: 'wait'; readonly ms: number };
+  | { readonly op: 'fragment'; readonly run: number; readonly kind: DeltaKind; readonly text: string }
+  | { readonly op: 'other'; readonly run: number }
+  | { readonly op: 'wait'; readonly ms: number };
 
 type Input =
   { readonly kind: 'fragment'; readonly type: DeltaKind; readonly text: string; readonly at: number } | { readonly kind: 'other'; readonly id: number };
 type Output = { readonly kind: 'delta'; readonly delta: MergedDelta; readonly at: number } | { readonly kind: 'other'; readonly id: number };
+
+/** Runs sharing one scheduler in the property. */
+const RUNS = 3;
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   {
     weight: 6,
     arbitrary: fc.record({
       op: fc.constant('fragment' as const),
+      run: fc.integer({ min: 0, max: RUNS - 1 }),
       kind: fc.constantFrom<DeltaKind>('agent_text_delta', 'agent_thinking_delta'),
       text: fc.string({ unit: 'binary', maxLength: 12 }),
     }),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('other' as const) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant('other' as const), run: fc.integer({ min: 0, max: RUNS - 1 }) }) },
   { weight: 3, arbitrary: fc.record({ op: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 30 }) }) },
 );
 
 /**
- * Plays the ops against a coalescer the way the run manager drives it (flush before every other
- * event and at the run's end) and checks every output against the inputs: each delta is a run
- * of whole consecutive fragments of its kind, in order, not crossing another event, sent no later
- * than the window after its first fragment, and within the byte cap unless it is one fragment.
+ * Plays the ops against coalescers sharing one scheduler, the way the run manager drives them
+ * (flush before every other event of a run and at its end), and checks every run's output
+ * against its inputs: each delta is a run of whole consecutive fragments of its kind, in order,
+ * not crossing another event, sent no later than the window after its first fragment, and
+ * within the byte cap unless it is one fragment. Once nothing is held, no timer is left.
  */
 async function play(ops: readonly Op[], flushMs: number, maxBytes: number): Promise<void> {
   const clock = new ManualClock(1000);
-  const outputs: Output[] = [];
-  const coalescer = new DeltaCoalescer({ clock, flushMs, maxBytes, emit: (delta) => outputs.push({ kind: 'delta', delta, at: clock.now() }) });
-  const inputs: Input[] = [];
+  const scheduler = new FlushScheduler(clock, flushMs);
+  const runs = Array.from({ length: RUNS }, () => {
+    const outputs: Output[] = [];
+    const coalescer = new DeltaCoalescer({ scheduler, maxBytes, emit: (delta) => outputs.push({ kind: 'delta', delta, at: clock.now() }) });
+    return { coalescer, outputs, inputs: [] as Input[] };
+  });
   let others = 0;
   for (const op of ops) {
     if (op.op === 'fragment') {
-      if (op.text.length > 0) inputs.push({ kind: 'fragment', type: op.kind, text: op.text, at: clock.now() });
-      coalescer.add(op.kind, op.text);
+      const run = runs[op.run]!;
+      if (op.text.length > 0) run.inputs.push({ kind: 'fragment', type: op.kind, text: op.text, at: clock.now() });
+      run.coalescer.add(op.kind, op.text);
     } else if (op.op === 'other') {
-      coalescer.flush();
-      inputs.push({ kind: 'other', id: ++others });
-      outputs.push({ kind: 'other', id: others });
+      const run = runs[op.run]!;
+      run.coalescer.flush();
+      run.inputs.push({ kind: 'other', id: ++others });
+      run.outputs.push({ kind: 'other', id: others });
     } else {
       await clock.advance(op.ms);
     }
   }
-  coalescer.flush(); // the run's end
-  expect(coalescer.holding).toBe(false);
+  for (const run of runs) run.coalescer.flush(); // the runs' ends
+  for (const run of runs) expect(run.coalescer.holding).toBe(false);
   expect(clock.pendingTimers).toBe(0);
+  for (const run of runs) check(run.inputs, run.outputs, flushMs, maxBytes);
+}
 
+function check(inputs: readonly Input[], outputs: readonly Output[], flushMs: number, maxBytes: number): void {
   let next = 0;
   for (const output of outputs) {
     if (output.kind === 'other') {
@@ -91,7 +106,7 @@ describe('DeltaCoalescer', () => {
   it('merges fragments that arrive within the window into one delta', async () => {
     const clock = new ManualClock();
     const deltas: MergedDelta[] = [];
-    const coalescer = new DeltaCoalescer({ clock, flushMs: 20, emit: (d) => deltas.push(d) });
+    const coalescer = new DeltaCoalescer({ scheduler: new FlushScheduler(clock, 20), emit: (d) => deltas.push(d) });
     for (let i = 0; i < 100; i++) {
       coalescer.add('agent_text_delta', `w${i} `);
       await clock.advance(1);
@@ -105,7 +120,7 @@ describe('DeltaCoalescer', () => {
   it('sends a delta as soon as it reaches the byte cap, and a larger fragment alone', async () => {
     const clock = new ManualClock();
     const deltas: string[] = [];
-    const coalescer = new DeltaCoalescer({ clock, flushMs: 1000, maxBytes: 8, emit: (d) => deltas.push(d.text) });
+    const coalescer = new DeltaCoalescer({ scheduler: new FlushScheduler(clock, 1000), maxBytes: 8, emit: (d) => deltas.push(d.text) });
     coalescer.add('agent_text_delta', 'abcd');
     coalescer.add('agent_text_delta', 'é€'); // 2 + 3 bytes: would pass 8, so 'abcd' goes first
     coalescer.add('agent_text_delta', 'xyz'); // 5 + 3 = 8 bytes: sent at once
@@ -114,10 +129,31 @@ describe('DeltaCoalescer', () => {
     expect(coalescer.holding).toBe(false);
   });
 
+  it('runs share one timer, and a hold that began later is not ended by the window of an earlier one', async () => {
+    const clock = new ManualClock();
+    const scheduler = new FlushScheduler(clock, 20);
+    const sent: Array<[number, string, number]> = [];
+    const coalescers = Array.from({ length: 50 }, (_, run) => new DeltaCoalescer({ scheduler, emit: (d) => sent.push([run, d.text, clock.now()]) }));
+    for (const coalescer of coalescers) coalescer.add('agent_text_delta', 'a');
+    expect(clock.pendingTimers).toBe(1);
+    await clock.advance(5);
+    // A change of kind ends each run's first hold early and begins another, due at 25 ms.
+    for (const coalescer of coalescers) coalescer.add('agent_thinking_delta', 'b');
+    expect(sent).toHaveLength(50);
+    expect(clock.pendingTimers).toBe(1);
+    await clock.advance(15); // 20 ms: the first holds' window, already ended
+    expect(sent).toHaveLength(50);
+    await clock.advance(4);
+    expect(sent).toHaveLength(50);
+    await clock.advance(1); // 25 ms
+    expect(sent.slice(50)).toEqual(coalescers.map((_, run) => [run, 'b', 25]));
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('with a window of 0 sends every fragment at once', () => {
     const clock = new ManualClock();
     const deltas: string[] = [];
-    const coalescer = new DeltaCoalescer({ clock, flushMs: 0, emit: (d) => deltas.push(d.text) });
+    const coalescer = new DeltaCoalescer({ scheduler: new FlushScheduler(clock, 0), emit: (d) => deltas.push(d.text) });
     coalescer.add('agent_thinking_delta', 'a');
     coalescer.add('agent_thinking_delta', 'b');
     expect(deltas).toEqual(['a', 'b']);
