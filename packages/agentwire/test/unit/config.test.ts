@@ -134,6 +134,7 @@ const SAMPLES: Record<string, { value: string; key: keyof GatewayConfig; expecte
   AGENTWIRE_RUN_LEASE_MS: { value: '3000', key: 'runLeaseMs', expected: 3000 },
   AGENTWIRE_RUN_SWEEP_MS: { value: '500', key: 'runSweepMs', expected: 500 },
   AGENTWIRE_REDIS_COMMAND_TIMEOUT_MS: { value: '750', key: 'redisCommandTimeoutMs', expected: 750 },
+  AGENTWIRE_HTTP_REQUEST_TIMEOUT_MS: { value: '12000', key: 'httpRequestTimeoutMs', expected: 12000 },
   AGENTWIRE_AUTH_TIMEOUT_MS: { value: '1500', key: 'authTimeoutMs', expected: 1500 },
   AGENTWIRE_HEARTBEAT_MS: { value: '5000', key: 'heartbeatMs', expected: 5000 },
   AGENTWIRE_HEARTBEAT_TIMEOUT_MS: { value: '2000', key: 'heartbeatTimeoutMs', expected: 2000 },
