@@ -27,9 +27,9 @@ export interface UserFold {
  * and folds only what was appended since the user's last one (the log is append-only within an
  * epoch, and the fold is incremental), whichever node appended it. A fold covers the user's
  * newest `windowEvents` seqs: as the log grows, the runs that started below the window are
- * dropped. A new epoch (the log was lost) or other deletions (a thread was deleted) start the
- * user's fold over from the log, as does a window move the fold cannot follow (a run started
- * twice). Bounded in seqs over all users; the least recently read users are forgotten first.
+ * dropped. A new epoch (the log was lost), other deletions (a thread was deleted), entries
+ * evicted before this node read them, or a window move the fold cannot follow (a run started
+ * twice) start the user's fold over from the log. Bounded in seqs over all users; the least recently read users are forgotten first.
  */
 export class FoldCache {
   readonly #users = new Map<string, UserFold>();
@@ -51,7 +51,11 @@ export class FoldCache {
   async fold(engine: Pick<EventEngine, 'read'>, userId: string, head: LogHead, deletions: ReadonlyMap<string, Deletion>): Promise<UserFold> {
     const kept = this.#users.get(userId);
     let user = kept?.epoch === head.epoch && sameDeletions(kept.deletions, deletions) ? kept : this.#fresh(head, deletions, head.lastSeq);
-    await readInto(engine, userId, user, head.lastSeq);
+    if (!(await readInto(engine, userId, user, head.lastSeq)) && user === kept) {
+      // Retention evicted entries this fold never saw: it would differ from a fold of the log.
+      user = this.#fresh(head, deletions, head.lastSeq);
+      await readInto(engine, userId, user, head.lastSeq);
+    }
     const floor = this.#floor(user.readThrough);
     if (floor > user.floor) {
       if (dropRunsBefore(user.fold, floor)) user.floor = floor;
@@ -98,18 +102,23 @@ export class FoldCache {
 /**
  * Folds the user's entries after `user.readThrough` up to `through`, chunk by chunk. A chunk
  * that a concurrent request folded first is skipped event by event (the fold ignores seqs it
- * has), so the fold only ever grows in seq order.
+ * has), so the fold only ever grows in seq order. False when the log no longer had some of
+ * the entries (evicted by retention).
  */
-async function readInto(engine: Pick<EventEngine, 'read'>, userId: string, user: UserFold, through: number): Promise<void> {
+async function readInto(engine: Pick<EventEngine, 'read'>, userId: string, user: UserFold, through: number): Promise<boolean> {
+  let whole = true;
   while (user.readThrough < through) {
     const from = Math.max(user.floor, user.readThrough + 1);
     const to = Math.min(through, from + READ_CHUNK - 1);
-    for (const entry of await engine.read(userId, from, to)) {
+    const entries = await engine.read(userId, from, to);
+    if (entries.length < to - from + 1) whole = false;
+    for (const entry of entries) {
       const event = eventOf(entry);
       if (event) foldEvent(user.fold, event);
     }
     user.readThrough = Math.max(user.readThrough, to);
   }
+  return whole;
 }
 
 function eventOf(entry: LogEntry): DurableEvent | null {

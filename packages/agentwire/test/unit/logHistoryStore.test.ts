@@ -147,6 +147,19 @@ describe('log-folded history store', () => {
     await memory.close();
   });
 
+  it('entries evicted before it read them: the kept fold starts over, as a fresh fold of the log', async () => {
+    const engine = new MemoryEngine({ retentionEvents: 6 });
+    const store = createLogHistoryStore({ engine });
+    await engine.append('u', run('gone', 0));
+    expect((await store.listThreads('u', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['gone']);
+    // Three runs more: the log keeps the last six events, the first run's and part of the next are evicted.
+    for (let i = 1; i <= 3; i++) await engine.append('u', run(`t${i}`, i));
+    const fresh = createLogHistoryStore({ engine });
+    expect((await store.listThreads('u', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['t3', 't2']);
+    expect(await store.listThreads('u', { limit: 10 })).toEqual(await fresh.listThreads('u', { limit: 10 }));
+    await engine.close();
+  });
+
   it('a new epoch (the log was lost) starts the cache over', async () => {
     let memory = new MemoryEngine();
     const engine = { available: true, head: (u: string) => memory.head(u), read: (u: string, f: number, t: number) => memory.read(u, f, t) };
