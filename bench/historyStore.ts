@@ -5,9 +5,16 @@
  * the thread list, a messages page, and a run start's conversation lookup (20 turns), each with
  * nothing appended since the previous request and with one run (10 events) appended before
  * each request (a user who keeps chatting). Prints CPU µs per request, median of 5 rounds.
+ *
+ * Then the run start's lookup in the shape of the bench's events phase, without sockets: the run
+ * manager alone, 300 users with 10 runs each on one thread (`steps:8`), the bench agent reading
+ * 0 and then 20 earlier turns; prints the extra CPU per run start (median of 7 paired rounds).
  */
 import type { EventBody } from '../packages/protocol/src/index.js';
+import { systemClock } from '../packages/protocol/src/index.js';
 import { createLogHistoryStore, MemoryEngine } from '../packages/agentwire/src/index.js';
+import { RunManager } from '../packages/agentwire/src/runs/runManager.js';
+import { benchAgent } from './agent.js';
 
 const argv = process.argv.slice(2);
 function option(name: string, fallback: number): number {
@@ -81,3 +88,42 @@ for (const [name, request] of Object.entries(requests)) {
   process.stdout.write(`| ${name} | ${median(idle).toFixed(1)} | ${median(appending).toFixed(1)} |\n`);
 }
 await engine.close();
+
+/** CPU µs per run of a run manager whose agent reads `turns` earlier turns (the events phase's shape). */
+async function runCost(turns: number): Promise<number> {
+  const users = 300;
+  const runs = 10;
+  const log = new MemoryEngine();
+  let ended = 0;
+  const manager = new RunManager({
+    engine: log,
+    history: createLogHistoryStore({ engine: log }),
+    agent: { ...benchAgent, historyTurns: turns },
+    clock: systemClock,
+    threadPolicy: 'enqueue',
+    runTimeoutMs: 60_000,
+    onRunEnded: () => ended++,
+  });
+  const before = process.cpuUsage();
+  for (let r = 0; r < runs; r++) {
+    await Promise.all(Array.from({ length: users }, (_, u) => manager.submit(`user-${u}`, { id: `m-${u}-${r}`, threadId: 't1', text: 'steps:8' }, () => {})));
+    while (ended < users * (r + 1)) await new Promise((resolve) => setImmediate(resolve));
+  }
+  const used = process.cpuUsage(before);
+  await manager.close();
+  return (used.user + used.system) / (users * runs);
+}
+
+await runCost(0); // warm
+await runCost(20);
+const extra: number[] = [];
+const base: number[] = [];
+for (let round = 0; round < 7; round++) {
+  const without = await runCost(0);
+  extra.push((await runCost(20)) - without);
+  base.push(without);
+}
+process.stdout.write(
+  `\nrun manager alone, 300 users x 10 runs on one thread: ${median(base).toFixed(1)} µs CPU per run reading 0 turns, ` +
+    `+${median(extra).toFixed(1)} µs per run start reading 20 (median of 7 paired rounds)\n`,
+);
