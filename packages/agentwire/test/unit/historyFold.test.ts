@@ -256,19 +256,17 @@ describe('history fold', () => {
           // The conversation before each run: its ended runs, newest turns last, as the whole list cut.
           const runs = messages.filter((m) => m.message.role === 'assistant').map((m) => m.message as AssistantMessageView);
           runs.forEach((run, i) => {
-            const whole = runs
-              .slice(0, i)
-              .flatMap((r) =>
-                r.status === 'running'
-                  ? []
-                  : [
-                      {
-                        role: 'user',
-                        text: (messages.find((m) => m.message.role === 'user' && m.message.runId === r.runId)!.message as { text: string }).text,
-                      },
-                      ...(r.text !== '' || r.toolCalls.length > 0 ? [{ role: 'assistant', text: r.text, toolCalls: r.toolCalls }] : []),
-                    ],
-              );
+            const whole = runs.slice(0, i).flatMap((r) =>
+              r.status === 'running'
+                ? []
+                : [
+                    {
+                      role: 'user',
+                      text: (messages.find((m) => m.message.role === 'user' && m.message.runId === r.runId)!.message as { text: string }).text,
+                    },
+                    ...(r.text !== '' || r.toolCalls.length > 0 ? [{ role: 'assistant', text: r.text, toolCalls: r.toolCalls }] : []),
+                  ],
+            );
             expect(conversationTurns(fold, thread.threadId, limit, run.runId)).toEqual(whole.slice(-limit));
           });
         }
