@@ -28,8 +28,9 @@ export interface UserFold {
  * epoch, and the fold is incremental), whichever node appended it. A fold covers the user's
  * newest `windowEvents` seqs: as the log grows, the runs that started below the window are
  * dropped. A new epoch (the log was lost), other deletions (a thread was deleted), entries
- * evicted before this node read them, or a window move the fold cannot follow (a run started
- * twice) start the user's fold over from the log. Bounded in seqs over all users; the least recently read users are forgotten first.
+ * evicted before this node read them, a whole window appended since, or a window move the fold
+ * cannot follow (a run started twice) start the user's fold over from the log. Bounded in seqs
+ * over all users; the least recently read users are forgotten first.
  */
 export class FoldCache {
   readonly #users = new Map<string, UserFold>();
@@ -50,7 +51,8 @@ export class FoldCache {
    */
   async fold(engine: Pick<EventEngine, 'read'>, userId: string, head: LogHead, deletions: ReadonlyMap<string, Deletion>): Promise<UserFold> {
     const kept = this.#users.get(userId);
-    let user = kept?.epoch === head.epoch && sameDeletions(kept.deletions, deletions) ? kept : this.#fresh(head, deletions, head.lastSeq);
+    const current = kept?.epoch === head.epoch && head.lastSeq - kept.readThrough < this.#windowEvents && sameDeletions(kept.deletions, deletions);
+    let user = current ? kept : this.#fresh(head, deletions, head.lastSeq);
     if (!(await readInto(engine, userId, user, head.lastSeq)) && user === kept) {
       // Retention evicted entries this fold never saw: it would differ from a fold of the log.
       user = this.#fresh(head, deletions, head.lastSeq);
