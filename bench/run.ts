@@ -15,6 +15,8 @@
  * Flags: --reps <n> (default 5), --quick (small sizes, for a fast sanity run),
  * --only gateway|raw, --phases rss,setup,ttr,events,redis,stream,upstream,archive (a subset; for profiling),
  * --profile (each server runs with --cpu-prof into bench/profiles/<kind>/),
+ * --history-turns <n> (the events phase also measures a third server whose agent reads the
+ * thread's last n turns at each run start, reported against the gateway whose agent reads none),
  * --json <file> (default bench/results/latest.json).
  *
  * The redis phase (bench/redisPhase.ts) runs after the others, with its own redis-server: the
@@ -57,7 +59,8 @@ import {
   type UpstreamRepResult,
 } from './streamPhase.js';
 
-type Kind = 'raw' | 'gateway';
+/** `history`: the gateway with an agent that reads earlier turns (--history-turns), events phase only. */
+type Kind = 'raw' | 'gateway' | 'history';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -88,6 +91,8 @@ for (const phase of phases) if (!ALL_PHASES.includes(phase)) throw new Error(`--
 if (phases.has('archive')) phases.add('events');
 if (!Number.isInteger(reps) || reps < 1 || reps > 9) throw new Error('--reps must be 1..9');
 if (only !== undefined && only !== 'raw' && only !== 'gateway') throw new Error('--only must be gateway or raw');
+const historyTurns = option('history-turns') === undefined ? null : Number(option('history-turns'));
+if (historyTurns !== null && (!Number.isInteger(historyTurns) || historyTurns < 1 || historyTurns > 1000)) throw new Error('--history-turns must be 1..1000');
 
 const SIZES = quick
   ? {
@@ -269,10 +274,13 @@ function makeBenchKeys(): BenchKeys {
 }
 
 async function startTarget(kind: Kind, rep: number, publicPem?: string): Promise<Target> {
-  const file = kind === 'gateway' ? `${HERE}servers/gateway.ts` : `${HERE}servers/rawws.ts`;
+  const file = kind === 'raw' ? `${HERE}servers/rawws.ts` : `${HERE}servers/gateway.ts`;
   const execArgv = ['--expose-gc'];
   if (profile) execArgv.push('--cpu-prof', `--cpu-prof-dir=${HERE}profiles/${kind}`);
-  const env: Record<string, string> = publicPem ? { BENCH_JWT_PUBLIC_KEY: publicPem } : {};
+  const env: Record<string, string> = {
+    ...(publicPem ? { BENCH_JWT_PUBLIC_KEY: publicPem } : {}),
+    ...(kind === 'history' ? { BENCH_HISTORY_TURNS: String(historyTurns) } : {}),
+  };
   const server = await startChild(`${kind} server`, file, execArgv, 'listening', env);
   const nan = Number.NaN;
   return {
@@ -343,14 +351,19 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: Ben
     await t.server.ipc.call('gc');
   };
   const alternate = (i: number) => (i % 2 === 0 ? targets : [...targets].reverse());
+  /** The history gateway (--history-turns) takes part in the events phase only. */
+  let historyTarget: Target | null = null;
 
   try {
     for (const kind of order) targets.push(await startTarget(kind, rep));
+    if (historyTurns !== null && phases.has('events') && order.includes('gateway')) historyTarget = await startTarget('history', rep);
 
     // Warm-up: JIT the connect and event paths of each server before anything is measured.
-    for (const t of targets) {
-      await connect(t, 'warmup', users(`warm-r${rep}`, SIZES.warmConns), 50);
-      await closeAll(t);
+    for (const t of targets.concat(historyTarget ?? [])) {
+      if (t.kind !== 'history') {
+        await connect(t, 'warmup', users(`warm-r${rep}`, SIZES.warmConns), 50);
+        await closeAll(t);
+      }
       const warmUsers = users(`warmev-r${rep}`, 20);
       await load.call('tokens', { users: warmUsers });
       await load.call('prepareEvents', { url: t.url, users: warmUsers, connsPerUser: 2 }, 60_000);
@@ -468,7 +481,8 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: Ben
     if (phases.has('events')) {
       const eventUsers = users(`ev-r${rep}`, SIZES.eventUsers);
       await load.call('tokens', { users: eventUsers }, 60_000);
-      for (const t of alternate(rep + 1)) {
+      const eventTargets = targets.concat(historyTarget ?? []);
+      for (const t of (rep + 1) % 2 === 0 ? eventTargets : [...eventTargets].reverse()) {
         await load.call('prepareEvents', { url: t.url, users: eventUsers, connsPerUser: SIZES.connsPerUser }, 120_000);
         const cpu0 = await t.server.ipc.call<ServerUsage>('usage');
         const events = await load.call<EventsResult>(
@@ -486,10 +500,10 @@ async function measureRep(rep: number, order: Kind[], load: IpcClient, keys: Ben
         t.result.delivered = events.delivered;
       }
     }
-    return targets.map((t) => t.result);
+    return targets.concat(historyTarget ?? []).map((t) => t.result);
   } finally {
     await load.call('closeAll', {}, 60_000).catch(() => {});
-    for (const t of targets) await stopChild(t.server);
+    for (const t of targets.concat(historyTarget ?? [])) await stopChild(t.server);
   }
 }
 
@@ -587,6 +601,32 @@ function buildRows(results: RepResult[]): Row[] {
     row(`time to ready p50, storm of ${SIZES.stormConns}`, 'ms', (r) => r.stormP50, null),
     row(`time to ready p99, storm of ${SIZES.stormConns}`, 'ms', (r) => r.stormP99, null),
   ];
+}
+
+/**
+ * --history-turns: the events phase of the gateway whose agent reads the thread's last n turns
+ * at each run start against the gateway whose agent reads none, paired per repetition.
+ */
+function renderHistoryTable(results: RepResult[], turns: number): string {
+  const of = (kind: Kind) => results.filter((r) => r.kind === kind).sort((a, b) => a.rep - b.rep);
+  const without = of('gateway');
+  const withTurns = of('history');
+  const header = ['metric', 'unit', 'agent reads 0 turns', `agent reads ${turns} turns`, `ratio (${turns} / 0)`];
+  const body = (
+    [
+      ['delivered agent events per second', 'events/s', (r: RepResult) => r.eventsPerSec],
+      ['server CPU per delivered event', 'µs', (r: RepResult) => r.cpuPerEventUs],
+    ] as const
+  ).map(([metric, unit, pick]) => [
+    metric,
+    unit,
+    showSpread(spread(without.map(pick)), digitsFor(unit)),
+    showSpread(spread(withTurns.map(pick)), digitsFor(unit)),
+    withTurns.length === without.length ? showSpread(spread(withTurns.map((r, i) => pick(r) / pick(without[i]!))), 2) : '-',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
 }
 
 function digitsFor(unit: string): number {
@@ -759,6 +799,9 @@ async function main(): Promise<number> {
   if (mainPhases) {
     process.stdout.write(`\n${renderTable(rows)}\n\n`);
     process.stdout.write(`values: median (min–max) over ${reps} repetition(s); ratio = agentwire / raw ws per repetition.\n`);
+  }
+  if (historyTurns !== null && results.some((r) => r.kind === 'history')) {
+    process.stdout.write(`\nEvents phase, agent reading earlier turns (--history-turns ${historyTurns}):\n\n${renderHistoryTable(results, historyTurns)}\n\n`);
   }
   if (redisRows.length > 0) {
     process.stdout.write(

@@ -12,6 +12,8 @@
  * With BENCH_AGENT_URL set, the agent is createHttpAgent (agentwire dialect) in front of that URL
  * (bench/servers/upstreamAgent.ts: the same bench agent over HTTP). BENCH_STREAM_FLUSH_MS sets
  * the delta flush window (default: the library's); the window in use is in the `listening` message.
+ * BENCH_HISTORY_TURNS=<n> (--history-turns): the bench agent reads the thread's last n turns at
+ * each run start (by default it declares 0 and the history store is not asked).
  *
  * With BENCH_DATABASE_URL set (the archive phase, bench/archivePhase.ts), the gateway's history
  * store is PostgreSQL on that database, as `agentwire serve` wires it with AGENTWIRE_DATABASE_URL,
@@ -54,6 +56,7 @@ const publicKey = process.env.BENCH_JWT_PUBLIC_KEY;
 
 const agentUrl = process.env.BENCH_AGENT_URL;
 const streamFlushMs = process.env.BENCH_STREAM_FLUSH_MS ? Number(process.env.BENCH_STREAM_FLUSH_MS) : DEFAULTS.streamFlushMs;
+const historyTurns = process.env.BENCH_HISTORY_TURNS ? Number(process.env.BENCH_HISTORY_TURNS) : null;
 
 const databaseUrl = process.env.BENCH_DATABASE_URL;
 const archive = databaseUrl
@@ -72,7 +75,8 @@ await archive?.history.ready();
 
 const gateway = createGateway({
   auth: publicKey ? { publicKey } : { secret: BENCH_SECRET },
-  agent: agentUrl ? createHttpAgent({ url: agentUrl }) : benchAgent,
+  agent: agentUrl ? createHttpAgent({ url: agentUrl }) : historyTurns === null ? benchAgent : { ...benchAgent, historyTurns },
+  ...(historyTurns === null ? {} : { historyTurns }),
   streamFlushMs,
   runTimeoutMs: 600_000,
   logger,

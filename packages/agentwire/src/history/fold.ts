@@ -4,7 +4,10 @@ import type { AssistantMessageView, ConversationTurn, MessageView, RunStatus, Th
 // The thread view as a pure fold of a user's durable events (PROTOCOL.md sections 7 and 14): no
 // I/O, no clock. Folding is incremental — folding a stream in one pass or in chunks gives the
 // same state — so a store can fold the log page by page. The state is mutated in place (it is
-// the caller's own); every view handed out is a fresh copy.
+// the caller's own); every view handed out is a fresh copy. A store keeps one fold per user and
+// feeds it what was appended since, so reading a page costs O(page), not O(events): threads are
+// kept ordered by recency, runs by start, and the oldest runs can be dropped (`dropRunsBefore`)
+// as the folded window of the log moves on.
 
 /** Titles are the first user message cut to this many characters (section 14). */
 export const TITLE_CHARACTERS = 80;
@@ -26,12 +29,16 @@ interface RunFold {
   readonly toolCalls: Map<string, { callId: string; tool: string; args: Record<string, unknown>; ok?: boolean; result?: unknown }>;
   error: { code: string; message: string } | null;
   completedAt: string | null;
+  /** Seq and time of the run's newest applied event (its thread's are the newest of its runs'). */
+  lastSeq: number;
+  updatedAt: string;
 }
 
+/** A thread is derived from its runs: title and creation from the first, update from the newest event. */
 interface ThreadFold {
   readonly threadId: string;
-  readonly title: string;
-  readonly createdAt: string;
+  title: string;
+  createdAt: string;
   updatedAt: string;
   /** Seq of the thread's newest event: orders threads (most recently updated first). */
   lastSeq: number;
@@ -42,9 +49,18 @@ interface ThreadFold {
 /** The folded state of one user's events. */
 export interface HistoryFold {
   readonly threads: Map<string, ThreadFold>;
+  /** In start order (insertion order: runs start in seq order). */
   readonly runs: Map<string, RunFold>;
+  /** Every thread, by `lastSeq` ascending: the thread list is a slice from the end. */
+  readonly recency: ThreadFold[];
   /** The newest seq folded; older or equal seqs are ignored, so overlapping reads are harmless. */
   lastSeq: number;
+  /**
+   * Seq of the newest `agent_started` ignored because its run had started already (0: none). A
+   * fold of the log from after the first start would take that one instead, so dropping runs
+   * below it cannot give the same state (`dropRunsBefore` refuses).
+   */
+  shadowedStart: number;
   /** Events the fold leaves out (deleted threads); decided per event, before it is applied. */
   readonly exclude: ((event: DurableEvent) => boolean) | undefined;
 }
@@ -56,7 +72,7 @@ export interface PositionedMessage {
 }
 
 export function createFold(exclude?: (event: DurableEvent) => boolean): HistoryFold {
-  return { threads: new Map(), runs: new Map(), lastSeq: 0, exclude };
+  return { threads: new Map(), runs: new Map(), recency: [], lastSeq: 0, shadowedStart: 0, exclude };
 }
 
 /**
@@ -111,9 +127,7 @@ export function foldEvent(fold: HistoryFold, event: DurableEvent): void {
   if (event.type === 'agent_started') return startRun(fold, event);
   const run = fold.runs.get(event.run_id);
   if (!run || run.threadId !== event.thread_id || run.status !== 'running') return;
-  const thread = fold.threads.get(run.threadId)!;
-  thread.updatedAt = event.ts;
-  thread.lastSeq = event.seq;
+  touch(fold, fold.threads.get(run.threadId)!, run, event);
   if (event.type !== 'agent_thinking_delta') run.thinkingOpen = false;
   switch (event.type) {
     case 'agent_thinking':
@@ -154,14 +168,16 @@ export function foldEvent(fold: HistoryFold, event: DurableEvent): void {
 }
 
 function startRun(fold: HistoryFold, event: Extract<DurableEvent, { type: 'agent_started' }>): void {
-  if (fold.runs.has(event.run_id)) return;
+  if (fold.runs.has(event.run_id)) {
+    fold.shadowedStart = event.seq;
+    return;
+  }
   let thread = fold.threads.get(event.thread_id);
   if (!thread) {
     thread = { threadId: event.thread_id, title: cutTitle(event.text), createdAt: event.ts, updatedAt: event.ts, lastSeq: event.seq, runs: [] };
     fold.threads.set(event.thread_id, thread);
+    fold.recency.push(thread);
   }
-  thread.updatedAt = event.ts;
-  thread.lastSeq = event.seq;
   const run: RunFold = {
     runId: event.run_id,
     threadId: event.thread_id,
@@ -176,9 +192,84 @@ function startRun(fold: HistoryFold, event: Extract<DurableEvent, { type: 'agent
     toolCalls: new Map(),
     error: null,
     completedAt: null,
+    lastSeq: event.seq,
+    updatedAt: event.ts,
   };
   thread.runs.push(run);
   fold.runs.set(event.run_id, run);
+  touch(fold, thread, run, event);
+}
+
+/** The run's event is the newest of all: its thread moves to the end of `recency`. */
+function touch(fold: HistoryFold, thread: ThreadFold, run: RunFold, event: DurableEvent): void {
+  run.lastSeq = event.seq;
+  run.updatedAt = event.ts;
+  // A thread's events mostly come in a row: then it is the last already and keeps its place.
+  if (fold.recency.at(-1) !== thread) {
+    fold.recency.splice(recencyIndex(fold.recency, thread.lastSeq), 1);
+    fold.recency.push(thread);
+  }
+  thread.updatedAt = event.ts;
+  thread.lastSeq = event.seq;
+}
+
+/** Index of the first thread in `recency` whose `lastSeq` is >= `seq`. */
+function recencyIndex(recency: readonly ThreadFold[], seq: number): number {
+  return lowerBound(recency.length, (i) => recency[i]!.lastSeq < seq);
+}
+
+/** Index of the first run in `runs` whose `startSeq` is >= `seq`. */
+function runIndex(runs: readonly RunFold[], seq: number): number {
+  return lowerBound(runs.length, (i) => runs[i]!.startSeq < seq);
+}
+
+/** The first index in [0, length) where `before` turns false (it is true, then false). */
+function lowerBound(length: number, before: (i: number) => boolean): number {
+  let low = 0;
+  let high = length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (before(middle)) low = middle + 1;
+    else high = middle;
+  }
+  return low;
+}
+
+/**
+ * Drops the runs that started before `floor`, leaving the fold of the events from `floor` on
+ * (which never shows a run whose `agent_started` it did not see). Returns false, changing
+ * nothing, when that fold would differ (`shadowedStart`): the caller folds those events afresh.
+ */
+export function dropRunsBefore(fold: HistoryFold, floor: number): boolean {
+  if (fold.shadowedStart >= floor) return false;
+  const dropped = new Map<ThreadFold, number>();
+  for (const run of fold.runs.values()) {
+    if (run.startSeq >= floor) break;
+    fold.runs.delete(run.runId);
+    const thread = fold.threads.get(run.threadId)!;
+    dropped.set(thread, (dropped.get(thread) ?? 0) + 1);
+  }
+  for (const [thread, count] of dropped) {
+    const newestBefore = thread.lastSeq;
+    // A thread's runs start in order, so the dropped ones are its first.
+    thread.runs.splice(0, count);
+    const first = thread.runs[0];
+    if (!first) {
+      fold.threads.delete(thread.threadId);
+      fold.recency.splice(recencyIndex(fold.recency, newestBefore), 1);
+      continue;
+    }
+    thread.title = cutTitle(first.userText);
+    thread.createdAt = first.createdAt;
+    const newest = thread.runs.reduce((a, b) => (b.lastSeq > a.lastSeq ? b : a));
+    if (newest.lastSeq === newestBefore) continue;
+    // The thread's newest event was a dropped run's: it moves back to its remaining newest.
+    fold.recency.splice(recencyIndex(fold.recency, newestBefore), 1);
+    thread.lastSeq = newest.lastSeq;
+    thread.updatedAt = newest.updatedAt;
+    fold.recency.splice(recencyIndex(fold.recency, thread.lastSeq), 0, thread);
+  }
+  return true;
 }
 
 /** The first `TITLE_CHARACTERS` characters (code points: a surrogate pair is never split). */
@@ -192,17 +283,27 @@ export function cutTitle(text: string): string {
   return title;
 }
 
-/** The user's threads, most recently updated first. */
-export function threadSummaries(fold: HistoryFold): Array<ThreadSummary & { readonly lastSeq: number }> {
-  return [...fold.threads.values()].sort((a, b) => b.lastSeq - a.lastSeq).map(summaryOf);
+/** A thread with the seq that orders it (a thread-list cursor). */
+export type PositionedThread = ThreadSummary & { readonly lastSeq: number };
+
+/**
+ * The user's threads updated before `beforeSeq`, most recently updated first, at most `limit`;
+ * `more` when older ones remain. O(log threads + limit).
+ */
+export function threadPage(fold: HistoryFold, beforeSeq: number, limit: number): { readonly items: PositionedThread[]; readonly more: boolean } {
+  const end = recencyIndex(fold.recency, beforeSeq);
+  const start = Math.max(0, end - limit);
+  const items: PositionedThread[] = [];
+  for (let i = end - 1; i >= start; i--) items.push(summaryOf(fold.recency[i]!));
+  return { items, more: start > 0 };
 }
 
-export function threadSummary(fold: HistoryFold, threadId: string): (ThreadSummary & { readonly lastSeq: number }) | null {
+export function threadSummary(fold: HistoryFold, threadId: string): PositionedThread | null {
   const thread = fold.threads.get(threadId);
   return thread ? summaryOf(thread) : null;
 }
 
-function summaryOf(thread: ThreadFold): ThreadSummary & { readonly lastSeq: number } {
+function summaryOf(thread: ThreadFold): PositionedThread {
   const last = thread.runs.at(-1);
   return {
     threadId: thread.threadId,
@@ -221,9 +322,32 @@ function summaryOf(thread: ThreadFold): ThreadSummary & { readonly lastSeq: numb
  */
 export function threadMessages(fold: HistoryFold, threadId: string): PositionedMessage[] | null {
   const thread = fold.threads.get(threadId);
+  return thread ? runMessages(thread.runs) : null;
+}
+
+/**
+ * The thread's last `limit` messages before position `before` (oldest first), `more` when older
+ * ones remain; null when the thread has none folded. O(log runs + limit).
+ */
+export function messagePage(
+  fold: HistoryFold,
+  threadId: string,
+  before: number,
+  limit: number,
+): { readonly items: PositionedMessage[]; readonly more: boolean } | null {
+  const thread = fold.threads.get(threadId);
   if (!thread) return null;
+  // Runs whose user message is before `before`; one run more than the page needs, so that a
+  // message left over shows there are older ones.
+  const end = runIndex(thread.runs, Math.ceil(before / 2));
+  const older = runMessages(thread.runs.slice(Math.max(0, end - Math.ceil(limit / 2) - 1), end)).filter((m) => m.position < before);
+  const items = older.slice(-limit);
+  return { items, more: older.length > items.length };
+}
+
+function runMessages(runs: readonly RunFold[]): PositionedMessage[] {
   const messages: PositionedMessage[] = [];
-  for (const run of thread.runs) {
+  for (const run of runs) {
     messages.push({
       position: 2 * run.startSeq,
       message: { id: run.messageId, role: 'user', runId: run.runId, text: run.userText, createdAt: run.createdAt },
@@ -267,16 +391,19 @@ export function runningRuns(fold: HistoryFold, threadId: string): string[] {
 export function conversationTurns(fold: HistoryFold, threadId: string, maxTurns: number, beforeRunId?: string): ConversationTurn[] {
   if (maxTurns <= 0) return [];
   const runs = fold.threads.get(threadId)?.runs ?? [];
-  const before = beforeRunId === undefined ? -1 : runs.findIndex((run) => run.runId === beforeRunId);
-  const turns: ConversationTurn[] = [];
-  for (const run of before >= 0 ? runs.slice(0, before) : runs) {
+  const before = beforeRunId === undefined ? undefined : fold.runs.get(beforeRunId);
+  const end = before?.threadId === threadId ? runIndex(runs, before.startSeq) : runs.length;
+  // Newest first, from the end: only the turns returned are looked at.
+  const newestFirst: ConversationTurn[] = [];
+  for (let i = end - 1; i >= 0 && newestFirst.length < maxTurns; i--) {
+    const run = runs[i]!;
     if (run.status === 'running' || run.status === 'queued') continue;
-    turns.push({ role: 'user', text: run.userText });
     if (run.text !== '' || run.toolCalls.size > 0) {
-      turns.push({ role: 'assistant', text: run.text, toolCalls: [...run.toolCalls.values()].map(toolCallView) });
+      newestFirst.push({ role: 'assistant', text: run.text, toolCalls: [...run.toolCalls.values()].map(toolCallView) });
     }
+    newestFirst.push({ role: 'user', text: run.userText });
   }
-  return turns.slice(-maxTurns);
+  return newestFirst.slice(0, maxTurns).reverse();
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -1,9 +1,8 @@
-import type { DurableEvent } from '@agentwire/protocol';
 import type { EventEngine, LogHead } from '../engine/types.js';
 import type { UnfinishedRun } from '../runs/runStore.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
-import { EventCache } from './eventCache.js';
-import { conversationTurns, createFold, foldEvent, runningRuns, threadMessages, threadSummaries, threadSummary, type HistoryFold } from './fold.js';
+import { conversationTurns, messagePage, runningRuns, threadPage, threadSummary } from './fold.js';
+import { FoldCache, type Deletion, type UserFold } from './foldCache.js';
 import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
 import type { ConversationTurn, HistoryStore, MessagesPage, Page, PageRequest, ThreadSummary } from './types.js';
 
@@ -15,15 +14,15 @@ export interface LogHistoryStoreOptions {
   readonly marks?: ThreadMarkStore;
   /** Runs running or queued (the run store's `activeRuns`): `queued` status and deletions. */
   readonly activeRuns?: (userId: string) => Promise<UnfinishedRun[]>;
-  /** The newest events of a user folded per request, at most. Default 10 000 (the default retention). */
+  /** The newest events of a user folded, at most. Default 10 000 (the default retention). */
   readonly maxEvents?: number;
-  /** Parsed events kept between requests, over all users (least recently read users go first). Default 100 000. */
+  /** Events whose fold is kept between requests, over all users (least recently read users go first). Default 100 000. */
   readonly maxCachedEvents?: number;
 }
 
 interface Folded {
   readonly head: LogHead;
-  readonly fold: HistoryFold;
+  readonly user: UserFold;
   readonly marks: Map<string, ThreadMark>;
 }
 
@@ -42,15 +41,13 @@ export class LogHistoryStore implements HistoryStore {
   readonly #engine: LogHistoryStoreOptions['engine'];
   readonly #marks: ThreadMarkStore;
   readonly #activeRuns: LogHistoryStoreOptions['activeRuns'];
-  readonly #maxEvents: number;
-  readonly #cache: EventCache;
+  readonly #cache: FoldCache;
 
   constructor(options: LogHistoryStoreOptions) {
     this.#engine = options.engine;
     this.#marks = options.marks ?? new MemoryThreadMarks();
     this.#activeRuns = options.activeRuns;
-    this.#maxEvents = options.maxEvents ?? 10_000;
-    this.#cache = new EventCache(options.maxCachedEvents ?? 100_000);
+    this.#cache = new FoldCache(options.maxEvents ?? 10_000, options.maxCachedEvents ?? 100_000);
   }
 
   get available(): boolean {
@@ -59,34 +56,32 @@ export class LogHistoryStore implements HistoryStore {
 
   async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
     const before = page.cursor === undefined ? Number.POSITIVE_INFINITY : decodeCursor('threads', page.cursor);
-    const [{ head, fold, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
-    const all = threadSummaries(fold).filter((thread) => thread.lastSeq < before);
-    const items = all.slice(0, page.limit);
+    const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
+    const { items, more } = threadPage(user.fold, before, page.limit);
     const last = items.at(-1);
     return {
       items: items.map((thread) => withMarks(thread, currentMark(marks, thread.threadId, head.epoch), active)),
-      nextCursor: all.length > items.length && last ? encodeCursor('threads', last.lastSeq) : null,
+      nextCursor: more && last ? encodeCursor('threads', last.lastSeq) : null,
     };
   }
 
   async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
     const before = page.cursor === undefined ? Number.POSITIVE_INFINITY : decodeCursor('messages', page.cursor);
-    const { head, fold } = await this.#fold(userId, threadId);
-    const messages = threadMessages(fold, threadId);
+    const { head, user } = await this.#fold(userId);
+    const messages = messagePage(user.fold, threadId, before, page.limit);
     if (!messages) return null;
-    const older = messages.filter((m) => m.position < before);
-    const items = older.slice(-page.limit);
+    const { items, more } = messages;
     return {
       epoch: head.epoch,
-      lastSeq: head.lastSeq,
+      lastSeq: user.readThrough,
       items: items.map((m) => m.message),
-      nextCursor: older.length > items.length ? encodeCursor('messages', items[0]!.position) : null,
+      nextCursor: more ? encodeCursor('messages', items[0]!.position) : null,
     };
   }
 
   async renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null> {
-    const { head, fold, marks } = await this.#fold(userId, threadId);
-    const thread = threadSummary(fold, threadId);
+    const { head, user, marks } = await this.#fold(userId);
+    const thread = threadSummary(user.fold, threadId);
     if (!thread) return null;
     const mark: ThreadMark = { ...currentMark(marks, threadId, head.epoch), title };
     await this.#marks.put(userId, threadId, mark);
@@ -94,15 +89,15 @@ export class LogHistoryStore implements HistoryStore {
   }
 
   async deleteThread(userId: string, threadId: string): Promise<boolean> {
-    const [{ head, fold, marks }, active] = await Promise.all([this.#fold(userId, threadId), this.#activeRuns?.(userId) ?? []]);
-    if (!threadSummary(fold, threadId)) return false;
+    const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
+    if (!threadSummary(user.fold, threadId)) return false;
     // Runs still going end after the deletion (their terminal event, or a queued one's
     // agent_started) and must not bring the thread back: their later events are deleted too.
-    const deletedRuns = new Set([...runningRuns(fold, threadId), ...active.filter((run) => run.threadId === threadId).map((run) => run.runId)]);
+    const deletedRuns = new Set([...runningRuns(user.fold, threadId), ...active.filter((run) => run.threadId === threadId).map((run) => run.runId)]);
     const previous = currentMark(marks, threadId, head.epoch);
     await this.#marks.put(userId, threadId, {
       epoch: head.epoch,
-      deletedThrough: head.lastSeq,
+      deletedThrough: user.readThrough,
       deletedRuns: [...new Set([...(previous.deletedRuns ?? []), ...deletedRuns])],
     });
     return true;
@@ -110,8 +105,8 @@ export class LogHistoryStore implements HistoryStore {
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
     if (maxTurns <= 0) return [];
-    const { fold } = await this.#fold(userId, threadId);
-    return conversationTurns(fold, threadId, maxTurns, beforeRunId);
+    const { user } = await this.#fold(userId);
+    return conversationTurns(user.fold, threadId, maxTurns, beforeRunId);
   }
 
   /** Folding the log is all this store does: what a node appends is in the log already. */
@@ -120,19 +115,14 @@ export class LogHistoryStore implements HistoryStore {
   async close(): Promise<void> {}
 
   /**
-   * Folds the user's newest `maxEvents` events up to the head read first, so the answer
-   * includes exactly the events up to `head.lastSeq`; only what was appended since this node's
-   * last read of the user is read and parsed (EventCache). With `onlyThread`, only that
-   * thread's events are folded.
+   * The user's fold of their newest `maxEvents` events, including at least every event up to
+   * the head read first (`readThrough` says how far), so an answer includes exactly the events
+   * up to `readThrough`. Kept between requests (FoldCache): only what was appended since is read.
    */
-  async #fold(userId: string, onlyThread?: string): Promise<Folded> {
+  async #fold(userId: string): Promise<Folded> {
     const [head, marks] = await Promise.all([this.#engine.head(userId), this.#marks.all(userId)]);
-    const events = await this.#cache.events(this.#engine, userId, head, Math.max(1, head.lastSeq - this.#maxEvents + 1));
-    const fold = createFold(excluder(marks, head.epoch));
-    for (const event of events) {
-      if (onlyThread === undefined || event.thread_id === onlyThread) foldEvent(fold, event);
-    }
-    return { head, fold, marks };
+    const user = await this.#cache.fold(this.#engine, userId, head, deletionsOf(marks, head.epoch));
+    return { head, user, marks };
   }
 }
 
@@ -147,18 +137,15 @@ function currentMark(marks: Map<string, ThreadMark>, threadId: string, epoch: st
   return mark?.epoch === epoch ? mark : { epoch };
 }
 
-function excluder(marks: Map<string, ThreadMark>, epoch: string): ((event: DurableEvent) => boolean) | undefined {
-  const deletions = new Map<string, { through: number; runs: ReadonlySet<string> }>();
+/** The deletions of the user's threads in this epoch, by thread id. */
+function deletionsOf(marks: Map<string, ThreadMark>, epoch: string): Map<string, Deletion> {
+  const deletions = new Map<string, Deletion>();
   for (const [threadId, mark] of marks) {
     if (mark.epoch === epoch && mark.deletedThrough !== undefined) {
       deletions.set(threadId, { through: mark.deletedThrough, runs: new Set(mark.deletedRuns) });
     }
   }
-  if (deletions.size === 0) return undefined;
-  return (event) => {
-    const deletion = deletions.get(event.thread_id);
-    return deletion !== undefined && (event.seq <= deletion.through || deletion.runs.has(event.run_id));
-  };
+  return deletions;
 }
 
 function withMarks(thread: ThreadSummary, mark: ThreadMark, active: readonly UnfinishedRun[]): ThreadSummary {

@@ -184,6 +184,22 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     ]);
   });
 
+  it('a node that answered before answers what any node appended since (its fold is kept and follows the log)', async () => {
+    env = await setup(mode);
+    const alice = await user(env, 'alice');
+    await completed(alice.client, 't1', 'first');
+    const threads = async () => (await call(env!.reader, 'GET', '/v1/threads', { token: alice.token })).body.threads.map((t: any) => t.thread_id);
+    const texts = async (threadId: string) => (await call(env!.reader, 'GET', `/v1/threads/${threadId}/messages`, { token: alice.token })).body;
+    expect(await threads()).toEqual(['t1']);
+    await completed(alice.client, 't2', 'second');
+    expect(await threads()).toEqual(['t2', 't1']);
+    await completed(alice.client, 't1', 'third');
+    expect(await threads()).toEqual(['t1', 't2']);
+    const page = await texts('t1');
+    expect(page.messages.map((m: any) => m.text)).toEqual(['first', 'echo: first', 'third', 'echo: third']);
+    expect(page.last_seq).toBe(alice.client.frames.filter((f) => typeof f.seq === 'number').at(-1)!.seq);
+  });
+
   it('pages threads and messages with opaque cursors, and refuses bad parameters with 400', async () => {
     env = await setup(mode);
     const alice = await user(env, 'alice');

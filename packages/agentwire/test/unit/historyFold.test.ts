@@ -1,7 +1,18 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { DurableEvent, EventBody } from '@agentwire/protocol';
-import { conversationTurns, createFold, cutTitle, foldEvents, parseEvent, threadMessages, threadSummaries, type HistoryFold } from '../../src/history/fold.js';
+import {
+  conversationTurns,
+  createFold,
+  cutTitle,
+  dropRunsBefore,
+  foldEvents,
+  messagePage,
+  parseEvent,
+  threadMessages,
+  threadPage,
+  type HistoryFold,
+} from '../../src/history/fold.js';
 import type { AssistantMessageView } from '../../src/history/types.js';
 import { fcParams } from '../helpers/fastCheck.js';
 
@@ -75,6 +86,11 @@ function runEvents(threadId: string, runId: string, run: RunSpec, ending: Ending
   return events;
 }
 
+/** Every thread, most recently updated first. */
+function threadSummaries(fold: HistoryFold) {
+  return threadPage(fold, Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY).items;
+}
+
 function views(fold: HistoryFold) {
   return threadSummaries(fold).map((summary) => ({ summary, messages: threadMessages(fold, summary.threadId) }));
 }
@@ -132,6 +148,63 @@ function checkAnswer(answer: AssistantMessageView, events: DurableEvent[]): void
   }
 }
 
+/**
+ * Runs interleaved freely (also runs of one thread, as a `parallel` thread policy allows), some
+ * `agent_started` repeated later (a log is storage: a run may appear to start twice).
+ */
+const looseStreamSpec = fc.record({
+  runs: fc.array(fc.record({ thread: fc.nat({ max: 2 }), run: runSpec }), { minLength: 1, maxLength: 8 }),
+  order: fc.array(fc.nat(), { maxLength: 200 }),
+  restarts: fc.array(fc.record({ at: fc.nat(), run: fc.nat(), thread: fc.nat({ max: 2 }) }), { maxLength: 2 }),
+});
+
+type LooseStreamSpec = typeof looseStreamSpec extends fc.Arbitrary<infer T> ? T : never;
+
+function buildLooseEvents(spec: LooseStreamSpec): DurableEvent[] {
+  const perRun = spec.runs.map(({ thread, run }, r) => runEvents(`t${thread}`, `run_${r}`, run, run.ending));
+  const cursors = perRun.map(() => 0);
+  const bodies: EventBody[] = [];
+  const next = (r: number) => bodies.push(perRun[r]![cursors[r]!++]!);
+  for (const choice of spec.order) {
+    const open = perRun.map((_, r) => r).filter((r) => cursors[r]! < perRun[r]!.length);
+    if (open.length === 0) break;
+    next(open[choice % open.length]!);
+  }
+  perRun.forEach((events, r) => {
+    while (cursors[r]! < events.length) next(r);
+  });
+  for (const restart of spec.restarts) {
+    const r = restart.run % perRun.length;
+    bodies.splice(restart.at % (bodies.length + 1), 0, { ...perRun[r]![0]!, thread_id: `t${restart.thread}` });
+  }
+  return bodies.map((body, i) => ({ ...body, seq: i + 1, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString() }) as DurableEvent);
+}
+
+/** Every page of every list the fold answers, walked as a client pages (the PositionedMessage positions are the cursors). */
+function pagedViews(fold: HistoryFold, limit: number) {
+  const threads = [];
+  let before = Number.POSITIVE_INFINITY;
+  for (;;) {
+    const page = threadPage(fold, before, limit);
+    threads.push(page);
+    if (!page.more) break;
+    before = page.items.at(-1)!.lastSeq;
+  }
+  const messages = threadSummaries(fold).map((thread) => {
+    const pages = [];
+    let beforePosition = Number.POSITIVE_INFINITY;
+    for (;;) {
+      const page = messagePage(fold, thread.threadId, beforePosition, limit)!;
+      pages.push(page);
+      if (!page.more) break;
+      beforePosition = page.items[0]!.position;
+    }
+    return pages;
+  });
+  const turns = threadSummaries(fold).map((thread) => [1, 2, 5, 100].map((max) => conversationTurns(fold, thread.threadId, max)));
+  return { views: views(fold), threads, messages, turns };
+}
+
 describe('history fold', () => {
   it('the fold of every prefix of a valid event stream shows exactly what the prefix holds', () => {
     fc.assert(
@@ -160,6 +233,82 @@ describe('history fold', () => {
         expect(views(chunked)).toEqual(views(whole));
       }),
       fcParams(300, 20_000),
+    );
+  });
+
+  it('pages are the slices of the whole lists that a client paging them would see', () => {
+    fc.assert(
+      fc.property(looseStreamSpec, fc.integer({ min: 1, max: 5 }), fc.nat(), (spec, limit, cut) => {
+        const events = buildLooseEvents(spec);
+        const fold = foldEvents(createFold(), events.slice(0, cut % (events.length + 1)));
+        const all = threadSummaries(fold);
+        expect(all.map((t) => t.lastSeq)).toEqual([...all.map((t) => t.lastSeq)].sort((a, b) => b - a));
+        for (const before of [Number.POSITIVE_INFINITY, ...all.map((t) => t.lastSeq)]) {
+          const expected = all.filter((t) => t.lastSeq < before);
+          expect(threadPage(fold, before, limit)).toEqual({ items: expected.slice(0, limit), more: expected.length > limit });
+        }
+        for (const thread of all) {
+          const messages = threadMessages(fold, thread.threadId)!;
+          for (const before of [Number.POSITIVE_INFINITY, ...messages.map((m) => m.position)]) {
+            const older = messages.filter((m) => m.position < before);
+            expect(messagePage(fold, thread.threadId, before, limit)).toEqual({ items: older.slice(-limit), more: older.length > limit });
+          }
+          // The conversation before each run: its ended runs, newest turns last, as the whole list cut.
+          const runs = messages.filter((m) => m.message.role === 'assistant').map((m) => m.message as AssistantMessageView);
+          runs.forEach((run, i) => {
+            const whole = runs.slice(0, i).flatMap((r) =>
+              r.status === 'running'
+                ? []
+                : [
+                    {
+                      role: 'user',
+                      text: (messages.find((m) => m.message.role === 'user' && m.message.runId === r.runId)!.message as { text: string }).text,
+                    },
+                    ...(r.text !== '' || r.toolCalls.length > 0 ? [{ role: 'assistant', text: r.text, toolCalls: r.toolCalls }] : []),
+                  ],
+            );
+            expect(conversationTurns(fold, thread.threadId, limit, run.runId)).toEqual(whole.slice(-limit));
+          });
+        }
+      }),
+      fcParams(300, 20_000),
+    );
+  });
+
+  it('appended in any chunks, with the oldest runs dropped as the window moves, the fold equals the fold of the window', () => {
+    fc.assert(
+      fc.property(
+        looseStreamSpec,
+        fc.array(fc.nat(), { maxLength: 10 }),
+        fc.integer({ min: 1, max: 40 }),
+        fc.integer({ min: 1, max: 4 }),
+        (spec, cuts, window, limit) => {
+          const events = buildLooseEvents(spec);
+          const fromFloor = (floor: number) =>
+            foldEvents(
+              createFold(),
+              events.filter((e) => e.seq >= floor),
+            );
+          let incremental = createFold();
+          let floor = 1;
+          const bounds = [...new Set(cuts.map((c) => c % (events.length + 1)))].sort((a, b) => a - b);
+          let from = 0;
+          for (const to of bounds.concat(events.length)) {
+            foldEvents(incremental, events.slice(Math.max(from, floor - 1), to));
+            from = to;
+            const newFloor = Math.max(1, to - window + 1);
+            if (newFloor > floor) {
+              // A fold that cannot drop its oldest runs exactly is folded afresh (as the store does).
+              if (!dropRunsBefore(incremental, newFloor)) incremental = foldEvents(createFold(), events.slice(newFloor - 1, to));
+              floor = newFloor;
+            }
+            const fresh = foldEvents(createFold(), events.slice(floor - 1, to));
+            expect(pagedViews(incremental, limit)).toEqual(pagedViews(fresh, limit));
+          }
+          expect(pagedViews(incremental, limit)).toEqual(pagedViews(fromFloor(floor), limit));
+        },
+      ),
+      fcParams(300, 30_000),
     );
   });
 
