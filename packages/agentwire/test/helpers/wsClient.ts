@@ -146,3 +146,12 @@ export function seqProblem(events: Frame[], startAfter?: number): string | null 
   }
   return null;
 }
+
+let runsStarted = 0;
+/** Sends `text` as a message on a thread of its own and resolves with its run id; an answer other than an ack fails. */
+export async function startRun(client: TestClient, text: string): Promise<string> {
+  const id = `m${++runsStarted}`;
+  const ack = await client.message(id, `thread-${id}`, text);
+  if (ack.type !== 'ack') throw new Error(`expected an ack of ${id}, got ${JSON.stringify(ack)}`);
+  return ack.run_id as string;
+}

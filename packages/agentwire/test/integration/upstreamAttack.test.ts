@@ -15,7 +15,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { httpGet } from '../helpers/http.js';
 import { runProblem } from '../helpers/runInvariants.js';
 import { ndjsonHead, UpstreamServer, type UpstreamHandler } from '../helpers/upstreamServer.js';
-import type { Frame, TestClient } from '../helpers/wsClient.js';
+import { startRun, type Frame, type TestClient } from '../helpers/wsClient.js';
 
 /**
  * A hostile upstream agent (PROTOCOL.md section 15): whatever it sends, the run it serves ends
@@ -76,14 +76,6 @@ async function setUp(attack: UpstreamHandler, protocol: AgentProtocol = 'agentwi
   return { mallory: await env.ready('mallory'), alice: await env.ready('alice') };
 }
 
-let messages = 0;
-async function send(client: TestClient, text: string): Promise<string> {
-  const id = `m${++messages}`;
-  const ack = await client.message(id, `thread-${id}`, text);
-  expect(ack.type, JSON.stringify(ack)).toBe('ack');
-  return ack.run_id as string;
-}
-
 async function terminal(client: TestClient, runId: string, timeoutMs = 10_000): Promise<Frame> {
   const events = await client.runEvents(runId, timeoutMs);
   expect(runProblem(events)).toBeNull();
@@ -95,8 +87,8 @@ async function terminal(client: TestClient, runId: string, timeoutMs = 10_000): 
  * the gateway still answers /healthz, and Mallory's run's terminal event is returned.
  */
 async function attacked(clients: { mallory: TestClient; alice: TestClient }, timeoutMs?: number): Promise<Frame> {
-  const hostile = await send(clients.mallory, 'attack');
-  const healthy = await send(clients.alice, 'ok');
+  const hostile = await startRun(clients.mallory, 'attack');
+  const healthy = await startRun(clients.alice, 'ok');
   const outcome = await terminal(clients.mallory, hostile, timeoutMs);
   expect(await terminal(clients.alice, healthy)).toMatchObject({ type: 'agent_completed', status: 'completed', text: 'all fine' });
   expect((await httpGet(`http://127.0.0.1:${env!.port}/healthz`)).status).toBe(200);

@@ -8,7 +8,7 @@ import { ManualClock } from '../helpers/manualClock.js';
 import { runProblem } from '../helpers/runInvariants.js';
 import { ndjson, ndjsonHead, UpstreamServer, type UpstreamHandler } from '../helpers/upstreamServer.js';
 import { Waiters } from '../helpers/waitFor.js';
-import type { Frame, TestClient } from '../helpers/wsClient.js';
+import { startRun, type Frame, type TestClient } from '../helpers/wsClient.js';
 
 /**
  * Faults are answers (PROTOCOL.md section 15): every way an upstream agent over HTTP can fail
@@ -49,15 +49,6 @@ async function setUp(fault: UpstreamHandler, agent: Partial<HttpAgentOptions> = 
   return { upstream, client: await env.ready('alice') };
 }
 
-let messages = 0;
-/** Sends a message on its own thread and resolves with its run id. */
-async function send(client: TestClient, text: string): Promise<string> {
-  const id = `m${++messages}`;
-  const ack = await client.message(id, `thread-${id}`, text);
-  expect(ack.type, JSON.stringify(ack)).toBe('ack');
-  return ack.run_id as string;
-}
-
 /** The run's terminal event, after checking the run's events keep section 7's order. */
 async function terminal(client: TestClient, runId: string): Promise<Frame> {
   const events = await client.runEvents(runId);
@@ -67,8 +58,8 @@ async function terminal(client: TestClient, runId: string): Promise<Frame> {
 
 /** The faulty run fails with `message`; a run started alongside it completes as usual. */
 async function expectFailureAlongsideHealthyRun(client: TestClient, message: RegExp): Promise<Frame> {
-  const faulty = await send(client, 'hello');
-  const healthy = await send(client, 'ok');
+  const faulty = await startRun(client, 'hello');
+  const healthy = await startRun(client, 'ok');
   const failed = await terminal(client, faulty);
   expect(failed).toMatchObject({ type: 'agent_error', code: 'agent_failed' });
   expect(failed.message).toMatch(message);
@@ -91,7 +82,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
     await new Promise<void>((resolve) => probe.close(() => resolve()));
     env = await startGateway({ agent: createHttpAgent({ url: `http://127.0.0.1:${port}/run`, headers: HEADERS }) });
     const client = await env.ready('alice');
-    const failed = await terminal(client, await send(client, 'hello'));
+    const failed = await terminal(client, await startRun(client, 'hello'));
     expect(failed).toMatchObject({ type: 'agent_error', code: 'agent_failed' });
     expect(failed.message).toMatch(new RegExp(`could not reach the upstream agent at http://127\\.0\\.0\\.1:${port}: .*ECONNREFUSED`));
   });
@@ -119,7 +110,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
   it('no first byte within the connect timeout (the upstream sees its request closed)', async () => {
     const agentClock = new ManualClock(0);
     const { upstream, client } = await setUp(() => {}, { clock: agentClock, connectTimeoutMs: 5000 });
-    const faulty = await send(client, 'hello');
+    const faulty = await startRun(client, 'hello');
     const request = await upstream.request(1);
     await agentClock.advance(4999);
     expect(request.closed).toBe(false);
@@ -127,7 +118,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
     const failed = await terminal(client, faulty);
     expect(failed).toMatchObject({ type: 'agent_error', code: 'agent_failed', message: 'the upstream agent did not answer within 5000 ms (connect timeout)' });
     await upstream.closed(1);
-    const healthy = await send(client, 'ok');
+    const healthy = await startRun(client, 'ok');
     expect(await terminal(client, healthy)).toMatchObject({ type: 'agent_completed', text: 'all fine' });
   });
 
@@ -207,7 +198,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
       {},
       { clock, runTimeoutMs: 10_000 },
     );
-    const runId = await send(client, 'hello');
+    const runId = await startRun(client, 'hello');
     await client.waitFor((f) => f.run_id === runId && f.type === 'agent_text_delta');
     await clock.advance(10_000);
     const ended = await terminal(client, runId);
@@ -224,12 +215,12 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
       streams.add(timer);
     });
     try {
-      const runId = await send(client, 'hello');
+      const runId = await startRun(client, 'hello');
       await client.waitFor((f) => f.run_id === runId && f.type === 'agent_text_delta');
       client.send({ type: 'cancel', id: 'cancel-1', run_id: runId });
       expect(await terminal(client, runId)).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
       await upstream.closed(1);
-      const healthy = await send(client, 'ok');
+      const healthy = await startRun(client, 'ok');
       expect(await terminal(client, healthy)).toMatchObject({ type: 'agent_completed', text: 'all fine' });
     } finally {
       for (const timer of streams) clearInterval(timer);
@@ -243,7 +234,7 @@ describe('upstream faults end the run with agent_failed naming the cause', () =>
     }).start();
     const gateway = await startGateway({ agent: createHttpAgent({ url: upstream.url }), drainTimeoutMs: 0 });
     const client = await gateway.ready('alice');
-    const runId = await send(client, 'hello');
+    const runId = await startRun(client, 'hello');
     await client.waitFor((f) => f.run_id === runId && f.type === 'agent_text_delta');
     const stopping = gateway.gateway.shutdown();
     expect(await terminal(client, runId)).toMatchObject({ type: 'agent_error', code: 'shutdown' });
