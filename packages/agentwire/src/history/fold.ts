@@ -75,19 +75,24 @@ export function createFold(exclude?: (event: DurableEvent) => boolean): HistoryF
   return { threads: new Map(), runs: new Map(), recency: [], lastSeq: 0, shadowedStart: 0, exclude };
 }
 
-/**
- * Parses one log entry's JSON into a durable event, or null when it is not a well-formed one
- * (logs are storage, and storage is not trusted: a malformed entry is skipped, never thrown).
- */
-export function parseEvent(json: string): DurableEvent | null {
+/** Stored JSON that must be an object: its fields, or null for anything else (never a throw). */
+export function parseJsonObject(json: string): Record<string, unknown> | null {
   let value: unknown;
   try {
     value = JSON.parse(json);
   } catch {
     return null;
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
-  const e = value as Record<string, unknown>;
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : null;
+}
+
+/**
+ * Parses one log entry's JSON into a durable event, or null when it is not a well-formed one
+ * (logs are storage, and storage is not trusted: a malformed entry is skipped, never thrown).
+ */
+export function parseEvent(json: string): DurableEvent | null {
+  const e = parseJsonObject(json);
+  if (e === null) return null;
   if (!Number.isSafeInteger(e.seq) || (e.seq as number) < 1) return null;
   if (typeof e.run_id !== 'string' || typeof e.thread_id !== 'string' || typeof e.ts !== 'string') return null;
   const isText = typeof e.text === 'string';

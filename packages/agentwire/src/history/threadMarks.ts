@@ -1,6 +1,8 @@
 // What the log-folded history keeps beside the log: renames and deletions of a user's threads.
 // The log itself is append-only, so these marks are applied when it is folded.
 
+import { parseJsonObject } from './fold.js';
+
 /** A thread's marks; they belong to one epoch of the user's log and mean nothing in another. */
 export interface ThreadMark {
   readonly epoch: string;
@@ -56,14 +58,9 @@ export class MemoryThreadMarks implements ThreadMarkStore {
 
 /** A stored mark as JSON, or null when it is not one (storage is not trusted). */
 export function parseMark(json: string): ThreadMark | null {
-  let value: unknown;
-  try {
-    value = JSON.parse(json);
-  } catch {
-    return null;
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
-  const { epoch, title, deletedThrough, deletedRuns } = value as Record<string, unknown>;
+  const value = parseJsonObject(json);
+  if (value === null) return null;
+  const { epoch, title, deletedThrough, deletedRuns } = value;
   if (typeof epoch !== 'string') return null;
   if (title !== undefined && typeof title !== 'string') return null;
   if (deletedThrough !== undefined && !Number.isSafeInteger(deletedThrough)) return null;
