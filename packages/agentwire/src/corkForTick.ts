@@ -13,15 +13,19 @@ const corked = new WeakSet<Corkable>();
 /** The streams corked in this tick, in the order they were first written to. */
 let held: Held[] = [];
 
-/** One callback per tick uncorks every stream corked in it (not one closure and nextTick per stream). */
+/**
+ * One callback per tick uncorks every stream corked in it (not one closure and nextTick per
+ * stream). Every stream is uncorked before any callback runs: a callback that throws must not
+ * leave the other streams corked for good.
+ */
 function uncorkAll(): void {
   const streams = held;
   held = [];
-  for (const { stream, onFlushed } of streams) {
+  for (const { stream } of streams) {
     corked.delete(stream);
     stream.uncork();
-    onFlushed?.();
   }
+  for (const { onFlushed } of streams) onFlushed?.();
 }
 
 /**

@@ -88,12 +88,16 @@ export class LogHistoryStore implements HistoryStore {
     return withMarks(thread, mark, (await this.#activeRuns?.(userId)) ?? []);
   }
 
-  async deleteThread(userId: string, threadId: string): Promise<boolean> {
+  async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
     const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
     if (!threadSummary(user.fold, threadId)) return false;
     // Runs still going end after the deletion (their terminal event, or a queued one's
     // agent_started) and must not bring the thread back: their later events are deleted too.
-    const deletedRuns = new Set([...runningRuns(user.fold, threadId), ...active.filter((run) => run.threadId === threadId).map((run) => run.runId)]);
+    const deletedRuns = new Set([
+      ...runningRuns(user.fold, threadId),
+      ...active.filter((run) => run.threadId === threadId).map((run) => run.runId),
+      ...endingRunIds,
+    ]);
     const previous = currentMark(marks, threadId, head.epoch);
     await this.#marks.put(userId, threadId, {
       epoch: head.epoch,

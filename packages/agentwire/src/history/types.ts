@@ -115,8 +115,12 @@ export interface HistoryStore {
   messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null>;
   /** Renames a thread; null when it does not exist. */
   renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null>;
-  /** Deletes a thread's history; false when it did not exist. The caller cancels its runs. */
-  deleteThread(userId: string, threadId: string): Promise<boolean>;
+  /**
+   * Deletes a thread's history; false when it did not exist. The caller cancels its runs and
+   * names them in `endingRunIds`: events they append after the deletion (a cancelled queued
+   * run's start, a running one's last deltas and end) must not bring the thread back.
+   */
+  deleteThread(userId: string, threadId: string, endingRunIds?: readonly string[]): Promise<boolean>;
   /** The thread's last `maxTurns` turns before the run `beforeRunId` (or all when absent), oldest first. */
   conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]>;
   /**

@@ -10,8 +10,8 @@ import { discardBody, json, MAX_BODY_BYTES, readBody } from './body.js';
 export interface HistoryRouteDeps {
   readonly verifier: TokenVerifier;
   readonly history: HistoryStore;
-  /** Cancels the thread's queued and running runs (a deleted thread's); resolves with how many there were. */
-  cancelThreadRuns(userId: string, threadId: string): Promise<number>;
+  /** Cancels the thread's queued and running runs (a deleted thread's); resolves with their ids. */
+  cancelThreadRuns(userId: string, threadId: string): Promise<string[]>;
   readonly logger: Logger;
 }
 
@@ -111,10 +111,12 @@ async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage
     if (!thread) throw notFound();
     return { status: 200, body: threadJson(thread) };
   }
-  const deleted = await deps.history.deleteThread(userId, threadId);
-  // A thread with a run going exists even where the store has not seen it yet (PostgreSQL
+  // Cancelled first, so the deletion can name the runs whose late events it must keep out. A
+  // thread with a run going exists even where the store has not seen it yet (PostgreSQL
   // archives write-behind): its runs are cancelled and the deletion is a 204 all the same.
-  if ((await deps.cancelThreadRuns(userId, threadId)) === 0 && !deleted) throw notFound();
+  const ending = await deps.cancelThreadRuns(userId, threadId);
+  const deleted = await deps.history.deleteThread(userId, threadId, ending);
+  if (ending.length === 0 && !deleted) throw notFound();
   return { status: 204 };
 }
 

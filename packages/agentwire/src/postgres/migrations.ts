@@ -19,8 +19,9 @@ interface Migration {
  * - `agentwire_threads`: one row per thread for the thread list (title, times, last run).
  * - `agentwire_archive_marks`: per user, the newest (epoch, seq) up to which every event is
  *   archived (or known lost): the `epoch`/`last_seq` seam of the messages route.
- * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion are not archived
- *   again (write-behind and catch-up may still hold some).
+ * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion, and any event of
+ *   the runs the deletion ended (`run_ids`), are not archived again (write-behind and catch-up
+ *   may still hold some).
  */
 const MIGRATIONS: readonly Migration[] = [
   {
@@ -83,6 +84,7 @@ const MIGRATIONS: readonly Migration[] = [
         user_id text NOT NULL,
         thread_id text NOT NULL,
         deleted_at timestamptz NOT NULL,
+        run_ids text[] NOT NULL DEFAULT '{}',
         PRIMARY KEY (user_id, thread_id)
       );
     `,

@@ -24,6 +24,9 @@ import { foldRun, type RunView } from './runFold.js';
 import { storableText } from './storable.js';
 import { THREAD_ID } from '../protocol/index.js';
 
+/** Most run ids a thread's tombstone keeps (runs a deletion ended; a user has at most a few going at once). */
+const MAX_TOMBSTONE_RUNS = 256;
+
 /** How `createPostgresHistoryStore` connects, archives and bounds itself (settings in README.md). */
 export interface PostgresHistoryStoreOptions {
   /** `postgres://…` (AGENTWIRE_DATABASE_URL). */
@@ -285,13 +288,16 @@ export class PostgresHistoryStore implements HistoryStore {
     return rows[0] ? threadSummary(rows[0]) : null;
   }
 
-  async deleteThread(userId: string, threadId: string): Promise<boolean> {
+  async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
     return inTransaction(this.#pool, async (client) => {
-      // The tombstone keeps write-behind and catch-up from archiving the thread's events again.
+      // The tombstone keeps write-behind and catch-up from archiving the thread's events again:
+      // those up to now, and any of the runs the deletion ends (their last events come later).
+      // The ids a tombstone keeps are bounded: the newest MAX_TOMBSTONE_RUNS.
       await client.query(
-        `INSERT INTO agentwire_deleted_threads (user_id, thread_id, deleted_at) VALUES ($1, $2, now())
-         ON CONFLICT (user_id, thread_id) DO UPDATE SET deleted_at = now()`,
-        [userId, threadId],
+        `INSERT INTO agentwire_deleted_threads AS d (user_id, thread_id, deleted_at, run_ids) VALUES ($1, $2, now(), $3)
+         ON CONFLICT (user_id, thread_id) DO UPDATE SET deleted_at = now(),
+           run_ids = (d.run_ids || EXCLUDED.run_ids)[greatest(1, cardinality(d.run_ids || EXCLUDED.run_ids) - ${MAX_TOMBSTONE_RUNS - 1}):]`,
+        [userId, threadId, endingRunIds.slice(-MAX_TOMBSTONE_RUNS).map(storableText)],
       );
       const { rowCount } = await client.query('DELETE FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);

@@ -412,14 +412,14 @@ export class RunManager {
   /**
    * Cancels every queued and running run of a thread (its deletion): those the run store lists,
    * and `alsoRunIds`, runs the caller knows to be running (e.g. from the log) when the store
-   * cannot list them. Resolves with how many runs it asked to cancel.
+   * cannot list them. Resolves with the ids of the runs it asked to cancel.
    */
-  async cancelThreadRuns(userId: string, threadId: string, alsoRunIds: readonly string[] = []): Promise<number> {
+  async cancelThreadRuns(userId: string, threadId: string, alsoRunIds: readonly string[] = []): Promise<string[]> {
     const active = (await this.activeRuns(userId)).filter((run) => run.threadId === threadId).map((run) => run.runId);
     const ignore = () => {};
     const runIds = [...new Set([...active, ...alsoRunIds])];
     await Promise.all(runIds.map((runId) => this.cancel(userId, runId, ignore)));
-    return runIds.length;
+    return runIds;
   }
 
   /**

@@ -424,6 +424,32 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history routes under attac
   });
 });
 
+describe.each(['log-folded', 'postgres'] as const)('DELETE of a thread with a queued run (%s store)', (kind) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // The queued run the deletion cancels still appends its agent_started (then its cancelled
+  // agent_completed) after the deletion: it must not bring the deleted thread back.
+  it('the thread stays deleted', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    const first = await alice.client.message(randomUUID(), 'queued', '/gated stream');
+    await alice.client.waitFor((frame) => frame.type === 'agent_started' && frame.run_id === first.run_id);
+    const second = await alice.client.message(randomUUID(), 'queued', 'the queued one');
+    expect(second).toMatchObject({ type: 'ack', status: 'queued' });
+    await env.settled();
+    expect((await call(env, 'DELETE', '/v1/threads/queued', { token: alice.token })).status).toBe(204);
+    const events = await alice.client.runEvents(second.run_id);
+    expect(events.at(-1)).toMatchObject({ type: 'agent_completed', status: 'cancelled' });
+    await env.settled();
+    expect(JSON.parse((await call(env, 'GET', '/v1/threads', { token: alice.token })).text).threads).toEqual([]);
+    expect((await call(env, 'GET', '/v1/threads/queued/messages', { token: alice.token })).status).toBe(404);
+  });
+});
+
 describe('a store whose answer cannot be written as JSON', () => {
   let gateway: TestGateway | undefined;
   afterEach(async () => {
