@@ -349,9 +349,12 @@ export class Archiver {
       for (const batch of batches) epochIds.set(batch, await this.#epochId(batch.userId, batch.epoch));
       const transaction = (mayHoldArchived: boolean) =>
         inTransaction(this.#pool, async (client) => {
+          // The users' mark rows are locked first: a thread deletion takes the same lock, so a
+          // batch sees its tombstone, or the deletion sees (and erases) what the batch wrote.
+          const marks = await lockMarks(client, batches, epochIds);
           const { inserted, seen } = await insertEvents(client, batches, epochIds, mayHoldArchived);
           await updateRunsAndThreads(client, inserted);
-          const advanced = await advanceMarks(client, batches, epochIds);
+          const advanced = await advanceMarks(client, epochIds, marks);
           await finalizeRuns(client, advanced, seen);
           return { inserted, advanced };
         });
@@ -606,12 +609,17 @@ interface MarkStep {
   readonly epochChanged: boolean;
 }
 
+/** The batch's users' archive marks, locked for the transaction (created where missing). */
+interface LockedMarks {
+  readonly byUser: Map<string, UserBatch[]>;
+  readonly rows: ReadonlyArray<{ user_id: string; epoch_id: string; seq: string }>;
+}
+
 /**
- * Moves each user's mark over the seqs the batch covers and then over seqs already archived (by
- * this node or another) right after it. Rows are locked in user order so that two nodes writing
- * for the same users queue up instead of deadlocking.
+ * Creates and locks the batch's users' mark rows, in user order so that two nodes writing for
+ * the same users queue up instead of deadlocking.
  */
-async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<MarkStep[]> {
+async function lockMarks(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<LockedMarks> {
   const byUser = new Map<string, UserBatch[]>();
   for (const batch of batches) {
     const list = byUser.get(batch.userId) ?? [];
@@ -630,6 +638,15 @@ async function advanceMarks(client: PoolClient, batches: readonly UserBatch[], e
   const { rows } = await client.query<{ user_id: string; epoch_id: string; seq: string }>(
     prepared('lock_marks', 'SELECT user_id, epoch_id, seq FROM agentwire_archive_marks WHERE user_id = ANY($1::text[]) ORDER BY user_id FOR UPDATE', [users]),
   );
+  return { byUser, rows };
+}
+
+/**
+ * Moves each user's mark (locked by lockMarks) over the seqs the batch covers and then over seqs
+ * already archived (by this node or another) right after it.
+ */
+async function advanceMarks(client: PoolClient, epochIds: Map<UserBatch, number>, marks: LockedMarks): Promise<MarkStep[]> {
+  const { byUser, rows } = marks;
   const steps: MarkStep[] = [];
   for (const row of rows) {
     const markEpoch = Number(row.epoch_id);

@@ -290,6 +290,9 @@ export class PostgresHistoryStore implements HistoryStore {
 
   async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
     return inTransaction(this.#pool, async (client) => {
+      // The user's mark row is the lock archive batches take first (archiver.ts, lockMarks): a
+      // batch in flight commits before the rows below are erased, a later one sees the tombstone.
+      await client.query('SELECT 1 FROM agentwire_archive_marks WHERE user_id = $1 FOR UPDATE', [userId]);
       // The tombstone keeps write-behind and catch-up from archiving the thread's events again:
       // those up to now, and any of the runs the deletion ends (their last events come later).
       // The ids a tombstone keeps are bounded: the newest MAX_TOMBSTONE_RUNS.
