@@ -1,5 +1,4 @@
 import { Readable } from 'node:stream';
-import { join } from 'node:path';
 import { EventType, type BaseEvent } from '@ag-ui/core';
 import { RunAgentInputSchema } from '@ag-ui/core/schemas';
 import { EventEncoder } from '@ag-ui/encoder';
@@ -10,7 +9,8 @@ import { z } from 'zod';
 import type { ConversationTurn } from '../../src/history/types.js';
 import type { AgentRunInput, AgentStep } from '../../src/runs/agent.js';
 import { createHttpAgent, type HttpAgentOptions } from '../../src/upstream/index.js';
-import { ChildTracker, REPO_ROOT } from '../helpers/childProcess.js';
+import { PYTHON_AGENT_RUN_TYPES, startPythonAgent } from '../helpers/pythonAgent.js';
+import { ChildTracker } from '../helpers/childProcess.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { runProblem } from '../helpers/runInvariants.js';
 import { UpstreamServer, type UpstreamHandler } from '../helpers/upstreamServer.js';
@@ -57,15 +57,9 @@ function joined(steps: readonly AgentStep[], type: 'text_delta' | 'thinking_delt
   return steps.map((s) => (s.type === type ? s.text : '')).join('');
 }
 
-async function startPythonAgent(): Promise<string> {
-  const python = children.spawn([], {}, { command: ['python3', join(REPO_ROOT, 'examples/python-agent/agent.py'), '0'] });
-  const [, url] = await python.waitForStdout(/^agent on (http:\/\/127\.0\.0\.1:\d+\/run)$/m);
-  return url!;
-}
-
 describe('agentwire dialect: examples/python-agent/agent.py (python3, standard library only)', () => {
   it('streams thinking, a tool call and its result, and the answer token by token', async () => {
-    const url = await startPythonAgent();
+    const url = await startPythonAgent(children);
     const steps = await collect({ url }, 'count these four words');
     expect(steps.map((s) => s.type)).toEqual([
       'thinking_delta',
@@ -86,20 +80,12 @@ describe('agentwire dialect: examples/python-agent/agent.py (python3, standard l
   });
 
   it('through the gateway: durable events in order, agent_completed.text is the deltas', async () => {
-    env = await startGateway({ agent: createHttpAgent({ url: await startPythonAgent() }) });
+    env = await startGateway({ agent: createHttpAgent({ url: await startPythonAgent(children) }) });
     const client = await env.ready('alice');
     const ack = await client.message('m1', 't1', 'one two three');
     const events = await client.runEvents(ack.run_id);
     expect(runProblem(events)).toBeNull();
-    expect(events.map((e) => e.type)).toEqual([
-      'agent_started',
-      'agent_thinking_delta',
-      'agent_thinking_delta',
-      'tool_executing',
-      'tool_completed',
-      ...Array(5).fill('agent_text_delta'),
-      'agent_completed',
-    ]);
+    expect(events.map((e) => e.type)).toEqual(PYTHON_AGENT_RUN_TYPES);
     const deltas = events
       .filter((e) => e.type === 'agent_text_delta')
       .map((e) => e.text)

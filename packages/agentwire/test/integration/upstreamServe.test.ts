@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PYTHON_AGENT_RUN_TYPES, startPythonAgent } from '../helpers/pythonAgent.js';
 import { ChildTracker, REPO_ROOT } from '../helpers/childProcess.js';
 import { runProblem } from '../helpers/runInvariants.js';
 import { TestClient } from '../helpers/wsClient.js';
@@ -29,9 +30,8 @@ function connect(url: string, token: string, resume?: { epoch: string; lastSeq: 
 
 describe('agentwire serve --agent-url in front of the Python example', () => {
   it('streams a run over a WebSocket, resumable mid-answer; the banner names the agent; the header values are never printed', async () => {
-    const python = children.spawn([], {}, { command: ['python3', join(REPO_ROOT, 'examples/python-agent/agent.py'), '0'] });
-    const [, agentUrl] = await python.waitForStdout(/^agent on (http:\/\/127\.0\.0\.1:\d+\/run)$/m);
-    const server = children.spawn(['serve', '--agent-url', agentUrl!], {
+    const agentUrl = await startPythonAgent(children);
+    const server = children.spawn(['serve', '--agent-url', agentUrl], {
       PORT: '0',
       AGENTWIRE_AGENT_HEADERS: JSON.stringify({ authorization: `Bearer ${CREDENTIAL}` }),
       AGENTWIRE_LOG_LEVEL: 'debug',
@@ -40,22 +40,14 @@ describe('agentwire serve --agent-url in front of the Python example', () => {
     });
     const [, url] = await server.waitForStdout(/^agentwire listening on (ws:\/\/127\.0\.0\.1:\d+\/ws)$/m);
     const [, token] = await server.waitForStdout(/^A token for user "demo" \(valid 24 h\):\n\n {2}(\S+)\n/m);
-    await server.waitForStdout(new RegExp(`^Talk to the upstream agent at ${agentUrl!.replace(/[./]/g, '\\$&')} \\(agentwire dialect\\):$`, 'm'));
+    await server.waitForStdout(new RegExp(`^Talk to the upstream agent at ${agentUrl.replace(/[./]/g, '\\$&')} \\(agentwire dialect\\):$`, 'm'));
 
     const client = connect(url!, token!);
     const { epoch } = await client.ready();
     const ack = await client.message('m1', 'thread-1', 'how many words are here');
     const events = await client.runEvents(ack.run_id);
     expect(runProblem(events)).toBeNull();
-    expect(events.map((e) => e.type)).toEqual([
-      'agent_started',
-      'agent_thinking_delta',
-      'agent_thinking_delta',
-      'tool_executing',
-      'tool_completed',
-      ...Array(5).fill('agent_text_delta'),
-      'agent_completed',
-    ]);
+    expect(events.map((e) => e.type)).toEqual(PYTHON_AGENT_RUN_TYPES);
     expect(events[3]).toMatchObject({ call_id: 'c1', tool: 'word_count', args: { text: 'how many words are here' } });
     expect(events[4]).toMatchObject({ call_id: 'c1', ok: true, result: 5 });
     const deltas = events.filter((e) => e.type === 'agent_text_delta');
