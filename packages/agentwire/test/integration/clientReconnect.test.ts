@@ -34,7 +34,9 @@ function track<T>(value: T, cleanup: (value: T) => Promise<void> | void): T {
 }
 
 async function gatewayOn(port: number, options: Partial<Parameters<typeof createGateway>[0]> = {}): Promise<{ gateway: Gateway; port: number }> {
-  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, ...options });
+  // No merging of deltas (as startGateway): the tests count a demo run's events word by word
+  // (demoRunTypes), which a flush window would make depend on timing (CI-sim saw 10 for 11).
+  const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, streamFlushMs: 0, ...options });
   track(gateway, (g) => g.shutdown());
   const listening = await gateway.listen(port, '127.0.0.1');
   return { gateway, port: listening.port };

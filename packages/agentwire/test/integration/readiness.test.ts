@@ -65,7 +65,7 @@ describe('readiness before and after the engine is up', () => {
     const engine = new GatedEngine();
     const metrics = new GatewayMetrics();
     const transitions = new TransitionWatcher(metrics);
-    const gateway = createGateway({ auth: { secret: TEST_SECRET }, engine, metrics, demoStepMs: 1 });
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, engine, metrics, demoStepMs: 1, streamFlushMs: 0 });
     const server = createServer((req, res) => {
       if (!gateway.handleRequest(req, res)) {
         res.writeHead(404);
