@@ -74,8 +74,14 @@ describe('Redis Cluster master failover', () => {
     const victim = await cluster.masterOf(key, cluster.ports[0]!);
     const survivor = cluster.ports.find((port) => port !== victim)!;
     const admin = cluster.admin(victim);
-    // A replica syncs with its master asynchronously after the cluster forms (longer on a busy machine).
-    await eventually(async () => Number(await admin.call('WAIT', 1, 1000)) === 1, 30_000, "the replica to acknowledge its master's writes");
+    // Replication is asynchronous, and WAIT on this connection covers only its own writes (none):
+    // wait until the replica's offset reaches the master's as it is now, past the gateways' writes.
+    const offsets = async () => {
+      const info = String(await admin.call('INFO', 'replication'));
+      return { master: Number(/master_repl_offset:(\d+)/.exec(info)?.[1] ?? -1), replica: Number(/slave0:[^\r\n]*offset=(\d+)/.exec(info)?.[1] ?? -1) };
+    };
+    const { master } = await offsets();
+    await eventually(async () => (await offsets()).replica >= master, 30_000, "the replica to acknowledge its master's writes");
     admin.disconnect();
 
     await cluster.kill(victim);
