@@ -28,8 +28,8 @@
  * The stream and upstream phases (bench/streamPhase.ts) run last: streamed delta events per
  * second through the gateway (memory and Redis engine) against the raw ws server pushing the same
  * frames, latency from an agent's fragment to its receipt at half that load against the flush
- * window; and an upstream HTTP agent against the same agent in process. --stream-users <n> and
- * --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations.
+ * window; and an upstream HTTP agent against the same agent in process. --stream-users <n>,
+ * --stream-runs <n> (runs per user of the max measurement) and --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations.
  *
  * The archive phase (bench/archivePhase.ts) runs after them, on a database of its own on the
  * machine's PostgreSQL: the write-behind archive's events per second against the events phase's
@@ -132,6 +132,7 @@ const ARCHIVE_SIZE_OVERRIDES = {
 
 const STREAM_SIZE_OVERRIDES = {
   ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
+  ...(option('stream-runs') ? { runsPerUser: Number(option('stream-runs')) } : {}),
   ...(option('upstream-runs') ? { upstreamRuns: Number(option('upstream-runs')) } : {}),
 };
 
