@@ -349,8 +349,9 @@ export class Archiver {
       for (const batch of batches) epochIds.set(batch, await this.#epochId(batch.userId, batch.epoch));
       const transaction = (mayHoldArchived: boolean) =>
         inTransaction(this.#pool, async (client) => {
-          // The users' mark rows are locked first: a thread deletion takes the same lock, so a
-          // batch sees its tombstone, or the deletion sees (and erases) what the batch wrote.
+          // The users' mark rows are created and locked first: a thread deletion does the same
+          // (store.ts, deleteThread; also before a user's first batch commits), so a batch sees
+          // its tombstone, or the deletion sees (and erases) what the batch wrote.
           const marks = await lockMarks(client, batches, epochIds);
           const { inserted, seen } = await insertEvents(client, batches, epochIds, mayHoldArchived);
           await updateRunsAndThreads(client, inserted);
@@ -617,7 +618,8 @@ interface LockedMarks {
 
 /**
  * Creates and locks the batch's users' mark rows, in user order so that two nodes writing for
- * the same users queue up instead of deadlocking.
+ * the same users queue up instead of deadlocking (a deletion takes one user's row and nothing
+ * before it, so it cannot close a cycle).
  */
 async function lockMarks(client: PoolClient, batches: readonly UserBatch[], epochIds: Map<UserBatch, number>): Promise<LockedMarks> {
   const byUser = new Map<string, UserBatch[]>();

@@ -18,7 +18,9 @@ interface Migration {
  *   page of finished runs is read without folding their deltas again.
  * - `agentwire_threads`: one row per thread for the thread list (title, times, last run).
  * - `agentwire_archive_marks`: per user, the newest (epoch, seq) up to which every event is
- *   archived (or known lost): the `epoch`/`last_seq` seam of the messages route.
+ *   archived (or known lost): the `epoch`/`last_seq` seam of the messages route. Also the lock
+ *   that serialises a user's archive batches and thread deletions; (0, 0) (nothing archived) when
+ *   a deletion created it.
  * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion, and any event of
  *   the runs the deletion ended (`run_ids`), are not archived again (write-behind and catch-up
  *   may still hold some).

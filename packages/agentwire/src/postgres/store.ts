@@ -292,6 +292,11 @@ export class PostgresHistoryStore implements HistoryStore {
     return inTransaction(this.#pool, async (client) => {
       // The user's mark row is the lock archive batches take first (archiver.ts, lockMarks): a
       // batch in flight commits before the rows below are erased, a later one sees the tombstone.
+      // Created as lockMarks does, so the user's first batch serialises too: while its own insert
+      // of the row is uncommitted, a SELECT alone would find no row to wait for, but this insert
+      // waits for that batch to end. A row made here is (0, 0), "nothing archived": a batch moves
+      // it on to its epoch as from a mark of an older epoch, and catch-up reads from seq 1.
+      await client.query('INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING', [userId]);
       await client.query('SELECT 1 FROM agentwire_archive_marks WHERE user_id = $1 FOR UPDATE', [userId]);
       // The tombstone keeps write-behind and catch-up from archiving the thread's events again:
       // those up to now, and any of the runs the deletion ends (their last events come later).

@@ -152,3 +152,24 @@ export class PostgresServer {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * The backends waiting for a lock that backend `blockerPid` holds, once there are any; `[]` as soon
+ * as `settled()` is true (what was awaited went on without waiting). PostgreSQL announces no lock
+ * wait, so its view of them is asked again after every answer (no timer), up to `timeoutMs`.
+ */
+export async function backendsBlockedBy(
+  db: pg.Pool | pg.Client,
+  blockerPid: number,
+  options: { settled?: () => boolean; timeoutMs?: number } = {},
+): Promise<Array<{ pid: number; query: string }>> {
+  const deadline = performance.now() + (options.timeoutMs ?? 5000);
+  for (;;) {
+    if (options.settled?.()) return [];
+    const { rows } = await db.query<{ pid: number; query: string }>('SELECT pid, query FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))', [
+      blockerPid,
+    ]);
+    if (rows.length > 0) return rows;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for a backend blocked by ${blockerPid}`);
+  }
+}

@@ -6,7 +6,7 @@ import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { InvalidCursorError } from '../../src/history/types.js';
 import { migrate } from '../../src/postgres/migrations.js';
 import type { AssistantMessageView, MessageView } from '../../src/history/types.js';
-import { createTestDatabase } from '../helpers/postgres.js';
+import { backendsBlockedBy, createTestDatabase } from '../helpers/postgres.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 // The PostgreSQL history store against the machine's PostgreSQL 15, one fresh database per run.
@@ -279,5 +279,80 @@ describe('archive and history', () => {
     const page = (await store.messages('gus', 't1', { limit: 50 }))!;
     expect(page.items).toHaveLength(10);
     expect(page.lastSeq).toBe(total);
+  });
+});
+
+describe('thread deletion against the archive', () => {
+  /** The user's rows in every table a deletion erases, and whether the thread's tombstone is there. */
+  async function rowsOf(userId: string, threadId: string): Promise<Record<string, number>> {
+    const { rows } = await admin.query<Record<string, number>>(
+      `SELECT (SELECT count(*)::int FROM agentwire_events WHERE user_id = $1 AND thread_id = $2) AS events,
+              (SELECT count(*)::int FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2) AS runs,
+              (SELECT count(*)::int FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2) AS threads,
+              (SELECT count(*)::int FROM agentwire_deleted_threads WHERE user_id = $1 AND thread_id = $2) AS tombstones`,
+      [userId, threadId],
+    );
+    return rows[0]!;
+  }
+
+  it("erases a thread of the user's first archive batch while that batch is in flight: the deletion waits for it", async () => {
+    const { store, append } = await setup();
+    // An uncommitted row of the same thread, from a connection of the test's own, holds the
+    // batch at its thread upsert: its events are inserted (the tombstone check passed) and its
+    // newly created mark row is not committed yet.
+    const holder = new pg.Client({ connectionString: database.url });
+    await holder.connect();
+    let deleted: boolean;
+    let waiting: unknown[];
+    try {
+      await holder.query('BEGIN');
+      await holder.query(
+        `INSERT INTO agentwire_threads (user_id, thread_id, title, title_epoch_id, title_seq, created_at, updated_at,
+                                        last_run_id, last_run_status, last_epoch_id, last_seq)
+         VALUES ('ivy', 't1', 'held', 0, 0, now(), now(), 'r0', 'running', 0, 0)`,
+      );
+      const { rows } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await append('ivy', runEvents('t1', 'r1', 'delete me', ['gone']));
+      const [batch, ...others] = await backendsBlockedBy(admin, rows[0]!.pid);
+      expect(others).toEqual([]);
+      expect(batch!.query).toMatch(/INSERT INTO agentwire_threads/);
+
+      let settled = false;
+      const deletion = store.deleteThread('ivy', 't1').finally(() => (settled = true));
+      // Either the deletion waits for the batch (it must), or it ends without waiting: the race,
+      // where its SELECT … FOR UPDATE finds no committed mark row, it erases nothing, and the
+      // batch commits the thread after it.
+      waiting = await backendsBlockedBy(admin, batch!.pid, { settled: () => settled });
+      await holder.query('ROLLBACK');
+      deleted = await deletion;
+      await store.idle();
+    } finally {
+      await holder.end();
+    }
+    expect(store.stats).toMatchObject({ failedBatches: 0, lost: 0 });
+    // The batch committed, and the deleted thread is not back:
+    expect(await rowsOf('ivy', 't1')).toEqual({ events: 0, runs: 0, threads: 0, tombstones: 1 });
+    expect((await store.listThreads('ivy', { limit: 5 })).items).toEqual([]);
+    expect(await store.messages('ivy', 't1', { limit: 50 })).toBeNull();
+    // the deletion waited for the batch and erased what it wrote.
+    expect({ waitedForTheBatch: waiting.length, deleted }).toEqual({ waitedForTheBatch: 1, deleted: true });
+  });
+
+  it('a deletion before the user is archived leaves a mark of nothing archived, which write-behind and catch-up move on from', async () => {
+    const { store, engine, append } = await setup({ queueEvents: 3 });
+    expect(await store.deleteThread('jay', 't0')).toBe(false);
+    const { rows } = await admin.query('SELECT epoch_id::int, seq::int FROM agentwire_archive_marks WHERE user_id = $1', ['jay']);
+    expect(rows).toEqual([{ epoch_id: 0, seq: 0 }]);
+    let total = 0;
+    for (let run = 0; run < 3; run++) total += (await append('jay', runEvents('t1', `r${run}`, `q${run}`, ['x', 'y']))).length;
+    await store.idle();
+    // Some did not fit the queue: archived by catch-up from the log, from seq 1.
+    expect(store.stats.dropped).toBeGreaterThan(0);
+    expect(store.stats.lost).toBe(0);
+    expect(await archivedSeqs('jay')).toEqual(range(1, total));
+    const page = (await store.messages('jay', 't1', { limit: 50 }))!;
+    const head = await engine.head('jay');
+    expect({ epoch: page.epoch, lastSeq: page.lastSeq }).toEqual({ epoch: head.epoch, lastSeq: total });
+    expect(page.items.filter((m) => m.role === 'assistant').map((m) => (m as AssistantMessageView).status)).toEqual(['completed', 'completed', 'completed']);
   });
 });
