@@ -207,3 +207,16 @@ export interface Spread {
 export function spread(values: readonly number[]): Spread {
   return { median: median(values), min: Math.min(...values), max: Math.max(...values), values };
 }
+
+/** The gateway's append → fan-out histogram (agentwire_append_to_send_seconds) as cumulative bucket counts. */
+export type Buckets = { le: number; count: number }[];
+
+/** Upper bound of the bucket where the cumulative count first reaches p% (from a delta of two snapshots). */
+export function bucketPercentile(before: Buckets[], after: Buckets[], p: number): number {
+  const les = after[0]!.map((b) => b.le);
+  const counts = les.map((_, i) => after.reduce((n, a, node) => n + a[i]!.count - before[node]![i]!.count, 0));
+  const total = counts[counts.length - 1]!;
+  if (total === 0) return Number.NaN;
+  const at = counts.findIndex((c) => c >= (p / 100) * total);
+  return les[at]! * 1000;
+}

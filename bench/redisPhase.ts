@@ -15,7 +15,7 @@
  * alternate between the nodes, so both nodes execute runs and both deliver every user's events.
  */
 import type { Redis } from 'ioredis';
-import { eventsPerRun, spread, type IpcClient, type ServerUsage, type Spread, type Workload } from './common.js';
+import { bucketPercentile, eventsPerRun, spread, type Buckets, type IpcClient, type ServerUsage, type Spread, type Workload } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
 import { NodeGroup, cpuOf, type StartedServer } from './nodeGroup.js';
 import { startBenchRedis } from './redisServer.js';
@@ -96,18 +96,6 @@ async function redisCpuUs(redis: Redis | null): Promise<number> {
   const user = Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1]);
   const sys = Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1]);
   return (user + sys) * 1e6;
-}
-
-type Buckets = { le: number; count: number }[];
-
-/** Upper bound of the bucket where the cumulative count first reaches p% (from a delta of two snapshots). */
-function bucketPercentile(before: Buckets[], after: Buckets[], p: number): number {
-  const les = after[0]!.map((b) => b.le);
-  const counts = les.map((_, i) => after.reduce((n, a, node) => n + a[i]!.count - before[node]![i]!.count, 0));
-  const total = counts[counts.length - 1]!;
-  if (total === 0) return Number.NaN;
-  const at = counts.findIndex((c) => c >= (p / 100) * total);
-  return les[at]! * 1000;
 }
 
 export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRepResult[]> {

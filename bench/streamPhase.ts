@@ -21,7 +21,7 @@
  * dialect), in the same repetition: delivered delta events and fragments per second, gateway
  * CPU per fragment, made→receipt and append→receipt p99.
  */
-import { spread, type IpcClient, type ServerUsage, type Spread, type Workload } from './common.js';
+import { bucketPercentile, spread, type Buckets, type IpcClient, type ServerUsage, type Spread, type Workload } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
 import { NodeGroup, cpuOf, type StartedServer } from './nodeGroup.js';
 import { startBenchRedis, type BenchRedis } from './redisServer.js';
@@ -90,6 +90,9 @@ export interface StreamRepResult {
   /** Event append (`ts`, whole ms) → received, paced, ms. */
   appendP50: number;
   appendP99: number;
+  /** Diagnostics of the paced step, in the gateway: append → fan-out p99 (upper bucket bound, ms) and event-loop delay p99 (ms). */
+  serverAppendP99: number;
+  loopDelayP99: number;
   failures: string[];
 }
 
@@ -123,6 +126,8 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           fragmentMax: nan,
           appendP50: nan,
           appendP99: nan,
+          serverAppendP99: nan,
+          loopDelayP99: nan,
           failures: [],
         };
         let server: StartedServer | null = null;
@@ -162,11 +167,15 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const messagesPerSec = result.pacedTargetFragmentsPerSec / (sizes.streamFragments * sizes.connsPerUser);
             const messages = Math.max(4, Math.round(messagesPerSec * sizes.pacedSeconds));
             await group.prepare(`spaced-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
+            const hist0 = await server.ipc.call<Buckets>('appendToSend');
+            await server.ipc.call('resetLoopDelay');
             const paced = await ctx.load.call<PacedResult>(
               'runPaced',
               { messagesPerSec, messages, workload: pacedWorkload, tag: `spaced-${rep}`, timeoutMs: 120_000 },
               150_000,
             );
+            const hist1 = await server.ipc.call<Buckets>('appendToSend');
+            const loopDelay = await server.ipc.call<{ p99: number }>('loopDelay');
             await group.closeAll();
             check('paced', paced);
             const expectedFragments = messages * sizes.connsPerUser * sizes.streamFragments;
@@ -179,6 +188,8 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               fragmentMax: paced.fragmentMax,
               appendP50: paced.p50,
               appendP99: paced.p99,
+              serverAppendP99: bucketPercentile([hist0], [hist1], 99),
+              loopDelayP99: loopDelay.p99,
             });
           }
         } catch (error) {
@@ -198,7 +209,8 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               ? ''
               : `; paced ${Math.round(result.pacedFragmentsPerSec)} fragments/s (target ${Math.round(result.pacedTargetFragmentsPerSec)}) in ${Math.round(result.pacedDeltasPerSec)} deltas/s: ` +
                 `made→received p50/p99/max ${result.fragmentP50.toFixed(2)}/${result.fragmentP99.toFixed(2)}/${result.fragmentMax.toFixed(2)} ms (flush ${result.flushMs} ms), ` +
-                `append→received p50/p99 ${result.appendP50}/${result.appendP99} ms`) +
+                `append→received p50/p99 ${result.appendP50}/${result.appendP99} ms; in the gateway: append→send p99 <= ${result.serverAppendP99} ms, ` +
+                `event-loop delay p99 ${result.loopDelayP99.toFixed(1)} ms`) +
             (result.failures.length > 0 ? `, FAILURES: ${result.failures.join(' | ')}` : ''),
         );
       }

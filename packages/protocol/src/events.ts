@@ -57,11 +57,30 @@ export interface LogEntry {
   readonly epoch?: string;
 }
 
-/** The wire form of a durable event with its `seq`: `type` and `seq` first, then the body. */
+/** What the run manager stamps on every event of a run. */
+export type EventStamp = EventBase;
+
+/**
+ * A payload stamped with its run, thread and time, built with a `seq` slot right behind `type`
+ * for `encodeEvent` to fill: such a body is written with one JSON.stringify, no text surgery
+ * and no copy (the cost of an event's encoding was about half that of the rest of its append).
+ */
+export function stampEvent(payload: EventPayload, stamp: EventStamp): EventBody {
+  return Object.assign({ type: payload.type, seq: 0 }, payload, stamp) as EventBody;
+}
+
+/**
+ * The wire form of a durable event with its `seq`: `type` and `seq` first, then the body. A body
+ * from `stampEvent` gets `seq` written into its slot; any other body is left as it is.
+ */
 export function encodeEvent(body: EventBody, seq: number): string {
+  const slotted = body as { seq?: number };
+  if (slotted.seq !== undefined) {
+    slotted.seq = seq;
+    return JSON.stringify(body);
+  }
   // `type` and `seq` lead so that readers of raw frames see them first. Bodies are built with
-  // `type` first, so `seq` is put in behind it in the text rather than into a copy of the
-  // object: the same string, without a copy per event (this runs once per event appended).
+  // `type` first, so `seq` is put in behind it in the text rather than into a copy of the object.
   const json = JSON.stringify(body);
   const lead = `{"type":${JSON.stringify(body.type)},`;
   if (json.startsWith(lead)) return `${lead}"seq":${seq},${json.slice(lead.length)}`;

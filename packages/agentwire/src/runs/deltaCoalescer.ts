@@ -40,7 +40,7 @@ export class DeltaCoalescer {
   readonly #maxBytes: number;
   readonly #emit: (delta: MergedDelta) => void;
   #kind: DeltaKind | null = null;
-  #held: string[] = [];
+  readonly #held: string[] = [];
   #heldBytes = 0;
   /** The scheduler's id of the current hold; 0 while nothing is held. */
   #hold = 0;
@@ -80,7 +80,7 @@ export class DeltaCoalescer {
     if (kind === null) return;
     const text = this.#held.length === 1 ? this.#held[0]! : this.#held.join('');
     this.#kind = null;
-    this.#held = [];
+    this.#held.length = 0;
     this.#heldBytes = 0;
     this.#emit({ type: kind, text });
   }

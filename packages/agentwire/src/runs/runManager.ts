@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sleep, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { RunEndedError, type AppendFence, type EventEngine } from '../engine/types.js';
-import type { AgentErrorCode, EventBody, EventPayload, LogEntry } from '@agentwire/protocol';
+import { stampEvent, type AgentErrorCode, type EventBody, type EventPayload, type LogEntry } from '@agentwire/protocol';
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer, FlushScheduler } from './deltaCoalescer.js';
@@ -89,11 +89,13 @@ interface ActiveRun {
   readonly deltas: DeltaCoalescer;
   /** Events waiting for the next append of this run (one append carries them all). */
   pending: EventBody[];
+  /** An append of the run is due at the end of the tick or in flight; it writes `pending` after it. */
+  writing: boolean;
+  /** Told when the run has nothing left to write (#written). */
+  writtenWaiters: Array<() => void>;
   /** Append ids are `<appendIds>-<appends>`: unique without a random id per append. */
   readonly appendIds: string;
   appends: number;
-  /** The run's appends, chained so the log receives them in order; never rejects. */
-  appended: Promise<void>;
   timeout: TimerHandle | null;
 }
 
@@ -101,9 +103,6 @@ const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_e
 
 /** How long a run waits for its earlier turns before it starts without them. */
 const HISTORY_TIMEOUT_MS = 2000;
-
-/** Resolves once the microtasks queued so far (and those they queue) have run. */
-const endOfTick = (): Promise<void> => new Promise((resolve) => process.nextTick(resolve));
 
 /** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
 const MAX_PENDING_EVENTS = 64;
@@ -127,6 +126,8 @@ export class RunManager {
   /** Set by close(): retries of work in doubt stop. */
   #closed = false;
   #idleWaiters: Array<() => void> = [];
+  /** Runs whose next append goes out at the end of this tick (#writeDue). */
+  #due: ActiveRun[] = [];
   /**
    * Cancels of runs the store already handed to this node that it has not started yet (the
    * store's reply was still on its way): runId -> when requested. `#execute` consumes them.
@@ -322,9 +323,10 @@ export class RunManager {
       answer: '',
       streamedText: null,
       pending: [],
+      writing: false,
+      writtenWaiters: [],
       appendIds: randomUUID(),
       appends: 0,
-      appended: Promise.resolve(),
       timeout: null,
     };
     this.#active.set(record.runId, run);
@@ -368,7 +370,7 @@ export class RunManager {
             this.#append(run, stepEvent(step));
         }
         // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.
-        if (run.pending.length >= MAX_PENDING_EVENTS) await run.appended;
+        if (run.pending.length >= MAX_PENDING_EVENTS) await this.#written(run);
       }
       this.#finish(run, { type: 'agent_completed', status: 'completed', text: answerOf(run) });
     } catch (error) {
@@ -426,50 +428,75 @@ export class RunManager {
    * Queues an event of the run. Events queued while an append is in flight, or in the same tick,
    * go out together in the next append, so a fast agent costs one engine call (one Redis script,
    * one notification, one socket write per connection) per batch, not per event; the batch's
-   * order is the order of the calls. The append waits for the end of the tick (the steps an agent
-   * yields without waiting on I/O), never for a timer.
+   * order is the order of the calls. A run's appends go out one after another, each at the end
+   * of a tick (after the steps an agent yields without waiting on I/O), never on a timer; the runs
+   * due in a tick share one `process.nextTick`, not a promise chain each.
    */
-  #append(run: ActiveRun, event: EventPayload, terminal = false): void {
+  #append(run: ActiveRun, event: EventPayload): void {
     run.pending.push(this.#stamp(run, event));
-    if (run.pending.length > 1) return; // the append already chained will carry it
-    run.appended = run.appended.then(endOfTick).then(() => this.#writePending(run, terminal));
+    if (run.writing) return; // the append due or in flight writes it next
+    run.writing = true;
+    this.#writeAtEndOfTick(run);
   }
 
-  async #writePending(run: ActiveRun, terminal: boolean): Promise<void> {
+  #writeAtEndOfTick(run: ActiveRun): void {
+    if (this.#due.push(run) === 1) process.nextTick(this.#writeDue);
+  }
+
+  readonly #writeDue = (): void => {
+    const runs = this.#due;
+    this.#due = [];
+    for (const run of runs) void this.#writePending(run);
+  };
+
+  /** Resolves once the run has nothing left to write: every event queued is written or given up. */
+  #written(run: ActiveRun): Promise<void> {
+    if (!run.writing) return Promise.resolve();
+    return new Promise((resolve) => run.writtenWaiters.push(resolve));
+  }
+
+  /** Writes the run's pending events as one append; then the next batch, or tells the waiters. Never rejects. */
+  async #writePending(run: ActiveRun): Promise<void> {
     const batch = run.pending.splice(0);
-    if (batch.length === 0 || run.fencedOff) return;
     // After a lost batch only the terminal event goes out, behind agent_started if that was in
     // the lost batch: every run in the log begins with agent_started.
     const events = run.eventsLost ? lostRunEvents(run, batch) : batch;
-    if (events.length === 0) return;
-    const ending = terminal || events.some((e) => TERMINAL_TYPES.has(e.type));
-    try {
-      await this.#write(run, events, ending);
-      if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
-    } catch (error) {
-      if (error instanceof RunEndedError) return this.#fencedOff(run);
-      this.#options.onFault?.(error, 'append');
-      const terminalOnly = events.some((e) => TERMINAL_TYPES.has(e.type)) && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
-      if (terminalOnly) {
-        // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
-        run.terminalLost = true;
-        return;
-      }
-      // A run with a hole in its events must not go on: later steps would refer to a missing
-      // one (a tool_completed without its tool_executing). It ends once, as failed, even if the
-      // agent had finished meanwhile.
-      run.eventsLost = true;
-      const failure: Terminal = { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' };
-      if (!run.finished) return this.#finish(run, failure);
-      run.outcome = 'agent_failed';
-      const failed = this.#stamp(run, failure);
-      const at = run.pending.findIndex((e) => TERMINAL_TYPES.has(e.type));
-      if (at >= 0) run.pending[at] = failed;
-      else if (ending) {
-        run.pending.push(failed);
-        return this.#writePending(run, true);
+    if (events.length > 0 && !run.fencedOff) {
+      const ending = events.some((e) => TERMINAL_TYPES.has(e.type));
+      try {
+        await this.#write(run, events, ending);
+        if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
+      } catch (error) {
+        this.#lostBatch(run, events, ending, error);
       }
     }
+    if (run.pending.length > 0) return this.#writeAtEndOfTick(run);
+    run.writing = false;
+    const waiters = run.writtenWaiters.splice(0);
+    for (const resolve of waiters) resolve();
+  }
+
+  /** A batch could not be written: the run was fenced off, lost only its terminal event, or ends as failed. */
+  #lostBatch(run: ActiveRun, events: readonly EventBody[], ending: boolean, error: unknown): void {
+    if (error instanceof RunEndedError) return this.#fencedOff(run);
+    this.#options.onFault?.(error, 'append');
+    const terminalOnly = ending && events.every((e) => TERMINAL_TYPES.has(e.type) || e === run.unwrittenStart);
+    if (terminalOnly) {
+      // Only the terminal event is missing: the lease lapses and a sweeper ends the run.
+      run.terminalLost = true;
+      return;
+    }
+    // A run with a hole in its events must not go on: later steps would refer to a missing
+    // one (a tool_completed without its tool_executing). It ends once, as failed, even if the
+    // agent had finished meanwhile; its terminal event goes out in the next batch.
+    run.eventsLost = true;
+    const failure: Terminal = { type: 'agent_error', code: 'agent_failed', message: 'the event log was unavailable; the run was stopped' };
+    if (!run.finished) return this.#finish(run, failure);
+    run.outcome = 'agent_failed';
+    const failed = this.#stamp(run, failure);
+    const at = run.pending.findIndex((e) => TERMINAL_TYPES.has(e.type));
+    if (at >= 0) run.pending[at] = failed;
+    else if (ending) run.pending.push(failed);
   }
 
   /** One append of the run's events, retried while the engine is unavailable. */
@@ -494,9 +521,7 @@ export class RunManager {
   }
 
   #stamp(run: ActiveRun, event: EventPayload): EventBody {
-    // Object.assign, not `{ ...event, run_id, ... }`: on Node 20 a spread followed by more
-    // properties costs ~2 µs per event (docs/BENCHMARKS.md); the result is the same object.
-    return Object.assign({}, event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() }) as EventBody;
+    return stampEvent(event, { run_id: run.record.runId, thread_id: run.record.threadId, ts: this.#now() });
   }
 
   /** The single place a run ends: exactly one terminal event, then the thread moves on. */
@@ -505,8 +530,8 @@ export class RunManager {
     this.#stop(run);
     run.deltas.flush(); // what was held goes out before the terminal event, never after it
     run.outcome = terminal.type === 'agent_error' ? terminal.code : terminal.status;
-    this.#append(run, terminal, true);
-    void run.appended.then(() => {
+    this.#append(run, terminal);
+    void this.#written(run).then(() => {
       if (run.fencedOff || run.terminalLost) this.#forget(run.record.runId);
       else void this.#ended(run.record, run.outcome!);
     });

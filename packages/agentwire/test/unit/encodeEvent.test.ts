@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { encodeEvent, type EventBody } from '@agentwire/protocol';
+import { encodeEvent, stampEvent, type EventBody, type EventPayload } from '@agentwire/protocol';
 import { fcParams } from '../helpers/fastCheck.js';
 
 /** The wire form by its definition: `type`, then `seq`, then the body's other fields in its order. */
@@ -28,6 +28,26 @@ describe('encodeEvent', () => {
     const body: EventBody = { type: 'agent_text_delta', text: 'a "quoted" \\ text', run_id: 'r', thread_id: 't', ts: '2026-01-01T00:00:00.000Z' };
     expect(encodeEvent(body, 7)).toBe(
       '{"type":"agent_text_delta","seq":7,"text":"a \\"quoted\\" \\\\ text","run_id":"r","thread_id":"t","ts":"2026-01-01T00:00:00.000Z"}',
+    );
+  });
+
+  it('writes a stamped body (seq slot behind type) as the reference encoding, again with each new seq', () => {
+    const text = fc.string();
+    const payload = fc.oneof(
+      fc.record({ type: fc.constantFrom('agent_text_delta' as const, 'agent_thinking_delta' as const, 'agent_thinking' as const), text }),
+      fc.record({ type: fc.constant('agent_started' as const), message_id: fc.string(), text }),
+      fc.record({ type: fc.constant('tool_executing' as const), call_id: fc.string(), tool: fc.string(), args: fc.dictionary(fc.string(), fc.jsonValue()) }),
+      fc.record({ type: fc.constant('agent_completed' as const), status: fc.constantFrom('completed' as const, 'cancelled' as const), text }),
+    );
+    const stamp = fc.record({ run_id: fc.string(), thread_id: fc.string(), ts: fc.string() });
+    fc.assert(
+      fc.property(payload, stamp, fc.nat(), fc.nat(), (p, st, seq, retrySeq) => {
+        const unslotted = { ...p, ...st } as unknown as EventBody;
+        const body = stampEvent(p as EventPayload, st);
+        expect(encodeEvent(body, seq)).toBe(reference(unslotted, seq));
+        expect(encodeEvent(body, retrySeq)).toBe(reference(unslotted, retrySeq));
+      }),
+      fcParams(300, 20_000),
     );
   });
 });
