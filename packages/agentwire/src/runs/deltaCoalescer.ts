@@ -97,12 +97,21 @@ interface Hold {
   readonly at: number;
 }
 
+/** The most of its window a hold is cut short by to make up for late timers. */
+const MAX_LEAD_SHARE = 0.25;
+
 /**
  * Ends the holds of many coalescers on one timer, instead of a timer armed and cleared per held
  * fragment (a streaming gateway holds and flushes once per delta event). Every hold lasts the
  * same window, so holds end in the order they began: a queue whose head's deadline the one timer
  * is armed for. A hold its coalescer ended early stays queued, skipped when its window passes;
  * once no hold is live the queue is dropped and the timer cleared.
+ *
+ * A timer fires late by as long as the event loop is busy with other work (several ms on a
+ * loaded gateway), and a hold ended by a late timer would outlast the window section 7 promises.
+ * So the scheduler ends holds early by the lateness its timer has shown lately (its lead: the
+ * latest lateness, or the previous lead decayed by an eighth, whichever is more), at most a
+ * quarter of the window. Early is allowed (fragments merge a little less); late is not.
  */
 export class FlushScheduler {
   /** A held fragment goes out at most this long after it arrived (0: every fragment at once). */
@@ -115,18 +124,28 @@ export class FlushScheduler {
   #live = 0;
   #nextId = 0;
   #timer: TimerHandle | null = null;
+  /** When the armed timer is meant to fire (clock time). */
+  #armedFor = 0;
+  /** How much earlier than its window passes a hold is ended, in ms (see above). */
+  #lead = 0;
 
   constructor(clock: Clock, flushMs: number) {
     this.#clock = clock;
     this.flushMs = flushMs;
   }
 
+  /** How early holds are ended now, in ms: for tests and diagnostics. */
+  get lead(): number {
+    return this.#lead;
+  }
+
   /** Begins a hold of `coalescer`, ended by `released()` or by its `expire(id)`; returns its id. */
   hold(coalescer: DeltaCoalescer): number {
     const id = ++this.#nextId;
-    this.#queue.push({ coalescer, id, at: this.#clock.now() });
+    const at = this.#clock.now();
+    this.#queue.push({ coalescer, id, at });
     this.#live++;
-    if (this.#timer === null) this.#timer = this.#clock.setTimeout(this.#expire, this.flushMs);
+    if (this.#timer === null) this.#arm(at, this.flushMs - this.#lead);
     return id;
   }
 
@@ -141,15 +160,24 @@ export class FlushScheduler {
     }
   }
 
+  #arm(now: number, delayMs: number): void {
+    const delay = Math.max(1, Math.round(delayMs));
+    this.#armedFor = now + delay;
+    this.#timer = this.#clock.setTimeout(this.#expire, delay);
+  }
+
   readonly #expire = (): void => {
     this.#timer = null;
     const now = this.#clock.now();
+    const late = Math.max(0, now - this.#armedFor);
+    this.#lead = Math.min(this.flushMs * MAX_LEAD_SHARE, Math.max(late, this.#lead - this.#lead / 8));
+    const endsAfter = this.flushMs - this.#lead;
     while (this.#head < this.#queue.length) {
       const hold = this.#queue[this.#head]!;
       const age = now - hold.at;
       // A clock that went back (age < 0) ends the hold early: early is allowed, late is not.
-      if (age >= 0 && age < this.flushMs) {
-        this.#timer ??= this.#clock.setTimeout(this.#expire, this.flushMs - age);
+      if (age >= 0 && age < endsAfter) {
+        if (this.#timer === null) this.#arm(now, endsAfter - age);
         break;
       }
       this.#head++;

@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { DeltaCoalescer, FlushScheduler, type DeltaKind, type MergedDelta } from '../../src/runs/deltaCoalescer.js';
+import type { Clock } from '@agentwire/protocol';
 import { ManualClock } from '../helpers/manualClock.js';
 import { fcParams } from '../helpers/fastCheck.js';
 
@@ -148,6 +149,42 @@ describe('DeltaCoalescer', () => {
     await clock.advance(1); // 25 ms
     expect(sent.slice(50)).toEqual(coalescers.map((_, run) => [run, 'b', 25]));
     expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('ends holds early by the lateness its timer has shown, so a late timer still keeps the window', async () => {
+    const clock = new ManualClock();
+    let lateMs = 3;
+    // A busy event loop: every timer fires lateMs after it is due.
+    const busyClock: Clock = {
+      now: () => clock.now(),
+      setTimeout: (fn, ms) => clock.setTimeout(fn, ms + lateMs),
+      clearTimeout: (handle) => clock.clearTimeout(handle),
+      setInterval: (fn, ms) => clock.setInterval(fn, ms),
+      clearInterval: (handle) => clock.clearInterval(handle),
+    };
+    const scheduler = new FlushScheduler(busyClock, 20);
+    const heldMs: number[] = [];
+    let since = 0;
+    const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
+    const holdOnce = async () => {
+      since = clock.now();
+      coalescer.add('agent_text_delta', 'x');
+      await clock.advance(40);
+    };
+    for (let i = 0; i < 5; i++) await holdOnce();
+    // The first timer was late before anything was known of its lateness; then none is.
+    expect(heldMs).toEqual([23, 20, 20, 20, 20]);
+    expect(scheduler.lead).toBe(3);
+    // Lateness beyond a quarter of the window is not made up for: holds are never cut shorter.
+    lateMs = 15;
+    for (let i = 0; i < 3; i++) await holdOnce();
+    expect(heldMs.slice(5)).toEqual([32, 30, 30]);
+    expect(scheduler.lead).toBe(5);
+    // Once the timer is on time again, the lead decays and holds last the whole window again.
+    lateMs = 0;
+    for (let i = 0; i < 30; i++) await holdOnce();
+    expect(scheduler.lead).toBeLessThan(0.1);
+    expect(heldMs.at(-1)).toBe(20);
   });
 
   it('with a window of 0 sends every fragment at once', () => {
