@@ -1,6 +1,6 @@
 import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX, systemClock, type Clock, type TimerHandle } from '@agentwire/protocol';
 import { DEFAULT_BACKOFF, backoffDelay, decideAfterClose, decideAfterDrop, longBackoffDelay, type BackoffOptions, type CloseDecision } from './backoff.js';
-import { HistoryHttp, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
+import { DEFAULT_MAX_PAGE_BYTES, HistoryHttp, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
 import { ClientState, ClientStateMachine } from './state.js';
 import { refreshDelay, refreshRetryDelay, tokenExpiresAt } from './tokenRefresh.js';
 import type {
@@ -83,6 +83,12 @@ export interface ClientOptions {
   fetch?: FetchFunction;
   /** Deadline of one history request. Default 15 000. */
   httpTimeoutMs?: number;
+  /**
+   * Largest history answer read, in bytes: a messages page past it rejects with
+   * `AnswerTooLargeError` (ask with a smaller `limit`, or raise this). Other answers are read up
+   * to 1 MiB at most. Default 64 MiB.
+   */
+  httpMaxBytes?: number;
   /**
    * The threads to reload when the server could not resume (`resumed: false`), e.g. the one on
    * screen. Each is fetched with `history()`; `history_reloaded` carries the pages, and live
@@ -257,6 +263,7 @@ export class AgentwireClient {
       token: () => Promise.resolve(typeof token === 'function' ? token() : token),
       fetch: fetchFunction ?? (() => Promise.reject(new Error('no fetch: pass options.fetch'))),
       timeoutMs: options.httpTimeoutMs ?? 15_000,
+      maxPageBytes: options.httpMaxBytes ?? DEFAULT_MAX_PAGE_BYTES,
     });
     if (options.resume) {
       this.#epoch = options.resume.epoch;

@@ -16,7 +16,7 @@ export {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './client.js';
-export { HttpError, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
+export { AnswerTooLargeError, HttpError, httpBaseOf, type FetchFunction, type PageOptions } from './history.js';
 export { MalformedAnswerError } from './historyAnswers.js';
 export { ClientState } from './state.js';
 export { DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';

@@ -95,6 +95,7 @@ export async function runServe(argv: string[]): Promise<number> {
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(bypassKey && secret ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } } : {}),
     httpRequestTimeoutMs: config.httpRequestTimeoutMs,
+    maxSockets: config.maxSockets,
     authTimeoutMs: config.authTimeoutMs,
     heartbeatMs: config.heartbeatMs,
     heartbeatTimeoutMs: config.heartbeatTimeoutMs,

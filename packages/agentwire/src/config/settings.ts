@@ -39,6 +39,7 @@ export interface GatewayConfig {
   runSweepMs: number;
   redisCommandTimeoutMs: number;
   httpRequestTimeoutMs: number;
+  maxSockets: number;
   authTimeoutMs: number;
   heartbeatMs: number;
   heartbeatTimeoutMs: number;
@@ -285,6 +286,14 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     default: 30000,
     description:
       'Time an HTTP request (headers and body) of the server `serve` starts may take to arrive; past it the answer is 408 and the connection closes, so slow clients cannot hold sockets.',
+  }),
+  setting({
+    env: 'AGENTWIRE_MAX_SOCKETS',
+    key: 'maxSockets',
+    parse: count(1),
+    default: 16384,
+    description:
+      "TCP connections (HTTP and WebSocket, idle or not) the gateway's server holds open at once; one more is closed as it is accepted and counted in agentwire_sockets_refused_total. Keep it under the open-file limit (ulimit -n) less the sockets of upstream runs, Redis and PostgreSQL.",
   }),
   setting({
     env: 'AGENTWIRE_AUTH_TIMEOUT_MS',

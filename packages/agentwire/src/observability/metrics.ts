@@ -175,6 +175,11 @@ export class GatewayMetrics {
     },
     { context: firstDistinct(MAX_CODE_LABEL_VALUES) },
   );
+  readonly socketsRefused = new Counter({
+    name: 'agentwire_sockets_refused_total',
+    help: 'TCP connections closed as they were accepted because the server held AGENTWIRE_MAX_SOCKETS open',
+    registers: [this.registry],
+  });
   readonly timeToReady = new Histogram({
     name: 'agentwire_time_to_ready_seconds',
     help: 'Time from the upgrade request to connection_ready',

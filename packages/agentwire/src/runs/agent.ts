@@ -32,6 +32,10 @@ export type AgentStep =
    * that streams its answer needs no `answer` step: `agent_completed.text` is the concatenation.
    */
   | { readonly type: 'text_delta'; readonly text: string }
+  /**
+   * `args` (and a `tool_result`'s `result`) become JSON: at most 128 levels deep, serialisable,
+   * at most 1 MiB; a step that is not ends the run with `agent_failed` (PROTOCOL.md section 7).
+   */
   | {
       readonly type: 'tool_call';
       readonly callId: string;

@@ -60,6 +60,12 @@ export interface GatewayOptions {
   metrics?: GatewayMetrics;
   /** Deadline for an HTTP request (headers and body) to arrive at the server `listen` starts. */
   httpRequestTimeoutMs?: number;
+  /**
+   * TCP connections (HTTP and WebSocket) a server holds open at once, as its `maxConnections`:
+   * one more is closed as it is accepted. Applied to the server `listen` starts and to an attached
+   * server without a `maxConnections` of its own. Default 16384.
+   */
+  maxSockets?: number;
   authTimeoutMs?: number;
   heartbeatMs?: number;
   heartbeatTimeoutMs?: number;
@@ -135,6 +141,9 @@ export class Gateway {
   readonly #maxFrameBytes: number;
   /** Set while upgrades are refused for the held-bytes limit, so that is logged once per episode. */
   #refusingForHeldBytes = false;
+  readonly #maxSockets: number;
+  /** Set from a socket refused at the cap until one is accepted again: logged once per episode. */
+  #refusingSockets = false;
   readonly #sweeper: TimerHandle;
   readonly #servers: Server[] = [];
   readonly #presence: GatewayOptions['presence'];
@@ -159,6 +168,7 @@ export class Gateway {
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
     this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
+    this.#maxSockets = options.maxSockets ?? DEFAULTS.maxSockets;
 
     const limits: ConnectionLimits = {
       authTimeoutMs: options.authTimeoutMs ?? DEFAULTS.authTimeoutMs,
@@ -285,9 +295,14 @@ export class Gateway {
     return this.#ctx.registry.size;
   }
 
-  /** Serves WebSocket upgrades on `path` of an existing server; other upgrades are left alone. */
+  /**
+   * Serves WebSocket upgrades on `path` of an existing server; other upgrades are left alone.
+   * The server gets `maxSockets` as its `maxConnections` unless it has a cap of its own.
+   */
   attach(server: Server): void {
     this.#servers.push(server);
+    if (!(server.maxConnections > 0 && Number.isFinite(server.maxConnections))) server.maxConnections = this.#maxSockets;
+    this.#countRefusedSockets(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (requestPath(req) !== this.path) return;
       this.#onUpgrade(req, socket, head).catch((error: unknown) => {
@@ -425,6 +440,27 @@ export class Gateway {
         this.#ctx.logger.warn({ held: heldBytes.used, limit: heldBytes.limit }, 'bytes held before connection_ready at the limit; refusing upgrades with 503');
     }
     return allowed;
+  }
+
+  /**
+   * Each socket a server refuses for its `maxConnections` is counted; an episode of refusals is
+   * logged once when it starts and once when a socket is accepted again, however many there are.
+   */
+  #countRefusedSockets(server: Server): void {
+    server.on('drop', () => {
+      this.metrics.socketsRefused.inc();
+      if (this.#refusingSockets) return;
+      this.#refusingSockets = true;
+      this.#ctx.logger.warn(
+        { limit: server.maxConnections },
+        'open sockets at the limit (AGENTWIRE_MAX_SOCKETS); closing new connections as they are accepted',
+      );
+    });
+    server.on('connection', () => {
+      if (!this.#refusingSockets) return;
+      this.#refusingSockets = false;
+      this.#ctx.logger.info('accepting connections again');
+    });
   }
 
   #sweep(): void {

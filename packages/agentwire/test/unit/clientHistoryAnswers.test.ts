@@ -293,7 +293,8 @@ describe('history answers (PROTOCOL.md section 14) in the SDK', () => {
 
   it('bounds what it keeps of huge arrays: 100 threads, 200 messages, 10 000 thinking entries and tool calls per message', async () => {
     const oneThread = { thread_id: 't', title: 'T', created_at: 'a', updated_at: 'b', last_run: null };
-    const listed = await answer({ threads: Array.from({ length: 50_000 }, () => oneThread), next_cursor: null }).threads();
+    // 5000 threads: as many as fit in the 1 MiB a threads answer is read up to.
+    const listed = await answer({ threads: Array.from({ length: 5000 }, () => oneThread), next_cursor: null }).threads();
     expect(listed.threads).toHaveLength(100);
     const user = { id: 'm', role: 'user', run_id: 'r', text: 'hi', created_at: 'a' };
     const assistant = {
@@ -321,7 +322,8 @@ describe('history answers (PROTOCOL.md section 14) in the SDK', () => {
   });
 
   it('an error status rejects with HttpError, its code and message cut to 100 and 500 characters', async () => {
-    const huge = await answering(503, JSON.stringify({ error: 'e'.repeat(1_000_000), message: 'm'.repeat(1_000_000) }))
+    // Within the 64 KiB of an error answer that is read (past it the answer is not JSON: http_error).
+    const huge = await answering(503, JSON.stringify({ error: 'e'.repeat(20_000), message: 'm'.repeat(40_000) }))
       .threads()
       .catch((e: unknown) => e);
     expect(huge).toBeInstanceOf(HttpError);

@@ -1,0 +1,47 @@
+import type { EventPayload } from '@agentwire/protocol';
+import { MAX_JSON_DEPTH, quoted } from '../upstream/failure.js';
+import { MAX_MESSAGE_BYTES } from '../upstream/framing.js';
+
+// An in-process agent yields live values, not JSON text: args or a result may hold a BigInt, a
+// cycle, nesting that overflows every later JSON.stringify, or megabytes. Unchecked, the engine's
+// encodeEvent throws inside the append, which the run manager takes for an unavailable log. So a
+// step is held to the bounds an upstream agent's steps have (section 15): 128 levels, 1 MiB.
+
+/** Thrown from the replacer to stop the walk; never escapes `stepFault`. */
+class Exceeded extends Error {}
+
+/**
+ * What makes `event` (an agent step as an event) unfit for the log, as the end of a sentence
+ * ("the step …"), or null when it is fit: nested deeper than MAX_JSON_DEPTH, not serialisable as
+ * JSON, or over MAX_MESSAGE_BYTES of JSON (UTF-8).
+ *
+ * One JSON.stringify with a replacer: it sees values after `toJSON` (a Date is a string), cycles
+ * and BigInts fail inside it, and the replacer stops it past the depth, or once the text surely
+ * passes the size, so a shared subtree repeated exponentially costs at most the bound.
+ */
+export function stepFault(event: EventPayload): string | null {
+  const depths = new Map<object, number>();
+  let chars = 0; // a lower bound of the text's length so far: bytes are at least as many
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(event, function (this: unknown, key: string, value: unknown) {
+      const kind = typeof value;
+      if (kind === 'undefined' || kind === 'function' || kind === 'symbol') return value; // left out
+      if (depths.has(this as object) && !Array.isArray(this)) chars += key.length + 3; // "key": (not the root's wrapper)
+      if (kind === 'string') chars += (value as string).length + 2;
+      else if (kind === 'object' && value !== null) {
+        const depth = (depths.get(this as object) ?? 0) + 1;
+        if (depth > MAX_JSON_DEPTH) throw new Exceeded(`nested deeper than ${MAX_JSON_DEPTH} levels`);
+        depths.set(value as object, depth);
+        chars += 2;
+      } else chars += 1;
+      if (chars > MAX_MESSAGE_BYTES) throw new Exceeded('over 1 MiB as JSON');
+      return value;
+    });
+  } catch (error) {
+    if (error instanceof Exceeded) return error.message;
+    return `that is not serialisable as JSON (${quoted(error instanceof Error ? error.message : String(error))})`;
+  }
+  if (json !== undefined && json.length > MAX_MESSAGE_BYTES / 3 && Buffer.byteLength(json) > MAX_MESSAGE_BYTES) return 'over 1 MiB as JSON';
+  return null;
+}

@@ -1,0 +1,99 @@
+/**
+ * AGENTWIRE_MAX_SOCKETS: the gateway's server holds at most that many TCP connections, idle HTTP
+ * sockets and WebSockets alike, so idle connections cannot take every file descriptor of the
+ * process. One more is closed as it is accepted (and counted); once one closes, a new one is
+ * accepted, and the sessions already open go on.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
+import { startRun, TestClient } from '../helpers/wsClient.js';
+import { createGateway } from '../../src/transport/index.js';
+import { signToken } from '../../src/auth/index.js';
+
+let env: TestGateway | undefined;
+const sockets: Socket[] = [];
+afterEach(async () => {
+  for (const socket of sockets.splice(0)) socket.destroy();
+  await env?.stop();
+  env = undefined;
+});
+
+/** A TCP connection that sends nothing, once connected. */
+async function idleSocket(port: number): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  sockets.push(socket);
+  await once(socket, 'connect');
+  return socket;
+}
+
+/** The server's end of each accepted socket, by the client's port. */
+function serverEnds(server: Server): Map<number, Socket> {
+  const ends = new Map<number, Socket>();
+  server.on('connection', (socket: Socket) => ends.set(socket.remotePort!, socket));
+  return ends;
+}
+
+const refused = async (gateway: TestGateway['gateway']) => (await gateway.metrics.socketsRefused.get()).values[0]?.value ?? 0;
+
+describe('AGENTWIRE_MAX_SOCKETS', () => {
+  it('refuses the connection past the cap, accepts one again after a close, and open sessions go on', async () => {
+    env = await startGateway({ maxSockets: 5 });
+    const ends = serverEnds(env.server);
+    const sessions = await Promise.all([env.ready('alice'), env.ready('alice'), env.ready('bob')]);
+    const idle = [await idleSocket(env.port), await idleSocket(env.port)];
+
+    // The 6th: a WebSocket and a plain socket are both closed without a byte.
+    const sixth = await env.connect('carol');
+    await expect(sixth.opened).rejects.toThrow();
+    const plain = await idleSocket(env.port);
+    const received: Buffer[] = [];
+    plain.on('data', (chunk: Buffer) => received.push(chunk));
+    await once(plain, 'close');
+    expect(received).toEqual([]);
+    expect(await refused(env.gateway)).toBe(2);
+
+    // An idle socket goes: once the server has let go of it, a new session is accepted.
+    const freed = ends.get(idle[0]!.localPort!)!;
+    idle[0]!.destroy();
+    if (!freed.destroyed) await once(freed, 'close');
+    const carol = await env.ready('carol');
+
+    // The sessions opened before the refusals, and the new one, work as before.
+    for (const client of [...sessions, carol]) {
+      const runId = await startRun(client, 'hello');
+      expect((await client.runEvents(runId)).at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed' });
+    }
+    expect(sessions.every((client) => client.closeCode === null)).toBe(true);
+    expect(await refused(env.gateway)).toBe(2);
+  });
+
+  it('caps a server the gateway is attached to, unless it has a cap of its own', async () => {
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, maxSockets: 2 });
+    const own = createServer();
+    own.maxConnections = 7;
+    const mine = createServer((req, res) => gateway.handleRequest(req, res) || res.end('app\n'));
+    gateway.attach(own);
+    gateway.attach(mine);
+    expect(own.maxConnections).toBe(7);
+    expect(mine.maxConnections).toBe(2);
+    await new Promise<void>((resolve) => mine.listen(0, '127.0.0.1', resolve));
+    await gateway.ready();
+    const port = (mine.address() as { port: number }).port;
+    try {
+      const token = (await signToken(TEST_SECRET, { sub: 'dave', ttlSec: 600 })).token;
+      const session = new TestClient(`ws://127.0.0.1:${port}/ws`, { token });
+      await session.ready();
+      await idleSocket(port);
+      const third = await idleSocket(port);
+      await once(third, 'close');
+      expect((await gateway.metrics.socketsRefused.get()).values[0]?.value).toBe(1);
+      session.close();
+    } finally {
+      for (const socket of sockets.splice(0)) socket.destroy();
+      await gateway.shutdown();
+    }
+  });
+});
