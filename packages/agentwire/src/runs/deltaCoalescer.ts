@@ -101,6 +101,13 @@ interface Hold {
 const MAX_LEAD_SHARE = 0.25;
 
 /**
+ * The clock's milliseconds and the timers' tick apart: a timer armed for n ms may fire when the
+ * clock shows n - 1 passed. A hold that close to its end ends then, rather than on a timer armed
+ * for the last millisecond, which could fire after the run's next fragment and merge it.
+ */
+const CLOCK_SLACK_MS = 1;
+
+/**
  * Ends the holds of many coalescers on one timer, instead of a timer armed and cleared per held
  * fragment (a streaming gateway holds and flushes once per delta event). Every hold lasts the
  * same window, so holds end in the order they began: a queue whose head's deadline the one timer
@@ -176,7 +183,7 @@ export class FlushScheduler {
       const hold = this.#queue[this.#head]!;
       const age = now - hold.at;
       // A clock that went back (age < 0) ends the hold early: early is allowed, late is not.
-      if (age >= 0 && age < endsAfter) {
+      if (age >= 0 && age + CLOCK_SLACK_MS < endsAfter) {
         if (this.#timer === null) this.#arm(now, endsAfter - age);
         break;
       }

@@ -187,6 +187,25 @@ describe('DeltaCoalescer', () => {
     expect(heldMs.at(-1)).toBe(20);
   });
 
+  it('ends a hold when its timer fires with the clock a millisecond short, not on a timer for the last millisecond', async () => {
+    const clock = new ManualClock();
+    // Date.now() and the timers tick apart: a timer armed for n ms may fire when the clock shows n - 1.
+    const skewedClock: Clock = {
+      now: () => clock.now(),
+      setTimeout: (fn, ms) => clock.setTimeout(fn, Math.max(1, ms - 1)),
+      clearTimeout: (handle) => clock.clearTimeout(handle),
+      setInterval: (fn, ms) => clock.setInterval(fn, ms),
+      clearInterval: (handle) => clock.clearInterval(handle),
+    };
+    const sent: Array<[string, number]> = [];
+    const coalescer = new DeltaCoalescer({ scheduler: new FlushScheduler(skewedClock, 20), emit: (d) => sent.push([d.text, clock.now()]) });
+    coalescer.add('agent_text_delta', 'first');
+    await clock.advance(19);
+    // Otherwise a timer for the last millisecond could fire after the run's next fragment and merge it.
+    expect(sent).toEqual([['first', 19]]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('with a window of 0 sends every fragment at once', () => {
     const clock = new ManualClock();
     const deltas: string[] = [];
