@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { corkForTick } from '../corkForTick.js';
-import { luaSchema, RedisKeys } from './keys.js';
+import { RedisKeys, withFieldNames } from './keys.js';
 
 /** A node of a Redis Cluster to discover the cluster from. */
 export interface ClusterNode {
@@ -51,8 +51,8 @@ type ScriptCall = (...keysAndArgs: (string | number)[]) => Promise<unknown>;
 let scripts: ReadonlyMap<ScriptName, Script> | null = null;
 
 /**
- * Every script as Redis runs it: the schema's field names (keys.ts) first, then the file with
- * its `--#include <file>` lines replaced by that file. The number of keys is read from the
+ * Every script as Redis runs it: the file with its `--#include <file>` lines replaced by that
+ * file, and the schema's field names (keys.ts) written in. The number of keys is read from the
  * header's `-- KEYS:` line (one convention for every script: `-- KEYS: a, b` and `-- ARGV: ...`).
  */
 function loadScripts(): ReadonlyMap<ScriptName, Script> {
@@ -67,7 +67,7 @@ function loadScripts(): ReadonlyMap<ScriptName, Script> {
     loaded.set(name, {
       command: `aw${name[0]!.toUpperCase()}${name.slice(1)}`,
       numberOfKeys: keysLine[1]!.split(',').length,
-      lua: luaSchema() + body,
+      lua: withFieldNames(body, `scripts/${name}.lua`),
     });
   }
   scripts = loaded;

@@ -1,7 +1,7 @@
 /**
  * The Redis schema: every key and channel name and every hash and stream field the Redis
  * backend uses, owned here and nowhere else. The Lua scripts get the field names from this file
- * too (`luaSchema`, prepended to each script when it is loaded), so a field written by one
+ * too (`withFieldNames`, written into each script when it is loaded), so a field written by one
  * script (the engine's append marks a run `started`) and read by another component (the run
  * store's sweeper) cannot drift apart.
  *
@@ -53,16 +53,27 @@ export const RUN_FIELD = {
 /** Values of `RUN_FIELD.state`. `ended` is written by the engine's append with the terminal event. */
 export const RUN_STATE = { queued: 'queued', running: 'running', ended: 'ended' } as const;
 
+/** The field names a script may use, by the name it uses them under (`RUN.state`, `META.seq`, ...). */
+const LUA_FIELDS = new Map<string, Readonly<Record<string, string>>>([
+  ['META', META_FIELD],
+  ['LOG', LOG_FIELD],
+  ['RUN', RUN_FIELD],
+  ['STATE', RUN_STATE],
+]);
+
 /**
- * The field names as Lua tables (`META_FIELD.seq` becomes `META.seq`, and so on), prepended to
- * every script: the scripts name no field themselves.
+ * A script with its field names written in from this schema: `RUN.state` becomes `'state'`,
+ * `META.seq` becomes `'seq'`, and so on, so the scripts name no field themselves. Written in
+ * once, when the script is loaded, rather than built as Lua tables on every call (each call
+ * would rebuild and then collect them). A name the schema lacks fails the load, instead of
+ * becoming nil in Redis.
  */
-export function luaSchema(): string {
-  const table = (name: string, fields: Readonly<Record<string, string>>) =>
-    `local ${name} = {${Object.entries(fields)
-      .map(([key, value]) => `${key} = '${value}'`)
-      .join(', ')}}`;
-  return [table('META', META_FIELD), table('LOG', LOG_FIELD), table('RUN', RUN_FIELD), table('STATE', RUN_STATE)].join('\n') + '\n';
+export function withFieldNames(script: string, file: string): string {
+  return script.replace(/\b(META|LOG|RUN|STATE)\.([A-Za-z_]\w*)/g, (reference, table: string, key: string) => {
+    const fields = LUA_FIELDS.get(table)!;
+    if (!Object.hasOwn(fields, key)) throw new Error(`${file}: ${reference} is not in the Redis schema (keys.ts)`);
+    return `'${fields[key]}'`;
+  });
 }
 
 /** The keys of one user, all in one Cluster slot. */

@@ -162,6 +162,47 @@ describe('RedisEngine', () => {
     await e.close();
   });
 
+  it('keeps the log, its meta and the run record for the retention after every append (the TTL slides)', async () => {
+    const e = engine({ retentionMs: 60_000 });
+    await e.ready();
+    const keys = connectionOf(e).keys.user('jon');
+    const admin = redis.client();
+    await e.append('jon', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
+    for (const key of [keys.meta, keys.log, keys.run('r1')]) {
+      expect(await admin.pttl(key)).toBeGreaterThan(50_000);
+      // As if most of the retention had passed since.
+      await admin.pexpire(key, 1000);
+    }
+    await e.append('jon', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
+    for (const key of [keys.meta, keys.log, keys.run('r1')]) expect(await admin.pttl(key)).toBeGreaterThan(50_000);
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('marks no run started or ended by an append that failed part-way (Redis does not roll scripts back)', async () => {
+    const e = engine();
+    await e.ready();
+    const keys = connectionOf(e).keys.user('kim');
+    const admin = redis.client();
+    await e.append('kim', [thinking('earlier', 'r0')]);
+    // The log of the wrong type: the script fails at its first XADD, after its reads.
+    await admin.del(keys.log);
+    await admin.set(keys.log, 'not a stream');
+    const started: EventBody = { type: 'agent_started', message_id: 'm1', text: 'go', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
+    const failed: EventBody = { type: 'agent_error', code: 'agent_failed', message: 'x', run_id: 'r9', thread_id: 't1', ts: new Date(0).toISOString() };
+    const fence = { runId: 'r9', terminal: true, appendId: 'a1' };
+    await expect(e.append('kim', [started, failed], fence)).rejects.toThrow(/WRONGTYPE/);
+    expect(await admin.hgetall(keys.run('r9'))).toEqual({});
+    await admin.del(keys.log);
+    // Tried again, the append is neither fenced off nor stripped of its agent_started.
+    expect((await e.append('kim', [started, failed], fence)).map((x) => [x.seq, x.type])).toEqual([
+      [2, 'agent_started'],
+      [3, 'agent_error'],
+    ]);
+    admin.disconnect();
+    await e.close();
+  });
+
   it('trims to the retention count and changes the epoch only when the log was lost', async () => {
     const e = engine({ retentionEvents: 10 });
     await e.ready();

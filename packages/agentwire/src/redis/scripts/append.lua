@@ -12,35 +12,46 @@
 -- returns what it got then. A fenced append that leads with agent_started for a run that
 -- already started skips it (skipped = 1): a run whose first append was applied but never
 -- confirmed re-sends agent_started with its failure.
+-- The run record is written after the events (one HSET, a second with the terminal): a script
+-- that fails part-way (Redis does not roll scripts back) marks no run started or ended without
+-- its events. It is read with HGETs: an HMGET's array reply costs Redis more than the HGETs it
+-- would replace (docs/BENCHMARKS.md, "The append script").
 --#include ensureMeta.lua
+local fenced = ARGV[7] == '1'
 local skip = 0
-if ARGV[7] == '1' then
+if fenced then
   if ARGV[10] ~= '' and redis.call('HGET', KEYS[3], RUN.append) == ARGV[10] then
     local r = redis.call('HMGET', KEYS[3], RUN.appended, RUN.skipped)
     return {epoch, tonumber(r[1]), tonumber(r[2] or '0')}
   end
   if redis.call('HGET', KEYS[3], RUN.state) == STATE.ended then return {epoch, -1, 0} end
   if ARGV[13] == 'agent_started' and redis.call('HGET', KEYS[3], RUN.started) == '1' then skip = 1 end
-  redis.call('HSET', KEYS[3], RUN.started, '1')
-  if ARGV[8] == '1' then redis.call('HSET', KEYS[3], RUN.state, STATE.ended) end
 end
-local seq = tonumber(redis.call('HGET', KEYS[1], META.seq))
+-- `last` is the last seq assigned as a string (each seq is formatted once), `seq` as a number.
+local last = seq
+seq = tonumber(seq)
 local first = seq + 1
 local count = tonumber(ARGV[9])
 local notification = {epoch .. ' ' .. ARGV[6]}
 for i = skip, count - 1 do
   seq = seq + 1
-  local json = ARGV[11 + 3 * i] .. seq .. ARGV[12 + 3 * i]
+  last = tostring(seq)
+  local json = ARGV[11 + 3 * i] .. last .. ARGV[12 + 3 * i]
   local etype = ARGV[13 + 3 * i]
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], seq .. '-0', LOG.json, json, LOG.type, etype, LOG.appendedAt, ARGV[6])
-  notification[#notification + 1] = seq .. ' ' .. etype .. ' ' .. json
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], last .. '-0', LOG.json, json, LOG.type, etype, LOG.appendedAt, ARGV[6])
+  notification[#notification + 1] = last .. ' ' .. etype .. ' ' .. json
 end
 if count > skip then redis.call(ARGV[5], ARGV[4], table.concat(notification, '\n')) end
-if ARGV[7] == '1' and ARGV[10] ~= '' then
-  redis.call('HSET', KEYS[3], RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
+if fenced then
+  if ARGV[10] == '' then
+    redis.call('HSET', KEYS[3], RUN.started, '1')
+  else
+    redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  end
+  if ARGV[8] == '1' then redis.call('HSET', KEYS[3], RUN.state, STATE.ended) end
 end
-redis.call('HSET', KEYS[1], META.seq, seq)
+redis.call('HSET', KEYS[1], META.seq, last)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {epoch, first, skip}

@@ -3,4 +3,4 @@
 -- ARGV: newEpoch, ttlMs
 -- Returns {epoch, seq}.
 --#include ensureMeta.lua
-return {epoch, redis.call('HGET', KEYS[1], META.seq)}
+return {epoch, seq}
