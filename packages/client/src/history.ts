@@ -26,7 +26,7 @@ const MAX_ERROR_ANSWER_BYTES = 64 * 1024;
 
 /** A reader of a response body (the platform's ReadableStream reader). */
 interface BodyReader {
-  read(): Promise<{ readonly done: boolean; readonly value?: Uint8Array }>;
+  read(): Promise<{ readonly done: boolean; readonly value?: Uint8Array | string }>;
   cancel(reason?: unknown): Promise<void>;
 }
 
@@ -38,8 +38,11 @@ export type FetchFunction = (
   readonly status: number;
   /** When present, a `content-length` over the cap rejects before the body is read. */
   readonly headers?: { get(name: string): string | null };
-  /** When present, the body is read from it up to the cap; otherwise `text()` is read whole. */
-  readonly body?: { getReader(): BodyReader } | null;
+  /**
+   * When it is a web stream (has `getReader`), the body is read from it up to the cap; otherwise
+   * (none, or a Node stream as node-fetch gives) `text()` is read whole and then judged.
+   */
+  readonly body?: unknown;
   text(): Promise<string>;
 }>;
 
@@ -173,13 +176,14 @@ export class HistoryHttp {
  * cancelled, which closes the connection) at the first chunk past it.
  */
 async function textUpTo(response: FetchResponse, maxBytes: number): Promise<string | null> {
-  const reader = response.body?.getReader();
+  const body = response.body as { getReader?: unknown } | null | undefined;
+  const reader = typeof body?.getReader === 'function' ? (body as { getReader(): BodyReader }).getReader() : undefined;
   if (Number(response.headers?.get('content-length') ?? 0) > maxBytes) {
     void reader?.cancel().catch(() => {});
     return null;
   }
   if (!reader) {
-    // A fetch of the caller's without a body stream: read whole, then judged.
+    // A fetch of the caller's without a web body stream: read whole, then judged.
     const text = await response.text();
     return new TextEncoder().encode(text).length > maxBytes ? null : text;
   }
@@ -190,12 +194,14 @@ async function textUpTo(response: FetchResponse, maxBytes: number): Promise<stri
     const { done, value } = await reader.read();
     if (done) return text + decoder.decode();
     if (!value) continue;
-    bytes += value.byteLength;
+    // A caller's stream may give text chunks; they count in UTF-8 bytes like the rest.
+    const chunk = typeof value === 'string' ? new TextEncoder().encode(value) : value;
+    bytes += chunk.byteLength;
     if (bytes > maxBytes) {
       void reader.cancel().catch(() => {});
       return null;
     }
-    text += decoder.decode(value, { stream: true });
+    text += decoder.decode(chunk, { stream: true });
   }
 }
 

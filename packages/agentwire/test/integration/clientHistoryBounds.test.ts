@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AnswerTooLargeError, HttpError } from '@agentwire/client';
 import { createClient } from '@agentwire/client/node';
@@ -118,5 +119,27 @@ describe('client history answers are read with a byte cap', () => {
     expect(error).toBeInstanceOf(HttpError);
     expect(error).toMatchObject({ status: 500, code: 'http_error' });
     await within(sent[0]!.closed, 'the server to see the client let go');
+  });
+
+  it("a caller's fetch whose body is a Node stream (node-fetch) or gives text chunks still works, capped", async () => {
+    const page = JSON.stringify({ threads: [THREAD], next_cursor: null });
+    const answer = (body: unknown, text = page) => ({ status: 200, headers: { get: () => null }, body, text: async () => text });
+    // node-fetch: a Node Readable, no getReader: the body is read with text() and then judged.
+    const nodeFetch = createClient({ url: 'ws://127.0.0.1:1/ws', token: 'token', fetch: async () => answer(Readable.from([page])) });
+    clients.push(nodeFetch);
+    expect(await nodeFetch.threads()).toEqual({ threads: [THREAD], next_cursor: null });
+    // A web stream of strings: counted in UTF-8 bytes against the cap like byte chunks.
+    const chunks = (texts: string[]) => {
+      const queue = [...texts];
+      return { getReader: () => ({ read: async () => (queue.length > 0 ? { done: false, value: queue.shift()! } : { done: true }), cancel: async () => {} }) };
+    };
+    const textChunks = createClient({
+      url: 'ws://127.0.0.1:1/ws',
+      token: 'token',
+      fetch: async (url) => answer(url.includes('cursor=big') ? chunks(['{"threads":"', 'é'.repeat(MiB / 2 + 1), '"}']) : chunks([page])),
+    });
+    clients.push(textChunks);
+    expect(await textChunks.threads()).toEqual({ threads: [THREAD], next_cursor: null });
+    await expect(textChunks.threads({ cursor: 'big' })).rejects.toMatchObject({ name: 'AnswerTooLargeError', limit: MiB });
   });
 });
