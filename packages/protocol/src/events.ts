@@ -71,7 +71,8 @@ export function stampEvent(payload: EventPayload, stamp: EventStamp): EventBody 
 
 /**
  * The wire form of a durable event with its `seq`: `type` and `seq` first, then the body. A body
- * from `stampEvent` gets `seq` written into its slot; any other body is left as it is.
+ * that has a `seq` property (the slot `stampEvent` makes right behind `type`) gets `seq` written
+ * into it and is encoded in its own key order; any other body is left as it is.
  */
 export function encodeEvent(body: EventBody, seq: number): string {
   const slotted = body as { seq?: number };

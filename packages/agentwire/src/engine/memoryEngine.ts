@@ -61,14 +61,17 @@ export class MemoryEngine implements EventEngine {
   async append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]> {
     const log = this.#log(userId);
     const now = this.#clock.now();
-    const appended: LogEntry[] = [];
-    for (const body of events) {
-      const seq = ++log.lastSeq;
-      const entry: LogEntry = { seq, type: body.type, json: encodeEvent(body, seq), appendedAt: now, epoch: log.epoch };
+    // Every event is encoded before any is logged: an append is all or nothing, so one that
+    // throws (an event JSON cannot hold) leaves no seq behind and no entry undelivered.
+    const appended = events.map((body, index): LogEntry => {
+      const seq = log.lastSeq + 1 + index;
+      return { seq, type: body.type, json: encodeEvent(body, seq), appendedAt: now, epoch: log.epoch };
+    });
+    for (const entry of appended) {
       log.entries.push(entry);
       log.bytes += entry.json.length;
-      appended.push(entry);
     }
+    log.lastSeq += appended.length;
     log.lastActivity = now;
     this.#trim(log, now);
     for (const entry of appended) {

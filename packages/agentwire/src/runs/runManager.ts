@@ -5,7 +5,7 @@ import { stampEvent, type AgentErrorCode, type EventBody, type EventPayload, typ
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer, FlushScheduler } from './deltaCoalescer.js';
-import { stepFault } from './stepBounds.js';
+import { checkStep } from './stepBounds.js';
 import { DEFAULTS } from '../config/settings.js';
 import {
   LocalRunStore,
@@ -367,14 +367,13 @@ export class RunManager {
             run.deltas.add('agent_thinking_delta', step.text);
             break;
           default: {
-            const event = stepEvent(step);
             // Text is flat and always serialisable; the args or result of a tool step may be anything.
-            const fault = step.type === 'thinking' ? null : stepFault(event);
+            const checked = step.type === 'thinking' ? { event: stepEvent(step), fault: null } : checkStep(stepEvent(step));
             // The run ends before the loop closes the agent (whose `finally` may take a while).
-            if (fault !== null)
-              return this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: `the agent yielded a ${step.type} step ${fault}` });
+            if (checked.fault !== null)
+              return this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: `the agent yielded a ${step.type} step ${checked.fault}` });
             run.deltas.flush();
-            this.#append(run, event);
+            this.#append(run, checked.event);
           }
         }
         // Backpressure: an agent runs at most MAX_PENDING_EVENTS ahead of its own log.

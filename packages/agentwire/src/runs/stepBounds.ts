@@ -7,19 +7,23 @@ import { MAX_MESSAGE_BYTES } from '../upstream/framing.js';
 // encodeEvent throws inside the append, which the run manager takes for an unavailable log. So a
 // step is held to the bounds an upstream agent's steps have (section 15): 128 levels, 1 MiB.
 
-/** Thrown from the replacer to stop the walk; never escapes `stepFault`. */
+/** Thrown from the replacer to stop the walk; never escapes `checkStep`. */
 class Exceeded extends Error {}
 
+/** A step checked: the event as it was when checked (a copy the agent cannot change), or what is wrong with it. */
+export type CheckedStep = { readonly event: EventPayload; readonly fault: null } | { readonly event: null; readonly fault: string };
+
 /**
- * What makes `event` (an agent step as an event) unfit for the log, as the end of a sentence
- * ("the step …"), or null when it is fit: nested deeper than MAX_JSON_DEPTH, not serialisable as
- * JSON, or over MAX_MESSAGE_BYTES of JSON (UTF-8).
+ * `event` (an agent step as an event) checked for the log: a copy of it as JSON has it, or what
+ * makes it unfit, as the end of a sentence ("the step …"): nested deeper than MAX_JSON_DEPTH, not
+ * serialisable as JSON, or over MAX_MESSAGE_BYTES of JSON (UTF-8). The copy is what is appended:
+ * the agent holds the original and may change it (add a cycle) before the append encodes it.
  *
  * One JSON.stringify with a replacer: it sees values after `toJSON` (a Date is a string), cycles
  * and BigInts fail inside it, and the replacer stops it past the depth, or once the text surely
  * passes the size, so a shared subtree repeated exponentially costs at most the bound.
  */
-export function stepFault(event: EventPayload): string | null {
+export function checkStep(event: EventPayload): CheckedStep {
   const depths = new Map<object, number>();
   let chars = 0; // a lower bound of the text's length so far: bytes are at least as many
   let json: string | undefined;
@@ -39,9 +43,10 @@ export function stepFault(event: EventPayload): string | null {
       return value;
     });
   } catch (error) {
-    if (error instanceof Exceeded) return error.message;
-    return `that is not serialisable as JSON (${quoted(error instanceof Error ? error.message : String(error))})`;
+    if (error instanceof Exceeded) return { event: null, fault: error.message };
+    return { event: null, fault: `that is not serialisable as JSON (${quoted(error instanceof Error ? error.message : String(error))})` };
   }
-  if (json !== undefined && json.length > MAX_MESSAGE_BYTES / 3 && Buffer.byteLength(json) > MAX_MESSAGE_BYTES) return 'over 1 MiB as JSON';
-  return null;
+  if (json === undefined) return { event: null, fault: 'that is not serialisable as JSON' };
+  if (json.length > MAX_MESSAGE_BYTES / 3 && Buffer.byteLength(json) > MAX_MESSAGE_BYTES) return { event: null, fault: 'over 1 MiB as JSON' };
+  return { event: JSON.parse(json) as EventPayload, fault: null };
 }

@@ -80,4 +80,26 @@ describe('steps of an in-process agent', () => {
     expect((await alice.runEvents(next, 5000)).at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: 'answer to again' });
     expect(alice.closeCode).toBeNull();
   });
+
+  it('a tool step is logged as it was when yielded, even if the agent changes its object before the append', async () => {
+    const changing: Agent = {
+      historyTurns: 0,
+      async *run() {
+        const args: Record<string, unknown> = { q: 1 };
+        yield { type: 'tool_call', callId: 'c1', tool: 'lookup', args };
+        // The agent goes on using its object (here: a cycle) before the end of the tick, when the append encodes it.
+        args.self = args;
+        yield { type: 'answer', text: 'done' };
+      },
+    };
+    env = await startGateway({ agent: changing });
+    const alice = await env.ready('alice');
+    const events = await alice.runEvents(await startRun(alice, 'go'), 5000);
+    expect(events.map((e) => [e.seq, e.type])).toEqual([
+      [1, 'agent_started'],
+      [2, 'tool_executing'],
+      [3, 'agent_completed'],
+    ]);
+    expect(events[1]!.args).toEqual({ q: 1 });
+  });
 });

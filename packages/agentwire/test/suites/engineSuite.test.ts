@@ -113,6 +113,23 @@ describe.each(implementations)('EventEngine contract: %s', (_name, { make, share
     expect(await e.read('alice', 2, 1)).toEqual([]);
   });
 
+  it('appends all of a batch or nothing: an event JSON cannot hold leaves no seq, entry or delivery behind', async () => {
+    const e = await engine();
+    const live = liveCollector();
+    await e.subscribe('erin', live.listener);
+    await e.append('erin', [thinking('1')]);
+    const unencodable = { type: 'tool_executing', call_id: 'c', tool: 't', args: { n: 1n }, run_id: 'r1', thread_id: 't1', ts: new Date(0).toISOString() };
+    await expect(e.append('erin', [thinking('2'), unencodable as unknown as EventBody])).rejects.toThrow();
+    expect((await e.head('erin')).lastSeq).toBe(1);
+    await e.append('erin', [thinking('3')]);
+    expect((await e.read('erin', 1, 10)).map((x) => [x.seq, JSON.parse(x.json).text])).toEqual([
+      [1, '1'],
+      [2, '3'],
+    ]);
+    await live.until(2);
+    expect(live.entries.map((x) => x.seq)).toEqual([1, 2]);
+  });
+
   it('reads any sub-range, in seq order, and nothing past the head', async () => {
     const e = await engine();
     const appended = await e.append('dora', [thinking('1'), thinking('2'), thinking('3'), thinking('4'), thinking('5')]);

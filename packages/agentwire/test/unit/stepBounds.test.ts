@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { stepFault } from '../../src/runs/stepBounds.js';
+import { checkStep } from '../../src/runs/stepBounds.js';
 import { MAX_JSON_DEPTH } from '../../src/upstream/failure.js';
 
 /** An array `levels` deep: `[[…[]…]]`. */
@@ -11,18 +11,20 @@ function nested(levels: number): unknown[] {
 
 const toolCall = (args: Record<string, unknown>) => ({ type: 'tool_executing' as const, call_id: 'c', tool: 't', args });
 
-describe('stepFault', () => {
+const faultOf = (event: Parameters<typeof checkStep>[0]) => checkStep(event).fault;
+
+describe('checkStep', () => {
   it('allows the depth an upstream line may have (the event is level 1), not one more', () => {
-    expect(stepFault(toolCall({ a: nested(MAX_JSON_DEPTH - 2) }))).toBeNull();
-    expect(stepFault(toolCall({ a: nested(MAX_JSON_DEPTH - 1) }))).toBe('nested deeper than 128 levels');
+    expect(faultOf(toolCall({ a: nested(MAX_JSON_DEPTH - 2) }))).toBeNull();
+    expect(faultOf(toolCall({ a: nested(MAX_JSON_DEPTH - 1) }))).toBe('nested deeper than 128 levels');
   });
 
   it('judges what JSON would hold: toJSON results, left-out values', () => {
     const deepJson = { toJSON: () => nested(MAX_JSON_DEPTH) };
-    expect(stepFault(toolCall({ when: new Date(0), skipped: undefined, f: () => 1 }))).toBeNull();
-    expect(stepFault(toolCall({ value: deepJson }))).toBe('nested deeper than 128 levels');
+    expect(faultOf(toolCall({ when: new Date(0), skipped: undefined, f: () => 1 }))).toBeNull();
+    expect(faultOf(toolCall({ value: deepJson }))).toBe('nested deeper than 128 levels');
     expect(
-      stepFault(
+      faultOf(
         toolCall({
           value: {
             toJSON: () => {
@@ -38,13 +40,21 @@ describe('stepFault', () => {
     let value: unknown = 'x';
     for (let i = 0; i < 60; i++) value = [value, value]; // 2^60 leaves as JSON
     const started = performance.now();
-    expect(stepFault(toolCall({ value }))).toBe('over 1 MiB as JSON');
+    expect(faultOf(toolCall({ value }))).toBe('over 1 MiB as JSON');
     expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it('counts UTF-8 bytes', () => {
     const text = 'é'.repeat(400 * 1024); // 800 KiB of UTF-8
-    expect(stepFault({ type: 'agent_thinking', text })).toBeNull();
-    expect(stepFault({ type: 'agent_thinking', text: text + text })).toBe('over 1 MiB as JSON');
+    expect(faultOf({ type: 'agent_thinking', text })).toBeNull();
+    expect(faultOf({ type: 'agent_thinking', text: text + text })).toBe('over 1 MiB as JSON');
+  });
+
+  it('gives a copy of the step as JSON has it, which the agent cannot change after the check', () => {
+    const args: Record<string, unknown> = { when: new Date(0), list: [1, 2] };
+    const checked = checkStep(toolCall(args));
+    args.self = args; // a cycle added after the yield, before the append encodes the step
+    (args.list as number[]).push(3);
+    expect(checked.event).toEqual({ type: 'tool_executing', call_id: 'c', tool: 't', args: { when: '1970-01-01T00:00:00.000Z', list: [1, 2] } });
   });
 });
