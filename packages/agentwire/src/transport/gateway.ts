@@ -25,6 +25,9 @@ import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
 import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
 
+/** The log says at most this often that sockets are refused at AGENTWIRE_MAX_SOCKETS. */
+const REFUSED_SOCKETS_LOG_MS = 60_000;
+
 /** Options of `createGateway`; only `auth` is required. Limits default to the settings table (README). */
 export interface GatewayOptions {
   /** The agent that answers messages. Default: the demo agent of PROTOCOL.md section 13. */
@@ -142,8 +145,9 @@ export class Gateway {
   /** Set while upgrades are refused for the held-bytes limit, so that is logged once per episode. */
   #refusingForHeldBytes = false;
   readonly #maxSockets: number;
-  /** Set from a socket refused at the cap until one is accepted again: logged once per episode. */
-  #refusingSockets = false;
+  /** Sockets refused at the cap since the log last said so, and when it did (#countRefusedSockets). */
+  #socketsRefusedUnlogged = 0;
+  #socketsRefusedLoggedAt = Number.NEGATIVE_INFINITY;
   readonly #sweeper: TimerHandle;
   readonly #servers: Server[] = [];
   readonly #presence: GatewayOptions['presence'];
@@ -443,23 +447,22 @@ export class Gateway {
   }
 
   /**
-   * Each socket a server refuses for its `maxConnections` is counted; an episode of refusals is
-   * logged once when it starts and once when a socket is accepted again, however many there are.
+   * Each socket a server refuses for its `maxConnections` is counted; the log says so at most once
+   * a minute, with the number refused since it last did, however the refusals come (a steady
+   * flood, or churn at the cap that accepts one socket and refuses the next).
    */
   #countRefusedSockets(server: Server): void {
     server.on('drop', () => {
       this.metrics.socketsRefused.inc();
-      if (this.#refusingSockets) return;
-      this.#refusingSockets = true;
+      this.#socketsRefusedUnlogged++;
+      const now = this.#ctx.clock.now();
+      if (now - this.#socketsRefusedLoggedAt < REFUSED_SOCKETS_LOG_MS) return;
+      this.#socketsRefusedLoggedAt = now;
       this.#ctx.logger.warn(
-        { limit: server.maxConnections },
+        { limit: server.maxConnections, refused: this.#socketsRefusedUnlogged },
         'open sockets at the limit (AGENTWIRE_MAX_SOCKETS); closing new connections as they are accepted',
       );
-    });
-    server.on('connection', () => {
-      if (!this.#refusingSockets) return;
-      this.#refusingSockets = false;
-      this.#ctx.logger.info('accepting connections again');
+      this.#socketsRefusedUnlogged = 0;
     });
   }
 

@@ -7,11 +7,14 @@
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
 import { startRun, TestClient } from '../helpers/wsClient.js';
 import { createGateway } from '../../src/transport/index.js';
 import { signToken } from '../../src/auth/index.js';
+import { ManualClock } from '../helpers/manualClock.js';
 
 let env: TestGateway | undefined;
 const sockets: Socket[] = [];
@@ -93,6 +96,47 @@ describe('AGENTWIRE_MAX_SOCKETS', () => {
       session.close();
     } finally {
       for (const socket of sockets.splice(0)) socket.destroy();
+      await gateway.shutdown();
+    }
+  });
+
+  it('says so in the log at most once a minute, with the count, also when churn at the cap accepts one and refuses the next', async () => {
+    const lines: Array<{ msg: string; refused?: number }> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as { msg: string; refused?: number });
+        done();
+      },
+    });
+    const clock = new ManualClock(Date.now());
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, maxSockets: 1, clock, logger: pino({ level: 'info' }, sink) });
+    const server = createServer((req, res) => gateway.handleRequest(req, res) || res.end());
+    gateway.attach(server);
+    const ends = serverEnds(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const warnings = () => lines.filter((line) => line.msg.startsWith('open sockets at the limit'));
+    /** One client holds the only socket, a second is refused, then the first leaves. */
+    const churn = async () => {
+      const held = await idleSocket(port);
+      const extra = await idleSocket(port);
+      await once(extra, 'close');
+      const end = ends.get(held.localPort!)!;
+      held.destroy();
+      if (!end.destroyed) await once(end, 'close');
+    };
+    try {
+      for (let i = 0; i < 10; i++) await churn();
+      expect(warnings()).toHaveLength(1);
+      expect(warnings()[0]!.refused).toBe(1);
+      await clock.advance(60_000);
+      await churn();
+      expect(warnings()).toHaveLength(2);
+      expect(warnings()[1]!.refused).toBe(10);
+      expect((await gateway.metrics.socketsRefused.get()).values[0]?.value).toBe(11);
+    } finally {
+      for (const socket of sockets.splice(0)) socket.destroy();
+      server.close();
       await gateway.shutdown();
     }
   });
