@@ -192,14 +192,12 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   record(userId: string, entries: readonly LogEntry[]): void {
-    // A `sub` may be any text, but a `text` column cannot hold U+0000 (and U+FFFD in its place
-    // would be another user): such a user's events are not archived, so that they cannot fail
-    // the batches of other users' events.
-    if (userId.includes('\u0000')) return;
+    if (!archivable(userId)) return;
     this.#archivers[writerOf(userId, this.#archivers.length)]!.record(userId, entries);
   }
 
   async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
+    if (!archivable(userId)) return { items: [], nextCursor: null };
     const after = page.cursor === undefined ? null : decodeCursor(page.cursor, isThreadCursor);
     const { rows } = await this.#pool.query<ThreadRow>({
       name: 'agentwire_threads_page',
@@ -216,6 +214,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async messages(userId: string, threadId: string, page: PageRequest): Promise<MessagesPage | null> {
+    if (!archivable(userId)) return null;
     const before = page.cursor === undefined ? null : decodeCursor(page.cursor, isPositionCursor);
     // The cursor's own run is fetched again (its user message may still be older): one more, so a
     // full fetch still means older runs may follow.
@@ -279,6 +278,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null> {
+    if (!archivable(userId)) return null;
     const { rows } = await this.#pool.query<ThreadRow>(
       `UPDATE agentwire_threads SET title = $3, renamed = true
         WHERE user_id = $1 AND thread_id = $2
@@ -289,6 +289,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
+    if (!archivable(userId)) return false;
     return inTransaction(this.#pool, async (client) => {
       // The user's mark row is the lock archive batches take first (archiver.ts, lockMarks): a
       // batch in flight commits before the rows below are erased, a later one sees the tombstone.
@@ -315,7 +316,7 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
-    if (maxTurns <= 0) return [];
+    if (maxTurns <= 0 || !archivable(userId)) return [];
     const { rows: runs } = await this.#pool.query<RunRow>(
       `SELECT r.run_id, r.epoch_id, r.start_seq, r.message_id, r.user_text, r.created_at, r.final_epoch_id, r.final_seq, r.answer
          FROM agentwire_runs r
@@ -539,4 +540,13 @@ function isConnectionError(error: unknown): boolean {
 /** The history store on PostgreSQL; call `ready()` before relying on `available`. */
 export function createPostgresHistoryStore(options: PostgresHistoryStoreOptions): PostgresHistoryStore {
   return new PostgresHistoryStore(options);
+}
+
+/**
+ * A `sub` may be any text, but a `text` column cannot hold U+0000, and U+FFFD in its place would
+ * be another user: such a user's events are not archived (they cannot fail the batches of other
+ * users' events), and their history routes answer as for a user with nothing archived.
+ */
+function archivable(userId: string): boolean {
+  return !userId.includes('\u0000');
 }

@@ -338,6 +338,25 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history routes under attac
     expect(JSON.parse((await call(env, 'GET', '/v1/threads/fine/messages', { token: bob.token })).text).messages).toHaveLength(2);
   });
 
+  it('a user whose token `sub` holds U+0000 gets documented answers from every route of their own history', async () => {
+    env = await setup(kind);
+    const sub = `nul-\u0000-${randomUUID()}`;
+    const nul = await env.gateway.ready(sub);
+    const ack = await nul.message(randomUUID(), 'own', 'from a NUL user');
+    await nul.runEvents(ack.run_id);
+    await env.settled();
+    const token = await env.gateway.token(sub);
+    const answers = [
+      await call(env, 'GET', '/v1/threads', { token }),
+      await call(env, 'GET', '/v1/threads/own/messages', { token }),
+      await call(env, 'PATCH', '/v1/threads/own', { token, body: JSON.stringify({ title: 'renamed' }) }),
+      await call(env, 'DELETE', '/v1/threads/own', { token }),
+      await call(env, 'GET', '/v1/threads/own/messages', { token }),
+    ];
+    for (const answer of answers) expect(answer.status, answer.text).toBeLessThan(500);
+    expect((await call(env, 'GET', '/readyz')).status).toBe(200);
+  });
+
   it('a token whose `sub` holds an unpaired surrogate is token_invalid: stored as UTF-8 it would be the user with U+FFFD there', async () => {
     env = await setup(kind);
     const victim = await env.gateway.ready('victim-\uFFFD');
