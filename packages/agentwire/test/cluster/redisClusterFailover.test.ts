@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisBackend, type RedisBackend } from '../../src/redis/index.js';
+import { META_FIELD } from '../../src/redis/keys.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { RedisClusterServer } from '../helpers/redisCluster.js';
 import { Waiters } from '../helpers/waitFor.js';
@@ -73,16 +74,24 @@ describe('Redis Cluster master failover', () => {
     const key = a.backend.connection.keys.user(user).meta;
     const victim = await cluster.masterOf(key, cluster.ports[0]!);
     const survivor = cluster.ports.find((port) => port !== victim)!;
+    // Replication is asynchronous: wait until the victim's replica holds the user's log head as the
+    // client saw it, read on the replica itself. (Comparing replication offsets once was not
+    // enough: a CI run on Node 24 still found the log gone after the promotion.)
     const admin = cluster.admin(victim);
-    // Replication is asynchronous, and WAIT on this connection covers only its own writes (none):
-    // wait until the replica's offset reaches the master's as it is now, past the gateways' writes.
-    const offsets = async () => {
-      const info = String(await admin.call('INFO', 'replication'));
-      return { master: Number(/master_repl_offset:(\d+)/.exec(info)?.[1] ?? -1), replica: Number(/slave0:[^\r\n]*offset=(\d+)/.exec(info)?.[1] ?? -1) };
-    };
-    const { master } = await offsets();
-    await eventually(async () => (await offsets()).replica >= master, 30_000, "the replica to acknowledge its master's writes");
+    const replicaPort = Number(/slave0:[^\r\n]*port=(\d+)/.exec(String(await admin.call('INFO', 'replication')))?.[1]);
     admin.disconnect();
+    expect(replicaPort).toBeGreaterThan(0);
+    const replica = cluster.admin(replicaPort);
+    await replica.call('READONLY');
+    await eventually(
+      async () => {
+        const [epoch, seq] = await replica.hmget(key, META_FIELD.epoch, META_FIELD.seq);
+        return epoch === before.epoch && Number(seq) === before.lastSeq;
+      },
+      30_000,
+      "the replica to hold the user's log head",
+    );
+    replica.disconnect();
 
     await cluster.kill(victim);
     await eventually(async () => (await cluster.masterOf(key, survivor)) !== victim, 20_000, 'the replica to take over the slot');
