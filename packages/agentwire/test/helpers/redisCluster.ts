@@ -46,6 +46,9 @@ export class RedisClusterServer {
         timeout: 30_000,
       });
       await Promise.all(ports.map((port) => waitClusterOk(port)));
+      // A replica starts empty and takes a while (Redis' diskless sync waits 5 s for more
+      // replicas) to receive its master's data: until then a failover loses everything.
+      if (replicas > 0) await Promise.all(ports.map((port) => waitReplicationUp(port)));
     } catch (error) {
       await cluster.stop();
       throw error;
@@ -147,6 +150,32 @@ async function waitClusterOk(port: number): Promise<void> {
     }, 50);
     try {
       await waiters.until(() => ok, 20_000, `cluster_state:ok on ${port}`);
+    } finally {
+      clearInterval(poll);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Waits until a replica's link to its master is up (its initial sync is done); a master passes at once. */
+async function waitReplicationUp(port: number): Promise<void> {
+  const redis = new Redis(port, '127.0.0.1');
+  const waiters = new Waiters();
+  try {
+    let up = false;
+    const poll = setInterval(() => {
+      void redis.call('INFO', 'replication').then(
+        (info) => {
+          const text = String(info);
+          up = text.includes('role:master') || text.includes('master_link_status:up');
+          waiters.notify();
+        },
+        () => {},
+      );
+    }, 100);
+    try {
+      await waiters.until(() => up, 30_000, `the replica on ${port} to finish its initial sync`);
     } finally {
       clearInterval(poll);
     }
