@@ -133,53 +133,44 @@ function killed(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Waits until the node reports `cluster_state:ok` (its slots are all assigned and agreed). */
-async function waitClusterOk(port: number): Promise<void> {
+/**
+ * Polls one node's INFO `section` every 100 ms until `holds` is true of its text, within
+ * `timeoutMs` (a node that does not answer yet is polled again).
+ */
+async function waitForInfo(port: number, section: 'cluster' | 'replication', holds: (info: string) => boolean, timeoutMs: number, what: string): Promise<void> {
   const redis = new Redis(port, '127.0.0.1');
   const waiters = new Waiters();
+  let held = false;
+  const poll = setInterval(() => {
+    const info = section === 'cluster' ? redis.cluster('INFO') : redis.call('INFO', 'replication');
+    void info.then(
+      (text) => {
+        held = holds(String(text));
+        waiters.notify();
+      },
+      () => {},
+    );
+  }, 100);
   try {
-    let ok = false;
-    const poll = setInterval(() => {
-      void redis.cluster('INFO').then(
-        (info) => {
-          ok = String(info).includes('cluster_state:ok');
-          waiters.notify();
-        },
-        () => {},
-      );
-    }, 50);
-    try {
-      await waiters.until(() => ok, 20_000, `cluster_state:ok on ${port}`);
-    } finally {
-      clearInterval(poll);
-    }
+    await waiters.until(() => held, timeoutMs, what);
   } finally {
+    clearInterval(poll);
     redis.disconnect();
   }
 }
 
+/** Waits until the node reports `cluster_state:ok` (its slots are all assigned and agreed). */
+function waitClusterOk(port: number): Promise<void> {
+  return waitForInfo(port, 'cluster', (info) => info.includes('cluster_state:ok'), 20_000, `cluster_state:ok on ${port}`);
+}
+
 /** Waits until a replica's link to its master is up (its initial sync is done); a master passes at once. */
-async function waitReplicationUp(port: number): Promise<void> {
-  const redis = new Redis(port, '127.0.0.1');
-  const waiters = new Waiters();
-  try {
-    let up = false;
-    const poll = setInterval(() => {
-      void redis.call('INFO', 'replication').then(
-        (info) => {
-          const text = String(info);
-          up = text.includes('role:master') || text.includes('master_link_status:up');
-          waiters.notify();
-        },
-        () => {},
-      );
-    }, 100);
-    try {
-      await waiters.until(() => up, 30_000, `the replica on ${port} to finish its initial sync`);
-    } finally {
-      clearInterval(poll);
-    }
-  } finally {
-    redis.disconnect();
-  }
+function waitReplicationUp(port: number): Promise<void> {
+  return waitForInfo(
+    port,
+    'replication',
+    (info) => info.includes('role:master') || info.includes('master_link_status:up'),
+    30_000,
+    `the replica on ${port} to finish its initial sync`,
+  );
 }
