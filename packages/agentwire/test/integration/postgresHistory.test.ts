@@ -16,9 +16,20 @@ let admin: pg.Pool;
 const stores: PostgresHistoryStore[] = [];
 const engines: MemoryEngine[] = [];
 
+/**
+ * A pool of the test's own. Its database is dropped WITH (FORCE) right after `end()`, which can
+ * terminate a connection the pool is still closing: that FATAL (57P01) is expected, and without a
+ * listener the pool's 'error' event would be an uncaught exception (a CI sim saw one).
+ */
+function testPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  return pool;
+}
+
 beforeAll(async () => {
   database = await createTestDatabase();
-  admin = new pg.Pool({ connectionString: database.url, max: 2 });
+  admin = testPool(database.url, 2);
 });
 
 afterAll(async () => {
@@ -93,7 +104,7 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 describe('migrations', () => {
   it('two nodes starting at once migrate once, under the lock, and a restart finds nothing to do', async () => {
     const fresh = await createTestDatabase();
-    const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: fresh.url, max: 1 }));
+    const pools = [0, 1, 2].map(() => testPool(fresh.url, 1));
     try {
       const applied = await Promise.all(pools.map((pool) => migrate(pool)));
       expect(applied.flat()).toEqual([1]);
@@ -108,7 +119,7 @@ describe('migrations', () => {
 
   it('refuses a database whose schema is newer than this build', async () => {
     const fresh = await createTestDatabase();
-    const pool = new pg.Pool({ connectionString: fresh.url, max: 1 });
+    const pool = testPool(fresh.url, 1);
     try {
       await migrate(pool);
       await pool.query(`INSERT INTO agentwire_schema_migrations (version, name) VALUES (99, 'future')`);
