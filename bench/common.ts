@@ -4,6 +4,7 @@
  * small statistics helpers. Nothing here is part of agentwire itself.
  */
 import type { ChildProcess } from 'node:child_process';
+import { PerformanceObserver, monitorEventLoopDelay, performance, type EventLoopUtilization } from 'node:perf_hooks';
 
 /** HS256 secret shared by the gateway bench server and the load generator. */
 export const BENCH_SECRET = 'bench-secret-0123456789-0123456789-0123456789-abcdef';
@@ -177,6 +178,56 @@ export async function fullGc(): Promise<void> {
   for (let i = 0; i < 4; i++) {
     gc();
     await new Promise((resolve) => setImmediate(resolve));
+  }
+}
+
+/** What a process's event loop did between `LoopWatch.start` and `stop`. */
+export interface LoopReport {
+  /** How late a 1 ms timer fired, ms. */
+  readonly p50: number;
+  readonly p99: number;
+  readonly max: number;
+  /** Share of the time the loop was busy (event-loop utilization, 0–1). */
+  readonly utilization: number;
+  /** Share of the time spent in garbage-collection pauses on the main thread (0–1). */
+  readonly gcShare: number;
+}
+
+/**
+ * Watches this process's event loop over a measured step: timer lateness (1 ms resolution; 10
+ * ms would hide what we look for), utilization and GC pauses. Off between steps: its 1 ms timer
+ * is work the process otherwise does not do (the raw ws server never has it).
+ */
+export class LoopWatch {
+  readonly #delay = monitorEventLoopDelay({ resolution: 1 });
+  #utilization: EventLoopUtilization | null = null;
+  #startedAt = 0;
+  #gcMs = 0;
+  readonly #gc = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) this.#gcMs += entry.duration;
+  });
+
+  start(): void {
+    this.#delay.reset();
+    this.#delay.enable();
+    this.#gcMs = 0;
+    this.#gc.observe({ entryTypes: ['gc'] });
+    this.#utilization = performance.eventLoopUtilization();
+    this.#startedAt = performance.now();
+  }
+
+  stop(): LoopReport {
+    const utilization = this.#utilization ? performance.eventLoopUtilization(this.#utilization).utilization : Number.NaN;
+    const elapsed = performance.now() - this.#startedAt;
+    this.#delay.disable();
+    this.#gc.disconnect();
+    return {
+      p50: this.#delay.percentile(50) / 1e6,
+      p99: this.#delay.percentile(99) / 1e6,
+      max: this.#delay.max / 1e6,
+      utilization,
+      gcShare: this.#gcMs / elapsed,
+    };
   }
 }
 

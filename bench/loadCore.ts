@@ -13,7 +13,18 @@ import { createSigner } from 'fast-jwt';
 import { WebSocket, type RawData } from 'ws';
 import { PROTOCOL_NAME, TOKEN_PROTOCOL_PREFIX } from '@agentwire/protocol';
 import { signToken } from '../packages/agentwire/src/auth/index.js';
-import { BENCH_SECRET, eventsPerRun, forEachFragmentStamp, percentile, preciseNow, workloadText, type BenchAlgorithm, type Workload } from './common.js';
+import {
+  BENCH_SECRET,
+  LoopWatch,
+  eventsPerRun,
+  forEachFragmentStamp,
+  percentile,
+  preciseNow,
+  workloadText,
+  type BenchAlgorithm,
+  type LoopReport,
+  type Workload,
+} from './common.js';
 
 export interface ConnectRequest {
   readonly url: string;
@@ -82,6 +93,8 @@ export interface PacedResult {
   readonly fragmentMax: number;
   readonly errorFrames: number;
   readonly agentErrors: number;
+  /** The load generator's own event loop during the step: a late loop delays receipts it times. */
+  readonly loop: LoopReport;
 }
 
 export interface EventsResult {
@@ -434,6 +447,9 @@ export class LoadClient {
     let sent = 0;
     let sendMs = 0;
     let ticker: NodeJS.Timeout | null = null;
+    const loopWatch = new LoopWatch();
+    let loop: LoopReport | undefined;
+    loopWatch.start();
     const started = performance.now();
     try {
       await new Promise<void>((resolve, reject) => {
@@ -469,6 +485,7 @@ export class LoadClient {
       this.#latencies = null;
       this.#fragmentLatencies = null;
       state.onProgress = null;
+      loop = loopWatch.stop();
     }
     const wallMs = performance.now() - started;
     const fragmentsSorted = fragmentLatencies.sort((a, b) => a - b);
@@ -488,6 +505,7 @@ export class LoadClient {
       fragmentMax: fragmentsSorted.at(-1) ?? Number.NaN,
       errorFrames: state.errorFrames,
       agentErrors: state.agentErrors,
+      loop: loop!,
     };
   }
 }

@@ -29,7 +29,8 @@
  * second through the gateway (memory and Redis engine) against the raw ws server pushing the same
  * frames, latency from an agent's fragment to its receipt at half that load against the flush
  * window; and an upstream HTTP agent against the same agent in process. --stream-users <n>,
- * --stream-runs <n> (runs per user of the max measurement) and --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations.
+ * --stream-runs <n> (runs per user of the max measurement) and --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations;
+ * --stream-paced-share <x> runs the paced step at that share of the max instead of half (its latency rows are then information, not goals).
  *
  * The archive phase (bench/archivePhase.ts) runs after them, on a database of its own on the
  * machine's PostgreSQL: the write-behind archive's events per second against the events phase's
@@ -130,9 +131,15 @@ const ARCHIVE_SIZE_OVERRIDES = {
   ...(option('archive-queries') ? { queries: Number(option('archive-queries')) } : {}),
 };
 
+const pacedShare = option('stream-paced-share');
+if (pacedShare !== undefined && !(Number(pacedShare) > 0 && Number(pacedShare) <= 1)) {
+  throw new Error(`--stream-paced-share takes a share of the max above 0 and at most 1 (e.g. 0.25), not ${JSON.stringify(pacedShare)}`);
+}
+
 const STREAM_SIZE_OVERRIDES = {
   ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
   ...(option('stream-runs') ? { runsPerUser: Number(option('stream-runs')) } : {}),
+  ...(pacedShare !== undefined ? { pacedShare: Number(pacedShare) } : {}),
   ...(option('upstream-runs') ? { upstreamRuns: Number(option('upstream-runs')) } : {}),
 };
 

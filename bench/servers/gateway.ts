@@ -31,10 +31,9 @@ import {
   createPostgresHistoryStore,
   createRedisBackend,
 } from '../../packages/agentwire/src/index.js';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { feedArchive, type ArchiveFeed } from '../archivePhase.js';
 import { benchAgent } from '../agent.js';
-import { BENCH_HOST, BENCH_SECRET, fullGc, serveIpc, usageNow } from '../common.js';
+import { BENCH_HOST, BENCH_SECRET, LoopWatch, fullGc, serveIpc, usageNow } from '../common.js';
 
 if (!process.send) throw new Error('bench/servers/gateway.ts must be started by bench/run.ts (IPC)');
 
@@ -97,23 +96,13 @@ async function appendToSend(): Promise<{ le: number; count: number }[]> {
     .map((v) => ({ le: v.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(v.labels.le), count: v.value }));
 }
 
-/**
- * Event-loop delay of this process (10 ms resolution would hide what we look for: 1 ms). Only
- * on between resetLoopDelay and loopDelay (the paced steps): its 1 ms timer is work the raw ws
- * server does not do, and would weigh on the max measurements.
- */
-const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+/** This process's event loop, watched between resetLoopDelay and loopDelay (the paced steps). */
+const loopWatch = new LoopWatch();
 
 serveIpc({
   usage: () => usageNow(gateway.connectionCount),
-  resetLoopDelay: () => {
-    loopDelay.reset();
-    loopDelay.enable();
-  },
-  loopDelay: () => {
-    loopDelay.disable();
-    return { p50: loopDelay.percentile(50) / 1e6, p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 };
-  },
+  resetLoopDelay: () => loopWatch.start(),
+  loopDelay: () => loopWatch.stop(),
   gc: async () => {
     await fullGc();
     return usageNow(gateway.connectionCount);

@@ -140,6 +140,7 @@ describe('bench measurement code on a tiny load', () => {
       deltas: 6,
       streamFragments: 5,
       pacedSeconds: 0.3,
+      pacedShare: 0.5,
       upstreamRuns: 3,
       upstreamFragments: 5,
     };
@@ -177,6 +178,12 @@ describe('bench measurement code on a tiny load', () => {
       expect(r.pacedDeltasPerSec).toBeLessThanOrEqual(r.pacedFragmentsPerSec);
       expect(r.fragmentP99).toBeGreaterThanOrEqual(r.fragmentP50);
       expect(r.fragmentMax).toBeGreaterThanOrEqual(r.fragmentP99);
+      // The paced step's diagnostics were taken, in the gateway and in the load generator.
+      expect(r.loopUtilization).toBeGreaterThan(0);
+      expect(r.loopUtilization).toBeLessThanOrEqual(1);
+      expect(r.gcShare).toBeGreaterThanOrEqual(0);
+      expect(r.loopDelayP99).toBeGreaterThan(0);
+      expect(r.loadLoopDelayP99).toBeGreaterThan(0);
     }
 
     const upstream = await measureUpstreamPhase(context);
