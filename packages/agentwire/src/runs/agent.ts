@@ -20,7 +20,9 @@ export interface AgentRunInput {
 
 /**
  * One step an agent yields. Each becomes one durable event of the run, except deltas: fragments
- * yielded in quick succession may be merged into one delta event (PROTOCOL.md section 7).
+ * yielded in quick succession may be merged into one delta event (PROTOCOL.md section 7). A
+ * step's `text` is a string of at most 1 MiB (UTF-8), and a run's text steps (`answer` included)
+ * together at most 16 MiB, as an upstream agent's: past that the run ends with `agent_failed`.
  */
 export type AgentStep =
   /** A whole step of visible reasoning (`agent_thinking`). */

@@ -5,7 +5,7 @@ import { stampEvent, type AgentErrorCode, type EventBody, type EventPayload, typ
 import type { ConversationTurn, HistoryStore } from '../history/types.js';
 import type { Agent, AgentStep } from './agent.js';
 import { DeltaCoalescer, FlushScheduler } from './deltaCoalescer.js';
-import { checkStep } from './stepBounds.js';
+import { RunTextBudget, checkStep } from './stepBounds.js';
 import { DEFAULTS } from '../config/settings.js';
 import {
   LocalRunStore,
@@ -86,6 +86,8 @@ interface ActiveRun {
   answer: string;
   /** The concatenation of the run's text fragments; null until it streams one. */
   streamedText: string | null;
+  /** What is left of the text the run's agent may yield (stepBounds.ts). */
+  readonly text: RunTextBudget;
   /** Merges the run's delta fragments; flushed before every other event of the run. */
   readonly deltas: DeltaCoalescer;
   /** Events waiting for the next append of this run (one append carries them all). */
@@ -104,6 +106,14 @@ const TERMINAL_TYPES: ReadonlySet<string> = new Set(['agent_completed', 'agent_e
 
 /** How long a run waits for its earlier turns before it starts without them. */
 const HISTORY_TIMEOUT_MS = 2000;
+
+/** "a tool_call step", "an answer step": how a fault message names the step. */
+function aStep(type: string): string {
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type} step`;
+}
+
+/** The steps whose `text` counts against a run's RunTextBudget. */
+const TEXT_STEPS: ReadonlySet<AgentStep['type']> = new Set(['answer', 'thinking', 'text_delta', 'thinking_delta']);
 
 /** Events a run may have waiting for its log; the agent waits when it gets this far ahead. */
 const MAX_PENDING_EVENTS = 64;
@@ -323,6 +333,7 @@ export class RunManager {
       outcome: null,
       answer: '',
       streamedText: null,
+      text: new RunTextBudget(),
       pending: [],
       writing: false,
       writtenWaiters: [],
@@ -354,6 +365,11 @@ export class RunManager {
       });
       for await (const step of steps) {
         if (run.finished) break;
+        if (TEXT_STEPS.has(step.type)) {
+          const fault = run.text.take((step as { text: unknown }).text);
+          if (fault !== null)
+            return this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: `the agent yielded ${aStep(step.type)} ${fault}` });
+        }
         switch (step.type) {
           case 'answer':
             run.answer = step.text;
@@ -371,7 +387,7 @@ export class RunManager {
             const checked = step.type === 'thinking' ? { event: stepEvent(step), fault: null } : checkStep(stepEvent(step));
             // The run ends before the loop closes the agent (whose `finally` may take a while).
             if (checked.fault !== null)
-              return this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: `the agent yielded a ${step.type} step ${checked.fault}` });
+              return this.#finish(run, { type: 'agent_error', code: 'agent_failed', message: `the agent yielded ${aStep(step.type)} ${checked.fault}` });
             run.deltas.flush();
             this.#append(run, checked.event);
           }

@@ -5,7 +5,34 @@ import { MAX_MESSAGE_BYTES } from '../upstream/framing.js';
 // An in-process agent yields live values, not JSON text: args or a result may hold a BigInt, a
 // cycle, nesting that overflows every later JSON.stringify, or megabytes. Unchecked, the engine's
 // encodeEvent throws inside the append, which the run manager takes for an unavailable log. So a
-// step is held to the bounds an upstream agent's steps have (section 15): 128 levels, 1 MiB.
+// step is held to the bounds an upstream agent's steps have (section 15): 128 levels, 1 MiB; and
+// a run's text to an upstream agent's whole answer, 16 MiB.
+
+/**
+ * UTF-8 bytes of text (answer, thinking and delta steps together) one run may yield: what an
+ * upstream agent's answer body may hold (httpAgent.ts). The run keeps its streamed text for its
+ * `agent_completed`, and the log keeps the deltas: unbounded, one agent could fill the memory.
+ */
+export const MAX_RUN_TEXT_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The text one run's agent yields, held to an upstream agent's bounds: each step's text a string
+ * of at most 1 MiB (UTF-8, an upstream line's bound), all of them together at most
+ * MAX_RUN_TEXT_BYTES.
+ */
+export class RunTextBudget {
+  #left = MAX_RUN_TEXT_BYTES;
+
+  /** Counts the text of one step: null, or what is wrong with it, as the end of a sentence ("the step …"). */
+  take(text: unknown): string | null {
+    if (typeof text !== 'string') return 'whose text is not a string';
+    const bytes = Buffer.byteLength(text);
+    if (bytes > MAX_MESSAGE_BYTES) return 'with over 1 MiB of text';
+    if (bytes > this.#left) return `past ${MAX_RUN_TEXT_BYTES / 1024 / 1024} MiB of text in the run`;
+    this.#left -= bytes;
+    return null;
+  }
+}
 
 /** Thrown from the replacer to stop the walk; never escapes `checkStep`. */
 class Exceeded extends Error {}

@@ -2,7 +2,9 @@
  * An in-process agent's steps are checked before they become events: a tool call or result
  * nested too deep, not serialisable as JSON, or too large ends that run at once with
  * `agent_failed` naming the fault. Before the check, encodeEvent threw inside the engine's
- * append, the run manager retried it as an unavailable log for 30 s, and the run hung.
+ * append, the run manager retried it as an unavailable log for 30 s, and the run hung. Text is
+ * held to an upstream agent's bounds too: a string of at most 1 MiB per step, 16 MiB per run
+ * (before, a delta of any size went to the log and every connection, and a run kept all its text).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Agent, AgentStep } from '../../src/runs/agent.js';
@@ -27,12 +29,18 @@ function cyclic(): Record<string, unknown> {
   return value;
 }
 
-/** The step a message's text asks for; anything else is a plain answer. */
-const badSteps: Record<string, () => AgentStep> = {
-  deep: () => ({ type: 'tool_call', callId: 'c1', tool: 'lookup', args: nested(50_000) }),
-  cyclic: () => ({ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: cyclic() }),
-  bigint: () => ({ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: { count: 10n } }),
-  huge: () => ({ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: 'x'.repeat(2 * 1024 * 1024) }),
+const MiB = 1024 * 1024;
+
+/** The steps a message's text asks for, the last of them bad; anything else is a plain answer. */
+const badSteps: Record<string, () => AgentStep[]> = {
+  deep: () => [{ type: 'tool_call', callId: 'c1', tool: 'lookup', args: nested(50_000) }],
+  cyclic: () => [{ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: cyclic() }],
+  bigint: () => [{ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: { count: 10n } }],
+  huge: () => [{ type: 'tool_result', callId: 'c1', tool: 'lookup', ok: true, result: 'x'.repeat(2 * MiB) }],
+  hugeDelta: () => [{ type: 'text_delta', text: 'é'.repeat(MiB / 2 + 1) }],
+  notText: () => [{ type: 'answer', text: 42 as unknown as string }],
+  // 16 answers of 1 MiB each pass (only the last would be kept); the 17th is past the run's 16 MiB.
+  manyAnswers: () => Array.from({ length: 17 }, (): AgentStep => ({ type: 'answer', text: 'a'.repeat(MiB) })),
 };
 
 /** Steps after the bad one that must never appear. */
@@ -48,7 +56,7 @@ const agent: Agent = {
       return;
     }
     yield { type: 'thinking', text: 'before the bad step' };
-    yield bad();
+    yield* bad();
     stepsAfterTheBadOne++;
     yield { type: 'thinking', text: 'after the bad step' };
   },
@@ -60,6 +68,9 @@ describe('steps of an in-process agent', () => {
     ['cyclic', 'the agent yielded a tool_result step that is not serialisable as JSON (Converting circular structure to JSON'],
     ['bigint', 'the agent yielded a tool_result step that is not serialisable as JSON (Do not know how to serialize a BigInt)'],
     ['huge', 'the agent yielded a tool_result step over 1 MiB as JSON'],
+    ['hugeDelta', 'the agent yielded a text_delta step with over 1 MiB of text'],
+    ['notText', 'the agent yielded an answer step whose text is not a string'],
+    ['manyAnswers', 'the agent yielded an answer step past 16 MiB of text in the run'],
   ])('a %s step ends its run at once with agent_failed; other runs and users go on', async (kind, message) => {
     env = await startGateway({ agent });
     const [alice, bob] = await Promise.all([env.ready('alice'), env.ready('bob')]);

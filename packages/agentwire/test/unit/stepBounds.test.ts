@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkStep } from '../../src/runs/stepBounds.js';
+import { MAX_RUN_TEXT_BYTES, RunTextBudget, checkStep } from '../../src/runs/stepBounds.js';
 import { MAX_JSON_DEPTH } from '../../src/upstream/failure.js';
 
 /** An array `levels` deep: `[[…[]…]]`. */
@@ -56,5 +56,29 @@ describe('checkStep', () => {
     args.self = args; // a cycle added after the yield, before the append encodes the step
     (args.list as number[]).push(3);
     expect(checked.event).toEqual({ type: 'tool_executing', call_id: 'c', tool: 't', args: { when: '1970-01-01T00:00:00.000Z', list: [1, 2] } });
+  });
+});
+
+describe('RunTextBudget', () => {
+  const MiB = 1024 * 1024;
+
+  it('takes a step of exactly 1 MiB of UTF-8, not one byte more (counted in bytes, not characters)', () => {
+    const budget = new RunTextBudget();
+    expect(budget.take('x'.repeat(MiB))).toBeNull();
+    // 2 bytes per character: half a MiB of characters is a whole MiB of bytes, plus one.
+    expect(budget.take('é'.repeat(MiB / 2) + 'x')).toBe('with over 1 MiB of text');
+    expect(budget.take('é'.repeat(MiB / 2))).toBeNull();
+  });
+
+  it("takes the run's text up to MAX_RUN_TEXT_BYTES in all, then nothing more", () => {
+    const budget = new RunTextBudget();
+    for (let i = 0; i < MAX_RUN_TEXT_BYTES / MiB; i++) expect(budget.take('x'.repeat(MiB))).toBeNull();
+    expect(budget.take('')).toBeNull();
+    expect(budget.take('x')).toBe('past 16 MiB of text in the run');
+  });
+
+  it('refuses text that is not a string, whatever it is', () => {
+    const budget = new RunTextBudget();
+    for (const text of [42, null, undefined, { length: 1 }, ['a'], Symbol('s')]) expect(budget.take(text)).toBe('whose text is not a string');
   });
 });
