@@ -101,6 +101,13 @@ interface Hold {
 const MAX_LEAD_SHARE = 0.25;
 
 /**
+ * How long the worst lateness the timer showed keeps holds short: from one to two of these
+ * periods. A busy loop is late in bursts (a GC pause, a burst of appends) seconds apart; a lead
+ * that decayed between them left most holds after a burst ending late.
+ */
+const LEAD_MEMORY_MS = 1000;
+
+/**
  * The clock's milliseconds and the timers' tick apart: a timer armed for n ms may fire when the
  * clock shows n - 1 passed. A hold that close to its end ends then, rather than on a timer armed
  * for the last millisecond, which could fire after the run's next fragment and merge it.
@@ -117,8 +124,8 @@ const CLOCK_SLACK_MS = 1;
  * A timer fires late by as long as the event loop is busy with other work (several ms on a
  * loaded gateway), and a hold ended by a late timer would outlast the window section 7 promises.
  * So the scheduler ends holds early by the lateness its timer has shown lately (its lead: the
- * latest lateness, or the previous lead decayed by an eighth, whichever is more), at most a
- * quarter of the window. Early is allowed (fragments merge a little less); late is not.
+ * worst lateness of the current and the previous LEAD_MEMORY_MS period), at most a quarter of
+ * the window. Early is allowed (fragments merge a little less); late is not.
  */
 export class FlushScheduler {
   /** A held fragment goes out at most this long after it arrived (0: every fragment at once). */
@@ -135,6 +142,10 @@ export class FlushScheduler {
   #armedFor = 0;
   /** How much earlier than its window passes a hold is ended, in ms (see above). */
   #lead = 0;
+  /** The worst lateness of the timer in the current period (begun at #periodStart) and in the one before. */
+  #latePeriod = 0;
+  #lateBefore = 0;
+  #periodStart = Number.NEGATIVE_INFINITY;
 
   constructor(clock: Clock, flushMs: number) {
     this.#clock = clock;
@@ -173,11 +184,22 @@ export class FlushScheduler {
     this.#timer = this.#clock.setTimeout(this.#expire, delay);
   }
 
+  #noteLateness(now: number, late: number): void {
+    const elapsed = now - this.#periodStart;
+    // A clock that went back begins a period too, so an old lateness is not kept for as long.
+    if (elapsed >= LEAD_MEMORY_MS || elapsed < 0) {
+      this.#lateBefore = elapsed < 2 * LEAD_MEMORY_MS ? this.#latePeriod : 0;
+      this.#latePeriod = 0;
+      this.#periodStart = now;
+    }
+    this.#latePeriod = Math.max(this.#latePeriod, late);
+    this.#lead = Math.min(this.flushMs * MAX_LEAD_SHARE, Math.max(this.#latePeriod, this.#lateBefore));
+  }
+
   readonly #expire = (): void => {
     this.#timer = null;
     const now = this.#clock.now();
-    const late = Math.max(0, now - this.#armedFor);
-    this.#lead = Math.min(this.flushMs * MAX_LEAD_SHARE, Math.max(late, this.#lead - this.#lead / 8));
+    this.#noteLateness(now, Math.max(0, now - this.#armedFor));
     const endsAfter = this.flushMs - this.#lead;
     while (this.#head < this.#queue.length) {
       const hold = this.#queue[this.#head]!;
