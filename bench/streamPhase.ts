@@ -26,6 +26,11 @@ import type { EventsResult, PacedResult } from './loadCore.js';
 import { NodeGroup, cpuOf, type StartedServer } from './nodeGroup.js';
 import { startBenchRedis, type BenchRedis } from './redisServer.js';
 
+interface DeltaHolds {
+  readonly expired: number;
+  readonly overdue: number;
+}
+
 export type BenchServerFile = 'gateway' | 'raw' | 'upstreamAgent';
 
 export interface StreamPhaseContext {
@@ -114,6 +119,8 @@ export interface StreamRepResult {
   loopUtilization: number;
   gcShare: number;
   loadLoopDelayP99: number;
+  /** Of the delta holds the flush window ended during the paced step, the share that outlasted it (section 7). */
+  overdueHoldShare: number;
   failures: string[];
 }
 
@@ -153,6 +160,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           loopUtilization: nan,
           gcShare: nan,
           loadLoopDelayP99: nan,
+          overdueHoldShare: nan,
           failures: [],
         };
         let server: StartedServer | null = null;
@@ -193,6 +201,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const messages = Math.max(4, Math.round(messagesPerSec * sizes.pacedSeconds));
             await group.prepare(`spaced-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
             const hist0 = await server.ipc.call<Buckets>('appendToSend');
+            const holds0 = await server.ipc.call<DeltaHolds>('deltaHolds');
             await server.ipc.call('resetLoopDelay');
             const paced = await ctx.load.call<PacedResult>(
               'runPaced',
@@ -200,6 +209,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               150_000,
             );
             const hist1 = await server.ipc.call<Buckets>('appendToSend');
+            const holds1 = await server.ipc.call<DeltaHolds>('deltaHolds');
             const loop = await server.ipc.call<LoopReport>('loopDelay');
             await group.closeAll();
             check('paced', paced);
@@ -218,6 +228,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               loopUtilization: loop.utilization,
               gcShare: loop.gcShare,
               loadLoopDelayP99: paced.loop.p99,
+              overdueHoldShare: (holds1.overdue - holds0.overdue) / (holds1.expired - holds0.expired),
             });
           }
         } catch (error) {
@@ -239,6 +250,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
                 `made→received p50/p99/max ${result.fragmentP50.toFixed(2)}/${result.fragmentP99.toFixed(2)}/${result.fragmentMax.toFixed(2)} ms (flush ${result.flushMs} ms), ` +
                 `append→received p50/p99 ${result.appendP50}/${result.appendP99} ms; in the gateway: append→send p99 <= ${result.serverAppendP99} ms, ` +
                 `event-loop delay p99 ${result.loopDelayP99.toFixed(1)} ms, utilization ${result.loopUtilization.toFixed(2)}, GC ${(result.gcShare * 100).toFixed(1)} %; ` +
+                `holds past the window ${(result.overdueHoldShare * 100).toFixed(2)} %; ` +
                 `load generator event-loop delay p99 ${result.loadLoopDelayP99.toFixed(1)} ms`) +
             (result.failures.length > 0 ? `, FAILURES: ${result.failures.join(' | ')}` : ''),
         );
@@ -425,6 +437,7 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
       row('paced: event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0, atGoalLoad ? { text: '<= 5 ms', pass: (m) => m <= 5 } : undefined, true),
       row('paced: gateway event-loop utilization', 'share', (r) => r.loopUtilization, 2, undefined, true),
       row('paced: gateway GC pauses', '%', (r) => r.gcShare * 100, 1, undefined, true),
+      row('paced: delta holds that outlasted the flush window', '%', (r) => r.overdueHoldShare * 100, 2, undefined, true),
       row('paced: load generator event-loop delay p99', 'ms', (r) => r.loadLoopDelayP99, 1, undefined, true),
     ],
   );

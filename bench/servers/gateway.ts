@@ -96,6 +96,12 @@ async function appendToSend(): Promise<{ le: number; count: number }[]> {
     .map((v) => ({ le: v.labels.le === '+Inf' ? Number.POSITIVE_INFINITY : Number(v.labels.le), count: v.value }));
 }
 
+/** Delta holds the flush window ended so far, and those that outlasted it (agentwire_delta_holds_*). */
+async function deltaHolds(): Promise<{ expired: number; overdue: number }> {
+  const total = async (name: string) => (await gateway.metrics.registry.getSingleMetric(name)?.get())?.values[0]?.value ?? Number.NaN;
+  return { expired: await total('agentwire_delta_holds_total'), overdue: await total('agentwire_delta_holds_overdue_total') };
+}
+
 /** This process's event loop, watched between resetLoopDelay and loopDelay (the paced steps). */
 const loopWatch = new LoopWatch();
 
@@ -108,6 +114,7 @@ serveIpc({
     return usageNow(gateway.connectionCount);
   },
   appendToSend,
+  deltaHolds,
   archive: (feed: ArchiveFeed) => {
     if (!archive) throw new Error('archive: no BENCH_DATABASE_URL');
     return feedArchive(archive.engine, archive.history, feed);

@@ -47,6 +47,12 @@ export const MAX_CODE_LABEL_VALUES = 32;
 
 type LabelBound = (value: string) => string;
 
+/** Delta holds the flush window ended, and those that outlasted it (FlushScheduler.holds). */
+interface DeltaHolds {
+  readonly expired: number;
+  readonly overdue: number;
+}
+
 function firstDistinct(max: number): LabelBound {
   const seen = new Set<string>();
   return (value) => {
@@ -193,6 +199,9 @@ export class GatewayMetrics {
     registers: [this.registry],
   });
 
+  /** The run manager's delta holds (observeDeltaHolds). */
+  #deltaHolds: (() => DeltaHolds) | null = null;
+
   /** The history store's archive, when it has one (observeArchive). */
   #archive: (() => ArchiveProgress) | null = null;
 
@@ -217,6 +226,35 @@ export class GatewayMetrics {
     },
     rejected: () => this.invalidTransitions.inc(),
   };
+
+  /**
+   * Exports the run manager's delta holds (section 7: a fragment is never held longer than
+   * AGENTWIRE_STREAM_FLUSH_MS), read when `/metrics` is scraped: nothing is counted per hold here.
+   */
+  observeDeltaHolds(holds: () => DeltaHolds): void {
+    // Metrics shared by several gateways count the last one's (as observeArchive).
+    const registered = this.#deltaHolds !== null;
+    this.#deltaHolds = holds;
+    if (registered) return;
+    const read = () => this.#deltaHolds!();
+    const counter = (name: string, help: string, pick: (h: DeltaHolds) => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        // A total kept by the scheduler: the series is set to it on every scrape.
+        collect() {
+          this.reset();
+          this.inc(pick(read()));
+        },
+      });
+    counter('agentwire_delta_holds_total', 'Delta holds ended by the flush window (not by another event of the run)', (h) => h.expired);
+    counter(
+      'agentwire_delta_holds_overdue_total',
+      'Of those, holds that lasted longer than AGENTWIRE_STREAM_FLUSH_MS: the event loop was later than the flush timer made up for',
+      (h) => h.overdue,
+    );
+  }
 
   /**
    * Exports a history archive's counters (PostgreSQL: AGENTWIRE_DATABASE_URL), read when

@@ -85,9 +85,11 @@ export class DeltaCoalescer {
     this.#emit({ type: kind, text });
   }
 
-  /** The scheduler's window for hold `hold` has passed: flushes, unless that hold already ended. */
-  expire(hold: number): void {
-    if (hold === this.#hold) this.flush();
+  /** The scheduler's window for hold `hold` has passed: flushes, unless that hold already ended; true if it flushed. */
+  expire(hold: number): boolean {
+    if (hold !== this.#hold) return false;
+    this.flush();
+    return true;
   }
 }
 
@@ -146,6 +148,8 @@ export class FlushScheduler {
   #latePeriod = 0;
   #lateBefore = 0;
   #periodStart = Number.NEGATIVE_INFINITY;
+  #expired = 0;
+  #overdue = 0;
 
   constructor(clock: Clock, flushMs: number) {
     this.#clock = clock;
@@ -155,6 +159,14 @@ export class FlushScheduler {
   /** How early holds are ended now, in ms: for tests and diagnostics. */
   get lead(): number {
     return this.#lead;
+  }
+
+  /**
+   * Holds the window ended (not their coalescer), and of those the ones that lasted longer than
+   * the window (the timer was later than the lead made up for): section 7's promise kept or not.
+   */
+  get holds(): { readonly expired: number; readonly overdue: number } {
+    return { expired: this.#expired, overdue: this.#overdue };
   }
 
   /** Begins a hold of `coalescer`, ended by `released()` or by its `expire(id)`; returns its id. */
@@ -210,7 +222,10 @@ export class FlushScheduler {
         break;
       }
       this.#head++;
-      hold.coalescer.expire(hold.id);
+      if (hold.coalescer.expire(hold.id)) {
+        this.#expired++;
+        if (age > this.flushMs) this.#overdue++;
+      }
     }
     if (this.#head > 1024 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);

@@ -175,6 +175,11 @@ export class RunManager {
     }
   }
 
+  /** The delta holds the flush window ended, and those that outlasted it (FlushScheduler.holds). */
+  get deltaHolds(): { readonly expired: number; readonly overdue: number } {
+    return this.#flushes.holds;
+  }
+
   /** Runs executing on this node, plus runs queued in a node-local store. */
   get liveRuns(): number {
     return this.#active.size + (this.#store.queuedCount ?? 0);

@@ -216,6 +216,7 @@ export class Gateway {
       onRunEnded: (outcome) => this.metrics.runEnded(outcome),
       onFault,
     });
+    this.metrics.observeDeltaHolds(() => this.runs.deltaHolds);
     this.#presence = options.presence;
     const registry = new CoordinatorRegistry(this.engine, {
       maxConnections: options.maxConnectionsPerUser ?? DEFAULTS.maxConnectionsPerUser,

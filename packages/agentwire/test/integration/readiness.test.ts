@@ -158,6 +158,8 @@ describe('HTTP routes', () => {
       agentwire_runs_total: 'counter',
       agentwire_time_to_ready_seconds: 'histogram',
       agentwire_append_to_send_seconds: 'histogram',
+      agentwire_delta_holds_total: 'counter',
+      agentwire_delta_holds_overdue_total: 'counter',
     };
     for (const [name, type] of Object.entries(types)) {
       expect(reply.text).toContain(`# TYPE ${name} ${type}\n`);
@@ -196,6 +198,10 @@ describe('HTTP routes', () => {
     // One fan-out per durable event of the user.
     expect(value('agentwire_append_to_send_seconds_count')).toBe(events.length);
     expect(value('agentwire_append_to_send_seconds_bucket', { le: '+Inf' })).toBe(events.length);
+    // The demo's three text deltas were held; a hold not ended by the window was ended by the next event.
+    expect(value('agentwire_delta_holds_total')).toBeGreaterThanOrEqual(0);
+    expect(value('agentwire_delta_holds_total')).toBeLessThanOrEqual(3);
+    expect(value('agentwire_delta_holds_overdue_total')).toBeLessThanOrEqual(value('agentwire_delta_holds_total')!);
 
     // A normal close by the client is counted by code once the server has finished it.
     client.close(1000);

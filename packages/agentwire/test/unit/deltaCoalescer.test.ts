@@ -149,6 +149,8 @@ describe('DeltaCoalescer', () => {
     await clock.advance(1); // 25 ms
     expect(sent.slice(50)).toEqual(coalescers.map((_, run) => [run, 'b', 25]));
     expect(clock.pendingTimers).toBe(0);
+    // Only the second holds were ended by the window, none of them late.
+    expect(scheduler.holds).toEqual({ expired: 50, overdue: 0 });
   });
 
   it('ends holds early by the lateness its timer has shown, so a late timer still keeps the window', async () => {
@@ -175,6 +177,8 @@ describe('DeltaCoalescer', () => {
     // The first timer was late before anything was known of its lateness; then none is.
     expect(heldMs).toEqual([23, 20, 20, 20, 20]);
     expect(scheduler.lead).toBe(3);
+    // Every hold was ended by the window; the first one lasted longer than it.
+    expect(scheduler.holds).toEqual({ expired: 5, overdue: 1 });
     // Lateness beyond a quarter of the window is not made up for: holds are never cut shorter.
     lateMs = 15;
     for (let i = 0; i < 3; i++) await holdOnce();
@@ -220,6 +224,7 @@ describe('DeltaCoalescer', () => {
     // that decayed by an eighth per firing had forgotten the lateness by the next burst: 24 ms).
     expect(heldMs[0]).toBe(24);
     expect(Math.max(...heldMs.slice(1))).toBe(20);
+    expect(scheduler.holds).toEqual({ expired: heldMs.length, overdue: 1 });
   });
 
   it('ends a hold when its timer fires with the clock a millisecond short, not on a timer for the last millisecond', async () => {
