@@ -68,7 +68,7 @@ pre{margin:.25rem 0 0;padding:.4rem .55rem;background:var(--code);border-radius:
 .msg.answer.streaming{border-left-color:var(--accent)}
 .msg.answer.interrupted{border-left-color:var(--bad)}
 .markdown>:first-child{margin-top:0}.markdown>:last-child{margin-bottom:0}
-.markdown p{white-space:normal;margin:0 0 .5rem}
+.markdown p{white-space:normal;margin:0 0 .5rem}.markdown p.plain{white-space:pre-wrap}
 .markdown ul,.markdown ol{margin:.25rem 0 .5rem;padding-left:1.4rem}
 .markdown code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--code);padding:.05rem .25rem;border-radius:4px}
 .markdown pre code{padding:0;background:none}

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { signToken } from '../auth/index.js';
 import {
   ConfigError,
@@ -117,10 +118,15 @@ export async function runServe(argv: string[]): Promise<number> {
     streamFlushMs: config.streamFlushMs,
     historyTurns: config.historyTurns,
     // The chat page at / (dev mode, or AGENTWIRE_CHAT_PAGE). Only in dev mode on a loopback host
-    // does every page load carry a token for user "demo"; elsewhere the page asks for a token.
+    // does a page load carry a token for user "demo", and only one that names this machine in its
+    // Host: a web site whose name an attacker resolves to 127.0.0.1 (DNS rebinding) could read
+    // the page as its own. Elsewhere the page asks for a token.
     chatPage: chatPageOn
       ? config.devMode && secret && isLoopback(config.host)
-        ? { token: async () => (await signToken(secret, { sub: 'demo', ttlSec: 86_400 })).token }
+        ? {
+            token: async (req: IncomingMessage) =>
+              hostHeaderIsLoopback(req.headers.host) ? (await signToken(secret, { sub: 'demo', ttlSec: 86_400 })).token : null,
+          }
         : true
       : false,
   });
@@ -230,6 +236,13 @@ function redisBackend(config: GatewayConfig, redisAt: string | readonly ClusterN
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
+}
+
+/** Whether a request's Host header is a loopback name or address (`localhost`, `127.x.x.x`, `[::1]`, with any port). */
+function hostHeaderIsLoopback(header: string | undefined): boolean {
+  if (!header) return false;
+  const name = (header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d*$/, '')).toLowerCase();
+  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
 }
 
 /** The chat page's address as a browser on this machine reaches it. */

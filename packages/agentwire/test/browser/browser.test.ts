@@ -755,6 +755,36 @@ describe('browser chat page', () => {
       expect(opened.badRequests).toEqual([]);
     });
 
+    it('an answer whose markdown would make a huge page (a wide table of one-character rows) is shown as plain text, streamed or from history', async () => {
+      const { agent, opened } = await gatedPage('nora');
+      const { page } = opened;
+      // 4 KB: a 1000-column header and 70 rows of `|`, each of which markdown-it fills to 1000 cells.
+      const hostile = `|${'a|'.repeat(1000)}\n|${'-|'.repeat(1000)}\n${'|\n'.repeat(70)}`;
+      const small = '| n | square |\n|---|---|\n| 2 | 4 |\n| 3 | 9 |';
+      await say(page, '/gated tables');
+      await agent.started(1);
+      const threadId = await openThreadId(page);
+      agent.push(threadId, { type: 'text_delta', text: small });
+      // A table of ordinary size is a table.
+      await page.waitForFunction(() => document.querySelectorAll('li.msg.answer .markdown td').length === 4);
+      agent.push(threadId, { type: 'text_delta', text: `\n\n${hostile}` });
+      agent.finish(threadId, '');
+      await waitForTerminals(page, 1);
+
+      const check = async () => {
+        const shown = await answerOf(page)
+          .locator('.markdown')
+          .evaluate((el) => ({ elements: el.querySelectorAll('*').length, text: el.textContent }));
+        expect(shown).toEqual({ elements: 1, text: `${small}\n\n${hostile}` });
+      };
+      await check();
+      await page.reload();
+      await waitReady(page);
+      await waitForTerminals(page, 1);
+      await check();
+      expect(opened.errors).toEqual([]);
+    });
+
     it('screenshot for the docs: a streamed markdown answer and the thread list', async () => {
       const { agent, opened } = await gatedPage('demo');
       const { page } = opened;

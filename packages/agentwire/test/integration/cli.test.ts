@@ -1,3 +1,4 @@
+import { request } from 'node:http';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createTokenVerifier, signToken } from '../../src/auth/index.js';
@@ -223,6 +224,29 @@ describe('agentwire serve: the storm probe and the chat page', () => {
     }
     const [, otherLine] = await other.child.waitForStdout(/^ *npx agentwire storm (.+)\n/m);
     expect(shellWords(otherLine!)[3]).not.toBe(key);
+  });
+
+  it('dev mode puts the demo token only into a page asked for by a loopback name, not by another name (DNS rebinding)', async () => {
+    const server = await startDevServer();
+    const port = new URL(server.url).port;
+    const configOf = (host: string) =>
+      new Promise<{ token: string | null }>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: '/', agent: false, headers: { host } }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => (text += chunk));
+          res.on('end', () => resolve(JSON.parse(/id="agentwire-config">(.*?)<\/script>/.exec(text)![1]!) as { token: string | null }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, '127.0.0.1']) {
+      expect(decodeJwt((await configOf(host)).token!).sub, host).toBe('demo');
+    }
+    // A site whose name resolves to 127.0.0.1 would read the page as its own: it gets none.
+    for (const host of [`attacker.example:${port}`, `127.0.0.1.attacker.example:${port}`, `127.attacker.example:${port}`]) {
+      expect((await configOf(host)).token, host).toBeNull();
+    }
   });
 
   it('AGENTWIRE_CHAT_PAGE=true (or --chat-page) serves the chat page with a configured secret, without a token in it', async () => {
