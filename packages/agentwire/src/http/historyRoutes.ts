@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bearerToken } from '../auth/index.js';
 import type { TokenVerifier } from '../auth/index.js';
+import { MAX_TITLE_CHARACTERS } from '../history/fold.js';
 import { InvalidCursorError, type HistoryStore, type MessageView, type ThreadSummary } from '../history/types.js';
 import type { Logger } from '../observability/logger.js';
 import { THREAD_ID } from '../protocol/index.js';
@@ -18,7 +19,6 @@ export interface HistoryRouteDeps {
 /** Bounds of section 14. */
 const THREADS_LIMIT = { default: 20, max: 100 };
 const MESSAGES_LIMIT = { default: 50, max: 200 };
-const MAX_TITLE_CHARACTERS = 200;
 const MAX_CURSOR_CHARACTERS = 512;
 
 /** A request the routes refuse, with its answer. */
@@ -44,7 +44,10 @@ const notFound = () => new RouteError(404, { error: 'not_found' });
 export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     const url = req.url ?? '/';
-    const [path = '/', query = ''] = url.split('?', 2);
+    // The query is all after the first '?': it may hold more of them (RFC 3986).
+    const mark = url.indexOf('?');
+    const path = mark === -1 ? url : url.slice(0, mark);
+    const query = mark === -1 ? '' : url.slice(mark + 1);
     const route = matchRoute(path);
     if (!route) return false;
     answer(deps, route, req, new URLSearchParams(query))

@@ -19,7 +19,7 @@ import { Archiver } from './archiver.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
-import { parseEvent } from '../history/fold.js';
+import { cutCharacters, MAX_TITLE_CHARACTERS, parseEvent } from '../history/fold.js';
 import { foldRun, type RunView } from './runFold.js';
 import { storableText } from './storable.js';
 import { THREAD_ID } from '../protocol/index.js';
@@ -464,7 +464,7 @@ function writerOf(userId: string, writers: number): number {
 function threadSummary(row: ThreadRow): ThreadSummary {
   return {
     threadId: row.thread_id,
-    title: row.title.slice(0, 200),
+    title: cutCharacters(row.title, MAX_TITLE_CHARACTERS),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     lastRun: { runId: row.last_run_id, status: isRunStatus(row.last_run_status) ? row.last_run_status : 'running' },

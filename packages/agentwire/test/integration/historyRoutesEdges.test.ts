@@ -1,0 +1,133 @@
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:http';
+import { systemClock, type Clock } from '@agentwire/protocol';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import type { HistoryStore } from '../../src/history/types.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { Waiters, within } from '../helpers/waitFor.js';
+import type { TestClient } from '../helpers/wsClient.js';
+
+/**
+ * Edges of the history routes (PROTOCOL.md section 14) that hostile-but-valid requests reach, on
+ * both stores: the log-folded one and PostgreSQL (a database of this run's own on the machine's
+ * PostgreSQL). Each test here failed before the fix its comment names.
+ */
+
+let database: { url: string; drop: () => Promise<void> } | undefined;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database?.drop();
+});
+
+type StoreKind = 'log-folded' | 'postgres';
+
+interface Setup {
+  readonly gateway: TestGateway;
+  readonly agent: GatedAgent;
+  /** Resolves once what the gateway appended is readable through the routes. */
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup> {
+  const agent = new GatedAgent();
+  const engine = new MemoryEngine({ retentionEvents: 10_000, clock });
+  if (kind === 'log-folded') {
+    const gateway = await startGateway({ agent, engine, clock });
+    return { gateway, agent, settled: async () => {}, stop: async () => (await gateway.stop(), await engine.close()) };
+  }
+  const waiters = new Waiters();
+  const history = new PostgresHistoryStore({ url: database!.url, engine, holeGraceMs: 20, onChange: () => waiters.notify() });
+  await history.ready();
+  await waiters.until(() => history.available, 5000, 'PostgreSQL history available');
+  const gateway = await startGateway({ agent, engine, clock, history: history as HistoryStore });
+  return {
+    gateway,
+    agent,
+    settled: () => within(history.idle(), 'the archive to be idle'),
+    async stop() {
+      await gateway.stop();
+      await history.close();
+      await engine.close();
+    },
+  };
+}
+
+interface Reply {
+  status: number;
+  body: any;
+}
+
+function call(env: Setup, method: string, path: string, options: { token?: string; body?: string } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    const req = request({ host: '127.0.0.1', port: env.gateway.port, method, path, agent: false, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text === '' ? null : JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  const id = `${name}-${randomUUID().slice(0, 6)}`;
+  return { id, token: await env.gateway.token(id), client: await env.gateway.ready(id) };
+}
+
+async function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
+  const ack = await client.message(randomUUID(), threadId, text);
+  expect(ack.type).toBe('ack');
+  await client.runEvents(ack.run_id);
+  await env.settled();
+  return ack.run_id as string;
+}
+
+describe.each<StoreKind>(['log-folded', 'postgres'])('history route edges (%s store)', (kind) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // A title is 1..200 characters, counted in code points, and is answered as given. PostgreSQL's
+  // rows were cut to 200 UTF-16 units: 200 emoji came back as 100, and a title of 'a' and 100
+  // emoji ended in half a surrogate pair.
+  it('a title of astral characters is answered whole, never cut inside a character', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'first words');
+    for (const title of ['😀'.repeat(200), `a${'😀'.repeat(100)}`, `${'x'.repeat(199)}😀`]) {
+      const renamed = await call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title }) });
+      expect(renamed.status).toBe(200);
+      expect(renamed.body.title).toBe(title);
+      expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].title).toBe(title);
+    }
+    const tooLong = await call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title: '😀'.repeat(201) }) });
+    expect(tooLong).toEqual({ status: 400, body: { error: 'invalid_request', message: 'title must be 1..200 characters' } });
+  });
+
+  // A query may hold '?' (RFC 3986): everything after the first one is the query. The routes
+  // split the URL at every '?' and read only up to the second, so `?x=?&limit=0` was a 200.
+  it('every parameter of the query counts, also after a second "?"', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'words');
+    for (const path of ['/v1/threads?x=?&limit=0', '/v1/threads/t/messages?x=?&limit=0', '/v1/threads?limit=1?']) {
+      const reply = await call(env, 'GET', path, { token: alice.token });
+      expect({ path, status: reply.status, error: reply.body.error }).toEqual({ path, status: 400, error: 'invalid_request' });
+      expect(reply.body.message).toMatch(/^limit /);
+    }
+    const cursor = await call(env, 'GET', '/v1/threads?cursor=AAAA?', { token: alice.token });
+    expect(cursor).toEqual({ status: 400, body: { error: 'invalid_request', message: 'cursor is not valid' } });
+  });
+});
