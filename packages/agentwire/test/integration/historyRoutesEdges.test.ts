@@ -35,6 +35,11 @@ interface Setup {
   stop(): Promise<void>;
 }
 
+/** The real clock moved by `offsetMs`: a gateway whose clock is not the database server's. */
+function skewedClock(offsetMs: number): Clock {
+  return { ...systemClock, now: () => systemClock.now() + offsetMs };
+}
+
 async function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup> {
   const agent = new GatedAgent();
   const engine = new MemoryEngine({ retentionEvents: 10_000, clock });
@@ -129,5 +134,36 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history route edges (%s st
     }
     const cursor = await call(env, 'GET', '/v1/threads?cursor=AAAA?', { token: alice.token });
     expect(cursor).toEqual({ status: 400, body: { error: 'invalid_request', message: 'cursor is not valid' } });
+  });
+});
+
+describe.each<[StoreKind, number]>([
+  ['log-folded', -5000],
+  ['log-folded', 5000],
+  ['postgres', -5000],
+  ['postgres', 5000],
+])('a thread id used again after its DELETE (%s store, gateway clock off by %i ms)', (kind, offsetMs) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // "Clear the chat" as a client builds it: DELETE the thread, then go on in the same thread id.
+  // PostgreSQL's tombstone kept out every event of the thread stamped up to the database's now()
+  // at the deletion, comparing the gateway's clock with the database server's: with the gateway
+  // 5 s behind, what was said in the thread in the next 5 s was never archived.
+  it('what is said after the deletion is the thread’s history', async () => {
+    env = await setup(kind, skewedClock(offsetMs));
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 'main', 'before the clear');
+    expect((await call(env, 'DELETE', '/v1/threads/main', { token: alice.token })).status).toBe(204);
+    await completed(env, alice.client, 'main', 'after the clear');
+
+    const threads = await call(env, 'GET', '/v1/threads', { token: alice.token });
+    expect(threads.body.threads.map((t: { thread_id: string; title: string }) => [t.thread_id, t.title])).toEqual([['main', 'after the clear']]);
+    const messages = await call(env, 'GET', '/v1/threads/main/messages', { token: alice.token });
+    expect(messages.status).toBe(200);
+    expect(messages.body.messages.map((m: { text: string }) => m.text)).toEqual(['after the clear', 'echo: after the clear']);
   });
 });
