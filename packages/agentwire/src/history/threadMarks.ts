@@ -18,7 +18,12 @@ export interface ThreadMark {
 export interface ThreadMarkStore {
   /** The user's marks by thread id. */
   all(userId: string): Promise<Map<string, ThreadMark>>;
-  put(userId: string, threadId: string, mark: ThreadMark): Promise<void>;
+  /**
+   * Stores the thread's mark. With `expected` (the mark read before, null for none), only while
+   * the stored mark is still that one, resolving false otherwise: a rename must not write over a
+   * deletion made since it read. A store that resolves nothing counts as written.
+   */
+  put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean | void>;
 }
 
 /** Bounds of `MemoryThreadMarks`: the oldest marks are dropped past them. */
@@ -44,7 +49,8 @@ export class MemoryThreadMarks implements ThreadMarkStore {
     return new Map(this.#users.get(userId));
   }
 
-  async put(userId: string, threadId: string, mark: ThreadMark): Promise<void> {
+  async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
+    if (expected !== undefined && !sameMark(this.#users.get(userId)?.get(threadId) ?? null, expected)) return false;
     const marks = this.#users.get(userId) ?? new Map<string, ThreadMark>();
     // Re-inserted, so insertion order is recency: the oldest go first past a bound.
     this.#users.delete(userId);
@@ -53,7 +59,18 @@ export class MemoryThreadMarks implements ThreadMarkStore {
     marks.set(threadId, mark);
     if (marks.size > this.#maxThreads) marks.delete(marks.keys().next().value!);
     if (this.#users.size > this.#maxUsers) this.#users.delete(this.#users.keys().next().value!);
+    return true;
   }
+}
+
+/** A mark as stored: JSON with its fields always in one order, so equal marks are equal text. */
+export function markJson(mark: ThreadMark): string {
+  const { epoch, title, deletedThrough, deletedRuns } = mark;
+  return JSON.stringify({ epoch, title, deletedThrough, deletedRuns });
+}
+
+function sameMark(a: ThreadMark | null, b: ThreadMark | null): boolean {
+  return a === b || (a !== null && b !== null && markJson(a) === markJson(b));
 }
 
 /** A stored mark as JSON, or null when it is not one (storage is not trusted). */

@@ -2,9 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:http';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from '../../src/history/threadMarks.js';
 import type { HistoryStore } from '../../src/history/types.js';
 import { PostgresHistoryStore } from '../../src/postgres/index.js';
+import { createRedisBackend } from '../../src/redis/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { createTestDatabase } from '../helpers/postgres.js';
@@ -23,7 +26,16 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await database?.drop();
+  // The Redis keys of this run: they would expire with retention, but a test leaves nothing behind.
+  const redis = new Redis(REDIS_URL);
+  const keys: string[] = [];
+  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
 });
+
+const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PREFIX = `edges-${randomUUID().slice(0, 8)}`;
 
 type StoreKind = 'log-folded' | 'postgres';
 
@@ -165,5 +177,87 @@ describe.each<[StoreKind, number]>([
     const messages = await call(env, 'GET', '/v1/threads/main/messages', { token: alice.token });
     expect(messages.status).toBe(200);
     expect(messages.body.messages.map((m: { text: string }) => m.text)).toEqual(['after the clear', 'echo: after the clear']);
+  });
+});
+
+/** Thread marks whose next write waits until the test lets it go (a rename caught between its read and its write). */
+class HeldMarks implements ThreadMarkStore {
+  readonly #inner: ThreadMarkStore;
+  #hold: { arrived: () => void; released: Promise<void> } | null = null;
+
+  constructor(inner: ThreadMarkStore) {
+    this.#inner = inner;
+  }
+
+  holdNextPut(): { arrived: Promise<void>; release: () => void } {
+    let arrived!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (arrived = resolve));
+    this.#hold = { arrived, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { arrived: reached, release };
+  }
+
+  all(userId: string): Promise<Map<string, ThreadMark>> {
+    return this.#inner.all(userId);
+  }
+
+  async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
+    const hold = this.#hold;
+    this.#hold = null;
+    if (hold) {
+      hold.arrived();
+      await hold.released;
+    }
+    return (await this.#inner.put(userId, threadId, mark, expected)) !== false;
+  }
+}
+
+describe.each(['memory', 'redis'] as const)('a rename racing a DELETE of its thread (log-folded store, %s marks)', (marksKind) => {
+  let stop: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await stop?.();
+    stop = undefined;
+  });
+
+  // The log-folded store's rename read the thread's marks, then wrote the mark back with the new
+  // title: a DELETE that wrote its deletion in between was overwritten, and the deleted thread,
+  // messages and all, came back.
+  it('the thread stays deleted', async () => {
+    const agent = new GatedAgent();
+    let marks: HeldMarks;
+    let gateway: TestGateway;
+    if (marksKind === 'memory') {
+      marks = new HeldMarks(new MemoryThreadMarks());
+      gateway = await startGateway({ agent, threadMarks: marks });
+      stop = () => gateway.stop();
+    } else {
+      const backend = createRedisBackend({
+        url: REDIS_URL,
+        keyPrefix: PREFIX,
+        retentionMs: 600_000,
+        nodeId: `${PREFIX}-a`,
+        leaseMs: 60_000,
+        onError: () => {},
+      });
+      marks = new HeldMarks(backend.threadMarks);
+      gateway = await startGateway({ agent, engine: backend.engine, runStore: backend.runStore, threadMarks: marks });
+      stop = async () => {
+        await gateway.stop();
+        await backend.close();
+      };
+    }
+    const env = { gateway, agent, settled: async () => {}, stop: async () => {} };
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'private words');
+
+    const held = marks.holdNextPut();
+    const renaming = call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title: 'renamed' }) });
+    await held.arrived;
+    expect((await call(env, 'DELETE', '/v1/threads/t', { token: alice.token })).status).toBe(204);
+    held.release();
+    expect(await renaming).toEqual({ status: 404, body: { error: 'not_found' } });
+
+    expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads).toEqual([]);
+    expect(await call(env, 'GET', '/v1/threads/t/messages', { token: alice.token })).toEqual({ status: 404, body: { error: 'not_found' } });
   });
 });
