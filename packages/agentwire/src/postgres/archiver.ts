@@ -456,7 +456,9 @@ async function insertEvents(
       WHERE NOT EXISTS (
         SELECT 1 FROM agentwire_deleted_threads d
          WHERE d.user_id = e.u AND d.thread_id = e.t
-           AND ((e.ep, e.s) <= (d.epoch_id, d.seq) OR (d.seq IS NULL AND e.ts <= d.deleted_at) OR e.r = ANY (d.run_ids)))
+           AND (e.r = ANY (d.run_ids)
+                OR CASE WHEN d.epoch = (SELECT x.epoch FROM agentwire_epochs x WHERE x.epoch_id = e.ep) THEN e.s <= d.seq
+                        ELSE e.ts <= d.deleted_at END))
      ${mayHoldArchived ? 'ON CONFLICT DO NOTHING' : ''}
      RETURNING user_id, epoch_id, seq`,
       [users, epochs, seqs, threads, runs, types, jsons, times],

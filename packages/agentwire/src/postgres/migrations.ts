@@ -23,8 +23,9 @@ interface Migration {
  *   a deletion created it.
  * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion, and any event of
  *   the runs the deletion ended (`run_ids`), are not archived again (write-behind and catch-up
- *   may still hold some). Since version 2 "up to its deletion" is a log position (`epoch_id`,
- *   `seq`: the user's log head at the deletion); a version 1 row has none and keeps its time.
+ *   may still hold some). Since version 2 "up to its deletion" is a log position within the
+ *   epoch of the deletion (`epoch`, `seq`: the user's log head then); events of another epoch
+ *   (the log was lost in between), and every event against a version 1 row, compare times.
  */
 const MIGRATIONS: readonly Migration[] = [
   {
@@ -99,7 +100,7 @@ const MIGRATIONS: readonly Migration[] = [
     version: 2,
     name: 'deleted threads by log position',
     sql: `
-      ALTER TABLE agentwire_deleted_threads ADD COLUMN epoch_id bigint, ADD COLUMN seq bigint;
+      ALTER TABLE agentwire_deleted_threads ADD COLUMN epoch text, ADD COLUMN seq bigint;
     `,
   },
 ];

@@ -295,8 +295,8 @@ export class PostgresHistoryStore implements HistoryStore {
     if (!archivable(userId)) return false;
     // Where the user's log stands now: the thread's events up to it are the deleted ones. A log
     // position, not a time: event times are the gateways' clocks, now() is the database server's.
+    // (Its epoch is not registered here: epoch ids are numbered in the order archived.)
     const head = await this.#engine.head(userId);
-    const epochId = await this.#epochId(userId, head.epoch);
     return inTransaction(this.#pool, async (client) => {
       // The user's mark row is the lock archive batches take first (archiver.ts, lockMarks): a
       // batch in flight commits before the rows below are erased, a later one sees the tombstone.
@@ -307,29 +307,22 @@ export class PostgresHistoryStore implements HistoryStore {
       await client.query('INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING', [userId]);
       await client.query('SELECT 1 FROM agentwire_archive_marks WHERE user_id = $1 FOR UPDATE', [userId]);
       // The tombstone keeps write-behind and catch-up from archiving the thread's events again:
-      // those up to the head read above, and any of the runs the deletion ends (their last
-      // events come later); it never moves back. The ids it keeps are bounded: the newest
+      // those up to the head read above (of another epoch: up to now), and any of the runs the
+      // deletion ends (their last events come later). The ids it keeps are bounded: the newest
       // MAX_TOMBSTONE_RUNS.
       await client.query(
-        `INSERT INTO agentwire_deleted_threads AS d (user_id, thread_id, deleted_at, run_ids, epoch_id, seq) VALUES ($1, $2, now(), $3, $4, $5)
+        `INSERT INTO agentwire_deleted_threads AS d (user_id, thread_id, deleted_at, run_ids, epoch, seq) VALUES ($1, $2, now(), $3, $4, $5)
          ON CONFLICT (user_id, thread_id) DO UPDATE SET deleted_at = now(),
            run_ids = (d.run_ids || EXCLUDED.run_ids)[greatest(1, cardinality(d.run_ids || EXCLUDED.run_ids) - ${MAX_TOMBSTONE_RUNS - 1}):],
-           epoch_id = CASE WHEN d.seq IS NULL OR (d.epoch_id, d.seq) < (EXCLUDED.epoch_id, EXCLUDED.seq) THEN EXCLUDED.epoch_id ELSE d.epoch_id END,
-           seq = CASE WHEN d.seq IS NULL OR (d.epoch_id, d.seq) < (EXCLUDED.epoch_id, EXCLUDED.seq) THEN EXCLUDED.seq ELSE d.seq END`,
-        [userId, threadId, endingRunIds.slice(-MAX_TOMBSTONE_RUNS).map(storableText), epochId, head.lastSeq],
+           epoch = EXCLUDED.epoch,
+           seq = CASE WHEN d.epoch = EXCLUDED.epoch THEN greatest(d.seq, EXCLUDED.seq) ELSE EXCLUDED.seq END`,
+        [userId, threadId, endingRunIds.slice(-MAX_TOMBSTONE_RUNS).map(storableText), head.epoch, head.lastSeq],
       );
       const { rowCount } = await client.query('DELETE FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_events WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       return (rowCount ?? 0) > 0;
     });
-  }
-
-  /** The id of a user's epoch, registered if new; outside any transaction, as the archive does (it caches ids). */
-  async #epochId(userId: string, epoch: string): Promise<string> {
-    await this.#pool.query('INSERT INTO agentwire_epochs (user_id, epoch) VALUES ($1, $2) ON CONFLICT DO NOTHING', [userId, epoch]);
-    const { rows } = await this.#pool.query<{ epoch_id: string }>('SELECT epoch_id FROM agentwire_epochs WHERE user_id = $1 AND epoch = $2', [userId, epoch]);
-    return rows[0]!.epoch_id;
   }
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {
