@@ -149,6 +149,35 @@ describe.each<StoreKind>(['log-folded', 'postgres'])('history route edges (%s st
   });
 });
 
+describe.each<StoreKind>(['log-folded', 'postgres'])('a thread whose newest run is queued (%s store)', (kind) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // `last_run` is the thread's newest run, and `queued` is one of its statuses. The PostgreSQL
+  // store knows only archived events (a queued run has none yet): it named the run before it,
+  // as running.
+  it('lists the queued run as its last_run, in the list and in a rename’s answer', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    const first = await alice.client.message(randomUUID(), 'q', '/gated first');
+    await alice.client.waitFor((frame) => frame.type === 'agent_started' && frame.run_id === first.run_id);
+    const second = await alice.client.message(randomUUID(), 'q', 'second');
+    expect(second).toMatchObject({ type: 'ack', status: 'queued' });
+    await env.settled();
+    const queued = { run_id: second.run_id, status: 'queued' };
+    expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads.map((t: { last_run: unknown }) => t.last_run)).toEqual([queued]);
+    expect((await call(env, 'PATCH', '/v1/threads/q', { token: alice.token, body: '{"title":"named"}' })).body.last_run).toEqual(queued);
+    env.agent.finish('q', 'done');
+    await alice.client.runEvents(second.run_id);
+    await env.settled();
+    const last = (await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].last_run;
+    expect(last).toEqual({ run_id: second.run_id, status: 'completed' });
+  });
+});
+
 describe.each<[StoreKind, number]>([
   ['log-folded', -5000],
   ['log-folded', 5000],
