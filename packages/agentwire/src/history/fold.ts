@@ -11,6 +11,8 @@ import type { AssistantMessageView, ConversationTurn, MessageView, RunStatus, Th
 
 /** Titles are the first user message cut to this many characters (section 14). */
 export const TITLE_CHARACTERS = 80;
+/** Longest title `PATCH /v1/threads/<id>` gives, in code points. */
+export const MAX_TITLE_CHARACTERS = 200;
 
 interface RunFold {
   readonly runId: string;
@@ -279,13 +281,20 @@ export function dropRunsBefore(fold: HistoryFold, floor: number): boolean {
 
 /** The first `TITLE_CHARACTERS` characters (code points: a surrogate pair is never split). */
 export function cutTitle(text: string): string {
-  let title = '';
+  return cutCharacters(text, TITLE_CHARACTERS);
+}
+
+/** The first `max` characters of `text`, counted in code points as titles are (never half a surrogate pair). */
+export function cutCharacters(text: string, max: number): string {
+  // Fewer UTF-16 units than `max` cannot hold more code points: the common case copies nothing.
+  if (text.length <= max) return text;
+  let cut = '';
   let count = 0;
   for (const char of text) {
-    if (count++ === TITLE_CHARACTERS) break;
-    title += char;
+    if (count++ === max) break;
+    cut += char;
   }
-  return title;
+  return cut;
 }
 
 /** A thread with the seq that orders it (a thread-list cursor). */

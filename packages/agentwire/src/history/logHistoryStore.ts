@@ -6,6 +6,9 @@ import { FoldCache, type Deletion, type UserFold } from './foldCache.js';
 import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
 import type { ConversationTurn, HistoryStore, MessagesPage, Page, PageRequest, ThreadSummary } from './types.js';
 
+/** Writes of a rename or deletion tried, each after reading the marks again, before giving up. */
+const MAX_MARK_ATTEMPTS = 5;
+
 /** Options of `createLogHistoryStore`. */
 export interface LogHistoryStoreOptions {
   /** The log to fold (its `read` and `head`). */
@@ -80,31 +83,45 @@ export class LogHistoryStore implements HistoryStore {
   }
 
   async renameThread(userId: string, threadId: string, title: string): Promise<ThreadSummary | null> {
-    const { head, user, marks } = await this.#fold(userId);
-    const thread = threadSummary(user.fold, threadId);
-    if (!thread) return null;
-    const mark: ThreadMark = { ...currentMark(marks, threadId, head.epoch), title };
-    await this.#marks.put(userId, threadId, mark);
-    return withMarks(thread, mark, (await this.#activeRuns?.(userId)) ?? []);
+    for (let attempt = 1; ; attempt++) {
+      const { head, user, marks } = await this.#fold(userId);
+      const thread = threadSummary(user.fold, threadId);
+      if (!thread) return null;
+      const mark: ThreadMark = { ...currentMark(marks, threadId, head.epoch), title };
+      // Written only over the mark read above: a deletion made since is folded again (a 404).
+      if (await this.#putMark(userId, threadId, mark, marks, attempt)) return withMarks(thread, mark, (await this.#activeRuns?.(userId)) ?? []);
+    }
   }
 
   async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
-    const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
-    if (!threadSummary(user.fold, threadId)) return false;
-    // Runs still going end after the deletion (their terminal event, or a queued one's
-    // agent_started) and must not bring the thread back: their later events are deleted too.
-    const deletedRuns = new Set([
-      ...runningRuns(user.fold, threadId),
-      ...active.filter((run) => run.threadId === threadId).map((run) => run.runId),
-      ...endingRunIds,
-    ]);
-    const previous = currentMark(marks, threadId, head.epoch);
-    await this.#marks.put(userId, threadId, {
-      epoch: head.epoch,
-      deletedThrough: user.readThrough,
-      deletedRuns: [...new Set([...(previous.deletedRuns ?? []), ...deletedRuns])],
-    });
-    return true;
+    for (let attempt = 1; ; attempt++) {
+      const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
+      if (!threadSummary(user.fold, threadId)) return false;
+      // Runs still going end after the deletion (their terminal event, or a queued one's
+      // agent_started) and must not bring the thread back: their later events are deleted too.
+      const deletedRuns = new Set([
+        ...runningRuns(user.fold, threadId),
+        ...active.filter((run) => run.threadId === threadId).map((run) => run.runId),
+        ...endingRunIds,
+      ]);
+      const previous = currentMark(marks, threadId, head.epoch);
+      const mark: ThreadMark = {
+        epoch: head.epoch,
+        deletedThrough: user.readThrough,
+        deletedRuns: [...new Set([...(previous.deletedRuns ?? []), ...deletedRuns])],
+      };
+      if (await this.#putMark(userId, threadId, mark, marks, attempt)) return true;
+    }
+  }
+
+  /**
+   * Writes a thread's mark if the stored one is still the one in `read`; false when another
+   * write came between (the caller reads again). Past MAX_MARK_ATTEMPTS it gives up (a 503).
+   */
+  async #putMark(userId: string, threadId: string, mark: ThreadMark, read: Map<string, ThreadMark>, attempt: number): Promise<boolean> {
+    if ((await this.#marks.put(userId, threadId, mark, read.get(threadId) ?? null)) !== false) return true;
+    if (attempt >= MAX_MARK_ATTEMPTS) throw new Error(`the marks of thread ${threadId} kept changing under ${attempt} writes`);
+    return false;
   }
 
   async conversation(userId: string, threadId: string, maxTurns: number, beforeRunId?: string): Promise<ConversationTurn[]> {

@@ -1,6 +1,7 @@
 // What the log-folded history keeps beside the log: renames and deletions of a user's threads.
 // The log itself is append-only, so these marks are applied when it is folded.
 
+import { systemClock, type Clock } from '@agentwire/protocol';
 import { parseJsonObject } from './fold.js';
 
 /** A thread's marks; they belong to one epoch of the user's log and mean nothing in another. */
@@ -18,42 +19,93 @@ export interface ThreadMark {
 export interface ThreadMarkStore {
   /** The user's marks by thread id. */
   all(userId: string): Promise<Map<string, ThreadMark>>;
-  put(userId: string, threadId: string, mark: ThreadMark): Promise<void>;
+  /**
+   * Stores the thread's mark. With `expected` (the mark read before, null for none), only while
+   * the stored mark is still that one, resolving false otherwise: a rename must not write over a
+   * deletion made since it read. A store that resolves nothing counts as written.
+   */
+  put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean | void>;
 }
 
-/** Bounds of `MemoryThreadMarks`: the oldest marks are dropped past them. */
+/** Bounds of `MemoryThreadMarks`. */
 export interface MemoryThreadMarksOptions {
-  /** Users with marks. Default 10 000. */
+  /**
+   * A user's marks are forgotten once the user has not read or written them for this long, as
+   * the in-memory log forgets an idle user. Default 24 h (the log's default retention age).
+   */
+  readonly retentionMs?: number;
+  /** Users with marks at most; past it the least recently active goes. Default: no bound but the age. */
   readonly maxUsers?: number;
-  /** Marked threads per user. Default 1000. */
+  /** Marked threads per user (the oldest mark goes past it). Default 1000. */
   readonly maxThreadsPerUser?: number;
+  readonly clock?: Clock;
 }
 
-/** Marks of one node's in-memory log (they die with it, as the log does). Bounded. */
+interface UserMarks {
+  readonly marks: Map<string, ThreadMark>;
+  usedAt: number;
+}
+
+/**
+ * Marks of one node's in-memory log (they die with it, as the log does). Bounded per user, and
+ * in time: never by how many other users there are, whose activity would otherwise push out a
+ * user's deletions (the deleted threads would come back while the log still holds them).
+ */
 export class MemoryThreadMarks implements ThreadMarkStore {
-  readonly #users = new Map<string, Map<string, ThreadMark>>();
+  /** By recency of use: the least recently used user first. */
+  readonly #users = new Map<string, UserMarks>();
+  readonly #retentionMs: number;
   readonly #maxUsers: number;
   readonly #maxThreads: number;
+  readonly #clock: Clock;
 
   constructor(options: MemoryThreadMarksOptions = {}) {
-    this.#maxUsers = options.maxUsers ?? 10_000;
+    this.#retentionMs = options.retentionMs ?? 86_400_000;
+    this.#maxUsers = options.maxUsers ?? Number.POSITIVE_INFINITY;
     this.#maxThreads = options.maxThreadsPerUser ?? 1000;
+    this.#clock = options.clock ?? systemClock;
   }
 
   async all(userId: string): Promise<Map<string, ThreadMark>> {
-    return new Map(this.#users.get(userId));
+    return new Map(this.#use(userId)?.marks);
   }
 
-  async put(userId: string, threadId: string, mark: ThreadMark): Promise<void> {
-    const marks = this.#users.get(userId) ?? new Map<string, ThreadMark>();
+  async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
+    const user = this.#use(userId) ?? { marks: new Map<string, ThreadMark>(), usedAt: this.#clock.now() };
+    if (expected !== undefined && !sameMark(user.marks.get(threadId) ?? null, expected)) return false;
+    this.#users.set(userId, user);
     // Re-inserted, so insertion order is recency: the oldest go first past a bound.
-    this.#users.delete(userId);
-    this.#users.set(userId, marks);
-    marks.delete(threadId);
-    marks.set(threadId, mark);
-    if (marks.size > this.#maxThreads) marks.delete(marks.keys().next().value!);
+    user.marks.delete(threadId);
+    user.marks.set(threadId, mark);
+    if (user.marks.size > this.#maxThreads) user.marks.delete(user.marks.keys().next().value!);
     if (this.#users.size > this.#maxUsers) this.#users.delete(this.#users.keys().next().value!);
+    return true;
   }
+
+  /** The user's marks (now the most recently used), after forgetting users idle past the age. */
+  #use(userId: string): UserMarks | undefined {
+    const now = this.#clock.now();
+    for (const [idleId, idle] of this.#users) {
+      if (now - idle.usedAt < this.#retentionMs) break;
+      this.#users.delete(idleId);
+    }
+    const user = this.#users.get(userId);
+    if (!user) return undefined;
+    this.#users.delete(userId);
+    this.#users.set(userId, user);
+    user.usedAt = now;
+    return user;
+  }
+}
+
+/** A mark as stored: JSON with its fields always in one order, so equal marks are equal text. */
+export function markJson(mark: ThreadMark): string {
+  const { epoch, title, deletedThrough, deletedRuns } = mark;
+  return JSON.stringify({ epoch, title, deletedThrough, deletedRuns });
+}
+
+function sameMark(a: ThreadMark | null, b: ThreadMark | null): boolean {
+  return a === b || (a !== null && b !== null && markJson(a) === markJson(b));
 }
 
 /** A stored mark as JSON, or null when it is not one (storage is not trusted). */

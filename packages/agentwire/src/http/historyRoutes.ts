@@ -1,8 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bearerToken } from '../auth/index.js';
 import type { TokenVerifier } from '../auth/index.js';
+import { MAX_TITLE_CHARACTERS } from '../history/fold.js';
 import { InvalidCursorError, type HistoryStore, type MessageView, type ThreadSummary } from '../history/types.js';
 import type { Logger } from '../observability/logger.js';
+import type { UnfinishedRun } from '../runs/runStore.js';
 import { THREAD_ID } from '../protocol/index.js';
 import { discardBody, json, MAX_BODY_BYTES, readBody } from './body.js';
 
@@ -12,13 +14,17 @@ export interface HistoryRouteDeps {
   readonly history: HistoryStore;
   /** Cancels the thread's queued and running runs (a deleted thread's); resolves with their ids. */
   cancelThreadRuns(userId: string, threadId: string): Promise<string[]>;
+  /**
+   * The user's running and queued runs (the run store's): a queued run has no event yet, so a
+   * store that knows only events (PostgreSQL) cannot name it as its thread's `last_run`.
+   */
+  activeRuns?(userId: string): Promise<readonly UnfinishedRun[]>;
   readonly logger: Logger;
 }
 
 /** Bounds of section 14. */
 const THREADS_LIMIT = { default: 20, max: 100 };
 const MESSAGES_LIMIT = { default: 50, max: 200 };
-const MAX_TITLE_CHARACTERS = 200;
 const MAX_CURSOR_CHARACTERS = 512;
 
 /** A request the routes refuse, with its answer. */
@@ -44,7 +50,10 @@ const notFound = () => new RouteError(404, { error: 'not_found' });
 export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     const url = req.url ?? '/';
-    const [path = '/', query = ''] = url.split('?', 2);
+    // The query is all after the first '?': it may hold more of them (RFC 3986).
+    const mark = url.indexOf('?');
+    const path = mark === -1 ? url : url.slice(0, mark);
+    const query = mark === -1 ? '' : url.slice(mark + 1);
     const route = matchRoute(path);
     if (!route) return false;
     answer(deps, route, req, new URLSearchParams(query))
@@ -92,8 +101,8 @@ async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage
   if (!verified.ok) throw new RouteError(401, { error: verified.reason }, { 'WWW-Authenticate': 'Bearer' });
   const userId = verified.userId;
   if (route.kind === 'threads') {
-    const page = await withCursor(() => deps.history.listThreads(userId, pageOf(query, THREADS_LIMIT)));
-    return { status: 200, body: { threads: page.items.map(threadJson), next_cursor: page.nextCursor } };
+    const [page, active] = await Promise.all([withCursor(() => deps.history.listThreads(userId, pageOf(query, THREADS_LIMIT))), activeRunsOf(deps, userId)]);
+    return { status: 200, body: { threads: page.items.map((thread) => threadJson(thread, active)), next_cursor: page.nextCursor } };
   }
   if (route.threadId === null) throw invalid('thread_id must be 1..128 of [A-Za-z0-9._:-]');
   const threadId = route.threadId;
@@ -109,7 +118,7 @@ async function answer(deps: HistoryRouteDeps, route: Route, req: IncomingMessage
     const title = await titleOf(req);
     const thread = await deps.history.renameThread(userId, threadId, title);
     if (!thread) throw notFound();
-    return { status: 200, body: threadJson(thread) };
+    return { status: 200, body: threadJson(thread, await activeRunsOf(deps, userId)) };
   }
   // Cancelled first, so the deletion can name the runs whose late events it must keep out. A
   // thread with a run going exists even where the store has not seen it yet (PostgreSQL
@@ -166,13 +175,20 @@ async function titleOf(req: IncomingMessage): Promise<string> {
   return title;
 }
 
-function threadJson(thread: ThreadSummary): Record<string, unknown> {
+function activeRunsOf(deps: HistoryRouteDeps, userId: string): Promise<readonly UnfinishedRun[]> {
+  return deps.activeRuns?.(userId) ?? Promise.resolve([]);
+}
+
+/** A thread as answered; a queued run of it is its newest (runs of a thread queue behind its running one). */
+function threadJson(thread: ThreadSummary, active: readonly UnfinishedRun[]): Record<string, unknown> {
+  const queued = active.filter((run) => run.threadId === thread.threadId && run.state === 'queued').at(-1);
+  const lastRun = queued ? { runId: queued.runId, status: 'queued' } : thread.lastRun;
   return {
     thread_id: thread.threadId,
     title: thread.title,
     created_at: thread.createdAt,
     updated_at: thread.updatedAt,
-    last_run: thread.lastRun && { run_id: thread.lastRun.runId, status: thread.lastRun.status },
+    last_run: lastRun && { run_id: lastRun.runId, status: lastRun.status },
   };
 }
 

@@ -454,7 +454,11 @@ async function insertEvents(
        FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
          AS e(u, ep, s, t, r, ty, ev, ts)
       WHERE NOT EXISTS (
-        SELECT 1 FROM agentwire_deleted_threads d WHERE d.user_id = e.u AND d.thread_id = e.t AND (e.ts <= d.deleted_at OR e.r = ANY (d.run_ids)))
+        SELECT 1 FROM agentwire_deleted_threads d
+         WHERE d.user_id = e.u AND d.thread_id = e.t
+           AND (e.r = ANY (d.run_ids)
+                OR CASE WHEN d.epoch = (SELECT x.epoch FROM agentwire_epochs x WHERE x.epoch_id = e.ep) THEN e.s <= d.seq
+                        ELSE e.ts <= d.deleted_at END))
      ${mayHoldArchived ? 'ON CONFLICT DO NOTHING' : ''}
      RETURNING user_id, epoch_id, seq`,
       [users, epochs, seqs, threads, runs, types, jsons, times],

@@ -23,7 +23,9 @@ interface Migration {
  *   a deletion created it.
  * - `agentwire_deleted_threads`: events of a deleted thread up to its deletion, and any event of
  *   the runs the deletion ended (`run_ids`), are not archived again (write-behind and catch-up
- *   may still hold some).
+ *   may still hold some). Since version 2 "up to its deletion" is a log position within the
+ *   epoch of the deletion (`epoch`, `seq`: the user's log head then); events of another epoch
+ *   (the log was lost in between), and every event against a version 1 row, compare times.
  */
 const MIGRATIONS: readonly Migration[] = [
   {
@@ -89,6 +91,16 @@ const MIGRATIONS: readonly Migration[] = [
         run_ids text[] NOT NULL DEFAULT '{}',
         PRIMARY KEY (user_id, thread_id)
       );
+    `,
+  },
+  {
+    // A tombstone compared event times (the gateways' clocks) with deleted_at (the database
+    // server's): with a gateway behind the database, a thread id used again right after its
+    // deletion was never archived; with one ahead, late events of the deleted thread were.
+    version: 2,
+    name: 'deleted threads by log position',
+    sql: `
+      ALTER TABLE agentwire_deleted_threads ADD COLUMN epoch text, ADD COLUMN seq bigint;
     `,
   },
 ];

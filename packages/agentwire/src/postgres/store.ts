@@ -19,7 +19,7 @@ import { Archiver } from './archiver.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
 import { migrate } from './migrations.js';
-import { parseEvent } from '../history/fold.js';
+import { cutCharacters, MAX_TITLE_CHARACTERS, parseEvent } from '../history/fold.js';
 import { foldRun, type RunView } from './runFold.js';
 import { storableText } from './storable.js';
 import { THREAD_ID } from '../protocol/index.js';
@@ -96,6 +96,8 @@ type Position = readonly [epochId: number, seq: number, part: 0 | 1];
  */
 export class PostgresHistoryStore implements HistoryStore {
   readonly #pool: pg.Pool;
+  /** The log: a deletion reads its head (the position its tombstone covers). */
+  readonly #engine: Pick<EventEngine, 'head'>;
   /** Write-behind writers, each for its share of the users, so transactions of different users overlap. */
   readonly #archivers: Archiver[];
   readonly #logger: Logger;
@@ -115,6 +117,7 @@ export class PostgresHistoryStore implements HistoryStore {
     this.#logger = options.logger ?? silentLogger;
     this.#clock = options.clock ?? systemClock;
     this.#onChange = options.onChange ?? (() => undefined);
+    this.#engine = options.engine;
     this.#pool = new pg.Pool({
       connectionString: options.url,
       max: options.poolSize ?? 10,
@@ -290,6 +293,10 @@ export class PostgresHistoryStore implements HistoryStore {
 
   async deleteThread(userId: string, threadId: string, endingRunIds: readonly string[] = []): Promise<boolean> {
     if (!archivable(userId)) return false;
+    // Where the user's log stands now: the thread's events up to it are the deleted ones. A log
+    // position, not a time: event times are the gateways' clocks, now() is the database server's.
+    // (Its epoch is not registered here: epoch ids are numbered in the order archived.)
+    const head = await this.#engine.head(userId);
     return inTransaction(this.#pool, async (client) => {
       // The user's mark row is the lock archive batches take first (archiver.ts, lockMarks): a
       // batch in flight commits before the rows below are erased, a later one sees the tombstone.
@@ -300,13 +307,16 @@ export class PostgresHistoryStore implements HistoryStore {
       await client.query('INSERT INTO agentwire_archive_marks (user_id, epoch_id, seq) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING', [userId]);
       await client.query('SELECT 1 FROM agentwire_archive_marks WHERE user_id = $1 FOR UPDATE', [userId]);
       // The tombstone keeps write-behind and catch-up from archiving the thread's events again:
-      // those up to now, and any of the runs the deletion ends (their last events come later).
-      // The ids a tombstone keeps are bounded: the newest MAX_TOMBSTONE_RUNS.
+      // those up to the head read above (of another epoch: up to now), and any of the runs the
+      // deletion ends (their last events come later). The ids it keeps are bounded: the newest
+      // MAX_TOMBSTONE_RUNS.
       await client.query(
-        `INSERT INTO agentwire_deleted_threads AS d (user_id, thread_id, deleted_at, run_ids) VALUES ($1, $2, now(), $3)
+        `INSERT INTO agentwire_deleted_threads AS d (user_id, thread_id, deleted_at, run_ids, epoch, seq) VALUES ($1, $2, now(), $3, $4, $5)
          ON CONFLICT (user_id, thread_id) DO UPDATE SET deleted_at = now(),
-           run_ids = (d.run_ids || EXCLUDED.run_ids)[greatest(1, cardinality(d.run_ids || EXCLUDED.run_ids) - ${MAX_TOMBSTONE_RUNS - 1}):]`,
-        [userId, threadId, endingRunIds.slice(-MAX_TOMBSTONE_RUNS).map(storableText)],
+           run_ids = (d.run_ids || EXCLUDED.run_ids)[greatest(1, cardinality(d.run_ids || EXCLUDED.run_ids) - ${MAX_TOMBSTONE_RUNS - 1}):],
+           epoch = EXCLUDED.epoch,
+           seq = CASE WHEN d.epoch = EXCLUDED.epoch THEN greatest(d.seq, EXCLUDED.seq) ELSE EXCLUDED.seq END`,
+        [userId, threadId, endingRunIds.slice(-MAX_TOMBSTONE_RUNS).map(storableText), head.epoch, head.lastSeq],
       );
       const { rowCount } = await client.query('DELETE FROM agentwire_threads WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
       await client.query('DELETE FROM agentwire_runs WHERE user_id = $1 AND thread_id = $2', [userId, threadId]);
@@ -464,7 +474,7 @@ function writerOf(userId: string, writers: number): number {
 function threadSummary(row: ThreadRow): ThreadSummary {
   return {
     threadId: row.thread_id,
-    title: row.title.slice(0, 200),
+    title: cutCharacters(row.title, MAX_TITLE_CHARACTERS),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     lastRun: { runId: row.last_run_id, status: isRunStatus(row.last_run_status) ? row.last_run_status : 'running' },

@@ -1,4 +1,4 @@
-import { parseMark, type ThreadMark, type ThreadMarkStore } from '../history/threadMarks.js';
+import { markJson, parseMark, type ThreadMark, type ThreadMarkStore } from '../history/threadMarks.js';
 import type { RedisConnection } from './connection.js';
 import { decodeId, encodeId } from './keys.js';
 
@@ -25,8 +25,10 @@ export class RedisThreadMarks implements ThreadMarkStore {
     return marks;
   }
 
-  async put(userId: string, threadId: string, mark: ThreadMark): Promise<void> {
+  async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
     const key = this.#connection.keys.user(userId).threadMarks;
-    await this.#connection.client.multi().hset(key, encodeId(threadId), JSON.stringify(mark)).pexpire(key, this.#retentionMs).exec();
+    const check = expected === undefined ? ['0', ''] : ['1', expected === null ? '' : markJson(expected)];
+    const written = await this.#connection.script('putMark', [key], [encodeId(threadId), markJson(mark), this.#retentionMs, ...check]);
+    return Number(written) === 1;
   }
 }

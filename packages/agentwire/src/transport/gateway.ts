@@ -249,6 +249,7 @@ export class Gateway {
       history,
       logger,
       cancelThreadRuns: (userId, threadId) => this.runs.cancelThreadRuns(userId, threadId),
+      activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
     });
     const routes = createRouteHandler({
       isReady: () => this.isReady,

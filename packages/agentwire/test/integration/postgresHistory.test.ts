@@ -107,9 +107,9 @@ describe('migrations', () => {
     const pools = [0, 1, 2].map(() => testPool(fresh.url, 1));
     try {
       const applied = await Promise.all(pools.map((pool) => migrate(pool)));
-      expect(applied.flat()).toEqual([1]);
-      const { rows } = await pools[0]!.query('SELECT version FROM agentwire_schema_migrations');
-      expect(rows).toEqual([{ version: 1 }]);
+      expect(applied.flat()).toEqual([1, 2]);
+      const { rows } = await pools[0]!.query('SELECT version FROM agentwire_schema_migrations ORDER BY version');
+      expect(rows).toEqual([{ version: 1 }, { version: 2 }]);
       expect(await migrate(pools[1]!)).toEqual([]);
     } finally {
       await Promise.all(pools.map((pool) => pool.end()));
@@ -347,6 +347,27 @@ describe('thread deletion against the archive', () => {
     expect(await store.messages('ivy', 't1', { limit: 50 })).toBeNull();
     // the deletion waited for the batch and erased what it wrote.
     expect({ waitedForTheBatch: waiting.length, deleted }).toEqual({ waitedForTheBatch: 1, deleted: true });
+  });
+
+  // Event times are the gateways' clocks, the tombstone's deleted_at was the database server's:
+  // a gateway ahead of the database had the deleted thread's late write-behind archived after the
+  // deletion (the thread came back), one behind had the thread's next events dropped.
+  it('a deletion covers the thread’s events by log position, whatever the times stamped on them', async () => {
+    const { store, engine, append } = await setup();
+    const hour = 3_600_000;
+    const stamped = (events: EventBody[], offsetMs: number) => events.map((event) => ({ ...event, ts: new Date(Date.now() + offsetMs).toISOString() }));
+    // Appended an hour "ahead", handed to the archive only after the deletion (write-behind lag).
+    const late = await engine.append('kim', stamped(runEvents('t1', 'r1', 'deleted words', ['gone']), hour));
+    expect(await store.deleteThread('kim', 't1')).toBe(false);
+    store.record('kim', late);
+    await store.idle();
+    expect(await rowsOf('kim', 't1')).toMatchObject({ events: 0, runs: 0, threads: 0 });
+    // Said after the deletion, stamped an hour "behind": the thread's history again.
+    await append('kim', stamped(runEvents('t1', 'r2', 'new words', ['kept']), -hour));
+    await store.idle();
+    expect(store.stats).toMatchObject({ failedBatches: 0, lost: 0 });
+    expect((await store.listThreads('kim', { limit: 5 })).items.map((t) => [t.threadId, t.title])).toEqual([['t1', 'new words']]);
+    expect((await store.messages('kim', 't1', { limit: 50 }))!.items.map((m) => m.text)).toEqual(['new words', 'kept']);
   });
 
   it('a deletion before the user is archived leaves a mark of nothing archived, which write-behind and catch-up move on from', async () => {

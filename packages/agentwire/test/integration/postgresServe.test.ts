@@ -46,7 +46,7 @@ describe('agentwire serve with AGENTWIRE_DATABASE_URL', () => {
       const db = new pg.Client({ connectionString: database.url });
       await db.connect();
       try {
-        expect((await db.query('SELECT version FROM agentwire_schema_migrations')).rows).toEqual([{ version: 1 }]);
+        expect((await db.query('SELECT version FROM agentwire_schema_migrations ORDER BY version')).rows).toEqual([{ version: 1 }, { version: 2 }]);
         const chat = new Child(['chat', '--url', wsUrl!, '--token', token!, 'what is 2+3*4?'], process.env);
         expect((await chat.waitExit()).code).toBe(0);
         const threads = await pollUntil(

@@ -1,0 +1,292 @@
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:http';
+import { systemClock, type Clock } from '@agentwire/protocol';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from '../../src/history/threadMarks.js';
+import type { HistoryStore } from '../../src/history/types.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
+import { createRedisBackend } from '../../src/redis/index.js';
+import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { GatedAgent } from '../helpers/gatedAgent.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { Waiters, within } from '../helpers/waitFor.js';
+import type { TestClient } from '../helpers/wsClient.js';
+
+/**
+ * Edges of the history routes (PROTOCOL.md section 14) that hostile-but-valid requests reach, on
+ * both stores: the log-folded one and PostgreSQL (a database of this run's own on the machine's
+ * PostgreSQL). Each test here failed before the fix its comment names.
+ */
+
+let database: { url: string; drop: () => Promise<void> } | undefined;
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await database?.drop();
+  // The Redis keys of this run: they would expire with retention, but a test leaves nothing behind.
+  const redis = new Redis(REDIS_URL);
+  const keys: string[] = [];
+  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PREFIX = `edges-${randomUUID().slice(0, 8)}`;
+
+type StoreKind = 'log-folded' | 'postgres';
+
+interface Setup {
+  readonly gateway: TestGateway;
+  readonly agent: GatedAgent;
+  /** Resolves once what the gateway appended is readable through the routes. */
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** The real clock moved by `offsetMs`: a gateway whose clock is not the database server's. */
+function skewedClock(offsetMs: number): Clock {
+  return { ...systemClock, now: () => systemClock.now() + offsetMs };
+}
+
+async function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup> {
+  const agent = new GatedAgent();
+  const engine = new MemoryEngine({ retentionEvents: 10_000, clock });
+  if (kind === 'log-folded') {
+    const gateway = await startGateway({ agent, engine, clock });
+    return { gateway, agent, settled: async () => {}, stop: async () => (await gateway.stop(), await engine.close()) };
+  }
+  const waiters = new Waiters();
+  const history = new PostgresHistoryStore({ url: database!.url, engine, holeGraceMs: 20, onChange: () => waiters.notify() });
+  await history.ready();
+  await waiters.until(() => history.available, 5000, 'PostgreSQL history available');
+  const gateway = await startGateway({ agent, engine, clock, history: history as HistoryStore });
+  return {
+    gateway,
+    agent,
+    settled: () => within(history.idle(), 'the archive to be idle'),
+    async stop() {
+      await gateway.stop();
+      await history.close();
+      await engine.close();
+    },
+  };
+}
+
+interface Reply {
+  status: number;
+  body: any;
+}
+
+function call(env: Setup, method: string, path: string, options: { token?: string; body?: string } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = {};
+    if (options.token) headers.authorization = `Bearer ${options.token}`;
+    const req = request({ host: '127.0.0.1', port: env.gateway.port, method, path, agent: false, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text === '' ? null : JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  const id = `${name}-${randomUUID().slice(0, 6)}`;
+  return { id, token: await env.gateway.token(id), client: await env.gateway.ready(id) };
+}
+
+async function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
+  const ack = await client.message(randomUUID(), threadId, text);
+  expect(ack.type).toBe('ack');
+  await client.runEvents(ack.run_id);
+  await env.settled();
+  return ack.run_id as string;
+}
+
+describe.each<StoreKind>(['log-folded', 'postgres'])('history route edges (%s store)', (kind) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // A title is 1..200 characters, counted in code points, and is answered as given. PostgreSQL's
+  // rows were cut to 200 UTF-16 units: 200 emoji came back as 100, and a title of 'a' and 100
+  // emoji ended in half a surrogate pair.
+  it('a title of astral characters is answered whole, never cut inside a character', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'first words');
+    for (const title of ['😀'.repeat(200), `a${'😀'.repeat(100)}`, `${'x'.repeat(199)}😀`]) {
+      const renamed = await call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title }) });
+      expect(renamed.status).toBe(200);
+      expect(renamed.body.title).toBe(title);
+      expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].title).toBe(title);
+    }
+    const tooLong = await call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title: '😀'.repeat(201) }) });
+    expect(tooLong).toEqual({ status: 400, body: { error: 'invalid_request', message: 'title must be 1..200 characters' } });
+  });
+
+  // A query may hold '?' (RFC 3986): everything after the first one is the query. The routes
+  // split the URL at every '?' and read only up to the second, so `?x=?&limit=0` was a 200.
+  it('every parameter of the query counts, also after a second "?"', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'words');
+    for (const path of ['/v1/threads?x=?&limit=0', '/v1/threads/t/messages?x=?&limit=0', '/v1/threads?limit=1?']) {
+      const reply = await call(env, 'GET', path, { token: alice.token });
+      expect({ path, status: reply.status, error: reply.body.error }).toEqual({ path, status: 400, error: 'invalid_request' });
+      expect(reply.body.message).toMatch(/^limit /);
+    }
+    const cursor = await call(env, 'GET', '/v1/threads?cursor=AAAA?', { token: alice.token });
+    expect(cursor).toEqual({ status: 400, body: { error: 'invalid_request', message: 'cursor is not valid' } });
+  });
+});
+
+describe.each<StoreKind>(['log-folded', 'postgres'])('a thread whose newest run is queued (%s store)', (kind) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // `last_run` is the thread's newest run, and `queued` is one of its statuses. The PostgreSQL
+  // store knows only archived events (a queued run has none yet): it named the run before it,
+  // as running.
+  it('lists the queued run as its last_run, in the list and in a rename’s answer', async () => {
+    env = await setup(kind);
+    const alice = await user(env, 'alice');
+    const first = await alice.client.message(randomUUID(), 'q', '/gated first');
+    await alice.client.waitFor((frame) => frame.type === 'agent_started' && frame.run_id === first.run_id);
+    const second = await alice.client.message(randomUUID(), 'q', 'second');
+    expect(second).toMatchObject({ type: 'ack', status: 'queued' });
+    await env.settled();
+    const queued = { run_id: second.run_id, status: 'queued' };
+    expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads.map((t: { last_run: unknown }) => t.last_run)).toEqual([queued]);
+    expect((await call(env, 'PATCH', '/v1/threads/q', { token: alice.token, body: '{"title":"named"}' })).body.last_run).toEqual(queued);
+    env.agent.finish('q', 'done');
+    await alice.client.runEvents(second.run_id);
+    await env.settled();
+    const last = (await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads[0].last_run;
+    expect(last).toEqual({ run_id: second.run_id, status: 'completed' });
+  });
+});
+
+describe.each<[StoreKind, number]>([
+  ['log-folded', -5000],
+  ['log-folded', 5000],
+  ['postgres', -5000],
+  ['postgres', 5000],
+])('a thread id used again after its DELETE (%s store, gateway clock off by %i ms)', (kind, offsetMs) => {
+  let env: Setup | undefined;
+  afterEach(async () => {
+    await env?.stop();
+    env = undefined;
+  });
+
+  // "Clear the chat" as a client builds it: DELETE the thread, then go on in the same thread id.
+  // PostgreSQL's tombstone kept out every event of the thread stamped up to the database's now()
+  // at the deletion, comparing the gateway's clock with the database server's: with the gateway
+  // 5 s behind, what was said in the thread in the next 5 s was never archived.
+  it('what is said after the deletion is the thread’s history', async () => {
+    env = await setup(kind, skewedClock(offsetMs));
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 'main', 'before the clear');
+    expect((await call(env, 'DELETE', '/v1/threads/main', { token: alice.token })).status).toBe(204);
+    await completed(env, alice.client, 'main', 'after the clear');
+
+    const threads = await call(env, 'GET', '/v1/threads', { token: alice.token });
+    expect(threads.body.threads.map((t: { thread_id: string; title: string }) => [t.thread_id, t.title])).toEqual([['main', 'after the clear']]);
+    const messages = await call(env, 'GET', '/v1/threads/main/messages', { token: alice.token });
+    expect(messages.status).toBe(200);
+    expect(messages.body.messages.map((m: { text: string }) => m.text)).toEqual(['after the clear', 'echo: after the clear']);
+  });
+});
+
+/** Thread marks whose next write waits until the test lets it go (a rename caught between its read and its write). */
+class HeldMarks implements ThreadMarkStore {
+  readonly #inner: ThreadMarkStore;
+  #hold: { arrived: () => void; released: Promise<void> } | null = null;
+
+  constructor(inner: ThreadMarkStore) {
+    this.#inner = inner;
+  }
+
+  holdNextPut(): { arrived: Promise<void>; release: () => void } {
+    let arrived!: () => void;
+    let release!: () => void;
+    const reached = new Promise<void>((resolve) => (arrived = resolve));
+    this.#hold = { arrived, released: new Promise<void>((resolve) => (release = resolve)) };
+    return { arrived: reached, release };
+  }
+
+  all(userId: string): Promise<Map<string, ThreadMark>> {
+    return this.#inner.all(userId);
+  }
+
+  async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
+    const hold = this.#hold;
+    this.#hold = null;
+    if (hold) {
+      hold.arrived();
+      await hold.released;
+    }
+    return (await this.#inner.put(userId, threadId, mark, expected)) !== false;
+  }
+}
+
+describe.each(['memory', 'redis'] as const)('a rename racing a DELETE of its thread (log-folded store, %s marks)', (marksKind) => {
+  let stop: (() => Promise<void>) | undefined;
+  afterEach(async () => {
+    await stop?.();
+    stop = undefined;
+  });
+
+  // The log-folded store's rename read the thread's marks, then wrote the mark back with the new
+  // title: a DELETE that wrote its deletion in between was overwritten, and the deleted thread,
+  // messages and all, came back.
+  it('the thread stays deleted', async () => {
+    const agent = new GatedAgent();
+    let marks: HeldMarks;
+    let gateway: TestGateway;
+    if (marksKind === 'memory') {
+      marks = new HeldMarks(new MemoryThreadMarks());
+      gateway = await startGateway({ agent, threadMarks: marks });
+      stop = () => gateway.stop();
+    } else {
+      const backend = createRedisBackend({
+        url: REDIS_URL,
+        keyPrefix: PREFIX,
+        retentionMs: 600_000,
+        nodeId: `${PREFIX}-a`,
+        leaseMs: 60_000,
+        onError: () => {},
+      });
+      marks = new HeldMarks(backend.threadMarks);
+      gateway = await startGateway({ agent, engine: backend.engine, runStore: backend.runStore, threadMarks: marks });
+      stop = async () => {
+        await gateway.stop();
+        await backend.close();
+      };
+    }
+    const env = { gateway, agent, settled: async () => {}, stop: async () => {} };
+    const alice = await user(env, 'alice');
+    await completed(env, alice.client, 't', 'private words');
+
+    const held = marks.holdNextPut();
+    const renaming = call(env, 'PATCH', '/v1/threads/t', { token: alice.token, body: JSON.stringify({ title: 'renamed' }) });
+    await held.arrived;
+    expect((await call(env, 'DELETE', '/v1/threads/t', { token: alice.token })).status).toBe(204);
+    held.release();
+    expect(await renaming).toEqual({ status: 404, body: { error: 'not_found' } });
+
+    expect((await call(env, 'GET', '/v1/threads', { token: alice.token })).body.threads).toEqual([]);
+    expect(await call(env, 'GET', '/v1/threads/t/messages', { token: alice.token })).toEqual({ status: 404, body: { error: 'not_found' } });
+  });
+});

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import type { EventBody } from '@agentwire/protocol';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import { createLogHistoryStore } from '../../src/history/logHistoryStore.js';
+import { MemoryThreadMarks } from '../../src/history/threadMarks.js';
+import { ManualClock } from '../helpers/manualClock.js';
+
+const ts = '2026-01-01T00:00:00.000Z';
+
+function run(threadId: string, text: string): EventBody[] {
+  const base = { run_id: `run_${threadId}_${text}`, thread_id: threadId, ts };
+  return [
+    { ...base, type: 'agent_started', message_id: `m_${threadId}_${text}`, text },
+    { ...base, type: 'agent_completed', status: 'completed', text: `echo ${text}` },
+  ];
+}
+
+/**
+ * The in-memory marks (renames and deletions of the log-folded history) were bounded to the 10 000
+ * users who wrote one last: the 10 001st user to rename or delete a thread dropped the marks of
+ * the user who wrote least recently, whose deleted threads came back (their events were still in
+ * the log) and renamed ones lost their names. One user's marks are no other user's to push out;
+ * they go when the user has not used them for the retention age, as the log forgets an idle user.
+ */
+describe('in-memory thread marks', () => {
+  it('other users’ renames and deletions never undo a user’s deletion or rename', async () => {
+    const engine = new MemoryEngine();
+    const store = createLogHistoryStore({ engine });
+    await engine.append('alice', [...run('gone', 'deleted words'), ...run('kept', 'first words')]);
+    expect(await store.deleteThread('alice', 'gone')).toBe(true);
+    expect(await store.renameThread('alice', 'kept', 'my name')).not.toBeNull();
+    for (let i = 0; i < 10_001; i++) {
+      const user = `other-${i}`;
+      await engine.append(user, run('t', 'x'));
+      await store.renameThread(user, 't', 'theirs');
+    }
+    expect((await store.listThreads('alice', { limit: 10 })).items.map((t) => [t.threadId, t.title])).toEqual([['kept', 'my name']]);
+    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
+    await engine.close();
+  }, 60_000);
+
+  it('a user’s marks go once the user has not read or written them for the retention age', async () => {
+    const clock = new ManualClock(1_000_000);
+    const marks = new MemoryThreadMarks({ retentionMs: 1000, clock });
+    await marks.put('idle', 't', { epoch: 'e', title: 'x' });
+    await marks.put('busy', 't', { epoch: 'e', title: 'y' });
+    await clock.advance(600);
+    expect((await marks.all('busy')).size).toBe(1);
+    await clock.advance(600);
+    // Past the age for `idle` (written 1200 ms ago), not for `busy` (read 600 ms ago).
+    await marks.put('other', 't', { epoch: 'e', title: 'z' });
+    expect((await marks.all('idle')).size).toBe(0);
+    expect((await marks.all('busy')).get('t')).toEqual({ epoch: 'e', title: 'y' });
+  });
+});
