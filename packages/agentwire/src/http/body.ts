@@ -63,9 +63,12 @@ export function discardBody(req: IncomingMessage, res: ServerResponse): void {
   req.resume();
 }
 
-/** Serializes before the status line goes out: a body that cannot be written throws with the answer still open. */
+/**
+ * Serializes before the status line goes out: a body that cannot be written throws with the
+ * answer still open. `nosniff`: the JSON holds text of users and agents, never to be read as HTML.
+ */
 export function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', 'X-Content-Type-Options': 'nosniff', ...headers });
   res.end(text);
 }

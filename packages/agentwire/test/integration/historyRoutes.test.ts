@@ -121,7 +121,10 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
   it('refuses requests without a valid bearer token with 401 and the reason', async () => {
     env = await setup(mode);
     const expired = forge({ alg: 'HS256', typ: 'JWT' }, { sub: 'u', exp: nowSec() - 60 }, TEST_SECRET);
-    expect(await call(env.reader, 'GET', '/v1/threads')).toMatchObject({ status: 401, body: { error: 'token_missing' } });
+    const missing = await call(env.reader, 'GET', '/v1/threads');
+    expect(missing).toMatchObject({ status: 401, body: { error: 'token_missing' } });
+    // JSON answers hold users' and agents' text: never to be sniffed as HTML.
+    expect(missing.headers).toMatchObject({ 'content-type': 'application/json', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' });
     expect(await call(env.reader, 'GET', '/v1/threads', { token: 'not-a-jwt' })).toMatchObject({ status: 401, body: { error: 'token_invalid' } });
     expect(await call(env.reader, 'GET', '/v1/threads/t1/messages', { token: expired })).toMatchObject({ status: 401, body: { error: 'token_expired' } });
     expect(await call(env.reader, 'DELETE', '/v1/threads/t1', { token: expired })).toMatchObject({ status: 401, body: { error: 'token_expired' } });
