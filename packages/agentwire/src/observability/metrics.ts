@@ -237,22 +237,11 @@ export class GatewayMetrics {
     this.#deltaHolds = holds;
     if (registered) return;
     const read = () => this.#deltaHolds!();
-    const counter = (name: string, help: string, pick: (h: DeltaHolds) => number) =>
-      new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        // A total kept by the scheduler: the series is set to it on every scrape.
-        collect() {
-          this.reset();
-          this.inc(pick(read()));
-        },
-      });
-    counter('agentwire_delta_holds_total', 'Delta holds ended by the flush window (not by another event of the run)', (h) => h.expired);
-    counter(
+    this.#totalCounter('agentwire_delta_holds_total', 'Delta holds ended by the flush window (not by another event of the run)', () => read().expired);
+    this.#totalCounter(
       'agentwire_delta_holds_overdue_total',
       'Of those, holds that lasted longer than AGENTWIRE_STREAM_FLUSH_MS: the event loop was later than the flush timer made up for',
-      (h) => h.overdue,
+      () => read().overdue,
     );
   }
 
@@ -267,17 +256,6 @@ export class GatewayMetrics {
     }
     this.#archive = progress;
     const read = () => this.#archive!();
-    const counter = (name: string, help: string, pick: (p: ArchiveProgress) => number) =>
-      new Counter({
-        name,
-        help,
-        registers: [this.registry],
-        // A total kept by the archive: the series is set to it on every scrape.
-        collect() {
-          this.reset();
-          this.inc(pick(read()));
-        },
-      });
     const gauge = (name: string, help: string, pick: (p: ArchiveProgress) => number) =>
       new Gauge({
         name,
@@ -287,6 +265,7 @@ export class GatewayMetrics {
           this.set(pick(read()));
         },
       });
+    const counter = (name: string, help: string, pick: (p: ArchiveProgress) => number) => this.#totalCounter(name, help, () => pick(read()));
     counter('agentwire_archive_events_total', 'Events this node wrote to the history archive (PostgreSQL)', (p) => p.archived);
     counter('agentwire_archive_events_lost_total', 'Events that left the log retention before any node archived them', (p) => p.lost);
     counter('agentwire_archive_batch_failures_total', 'Archive transactions that failed (their events are caught up from the log)', (p) => p.failedBatches);
@@ -297,6 +276,19 @@ export class GatewayMetrics {
     );
     gauge('agentwire_archive_lag_events', 'Events this node appended that are not archived yet (queued or being written)', (p) => p.lag);
     gauge('agentwire_archive_behind_logs', 'User logs with a range waiting to be caught up from the log into the archive', (p) => p.behind);
+  }
+
+  /** A counter of a total kept elsewhere: the series is set to `total()` on every scrape. */
+  #totalCounter(name: string, help: string, total: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(total());
+      },
+    });
   }
 
   eventSent(type: EventType): void {

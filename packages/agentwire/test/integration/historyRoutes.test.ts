@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/history/types.js';
 import { createRedisBackend, type RedisBackend } from '../../src/redis/index.js';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
+import { historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { httpGet } from '../helpers/http.js';
 import { forge, nowSec } from '../helpers/jwt.js';
@@ -70,33 +70,13 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-interface Reply {
-  status: number;
-  body: any;
-  headers: Record<string, unknown>;
-}
-
-function call(env: TestGateway, method: string, path: string, options: { token?: string | null; body?: string } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {};
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    if (options.body !== undefined) headers['content-type'] = 'application/json';
-    const req = request(`http://127.0.0.1:${env.port}${path}`, { method, agent: false, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text === '' ? null : JSON.parse(text) }));
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
+function call(env: TestGateway, method: string, path: string, options: HttpCallOptions = {}): Promise<HttpReply> {
+  return httpCall(env.port, method, path, options);
 }
 
 /** A user of the test: a connected client and the token for the routes. */
-async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
-  const id = `${name}-${randomUUID().slice(0, 6)}`;
-  const client = await env.writer.ready(id);
-  return { id, token: await env.writer.token(id), client };
+function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  return historyUser(env.writer, name);
 }
 
 async function say(client: TestClient, threadId: string, text: string): Promise<Frame> {
@@ -214,7 +194,7 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: Reply = await call(env.reader, 'GET', `/v1/threads?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: alice.token });
+      const page: HttpReply = await call(env.reader, 'GET', `/v1/threads?limit=2${cursor ? `&cursor=${cursor}` : ''}`, { token: alice.token });
       expect(page.status).toBe(200);
       expect(page.body.threads.length).toBeLessThanOrEqual(2);
       seen.push(...page.body.threads.map((t: any) => t.thread_id));

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -8,6 +7,7 @@ import type { HistoryStore } from '../../src/history/types.js';
 import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
+import { completedRun, historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { forge, nowSec } from '../helpers/jwt.js';
 import { createTestDatabase } from '../helpers/postgres.js';
@@ -63,25 +63,13 @@ async function setup(kind: StoreKind): Promise<Setup> {
   };
 }
 
-interface Reply {
-  status: number;
-  text: string;
-  headers: Record<string, string | string[] | undefined>;
-}
+/** An answer as these tests compare it: status, text and headers. */
+type Reply = Pick<HttpReply, 'status' | 'text' | 'headers'>;
 
-function call(env: Setup, method: string, path: string, options: { token?: string; body?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = { ...options.headers };
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    const req = request({ host: '127.0.0.1', port: env.gateway.port, method, path, agent: false, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
+/** Status, text and headers only: the tests compare whole answers. */
+async function call(env: Setup, method: string, path: string, options: HttpCallOptions = {}): Promise<Reply> {
+  const { status, text, headers } = await httpCall(env.gateway.port, method, path, options);
+  return { status, text, headers };
 }
 
 /** Sends raw bytes on a socket of its own and resolves with everything the server sent before closing it (or `untilText` appeared). */
@@ -103,17 +91,12 @@ function raw(env: Setup, bytes: string | Buffer, untilText?: string): Promise<st
   });
 }
 
-async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
-  const id = `${name}-${randomUUID().slice(0, 6)}`;
-  return { id, token: await env.gateway.token(id), client: await env.gateway.ready(id) };
+function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  return historyUser(env.gateway, name);
 }
 
-async function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
-  const ack = await client.message(randomUUID(), threadId, text);
-  expect(ack.type).toBe('ack');
-  await client.runEvents(ack.run_id);
-  await env.settled();
-  return ack.run_id as string;
+function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
+  return completedRun(client, threadId, text, () => env.settled());
 }
 
 /** The documented answers of section 14 (and 405/413 of the routes); never a 5xx. */
@@ -133,7 +116,7 @@ function expectDocumented(reply: Reply, what: string): void {
 }
 
 /** Headers that may differ between two answers of the same kind. */
-const varying = (headers: Reply['headers']) => Object.fromEntries(Object.entries(headers).filter(([name]) => name !== 'date'));
+const varying = (headers: HttpReply['headers']) => Object.fromEntries(Object.entries(headers).filter(([name]) => name !== 'date'));
 
 const b64 = (text: string) => Buffer.from(text).toString('base64url');
 

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -9,6 +8,7 @@ import type { HistoryStore } from '../../src/history/types.js';
 import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { createRedisBackend } from '../../src/redis/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { completedRun, historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { Waiters, within } from '../helpers/waitFor.js';
@@ -76,37 +76,18 @@ async function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup
   };
 }
 
-interface Reply {
-  status: number;
-  body: any;
+/** Status and JSON body only: the tests compare whole answers. */
+async function call(env: Setup, method: string, path: string, options: HttpCallOptions = {}): Promise<Pick<HttpReply, 'status' | 'body'>> {
+  const { status, body } = await httpCall(env.gateway.port, method, path, options);
+  return { status, body };
 }
 
-function call(env: Setup, method: string, path: string, options: { token?: string; body?: string } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {};
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    const req = request({ host: '127.0.0.1', port: env.gateway.port, method, path, agent: false, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text === '' ? null : JSON.parse(text) }));
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
+function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
+  return historyUser(env.gateway, name);
 }
 
-async function user(env: Setup, name: string): Promise<{ id: string; token: string; client: TestClient }> {
-  const id = `${name}-${randomUUID().slice(0, 6)}`;
-  return { id, token: await env.gateway.token(id), client: await env.gateway.ready(id) };
-}
-
-async function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
-  const ack = await client.message(randomUUID(), threadId, text);
-  expect(ack.type).toBe('ack');
-  await client.runEvents(ack.run_id);
-  await env.settled();
-  return ack.run_id as string;
+function completed(env: Setup, client: TestClient, threadId: string, text: string): Promise<string> {
+  return completedRun(client, threadId, text, () => env.settled());
 }
 
 describe.each<StoreKind>(['log-folded', 'postgres'])('history route edges (%s store)', (kind) => {

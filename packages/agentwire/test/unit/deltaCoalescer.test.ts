@@ -94,6 +94,17 @@ function check(inputs: readonly Input[], outputs: readonly Output[], flushMs: nu
   expect(next).toBe(inputs.length);
 }
 
+/** `clock`, but every timer fires `lateMs()` after it is due (a busy event loop). */
+function lateClock(clock: ManualClock, lateMs: () => number): Clock {
+  return {
+    now: () => clock.now(),
+    setTimeout: (fn, ms) => clock.setTimeout(fn, ms + lateMs()),
+    clearTimeout: (handle) => clock.clearTimeout(handle),
+    setInterval: (fn, ms) => clock.setInterval(fn, ms),
+    clearInterval: (handle) => clock.clearInterval(handle),
+  };
+}
+
 describe('DeltaCoalescer', () => {
   it('keeps every fragment exactly once, in order, never across another event, never past the window or the byte cap', async () => {
     await fc.assert(
@@ -157,14 +168,10 @@ describe('DeltaCoalescer', () => {
     const clock = new ManualClock();
     let lateMs = 3;
     // A busy event loop: every timer fires lateMs after it is due.
-    const busyClock: Clock = {
-      now: () => clock.now(),
-      setTimeout: (fn, ms) => clock.setTimeout(fn, ms + lateMs),
-      clearTimeout: (handle) => clock.clearTimeout(handle),
-      setInterval: (fn, ms) => clock.setInterval(fn, ms),
-      clearInterval: (handle) => clock.clearInterval(handle),
-    };
-    const scheduler = new FlushScheduler(busyClock, 20);
+    const scheduler = new FlushScheduler(
+      lateClock(clock, () => lateMs),
+      20,
+    );
     const heldMs: number[] = [];
     let since = 0;
     const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
@@ -197,14 +204,10 @@ describe('DeltaCoalescer', () => {
   it("keeps its lead between bursts of lateness a second apart, so the next burst's holds still keep the window", async () => {
     const clock = new ManualClock();
     let lateMs = 0;
-    const burstyClock: Clock = {
-      now: () => clock.now(),
-      setTimeout: (fn, ms) => clock.setTimeout(fn, ms + lateMs),
-      clearTimeout: (handle) => clock.clearTimeout(handle),
-      setInterval: (fn, ms) => clock.setInterval(fn, ms),
-      clearInterval: (handle) => clock.clearInterval(handle),
-    };
-    const scheduler = new FlushScheduler(burstyClock, 20);
+    const scheduler = new FlushScheduler(
+      lateClock(clock, () => lateMs),
+      20,
+    );
     const heldMs: number[] = [];
     let since = 0;
     const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
