@@ -94,6 +94,29 @@ function check(inputs: readonly Input[], outputs: readonly Output[], flushMs: nu
   expect(next).toBe(inputs.length);
 }
 
+/**
+ * One run's coalescer on a 20 ms window whose timer fires late: `holdOnce(lateMs)` holds one
+ * fragment with timers that late, then lets 40 ms pass; `heldMs` has how long each was held.
+ */
+function lateHolds(): { scheduler: FlushScheduler; heldMs: number[]; holdOnce: (lateMs: number) => Promise<void> } {
+  const clock = new ManualClock();
+  let late = 0;
+  const scheduler = new FlushScheduler(
+    lateClock(clock, () => late),
+    20,
+  );
+  const heldMs: number[] = [];
+  let since = 0;
+  const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
+  const holdOnce = async (lateMs: number) => {
+    late = lateMs;
+    since = clock.now();
+    coalescer.add('agent_text_delta', 'x');
+    await clock.advance(40);
+  };
+  return { scheduler, heldMs, holdOnce };
+}
+
 /** `clock`, but every timer fires `lateMs()` after it is due (a busy event loop). */
 function lateClock(clock: ManualClock, lateMs: () => number): Clock {
   return {
@@ -165,58 +188,29 @@ describe('DeltaCoalescer', () => {
   });
 
   it('ends holds early by the lateness its timer has shown, so a late timer still keeps the window', async () => {
-    const clock = new ManualClock();
-    let lateMs = 3;
-    // A busy event loop: every timer fires lateMs after it is due.
-    const scheduler = new FlushScheduler(
-      lateClock(clock, () => lateMs),
-      20,
-    );
-    const heldMs: number[] = [];
-    let since = 0;
-    const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
-    const holdOnce = async () => {
-      since = clock.now();
-      coalescer.add('agent_text_delta', 'x');
-      await clock.advance(40);
-    };
-    for (let i = 0; i < 5; i++) await holdOnce();
+    // A busy event loop: every timer fires 3 ms after it is due.
+    const { scheduler, heldMs, holdOnce } = lateHolds();
+    for (let i = 0; i < 5; i++) await holdOnce(3);
     // The first timer was late before anything was known of its lateness; then none is.
     expect(heldMs).toEqual([23, 20, 20, 20, 20]);
     expect(scheduler.lead).toBe(3);
     // Every hold was ended by the window; the first one lasted longer than it.
     expect(scheduler.holds).toEqual({ expired: 5, overdue: 1 });
     // Lateness beyond a quarter of the window is not made up for: holds are never cut shorter.
-    lateMs = 15;
-    for (let i = 0; i < 3; i++) await holdOnce();
+    for (let i = 0; i < 3; i++) await holdOnce(15);
     expect(heldMs.slice(5)).toEqual([32, 30, 30]);
     expect(scheduler.lead).toBe(5);
     // Once the timer has been on time for two LEAD_MEMORY_MS periods (each hold here takes 40 ms),
     // the lead is gone and holds last the whole window again.
-    lateMs = 0;
-    for (let i = 0; i < 25; i++) await holdOnce();
+    for (let i = 0; i < 25; i++) await holdOnce(0);
     expect(scheduler.lead).toBe(5);
-    for (let i = 0; i < 50; i++) await holdOnce();
+    for (let i = 0; i < 50; i++) await holdOnce(0);
     expect(scheduler.lead).toBe(0);
     expect(heldMs.at(-1)).toBe(20);
   });
 
   it("keeps its lead between bursts of lateness a second apart, so the next burst's holds still keep the window", async () => {
-    const clock = new ManualClock();
-    let lateMs = 0;
-    const scheduler = new FlushScheduler(
-      lateClock(clock, () => lateMs),
-      20,
-    );
-    const heldMs: number[] = [];
-    let since = 0;
-    const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
-    const holdOnce = async (late: number) => {
-      lateMs = late;
-      since = clock.now();
-      coalescer.add('agent_text_delta', 'x');
-      await clock.advance(40);
-    };
+    const { scheduler, heldMs, holdOnce } = lateHolds();
     // A loaded loop: on time mostly, 4 ms late in a burst now and then (a GC pause), ~0.9 s apart.
     await holdOnce(4);
     for (let burst = 0; burst < 3; burst++) {
