@@ -1,12 +1,58 @@
 /**
- * Requests to a test gateway's HTTP routes (the section 14 history routes and the rest), and
- * the users of history tests: one helper for every test file that calls them.
+ * Requests to a test gateway's HTTP routes (the section 14 history routes and the rest), the
+ * gateways of history tests on either store, and their users: one helper for every test file
+ * that calls them.
  */
 import { randomUUID } from 'node:crypto';
 import { request, type IncomingHttpHeaders } from 'node:http';
+import { systemClock, type Clock } from '@agentwire/protocol';
 import { expect } from 'vitest';
-import type { TestGateway } from './gateway.js';
+import { MemoryEngine } from '../../src/engine/memoryEngine.js';
+import type { HistoryStore } from '../../src/history/types.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
+import { GatedAgent } from './gatedAgent.js';
+import { startGateway, type TestGateway } from './gateway.js';
+import { Waiters, within } from './waitFor.js';
 import type { TestClient } from './wsClient.js';
+
+/** The history store of a test: folded from the log (memory engine), or PostgreSQL. */
+export type StoreKind = 'log-folded' | 'postgres';
+
+/** A gateway with a gated agent (see GatedAgent) on a memory engine and the chosen history store. */
+export interface HistorySetup {
+  readonly gateway: TestGateway;
+  readonly agent: GatedAgent;
+  /** Resolves once what the gateway appended is readable through the routes. */
+  settled(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts a HistorySetup; `databaseUrl` (a database of the test's own) for PostgreSQL. */
+export async function startHistorySetup(kind: StoreKind, options: { databaseUrl?: string; clock?: Clock } = {}): Promise<HistorySetup> {
+  const clock = options.clock ?? systemClock;
+  const agent = new GatedAgent();
+  const engine = new MemoryEngine({ retentionEvents: 10_000, clock });
+  if (kind === 'log-folded') {
+    const gateway = await startGateway({ agent, engine, clock });
+    return { gateway, agent, settled: async () => {}, stop: async () => (await gateway.stop(), await engine.close()) };
+  }
+  if (!options.databaseUrl) throw new TypeError('a PostgreSQL history setup needs a databaseUrl');
+  const waiters = new Waiters();
+  const history = new PostgresHistoryStore({ url: options.databaseUrl, engine, holeGraceMs: 20, onChange: () => waiters.notify() });
+  await history.ready();
+  await waiters.until(() => history.available, 5000, 'PostgreSQL history available');
+  const gateway = await startGateway({ agent, engine, clock, history: history as HistoryStore });
+  return {
+    gateway,
+    agent,
+    settled: () => within(history.idle(), 'the archive to be idle'),
+    async stop() {
+      await gateway.stop();
+      await history.close();
+      await engine.close();
+    },
+  };
+}
 
 /** An answer: `body` is its JSON, null when it is empty or not JSON (then see `text`). */
 export interface HttpReply {

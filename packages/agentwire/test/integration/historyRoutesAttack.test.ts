@@ -2,16 +2,21 @@ import { randomUUID } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import type { HistoryStore } from '../../src/history/types.js';
-import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
-import { completedRun, historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
-import { GatedAgent } from '../helpers/gatedAgent.js';
+import {
+  completedRun,
+  historyUser,
+  httpCall,
+  startHistorySetup,
+  type HistorySetup,
+  type HttpCallOptions,
+  type HttpReply,
+  type StoreKind,
+} from '../helpers/historyHttp.js';
 import { forge, nowSec } from '../helpers/jwt.js';
 import { createTestDatabase } from '../helpers/postgres.js';
-import { Waiters, within } from '../helpers/waitFor.js';
 import type { TestClient } from '../helpers/wsClient.js';
 
 /**
@@ -29,38 +34,10 @@ afterAll(async () => {
   await database?.drop();
 });
 
-type StoreKind = 'log-folded' | 'postgres';
+type Setup = HistorySetup;
 
-interface Setup {
-  readonly gateway: TestGateway;
-  readonly agent: GatedAgent;
-  /** Resolves once what the gateway appended is readable through the routes. */
-  settled(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-async function setup(kind: StoreKind): Promise<Setup> {
-  const agent = new GatedAgent();
-  if (kind === 'log-folded') {
-    const gateway = await startGateway({ agent });
-    return { gateway, agent, settled: async () => {}, stop: () => gateway.stop() };
-  }
-  const engine = new MemoryEngine({ retentionEvents: 10_000 });
-  const waiters = new Waiters();
-  const history = new PostgresHistoryStore({ url: database!.url, engine, holeGraceMs: 20, onChange: () => waiters.notify() });
-  await history.ready();
-  await waiters.until(() => history.available, 5000, 'PostgreSQL history available');
-  const gateway = await startGateway({ agent, engine, history: history as HistoryStore });
-  return {
-    gateway,
-    agent,
-    settled: () => within(history.idle(), 'the archive to be idle'),
-    async stop() {
-      await gateway.stop();
-      await history.close();
-      await engine.close();
-    },
-  };
+function setup(kind: StoreKind): Promise<Setup> {
+  return startHistorySetup(kind, { databaseUrl: database?.url });
 }
 
 /** An answer as these tests compare it: status, text and headers. */

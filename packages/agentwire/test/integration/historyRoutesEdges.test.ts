@@ -2,16 +2,21 @@ import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from '../../src/history/threadMarks.js';
-import type { HistoryStore } from '../../src/history/types.js';
-import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { createRedisBackend } from '../../src/redis/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { completedRun, historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
+import {
+  completedRun,
+  historyUser,
+  httpCall,
+  startHistorySetup,
+  type HistorySetup,
+  type HttpCallOptions,
+  type HttpReply,
+  type StoreKind,
+} from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { createTestDatabase } from '../helpers/postgres.js';
-import { Waiters, within } from '../helpers/waitFor.js';
 import type { TestClient } from '../helpers/wsClient.js';
 
 /**
@@ -37,43 +42,15 @@ afterAll(async () => {
 const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `edges-${randomUUID().slice(0, 8)}`;
 
-type StoreKind = 'log-folded' | 'postgres';
-
-interface Setup {
-  readonly gateway: TestGateway;
-  readonly agent: GatedAgent;
-  /** Resolves once what the gateway appended is readable through the routes. */
-  settled(): Promise<void>;
-  stop(): Promise<void>;
-}
-
 /** The real clock moved by `offsetMs`: a gateway whose clock is not the database server's. */
 function skewedClock(offsetMs: number): Clock {
   return { ...systemClock, now: () => systemClock.now() + offsetMs };
 }
 
-async function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup> {
-  const agent = new GatedAgent();
-  const engine = new MemoryEngine({ retentionEvents: 10_000, clock });
-  if (kind === 'log-folded') {
-    const gateway = await startGateway({ agent, engine, clock });
-    return { gateway, agent, settled: async () => {}, stop: async () => (await gateway.stop(), await engine.close()) };
-  }
-  const waiters = new Waiters();
-  const history = new PostgresHistoryStore({ url: database!.url, engine, holeGraceMs: 20, onChange: () => waiters.notify() });
-  await history.ready();
-  await waiters.until(() => history.available, 5000, 'PostgreSQL history available');
-  const gateway = await startGateway({ agent, engine, clock, history: history as HistoryStore });
-  return {
-    gateway,
-    agent,
-    settled: () => within(history.idle(), 'the archive to be idle'),
-    async stop() {
-      await gateway.stop();
-      await history.close();
-      await engine.close();
-    },
-  };
+type Setup = HistorySetup;
+
+function setup(kind: StoreKind, clock: Clock = systemClock): Promise<Setup> {
+  return startHistorySetup(kind, { databaseUrl: database?.url, clock });
 }
 
 /** Status and JSON body only: the tests compare whole answers. */
