@@ -104,8 +104,8 @@ const MAX_LEAD_SHARE = 0.25;
 
 /**
  * How long the worst lateness the timer showed keeps holds short: from one to two of these
- * periods. A busy loop is late in bursts (a GC pause, a burst of appends) seconds apart; a lead
- * that decayed between them left most holds after a burst ending late.
+ * periods. A busy loop is late in bursts (a GC pause, a burst of appends) about a second apart;
+ * a lead that faded between them was gone when the next burst came, and its holds ended late.
  */
 const LEAD_MEMORY_MS = 1000;
 
