@@ -303,11 +303,12 @@ export class Gateway {
 
   /**
    * Serves WebSocket upgrades on `path` of an existing server; other upgrades are left alone.
-   * The server gets `maxSockets` as its `maxConnections` unless it has a cap of its own.
+   * The server gets `maxSockets` as its `maxConnections` unless it has a cap of its own (any value
+   * set, `Infinity` included: an application that set no cap on purpose keeps none).
    */
   attach(server: Server): void {
     this.#servers.push(server);
-    if (!(server.maxConnections > 0 && Number.isFinite(server.maxConnections))) server.maxConnections = this.#maxSockets;
+    if ((server.maxConnections as number | undefined) === undefined) server.maxConnections = this.#maxSockets;
     this.#countRefusedSockets(server);
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       if (requestPath(req) !== this.path) return;

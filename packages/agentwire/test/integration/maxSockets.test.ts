@@ -77,10 +77,15 @@ describe('AGENTWIRE_MAX_SOCKETS', () => {
     const gateway = createGateway({ auth: { secret: TEST_SECRET }, demoStepMs: 1, maxSockets: 2 });
     const own = createServer();
     own.maxConnections = 7;
+    // No cap, on purpose: the application's choice stands too.
+    const uncapped = createServer();
+    uncapped.maxConnections = Number.POSITIVE_INFINITY;
     const mine = createServer((req, res) => gateway.handleRequest(req, res) || res.end('app\n'));
     gateway.attach(own);
+    gateway.attach(uncapped);
     gateway.attach(mine);
     expect(own.maxConnections).toBe(7);
+    expect(uncapped.maxConnections).toBe(Number.POSITIVE_INFINITY);
     expect(mine.maxConnections).toBe(2);
     await new Promise<void>((resolve) => mine.listen(0, '127.0.0.1', resolve));
     await gateway.ready();
