@@ -15,7 +15,10 @@ export interface LogHistoryStoreOptions {
   readonly engine: Pick<EventEngine, 'read' | 'head' | 'available'>;
   /** Renames and deletions. Default: in memory (one node); `RedisThreadMarks` shares them. */
   readonly marks?: ThreadMarkStore;
-  /** Runs running or queued (the run store's `activeRuns`): `queued` status and deletions. */
+  /**
+   * Runs running or queued (the run store's `activeRuns`): a deletion also deletes their later
+   * events. (A queued run as a thread's `last_run` is the routes' to add, for every store.)
+   */
   readonly activeRuns?: (userId: string) => Promise<UnfinishedRun[]>;
   /** The newest events of a user folded, at most. Default 10 000 (the default retention). */
   readonly maxEvents?: number;
@@ -59,11 +62,11 @@ export class LogHistoryStore implements HistoryStore {
 
   async listThreads(userId: string, page: PageRequest): Promise<Page<ThreadSummary>> {
     const before = page.cursor === undefined ? Number.POSITIVE_INFINITY : decodeCursor('threads', page.cursor);
-    const [{ head, user, marks }, active] = await Promise.all([this.#fold(userId), this.#activeRuns?.(userId) ?? []]);
+    const { head, user, marks } = await this.#fold(userId);
     const { items, more } = threadPage(user.fold, before, page.limit);
     const last = items.at(-1);
     return {
-      items: items.map((thread) => withMarks(thread, currentMark(marks, thread.threadId, head.epoch), active)),
+      items: items.map((thread) => withMarks(thread, currentMark(marks, thread.threadId, head.epoch))),
       nextCursor: more && last ? encodeCursor('threads', last.lastSeq) : null,
     };
   }
@@ -89,7 +92,7 @@ export class LogHistoryStore implements HistoryStore {
       if (!thread) return null;
       const mark: ThreadMark = { ...currentMark(marks, threadId, head.epoch), title };
       // Written only over the mark read above: a deletion made since is folded again (a 404).
-      if (await this.#putMark(userId, threadId, mark, marks, attempt)) return withMarks(thread, mark, (await this.#activeRuns?.(userId)) ?? []);
+      if (await this.#putMark(userId, threadId, mark, marks, attempt)) return withMarks(thread, mark);
     }
   }
 
@@ -169,13 +172,6 @@ function deletionsOf(marks: Map<string, ThreadMark>, epoch: string): Map<string,
   return deletions;
 }
 
-function withMarks(thread: ThreadSummary, mark: ThreadMark, active: readonly UnfinishedRun[]): ThreadSummary {
-  const queued = active.filter((run) => run.threadId === thread.threadId && run.state === 'queued').at(-1);
-  return {
-    threadId: thread.threadId,
-    title: mark.title ?? thread.title,
-    createdAt: thread.createdAt,
-    updatedAt: thread.updatedAt,
-    lastRun: queued ? { runId: queued.runId, status: 'queued' } : thread.lastRun,
-  };
+function withMarks(thread: ThreadSummary, mark: ThreadMark): ThreadSummary {
+  return { threadId: thread.threadId, title: mark.title ?? thread.title, createdAt: thread.createdAt, updatedAt: thread.updatedAt, lastRun: thread.lastRun };
 }
