@@ -133,8 +133,13 @@ export class LogHistoryStore implements HistoryStore {
     return conversationTurns(user.fold, threadId, maxTurns, beforeRunId);
   }
 
-  /** Folding the log is all this store does: what a node appends is in the log already. */
-  record(): void {}
+  /**
+   * What a node appends is in the log already; the marks only hear of it, so that they live as
+   * long as the events they hide.
+   */
+  record(userId: string): void {
+    this.#marks.appended?.(userId);
+  }
 
   async close(): Promise<void> {}
 

@@ -25,13 +25,20 @@ export interface ThreadMarkStore {
    * deletion made since it read. A store that resolves nothing counts as written.
    */
   put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean | void>;
+  /**
+   * The user's log was appended to. Marks must live as long as the log holds the events they
+   * hide (a deleted thread would come back), so a store that forgets by age counts this as use.
+   * Stores whose marks the log's own writes keep alive (Redis: append.lua) need not have it.
+   */
+  appended?(userId: string): void;
 }
 
 /** Bounds of `MemoryThreadMarks`. */
 export interface MemoryThreadMarksOptions {
   /**
-   * A user's marks are forgotten once the user has not read or written them for this long, as
-   * the in-memory log forgets an idle user. Default 24 h (the log's default retention age).
+   * A user's marks are forgotten once the user has not read or written them, nor appended to
+   * the log, for this long, as the in-memory log forgets an idle user and evicts events older than
+   * its age. Default 24 h (the log's default retention age).
    */
   readonly retentionMs?: number;
   /** Users with marks at most; past it the least recently active goes. Default: no bound but the age. */
@@ -80,6 +87,10 @@ export class MemoryThreadMarks implements ThreadMarkStore {
     if (user.marks.size > this.#maxThreads) user.marks.delete(user.marks.keys().next().value!);
     if (this.#users.size > this.#maxUsers) this.#users.delete(this.#users.keys().next().value!);
     return true;
+  }
+
+  appended(userId: string): void {
+    this.#use(userId);
   }
 
   /** The user's marks (now the most recently used), after forgetting users idle past the age. */

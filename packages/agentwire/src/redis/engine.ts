@@ -80,7 +80,11 @@ export class RedisEngine implements EventEngine {
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
     const runKey = fence ? keys.run(fence.runId) : keys.meta;
     this.#connection.coalesceWrites();
-    const [epoch, first, skipped] = (await this.#connection.script('append', [keys.meta, keys.log, runKey], args)) as [string, number, number];
+    const [epoch, first, skipped] = (await this.#connection.script('append', [keys.meta, keys.log, runKey, keys.threadMarks], args)) as [
+      string,
+      number,
+      number,
+    ];
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
     const skip = Number(skipped);
     const entries = parts.slice(skip).map((part, index): LogEntry => {

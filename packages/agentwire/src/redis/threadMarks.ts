@@ -4,7 +4,8 @@ import { decodeId, encodeId } from './keys.js';
 
 /**
  * Thread marks in Redis, beside the user's log (one hash per user, in the user's slot), so that
- * every node folds the same renames and deletions. They expire with the log's retention age.
+ * every node folds the same renames and deletions. They expire with the log: a rename or deletion
+ * and every append (append.lua) keep them for the retention age.
  */
 export class RedisThreadMarks implements ThreadMarkStore {
   readonly #connection: RedisConnection;

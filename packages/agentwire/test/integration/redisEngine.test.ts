@@ -162,19 +162,24 @@ describe('RedisEngine', () => {
     await e.close();
   });
 
-  it('keeps the log, its meta and the run record for the retention after every append (the TTL slides)', async () => {
+  // The thread marks too: a deletion's mark that expired before the log would bring the deleted
+  // thread back while the log still holds its events (a user who keeps chatting past the age).
+  it('keeps the log, its meta, the run record and the thread marks for the retention after every append (the TTL slides)', async () => {
     const e = engine({ retentionMs: 60_000 });
     await e.ready();
     const keys = connectionOf(e).keys.user('jon');
     const admin = redis.client();
+    await admin.hset(keys.threadMarks, 'gone', '{"epoch":"e","deletedThrough":1}');
+    await admin.pexpire(keys.threadMarks, 60_000);
     await e.append('jon', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    for (const key of [keys.meta, keys.log, keys.run('r1')]) {
+    const kept = [keys.meta, keys.log, keys.run('r1'), keys.threadMarks];
+    for (const key of kept) {
       expect(await admin.pttl(key)).toBeGreaterThan(50_000);
       // As if most of the retention had passed since.
       await admin.pexpire(key, 1000);
     }
     await e.append('jon', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
-    for (const key of [keys.meta, keys.log, keys.run('r1')]) expect(await admin.pttl(key)).toBeGreaterThan(50_000);
+    for (const key of kept) expect(await admin.pttl(key)).toBeGreaterThan(50_000);
     admin.disconnect();
     await e.close();
   });

@@ -3,6 +3,7 @@ import type { EventBody } from '@agentwire/protocol';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { createLogHistoryStore } from '../../src/history/logHistoryStore.js';
 import { MemoryThreadMarks } from '../../src/history/threadMarks.js';
+import type { HistoryStore } from '../../src/history/types.js';
 import { ManualClock } from '../helpers/manualClock.js';
 
 const ts = '2026-01-01T00:00:00.000Z';
@@ -51,5 +52,31 @@ describe('in-memory thread marks', () => {
     await marks.put('other', 't', { epoch: 'e', title: 'z' });
     expect((await marks.all('idle')).size).toBe(0);
     expect((await marks.all('busy')).get('t')).toEqual({ epoch: 'e', title: 'y' });
+  });
+});
+
+/**
+ * A deletion's marks must live as long as the log holds any event they hide. A run still going
+ * at the deletion appends its end afterwards; the in-memory marks were forgotten by the age of
+ * their last read or write, before the log evicted that later event, and the thread came back.
+ */
+describe('in-memory thread marks and the log', () => {
+  it('outlive the deleted thread’s last event in the log, appended after the deletion', async () => {
+    const clock = new ManualClock(1_000_000);
+    const engine = new MemoryEngine({ clock, retentionMs: 1000 });
+    const marks = new MemoryThreadMarks({ clock, retentionMs: 1000 });
+    const store = createLogHistoryStore({ engine, marks });
+    const [started, completed] = run('gone', 'words');
+    await engine.append('alice', [started!]);
+    expect(await store.deleteThread('alice', 'gone')).toBe(true);
+    await clock.advance(500);
+    // The gateway tells its history store of every append it makes (onAppended).
+    const history: HistoryStore = store;
+    history.record('alice', await engine.append('alice', [completed!]));
+    await clock.advance(600);
+    expect(await engine.read('alice', 1, 2)).toHaveLength(1);
+    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
+    await engine.close();
   });
 });

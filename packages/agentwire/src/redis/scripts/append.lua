@@ -1,8 +1,10 @@
 -- append: appends a batch of events to a user's log, assigning consecutive seqs atomically (two
 -- nodes can never assign the same seq), and publishes them in one notification (see
 -- parseNotification in engine.ts).
--- KEYS: meta, log, run record
+-- KEYS: meta, log, run record, thread marks
 -- ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence, terminal, count, appendId, then per event: json head, json tail, type
+-- The thread marks (threadMarks.ts) live as long as the log: a deletion's mark must outlast the
+-- deleted thread's events, or the thread would come back while the log still holds them.
 -- The run record is a dummy key in the same slot when no fence is wanted. fence '1' checks that
 -- the run record is not ended and marks it started; terminal '1' marks it ended. appendId is ''
 -- for none. Each event's JSON is head .. seq .. tail, so the seq is written into the event
@@ -54,4 +56,5 @@ end
 redis.call('HSET', KEYS[1], META.seq, last)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
 return {epoch, first, skip}
