@@ -102,6 +102,8 @@ export interface StreamRepResult {
   pacedTargetFragmentsPerSec: number;
   pacedFragmentsPerSec: number;
   pacedDeltasPerSec: number;
+  /** The gateway's CPU (user + system) during the paced step, per fragment delivered. */
+  pacedCpuPerFragmentUs: number;
   /** Fragment made → received, paced, ms (µs resolution). */
   fragmentP50: number;
   fragmentP99: number;
@@ -150,6 +152,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           pacedTargetFragmentsPerSec: nan,
           pacedFragmentsPerSec: nan,
           pacedDeltasPerSec: nan,
+          pacedCpuPerFragmentUs: nan,
           fragmentP50: nan,
           fragmentP99: nan,
           fragmentMax: nan,
@@ -203,6 +206,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const hist0 = await server.ipc.call<Buckets>('appendToSend');
             const holds0 = await server.ipc.call<DeltaHolds>('deltaHolds');
             await server.ipc.call('resetLoopDelay');
+            const pacedCpu0 = await group.cpuUs();
             const paced = await ctx.load.call<PacedResult>(
               'runPaced',
               { messagesPerSec, messages, workload: pacedWorkload, tag: `spaced-${rep}`, timeoutMs: 120_000 },
@@ -210,6 +214,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             );
             const hist1 = await server.ipc.call<Buckets>('appendToSend');
             const holds1 = await server.ipc.call<DeltaHolds>('deltaHolds');
+            const pacedCpu1 = await group.cpuUs();
             const loop = await server.ipc.call<LoopReport>('loopDelay');
             await group.closeAll();
             check('paced', paced);
@@ -218,6 +223,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             Object.assign(result, {
               pacedFragmentsPerSec: (paced.fragments / paced.wallMs) * 1000,
               pacedDeltasPerSec: (paced.deltaFrames / paced.wallMs) * 1000,
+              pacedCpuPerFragmentUs: (pacedCpu1 - pacedCpu0) / paced.fragments,
               fragmentP50: paced.fragmentP50,
               fragmentP99: paced.fragmentP99,
               fragmentMax: paced.fragmentMax,
@@ -246,7 +252,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           `stream rep ${rep} ${result.config}: max ${Math.round(result.maxDeltasPerSec)} deltas/s (${result.ratioToRaw.toFixed(2)}× raw), cpu/delta ${result.cpuPerDeltaUs.toFixed(2)} µs` +
             (result.config === 'raw'
               ? ''
-              : `; paced ${Math.round(result.pacedFragmentsPerSec)} fragments/s (target ${Math.round(result.pacedTargetFragmentsPerSec)}) in ${Math.round(result.pacedDeltasPerSec)} deltas/s: ` +
+              : `; paced ${Math.round(result.pacedFragmentsPerSec)} fragments/s (target ${Math.round(result.pacedTargetFragmentsPerSec)}) in ${Math.round(result.pacedDeltasPerSec)} deltas/s, cpu/fragment ${result.pacedCpuPerFragmentUs.toFixed(2)} µs: ` +
                 `made→received p50/p99/max ${result.fragmentP50.toFixed(2)}/${result.fragmentP99.toFixed(2)}/${result.fragmentMax.toFixed(2)} ms (flush ${result.flushMs} ms), ` +
                 `append→received p50/p99 ${result.appendP50}/${result.appendP99} ms; in the gateway: append→send p99 <= ${result.serverAppendP99} ms, ` +
                 `event-loop delay p99 ${result.loopDelayP99.toFixed(1)} ms, utilization ${result.loopUtilization.toFixed(2)}, GC ${(result.gcShare * 100).toFixed(1)} %; ` +
@@ -424,6 +430,7 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
         true,
       ),
       row('paced: in delta events per second', 'deltas/s', (r) => r.pacedDeltasPerSec, 0, undefined, true),
+      row('paced: server CPU per fragment delivered', 'µs', (r) => r.pacedCpuPerFragmentUs, 2, undefined, true),
       row('paced: fragment made→received p50', 'ms', (r) => r.fragmentP50, 2, undefined, true),
       row(
         'paced: fragment made→received p99',
