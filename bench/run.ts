@@ -40,7 +40,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -76,6 +76,32 @@ function option(name: string): string | undefined {
   const i = argv.indexOf(`--${name}`);
   return i >= 0 ? argv[i + 1] : undefined;
 }
+
+/**
+ * The gateway servers run the compiled package (bench/servers/gateway.ts): a dist/ older than
+ * a source would measure code that is not there any more.
+ */
+function requireFreshBuild(): void {
+  const built = (path: string) => {
+    try {
+      return statSync(path).mtimeMs;
+    } catch {
+      return Number.NEGATIVE_INFINITY;
+    }
+  };
+  for (const name of ['protocol', 'agentwire']) {
+    const dist = built(`${ROOT}packages/${name}/dist/index.js`);
+    const sources = readdirSync(`${ROOT}packages/${name}/src`, { recursive: true, withFileTypes: true }).filter((entry) => entry.isFile());
+    const stale = sources.find((entry) => statSync(`${entry.parentPath}/${entry.name}`).mtimeMs > dist);
+    if (dist === Number.NEGATIVE_INFINITY || stale) {
+      process.stderr.write(
+        `bench: packages/${name}/dist is ${stale ? `older than ${stale.name}` : 'missing'}; run \`npm run build\` first (the bench measures the compiled gateway, as \`npm start\` runs it)\n`,
+      );
+      process.exit(2);
+    }
+  }
+}
+requireFreshBuild();
 
 const quick = flag('quick');
 const reps = Number(option('reps') ?? (quick ? 1 : 5));
@@ -177,7 +203,9 @@ function startChild(
 ): Promise<Started & { hello: Record<string, unknown> }> {
   const child = fork(file, [], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    // Without the root tsconfig's paths (workspace packages to their sources), tsx resolves
+    // `agentwire` and `@agentwire/protocol` as Node does: to the packages' compiled dist/.
+    env: { ...process.env, TSX_TSCONFIG_PATH: `${ROOT}tsconfig.base.json`, ...env },
     execArgv: ['--import', 'tsx', ...extraExecArgv],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

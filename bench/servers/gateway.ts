@@ -20,17 +20,14 @@
  * archiving write-behind what its in-memory engine appends; the `archive` command feeds that
  * archive a synthetic log as fast as it takes it.
  *
- * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc.
+ * Run only as a child of bench/run.ts (IPC channel required), with --expose-gc. It runs the
+ * compiled package (`agentwire`, packages/agentwire/dist), as `npm start` does: not the sources
+ * through tsx, whose output differs (e.g. esbuild's `__name` calls on every closure created).
  */
-import { DEFAULTS } from '../../packages/agentwire/src/config/index.js';
-import {
-  MemoryEngine,
-  createGateway,
-  createHttpAgent,
-  createLogger,
-  createPostgresHistoryStore,
-  createRedisBackend,
-} from '../../packages/agentwire/src/index.js';
+import { DEFAULTS } from '../../packages/agentwire/dist/config/index.js';
+// The package as an application imports it: bench/run.ts starts this file with tsx resolving
+// `agentwire` to its compiled dist/ (and checks that it is not older than the sources).
+import { MemoryEngine, createGateway, createHttpAgent, createLogger, createPostgresHistoryStore, createRedisBackend } from 'agentwire';
 import { feedArchive, type ArchiveFeed } from '../archivePhase.js';
 import { benchAgent } from '../agent.js';
 import { BENCH_HOST, BENCH_SECRET, LoopWatch, fullGc, serveIpc, usageNow } from '../common.js';

@@ -57,7 +57,8 @@ async function startGatewayServer(): Promise<string> {
 /** Forks a bench child (bench/<path>.ts) and waits for its ready message. */
 async function startBenchChild(path: string, readyType: string, env: Record<string, string> = {}): Promise<StartedServer> {
   const child = fork(fileURLToPath(new URL(`../../../../bench/${path}.ts`, import.meta.url)), [], {
-    env: { ...process.env, ...env },
+    // As bench/run.ts starts it: the gateway server runs the compiled package (dist/).
+    env: { ...process.env, TSX_TSCONFIG_PATH: fileURLToPath(new URL('../../../../tsconfig.base.json', import.meta.url)), ...env },
     execArgv: ['--import', 'tsx', '--expose-gc'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
