@@ -19,8 +19,9 @@ export interface ChatPageOptions {
   /**
    * A token to put into the page, or a function that makes one per page request (null: none).
    * Whoever can load the page then acts as that user, so use it only in dev mode or behind
-   * your own authentication. Without one the page uses `?token=` from its URL, else asks.
-   * A `?token=` in the page's URL always wins.
+   * your own authentication. The page takes a `?token=` from its URL (and removes it from the
+   * address bar), else the token its tab kept (sessionStorage), else this one, else asks. A URL
+   * token of another user than the tab's (or this one's) waits until the user accepts it.
    */
   token?: string | ((req: IncomingMessage) => string | null | undefined | Promise<string | null | undefined>);
   /** The page's title and heading. Default `agentwire chat`. */
