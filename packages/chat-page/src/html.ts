@@ -85,7 +85,7 @@ pre{margin:.25rem 0 0;padding:.4rem .55rem;background:var(--code);border-radius:
 .divider{align-self:stretch;text-align:center;font-size:.8rem;color:var(--warn);border-top:1px dashed var(--warn);padding-top:.25rem}
 .stop{margin-top:.3rem;font-size:.75rem;padding:.1rem .5rem;border-radius:5px;border:1px solid var(--bad);background:none;color:var(--bad);cursor:pointer}
 .note{margin:.5rem 1rem 0;padding:.5rem .75rem;border-radius:8px;background:var(--warn-bg);color:var(--warn);border:1px solid currentColor;display:flex;gap:.75rem;align-items:flex-start}
-.note p{margin:0;flex:1}
+.note p{margin:0;flex:1;overflow-wrap:anywhere}
 .note[hidden],[hidden]{display:none !important}
 form#composer{display:grid;grid-template-columns:1fr auto;grid-template-rows:auto auto auto;gap:.25rem .6rem;padding:.75rem 1rem;border-top:1px solid var(--line);background:var(--card)}
 form#composer label{grid-column:1/3;font-weight:600;font-size:.85rem}
@@ -119,6 +119,11 @@ export function renderChatPageHtml(config: ChatPageConfig, scriptUrl: string, ti
   <span class="who">user <span id="user">…</span></span>
   <span id="connection" class="badge" role="status" aria-live="polite" aria-atomic="true" data-state="idle">Loading…</span>
 </header>
+<div id="switch-user" class="note" role="alert" hidden>
+  <p id="switch-user-text"></p>
+  <button type="button" id="switch-user-accept" class="btn secondary">Switch</button>
+  <button type="button" id="switch-user-keep" class="btn">Stay</button>
+</div>
 <div class="layout">
   <nav aria-labelledby="threads-heading">
     <h2 id="threads-heading">Threads</h2>

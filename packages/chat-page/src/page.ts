@@ -181,6 +181,50 @@ function tokenSubject(token: string): string | null {
   }
 }
 
+/** Whether two tokens are of one user: the same token, or the same `sub` (unverified: only to compare). */
+function sameUser(a: string, b: string): boolean {
+  const subject = tokenSubject(a);
+  return a === b || (subject !== null && subject === tokenSubject(b));
+}
+
+/**
+ * The `?token=` of the page's URL, removed from the address bar so that it does not end up in
+ * the history, bookmarks, screenshots or shared links. Every other parameter stays as written,
+ * and the hash too.
+ */
+function takeUrlToken(): string | null {
+  const token = new URL(location.href).searchParams.get('token');
+  const parts = location.search.slice(1).split('&');
+  const kept = parts.filter((part) => part !== '' && !new URLSearchParams(part).has('token'));
+  if (token !== null) history.replaceState(history.state, '', `${location.pathname}${kept.length > 0 ? `?${kept.join('&')}` : ''}${location.hash}`);
+  return token || null;
+}
+
+/** The token this tab was given (its URL or the sign-in form), in sessionStorage: a reload signs in again. */
+class TabToken {
+  readonly #key: string;
+
+  constructor(wsUrl: string) {
+    this.#key = `agentwire-chat-token:${wsUrl}`;
+  }
+
+  load(): string | null {
+    try {
+      return sessionStorage.getItem(this.#key) || null;
+    } catch {
+      return null;
+    }
+  }
+
+  save(token: string): void {
+    try {
+      sessionStorage.setItem(this.#key, token);
+    } catch {
+      // storage full or disabled: a reload then asks again
+    }
+  }
+}
+
 interface Saved {
   /** Threads made in this tab that have no message on the server yet. */
   local: Array<{ id: string; title: string }>;
@@ -221,6 +265,7 @@ class ChatPage {
   /** Threads deleted in this tab: their last events (the cancelled runs) must not bring them back. */
   readonly #deleted = new Set<string>();
   readonly #wsUrl: string;
+  readonly #tabToken: TabToken;
   /** The client of the current token from start() on: its history calls work before it connects. */
   #api: AgentwireClient | null = null;
   /** The same client once it connects (null while the first history loads): what needs the socket uses it. */
@@ -250,9 +295,11 @@ class ChatPage {
   readonly #tokenForm = $<HTMLFormElement>('token-form');
   readonly #tokenInput = $<HTMLInputElement>('token');
   readonly #tokenError = $<HTMLParagraphElement>('token-error');
+  readonly #switchUser = $<HTMLDivElement>('switch-user');
 
   constructor(config: ChatPageConfig) {
     this.#wsUrl = resolveWsUrl(config.wsUrl);
+    this.#tabToken = new TabToken(this.#wsUrl);
     $<HTMLButtonElement>('new-thread').addEventListener('click', () => {
       this.#select(this.#createThread());
       this.#input.focus();
@@ -276,12 +323,52 @@ class ChatPage {
     this.#tokenForm.addEventListener('submit', (event) => {
       event.preventDefault();
       const token = this.#tokenInput.value.trim();
-      if (token) void this.start(token);
+      if (token) this.#signIn(token);
     });
 
-    const token = new URL(location.href).searchParams.get('token') || config.token;
-    if (token) void this.start(token);
+    // Which token: the URL's, then the one this tab kept, then the server's. A URL token of
+    // another user than the tab's waits for the user to accept it: a link can carry anyone's
+    // token, and switching silently would sign the user into the link maker's account.
+    const urlToken = takeUrlToken();
+    const held = this.#tabToken.load() ?? config.token;
+    if (urlToken && held && !sameUser(urlToken, held)) {
+      void this.start(held);
+      this.#offerSwitch(held, urlToken);
+    } else if (urlToken) this.#signIn(urlToken);
+    else if (held) void this.start(held);
     else this.#askForToken(null);
+  }
+
+  /** Starts with a token the user gave, kept for this tab. */
+  #signIn(token: string): void {
+    this.#tabToken.save(token);
+    void this.start(token);
+  }
+
+  /** The banner that asks whether to leave the current user for the URL token's user. */
+  #offerSwitch(current: string, offered: string): void {
+    const name = (token: string) => tokenSubject(token) ?? 'an unknown user';
+    const accept = $<HTMLButtonElement>('switch-user-accept');
+    const keep = $<HTMLButtonElement>('switch-user-keep');
+    $<HTMLParagraphElement>('switch-user-text').textContent =
+      `The link you opened signs in as ${name(offered)}, but this tab is signed in as ${name(current)}. ` +
+      `Switch only if you meant to: whoever made the link sees what you send as ${name(offered)}.`;
+    accept.textContent = `Switch to ${name(offered)}`;
+    keep.textContent = `Stay as ${name(current)}`;
+    const close = () => {
+      this.#switchUser.hidden = true;
+      accept.onclick = keep.onclick = null;
+    };
+    accept.onclick = () => {
+      close();
+      this.#signIn(offered);
+    };
+    keep.onclick = () => {
+      close();
+      this.#input.focus();
+    };
+    this.#switchUser.hidden = false;
+    keep.focus();
   }
 
   async start(token: string): Promise<void> {

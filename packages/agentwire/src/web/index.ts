@@ -19,8 +19,9 @@ export interface ChatPageOptions {
   /**
    * A token to put into the page, or a function that makes one per page request (null: none).
    * Whoever can load the page then acts as that user, so use it only in dev mode or behind
-   * your own authentication. Without one the page uses `?token=` from its URL, else asks.
-   * A `?token=` in the page's URL always wins.
+   * your own authentication. The page takes a `?token=` from its URL (and removes it from the
+   * address bar), else the token its tab kept (sessionStorage), else this one, else asks. A URL
+   * token of another user than the tab's (or this one's) waits until the user accepts it.
    */
   token?: string | ((req: IncomingMessage) => string | null | undefined | Promise<string | null | undefined>);
   /** The page's title and heading. Default `agentwire chat`. */
@@ -90,9 +91,13 @@ export function createChatPageHandler(options: ChatPageOptions = {}): ChatPageHa
           // The page may carry a token: never cache it.
           'Cache-Control': 'no-store',
           'Content-Security-Policy':
-            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; " +
+            `default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src ${connectSources(wsUrl, req.headers.host)}; ` +
             "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
           'Referrer-Policy': 'no-referrer',
+          // frame-ancestors for browsers without CSP level 2.
+          'X-Frame-Options': 'DENY',
+          // No window the page opens or that opened it keeps a handle on it.
+          'Cross-Origin-Opener-Policy': 'same-origin',
         });
       },
       (error: unknown) => {
@@ -102,6 +107,38 @@ export function createChatPageHandler(options: ChatPageOptions = {}): ChatPageHa
     );
     return true;
   };
+}
+
+/** connect-src when the page's host is unknown: any WebSocket. */
+const ANY_WEBSOCKET = "'self' ws: wss:";
+/** A host[:port] that a CSP host-source can name (no IPv6 literal: its grammar has none). */
+const CSP_HOST = /^[a-z0-9-]+(?:\.[a-z0-9-]+)*(?::\d{1,5})?$/i;
+/** Stands for the page's own origin when resolving a relative wsUrl (.invalid is reserved, RFC 2606). */
+const PAGE_ORIGIN = 'http://page.invalid';
+
+/**
+ * What the page connects to (CSP connect-src). A relative wsUrl: the page's own host as ws: and
+ * wss: (the page follows its own http:/https:, which behind a TLS proxy this server cannot see),
+ * named by the request's Host header only if that is a plain host[:port]; 'self' stays, as it
+ * covers the history routes and, in CSP 3 browsers, the page's own ws/wss even when a proxy
+ * rewrote Host. An absolute wsUrl: its origin and the http(s) origin of the history routes,
+ * which the client derives from it. Anything else keeps the wide value.
+ */
+function connectSources(wsUrl: string, host: string | undefined): string {
+  let target: URL;
+  try {
+    target = new URL(wsUrl, PAGE_ORIGIN);
+  } catch {
+    return ANY_WEBSOCKET;
+  }
+  if (target.origin === PAGE_ORIGIN) {
+    return host !== undefined && host.length <= 260 && CSP_HOST.test(host) ? `'self' ws://${host} wss://${host}` : ANY_WEBSOCKET;
+  }
+  // Protocol-relative (ws: or wss: depends on the page), or a host CSP cannot name.
+  if (!/^[a-z][a-z0-9+.-]*:/i.test(wsUrl) || !CSP_HOST.test(target.host)) return ANY_WEBSOCKET;
+  if (target.protocol === 'ws:' || target.protocol === 'http:') return `ws://${target.host} http://${target.host}`;
+  if (target.protocol === 'wss:' || target.protocol === 'https:') return `wss://${target.host} https://${target.host}`;
+  return ANY_WEBSOCKET;
 }
 
 function normalizePath(path: string): string {

@@ -416,6 +416,86 @@ describe('browser chat page', () => {
     expect(badRequests).toEqual([]);
   });
 
+  it('takes ?token= out of the address bar (other parameters and the hash stay) and keeps it for the tab: a reload signs in as the same user', async () => {
+    const env = await started({ chatPage: true });
+    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/?lang=en%20GB&token=${await token('hana')}&x=1#top`);
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('hana');
+    const address = () => page.evaluate(() => ({ search: location.search, hash: location.hash }));
+    expect(await address()).toEqual({ search: '?lang=en%20GB&x=1', hash: '#top' });
+    await say(page, 'what is 6*7?');
+    await waitForTerminals(page, 1);
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
+
+    await page.reload();
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('hana');
+    expect(await address()).toEqual({ search: '?lang=en%20GB&x=1', hash: '#top' });
+    await waitForTerminals(page, 1); // hana's thread, from her history
+    expect(await page.locator('[data-type="agent_completed"] .text').textContent()).toBe('6*7 = 42');
+    expect(await page.locator('#switch-user').isHidden()).toBe(true);
+    expect(errors).toEqual([]);
+    expect(badRequests).toEqual([]);
+  });
+
+  it("a link with another user's token does not switch the tab silently: a banner names both users, the tab stays until Switch", async () => {
+    const env = await started({ chatPage: true });
+    const base = `http://127.0.0.1:${env.port}/`;
+    const { page, errors } = await open(`${base}?token=${await token('judy')}`);
+    await waitReady(page);
+    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    const user = () => page.locator('#user').textContent();
+
+    // The same user (a newer token): taken as it is, no question.
+    await page.goto(`${base}?token=${(await signToken(TEST_SECRET, { sub: 'judy', ttlSec: 900 })).token}`);
+    await waitReady(page);
+    expect(await user()).toBe('judy');
+    expect(await page.locator('#switch-user').isHidden()).toBe(true);
+
+    // Another user: the tab stays judy's, connected, until the user chooses; Stay drops the link's token.
+    await page.goto(`${base}?token=${await token('mallory')}`);
+    await waitReady(page);
+    await banner.waitFor({ state: 'visible' });
+    expect(await banner.textContent()).toContain('signs in as mallory, but this tab is signed in as judy');
+    expect(await user()).toBe('judy');
+    expect(await page.evaluate(() => location.search)).toBe('');
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Stay as judy');
+    await page.getByRole('button', { name: 'Stay as judy' }).click();
+    expect(await banner.isHidden()).toBe(true);
+    await page.reload();
+    await waitReady(page);
+    expect(await user()).toBe('judy');
+    expect(await page.locator('#switch-user').isHidden()).toBe(true);
+
+    // Switch signs in as the link's user, who is then this tab's user, a reload included.
+    await page.goto(`${base}?token=${await token('mallory')}`);
+    await page.getByRole('button', { name: 'Switch to mallory' }).click();
+    expect(await banner.isHidden()).toBe(true);
+    await page.waitForFunction(() => document.getElementById('user')?.textContent === 'mallory', null, { timeout: WAIT_MS });
+    await waitReady(page);
+    await page.reload();
+    await waitReady(page);
+    expect(await user()).toBe('mallory');
+    expect(errors).toEqual([]);
+  });
+
+  it("a link with another user's token asks also over a token the server put into the page", async () => {
+    const env = await started({ chatPage: { token: await token('ivan') } });
+    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
+    await waitReady(page);
+    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    await banner.waitFor({ state: 'visible' });
+    expect(await banner.textContent()).toContain('signs in as mallory, but this tab is signed in as ivan');
+    expect(await page.locator('#user').textContent()).toBe('ivan');
+    await page.getByRole('button', { name: 'Switch to mallory' }).click();
+    await page.waitForFunction(() => document.getElementById('user')?.textContent === 'mallory', null, { timeout: WAIT_MS });
+    // The tab keeps the token it was given over the server's.
+    await page.reload();
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('mallory');
+    expect(errors).toEqual([]);
+  });
+
   it('without a token asks for one; a refused token brings the form back with the reason', async () => {
     const env = await started({ chatPage: true });
     const { page, errors } = await open(`http://127.0.0.1:${env.port}/`);
