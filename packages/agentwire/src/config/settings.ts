@@ -495,7 +495,7 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     parse: origins,
     default: null,
     shownDefault: '(any)',
-    description: 'Comma-separated Origin allow-list for upgrades (others get 4403); unset or * = any.',
+    description: 'Comma-separated Origin allow-list for upgrades (others get 4403) and for CORS of the history routes; unset or * = any.',
   }),
   setting({
     env: 'AGENTWIRE_LOG_LEVEL',

@@ -20,12 +20,21 @@ export interface HistoryRouteDeps {
    */
   activeRuns?(userId: string): Promise<readonly UnfinishedRun[]>;
   readonly logger: Logger;
+  /** The WebSocket's `Origin` allow-list (normalized lower-case), also the routes' CORS one; null or absent allows any. */
+  readonly allowedOrigins?: ReadonlySet<string> | null;
 }
 
 /** Bounds of section 14. */
 const THREADS_LIMIT = { default: 20, max: 100 };
 const MESSAGES_LIMIT = { default: 50, max: 200 };
 const MAX_CURSOR_CHARACTERS = 512;
+
+/** What a CORS preflight may ask for: the routes' methods and the headers the client SDK sends. */
+const PREFLIGHT_HEADERS = {
+  'Access-Control-Allow-Methods': 'GET, PATCH, DELETE',
+  'Access-Control-Allow-Headers': 'Authorization, Content-Type',
+  'Access-Control-Max-Age': '600',
+};
 
 /** A request the routes refuse, with its answer. */
 class RouteError extends Error {
@@ -44,8 +53,9 @@ const notFound = () => new RouteError(404, { error: 'not_found' });
 /**
  * Thread history over HTTP (PROTOCOL.md section 14): `GET /v1/threads`,
  * `GET /v1/threads/<id>/messages`, `PATCH` and `DELETE /v1/threads/<id>`. Every route is the
- * bearer token's user's own: another user's thread answers exactly like a missing one. Returns
- * false for any other path.
+ * bearer token's user's own: another user's thread answers exactly like a missing one. Browser
+ * apps of the allowed origins may call them from another origin (CORS). Returns false for any
+ * other path.
  */
 export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
@@ -56,6 +66,16 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
     const query = mark === -1 ? '' : url.slice(mark + 1);
     const route = matchRoute(path);
     if (!route) return false;
+    const cors = corsHeaders(deps.allowedOrigins ?? null, req.headers.origin);
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+      discardBody(req, res);
+      // An origin not allowed gets no CORS headers: the browser then refuses the request.
+      res.writeHead(cors.allowed ? 204 : 403, cors.allowed ? { ...cors.headers, ...PREFLIGHT_HEADERS } : cors.headers);
+      res.end();
+      return true;
+    }
+    // Every answer, errors too: a browser hides from the app what it may not read.
+    for (const [name, value] of Object.entries(cors.headers)) res.setHeader(name, value);
     answer(deps, route, req, new URLSearchParams(query))
       .then(({ status, body }) => {
         discardBody(req, res);
@@ -74,6 +94,17 @@ export function createHistoryRoutes(deps: HistoryRouteDeps): (req: IncomingMessa
       });
     return true;
   };
+}
+
+/**
+ * The CORS headers of an answer to a request from `origin`. Bearer tokens, never cookies, so no
+ * credentials mode and any origin can be `*`; with a list, only a listed origin is named, and
+ * the answer varies by `Origin` for caches.
+ */
+function corsHeaders(allowedOrigins: ReadonlySet<string> | null, origin: string | undefined): { allowed: boolean; headers: Record<string, string> } {
+  if (!allowedOrigins) return { allowed: true, headers: { 'Access-Control-Allow-Origin': '*' } };
+  if (origin === undefined || !allowedOrigins.has(origin.toLowerCase())) return { allowed: false, headers: { Vary: 'Origin' } };
+  return { allowed: true, headers: { 'Access-Control-Allow-Origin': origin, Vary: 'Origin' } };
 }
 
 type Route = { readonly kind: 'threads' } | { readonly kind: 'thread' | 'messages'; readonly threadId: string | null };

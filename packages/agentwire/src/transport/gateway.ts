@@ -250,6 +250,7 @@ export class Gateway {
       logger,
       cancelThreadRuns: (userId, threadId) => this.runs.cancelThreadRuns(userId, threadId),
       activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
+      allowedOrigins: this.#allowedOrigins,
     });
     const routes = createRouteHandler({
       isReady: () => this.isReady,

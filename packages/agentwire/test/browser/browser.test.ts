@@ -898,3 +898,42 @@ describe('browser chat page', () => {
     });
   });
 });
+
+describe('history routes from another origin (CORS)', () => {
+  it("a page on another origin reads and changes threads when the gateway's allow-list names that origin, and cannot when not", async () => {
+    // The app: a blank page on a port of its own, so another origin than either gateway's.
+    const app: Server = createServer((_req, res) => res.writeHead(200, { 'Content-Type': 'text/html' }).end('<!doctype html><title>app</title>'));
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => app.close(() => resolve())));
+    const appOrigin = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
+    const allowing = await started({ allowedOrigins: [appOrigin] });
+    const refusing = await started({ allowedOrigins: ['https://app.example'] });
+    const context = await browser.newContext();
+    contexts.push(context);
+    const page = await context.newPage();
+    await page.goto(`${appOrigin}/`);
+    const bearer = await token('carol');
+
+    // What the client SDK sends: a GET and a PATCH with the token, each preflighted.
+    const calls = (gatewayPort: number) =>
+      page.evaluate(
+        async ({ base, token }) => {
+          const headers = { accept: 'application/json', authorization: `Bearer ${token}` };
+          const outcome = (request: Promise<Response>) =>
+            request.then(
+              async (response) => `${response.status} ${await response.text()}`,
+              (error: Error) => error.name,
+            );
+          return [
+            await outcome(fetch(`${base}/v1/threads`, { headers })),
+            await outcome(
+              fetch(`${base}/v1/threads/none`, { method: 'PATCH', headers: { ...headers, 'content-type': 'application/json' }, body: '{"title":"x"}' }),
+            ),
+          ];
+        },
+        { base: `http://127.0.0.1:${gatewayPort}`, token: bearer },
+      );
+    expect(await calls(allowing.port)).toEqual(['200 {"threads":[],"next_cursor":null}', '404 {"error":"not_found"}']);
+    expect(await calls(refusing.port)).toEqual(['TypeError', 'TypeError']);
+  });
+});
