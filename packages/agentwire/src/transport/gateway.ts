@@ -93,7 +93,7 @@ export interface GatewayOptions {
   slowConsumerBytes?: number;
   maxBufferedEvents?: number;
   permessageDeflate?: boolean;
-  /** Allowed `Origin` header values; null or absent allows any. */
+  /** Allowed `Origin` header values (`scheme://host[:port]`, any case); null or absent allows any. Also the history routes' CORS allow-list. */
   allowedOrigins?: readonly string[] | null;
   /** Pause between the demo agent's steps (when no agent is given). Default 20. */
   demoStepMs?: number;
@@ -170,7 +170,8 @@ export class Gateway {
     this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
     this.#httpRequestTimeoutMs = options.httpRequestTimeoutMs ?? DEFAULTS.httpRequestTimeoutMs;
     this.#drainTimeoutMs = options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs;
-    this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+    // Origins compare case-insensitively (scheme and host are); the setting's are lower-case already.
+    this.#allowedOrigins = options.allowedOrigins ? new Set(options.allowedOrigins.map((origin) => origin.toLowerCase())) : null;
     this.#maxFrameBytes = options.maxFrameBytes ?? DEFAULTS.maxFrameBytes;
     this.#maxSockets = options.maxSockets ?? DEFAULTS.maxSockets;
 

@@ -518,4 +518,10 @@ describe('Origin allow-list', () => {
     expect(ok.frames.map((f) => f.type)).toEqual(['connection_ready', 'pong']);
     expect(await neverClaimed(env, 'alice', 'x1')).toBe(true);
   });
+
+  it('compares origins case-insensitively, also when an embedder lists them in capitals', async () => {
+    const env = await start({ allowedOrigins: ['https://App.Example'] });
+    const ok = await env.ready('alice', { headers: { origin: 'https://app.EXAMPLE' } });
+    expect(ok.frames[0]).toMatchObject({ type: 'connection_ready', user_id: 'alice' });
+  });
 });
