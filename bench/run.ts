@@ -30,7 +30,8 @@
  * frames, latency from an agent's fragment to its receipt at half that load against the flush
  * window; and an upstream HTTP agent against the same agent in process. --stream-users <n>,
  * --stream-runs <n> (runs per user of the max measurement) and --upstream-runs <n> set their sizes; --stream-configs raw,memory-1,redis-1 picks configurations;
- * --stream-paced-share <x> runs the paced step at that share of the max instead of half (its latency rows are then information, not goals).
+ * --stream-paced-share <x> runs the paced step at that share of the max instead of half (its latency rows are then information, not goals);
+ * --stream-paced-rate <n> runs it at n fragments delivered per second for every configuration (engines compared at one load; information too).
  *
  * The archive phase (bench/archivePhase.ts) runs after them, on a database of its own on the
  * machine's PostgreSQL: the write-behind archive's events per second against the events phase's
@@ -162,10 +163,17 @@ if (pacedShare !== undefined && !(Number(pacedShare) > 0 && Number(pacedShare) <
   throw new Error(`--stream-paced-share takes a share of the max above 0 and at most 1 (e.g. 0.25), not ${JSON.stringify(pacedShare)}`);
 }
 
+const pacedRate = option('stream-paced-rate');
+if (pacedRate !== undefined && !(Number.isInteger(Number(pacedRate)) && Number(pacedRate) > 0)) {
+  throw new Error(`--stream-paced-rate takes fragments delivered per second, a positive whole number (e.g. 18000), not ${JSON.stringify(pacedRate)}`);
+}
+if (pacedRate !== undefined && pacedShare !== undefined) throw new Error('--stream-paced-rate and --stream-paced-share exclude each other: give one');
+
 const STREAM_SIZE_OVERRIDES = {
   ...(option('stream-users') ? { users: Number(option('stream-users')) } : {}),
   ...(option('stream-runs') ? { runsPerUser: Number(option('stream-runs')) } : {}),
   ...(pacedShare !== undefined ? { pacedShare: Number(pacedShare) } : {}),
+  ...(pacedRate !== undefined ? { pacedRate: Number(pacedRate) } : {}),
   ...(option('upstream-runs') ? { upstreamRuns: Number(option('upstream-runs')) } : {}),
 };
 

@@ -55,6 +55,11 @@ export interface StreamSizes {
   pacedSeconds: number;
   /** stream, paced: the load, as a share of the repetition's max (issue 10's goal is at half: 0.5). */
   pacedShare: number;
+  /**
+   * stream, paced: the load in fragments delivered per second for every configuration instead
+   * (engines compared at one load; the latency rows are then information), or null.
+   */
+  pacedRate: number | null;
   /** upstream: concurrent runs and fragments per run (at 100/s). */
   upstreamRuns: number;
   upstreamFragments: number;
@@ -64,7 +69,18 @@ const FRAGMENT_EVERY_MS = 10;
 
 export function streamSizes(quick: boolean, overrides: Partial<StreamSizes> = {}): StreamSizes {
   const base: StreamSizes = quick
-    ? { users: 10, connsPerUser: 2, runsPerUser: 2, deltas: 16, streamFragments: 20, pacedSeconds: 1, pacedShare: 0.5, upstreamRuns: 10, upstreamFragments: 20 }
+    ? {
+        users: 10,
+        connsPerUser: 2,
+        runsPerUser: 2,
+        deltas: 16,
+        streamFragments: 20,
+        pacedSeconds: 1,
+        pacedShare: 0.5,
+        pacedRate: null,
+        upstreamRuns: 10,
+        upstreamFragments: 20,
+      }
     : {
         users: 200,
         connsPerUser: 2,
@@ -73,6 +89,7 @@ export function streamSizes(quick: boolean, overrides: Partial<StreamSizes> = {}
         streamFragments: 100,
         pacedSeconds: 4,
         pacedShare: 0.5,
+        pacedRate: null,
         upstreamRuns: 200,
         upstreamFragments: 300,
       };
@@ -99,6 +116,8 @@ export interface StreamRepResult {
   ratioToRaw: number;
   /** The paced step's load as a share of this repetition's max (--stream-paced-share). */
   pacedShare: number;
+  /** The paced step's load in fragments/s instead, the same for every configuration (--stream-paced-rate), or null. */
+  pacedRate: number | null;
   pacedTargetFragmentsPerSec: number;
   pacedFragmentsPerSec: number;
   pacedDeltasPerSec: number;
@@ -149,6 +168,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           cpuPerDeltaUs: nan,
           ratioToRaw: nan,
           pacedShare: sizes.pacedShare,
+          pacedRate: sizes.pacedRate,
           pacedTargetFragmentsPerSec: nan,
           pacedFragmentsPerSec: nan,
           pacedDeltasPerSec: nan,
@@ -199,7 +219,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
 
           // Paced (gateways): a share of the max (half by default), in fragments delivered per second.
           if (config.name !== 'raw') {
-            result.pacedTargetFragmentsPerSec = result.maxDeltasPerSec * sizes.pacedShare;
+            result.pacedTargetFragmentsPerSec = sizes.pacedRate ?? result.maxDeltasPerSec * sizes.pacedShare;
             const messagesPerSec = result.pacedTargetFragmentsPerSec / (sizes.streamFragments * sizes.connsPerUser);
             const messages = Math.max(4, Math.round(messagesPerSec * sizes.pacedSeconds));
             await group.prepare(`spaced-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
@@ -394,8 +414,9 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
   const of = (name: StreamConfigName) => results.filter((r) => r.config === name);
   const flushMs = results.find((r) => Number.isFinite(r.flushMs))?.flushMs ?? Number.NaN;
   // The latency goals are set at half the max; at another load the rows are information only.
+  const fixedRate = results.find((r) => r.pacedRate !== null)?.pacedRate ?? undefined;
   const share = results.find((r) => Number.isFinite(r.pacedShare))?.pacedShare ?? 0.5;
-  const atGoalLoad = share === 0.5;
+  const atGoalLoad = share === 0.5 && fixedRate === undefined;
   const row = (
     metric: string,
     unit: string,
@@ -422,7 +443,7 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
       row('  ratio to raw ws, same repetition', '×', (r) => r.ratioToRaw, 2, { text: '>= 0.8', pass: (m) => m >= 0.8 }),
       row('server CPU per delivered delta (max)', 'µs', (r) => r.cpuPerDeltaUs, 2),
       row(
-        `paced: fragments delivered per second (${atGoalLoad ? 'half' : share} of the max)`,
+        `paced: fragments delivered per second (${atGoalLoad ? 'half of the max' : fixedRate === undefined ? `${share} of the max` : `target ${Math.round(fixedRate)}`})`,
         'fragments/s',
         (r) => r.pacedFragmentsPerSec,
         0,

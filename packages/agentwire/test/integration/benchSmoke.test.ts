@@ -142,6 +142,7 @@ describe('bench measurement code on a tiny load', () => {
       streamFragments: 5,
       pacedSeconds: 0.3,
       pacedShare: 0.5,
+      pacedRate: null,
       upstreamRuns: 3,
       upstreamFragments: 5,
     };
