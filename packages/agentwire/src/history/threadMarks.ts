@@ -37,8 +37,8 @@ export interface ThreadMarkStore {
 export interface MemoryThreadMarksOptions {
   /**
    * A user's marks are forgotten once the user has not read or written them, nor appended to
-   * the log, for this long, as the in-memory log forgets an idle user and evicts events older than
-   * its age. Default 24 h (the log's default retention age).
+   * the log, for longer than this, as the in-memory log forgets an idle user and evicts events
+   * older than its age. Default 24 h (the log's default retention age).
    */
   readonly retentionMs?: number;
   /** Users with marks at most; past it the least recently active goes. Default: no bound but the age. */
@@ -97,7 +97,8 @@ export class MemoryThreadMarks implements ThreadMarkStore {
   #use(userId: string): UserMarks | undefined {
     const now = this.#clock.now();
     for (const [idleId, idle] of this.#users) {
-      if (now - idle.usedAt < this.#retentionMs) break;
+      // Kept at the age itself: the log evicts an event only once it is older than that.
+      if (now - idle.usedAt <= this.#retentionMs) break;
       this.#users.delete(idleId);
     }
     const user = this.#users.get(userId);

@@ -79,4 +79,23 @@ describe('in-memory thread marks and the log', () => {
     expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
     await engine.close();
   });
+
+  it('outlive it also at exactly the retention age, when the log still holds the event', async () => {
+    // The log evicts an event once it is older than the age (strictly), so at the age itself
+    // it still holds it: the marks went 1 ms too early, and the deleted thread came back.
+    const clock = new ManualClock(1_000_000);
+    const engine = new MemoryEngine({ clock, retentionMs: 1000 });
+    const marks = new MemoryThreadMarks({ clock, retentionMs: 1000 });
+    const store = createLogHistoryStore({ engine, marks });
+    const [started, completed] = run('gone', 'words');
+    await engine.append('alice', [started!]);
+    expect(await store.deleteThread('alice', 'gone')).toBe(true);
+    const history: HistoryStore = store;
+    history.record('alice', await engine.append('alice', [completed!]));
+    await clock.advance(1000);
+    expect(await engine.read('alice', 2, 2)).toHaveLength(1);
+    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
+    await engine.close();
+  });
 });
