@@ -213,7 +213,7 @@ function takeUrlToken(): string | null {
   return token || null;
 }
 
-/** The token this tab was given (its URL or the sign-in form), in sessionStorage: a reload signs in again. */
+/** The token this tab was given (its URL or the sign-in form) and the server accepted, in sessionStorage: a reload signs in again. */
 class TabToken {
   readonly #key: string;
 
@@ -352,10 +352,13 @@ class ChatPage {
     else this.#askForToken(null);
   }
 
-  /** Starts with a token the user gave, kept for this tab. */
+  /**
+   * Starts with a token the user gave, kept for this tab once the server accepts it: a refused
+   * one (a link's forged token naming the tab's user, or a mistyped one) must not take the place
+   * of the token the tab had, or every reload would offer it again.
+   */
   #signIn(token: string): void {
-    this.#tabToken.save(token);
-    void this.start(token);
+    void this.start(token, { keep: true });
   }
 
   /** The banner that asks whether to leave the current user for the URL token's user. */
@@ -387,7 +390,7 @@ class ChatPage {
     keep.focus();
   }
 
-  async start(token: string): Promise<void> {
+  async start(token: string, { keep = false } = {}): Promise<void> {
     const generation = ++this.#generation;
     this.#tokenForm.hidden = true;
     if (this.#api) {
@@ -431,6 +434,7 @@ class ChatPage {
     this.#client = client;
     client.on('state', ({ state, closeInfo }) => this.#showState(state, closeInfo));
     client.on('ready', (ready) => {
+      if (keep) this.#tabToken.save(token);
       this.#badge.title = `Signed in as ${shownUserId(ready.user_id)}`;
       $<HTMLSpanElement>('user').textContent = shownUserId(ready.user_id);
     });

@@ -506,6 +506,23 @@ describe('browser chat page', () => {
     expect(errors).toEqual([]);
   });
 
+  it("a link's token the server refuses does not take the place of the tab's, even when it names the tab's user", async () => {
+    const env = await started({ chatPage: true });
+    const base = `http://127.0.0.1:${env.port}/`;
+    const judy = await token('judy');
+    const { page } = await open(`${base}?token=${judy}`);
+    await waitReady(page);
+    // judy's claims with a made-up signature: the page cannot tell it from judy's own token.
+    const [header, claims] = judy.split('.');
+    await page.goto(`${base}?token=${header}.${claims}.${'A'.repeat(43)}`);
+    await page.locator('#token-error').waitFor({ state: 'visible' });
+    expect(await page.locator('#token-error').textContent()).toContain('The server refused the token');
+    await page.reload();
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('judy');
+    expect(await page.locator('#token-form').isHidden()).toBe(true);
+  });
+
   it("a link with another user's token asks also over a token the server put into the page", async () => {
     const env = await started({ chatPage: { token: await token('ivan') } });
     const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
