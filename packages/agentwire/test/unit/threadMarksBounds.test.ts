@@ -40,6 +40,20 @@ describe('in-memory thread marks', () => {
     await engine.close();
   }, 60_000);
 
+  it('a user’s own later deletions do not push out a deletion whose thread the log still holds', async () => {
+    // Bounded at 1000 marks per user, the 1001st deletion dropped the first one while the log
+    // (10 000 events by default) still held its thread, which came back. A mark matters while
+    // the log holds an event of its thread: the bound is the log's, in events.
+    const engine = new MemoryEngine();
+    const store = createLogHistoryStore({ engine });
+    const threads = Array.from({ length: 1001 }, (_, index) => `t${index}`);
+    for (const threadId of threads) await engine.append('alice', run(threadId, 'words'));
+    for (const threadId of threads) expect(await store.deleteThread('alice', threadId)).toBe(true);
+    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+    expect(await store.messages('alice', 't0', { limit: 10 })).toBeNull();
+    await engine.close();
+  }, 60_000);
+
   it('a user’s marks go once the user has not read or written them for the retention age', async () => {
     const clock = new ManualClock(1_000_000);
     const marks = new MemoryThreadMarks({ retentionMs: 1000, clock });
