@@ -164,21 +164,34 @@ function resolveWsUrl(wsUrl: string): string {
   return url.toString();
 }
 
-/** The token's `sub`, only to key this tab's saved state per user (the server verifies tokens). */
+/** The token's `sub`, to key this tab's saved state per user and name users (unverified: the server verifies tokens). */
 function tokenSubject(token: string): string | null {
   try {
     const part = token.split('.')[1] ?? '';
-    const json = atob(
+    const bytes = atob(
       part
         .replace(/-/g, '+')
         .replace(/_/g, '/')
         .padEnd(Math.ceil(part.length / 4) * 4, '='),
     );
+    // atob gives one character per byte: the JSON is UTF-8 (a sub `josé` is not `josÃ©`).
+    const json = new TextDecoder().decode(Uint8Array.from(bytes, (byte) => byte.charCodeAt(0)));
     const sub = (JSON.parse(json) as { sub?: unknown }).sub;
     return typeof sub === 'string' ? sub : null;
   } catch {
     return null;
   }
+}
+
+/**
+ * A user id as shown to the user: what draws nothing or reorders the text around it (controls,
+ * format and bidi characters, spaces other than a plain one inside) written as `\u{…}`, so that
+ * an id made to look like another (`\u202Eyduj\u202C` is drawn as `judy`) does not.
+ */
+function shownUserId(userId: string): string {
+  return userId.replace(/[\p{C}\p{Z}]/gu, (char: string, offset: number) =>
+    char === ' ' && offset > 0 && offset < userId.length - 1 ? char : `\\u{${char.codePointAt(0)!.toString(16).toUpperCase()}}`,
+  );
 }
 
 /** Whether two tokens are of one user: the same token, or the same `sub` (unverified: only to compare). */
@@ -200,7 +213,7 @@ function takeUrlToken(): string | null {
   return token || null;
 }
 
-/** The token this tab was given (its URL or the sign-in form), in sessionStorage: a reload signs in again. */
+/** The token this tab was given (its URL or the sign-in form) and the server accepted, in sessionStorage: a reload signs in again. */
 class TabToken {
   readonly #key: string;
 
@@ -339,15 +352,21 @@ class ChatPage {
     else this.#askForToken(null);
   }
 
-  /** Starts with a token the user gave, kept for this tab. */
+  /**
+   * Starts with a token the user gave, kept for this tab once the server accepts it: a refused
+   * one (a link's forged token naming the tab's user, or a mistyped one) must not take the place
+   * of the token the tab had, or every reload would offer it again.
+   */
   #signIn(token: string): void {
-    this.#tabToken.save(token);
-    void this.start(token);
+    void this.start(token, { keep: true });
   }
 
   /** The banner that asks whether to leave the current user for the URL token's user. */
   #offerSwitch(current: string, offered: string): void {
-    const name = (token: string) => tokenSubject(token) ?? 'an unknown user';
+    const name = (token: string) => {
+      const subject = tokenSubject(token);
+      return subject === null ? 'an unknown user' : shownUserId(subject);
+    };
     const accept = $<HTMLButtonElement>('switch-user-accept');
     const keep = $<HTMLButtonElement>('switch-user-keep');
     $<HTMLParagraphElement>('switch-user-text').textContent =
@@ -371,7 +390,7 @@ class ChatPage {
     keep.focus();
   }
 
-  async start(token: string): Promise<void> {
+  async start(token: string, { keep = false } = {}): Promise<void> {
     const generation = ++this.#generation;
     this.#tokenForm.hidden = true;
     if (this.#api) {
@@ -415,8 +434,9 @@ class ChatPage {
     this.#client = client;
     client.on('state', ({ state, closeInfo }) => this.#showState(state, closeInfo));
     client.on('ready', (ready) => {
-      this.#badge.title = `Signed in as ${ready.user_id}`;
-      $<HTMLSpanElement>('user').textContent = ready.user_id;
+      if (keep) this.#tabToken.save(token);
+      this.#badge.title = `Signed in as ${shownUserId(ready.user_id)}`;
+      $<HTMLSpanElement>('user').textContent = shownUserId(ready.user_id);
     });
     client.on('disconnect', (info) => {
       const seconds = Math.max(1, Math.round(info.delayMs / 1000));

@@ -95,7 +95,7 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(redis
       ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs }
       : // Renames and deletions live as long as the in-memory log they annotate.
-        { threadMarks: new MemoryThreadMarks({ retentionMs: config.retentionMs }) }),
+        { threadMarks: new MemoryThreadMarks({ retentionMs: config.retentionMs, maxThreadsPerUser: config.retentionEvents }) }),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(bypassKey && secret ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } } : {}),

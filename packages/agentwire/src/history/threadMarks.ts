@@ -2,6 +2,7 @@
 // The log itself is append-only, so these marks are applied when it is folded.
 
 import { systemClock, type Clock } from '@agentwire/protocol';
+import { DEFAULTS } from '../config/settings.js';
 import { parseJsonObject } from './fold.js';
 
 /** A thread's marks; they belong to one epoch of the user's log and mean nothing in another. */
@@ -37,13 +38,18 @@ export interface ThreadMarkStore {
 export interface MemoryThreadMarksOptions {
   /**
    * A user's marks are forgotten once the user has not read or written them, nor appended to
-   * the log, for this long, as the in-memory log forgets an idle user and evicts events older than
-   * its age. Default 24 h (the log's default retention age).
+   * the log, for longer than this, as the in-memory log forgets an idle user and evicts events
+   * older than its age. Default 24 h (the log's default retention age).
    */
   readonly retentionMs?: number;
   /** Users with marks at most; past it the least recently active goes. Default: no bound but the age. */
   readonly maxUsers?: number;
-  /** Marked threads per user (the oldest mark goes past it). Default 1000. */
+  /**
+   * Marked threads per user (the oldest mark goes past it). A mark matters while the log holds
+   * an event of its thread, so this is the log's bound in events per user: with fewer, the user's
+   * own later deletions pushed out a deletion whose thread was still in the log, and it came back.
+   * Default: AGENTWIRE_RETENTION_EVENTS's (10000).
+   */
   readonly maxThreadsPerUser?: number;
   readonly clock?: Clock;
 }
@@ -69,7 +75,7 @@ export class MemoryThreadMarks implements ThreadMarkStore {
   constructor(options: MemoryThreadMarksOptions = {}) {
     this.#retentionMs = options.retentionMs ?? 86_400_000;
     this.#maxUsers = options.maxUsers ?? Number.POSITIVE_INFINITY;
-    this.#maxThreads = options.maxThreadsPerUser ?? 1000;
+    this.#maxThreads = options.maxThreadsPerUser ?? DEFAULTS.retentionEvents;
     this.#clock = options.clock ?? systemClock;
   }
 
@@ -97,7 +103,8 @@ export class MemoryThreadMarks implements ThreadMarkStore {
   #use(userId: string): UserMarks | undefined {
     const now = this.#clock.now();
     for (const [idleId, idle] of this.#users) {
-      if (now - idle.usedAt < this.#retentionMs) break;
+      // Kept at the age itself: the log evicts an event only once it is older than that.
+      if (now - idle.usedAt <= this.#retentionMs) break;
       this.#users.delete(idleId);
     }
     const user = this.#users.get(userId);

@@ -479,6 +479,50 @@ describe('browser chat page', () => {
     expect(errors).toEqual([]);
   });
 
+  it("the banner shows a user id's invisible and reordering characters, so a link's user cannot pass for the tab's, and any other as it is", async () => {
+    const env = await started({ chatPage: true });
+    const base = `http://127.0.0.1:${env.port}/`;
+    const { page, errors } = await open(`${base}?token=${await token('judy')}`);
+    await waitReady(page);
+    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    // U+202E (right-to-left override) "yduj" U+202C is drawn as "judy"; U+200B is drawn as nothing.
+    for (const [sub, shown] of [
+      ['\u202Eyduj\u202C', '\\u{202E}yduj\\u{202C}'],
+      ['judy\u200B', 'judy\\u{200B}'],
+      ['judy ', 'judy\\u{20}'],
+      // Read as UTF-8, not one character per byte (it was `josÃ©`).
+      ['josé', 'josé'],
+    ]) {
+      await page.goto(`${base}?token=${await token(sub!)}`);
+      await waitReady(page);
+      await banner.waitFor({ state: 'visible' });
+      expect(await banner.textContent()).toContain(`signs in as ${shown}, but this tab is signed in as judy.`);
+      expect(await page.getByRole('button', { name: `Switch to ${shown}` }).count()).toBe(1);
+    }
+    // The header names the signed-in user the same way.
+    await page.goto(`${base}?token=${await token('\u202Eyduj\u202C')}`);
+    await page.getByRole('button', { name: 'Switch to \\u{202E}yduj\\u{202C}' }).click();
+    await page.waitForFunction(() => document.getElementById('user')?.textContent === '\\u{202E}yduj\\u{202C}', null, { timeout: WAIT_MS });
+    expect(errors).toEqual([]);
+  });
+
+  it("a link's token the server refuses does not take the place of the tab's, even when it names the tab's user", async () => {
+    const env = await started({ chatPage: true });
+    const base = `http://127.0.0.1:${env.port}/`;
+    const judy = await token('judy');
+    const { page } = await open(`${base}?token=${judy}`);
+    await waitReady(page);
+    // judy's claims with a made-up signature: the page cannot tell it from judy's own token.
+    const [header, claims] = judy.split('.');
+    await page.goto(`${base}?token=${header}.${claims}.${'A'.repeat(43)}`);
+    await page.locator('#token-error').waitFor({ state: 'visible' });
+    expect(await page.locator('#token-error').textContent()).toContain('The server refused the token');
+    await page.reload();
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('judy');
+    expect(await page.locator('#token-form').isHidden()).toBe(true);
+  });
+
   it("a link with another user's token asks also over a token the server put into the page", async () => {
     const env = await started({ chatPage: { token: await token('ivan') } });
     const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);

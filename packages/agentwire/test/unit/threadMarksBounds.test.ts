@@ -40,6 +40,20 @@ describe('in-memory thread marks', () => {
     await engine.close();
   }, 60_000);
 
+  it('a user’s own later deletions do not push out a deletion whose thread the log still holds', async () => {
+    // Bounded at 1000 marks per user, the 1001st deletion dropped the first one while the log
+    // (10 000 events by default) still held its thread, which came back. A mark matters while
+    // the log holds an event of its thread: the bound is the log's, in events.
+    const engine = new MemoryEngine();
+    const store = createLogHistoryStore({ engine });
+    const threads = Array.from({ length: 1001 }, (_, index) => `t${index}`);
+    for (const threadId of threads) await engine.append('alice', run(threadId, 'words'));
+    for (const threadId of threads) expect(await store.deleteThread('alice', threadId)).toBe(true);
+    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+    expect(await store.messages('alice', 't0', { limit: 10 })).toBeNull();
+    await engine.close();
+  }, 60_000);
+
   it('a user’s marks go once the user has not read or written them for the retention age', async () => {
     const clock = new ManualClock(1_000_000);
     const marks = new MemoryThreadMarks({ retentionMs: 1000, clock });
@@ -75,6 +89,25 @@ describe('in-memory thread marks and the log', () => {
     history.record('alice', await engine.append('alice', [completed!]));
     await clock.advance(600);
     expect(await engine.read('alice', 1, 2)).toHaveLength(1);
+    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
+    await engine.close();
+  });
+
+  it('outlive it also at exactly the retention age, when the log still holds the event', async () => {
+    // The log evicts an event once it is older than the age (strictly), so at the age itself
+    // it still holds it: the marks went 1 ms too early, and the deleted thread came back.
+    const clock = new ManualClock(1_000_000);
+    const engine = new MemoryEngine({ clock, retentionMs: 1000 });
+    const marks = new MemoryThreadMarks({ clock, retentionMs: 1000 });
+    const store = createLogHistoryStore({ engine, marks });
+    const [started, completed] = run('gone', 'words');
+    await engine.append('alice', [started!]);
+    expect(await store.deleteThread('alice', 'gone')).toBe(true);
+    const history: HistoryStore = store;
+    history.record('alice', await engine.append('alice', [completed!]));
+    await clock.advance(1000);
+    expect(await engine.read('alice', 2, 2)).toHaveLength(1);
     expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
     expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
     await engine.close();
