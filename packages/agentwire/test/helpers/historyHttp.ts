@@ -111,3 +111,18 @@ export async function completedRun(client: TestClient, threadId: string, text: s
   await settled();
   return ack.run_id as string;
 }
+
+/** A history store whose every call fails, as one whose storage is down; `available` as given. */
+export function brokenStore(available: boolean): HistoryStore {
+  const fail = () => Promise.reject(new Error('history storage is down'));
+  return {
+    available,
+    listThreads: fail,
+    messages: fail,
+    renameThread: fail,
+    deleteThread: fail,
+    conversation: fail,
+    record: () => {},
+    close: async () => {},
+  };
+}

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { GatewayOptions } from '../../src/transport/index.js';
-import type { HistoryStore } from '../../src/history/types.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { httpCall, type HttpReply } from '../helpers/historyHttp.js';
+import { brokenStore, httpCall, type HttpReply } from '../helpers/historyHttp.js';
 
 /**
  * CORS of the history routes (PROTOCOL.md section 14): a browser app on another origin than the
@@ -93,18 +92,7 @@ describe('history routes with an Origin allow-list', () => {
   });
 
   it('a failing store answers 503 with the CORS headers', async () => {
-    const fail = () => Promise.reject(new Error('history storage is down'));
-    const history: HistoryStore = {
-      available: true,
-      listThreads: fail,
-      messages: fail,
-      renameThread: fail,
-      deleteThread: fail,
-      conversation: fail,
-      record: () => {},
-      close: async () => {},
-    };
-    const env = await start({ allowedOrigins: [APP], history });
+    const env = await start({ allowedOrigins: [APP], history: brokenStore(true) });
     const reply = await httpCall(env.port, 'GET', '/v1/threads', { token: await env.token('alice'), headers: { origin: APP } });
     expect(reply.status).toBe(503);
     expect(corsOf(reply)).toEqual({ 'access-control-allow-origin': APP });

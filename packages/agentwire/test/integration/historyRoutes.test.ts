@@ -4,7 +4,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/history/types.js';
 import { createRedisBackend, type RedisBackend } from '../../src/redis/index.js';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
-import { historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
+import { brokenStore, historyUser, httpCall, type HttpCallOptions, type HttpReply } from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
 import { httpGet } from '../helpers/http.js';
 import { forge, nowSec } from '../helpers/jwt.js';
@@ -351,20 +351,6 @@ describe('history store failures', () => {
     await env?.stop();
     env = undefined;
   });
-
-  function brokenStore(available: boolean): HistoryStore {
-    const fail = () => Promise.reject(new Error('history storage is down'));
-    return {
-      available,
-      listThreads: fail,
-      messages: fail,
-      renameThread: fail,
-      deleteThread: fail,
-      conversation: fail,
-      record: () => {},
-      close: async () => {},
-    };
-  }
 
   it('a failing store costs the agent its history, never the run; the routes answer 503', async () => {
     env = await setup('memory', brokenStore(true));

@@ -75,41 +75,46 @@ describe('in-memory thread marks', () => {
  * their last read or write, before the log evicted that later event, and the thread came back.
  */
 describe('in-memory thread marks and the log', () => {
-  it('outlive the deleted thread’s last event in the log, appended after the deletion', async () => {
+  /**
+   * Alice's thread `gone`, deleted while its run was going (a retention age of 1000 ms for the
+   * log and the marks); `end()` appends the run's end `afterMs` later, as the gateway does
+   * (telling its history store of the append: onAppended), and leaves the clock there.
+   */
+  async function deletedWhileRunning() {
     const clock = new ManualClock(1_000_000);
     const engine = new MemoryEngine({ clock, retentionMs: 1000 });
-    const marks = new MemoryThreadMarks({ clock, retentionMs: 1000 });
-    const store = createLogHistoryStore({ engine, marks });
+    const store = createLogHistoryStore({ engine, marks: new MemoryThreadMarks({ clock, retentionMs: 1000 }) });
     const [started, completed] = run('gone', 'words');
     await engine.append('alice', [started!]);
     expect(await store.deleteThread('alice', 'gone')).toBe(true);
-    await clock.advance(500);
-    // The gateway tells its history store of every append it makes (onAppended).
     const history: HistoryStore = store;
-    history.record('alice', await engine.append('alice', [completed!]));
+    const end = async (afterMs: number) => {
+      await clock.advance(afterMs);
+      history.record('alice', await engine.append('alice', [completed!]));
+    };
+    const expectGone = async () => {
+      expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
+      expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
+      await engine.close();
+    };
+    return { clock, engine, end, expectGone };
+  }
+
+  it('outlive the deleted thread’s last event in the log, appended after the deletion', async () => {
+    const { clock, engine, end, expectGone } = await deletedWhileRunning();
+    await end(500);
     await clock.advance(600);
     expect(await engine.read('alice', 1, 2)).toHaveLength(1);
-    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
-    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
-    await engine.close();
+    await expectGone();
   });
 
   it('outlive it also at exactly the retention age, when the log still holds the event', async () => {
     // The log evicts an event once it is older than the age (strictly), so at the age itself
     // it still holds it: the marks went 1 ms too early, and the deleted thread came back.
-    const clock = new ManualClock(1_000_000);
-    const engine = new MemoryEngine({ clock, retentionMs: 1000 });
-    const marks = new MemoryThreadMarks({ clock, retentionMs: 1000 });
-    const store = createLogHistoryStore({ engine, marks });
-    const [started, completed] = run('gone', 'words');
-    await engine.append('alice', [started!]);
-    expect(await store.deleteThread('alice', 'gone')).toBe(true);
-    const history: HistoryStore = store;
-    history.record('alice', await engine.append('alice', [completed!]));
+    const { clock, engine, end, expectGone } = await deletedWhileRunning();
+    await end(0);
     await clock.advance(1000);
     expect(await engine.read('alice', 2, 2)).toHaveLength(1);
-    expect((await store.listThreads('alice', { limit: 10 })).items).toEqual([]);
-    expect(await store.messages('alice', 'gone', { limit: 10 })).toBeNull();
-    await engine.close();
+    await expectGone();
   });
 });
