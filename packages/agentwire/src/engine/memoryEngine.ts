@@ -56,6 +56,10 @@ export class MemoryEngine implements EventEngine {
 
   readonly available = true;
 
+  get retentionMs(): number {
+    return this.#retentionMs;
+  }
+
   async ready(): Promise<void> {}
 
   async append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]> {

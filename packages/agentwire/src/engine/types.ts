@@ -64,6 +64,11 @@ export interface EventEngine {
    */
   readonly available?: boolean;
   /**
+   * How long the log keeps a user who appends nothing (ms), where the engine has such an age:
+   * what annotates the log (the default history store's thread marks) must live as long.
+   */
+  readonly retentionMs?: number;
+  /**
    * Appends events in order, assigning consecutive seqs atomically; resolves with the entries
    * written. Engines whose replies can be lost (Redis) drop a fenced append's leading
    * agent_started when the run already started, since it was written by an attempt whose reply

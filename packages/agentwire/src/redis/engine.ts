@@ -61,6 +61,10 @@ export class RedisEngine implements EventEngine {
     return this.#connection.ready();
   }
 
+  get retentionMs(): number {
+    return this.#ttlMs;
+  }
+
   async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
     const keys = this.#connection.keys.user(userId);
     const now = this.#now();

@@ -10,7 +10,7 @@ import { CoordinatorRegistry, type ConnectionPresence, type ResumePosition } fro
 import { MemoryEngine } from '../engine/index.js';
 import type { EventEngine } from '../engine/index.js';
 import { createLogHistoryStore } from '../history/logHistoryStore.js';
-import type { ThreadMarkStore } from '../history/threadMarks.js';
+import { MemoryThreadMarks, type ThreadMarkStore } from '../history/threadMarks.js';
 import type { HistoryStore } from '../history/types.js';
 import { createHistoryRoutes, createRouteHandler, type TestTokenIssuer } from '../http/index.js';
 import { discardBody } from '../http/body.js';
@@ -43,8 +43,9 @@ export interface GatewayOptions {
    */
   history?: HistoryStore;
   /**
-   * Where the default history store keeps renames and deletions. Default: in this process; with a
-   * shared engine pass a shared store (`createRedisBackend(...).threadMarks`) so every node agrees.
+   * Where the default history store keeps renames and deletions. Default: in this process, as long
+   * as the engine keeps an idle user's log (its `retentionMs`); with a shared engine pass a shared
+   * store (`createRedisBackend(...).threadMarks`) so every node agrees.
    */
   threadMarks?: ThreadMarkStore;
   /** Earlier turns of a thread an agent receives with each run. Default 20. */
@@ -196,7 +197,9 @@ export class Gateway {
       options.history ??
       createLogHistoryStore({
         engine: this.engine,
-        ...(options.threadMarks ? { marks: options.threadMarks } : {}),
+        // Marks kept as long as the engine keeps an idle user's log (and on its clock).
+        marks:
+          options.threadMarks ?? new MemoryThreadMarks({ clock, ...(this.engine.retentionMs === undefined ? {} : { retentionMs: this.engine.retentionMs }) }),
         activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
       });
     const history = this.history;

@@ -1,10 +1,14 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { EventBody } from '@agentwire/protocol';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { createLogHistoryStore } from '../../src/history/logHistoryStore.js';
 import { MemoryThreadMarks } from '../../src/history/threadMarks.js';
 import type { HistoryStore } from '../../src/history/types.js';
 import { ManualClock } from '../helpers/manualClock.js';
+import { TEST_SECRET } from '../helpers/gateway.js';
+import { createGateway } from '../../src/transport/index.js';
+
+const DAY_MS = 86_400_000;
 
 const ts = '2026-01-01T00:00:00.000Z';
 
@@ -116,5 +120,29 @@ describe('in-memory thread marks and the log', () => {
     await clock.advance(1000);
     expect(await engine.read('alice', 2, 2)).toHaveLength(1);
     await expectGone();
+  });
+});
+
+/**
+ * A gateway's default marks (no `threadMarks` given) were kept for 24 h of idleness by the
+ * system clock, whatever the engine's retention age and the gateway's clock: with an engine that
+ * keeps a week, a user idle for two days saw deleted threads again.
+ */
+describe('a gateway’s default thread marks', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('live as long as its engine keeps an idle user’s log, on the gateway’s clock', async () => {
+    const clock = new ManualClock(1_000_000);
+    const engine = new MemoryEngine({ clock, retentionMs: 7 * DAY_MS });
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, engine, clock });
+    await engine.append('alice', [...run('gone', 'deleted words'), ...run('kept', 'words')]);
+    expect(await gateway.history.deleteThread('alice', 'gone')).toBe(true);
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(Date.now() + 2 * DAY_MS);
+    await clock.advance(2 * DAY_MS);
+    expect((await gateway.history.listThreads('alice', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['kept']);
+    await gateway.shutdown();
   });
 });
