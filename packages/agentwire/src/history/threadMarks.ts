@@ -73,7 +73,7 @@ export class MemoryThreadMarks implements ThreadMarkStore {
   readonly #clock: Clock;
 
   constructor(options: MemoryThreadMarksOptions = {}) {
-    this.#retentionMs = options.retentionMs ?? 86_400_000;
+    this.#retentionMs = options.retentionMs ?? DEFAULTS.retentionMs;
     this.#maxUsers = options.maxUsers ?? Number.POSITIVE_INFINITY;
     this.#maxThreads = options.maxThreadsPerUser ?? DEFAULTS.retentionEvents;
     this.#clock = options.clock ?? systemClock;

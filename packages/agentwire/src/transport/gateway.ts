@@ -192,6 +192,7 @@ export class Gateway {
       logger.error({ err: error, context }, 'fault');
     };
     const runStore = options.runStore ?? new LocalRunStore();
+    const activeRuns = (userId: string) => runStore.activeRuns?.(userId) ?? Promise.resolve([]);
     this.#ownsHistory = !options.history;
     this.history =
       options.history ??
@@ -200,7 +201,7 @@ export class Gateway {
         // Marks kept as long as the engine keeps an idle user's log (and on its clock).
         marks:
           options.threadMarks ?? new MemoryThreadMarks({ clock, ...(this.engine.retentionMs === undefined ? {} : { retentionMs: this.engine.retentionMs }) }),
-        activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
+        activeRuns,
       });
     const history = this.history;
     if (history.archiveProgress) this.metrics.observeArchive(() => history.archiveProgress!());
@@ -253,7 +254,7 @@ export class Gateway {
       history,
       logger,
       cancelThreadRuns: (userId, threadId) => this.runs.cancelThreadRuns(userId, threadId),
-      activeRuns: (userId) => runStore.activeRuns?.(userId) ?? Promise.resolve([]),
+      activeRuns,
       allowedOrigins: this.#allowedOrigins,
     });
     const routes = createRouteHandler({
