@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Locator, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { signToken } from '../../src/auth/index.js';
 import { MemoryEngine } from '../../src/engine/index.js';
@@ -191,6 +191,13 @@ async function started(options: Partial<GatewayOptions>): Promise<TestGateway> {
   const env = await startGateway(options);
   cleanups.push(() => env.stop());
   return env;
+}
+
+/** A page at `url` signed in and ready, and the banner that asks before a link switches its user. */
+async function openSignedIn(url: string): Promise<OpenedPage & { banner: Locator }> {
+  const opened = await open(url);
+  await waitReady(opened.page);
+  return { ...opened, banner: opened.page.getByRole('alert').filter({ hasText: 'The link you opened' }) };
 }
 
 describe('browser chat page', () => {
@@ -441,9 +448,7 @@ describe('browser chat page', () => {
   it("a link with another user's token does not switch the tab silently: a banner names both users, the tab stays until Switch", async () => {
     const env = await started({ chatPage: true });
     const base = `http://127.0.0.1:${env.port}/`;
-    const { page, errors } = await open(`${base}?token=${await token('judy')}`);
-    await waitReady(page);
-    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    const { page, errors, banner } = await openSignedIn(`${base}?token=${await token('judy')}`);
     const user = () => page.locator('#user').textContent();
 
     // The same user (a newer token): taken as it is, no question.
@@ -482,9 +487,7 @@ describe('browser chat page', () => {
   it("the banner shows a user id's invisible and reordering characters, so a link's user cannot pass for the tab's, and any other as it is", async () => {
     const env = await started({ chatPage: true });
     const base = `http://127.0.0.1:${env.port}/`;
-    const { page, errors } = await open(`${base}?token=${await token('judy')}`);
-    await waitReady(page);
-    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    const { page, errors, banner } = await openSignedIn(`${base}?token=${await token('judy')}`);
     // U+202E (right-to-left override) "yduj" U+202C is drawn as "judy"; U+200B is drawn as nothing.
     for (const [sub, shown] of [
       ['\u202Eyduj\u202C', '\\u{202E}yduj\\u{202C}'],
@@ -525,9 +528,7 @@ describe('browser chat page', () => {
 
   it("a link with another user's token asks also over a token the server put into the page", async () => {
     const env = await started({ chatPage: { token: await token('ivan') } });
-    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
-    await waitReady(page);
-    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    const { page, errors, banner } = await openSignedIn(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
     await banner.waitFor({ state: 'visible' });
     expect(await banner.textContent()).toContain('signs in as mallory, but this tab is signed in as ivan');
     expect(await page.locator('#user').textContent()).toBe('ivan');
