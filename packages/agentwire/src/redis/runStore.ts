@@ -210,7 +210,7 @@ export class RedisRunStore implements RunStore {
         RUN_FIELD.text,
         RUN_FIELD.started,
       );
-      if (threadId === null) {
+      if (typeof threadId !== 'string') {
         await redis.zrem(key, member);
         continue;
       }
