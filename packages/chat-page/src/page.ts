@@ -339,16 +339,17 @@ class ChatPage {
       if (token) this.#signIn(token);
     });
 
-    // Which token: the URL's, then the one this tab kept, then the server's. A URL token of
-    // another user than the tab's waits for the user to accept it: a link can carry anyone's
-    // token, and switching silently would sign the user into the link maker's account.
+    // Which token: the URL's, then the one this tab kept, then the server's. A URL token waits
+    // for the user to accept it unless it is of the tab's own user: a link can carry anyone's
+    // token, and taking it silently would sign the user into the link maker's account (login
+    // CSRF), in a tab signed in as someone else and in a fresh tab alike.
     const urlToken = takeUrlToken();
     const held = this.#tabToken.load() ?? config.token;
-    if (urlToken && held && !sameUser(urlToken, held)) {
-      void this.start(held);
-      this.#offerSwitch(held, urlToken);
-    } else if (urlToken) this.#signIn(urlToken);
-    else if (held) void this.start(held);
+    if (urlToken && held && sameUser(urlToken, held)) this.#signIn(urlToken);
+    else if (urlToken) {
+      if (held) void this.start(held);
+      this.#offerLinkToken(urlToken, held);
+    } else if (held) void this.start(held);
     else this.#askForToken(null);
   }
 
@@ -361,19 +362,23 @@ class ChatPage {
     void this.start(token, { keep: true });
   }
 
-  /** The banner that asks whether to leave the current user for the URL token's user. */
-  #offerSwitch(current: string, offered: string): void {
+  /**
+   * The banner that asks whether to sign in as the URL token's user: leaving the tab's current
+   * user for it, or, in a tab not signed in yet, at all (declining then asks for a token).
+   */
+  #offerLinkToken(offered: string, current: string | null): void {
     const name = (token: string) => {
       const subject = tokenSubject(token);
       return subject === null ? 'an unknown user' : shownUserId(subject);
     };
     const accept = $<HTMLButtonElement>('switch-user-accept');
     const keep = $<HTMLButtonElement>('switch-user-keep');
-    $<HTMLParagraphElement>('switch-user-text').textContent =
-      `The link you opened signs in as ${name(offered)}, but this tab is signed in as ${name(current)}. ` +
-      `Switch only if you meant to: whoever made the link sees what you send as ${name(offered)}.`;
-    accept.textContent = `Switch to ${name(offered)}`;
-    keep.textContent = `Stay as ${name(current)}`;
+    const warning = `whoever made the link sees what you send as ${name(offered)}.`;
+    $<HTMLParagraphElement>('switch-user-text').textContent = current
+      ? `The link you opened signs in as ${name(offered)}, but this tab is signed in as ${name(current)}. Switch only if you meant to: ${warning}`
+      : `The link you opened signs in as ${name(offered)}. Continue only if you meant to: ${warning}`;
+    accept.textContent = current ? `Switch to ${name(offered)}` : `Continue as ${name(offered)}`;
+    keep.textContent = current ? `Stay as ${name(current)}` : 'Use another token';
     const close = () => {
       this.#switchUser.hidden = true;
       accept.onclick = keep.onclick = null;
@@ -384,8 +389,10 @@ class ChatPage {
     };
     keep.onclick = () => {
       close();
-      this.#input.focus();
+      if (current) this.#input.focus();
+      else this.#askForToken(null);
     };
+    if (!current) this.#showState('idle');
     this.#switchUser.hidden = false;
     keep.focus();
   }

@@ -21,7 +21,7 @@ export interface ChatPageOptions {
    * Whoever can load the page then acts as that user, so use it only in dev mode or behind
    * your own authentication. The page takes a `?token=` from its URL (and removes it from the
    * address bar), else the token its tab kept (sessionStorage), else this one, else asks. A URL
-   * token of another user than the tab's (or this one's) waits until the user accepts it.
+   * token waits until the user accepts it, unless it is of the tab's user (or this one's).
    */
   token?: string | ((req: IncomingMessage) => string | null | undefined | Promise<string | null | undefined>);
   /** The page's title and heading. Default `agentwire chat`. */

@@ -193,9 +193,22 @@ async function started(options: Partial<GatewayOptions>): Promise<TestGateway> {
   return env;
 }
 
-/** A page at `url` signed in and ready, and the banner that asks before a link switches its user. */
-async function openSignedIn(url: string): Promise<OpenedPage & { banner: Locator }> {
+/**
+ * A fresh tab opened from a link that carries a token: the page asks before it signs in as the
+ * link's user (login CSRF), and the user continues.
+ */
+async function openLink(url: string): Promise<OpenedPage> {
   const opened = await open(url);
+  await opened.page.getByRole('button', { name: /^Continue as / }).click();
+  return opened;
+}
+
+/**
+ * A page at `url` signed in and ready, and the banner that asks before a link switches its user.
+ * `opener` is `open` for a page the server signs in (its token option), without the link's question.
+ */
+async function openSignedIn(url: string, opener: (url: string) => Promise<OpenedPage> = openLink): Promise<OpenedPage & { banner: Locator }> {
+  const opened = await opener(url);
   await waitReady(opened.page);
   return { ...opened, banner: opened.page.getByRole('alert').filter({ hasText: 'The link you opened' }) };
 }
@@ -290,7 +303,7 @@ describe('browser chat page', () => {
     const env = await started({ chatPage: true });
     const proxy = await TcpProxy.start(env.port);
     cleanups.push(() => proxy.close());
-    const { page, errors } = await open(`http://127.0.0.1:${proxy.port}/?token=${await token('bob')}`);
+    const { page, errors } = await openLink(`http://127.0.0.1:${proxy.port}/?token=${await token('bob')}`);
     await waitReady(page);
 
     await say(page, '/slow 150 what is 6*7?');
@@ -316,7 +329,7 @@ describe('browser chat page', () => {
     const engine = new MemoryEngine();
     cleanups.push(() => engine.close());
     const first = await gatewayOn(0, { engine, drainTimeoutMs: 50 });
-    const { page, errors } = await open(`http://127.0.0.1:${first.port}/?token=${await token('carol')}`);
+    const { page, errors } = await openLink(`http://127.0.0.1:${first.port}/?token=${await token('carol')}`);
     await waitReady(page);
 
     await say(page, '/slow 400 what is 6*7?');
@@ -355,7 +368,7 @@ describe('browser chat page', () => {
 
   it('shows the history-reloaded note after a restart with a new engine, and keeps old and new lines apart', async () => {
     const first = await gatewayOn(0);
-    const { page, errors } = await open(`http://127.0.0.1:${first.port}/?token=${await token('dave')}`);
+    const { page, errors } = await openLink(`http://127.0.0.1:${first.port}/?token=${await token('dave')}`);
     await waitReady(page);
     await say(page, 'what is 2*21?');
     await waitForTerminals(page, 1);
@@ -392,7 +405,7 @@ describe('browser chat page', () => {
 
   it('a reload rebuilds the threads and the open thread from history; another thread loads when opened', async () => {
     const env = await started({ chatPage: true });
-    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
+    const { page, errors, badRequests } = await openLink(`http://127.0.0.1:${env.port}/?token=${await token('erin')}`);
     await waitReady(page);
     await say(page, 'what is 5+5?');
     await waitForTerminals(page, 1);
@@ -425,7 +438,7 @@ describe('browser chat page', () => {
 
   it('takes ?token= out of the address bar (other parameters and the hash stay) and keeps it for the tab: a reload signs in as the same user', async () => {
     const env = await started({ chatPage: true });
-    const { page, errors, badRequests } = await open(`http://127.0.0.1:${env.port}/?lang=en%20GB&token=${await token('hana')}&x=1#top`);
+    const { page, errors, badRequests } = await openLink(`http://127.0.0.1:${env.port}/?lang=en%20GB&token=${await token('hana')}&x=1#top`);
     await waitReady(page);
     expect(await page.locator('#user').textContent()).toBe('hana');
     const address = () => page.evaluate(() => ({ search: location.search, hash: location.hash }));
@@ -513,7 +526,7 @@ describe('browser chat page', () => {
     const env = await started({ chatPage: true });
     const base = `http://127.0.0.1:${env.port}/`;
     const judy = await token('judy');
-    const { page } = await open(`${base}?token=${judy}`);
+    const { page } = await openLink(`${base}?token=${judy}`);
     await waitReady(page);
     // judy's claims with a made-up signature: the page cannot tell it from judy's own token.
     const [header, claims] = judy.split('.');
@@ -526,9 +539,36 @@ describe('browser chat page', () => {
     expect(await page.locator('#token-form').isHidden()).toBe(true);
   });
 
+  it("a fresh tab opened from a link asks before it signs in as the link's user; declining asks for a token and never connects as that user", async () => {
+    const env = await started({ chatPage: true });
+    const { page, errors } = await open(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
+    const banner = page.getByRole('alert').filter({ hasText: 'The link you opened' });
+    await banner.waitFor({ state: 'visible' });
+    expect(await banner.textContent()).toContain('The link you opened signs in as mallory. Continue only if you meant to');
+    expect(await page.evaluate(() => location.search)).toBe('');
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe('Use another token');
+    expect(await page.locator('#user').textContent()).toBe('…');
+
+    await page.getByRole('button', { name: 'Use another token' }).click();
+    expect(await banner.isHidden()).toBe(true);
+    await page.locator('#token-form').waitFor({ state: 'visible' });
+    const metrics = await (await fetch(`http://127.0.0.1:${env.port}/metrics`)).text();
+    expect(metrics).not.toMatch(/^agentwire_state_transitions_total\{/m);
+    // A reload does not bring the link's token back: it left the address bar and was never kept.
+    await page.reload();
+    await page.locator('#token-form').waitFor({ state: 'visible' });
+    expect(await banner.isHidden()).toBe(true);
+
+    await page.locator('#token').fill(await token('alice'));
+    await page.locator('#token').press('Enter');
+    await waitReady(page);
+    expect(await page.locator('#user').textContent()).toBe('alice');
+    expect(errors).toEqual([]);
+  });
+
   it("a link with another user's token asks also over a token the server put into the page", async () => {
     const env = await started({ chatPage: { token: await token('ivan') } });
-    const { page, errors, banner } = await openSignedIn(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`);
+    const { page, errors, banner } = await openSignedIn(`http://127.0.0.1:${env.port}/?token=${await token('mallory')}`, open);
     await banner.waitFor({ state: 'visible' });
     expect(await banner.textContent()).toContain('signs in as mallory, but this tab is signed in as ivan');
     expect(await page.locator('#user').textContent()).toBe('ivan');
@@ -611,7 +651,7 @@ describe('browser chat page', () => {
     cleanups.push(() => plain.stop());
     expect((await fetch(`http://127.0.0.1:${plain.port}/`)).status).toBe(404);
 
-    const { page, errors } = await open(`${base}/chat?token=${await token('gina')}`);
+    const { page, errors } = await openLink(`${base}/chat?token=${await token('gina')}`);
     await waitReady(page);
     expect(await page.title()).toBe('Support chat');
     await say(page, 'what is 8/2?');
@@ -638,7 +678,7 @@ describe('browser chat page', () => {
       const agent = new GatedAgent();
       const env = await started({ chatPage: true, agent });
       const url = `http://127.0.0.1:${env.port}/?token=${await token(user)}`;
-      const opened = await open(url);
+      const opened = await openLink(url);
       await waitReady(opened.page);
       return { env, agent, url, opened };
     }
@@ -741,7 +781,7 @@ describe('browser chat page', () => {
       await waitForTerminals(page, 2);
       await agent.started(2);
 
-      const second = await open(url);
+      const second = await openLink(url);
       await waitReady(second.page);
       expect(await second.page.locator('#thread-list button').allTextContents()).toEqual(['Thread 1', 'second thread', 'first thread']);
       expect(await second.page.locator('#thread-heading').textContent()).toBe('Thread 1');
