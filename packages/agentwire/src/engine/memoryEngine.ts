@@ -60,6 +60,10 @@ export class MemoryEngine implements EventEngine {
     return this.#retentionMs;
   }
 
+  get retentionEvents(): number {
+    return this.#retentionEvents;
+  }
+
   async ready(): Promise<void> {}
 
   async append(userId: string, events: readonly EventBody[]): Promise<LogEntry[]> {

@@ -69,6 +69,12 @@ export interface EventEngine {
    */
   readonly retentionMs?: number;
   /**
+   * Entries the log keeps per user at most, where the engine has such a bound: once the head
+   * is at seq S, no seq below S - retentionEvents + 1 is held again (thread marks that hide only
+   * such events can go).
+   */
+  readonly retentionEvents?: number;
+  /**
    * Appends events in order, assigning consecutive seqs atomically; resolves with the entries
    * written. Engines whose replies can be lost (Redis) drop a fenced append's leading
    * agent_started when the run already started, since it was written by an attempt whose reply

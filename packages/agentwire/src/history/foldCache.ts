@@ -16,6 +16,11 @@ export interface UserFold {
   readonly epoch: string;
   readonly deletions: ReadonlyMap<string, Deletion>;
   readonly fold: HistoryFold;
+  /**
+   * The newest seq of an event the deletions left out, by thread, over every event this fold
+   * read: a deletion hides nothing the log still holds once that is below the log's floor.
+   */
+  readonly hidden: Map<string, number>;
   /** The oldest seq the fold may hold. */
   floor: number;
   /** Every entry up to this seq was read and folded (as far as the log still had it). */
@@ -77,7 +82,8 @@ export class FoldCache {
 
   #fresh(head: LogHead, deletions: ReadonlyMap<string, Deletion>, through: number): UserFold {
     const floor = this.#floor(through);
-    return { epoch: head.epoch, deletions, fold: createFold(excluder(deletions)), floor, readThrough: floor - 1 };
+    const hidden = new Map<string, number>();
+    return { epoch: head.epoch, deletions, fold: createFold(excluder(deletions, hidden)), hidden, floor, readThrough: floor - 1 };
   }
 
   /** Keeps the user's fold unless a concurrent request replaced `kept` meanwhile (theirs is as new). */
@@ -129,11 +135,14 @@ function eventOf(entry: LogEntry): DurableEvent | null {
   return event && event.seq === entry.seq ? event : null;
 }
 
-function excluder(deletions: ReadonlyMap<string, Deletion>): ((event: DurableEvent) => boolean) | undefined {
+/** Leaves out the deleted events, noting each one's seq in `hidden` (events come in seq order). */
+function excluder(deletions: ReadonlyMap<string, Deletion>, hidden: Map<string, number>): ((event: DurableEvent) => boolean) | undefined {
   if (deletions.size === 0) return undefined;
   return (event) => {
     const deletion = deletions.get(event.thread_id);
-    return deletion !== undefined && (event.seq <= deletion.through || deletion.runs.has(event.run_id));
+    if (deletion === undefined || !(event.seq <= deletion.through || deletion.runs.has(event.run_id))) return false;
+    hidden.set(event.thread_id, event.seq);
+    return true;
   };
 }
 

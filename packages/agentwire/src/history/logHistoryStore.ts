@@ -3,27 +3,37 @@ import type { UnfinishedRun } from '../runs/runStore.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
 import { conversationTurns, messagePage, runningRuns, threadPage, threadSummary } from './fold.js';
 import { FoldCache, type Deletion, type UserFold } from './foldCache.js';
-import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
+import { MemoryThreadMarks, type DeadMark, type ThreadMark, type ThreadMarkStore } from './threadMarks.js';
 import type { ConversationTurn, HistoryStore, MessagesPage, Page, PageRequest, ThreadSummary } from './types.js';
 
 /** Writes of a rename or deletion tried, each after reading the marks again, before giving up. */
 const MAX_MARK_ATTEMPTS = 5;
+/** Users whose next pruning threshold is remembered; a forgotten one is pruned again at the minimum. */
+const MAX_PRUNE_THRESHOLDS = 10_000;
 
 /** Options of `createLogHistoryStore`. */
 export interface LogHistoryStoreOptions {
   /** The log to fold (its `read` and `head`). */
-  readonly engine: Pick<EventEngine, 'read' | 'head' | 'available'>;
+  readonly engine: Pick<EventEngine, 'read' | 'head' | 'available' | 'retentionEvents'>;
   /** Renames and deletions. Default: in memory (one node); `RedisThreadMarks` shares them. */
   readonly marks?: ThreadMarkStore;
   /**
    * Runs running or queued (the run store's `activeRuns`): a deletion also deletes their later
    * events. (A queued run as a thread's `last_run` is the routes' to add, for every store.)
+   * Without it, no mark a run could still change (a deletion naming runs, a rename) is pruned.
    */
   readonly activeRuns?: (userId: string) => Promise<UnfinishedRun[]>;
-  /** The newest events of a user folded, at most. Default 10 000 (the default retention). */
+  /** The newest events of a user folded, at most (and never more than the engine's `retentionEvents`). Default 10 000. */
   readonly maxEvents?: number;
   /** Events whose fold is kept between requests, over all users (least recently read users go first). Default 100 000. */
   readonly maxCachedEvents?: number;
+  /**
+   * A user's marks are pruned (`pruneMarks`, in the background) when a fold finds at least this
+   * many, and next only once as many as twice what that pruning kept. Default 64.
+   */
+  readonly marksBeforePruning?: number;
+  /** Told of what fails off the request path (pruning marks). */
+  readonly onFault?: (error: unknown, context: string) => void;
 }
 
 interface Folded {
@@ -48,12 +58,23 @@ export class LogHistoryStore implements HistoryStore {
   readonly #marks: ThreadMarkStore;
   readonly #activeRuns: LogHistoryStoreOptions['activeRuns'];
   readonly #cache: FoldCache;
+  readonly #marksBeforePruning: number;
+  readonly #onFault: LogHistoryStoreOptions['onFault'];
+  /** Marks at which each user is pruned next (oldest entry first), past `#marksBeforePruning`. */
+  readonly #pruneAt = new Map<string, number>();
+  /** Users being pruned: one pruning per user at a time. */
+  readonly #pruning = new Set<string>();
 
   constructor(options: LogHistoryStoreOptions) {
     this.#engine = options.engine;
     this.#marks = options.marks ?? new MemoryThreadMarks();
     this.#activeRuns = options.activeRuns;
-    this.#cache = new FoldCache(options.maxEvents ?? 10_000, options.maxCachedEvents ?? 100_000);
+    // Never wider than the log: a kept fold would go on showing runs the log no longer holds,
+    // which a fresh fold (another node's, or after a deletion) does not.
+    const window = Math.min(options.maxEvents ?? 10_000, options.engine.retentionEvents ?? Number.POSITIVE_INFINITY);
+    this.#cache = new FoldCache(window, options.maxCachedEvents ?? 100_000);
+    this.#marksBeforePruning = options.marksBeforePruning ?? 64;
+    this.#onFault = options.onFault;
   }
 
   get available(): boolean {
@@ -144,6 +165,59 @@ export class LogHistoryStore implements HistoryStore {
   async close(): Promise<void> {}
 
   /**
+   * Removes the user's marks that can change no answer (the rule in threadMarks.ts), each only
+   * while it is still the mark judged; resolves how many went. Runs in the background when a
+   * fold finds many marks; never on a request's path.
+   */
+  async pruneMarks(userId: string): Promise<number> {
+    if (!this.#marks.remove) return 0;
+    // Marks, then runs, then the head: a run a deletion names was active when it was written, so
+    // one not active now ended before the head was read, and its every event is in the fold.
+    // Without the runs, nothing is judged that a run could still change.
+    const marks = await this.#marks.all(userId);
+    const active = this.#activeRuns && (await this.#activeRuns(userId));
+    const activeIds = new Set(active?.map((run) => run.runId));
+    const activeThreads = new Set(active?.map((run) => run.threadId));
+    const head = await this.#engine.head(userId);
+    const user = await this.#cache.fold(this.#engine, userId, head, deletionsOf(marks, head.epoch));
+    const dead: DeadMark[] = [];
+    for (const [threadId, mark] of marks) {
+      if (mark.epoch === head.epoch) {
+        const runs = mark.deletedRuns ?? [];
+        const runsEnded = active ? runs.every((runId) => !activeIds.has(runId)) : runs.length === 0;
+        // The fold's floor: no seq below it is shown again, as the window (within the log) only moves on.
+        if (mark.deletedThrough !== undefined && !(runsEnded && (user.hidden.get(threadId) ?? 0) < user.floor)) continue;
+        // A rename names a thread that shows, or that a queued run of it will show again.
+        if (mark.title !== undefined && (!active || activeThreads.has(threadId) || threadSummary(user.fold, threadId))) continue;
+      }
+      dead.push({ threadId, mark, whileAt: mark.epoch === head.epoch && mark.title !== undefined });
+    }
+    const removed = await this.#marks.remove(userId, { epoch: head.epoch, lastSeq: user.readThrough }, dead);
+    this.#pruneAgainAt(userId, marks.size - removed);
+    return removed;
+  }
+
+  /** The user is pruned next at twice the marks kept: a user whose marks all matter costs a pruning per doubling. */
+  #pruneAgainAt(userId: string, kept: number): void {
+    this.#pruneAt.delete(userId);
+    this.#pruneAt.set(userId, Math.max(this.#marksBeforePruning, 2 * kept));
+    if (this.#pruneAt.size > MAX_PRUNE_THRESHOLDS) this.#pruneAt.delete(this.#pruneAt.keys().next().value!);
+  }
+
+  /** Prunes the user's marks in the background when there are many (best effort: a failure is a fault, never a request's). */
+  #pruneIfMany(userId: string, marks: number): void {
+    if (!this.#marks.remove || this.#pruning.has(userId) || marks < (this.#pruneAt.get(userId) ?? this.#marksBeforePruning)) return;
+    this.#pruning.add(userId);
+    void this.pruneMarks(userId)
+      .catch((error: unknown) => {
+        // Not tried again on every fold meanwhile: as if it had kept them all.
+        this.#pruneAgainAt(userId, marks);
+        this.#onFault?.(error, 'prune thread marks');
+      })
+      .finally(() => this.#pruning.delete(userId));
+  }
+
+  /**
    * The user's fold of their newest `maxEvents` events, including at least every event up to
    * the head read first (`readThrough` says how far), so an answer includes exactly the events
    * up to `readThrough`. Kept between requests (FoldCache): only what was appended since is read.
@@ -151,6 +225,7 @@ export class LogHistoryStore implements HistoryStore {
   async #fold(userId: string): Promise<Folded> {
     const [head, marks] = await Promise.all([this.#engine.head(userId), this.#marks.all(userId)]);
     const user = await this.#cache.fold(this.#engine, userId, head, deletionsOf(marks, head.epoch));
+    this.#pruneIfMany(userId, marks.size);
     return { head, user, marks };
   }
 }

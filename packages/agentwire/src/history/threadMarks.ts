@@ -1,8 +1,20 @@
 // What the log-folded history keeps beside the log: renames and deletions of a user's threads.
 // The log itself is append-only, so these marks are applied when it is folded.
+//
+// A mark goes once it can change no answer (LogHistoryStore.pruneMarks), so the marks stay
+// bounded by what the retained log can still show:
+// - a mark of another epoch than the log's: it hides nothing (an epoch never comes back);
+// - a deletion once every run it names has ended (appends are fenced: it can add nothing) and
+//   every event it hid is below the fold's oldest seq, which only moves on (the fold is never
+//   wider than the log), so nothing it hides can be shown again;
+// - a rename once its thread shows no run and has none queued or running, and only while nothing
+//   was appended since that was judged: a thread whose events are all gone may still be resumed,
+//   and then starts afresh, titled by its new first message.
+// Removal is compare-and-delete: a mark written since it was judged stays.
 
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { DEFAULTS } from '../config/settings.js';
+import type { LogHead } from '../engine/types.js';
 import { parseJsonObject } from './fold.js';
 
 /** A thread's marks; they belong to one epoch of the user's log and mean nothing in another. */
@@ -32,6 +44,20 @@ export interface ThreadMarkStore {
    * Stores whose marks the log's own writes keep alive (Redis: append.lua) need not have it.
    */
   appended?(userId: string): void;
+  /**
+   * Removes marks judged dead when the log stood at `head`, each only while the stored mark is
+   * still the judged one; those judged `whileAt` only while the log still stands at `head`.
+   * Resolves how many went. A store that cannot see the log leaves the `whileAt` ones.
+   */
+  remove?(userId: string, head: LogHead, dead: readonly DeadMark[]): Promise<number>;
+}
+
+/** A mark that can change no answer (see the rule above). */
+export interface DeadMark {
+  readonly threadId: string;
+  readonly mark: ThreadMark;
+  /** Dead only while nothing is appended past the head it was judged at (a rename). */
+  readonly whileAt: boolean;
 }
 
 /** Bounds of `MemoryThreadMarks`. */
@@ -97,6 +123,18 @@ export class MemoryThreadMarks implements ThreadMarkStore {
 
   appended(userId: string): void {
     this.#use(userId);
+  }
+
+  /** Without the log's head at hand, it leaves renames to its per-user bound. */
+  async remove(userId: string, _head: LogHead, dead: readonly DeadMark[]): Promise<number> {
+    const marks = this.#users.get(userId)?.marks;
+    let removed = 0;
+    for (const { threadId, mark, whileAt } of dead) {
+      if (whileAt || !marks || !sameMark(marks.get(threadId) ?? null, mark)) continue;
+      marks.delete(threadId);
+      removed++;
+    }
+    return removed;
   }
 
   /** The user's marks (now the most recently used), after forgetting users idle past the age. */

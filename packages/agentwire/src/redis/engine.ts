@@ -65,6 +65,10 @@ export class RedisEngine implements EventEngine {
     return this.#ttlMs;
   }
 
+  get retentionEvents(): number {
+    return this.#maxLen;
+  }
+
   async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
     const keys = this.#connection.keys.user(userId);
     const now = this.#now();

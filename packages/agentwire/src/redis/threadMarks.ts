@@ -1,11 +1,13 @@
-import { markJson, parseMark, type ThreadMark, type ThreadMarkStore } from '../history/threadMarks.js';
+import type { LogHead } from '../engine/types.js';
+import { markJson, parseMark, type DeadMark, type ThreadMark, type ThreadMarkStore } from '../history/threadMarks.js';
 import type { RedisConnection } from './connection.js';
 import { decodeId, encodeId } from './keys.js';
 
 /**
  * Thread marks in Redis, beside the user's log (one hash per user, in the user's slot), so that
  * every node folds the same renames and deletions. They expire with the log: a rename or deletion
- * and every append (append.lua) keep them for the retention age.
+ * and every append (append.lua) keep them for the retention age; the history store removes those
+ * that can change no answer (pruneMarks.lua), so an active user's hash does not grow without bound.
  */
 export class RedisThreadMarks implements ThreadMarkStore {
   readonly #connection: RedisConnection;
@@ -31,5 +33,13 @@ export class RedisThreadMarks implements ThreadMarkStore {
     const check = expected === undefined ? ['0', ''] : ['1', expected === null ? '' : markJson(expected)];
     const written = await this.#connection.script('putMark', [key], [encodeId(threadId), markJson(mark), this.#retentionMs, ...check]);
     return Number(written) === 1;
+  }
+
+  async remove(userId: string, head: LogHead, dead: readonly DeadMark[]): Promise<number> {
+    if (dead.length === 0) return 0;
+    const keys = this.#connection.keys.user(userId);
+    const args: (string | number)[] = [head.epoch, head.lastSeq];
+    for (const { threadId, mark, whileAt } of dead) args.push(encodeId(threadId), markJson(mark), whileAt ? '1' : '0');
+    return Number(await this.#connection.script('pruneMarks', [keys.threadMarks, keys.meta], args));
   }
 }

@@ -201,7 +201,9 @@ export class Gateway {
         // Marks kept as long as the engine keeps an idle user's log (and on its clock).
         marks:
           options.threadMarks ?? new MemoryThreadMarks({ clock, ...(this.engine.retentionMs === undefined ? {} : { retentionMs: this.engine.retentionMs }) }),
-        activeRuns,
+        // Only a run store that lists its runs: pruning takes a run it does not list for ended.
+        ...(runStore.activeRuns ? { activeRuns } : {}),
+        onFault,
       });
     const history = this.history;
     if (history.archiveProgress) this.metrics.observeArchive(() => history.archiveProgress!());

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { EventBody } from '@agentwire/protocol';
 import { MemoryEngine } from '../../src/engine/memoryEngine.js';
 import { createLogHistoryStore } from '../../src/history/logHistoryStore.js';
-import { MemoryThreadMarks } from '../../src/history/threadMarks.js';
+import { MemoryThreadMarks, type ThreadMarkStore } from '../../src/history/threadMarks.js';
 import type { HistoryStore } from '../../src/history/types.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { TEST_SECRET } from '../helpers/gateway.js';
@@ -144,5 +144,50 @@ describe('a gateway’s default thread marks', () => {
     await clock.advance(2 * DAY_MS);
     expect((await gateway.history.listThreads('alice', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['kept']);
     await gateway.shutdown();
+  });
+});
+
+/**
+ * Pruning with the in-memory marks: a deletion goes once the log holds nothing it hides, as with
+ * Redis; a rename waits for the per-user bound (these marks cannot see whether the log moved on
+ * since the rename was judged, and a resumed thread would lose its name).
+ */
+describe('pruning in-memory thread marks', () => {
+  it('removes a deletion whose events the log no longer holds, and keeps the rest', async () => {
+    const engine = new MemoryEngine({ retentionEvents: 4 });
+    const marks = new MemoryThreadMarks();
+    const store = createLogHistoryStore({ engine, marks, activeRuns: async () => [] });
+    await engine.append('alice', run('gone', 'secret'));
+    expect(await store.deleteThread('alice', 'gone')).toBe(true);
+    await engine.append('alice', run('named', 'words'));
+    expect(await store.renameThread('alice', 'named', 'my name')).not.toBeNull();
+    await engine.append('alice', run('shown', 'words'));
+    await engine.append('alice', run('deleted later', 'words'));
+    expect(await store.deleteThread('alice', 'deleted later')).toBe(true);
+
+    expect(await store.pruneMarks('alice')).toBe(1);
+    expect([...(await marks.all('alice')).keys()]).toEqual(['named', 'deleted later']);
+    expect((await store.listThreads('alice', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['shown']);
+    await engine.close();
+  });
+
+  it('prunes in the background once a fold finds many marks; a failure is a fault, not the request’s', async () => {
+    const engine = new MemoryEngine();
+    const marks = new MemoryThreadMarks();
+    const failing: ThreadMarkStore = {
+      all: (userId) => marks.all(userId),
+      put: (userId, threadId, mark, expected) => marks.put(userId, threadId, mark, expected),
+      remove: () => Promise.reject(new Error('marks unreachable')),
+    };
+    let fault!: (fault: [unknown, string]) => void;
+    const faulted = new Promise<[unknown, string]>((resolve) => (fault = resolve));
+    const store = createLogHistoryStore({ engine, marks: failing, marksBeforePruning: 2, onFault: (error, context) => fault([error, context]) });
+    await engine.append('alice', [...run('a', 'words'), ...run('b', 'words')]);
+    expect(await store.renameThread('alice', 'a', 'first')).not.toBeNull();
+    expect(await store.renameThread('alice', 'b', 'second')).not.toBeNull();
+    expect((await store.listThreads('alice', { limit: 10 })).items.map((t) => t.title)).toEqual(['second', 'first']);
+    const [error, context] = await faulted;
+    expect([(error as Error).message, context]).toEqual(['marks unreachable', 'prune thread marks']);
+    await engine.close();
   });
 });
