@@ -59,6 +59,12 @@ export class LogHistoryStore implements HistoryStore {
   readonly #activeRuns: LogHistoryStoreOptions['activeRuns'];
   readonly #cache: FoldCache;
   readonly #marksBeforePruning: number;
+  /**
+   * Whether a fold reaches as far back as the log keeps events. Only then can it tell that the
+   * log no longer holds what a mark hides or renames: with a narrower window (`maxEvents` below
+   * the engine's `retentionEvents`), a node folding more would show what this one judged gone.
+   */
+  readonly #foldsWholeLog: boolean;
   readonly #onFault: LogHistoryStoreOptions['onFault'];
   /** Marks at which each user is pruned next (oldest entry first), past `#marksBeforePruning`. */
   readonly #pruneAt = new Map<string, number>();
@@ -71,8 +77,10 @@ export class LogHistoryStore implements HistoryStore {
     this.#activeRuns = options.activeRuns;
     // Never wider than the log: a kept fold would go on showing runs the log no longer holds,
     // which a fresh fold (another node's, or after a deletion) does not.
-    const window = Math.min(options.maxEvents ?? 10_000, options.engine.retentionEvents ?? Number.POSITIVE_INFINITY);
+    const retention = options.engine.retentionEvents;
+    const window = Math.min(options.maxEvents ?? 10_000, retention ?? Number.POSITIVE_INFINITY);
     this.#cache = new FoldCache(window, options.maxCachedEvents ?? 100_000);
+    this.#foldsWholeLog = retention !== undefined && window >= retention;
     this.#marksBeforePruning = options.marksBeforePruning ?? 64;
     this.#onFault = options.onFault;
   }
@@ -183,6 +191,7 @@ export class LogHistoryStore implements HistoryStore {
     const dead: DeadMark[] = [];
     for (const [threadId, mark] of marks) {
       if (mark.epoch === head.epoch) {
+        if (!this.#foldsWholeLog) continue;
         const runs = mark.deletedRuns ?? [];
         const runsEnded = active ? runs.every((runId) => !activeIds.has(runId)) : runs.length === 0;
         // The fold's floor: no seq below it is shown again, as the window (within the log) only moves on.

@@ -10,6 +10,9 @@
 // - a rename once its thread shows no run and has none queued or running, and only while nothing
 //   was appended since that was judged: a thread whose events are all gone may still be resumed,
 //   and then starts afresh, titled by its new first message.
+// The last two are judged only by a fold that reaches as far back as the log keeps events (the
+// default; not with `maxEvents` below the engine's `retentionEvents`): a narrower fold cannot tell
+// that an event below it is gone, and a node folding more would show it again.
 // Removal is compare-and-delete: a mark written since it was judged stays.
 
 import { systemClock, type Clock } from '@agentwire/protocol';

@@ -178,6 +178,26 @@ describe('pruning thread marks (Redis)', () => {
     expect(await markedThreads()).toEqual([]);
   });
 
+  it('a node folding fewer events than the log keeps prunes nothing another node still shows', async () => {
+    const { node, markedThreads, fill, backend } = await rig(20);
+    const narrow = createLogHistoryStore({
+      engine: backend.engine,
+      marks: backend.threadMarks,
+      activeRuns: (userId) => backend.runStore.activeRuns(userId),
+      maxEvents: 6,
+    });
+    const wide = node();
+    await backend.engine.append(USER, [started('gone', 'r0', 'secret words'), ended('gone', 'r0')]);
+    await backend.engine.append(USER, [started('named', 'r1'), ended('named', 'r1')]);
+    expect(await wide.deleteThread(USER, 'gone')).toBe(true);
+    expect(await wide.renameThread(USER, 'named', 'my name')).not.toBeNull();
+    await fill(4); // both threads are below the narrow fold, still in the log
+    expect(await narrow.pruneMarks(USER)).toBe(0);
+    expect(await markedThreads()).toEqual(['gone', 'named']);
+    expect(await listed(wide)).toContainEqual(['named', 'my name']);
+    expect(await wide.messages(USER, 'gone', { limit: 10 })).toBeNull();
+  });
+
   it('never removes a mark written, or a thread resumed, between its judgment and its removal', async () => {
     const { store, node, marks, markedThreads, fill, backend } = await rig(10);
     const other = node(); // another node, writing while this one prunes
