@@ -1,12 +1,33 @@
-import type { Pool } from 'pg';
+import type { ClientBase, Pool } from 'pg';
+import type { Logger } from '../observability/logger.js';
 import { withClient } from './client.js';
 
-/** One schema change; `version`s rise by 1 and a released migration never changes. */
-interface Migration {
+/** A schema change committed in one transaction with its row in `agentwire_schema_migrations`, at start-up. */
+interface TransactionalMigration {
+  readonly kind: 'transaction';
   readonly version: number;
   readonly name: string;
   readonly sql: string;
 }
+
+/**
+ * An index built by `CREATE INDEX CONCURRENTLY` (writes go on while it builds) in the background
+ * after start-up (`buildIndexes`); its version is recorded once the index is valid. Queries must
+ * work without it, only slower. A later transactional migration must not lock its table: waiting
+ * for a build in progress on another node, it would deadlock with that build's wait for its
+ * transaction.
+ */
+interface IndexMigration {
+  readonly kind: 'concurrent index';
+  readonly version: number;
+  readonly name: string;
+  readonly index: string;
+  /** What follows `CREATE INDEX CONCURRENTLY <index>`. */
+  readonly on: string;
+}
+
+/** One schema change; `version`s rise by 1 and a released migration never changes. */
+type Migration = TransactionalMigration | IndexMigration;
 
 /**
  * The history schema (see docs/DEPLOYMENT.md "PostgreSQL"):
@@ -26,9 +47,13 @@ interface Migration {
  *   may still hold some). Since version 2 "up to its deletion" is a log position within the
  *   epoch of the deletion (`epoch`, `seq`: the user's log head then); events of another epoch
  *   (the log was lost in between), and every event against a version 1 row, compare times.
+ * - `agentwire_events_by_thread` (version 3): a thread's events in log order, for deleting a thread
+ *   (else a scan of all its user's events) and reading a run's events between its start and the
+ *   next run's start on its thread (else every thread's events in that range).
  */
 const MIGRATIONS: readonly Migration[] = [
   {
+    kind: 'transaction',
     version: 1,
     name: 'history archive',
     sql: `
@@ -97,25 +122,44 @@ const MIGRATIONS: readonly Migration[] = [
     // A tombstone compared event times (the gateways' clocks) with deleted_at (the database
     // server's): with a gateway behind the database, a thread id used again right after its
     // deletion was never archived; with one ahead, late events of the deleted thread were.
+    kind: 'transaction',
     version: 2,
     name: 'deleted threads by log position',
     sql: `
       ALTER TABLE agentwire_deleted_threads ADD COLUMN epoch text, ADD COLUMN seq bigint;
     `,
   },
+  {
+    kind: 'concurrent index',
+    version: 3,
+    name: 'events by thread',
+    index: 'agentwire_events_by_thread',
+    on: 'ON agentwire_events (user_id, thread_id, epoch_id, seq)',
+  },
 ];
 
 /** The key of the advisory lock every node takes around migrating (a fixed number of agentwire's). */
 const MIGRATION_LOCK = '7020302738838757733';
+/**
+ * The key of the advisory lock of the node building indexes: another one, so a node starting
+ * meanwhile migrates without waiting for a build (the build would wait for its snapshot: a deadlock).
+ */
+const INDEX_BUILD_LOCK = '7020302738838757734';
 
 /** The newest schema version this build knows. */
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;
 
+async function appliedVersions(client: ClientBase): Promise<Set<number>> {
+  const { rows } = await client.query<{ version: number }>('SELECT version FROM agentwire_schema_migrations');
+  return new Set(rows.map((row) => row.version));
+}
+
 /**
- * Brings the schema to SCHEMA_VERSION: under a session advisory lock, so nodes starting at once
- * migrate one after the other (the later ones find nothing to do); each migration and its row in
- * `agentwire_schema_migrations` commit together, so a crash leaves no half-applied version.
- * Returns the versions this call applied. A database newer than this build is refused.
+ * Brings the schema to SCHEMA_VERSION but for its indexes built concurrently (`buildIndexes`):
+ * under a session advisory lock, so nodes starting at once migrate one after the other (the later
+ * ones find nothing to do); each migration and its row in `agentwire_schema_migrations` commit
+ * together, so a crash leaves no half-applied version. Returns the versions this call applied. A
+ * database newer than this build is refused.
  */
 export function migrate(pool: Pool): Promise<number[]> {
   return withClient(pool, async (client) => {
@@ -127,15 +171,14 @@ export function migrate(pool: Pool): Promise<number[]> {
       name text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now()
     )`);
-    const { rows } = await client.query<{ version: number }>('SELECT version FROM agentwire_schema_migrations');
-    const applied = new Set(rows.map((row) => row.version));
+    const applied = await appliedVersions(client);
     const newest = Math.max(0, ...applied);
     if (newest > SCHEMA_VERSION) {
       throw new Error(`the database schema is version ${newest}, newer than this agentwire (${SCHEMA_VERSION}); upgrade agentwire`);
     }
     const done: number[] = [];
     for (const migration of MIGRATIONS) {
-      if (applied.has(migration.version)) continue;
+      if (migration.kind !== 'transaction' || applied.has(migration.version)) continue;
       await client.query('BEGIN');
       try {
         await client.query(migration.sql);
@@ -150,4 +193,56 @@ export function migrate(pool: Pool): Promise<number[]> {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]);
     return done;
   });
+}
+
+/** The index migrations a database has not recorded. */
+async function pendingIndexes(client: ClientBase): Promise<IndexMigration[]> {
+  const applied = await appliedVersions(client);
+  return MIGRATIONS.filter((migration): migration is IndexMigration => migration.kind === 'concurrent index' && !applied.has(migration.version));
+}
+
+/**
+ * Builds the indexes `migrate` left (after it, on `client`: a connection of its own, as this sets
+ * its session's statement timeout and holds a session lock; close it on failure). Outside any
+ * transaction, as `CREATE INDEX CONCURRENTLY` must be; it waits for every transaction that writes
+ * the table or has an older snapshot, so it holds no migration lock a starting node waits on.
+ * Only the node that takes the build lock builds; the others go on without. An invalid index (a
+ * build that crashed or was cancelled) is dropped and built again; a valid one is kept, however
+ * it was made. Returns the versions it recorded; rejects on a failed build, which the next start
+ * tries again.
+ */
+export async function buildIndexes(client: ClientBase, logger: Logger): Promise<number[]> {
+  if ((await pendingIndexes(client)).length === 0) return [];
+  const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [INDEX_BUILD_LOCK]);
+  if (!rows[0]!.locked) {
+    logger.info('postgres: another node is building the history indexes');
+    return [];
+  }
+  // A build takes as long as the table needs, not a query's deadline.
+  await client.query('SET statement_timeout = 0');
+  const done: number[] = [];
+  // Again under the lock: the node that held it may have built them meanwhile.
+  for (const migration of await pendingIndexes(client)) {
+    const started = performance.now();
+    const valid = await indexValidity(client, migration.index);
+    if (valid === false) {
+      logger.warn({ index: migration.index }, 'postgres: dropping an invalid index an interrupted build left');
+      await client.query(`DROP INDEX CONCURRENTLY ${migration.index}`);
+    }
+    if (valid !== true) {
+      logger.info({ index: migration.index }, 'postgres: building an index in the background (CREATE INDEX CONCURRENTLY); the node serves meanwhile');
+      await client.query(`CREATE INDEX CONCURRENTLY ${migration.index} ${migration.on}`);
+    }
+    await client.query('INSERT INTO agentwire_schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+    logger.info({ index: migration.index, version: migration.version, durationMs: Math.round(performance.now() - started) }, 'postgres: index ready');
+    done.push(migration.version);
+  }
+  await client.query('SELECT pg_advisory_unlock($1)', [INDEX_BUILD_LOCK]);
+  return done;
+}
+
+/** Whether the index is valid (usable by queries); undefined when there is none. */
+async function indexValidity(client: ClientBase, index: string): Promise<boolean | undefined> {
+  const { rows } = await client.query<{ valid: boolean }>('SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass($1)', [index]);
+  return rows[0]?.valid;
 }

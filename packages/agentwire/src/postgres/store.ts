@@ -18,7 +18,7 @@ import { silentLogger, type Logger } from '../observability/logger.js';
 import { Archiver } from './archiver.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
-import { migrate } from './migrations.js';
+import { buildIndexes, migrate } from './migrations.js';
 import { cutCharacters, MAX_TITLE_CHARACTERS, parseEvent } from '../history/fold.js';
 import { foldRun, type RunView } from './runFold.js';
 import { storableText } from './storable.js';
@@ -92,7 +92,7 @@ type Position = readonly [epochId: number, seq: number, part: 0 | 1];
  * parameterized, and bounded by the statement timeout. `ready()` resolves once the schema is
  * migrated; until then, and while PostgreSQL does not answer its probe within 1 s, `available`
  * is false (the gateway's `/readyz` is 503) and live traffic goes on: archiving catches up from
- * the log when PostgreSQL is back.
+ * the log when PostgreSQL is back. Indexes are built after that, in the background (`indexesBuilt`).
  */
 export class PostgresHistoryStore implements HistoryStore {
   readonly #pool: pg.Pool;
@@ -104,6 +104,9 @@ export class PostgresHistoryStore implements HistoryStore {
   readonly #clock: Clock;
   readonly #onChange: () => void;
   readonly #ready: Promise<void>;
+  readonly #indexesBuilt: Promise<number[]>;
+  /** The connection building indexes, while it does. */
+  #indexClient: pg.Client | null = null;
   #migrated = false;
   #probeOk = false;
   #probeSentAt: number | null = null;
@@ -156,6 +159,10 @@ export class PostgresHistoryStore implements HistoryStore {
         }),
     );
     this.#ready = this.#migrateUntilDone();
+    this.#indexesBuilt = this.#ready.then(
+      () => this.#buildIndexes(options.url, statementTimeoutMs),
+      () => [],
+    );
     this.#probeTimer = this.#clock.setInterval(() => void this.#probe(), options.probeIntervalMs ?? 500);
   }
 
@@ -165,6 +172,15 @@ export class PostgresHistoryStore implements HistoryStore {
    */
   ready(): Promise<void> {
     return this.#ready;
+  }
+
+  /**
+   * Resolves once this node's background index builds ended, with the versions it recorded: none
+   * when the database had them, another node was building them, or the build failed (logged;
+   * the next start tries again). `available` does not wait for them.
+   */
+  indexesBuilt(): Promise<number[]> {
+    return this.#indexesBuilt;
   }
 
   get available(): boolean {
@@ -352,6 +368,11 @@ export class PostgresHistoryStore implements HistoryStore {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#probeTimer) this.#clock.clearInterval(this.#probeTimer);
+    // Its statement is not cancelled: the server finishes a build under way (a later start records
+    // it) and ends the session after it, or leaves an invalid index that a later start builds again.
+    const indexClient = this.#indexClient;
+    this.#indexClient = null;
+    await indexClient?.end();
     await Promise.all(this.#archivers.map((archiver) => archiver.close()));
     await this.#pool.end();
   }
@@ -426,6 +447,32 @@ export class PostgresHistoryStore implements HistoryStore {
         if (!isConnectionError(error)) throw error;
         if (attempt % 10 === 0) this.#logger.warn({ err: error, attempt }, 'postgres: not reachable for migrations; retrying');
         await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, Math.min(100 * 2 ** attempt, 2000)));
+      }
+    }
+  }
+
+  /**
+   * Builds the schema's indexes on a connection of its own, not the pool's: a build can take
+   * hours on a big table, and archiving and the routes keep their connections meanwhile.
+   */
+  async #buildIndexes(url: string, connectTimeoutMs: number): Promise<number[]> {
+    if (this.#closed) return [];
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs, application_name: 'agentwire' });
+    // A broken connection fails the statement in flight; without a listener it would end the process.
+    client.on('error', () => undefined);
+    this.#indexClient = client;
+    try {
+      await client.connect();
+      return await buildIndexes(client, this.#logger);
+    } catch (error) {
+      if (this.#closed) this.#logger.info('postgres: closed while building an index; a later start finishes it');
+      else this.#logger.error({ err: error }, 'postgres: building an index failed; history works without it (slower), and the next start builds it again');
+      return [];
+    } finally {
+      // Unless close() ended it.
+      if (this.#indexClient === client) {
+        this.#indexClient = null;
+        await client.end();
       }
     }
   }
