@@ -16,6 +16,7 @@ import {
   type StoreKind,
 } from '../helpers/historyHttp.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
+import { NextCallGate } from '../helpers/nextCallGate.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import type { TestClient } from '../helpers/wsClient.js';
 
@@ -170,18 +171,14 @@ describe.each<[StoreKind, number]>([
 /** Thread marks whose next write waits until the test lets it go (a rename caught between its read and its write). */
 class HeldMarks implements ThreadMarkStore {
   readonly #inner: ThreadMarkStore;
-  #hold: { arrived: () => void; released: Promise<void> } | null = null;
+  readonly #gate = new NextCallGate();
 
   constructor(inner: ThreadMarkStore) {
     this.#inner = inner;
   }
 
   holdNextPut(): { arrived: Promise<void>; release: () => void } {
-    let arrived!: () => void;
-    let release!: () => void;
-    const reached = new Promise<void>((resolve) => (arrived = resolve));
-    this.#hold = { arrived, released: new Promise<void>((resolve) => (release = resolve)) };
-    return { arrived: reached, release };
+    return this.#gate.holdNext();
   }
 
   all(userId: string): Promise<Map<string, ThreadMark>> {
@@ -189,12 +186,7 @@ class HeldMarks implements ThreadMarkStore {
   }
 
   async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
-    const hold = this.#hold;
-    this.#hold = null;
-    if (hold) {
-      hold.arrived();
-      await hold.released;
-    }
+    await this.#gate.pass();
     return (await this.#inner.put(userId, threadId, mark, expected)) !== false;
   }
 }

@@ -8,6 +8,7 @@ import type { RedisBackend } from '../../src/redis/index.js';
 import type { RunRecord } from '../../src/runs/runStore.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { machineRedisBackend } from '../helpers/machineRedis.js';
+import { NextCallGate } from '../helpers/nextCallGate.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 // The Redis thread marks (renames and deletions of the log-folded history) were one hash per
@@ -31,16 +32,12 @@ function ended(threadId: string, runId: string): EventBody {
 class WatchedMarks implements ThreadMarkStore {
   readonly removals = new Waiters();
   removed = 0;
-  #hold: { arrived: () => void; released: Promise<void> } | null = null;
+  readonly #gate = new NextCallGate();
 
   constructor(readonly inner: ThreadMarkStore & Required<Pick<ThreadMarkStore, 'remove'>>) {}
 
   holdNextRemove(): { arrived: Promise<void>; release: () => void } {
-    let arrived!: () => void;
-    let release!: () => void;
-    const reached = new Promise<void>((resolve) => (arrived = resolve));
-    this.#hold = { arrived, released: new Promise<void>((resolve) => (release = resolve)) };
-    return { arrived: reached, release };
+    return this.#gate.holdNext();
   }
 
   all(userId: string): Promise<Map<string, ThreadMark>> {
@@ -52,12 +49,7 @@ class WatchedMarks implements ThreadMarkStore {
   }
 
   async remove(userId: string, head: LogHead, dead: readonly DeadMark[]): Promise<number> {
-    const hold = this.#hold;
-    this.#hold = null;
-    if (hold) {
-      hold.arrived();
-      await hold.released;
-    }
+    await this.#gate.pass();
     const removed = await this.inner.remove(userId, head, dead);
     this.removed += removed;
     this.removals.notify();
