@@ -146,9 +146,6 @@ export class Gateway {
   /** Set while upgrades are refused for the held-bytes limit, so that is logged once per episode. */
   #refusingForHeldBytes = false;
   readonly #maxSockets: number;
-  /** Sockets refused at the cap since the log last said so, and when it did (#countRefusedSockets). */
-  #socketsRefusedUnlogged = 0;
-  #socketsRefusedLoggedAt = Number.NEGATIVE_INFINITY;
   readonly #sweeper: TimerHandle;
   readonly #servers: Server[] = [];
   readonly #presence: GatewayOptions['presence'];
@@ -459,21 +456,23 @@ export class Gateway {
 
   /**
    * Each socket a server refuses for its `maxConnections` is counted; the log says so at most once
-   * a minute, with the number refused since it last did, however the refusals come (a steady
-   * flood, or churn at the cap that accepts one socket and refuses the next).
+   * a minute per server, with its limit and the number it refused since it last did, however the
+   * refusals come (a steady flood, or churn at the cap that accepts one socket and refuses the next).
    */
   #countRefusedSockets(server: Server): void {
+    let unlogged = 0;
+    let loggedAt = Number.NEGATIVE_INFINITY;
     server.on('drop', () => {
       this.metrics.socketsRefused.inc();
-      this.#socketsRefusedUnlogged++;
+      unlogged++;
       const now = this.#ctx.clock.now();
-      if (now - this.#socketsRefusedLoggedAt < REFUSED_SOCKETS_LOG_MS) return;
-      this.#socketsRefusedLoggedAt = now;
+      if (now - loggedAt < REFUSED_SOCKETS_LOG_MS) return;
+      loggedAt = now;
       this.#ctx.logger.warn(
-        { limit: server.maxConnections, refused: this.#socketsRefusedUnlogged },
+        { limit: server.maxConnections, refused: unlogged },
         'open sockets at the limit (AGENTWIRE_MAX_SOCKETS); closing new connections as they are accepted',
       );
-      this.#socketsRefusedUnlogged = 0;
+      unlogged = 0;
     });
   }
 

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { Writable } from 'node:stream';
-import { pino } from 'pino';
+import { pino, type Logger } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startGateway, TEST_SECRET, type TestGateway } from '../helpers/gateway.js';
 import { startRun, TestClient } from '../helpers/wsClient.js';
@@ -37,6 +37,31 @@ function serverEnds(server: Server): Map<number, Socket> {
   const ends = new Map<number, Socket>();
   server.on('connection', (socket: Socket) => ends.set(socket.remotePort!, socket));
   return ends;
+}
+
+interface LogLine {
+  readonly msg: string;
+  readonly refused?: number;
+  readonly limit?: number;
+}
+
+/** A pino logger whose lines the test reads. */
+function logSink(): { lines: LogLine[]; logger: Logger } {
+  const lines: LogLine[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as LogLine);
+      done();
+    },
+  });
+  return { lines, logger: pino({ level: 'info' }, sink) };
+}
+
+const atTheLimit = (lines: readonly LogLine[]) => lines.filter((line) => line.msg.startsWith('open sockets at the limit'));
+
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as { port: number }).port;
 }
 
 const refused = async (gateway: TestGateway['gateway']) => (await gateway.metrics.socketsRefused.get()).values[0]?.value ?? 0;
@@ -106,21 +131,14 @@ describe('AGENTWIRE_MAX_SOCKETS', () => {
   });
 
   it('says so in the log at most once a minute, with the count, also when churn at the cap accepts one and refuses the next', async () => {
-    const lines: Array<{ msg: string; refused?: number }> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _encoding, done) {
-        lines.push(JSON.parse(chunk.toString()) as { msg: string; refused?: number });
-        done();
-      },
-    });
+    const { lines, logger } = logSink();
     const clock = new ManualClock(Date.now());
-    const gateway = createGateway({ auth: { secret: TEST_SECRET }, maxSockets: 1, clock, logger: pino({ level: 'info' }, sink) });
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, maxSockets: 1, clock, logger });
     const server = createServer((req, res) => gateway.handleRequest(req, res) || res.end());
     gateway.attach(server);
     const ends = serverEnds(server);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as { port: number }).port;
-    const warnings = () => lines.filter((line) => line.msg.startsWith('open sockets at the limit'));
+    const port = await listen(server);
+    const warnings = () => atTheLimit(lines);
     /** One client holds the only socket, a second is refused, then the first leaves. */
     const churn = async () => {
       const held = await idleSocket(port);
@@ -142,6 +160,33 @@ describe('AGENTWIRE_MAX_SOCKETS', () => {
     } finally {
       for (const socket of sockets.splice(0)) socket.destroy();
       server.close();
+      await gateway.shutdown();
+    }
+  });
+  it('logs each attached server at its own cap, with its own limit and count', async () => {
+    const { lines, logger } = logSink();
+    const gateway = createGateway({ auth: { secret: TEST_SECRET }, logger });
+    const servers = [1, 2].map((cap) => {
+      const server = createServer((req, res) => gateway.handleRequest(req, res) || res.end());
+      server.maxConnections = cap;
+      gateway.attach(server);
+      return server;
+    });
+    try {
+      const [small, large] = await Promise.all(servers.map(listen));
+      await idleSocket(small!);
+      await once(await idleSocket(small!), 'close');
+      await idleSocket(large!);
+      await idleSocket(large!);
+      await once(await idleSocket(large!), 'close');
+      // One server's warning of the minute used to silence the other's, and named its own limit.
+      expect(atTheLimit(lines).map(({ limit, refused }) => ({ limit, refused }))).toEqual([
+        { limit: 1, refused: 1 },
+        { limit: 2, refused: 1 },
+      ]);
+    } finally {
+      for (const socket of sockets.splice(0)) socket.destroy();
+      for (const server of servers) server.close();
       await gateway.shutdown();
     }
   });
