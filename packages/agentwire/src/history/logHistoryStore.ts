@@ -68,8 +68,9 @@ export class LogHistoryStore implements HistoryStore {
   readonly #onFault: LogHistoryStoreOptions['onFault'];
   /** Marks at which each user is pruned next (oldest entry first), past `#marksBeforePruning`. */
   readonly #pruneAt = new Map<string, number>();
-  /** Users being pruned: one pruning per user at a time. */
-  readonly #pruning = new Set<string>();
+  /** Prunings under way, by user: one per user at a time; close() waits for them. */
+  readonly #pruning = new Map<string, Promise<unknown>>();
+  #closed = false;
 
   constructor(options: LogHistoryStoreOptions) {
     this.#engine = options.engine;
@@ -170,7 +171,11 @@ export class LogHistoryStore implements HistoryStore {
     this.#marks.appended?.(userId);
   }
 
-  async close(): Promise<void> {}
+  /** Waits for the prunings under way (they use the marks and the engine, which close after) and starts none. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await Promise.all(this.#pruning.values());
+  }
 
   /**
    * Removes the user's marks that can change no answer (the rule in threadMarks.ts), each only
@@ -215,15 +220,15 @@ export class LogHistoryStore implements HistoryStore {
 
   /** Prunes the user's marks in the background when there are many (best effort: a failure is a fault, never a request's). */
   #pruneIfMany(userId: string, marks: number): void {
-    if (!this.#marks.remove || this.#pruning.has(userId) || marks < (this.#pruneAt.get(userId) ?? this.#marksBeforePruning)) return;
-    this.#pruning.add(userId);
-    void this.pruneMarks(userId)
+    if (this.#closed || !this.#marks.remove || this.#pruning.has(userId) || marks < (this.#pruneAt.get(userId) ?? this.#marksBeforePruning)) return;
+    const pruning = this.pruneMarks(userId)
       .catch((error: unknown) => {
         // Not tried again on every fold meanwhile: as if it had kept them all.
         this.#pruneAgainAt(userId, marks);
         this.#onFault?.(error, 'prune thread marks');
       })
       .finally(() => this.#pruning.delete(userId));
+    this.#pruning.set(userId, pruning);
   }
 
   /**

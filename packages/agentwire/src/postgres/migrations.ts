@@ -218,8 +218,9 @@ export async function buildIndexes(client: ClientBase, logger: Logger): Promise<
     logger.info('postgres: another node is building the history indexes');
     return [];
   }
-  // A build takes as long as the table needs, not a query's deadline.
-  await client.query('SET statement_timeout = 0');
+  // A build takes as long as the table needs, not a query's deadline; and it waits for older
+  // transactions as lock waits, which a lock_timeout set on the database or role would cancel.
+  await client.query('SET statement_timeout = 0; SET lock_timeout = 0');
   const done: number[] = [];
   // Again under the lock: the node that held it may have built them meanwhile.
   for (const migration of await pendingIndexes(client)) {

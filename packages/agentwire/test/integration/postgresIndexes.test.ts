@@ -212,6 +212,34 @@ describe('the thread index (built concurrently after start-up)', () => {
     expect(await threadIndex(pool)).toMatchObject({ valid: true });
   });
 
+  it('a lock_timeout set on the database does not cut the build short while it waits for a writer', async () => {
+    // A concurrent build waits for older transactions as lock waits, which a lock_timeout set
+    // on the database (or role) cancelled: every start left an invalid index and none was built.
+    const { url, pool } = await freshDatabase();
+    await migrate(pool);
+    await pool.query(`ALTER DATABASE ${new URL(url).pathname.slice(1)} SET lock_timeout = '20ms'`);
+    const writer = await openWriter(url);
+    const { logger, messages } = captureLogger();
+    const first = await startStore(url, logger);
+    let buildEnded = false;
+    void first.indexesBuilt().then(() => (buildEnded = true));
+    const blocked = await backendsBlockedBy(pool, writer.pid, { settled: () => buildEnded, timeoutMs: 10_000 });
+    const build = blocked.find((backend) => /CREATE INDEX CONCURRENTLY/i.test(backend.query));
+    expect(build, `a concurrent index build among ${JSON.stringify(blocked)} (${messages.join('; ')})`).toBeDefined();
+    // Polled until it has waited ten times the lock timeout: it is still there, waiting.
+    for (;;) {
+      const { rows } = await pool.query<{ waited: boolean }>(
+        `SELECT clock_timestamp() - query_start > interval '200 milliseconds' AS waited FROM pg_stat_activity WHERE pid = $1 AND state = 'active'`,
+        [build!.pid],
+      );
+      expect(rows, `the build waiting (${messages.join('; ')})`).toHaveLength(1);
+      if (rows[0]!.waited) break;
+    }
+    await writer.end();
+    expect(await within(first.indexesBuilt(), 'the build')).toEqual([3]);
+    expect(await threadIndex(pool)).toMatchObject({ valid: true });
+  });
+
   it('a node closed during its build leaves the build to the server, and the next start records it', async () => {
     const { url, pool } = await freshDatabase();
     await migrate(pool);

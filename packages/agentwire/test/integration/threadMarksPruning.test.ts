@@ -215,6 +215,23 @@ describe('pruning thread marks (Redis)', () => {
     expect(await other.messages(USER, 'deleted', { limit: 10 })).toBeNull();
   });
 
+  it('close() waits for a pruning under way, so none reaches Redis after the store was closed', async () => {
+    // A background pruning went on past close(): the gateway's owner then closed the Redis
+    // connection under it, and every shutdown during one logged a 'prune thread marks' fault.
+    const { marks, node, fill, backend } = await rig(10);
+    const store = node(1);
+    await backend.engine.append(USER, [started('old', 'r0'), ended('old', 'r0')]);
+    expect(await store.renameThread(USER, 'old', 'old name')).not.toBeNull();
+    await fill(5); // 'old' is trimmed: its rename is dead
+    const held = marks.holdNextRemove();
+    await store.listThreads(USER, { limit: 10 }); // finds a mark: prunes in the background
+    await held.arrived;
+    const closing = store.close();
+    held.release();
+    await closing;
+    expect(marks.removed).toBe(1);
+  });
+
   it('removes marks of an earlier epoch of the log (it was lost: they hide nothing)', async () => {
     const { store, markedThreads, backend } = await rig(10);
     await backend.engine.append(USER, [started('t', 'r0'), ended('t', 'r0')]);
