@@ -2,9 +2,8 @@ import type { ClientBase, Pool } from 'pg';
 import type { Logger } from '../observability/logger.js';
 import { withClient } from './client.js';
 
-/** A schema change committed in one transaction with its row in `agentwire_schema_migrations`, at start-up. */
-interface TransactionalMigration {
-  readonly kind: 'transaction';
+/** One schema change; `version`s rise by 1 and a released migration never changes. */
+interface Migration {
   readonly version: number;
   readonly name: string;
   readonly sql: string;
@@ -12,22 +11,18 @@ interface TransactionalMigration {
 
 /**
  * An index built by `CREATE INDEX CONCURRENTLY` (writes go on while it builds) in the background
- * after start-up (`buildIndexes`); its version is recorded once the index is valid. Queries must
- * work without it, only slower. A later transactional migration must not lock its table: waiting
- * for a build in progress on another node, it would deadlock with that build's wait for its
- * transaction.
+ * after start-up (`buildIndexes`). Not a schema version: queries work without it, only slower, so
+ * an older agentwire works with it as without it, and a recorded version would make that older
+ * node refuse the database (a rollback, or an old node restarting mid-rollout) for an index
+ * alone. Each start looks it up in the catalog instead. A migration must not lock its table:
+ * waiting for a build in progress on another node, it would deadlock with that build's wait for
+ * its transaction.
  */
-interface IndexMigration {
-  readonly kind: 'concurrent index';
-  readonly version: number;
+interface BackgroundIndex {
   readonly name: string;
-  readonly index: string;
-  /** What follows `CREATE INDEX CONCURRENTLY <index>`. */
+  /** What follows `CREATE INDEX CONCURRENTLY <name>`. */
   readonly on: string;
 }
-
-/** One schema change; `version`s rise by 1 and a released migration never changes. */
-type Migration = TransactionalMigration | IndexMigration;
 
 /**
  * The history schema (see docs/DEPLOYMENT.md "PostgreSQL"):
@@ -47,13 +42,10 @@ type Migration = TransactionalMigration | IndexMigration;
  *   may still hold some). Since version 2 "up to its deletion" is a log position within the
  *   epoch of the deletion (`epoch`, `seq`: the user's log head then); events of another epoch
  *   (the log was lost in between), and every event against a version 1 row, compare times.
- * - `agentwire_events_by_thread` (version 3): a thread's events in log order, for deleting a thread
- *   (else a scan of all its user's events) and reading a run's events between its start and the
- *   next run's start on its thread (else every thread's events in that range).
+ * - `agentwire_events_by_thread` (BACKGROUND_INDEXES, built after start-up, not a version).
  */
 const MIGRATIONS: readonly Migration[] = [
   {
-    kind: 'transaction',
     version: 1,
     name: 'history archive',
     sql: `
@@ -122,21 +114,20 @@ const MIGRATIONS: readonly Migration[] = [
     // A tombstone compared event times (the gateways' clocks) with deleted_at (the database
     // server's): with a gateway behind the database, a thread id used again right after its
     // deletion was never archived; with one ahead, late events of the deleted thread were.
-    kind: 'transaction',
     version: 2,
     name: 'deleted threads by log position',
     sql: `
       ALTER TABLE agentwire_deleted_threads ADD COLUMN epoch text, ADD COLUMN seq bigint;
     `,
   },
-  {
-    kind: 'concurrent index',
-    version: 3,
-    name: 'events by thread',
-    index: 'agentwire_events_by_thread',
-    on: 'ON agentwire_events (user_id, thread_id, epoch_id, seq)',
-  },
 ];
+
+/**
+ * A thread's events in log order: deleting a thread (else a scan of all its user's events) and
+ * reading a run's events between its start and the next run's start on its thread (else every
+ * thread's events in that range).
+ */
+const BACKGROUND_INDEXES: readonly BackgroundIndex[] = [{ name: 'agentwire_events_by_thread', on: 'ON agentwire_events (user_id, thread_id, epoch_id, seq)' }];
 
 /** The key of the advisory lock every node takes around migrating (a fixed number of agentwire's). */
 const MIGRATION_LOCK = '7020302738838757733';
@@ -149,14 +140,9 @@ const INDEX_BUILD_LOCK = '7020302738838757734';
 /** The newest schema version this build knows. */
 export const SCHEMA_VERSION = MIGRATIONS.at(-1)!.version;
 
-async function appliedVersions(client: ClientBase): Promise<Set<number>> {
-  const { rows } = await client.query<{ version: number }>('SELECT version FROM agentwire_schema_migrations');
-  return new Set(rows.map((row) => row.version));
-}
-
 /**
- * Brings the schema to SCHEMA_VERSION but for its indexes built concurrently (`buildIndexes`):
- * under a session advisory lock, so nodes starting at once migrate one after the other (the later
+ * Brings the schema to SCHEMA_VERSION (its background indexes are `buildIndexes`'s): under a
+ * session advisory lock, so nodes starting at once migrate one after the other (the later
  * ones find nothing to do); each migration and its row in `agentwire_schema_migrations` commit
  * together, so a crash leaves no half-applied version. Returns the versions this call applied. A
  * database newer than this build is refused.
@@ -171,14 +157,15 @@ export function migrate(pool: Pool): Promise<number[]> {
       name text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now()
     )`);
-    const applied = await appliedVersions(client);
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM agentwire_schema_migrations');
+    const applied = new Set(rows.map((row) => row.version));
     const newest = Math.max(0, ...applied);
     if (newest > SCHEMA_VERSION) {
       throw new Error(`the database schema is version ${newest}, newer than this agentwire (${SCHEMA_VERSION}); upgrade agentwire`);
     }
     const done: number[] = [];
     for (const migration of MIGRATIONS) {
-      if (migration.kind !== 'transaction' || applied.has(migration.version)) continue;
+      if (applied.has(migration.version)) continue;
       await client.query('BEGIN');
       try {
         await client.query(migration.sql);
@@ -195,23 +182,24 @@ export function migrate(pool: Pool): Promise<number[]> {
   });
 }
 
-/** The index migrations a database has not recorded. */
-async function pendingIndexes(client: ClientBase): Promise<IndexMigration[]> {
-  const applied = await appliedVersions(client);
-  return MIGRATIONS.filter((migration): migration is IndexMigration => migration.kind === 'concurrent index' && !applied.has(migration.version));
+/** The background indexes that are missing or invalid. */
+async function pendingIndexes(client: ClientBase): Promise<BackgroundIndex[]> {
+  const pending: BackgroundIndex[] = [];
+  for (const index of BACKGROUND_INDEXES) if ((await indexValidity(client, index.name)) !== true) pending.push(index);
+  return pending;
 }
 
 /**
- * Builds the indexes `migrate` left (after it, on `client`: a connection of its own, as this sets
- * its session's statement timeout and holds a session lock; close it on failure). Outside any
- * transaction, as `CREATE INDEX CONCURRENTLY` must be; it waits for every transaction that writes
- * the table or has an older snapshot, so it holds no migration lock a starting node waits on.
- * Only the node that takes the build lock builds; the others go on without. An invalid index (a
- * build that crashed or was cancelled) is dropped and built again; a valid one is kept, however
- * it was made. Returns the versions it recorded; rejects on a failed build, which the next start
- * tries again.
+ * Builds the background indexes that are missing or invalid (after `migrate`, on `client`: a
+ * connection of its own, as this sets its session's timeouts and holds a session lock; close it
+ * on failure). Outside any transaction, as `CREATE INDEX CONCURRENTLY` must be; it waits for every
+ * transaction that writes the table or has an older snapshot, so it holds no migration lock a
+ * starting node waits on. Only the node that takes the build lock builds; the others go on
+ * without. An invalid index (a build that crashed or was cancelled) is dropped and built again; a
+ * valid one is kept, however it was made. Returns the names of the indexes it built; rejects on a
+ * failed build, which the next start tries again.
  */
-export async function buildIndexes(client: ClientBase, logger: Logger): Promise<number[]> {
+export async function buildIndexes(client: ClientBase, logger: Logger): Promise<string[]> {
   if ((await pendingIndexes(client)).length === 0) return [];
   const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [INDEX_BUILD_LOCK]);
   if (!rows[0]!.locked) {
@@ -221,25 +209,21 @@ export async function buildIndexes(client: ClientBase, logger: Logger): Promise<
   // A build takes as long as the table needs, not a query's deadline; and it waits for older
   // transactions as lock waits, which a lock_timeout set on the database or role would cancel.
   await client.query('SET statement_timeout = 0; SET lock_timeout = 0');
-  const done: number[] = [];
+  const built: string[] = [];
   // Again under the lock: the node that held it may have built them meanwhile.
-  for (const migration of await pendingIndexes(client)) {
+  for (const index of await pendingIndexes(client)) {
     const started = performance.now();
-    const valid = await indexValidity(client, migration.index);
-    if (valid === false) {
-      logger.warn({ index: migration.index }, 'postgres: dropping an invalid index an interrupted build left');
-      await client.query(`DROP INDEX CONCURRENTLY ${migration.index}`);
+    if ((await indexValidity(client, index.name)) === false) {
+      logger.warn({ index: index.name }, 'postgres: dropping an invalid index an interrupted build left');
+      await client.query(`DROP INDEX CONCURRENTLY ${index.name}`);
     }
-    if (valid !== true) {
-      logger.info({ index: migration.index }, 'postgres: building an index in the background (CREATE INDEX CONCURRENTLY); the node serves meanwhile');
-      await client.query(`CREATE INDEX CONCURRENTLY ${migration.index} ${migration.on}`);
-    }
-    await client.query('INSERT INTO agentwire_schema_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
-    logger.info({ index: migration.index, version: migration.version, durationMs: Math.round(performance.now() - started) }, 'postgres: index ready');
-    done.push(migration.version);
+    logger.info({ index: index.name }, 'postgres: building an index in the background (CREATE INDEX CONCURRENTLY); the node serves meanwhile');
+    await client.query(`CREATE INDEX CONCURRENTLY ${index.name} ${index.on}`);
+    logger.info({ index: index.name, durationMs: Math.round(performance.now() - started) }, 'postgres: index ready');
+    built.push(index.name);
   }
   await client.query('SELECT pg_advisory_unlock($1)', [INDEX_BUILD_LOCK]);
-  return done;
+  return built;
 }
 
 /** Whether the index is valid (usable by queries); undefined when there is none. */

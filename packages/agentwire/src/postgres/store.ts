@@ -104,7 +104,7 @@ export class PostgresHistoryStore implements HistoryStore {
   readonly #clock: Clock;
   readonly #onChange: () => void;
   readonly #ready: Promise<void>;
-  readonly #indexesBuilt: Promise<number[]>;
+  readonly #indexesBuilt: Promise<string[]>;
   /** The connection building indexes, while it does. */
   #indexClient: pg.Client | null = null;
   #migrated = false;
@@ -175,11 +175,11 @@ export class PostgresHistoryStore implements HistoryStore {
   }
 
   /**
-   * Resolves once this node's background index builds ended, with the versions it recorded: none
+   * Resolves once this node's background index builds ended, with the indexes it built: none
    * when the database had them, another node was building them, or the build failed (logged;
    * the next start tries again). `available` does not wait for them.
    */
-  indexesBuilt(): Promise<number[]> {
+  indexesBuilt(): Promise<string[]> {
     return this.#indexesBuilt;
   }
 
@@ -455,7 +455,7 @@ export class PostgresHistoryStore implements HistoryStore {
    * Builds the schema's indexes on a connection of its own, not the pool's: a build can take
    * hours on a big table, and archiving and the routes keep their connections meanwhile.
    */
-  async #buildIndexes(url: string, connectTimeoutMs: number): Promise<number[]> {
+  async #buildIndexes(url: string, connectTimeoutMs: number): Promise<string[]> {
     if (this.#closed) return [];
     const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: connectTimeoutMs, application_name: 'agentwire' });
     // A broken connection fails the statement in flight; without a listener it would end the process.

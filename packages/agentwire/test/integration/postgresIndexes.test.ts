@@ -99,12 +99,12 @@ async function buildWaitingFor(pool: pg.Pool, pid: number): Promise<number> {
 }
 
 describe('the thread index (built concurrently after start-up)', () => {
-  it('is built and valid after start-up, recorded as version 3, and deleting a thread uses it', async () => {
+  it('is built and valid after start-up, not as a schema version (older nodes keep working), and deleting a thread uses it', async () => {
     const { url, pool } = await freshDatabase();
     const store = await startStore(url);
-    expect(await within(store.indexesBuilt(), 'index build')).toEqual([3]);
+    expect(await within(store.indexesBuilt(), 'index build')).toEqual([INDEX]);
     expect(await threadIndex(pool)).toMatchObject({ valid: true, definition: expect.stringContaining('(user_id, thread_id, epoch_id, seq)') });
-    expect(await recordedVersions(pool)).toEqual([1, 2, 3]);
+    expect(await recordedVersions(pool)).toEqual([1, 2]);
     // A heavy user: 20 000 events over 100 threads; the deletion of one is an index lookup, not a
     // scan of the user's events.
     await pool.query(`INSERT INTO agentwire_events (user_id, epoch_id, seq, thread_id, run_id, type, event)
@@ -140,23 +140,23 @@ describe('the thread index (built concurrently after start-up)', () => {
 
     const { logger, messages } = captureLogger();
     const store = await startStore(url, logger);
-    expect(await within(store.indexesBuilt(), 'index build')).toEqual([3]);
+    expect(await within(store.indexesBuilt(), 'index build')).toEqual([INDEX]);
     const rebuilt = await threadIndex(pool);
     expect(rebuilt).toMatchObject({ valid: true, definition: expect.stringContaining('(user_id, thread_id, epoch_id, seq)') });
     expect(rebuilt!.oid).not.toBe(interrupted!.oid);
-    expect(await recordedVersions(pool)).toEqual([1, 2, 3]);
+    expect(await recordedVersions(pool)).toEqual([1, 2]);
     expect(messages).toContain('postgres: dropping an invalid index an interrupted build left');
   });
 
-  it('a valid index already there is kept and recorded', async () => {
+  it('a valid index already there is kept', async () => {
     const { url, pool } = await freshDatabase();
     await migrate(pool);
     await pool.query(`CREATE INDEX ${INDEX} ON agentwire_events (user_id, thread_id, epoch_id, seq)`);
     const before = await threadIndex(pool);
     const store = await startStore(url);
-    expect(await within(store.indexesBuilt(), 'index build')).toEqual([3]);
+    expect(await within(store.indexesBuilt(), 'index build')).toEqual([]);
     expect(await threadIndex(pool)).toEqual(before);
-    expect(await recordedVersions(pool)).toEqual([1, 2, 3]);
+    expect(await recordedVersions(pool)).toEqual([1, 2]);
   });
 
   it('two stores starting on a fresh database at once both come up, and one index is built', async () => {
@@ -164,9 +164,9 @@ describe('the thread index (built concurrently after start-up)', () => {
     const loggers = [captureLogger(), captureLogger()];
     const stores = await Promise.all(loggers.map(({ logger }) => startStore(url, logger)));
     const built = await within(Promise.all(stores.map((store) => store.indexesBuilt())), 'index builds');
-    expect(built.flat()).toEqual([3]);
+    expect(built.flat()).toEqual([INDEX]);
     expect(await threadIndex(pool)).toMatchObject({ valid: true });
-    expect(await recordedVersions(pool)).toEqual([1, 2, 3]);
+    expect(await recordedVersions(pool)).toEqual([1, 2]);
     for (const { messages } of loggers) expect(messages.filter((message) => /failed/.test(message))).toEqual([]);
   });
 
@@ -187,9 +187,9 @@ describe('the thread index (built concurrently after start-up)', () => {
     expect(await threadIndex(pool)).toEqual(building);
 
     await writer.end();
-    expect(await within(first.indexesBuilt(), 'the first node’s index build')).toEqual([3]);
+    expect(await within(first.indexesBuilt(), 'the first node’s index build')).toEqual([INDEX]);
     expect(await threadIndex(pool)).toEqual({ ...building, valid: true });
-    expect(await recordedVersions(pool)).toEqual([1, 2, 3]);
+    expect(await recordedVersions(pool)).toEqual([1, 2]);
   });
 
   it('a build that fails is logged, the node stays available, and the next start builds it', async () => {
@@ -208,7 +208,7 @@ describe('the thread index (built concurrently after start-up)', () => {
 
     await writer.end();
     const next = await startStore(url);
-    expect(await within(next.indexesBuilt(), 'the next start’s build')).toEqual([3]);
+    expect(await within(next.indexesBuilt(), 'the next start’s build')).toEqual([INDEX]);
     expect(await threadIndex(pool)).toMatchObject({ valid: true });
   });
 
@@ -236,11 +236,11 @@ describe('the thread index (built concurrently after start-up)', () => {
       if (rows[0]!.waited) break;
     }
     await writer.end();
-    expect(await within(first.indexesBuilt(), 'the build')).toEqual([3]);
+    expect(await within(first.indexesBuilt(), 'the build')).toEqual([INDEX]);
     expect(await threadIndex(pool)).toMatchObject({ valid: true });
   });
 
-  it('a node closed during its build leaves the build to the server, and the next start records it', async () => {
+  it('a node closed during its build leaves the build to the server, and the next start keeps what it built', async () => {
     const { url, pool } = await freshDatabase();
     await migrate(pool);
     const writer = await openWriter(url);
@@ -260,7 +260,7 @@ describe('the thread index (built concurrently after start-up)', () => {
     expect(await recordedVersions(pool)).toEqual([1, 2]);
 
     const next = await startStore(url);
-    expect(await within(next.indexesBuilt(), 'the next start')).toEqual([3]);
+    expect(await within(next.indexesBuilt(), 'the next start')).toEqual([]);
     expect(await threadIndex(pool)).toEqual(built);
   });
 });
