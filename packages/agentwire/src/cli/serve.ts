@@ -13,7 +13,6 @@ import {
 } from '../config/index.js';
 import { MemoryEngine } from '../engine/index.js';
 import { GatewayMetrics, createLogger, type Logger } from '../observability/index.js';
-import { MemoryThreadMarks } from '../history/threadMarks.js';
 import { createPostgresHistoryStore } from '../postgres/index.js';
 import { createRedisBackend, type ClusterNode, type RedisBackend } from '../redis/index.js';
 import { createGateway } from '../transport/index.js';
@@ -92,10 +91,8 @@ export async function runServe(argv: string[]): Promise<number> {
     ...(agent ? { agent } : {}),
     engine,
     ...(history ? { history } : {}),
-    ...(redis
-      ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs }
-      : // Renames and deletions live as long as the in-memory log they annotate.
-        { threadMarks: new MemoryThreadMarks({ retentionMs: config.retentionMs, maxThreadsPerUser: config.retentionEvents }) }),
+    // Without Redis, the gateway's in-memory marks follow the engine's retention.
+    ...(redis ? { runStore: redis.runStore, presence: redis.presence, threadMarks: redis.threadMarks, lostRunSweepMs: config.runSweepMs } : {}),
     logger,
     metrics: new GatewayMetrics({ defaultMetrics: true }),
     ...(bypassKey && secret ? { testTokens: { bypassKey, secret, ...pick(config, 'jwtIssuer', 'issuer'), ...pick(config, 'jwtAudience', 'audience') } } : {}),

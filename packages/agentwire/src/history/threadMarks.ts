@@ -17,7 +17,7 @@
 
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { DEFAULTS } from '../config/settings.js';
-import type { LogHead } from '../engine/types.js';
+import type { EventEngine, LogHead } from '../engine/types.js';
 import { parseJsonObject } from './fold.js';
 
 /** A thread's marks; they belong to one epoch of the user's log and mean nothing in another. */
@@ -106,6 +106,18 @@ export class MemoryThreadMarks implements ThreadMarkStore {
     this.#maxUsers = options.maxUsers ?? Number.POSITIVE_INFINITY;
     this.#maxThreads = options.maxThreadsPerUser ?? DEFAULTS.retentionEvents;
     this.#clock = options.clock ?? systemClock;
+  }
+
+  /**
+   * Marks for the log of `engine`: kept as long as it keeps an idle user's log, and as many per
+   * user as it keeps events (the defaults where it says nothing), on `clock`.
+   */
+  static forLog(engine: Pick<EventEngine, 'retentionMs' | 'retentionEvents'>, clock: Clock): MemoryThreadMarks {
+    return new MemoryThreadMarks({
+      clock,
+      ...(engine.retentionMs === undefined ? {} : { retentionMs: engine.retentionMs }),
+      ...(engine.retentionEvents === undefined ? {} : { maxThreadsPerUser: engine.retentionEvents }),
+    });
   }
 
   async all(userId: string): Promise<Map<string, ThreadMark>> {

@@ -44,7 +44,7 @@ export interface GatewayOptions {
   history?: HistoryStore;
   /**
    * Where the default history store keeps renames and deletions. Default: in this process, as long
-   * as the engine keeps an idle user's log (its `retentionMs`); with a shared engine pass a shared
+   * and as many per user as the engine keeps events (`retentionMs`, `retentionEvents`); with a shared engine pass a shared
    * store (`createRedisBackend(...).threadMarks`) so every node agrees.
    */
   threadMarks?: ThreadMarkStore;
@@ -195,9 +195,8 @@ export class Gateway {
       options.history ??
       createLogHistoryStore({
         engine: this.engine,
-        // Marks kept as long as the engine keeps an idle user's log (and on its clock).
-        marks:
-          options.threadMarks ?? new MemoryThreadMarks({ clock, ...(this.engine.retentionMs === undefined ? {} : { retentionMs: this.engine.retentionMs }) }),
+        // Marks kept as long, and as many per user, as the engine keeps events (on the gateway's clock).
+        marks: options.threadMarks ?? MemoryThreadMarks.forLog(this.engine, clock),
         // Only a run store that lists its runs: pruning takes a run it does not list for ended.
         ...(runStore.activeRuns ? { activeRuns } : {}),
         onFault,

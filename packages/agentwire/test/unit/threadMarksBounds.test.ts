@@ -145,6 +145,18 @@ describe('a gateway’s default thread marks', () => {
     expect((await gateway.history.listThreads('alice', { limit: 10 })).items.map((t) => t.threadId)).toEqual(['kept']);
     await gateway.shutdown();
   });
+
+  it('keep as many marks per user as the engine keeps events (MemoryThreadMarks.forLog), not 10 000 whatever the engine', async () => {
+    // An embedder's engine keeping more than 10 000 events per user had its deletions pushed out
+    // at 10 000 marks while the log still held their threads. Seen here with a small engine.
+    const clock = new ManualClock(1_000_000);
+    const marks = MemoryThreadMarks.forLog(new MemoryEngine({ clock, retentionEvents: 2, retentionMs: 1000 }), clock);
+    for (const threadId of ['a', 'b', 'c']) await marks.put('alice', threadId, { epoch: 'e', deletedThrough: 1 });
+    expect([...(await marks.all('alice')).keys()]).toEqual(['b', 'c']);
+    await clock.advance(1001);
+    await marks.put('bob', 't', { epoch: 'e', title: 'x' });
+    expect((await marks.all('alice')).size).toBe(0);
+  });
 });
 
 /**
