@@ -254,7 +254,8 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               loopUtilization: loop.utilization,
               gcShare: loop.gcShare,
               loadLoopDelayP99: paced.loop.p99,
-              overdueHoldShare: (holds1.overdue - holds0.overdue) / (holds1.expired - holds0.expired),
+              // 0 when the window ended no hold (each ended on its run's pace or another event).
+              overdueHoldShare: (holds1.overdue - holds0.overdue) / Math.max(1, holds1.expired - holds0.expired),
             });
           }
         } catch (error) {
@@ -462,7 +463,9 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
         true,
       ),
       row('paced: fragment made→received max', 'ms', (r) => r.fragmentMax, 2, undefined, true),
-      row('paced: event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0, atGoalLoad ? { text: '<= 5 ms', pass: (m) => m <= 5 } : undefined, true),
+      // Information: issue 10's bound (flush window + 5 ms) is on the whole path from the agent's
+      // fragment to its receipt, the row above; this is the part after the hold.
+      row('paced: event append→received p99 (whole ms)', 'ms', (r) => r.appendP99, 0, undefined, true),
       row('paced: gateway event-loop utilization', 'share', (r) => r.loopUtilization, 2, undefined, true),
       row('paced: gateway GC pauses', '%', (r) => r.gcShare * 100, 1, undefined, true),
       row('paced: delta holds that outlasted the flush window', '%', (r) => r.overdueHoldShare * 100, 2, undefined, true),

@@ -186,7 +186,7 @@ describe('bench measurement code on a tiny load', () => {
       expect(r.gcShare).toBeGreaterThanOrEqual(0);
       expect(r.loopDelayP99).toBeGreaterThan(0);
       expect(r.loadLoopDelayP99).toBeGreaterThan(0);
-      // Holds were ended by the window in the paced step (its fragments are 10 ms apart), some maybe late.
+      // The share of the holds the window ended that outlasted it (0 if the run's pace ended them all).
       expect(r.overdueHoldShare).toBeGreaterThanOrEqual(0);
       expect(r.overdueHoldShare).toBeLessThanOrEqual(1);
     }

@@ -95,8 +95,9 @@ function check(inputs: readonly Input[], outputs: readonly Output[], flushMs: nu
 }
 
 /**
- * One run's coalescer on a 20 ms window whose timer fires late: `holdOnce(lateMs)` holds one
- * fragment with timers that late, then lets 40 ms pass; `heldMs` has how long each was held.
+ * Coalescers on a 20 ms window whose timer fires late: `holdOnce(lateMs)` holds one fragment of
+ * a new run with timers that late, then lets 40 ms pass; `heldMs` has how long each was held.
+ * (Each fragment is its run's first: one run's fragments 40 ms apart would go out at once.)
  */
 function lateHolds(): { scheduler: FlushScheduler; heldMs: number[]; holdOnce: (lateMs: number) => Promise<void> } {
   const clock = new ManualClock();
@@ -106,12 +107,10 @@ function lateHolds(): { scheduler: FlushScheduler; heldMs: number[]; holdOnce: (
     20,
   );
   const heldMs: number[] = [];
-  let since = 0;
-  const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
   const holdOnce = async (lateMs: number) => {
     late = lateMs;
-    since = clock.now();
-    coalescer.add('agent_text_delta', 'x');
+    const since = clock.now();
+    new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) }).add('agent_text_delta', 'x');
     await clock.advance(40);
   };
   return { scheduler, heldMs, holdOnce };
@@ -126,6 +125,26 @@ function lateClock(clock: ManualClock, lateMs: () => number): Clock {
     setInterval: (fn, ms) => clock.setInterval(fn, ms),
     clearInterval: (handle) => clock.clearInterval(handle),
   };
+}
+
+/**
+ * One run's coalescer on a `flushMs` window: `fragmentsEvery(ms, count)` adds `count` fragments
+ * `f<n>` `ms` apart (numbered on from earlier calls), then lets a window pass; `sent` has each
+ * delta's text and when it went out.
+ */
+function paced(flushMs: number) {
+  const clock = new ManualClock();
+  const sent: Array<[string, number]> = [];
+  const coalescer = new DeltaCoalescer({ scheduler: new FlushScheduler(clock, flushMs), emit: (d) => sent.push([d.text, clock.now()]) });
+  let next = 0;
+  const fragmentsEvery = async (ms: number, count: number) => {
+    for (let i = 0; i < count; i++) {
+      if (next > 0) await clock.advance(ms);
+      coalescer.add('agent_text_delta', `f${next++}`);
+    }
+    await clock.advance(flushMs);
+  };
+  return { clock, sent, fragmentsEvery };
 }
 
 describe('DeltaCoalescer', () => {
@@ -150,6 +169,38 @@ describe('DeltaCoalescer', () => {
     // 100 fragments 1 ms apart: one delta per 20 ms window.
     expect(deltas).toHaveLength(5);
     expect(deltas.map((d) => d.text).join('')).toBe(Array.from({ length: 100 }, (_, i) => `w${i} `).join(''));
+  });
+
+  it("ends a hold on the fragment after which the run's pace brings none within the window", async () => {
+    const { sent, fragmentsEvery } = paced(20);
+    // 100 fragments/s: the second fragment of each hold is the last the window could take.
+    await fragmentsEvery(10, 6);
+    expect(sent).toEqual([
+      ['f0f1', 10],
+      ['f2f3', 30],
+      ['f4f5', 50],
+    ]);
+  });
+
+  it('sends each fragment at once when the run streams slower than the window', async () => {
+    const { sent, clock, fragmentsEvery } = paced(20);
+    await fragmentsEvery(40, 4);
+    // Only the first is held (nothing is known of the pace yet): a hold would merge nothing.
+    expect(sent).toEqual([
+      ['f0', 20],
+      ['f1', 40],
+      ['f2', 80],
+      ['f3', 120],
+    ]);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it('merges a whole window again as soon as the pace picks up', async () => {
+    const { sent, fragmentsEvery } = paced(20);
+    await fragmentsEvery(40, 3);
+    await fragmentsEvery(1, 40);
+    // The first fast fragment's gap is the long one: it goes out alone, then windows of 20 fragments.
+    expect(sent.slice(3).map(([text]) => text.split('f').length - 1)).toEqual([1, 20, 19]);
   });
 
   it('sends a delta as soon as it reaches the byte cap, and a larger fragment alone', async () => {
