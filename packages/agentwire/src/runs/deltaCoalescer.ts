@@ -29,16 +29,20 @@ export interface DeltaCoalescerOptions {
  * happens: a fragment of the other kind arrives, the run has another event (`flush()`, called by
  * the run manager before every other event and at the run's end), the scheduler's flush window
  * has passed since the first held fragment, the held text reaches `maxBytes` (a fragment that
- * would take it past the cap first sends what is held), or the run's next fragment is not
- * expected before the window ends. So a fragment is never held past the window, never merged
- * across another event, and the concatenation and order of fragments are kept exactly.
+ * would take it past the cap first sends what is held), or, with two fragments or more held, the
+ * run's next fragment is not expected before the window may end the hold (the scheduler's lead
+ * taken off). So a fragment is never held past the window, never merged across another event,
+ * and the concatenation and order of fragments are kept exactly.
  *
- * The expectation is the run's cadence: the shorter of the gap before its latest fragment and
- * the moving average of its gaps. A model streams tokens at a steady pace, and holding on after
- * the last fragment the window can still take only delays the ones held: at 100 fragments/s and
- * a 20 ms window, a hold ends on its second fragment, not 10 ms later on the timer, with the same
- * merge; at 30 fragments/s every fragment goes out at once instead of after a hold that merges
- * nothing. A guess that is wrong costs a merge (one more event), never a late fragment.
+ * The expectation is the run's pace: the shorter of the gap before its latest fragment and the
+ * moving average of its gaps. A model streams tokens at a steady pace, and holding on after the
+ * last fragment the window can still take only delays the ones held: at 100 fragments/s and a
+ * 20 ms window, a hold ends on its second fragment, not 5-10 ms later on the timer, with the same
+ * merge. A hold of a single fragment is not ended so: a loaded event loop stretches every run's
+ * gaps past the window, and sending each fragment alone would multiply the events just when the
+ * gateway can least afford them (the Redis engine at 80 % of its max: 1.2-1.4 fragments per
+ * delta instead of 2, docs/BENCHMARKS.md); such a hold waits for the window as before. A guess
+ * that is wrong costs a merge (one more event), never a late fragment.
  *
  * No I/O: time comes from the scheduler, output goes to `emit`.
  */
@@ -86,7 +90,7 @@ export class DeltaCoalescer {
         this.#hold = this.#scheduler.hold(this, now);
       }
     }
-    if (!windowed || this.#heldBytes >= this.#maxBytes || this.#nextArrivesTooLate(now)) this.flush();
+    if (!windowed || this.#heldBytes >= this.#maxBytes || (this.#held.length > 1 && this.#nextArrivesTooLate(now))) this.flush();
   }
 
   /** Notes a fragment's arrival in the run's cadence; returns the time. */
@@ -103,7 +107,7 @@ export class DeltaCoalescer {
     return now;
   }
 
-  /** True if the run's next fragment, at its cadence, would come only once the window may have ended the hold. */
+  /** True if the run's next fragment, at its pace, would come only after the window may have ended the hold. */
   #nextArrivesTooLate(now: number): boolean {
     // NaN (no gap known yet) compares false: the hold goes on.
     return now + Math.min(this.#lastGap, this.#meanGap) > this.#scheduler.mayEndAt(this.#heldSince);

@@ -182,15 +182,15 @@ describe('DeltaCoalescer', () => {
     ]);
   });
 
-  it('sends each fragment at once when the run streams slower than the window', async () => {
+  it('holds a single fragment for the window even when the run streams slower than it', async () => {
     const { sent, clock, fragmentsEvery } = paced(20);
-    await fragmentsEvery(40, 4);
-    // Only the first is held (nothing is known of the pace yet): a hold would merge nothing.
+    await fragmentsEvery(40, 3);
+    // Nothing would join these holds; but a pace this slow is also what a loaded loop makes of a
+    // fast run, and sending every fragment alone then would multiply the events.
     expect(sent).toEqual([
       ['f0', 20],
-      ['f1', 40],
-      ['f2', 80],
-      ['f3', 120],
+      ['f1', 60],
+      ['f2', 100],
     ]);
     expect(clock.pendingTimers).toBe(0);
   });
@@ -199,8 +199,32 @@ describe('DeltaCoalescer', () => {
     const { sent, fragmentsEvery } = paced(20);
     await fragmentsEvery(40, 3);
     await fragmentsEvery(1, 40);
-    // The first fast fragment's gap is the long one: it goes out alone, then windows of 20 fragments.
-    expect(sent.slice(3).map(([text]) => text.split('f').length - 1)).toEqual([1, 20, 19]);
+    expect(sent.slice(3).map(([text]) => text.split('f').length - 1)).toEqual([20, 20]);
+  });
+
+  it('on a loaded loop, whose gaps stretch past the window, still merges what its late timer lets in', async () => {
+    const clock = new ManualClock();
+    // Every timer fires 12 ms late; the scheduler ends holds 5 ms early (its most), so 7 ms late.
+    const scheduler = new FlushScheduler(
+      lateClock(clock, () => 12),
+      20,
+    );
+    new DeltaCoalescer({ scheduler, emit: () => {} }).add('agent_text_delta', 'x');
+    await clock.advance(40);
+    expect(scheduler.lead).toBe(5);
+    const sent: Array<[string, number]> = [];
+    const coalescer = new DeltaCoalescer({ scheduler, emit: (d) => sent.push([d.text, clock.now() - 40]) });
+    for (let i = 0; i < 6; i++) {
+      coalescer.add('agent_text_delta', `f${i}`);
+      await clock.advance(25);
+    }
+    await clock.advance(40);
+    // Each second fragment ends its hold at once: the third is not due within the window.
+    expect(sent).toEqual([
+      ['f0f1', 25],
+      ['f2f3', 75],
+      ['f4f5', 125],
+    ]);
   });
 
   it('sends a delta as soon as it reaches the byte cap, and a larger fragment alone', async () => {
