@@ -237,7 +237,11 @@ export class GatewayMetrics {
     this.#deltaHolds = holds;
     if (registered) return;
     const read = () => this.#deltaHolds!();
-    this.#totalCounter('agentwire_delta_holds_total', 'Delta holds ended by the flush window (not by another event of the run)', () => read().expired);
+    this.#totalCounter(
+      'agentwire_delta_holds_total',
+      'Delta holds ended by the flush window (not by another event of the run or its pace)',
+      () => read().expired,
+    );
     this.#totalCounter(
       'agentwire_delta_holds_overdue_total',
       'Of those, holds that lasted longer than AGENTWIRE_STREAM_FLUSH_MS: the event loop was later than the flush timer made up for',
