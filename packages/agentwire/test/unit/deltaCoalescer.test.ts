@@ -95,9 +95,8 @@ function check(inputs: readonly Input[], outputs: readonly Output[], flushMs: nu
 }
 
 /**
- * Coalescers on a 20 ms window whose timer fires late: `holdOnce(lateMs)` holds one fragment of
- * a new run with timers that late, then lets 40 ms pass; `heldMs` has how long each was held.
- * (Each fragment is its run's first: one run's fragments 40 ms apart would go out at once.)
+ * One run's coalescer on a 20 ms window whose timer fires late: `holdOnce(lateMs)` holds one
+ * fragment with timers that late, then lets 40 ms pass; `heldMs` has how long each was held.
  */
 function lateHolds(): { scheduler: FlushScheduler; heldMs: number[]; holdOnce: (lateMs: number) => Promise<void> } {
   const clock = new ManualClock();
@@ -107,10 +106,12 @@ function lateHolds(): { scheduler: FlushScheduler; heldMs: number[]; holdOnce: (
     20,
   );
   const heldMs: number[] = [];
+  let since = 0;
+  const coalescer = new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) });
   const holdOnce = async (lateMs: number) => {
     late = lateMs;
-    const since = clock.now();
-    new DeltaCoalescer({ scheduler, emit: () => heldMs.push(clock.now() - since) }).add('agent_text_delta', 'x');
+    since = clock.now();
+    coalescer.add('agent_text_delta', 'x');
     await clock.advance(40);
   };
   return { scheduler, heldMs, holdOnce };
