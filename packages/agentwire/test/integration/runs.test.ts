@@ -3,7 +3,7 @@ import { MemoryEngine } from '../../src/engine/index.js';
 import type { Agent, AgentRunInput, AgentStep } from '../../src/runs/agent.js';
 import { createDemoAgent } from '../../src/runs/demoAgent.js';
 import { RunManager, type RunOutcome, type SubmitReply } from '../../src/runs/runManager.js';
-import { sleep } from '@agentwire/protocol';
+import { sleep, systemClock } from '@agentwire/protocol';
 import { startGateway, stopAdvancing, type TestGateway } from '../helpers/gateway.js';
 import { ManualClock } from '../helpers/manualClock.js';
 import { demoRunTypes, isTerminal, runProblem, waitUntil } from '../helpers/runInvariants.js';
@@ -686,6 +686,53 @@ describe('RunManager.drain (unit, ManualClock)', () => {
     await within(runs.drain(1000), 'drain', 5000);
     expect(manual.now()).toBe(0);
     expect(outcomes).toEqual([]);
+    await engine.close();
+  });
+});
+
+describe("the run's abort signal (unit)", () => {
+  /** A manager whose agent streams one fragment, then waits for `release` (or its signal), then returns. */
+  function setup() {
+    const engine = new MemoryEngine();
+    const signals: AbortSignal[] = [];
+    const release = gate();
+    const runs = new RunManager({
+      engine,
+      agent: agentOf(async function* (input) {
+        signals.push(input.signal);
+        yield { type: 'text_delta', text: 'hello' };
+        await gateOrAbort(release, input.signal);
+      }),
+      clock: systemClock,
+      threadPolicy: 'enqueue',
+      runTimeoutMs: 60_000,
+    });
+    const start = async () => {
+      let reply: SubmitReply | undefined;
+      await runs.submit('u1', { id: `m${signals.length}`, threadId: 't1', text: 'hi' }, (r) => (reply = r));
+      if (reply?.kind !== 'ack') throw new Error('no ack');
+      await waitUntil(() => signals.length > 0, 5000, 'the agent started');
+      return reply.runId;
+    };
+    return { engine, runs, signals, release, start };
+  }
+
+  it('is not aborted when the agent returned on its own: there is nothing left to stop', async () => {
+    const { engine, runs, signals, release, start } = setup();
+    await start();
+    release.open();
+    await within(runs.drain(5000), 'drain', 5000);
+    expect(signals[0]!.aborted).toBe(false);
+    await engine.close();
+  });
+
+  it('is aborted, with a reason, when the run is cancelled while the agent runs', async () => {
+    const { engine, runs, signals, start } = setup();
+    const runId = await start();
+    await runs.cancel('u1', runId, () => {});
+    expect(signals[0]!.aborted).toBe(true);
+    expect(signals[0]!.reason).toBeInstanceOf(Error);
+    await within(runs.drain(5000), 'drain', 5000);
     await engine.close();
   });
 });
