@@ -1,3 +1,5 @@
+import { atEndOfTick } from './endOfTick.js';
+
 /** A stream whose writes can be held and handed to the socket together (net.Socket, tls.TLSSocket). */
 export interface Corkable {
   cork(): void;
@@ -14,7 +16,7 @@ const corked = new WeakSet<Corkable>();
 let held: Held[] = [];
 
 /**
- * One callback per tick uncorks every stream corked in it (not one closure and nextTick per
+ * One end-of-tick job uncorks every stream corked in the tick (not one closure and nextTick per
  * stream). Every stream is uncorked before any callback runs: a callback that throws must not
  * leave the other streams corked for good.
  */
@@ -39,5 +41,5 @@ export function corkForTick(stream: Corkable, onFlushed?: () => void): void {
   if (corked.has(stream)) return;
   corked.add(stream);
   stream.cork();
-  if (held.push({ stream, onFlushed }) === 1) process.nextTick(uncorkAll);
+  if (held.push({ stream, onFlushed }) === 1) atEndOfTick(uncorkAll);
 }

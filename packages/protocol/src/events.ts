@@ -69,12 +69,69 @@ export function stampEvent(payload: EventPayload, stamp: EventStamp): EventBody 
   return Object.assign({ type: payload.type, seq: 0 }, payload, stamp) as EventBody;
 }
 
+/** The type of a streamed fragment's event. */
+export type DeltaType = 'agent_text_delta' | 'agent_thinking_delta';
+
+/**
+ * What a run stamps on its events, with the part of a delta's JSON it fixes encoded once per run:
+ * a streaming run's most frequent event is then written from a template (`encodeEvent`), not by
+ * a JSON.stringify of its object (about a third of the time).
+ */
+export class RunStamp {
+  /** `,"run_id":<json>,"thread_id":<json>,"ts":` */
+  readonly #encoded: string;
+
+  constructor(
+    readonly runId: string,
+    readonly threadId: string,
+  ) {
+    this.#encoded = `,"run_id":${JSON.stringify(runId)},"thread_id":${JSON.stringify(threadId)},"ts":`;
+  }
+
+  /** A delta event of the run, as `stampEvent({ type, text }, ...)` builds it (same keys, same order). */
+  delta(type: DeltaType, text: string, ts: string): EventBody {
+    if (type !== 'agent_text_delta' && type !== 'agent_thinking_delta') throw new TypeError(`not a delta type: ${String(type)}`);
+    return new StampedDelta(type, text, this.runId, this.threadId, ts, this.#encoded);
+  }
+}
+
+/** A delta body made by `RunStamp.delta`: its own properties are exactly a stamped delta's. */
+class StampedDelta {
+  readonly type: DeltaType;
+  seq = 0;
+  readonly text: string;
+  readonly run_id: string;
+  readonly thread_id: string;
+  readonly ts: string;
+  /** The run's part of the JSON, from RunStamp; private fields are not serialised. */
+  readonly #encodedRun: string;
+
+  constructor(type: DeltaType, text: string, runId: string, threadId: string, ts: string, encodedRun: string) {
+    this.type = type;
+    this.text = text;
+    this.run_id = runId;
+    this.thread_id = threadId;
+    this.ts = ts;
+    this.#encodedRun = encodedRun;
+  }
+
+  /** JSON.stringify(this), from the template. */
+  encode(): string {
+    const head = this.type === 'agent_text_delta' ? '{"type":"agent_text_delta","seq":' : '{"type":"agent_thinking_delta","seq":';
+    return `${head}${this.seq},"text":${JSON.stringify(this.text)}${this.#encodedRun}${JSON.stringify(this.ts)}}`;
+  }
+}
+
 /**
  * The wire form of a durable event with its `seq`: `type` and `seq` first, then the body. A body
  * that has a `seq` property (the slot `stampEvent` makes right behind `type`) gets `seq` written
  * into it and is encoded in its own key order; any other body is left as it is.
  */
 export function encodeEvent(body: EventBody, seq: number): string {
+  if (body instanceof StampedDelta) {
+    body.seq = seq;
+    return body.encode();
+  }
   const slotted = body as { seq?: number };
   if (slotted.seq !== undefined) {
     slotted.seq = seq;

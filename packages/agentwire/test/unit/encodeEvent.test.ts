@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { encodeEvent, stampEvent, type EventBody, type EventPayload } from '@agentwire/protocol';
+import { RunStamp, encodeEvent, stampEvent, type EventBody, type EventPayload } from '@agentwire/protocol';
 import { fcParams } from '../helpers/fastCheck.js';
 
 /** The wire form by its definition: `type`, then `seq`, then the body's other fields in its order. */
@@ -49,5 +49,26 @@ describe('encodeEvent', () => {
       }),
       fcParams(300, 20_000),
     );
+  });
+});
+
+describe('RunStamp.delta', () => {
+  it("is encoded (from the run's template) as the reference encoding of the same delta, and serialises as one", () => {
+    // Any text: quotes, controls, non-BMP and lone surrogates (JSON.stringify escapes those).
+    const text = fc.string({ unit: 'binary' });
+    fc.assert(
+      fc.property(fc.constantFrom('agent_text_delta' as const, 'agent_thinking_delta' as const), text, text, text, text, fc.nat(), (type, t, runId, threadId, ts, seq) => {
+        const body = new RunStamp(runId, threadId).delta(type, t, ts);
+        const plain = { type, text: t, run_id: runId, thread_id: threadId, ts } as EventBody;
+        expect(encodeEvent(body, seq)).toBe(reference(plain, seq));
+        expect(JSON.stringify(body)).toBe(reference(plain, seq));
+        expect(encodeEvent(stampEvent({ type, text: t }, { run_id: runId, thread_id: threadId, ts }), seq)).toBe(encodeEvent(body, seq));
+      }),
+      fcParams(500, 20_000),
+    );
+  });
+
+  it('refuses a type that is not a delta', () => {
+    expect(() => new RunStamp('r', 't').delta('agent_thinking' as 'agent_text_delta', 'x', 'now')).toThrow(/not a delta type/);
   });
 });
