@@ -57,13 +57,21 @@ describe('RunStamp.delta', () => {
     // Any text: quotes, controls, non-BMP and lone surrogates (JSON.stringify escapes those).
     const text = fc.string({ unit: 'binary' });
     fc.assert(
-      fc.property(fc.constantFrom('agent_text_delta' as const, 'agent_thinking_delta' as const), text, text, text, text, fc.nat(), (type, t, runId, threadId, ts, seq) => {
-        const body = new RunStamp(runId, threadId).delta(type, t, ts);
-        const plain = { type, text: t, run_id: runId, thread_id: threadId, ts } as EventBody;
-        expect(encodeEvent(body, seq)).toBe(reference(plain, seq));
-        expect(JSON.stringify(body)).toBe(reference(plain, seq));
-        expect(encodeEvent(stampEvent({ type, text: t }, { run_id: runId, thread_id: threadId, ts }), seq)).toBe(encodeEvent(body, seq));
-      }),
+      fc.property(
+        fc.constantFrom('agent_text_delta' as const, 'agent_thinking_delta' as const),
+        text,
+        text,
+        text,
+        text,
+        fc.nat(),
+        (type, t, runId, threadId, ts, seq) => {
+          const body = new RunStamp(runId, threadId).delta(type, t, ts);
+          const plain = { type, text: t, run_id: runId, thread_id: threadId, ts } as EventBody;
+          expect(encodeEvent(body, seq)).toBe(reference(plain, seq));
+          expect(JSON.stringify(body)).toBe(reference(plain, seq));
+          expect(encodeEvent(stampEvent({ type, text: t }, { run_id: runId, thread_id: threadId, ts }), seq)).toBe(encodeEvent(body, seq));
+        },
+      ),
       fcParams(500, 20_000),
     );
   });
