@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { corkForTick } from '../corkForTick.js';
+import { corkForTick } from '../cork.js';
 import { RedisKeys, withFieldNames } from './keys.js';
 
 /** A node of a Redis Cluster to discover the cluster from. */

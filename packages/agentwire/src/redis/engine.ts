@@ -166,6 +166,9 @@ export class RedisEngine implements EventEngine {
   }
 
   #onMessage(channel: Channel, message: string): void {
+    // The echo of this node's append, delivered from its reply: only its header and last seq are read.
+    const span = notificationSpan(message);
+    if (span !== null && channel.order.handedOver(span.epoch, span.lastSeq)) return;
     const entries = parseNotification(message);
     if (!entries) {
       // Not ours to read (e.g. another version's format): what it announced is in the log.
@@ -188,6 +191,19 @@ function splitAtSeq(body: EventBody): { head: string; tail: string } {
   const marker = `"seq":0`;
   const at = json.indexOf(marker) + marker.length - 1;
   return { head: json.slice(0, at), tail: json.slice(at + 1) };
+}
+
+/**
+ * The epoch and last seq of a notification (see parseNotification), read without parsing its
+ * entries; null when they cannot be read so.
+ */
+export function notificationSpan(message: string): { epoch: string; lastSeq: number } | null {
+  const space = message.indexOf(' ');
+  const lastLine = message.lastIndexOf('\n') + 1;
+  const seqEnd = message.indexOf(' ', lastLine);
+  if (space <= 0 || lastLine === 0 || seqEnd <= lastLine || space > lastLine) return null;
+  const lastSeq = Number(message.slice(lastLine, seqEnd));
+  return Number.isInteger(lastSeq) ? { epoch: message.slice(0, space), lastSeq } : null;
 }
 
 /**

@@ -29,6 +29,15 @@ export class LiveOrder {
     return start === 0 ? entries : entries.slice(start);
   }
 
+  /**
+   * True if a notification of `epoch` whose last seq is `lastSeq` holds nothing not handed over
+   * yet (fromNotification would return none): the echo of this node's own append, mostly, which
+   * then need not be parsed.
+   */
+  handedOver(epoch: string, lastSeq: number): boolean {
+    return epoch === this.#epoch && lastSeq <= this.#seq;
+  }
+
   /** The entries of a notification (consecutive seqs, one epoch) not handed over yet. */
   fromNotification(entries: readonly LogEntry[]): readonly LogEntry[] {
     const first = entries[0];

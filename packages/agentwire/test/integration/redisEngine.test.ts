@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/connection.js';
-import { RedisEngine, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
+import { RedisEngine, notificationSpan, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
 import type { EventBody } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
 import { liveCollector } from '../helpers/liveCollector.js';
@@ -137,6 +137,15 @@ describe('RedisEngine', () => {
       'e1 7 agent_started 1 {}',
     ]) {
       expect(parseNotification(bad), bad).toBeNull();
+    }
+  });
+
+  it("reads a notification's epoch and last seq without its entries, or nothing from one not in its format", () => {
+    const message = 'e1 1700000000000\n7 agent_thinking {"type":"agent_thinking","seq":7}\n8 agent_thinking {"type":"agent_thinking","seq":8,"text":"a b\\nc"}';
+    expect(notificationSpan(message)).toEqual({ epoch: 'e1', lastSeq: 8 });
+    expect(notificationSpan(message)!.lastSeq).toBe(parseNotification(message)!.at(-1)!.seq);
+    for (const bad of ['', 'e1 1700000000000', 'e1\n7 agent_started {}', 'e1 1\nseven agent_started {}', 'e1 1\n7']) {
+      expect(notificationSpan(bad), bad).toBeNull();
     }
   });
 
