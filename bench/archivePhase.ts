@@ -25,7 +25,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import pg from 'pg';
-import type { EventBody } from '@agentwire/protocol';
+import { RunStamp, stampEvent, type EventBody } from '@agentwire/protocol';
 import { signToken } from '../packages/agentwire/src/auth/index.js';
 import type { MemoryEngine } from '../packages/agentwire/src/engine/memoryEngine.js';
 import type { PostgresHistoryStore } from '../packages/agentwire/src/postgres/index.js';
@@ -103,16 +103,19 @@ export interface ArchiveFeedResult {
 
 function runEvents(threadId: string, runId: string, index: number, finished: boolean): EventBody[] {
   const ts = new Date(Date.UTC(2026, 0, 1) + index * 1000).toISOString();
-  const base = { run_id: runId, thread_id: threadId, ts };
+  // Stamped as the run manager stamps them (stampEvent; deltas from the run's RunStamp), so the
+  // engine encodes them as it does a run's: the append's cost is part of what this phase weighs.
+  const stamp = { run_id: runId, thread_id: threadId, ts };
+  const run = new RunStamp(runId, threadId);
   const deltas = Array.from({ length: 15 }, (_, i) => `word${i} `);
   const events: EventBody[] = [
-    { ...base, type: 'agent_started', message_id: `m-${runId}`, text: `What is the answer to question ${index}?` },
-    { ...base, type: 'agent_thinking', text: 'Counting the words of the question.' },
-    { ...base, type: 'tool_executing', call_id: `c-${runId}`, tool: 'word_count', args: { text: 'What is the answer' } },
-    { ...base, type: 'tool_completed', call_id: `c-${runId}`, tool: 'word_count', ok: true, result: 4 },
-    ...deltas.map((text) => ({ ...base, type: 'agent_text_delta' as const, text })),
+    stampEvent({ type: 'agent_started', message_id: `m-${runId}`, text: `What is the answer to question ${index}?` }, stamp),
+    stampEvent({ type: 'agent_thinking', text: 'Counting the words of the question.' }, stamp),
+    stampEvent({ type: 'tool_executing', call_id: `c-${runId}`, tool: 'word_count', args: { text: 'What is the answer' } }, stamp),
+    stampEvent({ type: 'tool_completed', call_id: `c-${runId}`, tool: 'word_count', ok: true, result: 4 }, stamp),
+    ...deltas.map((text) => run.delta('agent_text_delta', text, ts)),
   ];
-  if (finished) events.push({ ...base, type: 'agent_completed', status: 'completed', text: deltas.join('') });
+  if (finished) events.push(stampEvent({ type: 'agent_completed', status: 'completed', text: deltas.join('') }, stamp));
   return events;
 }
 

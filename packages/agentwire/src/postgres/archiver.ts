@@ -450,8 +450,9 @@ async function insertEvents(
     prepared(
       mayHoldArchived ? 'insert_events' : 'insert_new_events',
       `INSERT INTO agentwire_events (user_id, epoch_id, seq, thread_id, run_id, type, event)
-     SELECT e.u, e.ep, e.s, e.t, e.r, e.ty, e.ev
-       FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+     SELECT e.u, e.ep, e.s, e.t, e.r, e.ty, e.ev::text
+       FROM ROWS FROM (unnest($1::text[]), unnest($2::bigint[]), unnest($3::bigint[]), unnest($4::text[]),
+                       unnest($5::text[]), unnest($6::text[]), json_array_elements($7::json), unnest($8::timestamptz[]))
          AS e(u, ep, s, t, r, ty, ev, ts)
       WHERE NOT EXISTS (
         SELECT 1 FROM agentwire_deleted_threads d
@@ -461,7 +462,10 @@ async function insertEvents(
                         ELSE e.ts <= d.deleted_at END))
      ${mayHoldArchived ? 'ON CONFLICT DO NOTHING' : ''}
      RETURNING user_id, epoch_id, seq`,
-      [users, epochs, seqs, threads, runs, types, jsons, times],
+      // The events go as one JSON array of their own text, not a text[]: node-postgres escapes
+      // every quote and backslash of each element of a text[] in JavaScript, which was a tenth of
+      // the archive's CPU. Each is a JSON object (parseEvent), and a json value's text is kept exactly.
+      [users, epochs, seqs, threads, runs, types, `[${jsons.join(',')}]`, times],
     ),
   );
   const inserted = rows.map((row) => seen.get(`${row.user_id}\u0000${row.epoch_id}`)!.get(Number(row.seq))!);

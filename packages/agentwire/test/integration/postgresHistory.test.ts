@@ -230,6 +230,18 @@ describe('archive and history', () => {
     expect((page.items[1] as AssistantMessageView).text).toBe('ab');
   });
 
+  it("stores each event's JSON exactly as the log holds it: quotes, backslashes, escapes of NUL and lone surrogates, any script", async () => {
+    const { store, append } = await setup();
+    const text = 'a "quoted" \\ back\\slash \u0000 nul \ud800 lone \n newline é 😀 \u2028';
+    const args = { nested: { list: [1, 'two', { three: null }], quote: '"' }, '"key"': '\\' };
+    const events = runEvents('t1', 'r1', text, [text, '\\"']).map((e) => (e.type === 'tool_executing' ? { ...e, args } : e));
+    const entries = await append('zoe', events);
+    await store.idle();
+    const { rows } = await admin.query<{ event: string }>('SELECT event FROM agentwire_events WHERE user_id = $1 ORDER BY seq', ['zoe']);
+    expect(rows.map((row) => row.event)).toEqual(entries.map((entry) => entry.json));
+    expect(store.stats).toMatchObject({ archived: entries.length, failedBatches: 0 });
+  });
+
   it('answers a streaming run as far as it is archived, and the seam gives exactly the rest', async () => {
     const { store, engine, append } = await setup();
     const events = runEvents('t1', 'r1', 'stream it', ['The ', 'answer ', 'is ', 'long.']);
