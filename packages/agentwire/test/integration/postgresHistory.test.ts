@@ -242,6 +242,20 @@ describe('archive and history', () => {
     expect(store.stats).toMatchObject({ archived: entries.length, failedBatches: 0 });
   });
 
+  it('archives events whose ids hold unpaired surrogates (from a hostile log) with U+FFFD, without failing the batch of other users', async () => {
+    const { store, append } = await setup();
+    const hostile = await append('yan', runEvents('t\udc00x', 'r\ud800y', 'hi', ['a']));
+    const fine = await append('xia', runEvents('t1', 'r1', 'hi', ['b']));
+    await store.idle();
+    expect(await archivedSeqs('yan')).toEqual(range(1, hostile.length));
+    expect(await archivedSeqs('xia')).toEqual(range(1, fine.length));
+    expect(store.stats).toMatchObject({ failedBatches: 0 });
+    const { rows } = await admin.query<{ thread_id: string; run_id: string }>('SELECT DISTINCT thread_id, run_id FROM agentwire_events WHERE user_id = $1', [
+      'yan',
+    ]);
+    expect(rows).toEqual([{ thread_id: 't\uFFFDx', run_id: 'r\uFFFDy' }]);
+  });
+
   it('answers a streaming run as far as it is archived, and the seam gives exactly the rest', async () => {
     const { store, engine, append } = await setup();
     const events = runEvents('t1', 'r1', 'stream it', ['The ', 'answer ', 'is ', 'long.']);
