@@ -47,7 +47,7 @@ export interface RunManagerOptions {
   readonly history?: Pick<HistoryStore, 'conversation'>;
   /** Earlier turns an agent receives at most. Default 20. */
   readonly historyTurns?: number;
-  /** Entries this manager appended, as written (the history store's write-behind `record`). Must not throw. */
+  /** Entries this manager appended, as written (the history store's write-behind `record`). A throw is reported to `onFault` as 'on appended'. */
   readonly onAppended?: (userId: string, entries: readonly LogEntry[]) => void;
   readonly onRunEnded?: (outcome: RunOutcome) => void;
   /** `context` is a short constant (a metrics label); the error carries the details. */
@@ -508,7 +508,7 @@ export class RunManager {
     const fence = { runId: run.record.runId, terminal: ending, appendId: `${run.appendIds}-${++run.appends}` };
     this.#retry('append', () => this.#options.engine.append(userId, events, fence)).then(
       (entries) => {
-        this.#options.onAppended?.(userId, entries);
+        this.#appended(userId, entries);
         if (run.unwrittenStart && events.includes(run.unwrittenStart)) run.unwrittenStart = null;
         this.#afterWrite(run);
       },
@@ -517,6 +517,15 @@ export class RunManager {
         this.#afterWrite(run);
       },
     );
+  }
+
+  /** Tells `onAppended` (archiving) what this manager wrote; a throw there is a fault, never the run's end. */
+  #appended(userId: string, entries: LogEntry[]): void {
+    try {
+      this.#options.onAppended?.(userId, entries);
+    } catch (error) {
+      this.#options.onFault?.(error, 'on appended');
+    }
   }
 
   /** An append of the run is done (written or given up): the next batch, or tell the waiters. */
@@ -677,7 +686,7 @@ export class RunManager {
       events.push({ type: 'agent_error', code: 'run_lost', message: 'the node executing this run stopped', ...stamp });
       try {
         const entries = await this.#options.engine.append(record.userId, events, { runId: record.runId, terminal: true });
-        this.#options.onAppended?.(record.userId, entries);
+        this.#appended(record.userId, entries);
         this.#options.onRunEnded?.('run_lost');
       } catch (error) {
         // Already ended by its own node just before it died: only the thread must move on.

@@ -736,3 +736,35 @@ describe("the run's abort signal (unit)", () => {
     await engine.close();
   });
 });
+
+describe('onAppended (unit)', () => {
+  it('a throw in it is a fault: the run still completes and its events are all in the log', async () => {
+    const engine = new MemoryEngine();
+    const faults: string[] = [];
+    const outcomes: RunOutcome[] = [];
+    const runs = new RunManager({
+      engine,
+      agent: agentOf(async function* () {
+        yield { type: 'text_delta', text: 'hel' };
+        yield { type: 'thinking', text: 'between' };
+        yield { type: 'text_delta', text: 'lo' };
+      }),
+      clock: systemClock,
+      threadPolicy: 'enqueue',
+      runTimeoutMs: 60_000,
+      onAppended: () => {
+        throw new Error('the archive broke');
+      },
+      onFault: (_error, context) => faults.push(context),
+      onRunEnded: (outcome) => outcomes.push(outcome),
+    });
+    await runs.submit('u1', { id: 'm1', threadId: 't1', text: 'hi' }, () => {});
+    await within(runs.drain(5000), 'drain', 5000);
+    expect(outcomes).toEqual(['completed']);
+    const log = await engine.read('u1', 1, (await engine.head('u1')).lastSeq);
+    expect(log.map((e) => e.type)).toEqual(['agent_started', 'agent_text_delta', 'agent_thinking', 'agent_text_delta', 'agent_completed']);
+    expect(faults.length).toBeGreaterThan(0);
+    expect(new Set(faults)).toEqual(new Set(['on appended']));
+    await engine.close();
+  });
+});
