@@ -59,6 +59,17 @@ export function corkForTick(stream: Corkable, onFlushed?: () => void): void {
 }
 
 /**
+ * How a gateway gathers a connection's frames into socket writes (GatewayOptions.frameBatching):
+ * to the end of the event loop's turn (corkForIteration) or of the tick (corkForTick).
+ */
+export type FrameBatching = 'turn' | 'tick';
+
+/** The cork of `batching`. */
+export function corkFor(batching: FrameBatching): (stream: Corkable, onFlushed?: () => void) => void {
+  return batching === 'turn' ? corkForIteration : corkForTick;
+}
+
+/**
  * Like corkForTick, to the end of this turn of the event loop: the writes go out in its check
  * phase (`setImmediate`), or in the next turn's if the stream is corked during that phase. Every
  * frame a turn produces for one socket then leaves in one write, and the writes of a turn leave

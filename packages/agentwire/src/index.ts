@@ -7,6 +7,7 @@
 
 // The gateway.
 export { Gateway, createGateway, type GatewayOptions, type ListenResult } from './transport/gateway.js';
+export type { FrameBatching } from './cork.js';
 export type { TestTokenIssuer } from './http/routes.js';
 export { createChatPageHandler, type ChatPageHandler, type ChatPageOptions } from './web/index.js';
 

@@ -25,7 +25,7 @@ import {
   type ParsedFrame,
   type RefreshTokenFrame,
 } from '../protocol/index.js';
-import { corkForIteration, type Corkable } from '../cork.js';
+import type { Corkable } from '../cork.js';
 import { entryFrame } from './wireFrame.js';
 import type { GatewayMetrics, Logger } from '../observability/index.js';
 import type { RunManager } from '../runs/runManager.js';
@@ -62,6 +62,8 @@ export interface ConnectionContext {
   readonly awaitingAuth: Set<Connection>;
   /** Raw bytes held by all connections not yet PROCESSING_READY together. */
   readonly heldBytes: ByteBudget;
+  /** Holds a socket's writes for the gateway's frame batching (cork.ts), then calls `onFlushed`. */
+  readonly corkFrames: (socket: Corkable, onFlushed: () => void) => void;
   connectionClosed(connection: Connection): void;
 }
 
@@ -111,7 +113,7 @@ export class Connection implements CoordinatorMember {
   expiresAt = Number.POSITIVE_INFINITY;
 
   #ws: WebSocket | null = null;
-  /** The socket under #ws, corked while a turn of the event loop's frames collect (see #write). */
+  /** The socket under #ws, corked while a turn's or a tick's frames collect (see #write). */
   #socket: WireSocket | null = null;
   /**
    * Events go to the socket as frames built once per event (entryFrame), past ws: only with no
@@ -119,7 +121,7 @@ export class Connection implements CoordinatorMember {
    * them), so ws never holds a frame these could overtake.
    */
   #writesFrames = false;
-  /** A checked frame was written while corked: check the backlog once the turn's write is out. */
+  /** A checked frame was written while corked: check the backlog once the held write is out. */
   #backlogCheckDue = false;
   #coordinator: UserCoordinator | null = null;
   #generation = 0;
@@ -509,13 +511,13 @@ export class Connection implements CoordinatorMember {
   /**
    * Every frame but close goes out here. `checked` frames (live events, replies) count against
    * the outbound limit: what the socket did not take may not exceed it. With the socket corked
-   * for the turn of the event loop (corkForIteration: what a turn produces leaves in one write)
+   * for the turn or the tick (the gateway's frameBatching: what it produces leaves in one write)
    * that is checked after the uncork, so a large batch to a client that reads is not mistaken
    * for a backlog.
    */
   #write(frame: string, checked: boolean): void {
     const socket = this.#socket;
-    if (socket) corkForIteration(socket, this.#afterFlush);
+    if (socket) this.#ctx.corkFrames(socket, this.#afterFlush);
     this.#ws!.send(frame);
     if (!checked) return;
     if (socket) this.#backlogCheckDue = true;
@@ -526,7 +528,7 @@ export class Connection implements CoordinatorMember {
   #writeFrame(frame: Buffer, checked: boolean): void {
     if (this.#ws!.readyState !== WebSocket.OPEN) return;
     const socket = this.#socket!;
-    corkForIteration(socket, this.#afterFlush);
+    this.#ctx.corkFrames(socket, this.#afterFlush);
     socket.write(frame);
     if (checked) this.#backlogCheckDue = true;
   }

@@ -24,6 +24,7 @@ import { requestPath } from '../http/requestPath.js';
 import { createChatPageHandler, type ChatPageOptions } from '../web/index.js';
 import { ByteBudget } from './byteBudget.js';
 import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
+import { corkFor, type FrameBatching } from '../cork.js';
 
 /** The log says at most this often that sockets are refused at AGENTWIRE_MAX_SOCKETS. */
 const REFUSED_SOCKETS_LOG_MS = 60_000;
@@ -104,6 +105,15 @@ export interface GatewayOptions {
    * between the words of its answer, so each word is one delta.
    */
   streamFlushMs?: number;
+  /**
+   * How a connection's frames are gathered into socket writes. 'turn': to the end of the event
+   * loop's turn, so everything a turn produces for a connection leaves in one write and a turn's
+   * writes leave together (fewer, bunched system calls: more events per second of CPU), for up to
+   * the rest of the turn's I/O callbacks of added latency. 'tick': to the end of the tick.
+   * Default: 'turn' on the in-memory engine, 'tick' on any other, whose events arrive with
+   * network replies and would wait for the rest of the turn (docs/BENCHMARKS.md measures both).
+   */
+  frameBatching?: FrameBatching;
   /** How often the single sweeper checks heartbeats, auth deadlines and token expiry (at most 1000). */
   sweepIntervalMs?: number;
   /**
@@ -132,6 +142,8 @@ export class Gateway {
   readonly engine: EventEngine;
   readonly history: HistoryStore;
   readonly path: string;
+  /** How connections' frames are gathered into socket writes (GatewayOptions.frameBatching, or its default). */
+  readonly frameBatching: FrameBatching;
   readonly handleRequest: (req: IncomingMessage, res: ServerResponse) => boolean;
 
   readonly #ctx: ConnectionContext;
@@ -163,6 +175,11 @@ export class Gateway {
     this.#ownsEngine = !options.engine;
     this.engine = options.engine ?? new MemoryEngine({ clock });
     const verifier = 'verify' in options.auth ? options.auth : createTokenVerifier(options.auth);
+    const frameBatching = options.frameBatching ?? (this.engine instanceof MemoryEngine ? 'turn' : 'tick');
+    if (frameBatching !== 'turn' && frameBatching !== 'tick') {
+      throw new TypeError(`frameBatching must be 'turn' or 'tick', not ${JSON.stringify(frameBatching)}`);
+    }
+    this.frameBatching = frameBatching;
     const streamFlushMs = options.streamFlushMs ?? DEFAULTS.streamFlushMs;
     const agent = options.agent ?? createDemoAgent({ clock, stepMs: options.demoStepMs ?? DEFAULTS.demoStepMs, minWordMs: streamFlushMs });
     this.#heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
@@ -238,6 +255,7 @@ export class Gateway {
       connections: new Set(),
       awaitingAuth: new Set(),
       heldBytes: new ByteBudget(options.pendingBytesLimit ?? DEFAULTS.pendingBytesLimit),
+      corkFrames: corkFor(frameBatching),
       connectionClosed: () => this.#connectionClosed(),
     };
     this.#wss = new WebSocketServer({

@@ -37,6 +37,7 @@ import { GatewayMetrics } from '../../src/observability/index.js';
 import type { LogEntry } from '@agentwire/protocol';
 import { createDemoAgent, RunManager } from '../../src/runs/index.js';
 import { ByteBudget } from '../../src/transport/byteBudget.js';
+import { corkForTick } from '../../src/cork.js';
 import { Connection, type ConnectionContext } from '../../src/transport/connection.js';
 import { fcParams } from '../helpers/fastCheck.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -609,6 +610,7 @@ class FakeWorld {
       connections: new Set(),
       awaitingAuth: new Set(),
       heldBytes: new ByteBudget(32 * 1024 * 1024),
+      corkFrames: corkForTick,
       connectionClosed: () => {},
     };
   }
