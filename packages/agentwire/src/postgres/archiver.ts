@@ -398,6 +398,11 @@ interface BatchEvent {
   readonly tsMs: number;
 }
 
+/** A string id that a `text` column holds as it is. */
+function storableId(id: unknown): id is string {
+  return typeof id === 'string' && !id.includes('\u0000');
+}
+
 /** A batch's events by `${userId}\u0000${epochId}`, then by seq (null: not an archivable event). */
 type SeenEvents = Map<string, Map<number, BatchEvent | null>>;
 
@@ -427,7 +432,10 @@ async function insertEvents(
     if (!bySeq) seen.set(key, (bySeq = new Map<number, BatchEvent | null>()));
     for (const entry of batch.entries) {
       const event = parseEvent(entry.json);
-      if (!event || typeof event.thread_id !== 'string' || typeof event.run_id !== 'string') {
+      // Ids a `text` column cannot hold (U+0000: never the gateway's own, only a hostile log's)
+      // make an event no archivable one, as a malformed one is: they would fail the whole batch,
+      // and every catch-up after it, for every user in it.
+      if (!event || !storableId(event.thread_id) || !storableId(event.run_id)) {
         bySeq.set(entry.seq, null);
         continue;
       }

@@ -256,6 +256,17 @@ describe('archive and history', () => {
     expect(rows).toEqual([{ thread_id: 't\uFFFDx', run_id: 'r\uFFFDy' }]);
   });
 
+  it('skips events whose thread or run id holds U+0000 (from a hostile log: PostgreSQL cannot hold it), without failing the batch of other users', async () => {
+    const { store, append } = await setup();
+    await append('ulla', runEvents('t\u0000x', 'r1', 'hi', ['a']));
+    await append('ulla', runEvents('t2', 'r\u0000y', 'hi', ['a']));
+    const fine = await append('vic', runEvents('t1', 'r1', 'hi', ['b']));
+    await store.idle();
+    expect(await archivedSeqs('ulla')).toEqual([]);
+    expect(await archivedSeqs('vic')).toEqual(range(1, fine.length));
+    expect(store.stats).toMatchObject({ failedBatches: 0 });
+  });
+
   it('answers a streaming run as far as it is archived, and the seam gives exactly the rest', async () => {
     const { store, engine, append } = await setup();
     const events = runEvents('t1', 'r1', 'stream it', ['The ', 'answer ', 'is ', 'long.']);
