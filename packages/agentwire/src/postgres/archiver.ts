@@ -6,7 +6,7 @@ import { cutTitle, parseEvent } from '../history/fold.js';
 import { foldRun, statusAfter } from './runFold.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
-import { storableJson, storableText } from './storable.js';
+import { nestsDeeperThan, storableJson, storableText } from './storable.js';
 
 /** Bounds of the write-behind archive. */
 export interface ArchiverLimits {
@@ -432,10 +432,11 @@ async function insertEvents(
     if (!bySeq) seen.set(key, (bySeq = new Map<number, BatchEvent | null>()));
     for (const entry of batch.entries) {
       const event = parseEvent(entry.json);
-      // Ids a `text` column cannot hold (U+0000: never the gateway's own, only a hostile log's)
-      // make an event no archivable one, as a malformed one is: they would fail the whole batch,
-      // and every catch-up after it, for every user in it.
-      if (!event || !storableId(event.thread_id) || !storableId(event.run_id)) {
+      // Ids a `text` column cannot hold (U+0000), or nesting PostgreSQL's JSON parser cannot take,
+      // make an event no archivable one, as a malformed one is (never the gateway's own events,
+      // only a hostile log's): they would fail the whole batch, and every catch-up after it, for
+      // every user in it.
+      if (!event || !storableId(event.thread_id) || !storableId(event.run_id) || nestsDeeperThan(entry.json)) {
         bySeq.set(entry.seq, null);
         continue;
       }

@@ -267,6 +267,22 @@ describe('archive and history', () => {
     expect(store.stats).toMatchObject({ failedBatches: 0 });
   });
 
+  it("skips an event nested deeper than PostgreSQL's JSON parser takes (from a hostile log), without failing the batch of other users", async () => {
+    const { store, engine, append } = await setup();
+    const entries = await engine.append('wil', runEvents('t1', 'r1', 'hi', ['a']));
+    // The log's second entry as a hostile log could hold it: the same event, nested 20,000 deep.
+    const deep = `${entries[1]!.json.slice(0, -1)},"extra":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    store.record(
+      'wil',
+      entries.map((entry, i) => (i === 1 ? { ...entry, json: deep } : entry)),
+    );
+    const fine = await append('xan', runEvents('t1', 'r1', 'hi', ['b']));
+    await store.idle();
+    expect(await archivedSeqs('wil')).toEqual(range(1, entries.length).filter((seq) => seq !== 2));
+    expect(await archivedSeqs('xan')).toEqual(range(1, fine.length));
+    expect(store.stats).toMatchObject({ failedBatches: 0 });
+  });
+
   it('answers a streaming run as far as it is archived, and the seam gives exactly the rest', async () => {
     const { store, engine, append } = await setup();
     const events = runEvents('t1', 'r1', 'stream it', ['The ', 'answer ', 'is ', 'long.']);
