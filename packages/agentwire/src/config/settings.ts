@@ -232,9 +232,9 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     env: 'AGENTWIRE_ARCHIVE_BATCH_EVENTS',
     key: 'archiveBatchEvents',
     parse: integer(1, 10_000),
-    default: 2000,
+    default: 5000,
     description:
-      'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a backlog is written in full batches).',
+      'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a catch-up from the log reads at most 2000 at a time).',
   }),
   setting({
     env: 'AGENTWIRE_ARCHIVE_QUEUE_EVENTS',

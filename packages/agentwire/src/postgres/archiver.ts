@@ -287,7 +287,7 @@ export class Archiver {
         this.#behind.delete(key);
         return;
       }
-      const to = Math.min(behind.to, head.lastSeq, from + this.#limits.batchEvents - 1);
+      const to = Math.min(behind.to, head.lastSeq, from + Math.min(this.#limits.batchEvents, CATCH_UP_READ_EVENTS) - 1);
       const entries = await this.#engine.read(userId, from, to);
       const written = await this.#write([{ userId, epoch, entries, covered: { from, to } }]);
       if (written === null) {
@@ -397,6 +397,13 @@ interface BatchEvent {
   /** `ts` in ms since the epoch. */
   readonly tsMs: number;
 }
+
+/**
+ * Entries a catch-up reads from the log at once, whatever the batch size. Write-behind batches are
+ * bounded in bytes by the queue; a read is not (a Redis log bounds its entries in count, not in
+ * bytes), so it stays at what it was before batches grew (docs/BENCHMARKS.md).
+ */
+const CATCH_UP_READ_EVENTS = 2000;
 
 /** A string id that a `text` column holds as it is. */
 function storableId(id: unknown): id is string {

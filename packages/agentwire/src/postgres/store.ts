@@ -23,6 +23,7 @@ import { cutCharacters, MAX_TITLE_CHARACTERS, parseEvent } from '../history/fold
 import { foldRun, type RunView } from './runFold.js';
 import { storableText } from './storable.js';
 import { THREAD_ID } from '../protocol/index.js';
+import { DEFAULTS } from '../config/settings.js';
 
 /** Most run ids a thread's tombstone keeps (runs a deletion ended; a user has at most a few going at once). */
 const MAX_TOMBSTONE_RUNS = 256;
@@ -37,7 +38,7 @@ export interface PostgresHistoryStoreOptions {
   readonly poolSize?: number;
   /** Deadline of every statement (AGENTWIRE_DATABASE_STATEMENT_TIMEOUT_MS). Default 5000. */
   readonly statementTimeoutMs?: number;
-  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default 2000. */
+  /** Events per archive transaction (AGENTWIRE_ARCHIVE_BATCH_EVENTS). Default: the setting's. */
   readonly batchEvents?: number;
   /** Bounds of the archive queue (AGENTWIRE_ARCHIVE_QUEUE_EVENTS / _BYTES). Defaults 100000 and 64 MiB. */
   readonly queueEvents?: number;
@@ -145,7 +146,7 @@ export class PostgresHistoryStore implements HistoryStore {
           pool: this.#pool,
           engine: options.engine,
           limits: {
-            batchEvents: options.batchEvents ?? 2000,
+            batchEvents: options.batchEvents ?? DEFAULTS.archiveBatchEvents,
             queueEvents: Math.max(1, Math.floor((options.queueEvents ?? 100_000) / writers)),
             queueBytes: Math.max(1, Math.floor((options.queueBytes ?? 64 * 1024 * 1024) / writers)),
             maxBehind: Math.ceil(100_000 / writers),

@@ -332,6 +332,28 @@ describe('archive and history', () => {
     expect(store.stats).toMatchObject({ lost: 0, caughtUp: 2 });
   });
 
+  it('catches a backlog up from the log at most 2000 entries a read, however large its batches may be', async () => {
+    const engine = new MemoryEngine({ retentionEvents: 10_000 });
+    const reads: number[] = [];
+    const read = engine.read.bind(engine);
+    engine.read = (userId, from, to) => {
+      reads.push(to - from + 1);
+      return read(userId, from, to);
+    };
+    const store = new PostgresHistoryStore({ url: database.url, engine, batchEvents: 5000, queueEvents: 1, holeGraceMs: 0 });
+    engines.push(engine);
+    stores.push(store);
+    await store.ready();
+    const base = { run_id: 'r1', thread_id: 't1' };
+    const events: EventBody[] = [{ ...base, ts: ts(), type: 'agent_started', message_id: 'm1', text: 'hi' }];
+    for (let i = 0; i < 4500; i++) events.push({ ...base, ts: ts(), type: 'agent_thinking', text: `step ${i}` });
+    store.record('ike', await engine.append('ike', events));
+    await store.idle();
+    expect(await archivedSeqs('ike')).toEqual(range(1, events.length));
+    expect(store.stats.dropped).toBeGreaterThan(0);
+    expect(Math.max(...reads)).toBeLessThanOrEqual(2000);
+  });
+
   it('drops and counts what does not fit the queue, and archives it from the log', async () => {
     const { store, append } = await setup({ queueEvents: 3 });
     let total = 0;

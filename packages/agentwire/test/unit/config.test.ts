@@ -84,7 +84,7 @@ const DEFAULTS: GatewayConfig = {
   agentConnectTimeoutMs: 30000,
   databasePoolSize: 10,
   databaseStatementTimeoutMs: 5000,
-  archiveBatchEvents: 2000,
+  archiveBatchEvents: 5000,
   archiveQueueEvents: 100000,
   archiveQueueBytes: 67108864,
 };
