@@ -153,6 +153,13 @@ const trimmedText = text({ trim: true });
 /** Secrets keep every character: leading or trailing spaces are part of the key. */
 const secretText = text({ trim: false });
 
+/**
+ * Entries an archive catch-up reads from the log at once, whatever AGENTWIRE_ARCHIVE_BATCH_EVENTS
+ * says: write-behind batches are bounded in bytes by the queue, a read is not (a Redis log bounds
+ * its entries in count, not in bytes), so it stays at the batch size it had before batches grew.
+ */
+export const ARCHIVE_CATCH_UP_READ_EVENTS = 2000;
+
 export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
   setting({ env: 'PORT', key: 'port', parse: integer(0, 65535, true), default: 8080, description: 'TCP port to listen on (0 = pick a free port).' }),
   setting({ env: 'HOST', key: 'host', parse: trimmedText, default: '127.0.0.1', description: 'Interface to listen on (0.0.0.0 for all).' }),
@@ -233,8 +240,7 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'archiveBatchEvents',
     parse: integer(1, 10_000),
     default: 5000,
-    description:
-      'With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a catch-up from the log reads at most 2000 at a time).',
+    description: `With PostgreSQL: most events archived in one transaction (batches form while the previous one is written; a catch-up from the log reads at most ${ARCHIVE_CATCH_UP_READ_EVENTS} at a time).`,
   }),
   setting({
     env: 'AGENTWIRE_ARCHIVE_QUEUE_EVENTS',

@@ -7,6 +7,7 @@ import { foldRun, statusAfter } from './runFold.js';
 import { inTransaction } from './client.js';
 import type { ArchiveStats } from './stats.js';
 import { nestsDeeperThan, storableJson, storableText } from './storable.js';
+import { ARCHIVE_CATCH_UP_READ_EVENTS } from '../config/settings.js';
 
 /** Bounds of the write-behind archive. */
 export interface ArchiverLimits {
@@ -287,7 +288,7 @@ export class Archiver {
         this.#behind.delete(key);
         return;
       }
-      const to = Math.min(behind.to, head.lastSeq, from + Math.min(this.#limits.batchEvents, CATCH_UP_READ_EVENTS) - 1);
+      const to = Math.min(behind.to, head.lastSeq, from + Math.min(this.#limits.batchEvents, ARCHIVE_CATCH_UP_READ_EVENTS) - 1);
       const entries = await this.#engine.read(userId, from, to);
       const written = await this.#write([{ userId, epoch, entries, covered: { from, to } }]);
       if (written === null) {
@@ -397,13 +398,6 @@ interface BatchEvent {
   /** `ts` in ms since the epoch. */
   readonly tsMs: number;
 }
-
-/**
- * Entries a catch-up reads from the log at once, whatever the batch size. Write-behind batches are
- * bounded in bytes by the queue; a read is not (a Redis log bounds its entries in count, not in
- * bytes), so it stays at what it was before batches grew (docs/BENCHMARKS.md).
- */
-const CATCH_UP_READ_EVENTS = 2000;
 
 /** A string id that a `text` column holds as it is. */
 function storableId(id: unknown): id is string {

@@ -67,13 +67,13 @@ interface Setup {
   append: (userId: string, events: EventBody[]) => Promise<LogEntry[]>;
 }
 
-async function setup(options: { retentionEvents?: number; queueEvents?: number; holeGraceMs?: number } = {}): Promise<Setup> {
+async function setup(options: { retentionEvents?: number; queueEvents?: number; holeGraceMs?: number; batchEvents?: number } = {}): Promise<Setup> {
   const engine = new MemoryEngine({ retentionEvents: options.retentionEvents ?? 10_000 });
   const waiters = new Waiters();
   const store = new PostgresHistoryStore({
     url: database.url,
     engine,
-    batchEvents: 50,
+    batchEvents: options.batchEvents ?? 50,
     queueEvents: options.queueEvents ?? 10_000,
     holeGraceMs: options.holeGraceMs ?? 20,
     onChange: () => waiters.notify(),
@@ -333,21 +333,17 @@ describe('archive and history', () => {
   });
 
   it('catches a backlog up from the log at most 2000 entries a read, however large its batches may be', async () => {
-    const engine = new MemoryEngine({ retentionEvents: 10_000 });
+    const { store, engine, append } = await setup({ batchEvents: 5000, queueEvents: 1, holeGraceMs: 0 });
     const reads: number[] = [];
     const read = engine.read.bind(engine);
     engine.read = (userId, from, to) => {
       reads.push(to - from + 1);
       return read(userId, from, to);
     };
-    const store = new PostgresHistoryStore({ url: database.url, engine, batchEvents: 5000, queueEvents: 1, holeGraceMs: 0 });
-    engines.push(engine);
-    stores.push(store);
-    await store.ready();
     const base = { run_id: 'r1', thread_id: 't1' };
     const events: EventBody[] = [{ ...base, ts: ts(), type: 'agent_started', message_id: 'm1', text: 'hi' }];
     for (let i = 0; i < 4500; i++) events.push({ ...base, ts: ts(), type: 'agent_thinking', text: `step ${i}` });
-    store.record('ike', await engine.append('ike', events));
+    await append('ike', events);
     await store.idle();
     expect(await archivedSeqs('ike')).toEqual(range(1, events.length));
     expect(store.stats.dropped).toBeGreaterThan(0);
