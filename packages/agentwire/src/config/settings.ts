@@ -486,7 +486,8 @@ export const SETTINGS: ReadonlyArray<AnySetting> = Object.freeze([
     key: 'retentionMs',
     parse: count(1),
     default: 86_400_000,
-    description: 'Age after which durable events may be dropped.',
+    description:
+      "Age after which durable events may be dropped. With Redis, a user's keys expire between this and this plus a tenth of it (at most a minute more) after the user's last append.",
   }),
   setting({
     env: 'AGENTWIRE_CHAT_PAGE',

@@ -5,14 +5,14 @@ import type { AppendFence, EventEngine, GapListener, LiveListener, LogHead, Subs
 import { RunEndedError } from '../engine/types.js';
 import type { RedisConnection } from './connection.js';
 import { DEFAULTS } from '../config/settings.js';
-import { LOG_FIELD } from './keys.js';
+import { LOG_FIELD, keyTtlMs } from './keys.js';
 import { LiveOrder } from './liveOrder.js';
 
 /** Retention of a `RedisEngine`'s logs. */
 export interface RedisEngineOptions {
   /** Entries kept per user (exact XADD MAXLEN). Default 1000. */
   readonly retentionEvents?: number;
-  /** A user's log expires after this long without an append. Default 24 h. */
+  /** A user's log expires this long (plus a slack: keyTtlMs in keys.ts) after its last append. Default 24 h. */
   readonly retentionMs?: number;
   readonly now?: () => number;
 }
@@ -36,14 +36,17 @@ interface Channel {
 export class RedisEngine implements EventEngine {
   readonly #connection: RedisConnection;
   readonly #maxLen: number;
-  readonly #ttlMs: number;
+  readonly #retentionMs: number;
+  /** What the user's keys are written with (keys.ts). */
+  readonly #keyTtlMs: number;
   readonly #now: () => number;
   readonly #channels = new Map<string, Channel>();
 
   constructor(connection: RedisConnection, options: RedisEngineOptions = {}) {
     this.#connection = connection;
     this.#maxLen = options.retentionEvents ?? DEFAULTS.retentionEvents;
-    this.#ttlMs = options.retentionMs ?? DEFAULTS.retentionMs;
+    this.#retentionMs = options.retentionMs ?? DEFAULTS.retentionMs;
+    this.#keyTtlMs = keyTtlMs(this.#retentionMs);
     this.#now = options.now ?? Date.now;
     connection.onPubSubGap(() => {
       for (const channel of this.#channels.values()) {
@@ -62,7 +65,7 @@ export class RedisEngine implements EventEngine {
   }
 
   get retentionMs(): number {
-    return this.#ttlMs;
+    return this.#retentionMs;
   }
 
   get retentionEvents(): number {
@@ -74,7 +77,7 @@ export class RedisEngine implements EventEngine {
     const now = this.#now();
     const args: (string | number)[] = [
       randomUUID(),
-      this.#ttlMs,
+      this.#keyTtlMs,
       this.#maxLen,
       keys.live,
       this.#connection.publishCommand,
@@ -83,6 +86,7 @@ export class RedisEngine implements EventEngine {
       fence?.terminal ? '1' : '0',
       events.length,
       fence?.appendId ?? '',
+      this.#retentionMs,
     ];
     const parts = events.map((body) => splitAtSeq(body));
     for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
@@ -154,7 +158,7 @@ export class RedisEngine implements EventEngine {
 
   async head(userId: string): Promise<LogHead> {
     const keys = this.#connection.keys.user(userId);
-    const [epoch, seq] = (await this.#connection.script('head', [keys.meta, keys.log], [randomUUID(), this.#ttlMs])) as [string, string];
+    const [epoch, seq] = (await this.#connection.script('head', [keys.meta, keys.log], [randomUUID(), this.#keyTtlMs])) as [string, string];
     return { epoch, lastSeq: Number(seq) };
   }
 

@@ -12,7 +12,7 @@ import type {
   ThreadPolicy,
 } from '../runs/runStore.js';
 import type { RedisConnection } from './connection.js';
-import { decodeId, encodeId, isRunId, leaseMember, leasePrefix, parseLeaseMember, RUN_FIELD, RUN_STATE } from './keys.js';
+import { decodeId, encodeId, isRunId, keyTtlMs, leaseMember, leasePrefix, parseLeaseMember, RUN_FIELD, RUN_STATE } from './keys.js';
 import { DEFAULTS } from '../config/settings.js';
 
 /** Lease length, node id and retention of a `RedisRunStore`. */
@@ -20,7 +20,7 @@ export interface RedisRunStoreOptions {
   /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
   readonly leaseMs?: number;
   readonly nodeId?: string;
-  /** Run records, thread queues and message-id claims expire after this long. Default 24 h (as the engine's logs). */
+  /** Run records, thread queues and message-id claims expire after this long (plus keyTtlMs's slack). Default 24 h (as the engine's logs). */
   readonly retentionMs?: number;
   readonly now?: () => number;
   readonly onError?: (error: unknown) => void;
@@ -45,7 +45,8 @@ export class RedisRunStore implements RunStore {
   readonly nodeId: string;
   readonly #connection: RedisConnection;
   readonly #leaseMs: number;
-  readonly #retentionMs: number;
+  /** What run records, thread queues and claims are written with: as the engine's keys (keys.ts). */
+  readonly #keyTtlMs: number;
   readonly #now: () => number;
   readonly #cancelChannel: string;
   readonly #cancelListeners: Array<(runId: string) => void> = [];
@@ -54,7 +55,7 @@ export class RedisRunStore implements RunStore {
     this.#connection = connection;
     this.nodeId = options.nodeId ?? `node-${randomUUID().slice(0, 8)}`;
     this.#leaseMs = options.leaseMs ?? 15_000;
-    this.#retentionMs = options.retentionMs ?? DEFAULTS.retentionMs;
+    this.#keyTtlMs = keyTtlMs(options.retentionMs ?? DEFAULTS.retentionMs);
     this.#now = options.now ?? Date.now;
     // Sweepers judge leases only after a lease of unbroken contact (RunManager). A stall longer
     // than half a lease breaks it, so a stall that goes unnoticed leaves every lease written
@@ -79,7 +80,7 @@ export class RedisRunStore implements RunStore {
     // Sent with the script, not after it (in order on one connection; to another slot on a
     // Cluster), so it costs no round trip; dropped below when the script created no run.
     const ownerKey = this.#connection.keys.runOwner(record.runId);
-    const owner = redis.set(ownerKey, encodeId(record.userId), 'PX', this.#retentionMs);
+    const owner = redis.set(ownerKey, encodeId(record.userId), 'PX', this.#keyTtlMs);
     const enqueued = this.#connection.script(
       'enqueue',
       [keys.thread(record.threadId), keys.run(record.runId), keys.leases, keys.claim(record.messageId), keys.activeRuns],
@@ -87,7 +88,7 @@ export class RedisRunStore implements RunStore {
         policy,
         maxQueued,
         this.nodeId,
-        this.#retentionMs,
+        this.#keyTtlMs,
         record.runId,
         encodeId(record.userId),
         encodeId(record.threadId),

@@ -1,21 +1,22 @@
 import type { LogHead } from '../engine/types.js';
 import { markJson, parseMark, type DeadMark, type ThreadMark, type ThreadMarkStore } from '../history/threadMarks.js';
 import type { RedisConnection } from './connection.js';
-import { decodeId, encodeId } from './keys.js';
+import { decodeId, encodeId, keyTtlMs } from './keys.js';
 
 /**
  * Thread marks in Redis, beside the user's log (one hash per user, in the user's slot), so that
  * every node folds the same renames and deletions. They expire with the log: a rename or deletion
- * and every append (append.lua) keep them for the retention age; the history store removes those
+ * and the appends that renew the user's keys (append.lua) keep them for the retention age and its
+ * slack (keyTtlMs); the history store removes those
  * that can change no answer (pruneMarks.lua), so an active user's hash does not grow without bound.
  */
 export class RedisThreadMarks implements ThreadMarkStore {
   readonly #connection: RedisConnection;
-  readonly #retentionMs: number;
+  readonly #keyTtlMs: number;
 
   constructor(connection: RedisConnection, options: { readonly retentionMs: number }) {
     this.#connection = connection;
-    this.#retentionMs = options.retentionMs;
+    this.#keyTtlMs = keyTtlMs(options.retentionMs);
   }
 
   async all(userId: string): Promise<Map<string, ThreadMark>> {
@@ -31,7 +32,7 @@ export class RedisThreadMarks implements ThreadMarkStore {
   async put(userId: string, threadId: string, mark: ThreadMark, expected?: ThreadMark | null): Promise<boolean> {
     const key = this.#connection.keys.user(userId).threadMarks;
     const check = expected === undefined ? ['0', ''] : ['1', expected === null ? '' : markJson(expected)];
-    const written = await this.#connection.script('putMark', [key], [encodeId(threadId), markJson(mark), this.#retentionMs, ...check]);
+    const written = await this.#connection.script('putMark', [key], [encodeId(threadId), markJson(mark), this.#keyTtlMs, ...check]);
     return Number(written) === 1;
   }
 

@@ -2,9 +2,13 @@
 -- nodes can never assign the same seq), and publishes them in one notification (see
 -- parseNotification in engine.ts).
 -- KEYS: meta, log, run record, thread marks
--- ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence, terminal, count, appendId, then per event: json head, json tail, type
--- The thread marks (threadMarks.ts) live as long as the log: a deletion's mark must outlast the
--- deleted thread's events, or the thread would come back while the log still holds them.
+-- ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence, terminal, count, appendId, retentionMs, then per event: json head, json tail, type
+-- ttlMs is keyTtlMs(retentionMs) (keys.ts). The keys' TTLs are renewed to it, all together, once
+-- the log has less than retentionMs left (or none: new, or written without one), not on every
+-- append; a run record also on the run's first fenced append, which may have created it. So the
+-- thread marks (threadMarks.ts, written with ttlMs too) live as long as the log: a deletion's
+-- mark must outlast the deleted thread's events, or the thread would come back while the log
+-- still holds them.
 -- The run record is a dummy key in the same slot when no fence is wanted. fence '1' checks that
 -- the run record is not ended and marks it started; terminal '1' marks it ended. appendId is ''
 -- for none. Each event's JSON is head .. seq .. tail, so the seq is written into the event
@@ -19,6 +23,7 @@
 -- its events. It is read with HGETs: an HMGET's array reply costs Redis more than the HGETs it
 -- would replace (docs/BENCHMARKS.md, "The append script").
 --#include ensureMeta.lua
+local renew = redis.call('PTTL', KEYS[2]) < tonumber(ARGV[11])
 local fenced = ARGV[7] == '1'
 local skip = 0
 if fenced then
@@ -27,7 +32,7 @@ if fenced then
     return {epoch, tonumber(r[1]), tonumber(r[2] or '0')}
   end
   if redis.call('HGET', KEYS[3], RUN.state) == STATE.ended then return {epoch, -1, 0} end
-  if ARGV[13] == 'agent_started' and redis.call('HGET', KEYS[3], RUN.started) == '1' then skip = 1 end
+  if ARGV[14] == 'agent_started' and redis.call('HGET', KEYS[3], RUN.started) == '1' then skip = 1 end
 end
 -- `last` is the last seq assigned as a string (each seq is formatted once), `seq` as a number.
 local last = seq
@@ -38,8 +43,8 @@ local notification = {epoch .. ' ' .. ARGV[6]}
 for i = skip, count - 1 do
   seq = seq + 1
   last = tostring(seq)
-  local json = ARGV[11 + 3 * i] .. last .. ARGV[12 + 3 * i]
-  local etype = ARGV[13 + 3 * i]
+  local json = ARGV[12 + 3 * i] .. last .. ARGV[13 + 3 * i]
+  local etype = ARGV[14 + 3 * i]
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], last .. '-0', LOG.json, json, LOG.type, etype, LOG.appendedAt, ARGV[6])
   notification[#notification + 1] = last .. ' ' .. etype .. ' ' .. json
 end
@@ -48,13 +53,15 @@ if fenced then
   if ARGV[10] == '' then
     redis.call('HSET', KEYS[3], RUN.started, '1')
   else
-    redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
-    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+    local added = redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
+    if renew or added > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
   end
   if ARGV[8] == '1' then redis.call('HSET', KEYS[3], RUN.state, STATE.ended) end
 end
 redis.call('HSET', KEYS[1], META.seq, last)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[4], ARGV[2])
+if renew then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+end
 return {epoch, first, skip}

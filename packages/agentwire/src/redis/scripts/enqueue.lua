@@ -1,9 +1,11 @@
 -- enqueue: creates a run on its thread's queue, claiming its message id, in one atomic step
 -- with the thread policy and the user's run cap. All keys are in the user's slot (keys.ts).
 -- KEYS: thread queue, run record, leases, message claim, active runs
--- ARGV: policy, maxQueued, nodeId, retentionMs, runId, user, thread, message, text, lease expiry, claim JSON, replay only, lease prefix, max active runs, now, run record prefix
+-- ARGV: policy, maxQueued, nodeId, ttlMs, runId, user, thread, message, text, lease expiry, claim JSON, replay only, lease prefix, max active runs, now, run record prefix
 -- user, thread, message and text are encoded (encodeId). replay only '1' answers 'absent'
--- instead of creating the run. A lease member is lease prefix .. runId .. '"]'.
+-- instead of creating the run. A lease member is lease prefix .. runId .. '"]'. ttlMs is
+-- keyTtlMs(retentionMs) (keys.ts), what the user's log is written with: a run record outlives
+-- its run's last append by the retention.
 -- Returns 'start', 'queued', 'busy', 'too_many_runs', 'absent' or {'duplicate', claim JSON}.
 -- The message id's claim decides first: another run's claim answers {'duplicate', claim}, our
 -- own means this is a replay. The claim is written last, together with its run, so neither a

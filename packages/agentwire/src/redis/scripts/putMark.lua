@@ -2,7 +2,7 @@
 -- check, only while the stored mark is still the one the caller read: a rename must not write
 -- over a deletion made since (the deleted thread would come back).
 -- KEYS: marks
--- ARGV: field, mark JSON, ttlMs, check ('1' or '0'), expected mark JSON ('' when none was stored)
+-- ARGV: field, mark JSON, ttlMs (keyTtlMs: as the log), check ('1' or '0'), expected mark JSON ('' when none was stored)
 -- Returns 1 when written, 0 when the stored mark is another by now.
 
 --#include sameMark.lua
