@@ -25,11 +25,11 @@ const MAX_TTL_SLACK_MS = 60_000;
 /**
  * The TTL every retention-bound key of a user is written with (its log, meta, thread marks, run
  * records, message claims): the retention plus a slack of a tenth of it, at most a minute. An
- * append renews the user's keys only once their log has less than the retention left
- * (append.lua), not on every append: so every key lives at least `retentionMs` and at most
- * `keyTtlMs(retentionMs)` after its user's last append, and a user streaming deltas costs one
- * renewal per slack instead of four PEXPIREs per append (about a sixth of redis-server's CPU per
- * append, docs/BENCHMARKS.md).
+ * append renews the log, its meta and the thread marks only once the log has less than the
+ * retention left, and its run's record only once that has (append.lua), not on every append:
+ * so each lives at least `retentionMs` and at most `keyTtlMs(retentionMs)` after its last
+ * append, and a user streaming deltas costs one renewal per slack instead of four PEXPIREs per
+ * append (about a sixth of redis-server's CPU per append, docs/BENCHMARKS.md).
  */
 export function keyTtlMs(retentionMs: number): number {
   return retentionMs + Math.min(MAX_TTL_SLACK_MS, Math.ceil(retentionMs / 10));

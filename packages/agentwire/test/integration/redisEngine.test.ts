@@ -199,7 +199,7 @@ describe('RedisEngine', () => {
 
   // The renewal is what an append costs most besides its event: four PEXPIREs were about a sixth
   // of redis-server's CPU per append.
-  it('renews the TTLs only once the log has less than the retention left, and then every key at once', async () => {
+  it('renews the TTLs only once the log has less than the retention left, and then the log, its meta and marks at once', async () => {
     const retentionMs = 60_000;
     const e = engine({ retentionMs });
     await e.ready();
@@ -217,10 +217,13 @@ describe('RedisEngine', () => {
       expect(ttl).toBeLessThanOrEqual(left[index]!);
       expect(ttl).toBeGreaterThan(left[index]! - 2000);
     }
-    // Less than the retention left on the log: all of them are renewed to keyTtlMs.
+    // Less than the retention left on the log: it, its meta and the marks are renewed to keyTtlMs;
+    // the run record, with more than the retention left, keeps its own.
     await admin.pexpire(keys.log, retentionMs - 1);
     await e.append('jo', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a3' });
-    for (const key of kept) expect(await admin.pttl(key)).toBeGreaterThan(keyTtlMs(retentionMs) - 2000);
+    for (const key of [keys.meta, keys.log, keys.threadMarks]) expect(await admin.pttl(key)).toBeGreaterThan(keyTtlMs(retentionMs) - 2000);
+    expect(await admin.pttl(keys.run('r1'))).toBeLessThanOrEqual(left[2]!);
+    expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(retentionMs);
     admin.disconnect();
     await e.close();
   });
@@ -238,6 +241,40 @@ describe('RedisEngine', () => {
     await admin.persist(keys.log);
     await e.append('jas', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a2' });
     expect(await admin.pttl(keys.log)).toBeGreaterThan(60_000);
+    admin.disconnect();
+    await e.close();
+  });
+
+  // Found in review: renewing a run record only with the log (or on its run's first append) let
+  // it expire while another run's appends kept renewing the log; a retry of its terminal append
+  // then went through the fence again.
+  it("renews a run record by its own TTL, when another run's append renewed the log", async () => {
+    const retentionMs = 60_000;
+    const e = engine({ retentionMs });
+    await e.ready();
+    const keys = connectionOf(e).keys.user('jay');
+    const admin = redis.client();
+    await e.append('jay', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
+    // r2's append renewed the log since; r1's record has had its time run down meanwhile.
+    await e.append('jay', [thinking('b', 'r2')], { runId: 'r2', terminal: false, appendId: 'b1' });
+    await admin.pexpire(keys.run('r1'), retentionMs - 5000);
+    expect(await admin.pttl(keys.log)).toBeGreaterThan(retentionMs);
+    await e.append('jay', [thinking('c', 'r1')], { runId: 'r1', terminal: true, appendId: 'a2' });
+    expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(retentionMs);
+    admin.disconnect();
+    await e.close();
+  });
+
+  it('gives a run record that a fenced append without an append id creates (a run_lost append) a TTL', async () => {
+    const e = engine({ retentionMs: 60_000 });
+    await e.ready();
+    const keys = connectionOf(e).keys.user('jem');
+    const admin = redis.client();
+    await e.append('jem', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
+    // r9's record expired between the sweeper's read and its run_lost append.
+    await e.append('jem', [thinking('lost', 'r9')], { runId: 'r9', terminal: true });
+    expect(await admin.hget(keys.run('r9'), 'state')).toBe('ended');
+    expect(await admin.pttl(keys.run('r9'))).toBeGreaterThan(60_000);
     admin.disconnect();
     await e.close();
   });

@@ -3,12 +3,13 @@
 -- parseNotification in engine.ts).
 -- KEYS: meta, log, run record, thread marks
 -- ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence, terminal, count, appendId, retentionMs, then per event: json head, json tail, type
--- ttlMs is keyTtlMs(retentionMs) (keys.ts). The keys' TTLs are renewed to it, all together, once
--- the log has less than retentionMs left (or none: new, or written without one), not on every
--- append; a run record also on the run's first fenced append, which may have created it. So the
--- thread marks (threadMarks.ts, written with ttlMs too) live as long as the log: a deletion's
--- mark must outlast the deleted thread's events, or the thread would come back while the log
--- still holds them.
+-- ttlMs is keyTtlMs(retentionMs) (keys.ts). Meta, log and thread marks are renewed to it
+-- together once the log has less than retentionMs left (or none: new, or written without one),
+-- not on every append; so the thread marks (threadMarks.ts, written with ttlMs too) live as long
+-- as the log: a deletion's mark must outlast the deleted thread's events, or the thread would
+-- come back while the log still holds them. A fenced append's run record is renewed by its own
+-- TTL in the same way: another run's append may have renewed the log, and this append may have
+-- created the record (a run_lost append after the record expired).
 -- The run record is a dummy key in the same slot when no fence is wanted. fence '1' checks that
 -- the run record is not ended and marks it started; terminal '1' marks it ended. appendId is ''
 -- for none. Each event's JSON is head .. seq .. tail, so the seq is written into the event
@@ -53,10 +54,10 @@ if fenced then
   if ARGV[10] == '' then
     redis.call('HSET', KEYS[3], RUN.started, '1')
   else
-    local added = redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
-    if renew or added > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+    redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
   end
   if ARGV[8] == '1' then redis.call('HSET', KEYS[3], RUN.state, STATE.ended) end
+  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[11]) then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
 end
 redis.call('HSET', KEYS[1], META.seq, last)
 if renew then
