@@ -10,7 +10,7 @@ import { LiveOrder } from './liveOrder.js';
 
 /** Retention of a `RedisEngine`'s logs. */
 export interface RedisEngineOptions {
-  /** Entries kept per user (exact XADD MAXLEN). Default 1000. */
+  /** Entries kept per user (exact XADD MAXLEN). Default AGENTWIRE_RETENTION_EVENTS's (10000). */
   readonly retentionEvents?: number;
   /** A user's log expires this long (plus a slack: keyTtlMs in keys.ts) after its last append. Default 24 h. */
   readonly retentionMs?: number;
