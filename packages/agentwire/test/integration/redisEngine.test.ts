@@ -2,7 +2,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/connection.js';
 import { RedisEngine, notificationSpan, parseNotification, type RedisEngineOptions } from '../../src/redis/engine.js';
-import { keyTtlMs } from '../../src/redis/keys.js';
+import { keyTtlMs, type UserKeys } from '../../src/redis/keys.js';
+import type { Redis } from 'ioredis';
 import type { EventBody } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
 import { liveCollector } from '../helpers/liveCollector.js';
@@ -172,112 +173,99 @@ describe('RedisEngine', () => {
     await e.close();
   });
 
+  const RETENTION_MS = 60_000;
+  /** An engine with a retention of RETENTION_MS, the user's keys and a client of the test's own, closed after `body`. */
+  async function withRetention(userId: string, body: (t: { e: RedisEngine; keys: UserKeys; admin: Redis }) => Promise<void>): Promise<void> {
+    const e = engine({ retentionMs: RETENTION_MS });
+    const admin = redis.client();
+    try {
+      await e.ready();
+      await body({ e, keys: connectionOf(e).keys.user(userId), admin });
+    } finally {
+      admin.disconnect();
+      await e.close();
+    }
+  }
+
   // The thread marks too: a deletion's mark that expired before the log would bring the deleted
   // thread back while the log still holds its events (a user who keeps chatting past the age).
-  it('keeps the log, its meta, the run record and the thread marks for the retention after every append (the TTL slides)', async () => {
-    const e = engine({ retentionMs: 60_000 });
-    await e.ready();
-    const keys = connectionOf(e).keys.user('jon');
-    const admin = redis.client();
-    await admin.hset(keys.threadMarks, 'gone', '{"epoch":"e","deletedThrough":1}');
-    await admin.pexpire(keys.threadMarks, keyTtlMs(60_000));
-    await e.append('jon', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    const kept = [keys.meta, keys.log, keys.run('r1'), keys.threadMarks];
-    for (const key of kept) {
-      expect(await admin.pttl(key)).toBeGreaterThan(60_000);
-      // As if most of the retention had passed since.
-      await admin.pexpire(key, 1000);
-    }
-    await e.append('jon', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
-    for (const key of kept) {
-      expect(await admin.pttl(key)).toBeGreaterThan(60_000);
-      expect(await admin.pttl(key)).toBeLessThanOrEqual(keyTtlMs(60_000));
-    }
-    admin.disconnect();
-    await e.close();
-  });
+  it('keeps the log, its meta, the run record and the thread marks for the retention after every append (the TTL slides)', () =>
+    withRetention('jon', async ({ e, keys, admin }) => {
+      await admin.hset(keys.threadMarks, 'gone', '{"epoch":"e","deletedThrough":1}');
+      await admin.pexpire(keys.threadMarks, keyTtlMs(RETENTION_MS));
+      await e.append('jon', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
+      const kept = [keys.meta, keys.log, keys.run('r1'), keys.threadMarks];
+      for (const key of kept) {
+        expect(await admin.pttl(key)).toBeGreaterThan(RETENTION_MS);
+        // As if most of the retention had passed since.
+        await admin.pexpire(key, 1000);
+      }
+      await e.append('jon', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
+      for (const key of kept) {
+        expect(await admin.pttl(key)).toBeGreaterThan(RETENTION_MS);
+        expect(await admin.pttl(key)).toBeLessThanOrEqual(keyTtlMs(RETENTION_MS));
+      }
+    }));
 
-  // The renewal is what an append costs most besides its event: four PEXPIREs were about a sixth
-  // of redis-server's CPU per append.
-  it('renews the TTLs only once the log has less than the retention left, and then the log, its meta and marks at once', async () => {
-    const retentionMs = 60_000;
-    const e = engine({ retentionMs });
-    await e.ready();
-    const keys = connectionOf(e).keys.user('jo');
-    const admin = redis.client();
-    await e.append('jo', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    await admin.hset(keys.threadMarks, 'gone', '{"epoch":"e","deletedThrough":1}');
-    const kept = [keys.meta, keys.log, keys.run('r1'), keys.threadMarks];
-    // More than the retention left on the log: this append keeps whatever the keys have.
-    const left = [retentionMs + 5000, retentionMs + 4000, retentionMs + 3000, retentionMs + 2000];
-    for (const [index, key] of kept.entries()) await admin.pexpire(key, left[index]!);
-    await e.append('jo', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
-    for (const [index, key] of kept.entries()) {
-      const ttl = await admin.pttl(key);
-      expect(ttl).toBeLessThanOrEqual(left[index]!);
-      expect(ttl).toBeGreaterThan(left[index]! - 2000);
-    }
-    // Less than the retention left on the log: it, its meta and the marks are renewed to keyTtlMs;
-    // the run record, with more than the retention left, keeps its own.
-    await admin.pexpire(keys.log, retentionMs - 1);
-    await e.append('jo', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a3' });
-    for (const key of [keys.meta, keys.log, keys.threadMarks]) expect(await admin.pttl(key)).toBeGreaterThan(keyTtlMs(retentionMs) - 2000);
-    expect(await admin.pttl(keys.run('r1'))).toBeLessThanOrEqual(left[2]!);
-    expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(retentionMs);
-    admin.disconnect();
-    await e.close();
-  });
+  // Four PEXPIREs on every append were a tenth of redis-server's CPU per append; the renewal now
+  // costs it a PTTL of the log and one of the run record.
+  it('renews the TTLs only once the log has less than the retention left, and then the log, its meta and marks at once', () =>
+    withRetention('jo', async ({ e, keys, admin }) => {
+      await e.append('jo', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
+      await admin.hset(keys.threadMarks, 'gone', '{"epoch":"e","deletedThrough":1}');
+      const kept = [keys.meta, keys.log, keys.run('r1'), keys.threadMarks];
+      // More than the retention left on the log: this append keeps whatever the keys have.
+      const left = [RETENTION_MS + 5000, RETENTION_MS + 4000, RETENTION_MS + 3000, RETENTION_MS + 2000];
+      for (const [index, key] of kept.entries()) await admin.pexpire(key, left[index]!);
+      await e.append('jo', [thinking('b')], { runId: 'r1', terminal: false, appendId: 'a2' });
+      for (const [index, key] of kept.entries()) {
+        const ttl = await admin.pttl(key);
+        expect(ttl).toBeLessThanOrEqual(left[index]!);
+        expect(ttl).toBeGreaterThan(left[index]! - 2000);
+      }
+      // Less than the retention left on the log: it, its meta and the marks are renewed to keyTtlMs;
+      // the run record, with more than the retention left, keeps its own.
+      await admin.pexpire(keys.log, RETENTION_MS - 1);
+      await e.append('jo', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a3' });
+      for (const key of [keys.meta, keys.log, keys.threadMarks]) expect(await admin.pttl(key)).toBeGreaterThan(keyTtlMs(RETENTION_MS) - 2000);
+      expect(await admin.pttl(keys.run('r1'))).toBeLessThanOrEqual(left[2]!);
+      expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(RETENTION_MS);
+    }));
 
-  it('leaves no key of an append without a TTL: a log or run record it creates, or a log that lost its TTL', async () => {
-    const e = engine({ retentionMs: 60_000 });
-    await e.ready();
-    const keys = connectionOf(e).keys.user('jas');
-    const admin = redis.client();
-    // The first append creates the log, its meta and (no enqueue before it) the run record.
-    await e.append('jas', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    // A second run's first append, while the log is fresh: its record is created now.
-    await e.append('jas', [thinking('b', 'r2')], { runId: 'r2', terminal: false, appendId: 'b1' });
-    for (const key of [keys.meta, keys.log, keys.run('r1'), keys.run('r2')]) expect(await admin.pttl(key)).toBeGreaterThan(60_000);
-    await admin.persist(keys.log);
-    await e.append('jas', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a2' });
-    expect(await admin.pttl(keys.log)).toBeGreaterThan(60_000);
-    admin.disconnect();
-    await e.close();
-  });
+  it('leaves no key of an append without a TTL: a log or run record it creates, or a log that lost its TTL', () =>
+    withRetention('jas', async ({ e, keys, admin }) => {
+      // The first append creates the log, its meta and (no enqueue before it) the run record.
+      await e.append('jas', [thinking('a')], { runId: 'r1', terminal: false, appendId: 'a1' });
+      // A second run's first append, while the log is fresh: its record is created now.
+      await e.append('jas', [thinking('b', 'r2')], { runId: 'r2', terminal: false, appendId: 'b1' });
+      for (const key of [keys.meta, keys.log, keys.run('r1'), keys.run('r2')]) expect(await admin.pttl(key)).toBeGreaterThan(RETENTION_MS);
+      await admin.persist(keys.log);
+      await e.append('jas', [thinking('c')], { runId: 'r1', terminal: false, appendId: 'a2' });
+      expect(await admin.pttl(keys.log)).toBeGreaterThan(RETENTION_MS);
+    }));
 
   // Found in review: renewing a run record only with the log (or on its run's first append) let
   // it expire while another run's appends kept renewing the log; a retry of its terminal append
   // then went through the fence again.
-  it("renews a run record by its own TTL, when another run's append renewed the log", async () => {
-    const retentionMs = 60_000;
-    const e = engine({ retentionMs });
-    await e.ready();
-    const keys = connectionOf(e).keys.user('jay');
-    const admin = redis.client();
-    await e.append('jay', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    // r2's append renewed the log since; r1's record has had its time run down meanwhile.
-    await e.append('jay', [thinking('b', 'r2')], { runId: 'r2', terminal: false, appendId: 'b1' });
-    await admin.pexpire(keys.run('r1'), retentionMs - 5000);
-    expect(await admin.pttl(keys.log)).toBeGreaterThan(retentionMs);
-    await e.append('jay', [thinking('c', 'r1')], { runId: 'r1', terminal: true, appendId: 'a2' });
-    expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(retentionMs);
-    admin.disconnect();
-    await e.close();
-  });
+  it("renews a run record by its own TTL, when another run's append renewed the log", () =>
+    withRetention('jay', async ({ e, keys, admin }) => {
+      await e.append('jay', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
+      // r2's append renewed the log since; r1's record has had its time run down meanwhile.
+      await e.append('jay', [thinking('b', 'r2')], { runId: 'r2', terminal: false, appendId: 'b1' });
+      await admin.pexpire(keys.run('r1'), RETENTION_MS - 5000);
+      expect(await admin.pttl(keys.log)).toBeGreaterThan(RETENTION_MS);
+      await e.append('jay', [thinking('c', 'r1')], { runId: 'r1', terminal: true, appendId: 'a2' });
+      expect(await admin.pttl(keys.run('r1'))).toBeGreaterThan(RETENTION_MS);
+    }));
 
-  it('gives a run record that a fenced append without an append id creates (a run_lost append) a TTL', async () => {
-    const e = engine({ retentionMs: 60_000 });
-    await e.ready();
-    const keys = connectionOf(e).keys.user('jem');
-    const admin = redis.client();
-    await e.append('jem', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
-    // r9's record expired between the sweeper's read and its run_lost append.
-    await e.append('jem', [thinking('lost', 'r9')], { runId: 'r9', terminal: true });
-    expect(await admin.hget(keys.run('r9'), 'state')).toBe('ended');
-    expect(await admin.pttl(keys.run('r9'))).toBeGreaterThan(60_000);
-    admin.disconnect();
-    await e.close();
-  });
+  it('gives a run record that a fenced append without an append id creates (a run_lost append) a TTL', () =>
+    withRetention('jem', async ({ e, keys, admin }) => {
+      await e.append('jem', [thinking('a', 'r1')], { runId: 'r1', terminal: false, appendId: 'a1' });
+      // r9's record expired between the sweeper's read and its run_lost append.
+      await e.append('jem', [thinking('lost', 'r9')], { runId: 'r9', terminal: true });
+      expect(await admin.hget(keys.run('r9'), 'state')).toBe('ended');
+      expect(await admin.pttl(keys.run('r9'))).toBeGreaterThan(RETENTION_MS);
+    }));
 
   it('marks no run started or ended by an append that failed part-way (Redis does not roll scripts back)', async () => {
     const e = engine();
