@@ -7,8 +7,8 @@ import { decodeId, encodeId, keyTtlMs } from './keys.js';
  * Thread marks in Redis, beside the user's log (one hash per user, in the user's slot), so that
  * every node folds the same renames and deletions. They expire with the log: a rename or deletion
  * and the appends that renew the user's keys (append.lua) keep them for the retention age and its
- * slack (keyTtlMs); the history store removes those
- * that can change no answer (pruneMarks.lua), so an active user's hash does not grow without bound.
+ * slack (keyTtlMs); the history store removes those that can change no answer (pruneMarks.lua),
+ * so an active user's hash does not grow without bound.
  */
 export class RedisThreadMarks implements ThreadMarkStore {
   readonly #connection: RedisConnection;
