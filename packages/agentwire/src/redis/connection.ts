@@ -37,7 +37,19 @@ export function reconnectDelayMs(attempt: number): number {
 }
 
 /** The Lua scripts (scripts/<name>.lua), loaded once per connection. */
-const SCRIPT_NAMES = ['head', 'append', 'enqueue', 'advance', 'cancel', 'takeLease', 'acquireConnection', 'activeRuns', 'putMark', 'pruneMarks'] as const;
+const SCRIPT_NAMES = [
+  'head',
+  'append',
+  'enqueue',
+  'advance',
+  'cancel',
+  'takeLease',
+  'acquireConnection',
+  'activeRuns',
+  'putMark',
+  'pruneMarks',
+  'renewRun',
+] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
 interface Script {

@@ -30,6 +30,8 @@ const MAX_TTL_SLACK_MS = 60_000;
  * so each lives at least `retentionMs` and at most `keyTtlMs(retentionMs)` after its last
  * append, and a user streaming deltas costs one renewal per slack, not four PEXPIREs per append
  * (two PTTLs instead: redis-server's CPU per one-event append 17.25 → 15.75 µs, docs/BENCHMARKS.md).
+ * A running run's other keys (its thread queue, record, claim, the active runs, the owner index)
+ * are renewed with its lease (renewRun.lua), so a run may outlive the retention.
  */
 export function keyTtlMs(retentionMs: number): number {
   return retentionMs + Math.min(MAX_TTL_SLACK_MS, Math.ceil(retentionMs / 10));

@@ -20,7 +20,7 @@ export interface RedisRunStoreOptions {
   /** Runs of a node that has not renewed its lease for this long are presumed lost. Default 15000. */
   readonly leaseMs?: number;
   readonly nodeId?: string;
-  /** Run records, thread queues and message-id claims expire after this long (plus keyTtlMs's slack). Default 24 h (as the engine's logs). */
+  /** Run records, thread queues and message-id claims expire this long (plus keyTtlMs's slack) after ENQUEUE or their run's last lease renewal. Default 24 h (as the engine's logs). */
   readonly retentionMs?: number;
   readonly now?: () => number;
   readonly onError?: (error: unknown) => void;
@@ -177,7 +177,16 @@ export class RedisRunStore implements RunStore {
     // Cancel requests are also noted on the run record: one whose pub/sub message was lost
     // (the subscriber was reconnecting) still reaches the owner here, within a third of a lease.
     const cancels = runs.map((run) => redis.hget(this.#connection.keys.user(run.userId).run(run.runId), RUN_FIELD.cancel));
-    const [, flags] = await Promise.all([Promise.all(renewed), Promise.all(cancels)]);
+    // The run's other keys live for the retention from its latest renewal, not from its ENQUEUE:
+    // two commands per run and lease third, the owner index being in a slot of its own.
+    const kept = runs.flatMap((run) => {
+      const keys = this.#connection.keys.user(run.userId);
+      return [
+        this.#connection.script('renewRun', [keys.thread(run.threadId), keys.run(run.runId), keys.claim(run.messageId), keys.activeRuns], [this.#keyTtlMs]),
+        redis.pexpire(this.#connection.keys.runOwner(run.runId), this.#keyTtlMs),
+      ];
+    });
+    const [, flags] = await Promise.all([Promise.all(renewed), Promise.all(cancels), Promise.all(kept)]);
     runs.forEach((run, index) => {
       if (flags[index] !== '1') return;
       for (const listener of this.#cancelListeners) listener(run.runId);
