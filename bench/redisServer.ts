@@ -32,3 +32,10 @@ export async function startBenchRedis(): Promise<BenchRedis> {
     },
   };
 }
+
+/** redis-server's CPU time so far (user + system, all its threads), in µs, from INFO. */
+export async function redisCpuUs(admin: Redis): Promise<number> {
+  const info = await admin.info('cpu');
+  const seconds = (field: string) => Number(new RegExp(`^${field}:([\\d.]+)`, 'm').exec(info)?.[1] ?? Number.NaN);
+  return (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6;
+}

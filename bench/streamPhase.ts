@@ -24,7 +24,7 @@
 import { bucketPercentile, spread, type Buckets, type IpcClient, type LoopReport, type ServerUsage, type Spread, type Workload } from './common.js';
 import type { EventsResult, PacedResult } from './loadCore.js';
 import { NodeGroup, cpuOf, type StartedServer } from './nodeGroup.js';
-import { startBenchRedis, type BenchRedis } from './redisServer.js';
+import { redisCpuUs, startBenchRedis, type BenchRedis } from './redisServer.js';
 
 interface DeltaHolds {
   readonly expired: number;
@@ -112,6 +112,9 @@ export interface StreamRepResult {
   flushMs: number;
   maxDeltasPerSec: number;
   cpuPerDeltaUs: number;
+  /** redis-server's CPU per delivered delta (max) and per fragment delivered (paced); NaN without Redis. */
+  redisCpuPerDeltaUs: number;
+  pacedRedisCpuPerFragmentUs: number;
   /** This configuration's max over the raw ws server's in the same repetition. */
   ratioToRaw: number;
   /** The paced step's load as a share of this repetition's max (--stream-paced-share). */
@@ -166,6 +169,8 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
           flushMs: nan,
           maxDeltasPerSec: nan,
           cpuPerDeltaUs: nan,
+          redisCpuPerDeltaUs: nan,
+          pacedRedisCpuPerFragmentUs: nan,
           ratioToRaw: nan,
           pacedShare: sizes.pacedShare,
           pacedRate: sizes.pacedRate,
@@ -203,19 +208,23 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
 
           // Max: closed loop.
           await group.prepare(`smax-${config.name}-r${rep}`, sizes.users, sizes.connsPerUser);
+          const redisUs = async () => (config.name === 'redis-1' ? redisCpuUs(redis!.admin) : Number.NaN);
           const cpu0 = await group.cpuUs();
+          const redisCpu0 = await redisUs();
           const events = await ctx.load.call<EventsResult>(
             'runEvents',
             { runsPerUser: sizes.runsPerUser, workload: maxWorkload, tag: `smax-${rep}`, timeoutMs: 120_000 },
             150_000,
           );
           const cpu1 = await group.cpuUs();
+          const redisCpu1 = await redisUs();
           await group.closeAll();
           check('max', events);
           const expectedDeltas = sizes.users * sizes.connsPerUser * sizes.runsPerUser * sizes.deltas;
           if (events.deltaFrames !== expectedDeltas) result.failures.push(`max: ${events.deltaFrames} delta events delivered, expected ${expectedDeltas}`);
           result.maxDeltasPerSec = (events.deltaFrames / events.wallMs) * 1000;
           result.cpuPerDeltaUs = (cpu1 - cpu0) / events.deltaFrames;
+          result.redisCpuPerDeltaUs = (redisCpu1 - redisCpu0) / events.deltaFrames;
 
           // Paced (gateways): a share of the max (half by default), in fragments delivered per second.
           if (config.name !== 'raw') {
@@ -227,6 +236,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const holds0 = await server.ipc.call<DeltaHolds>('deltaHolds');
             await server.ipc.call('resetLoopDelay');
             const pacedCpu0 = await group.cpuUs();
+            const pacedRedisCpu0 = await redisUs();
             const paced = await ctx.load.call<PacedResult>(
               'runPaced',
               { messagesPerSec, messages, workload: pacedWorkload, tag: `spaced-${rep}`, timeoutMs: 120_000 },
@@ -235,6 +245,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
             const hist1 = await server.ipc.call<Buckets>('appendToSend');
             const holds1 = await server.ipc.call<DeltaHolds>('deltaHolds');
             const pacedCpu1 = await group.cpuUs();
+            const pacedRedisCpu1 = await redisUs();
             const loop = await server.ipc.call<LoopReport>('loopDelay');
             await group.closeAll();
             check('paced', paced);
@@ -244,6 +255,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
               pacedFragmentsPerSec: (paced.fragments / paced.wallMs) * 1000,
               pacedDeltasPerSec: (paced.deltaFrames / paced.wallMs) * 1000,
               pacedCpuPerFragmentUs: (pacedCpu1 - pacedCpu0) / paced.fragments,
+              pacedRedisCpuPerFragmentUs: (pacedRedisCpu1 - pacedRedisCpu0) / paced.fragments,
               fragmentP50: paced.fragmentP50,
               fragmentP99: paced.fragmentP99,
               fragmentMax: paced.fragmentMax,
@@ -271,9 +283,12 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
         if (raw) result.ratioToRaw = result.maxDeltasPerSec / raw.maxDeltasPerSec;
         ctx.log(
           `stream rep ${rep} ${result.config}: max ${Math.round(result.maxDeltasPerSec)} deltas/s (${result.ratioToRaw.toFixed(2)}× raw), cpu/delta ${result.cpuPerDeltaUs.toFixed(2)} µs` +
+            (result.config === 'redis-1' ? ` (redis-server ${result.redisCpuPerDeltaUs.toFixed(2)} µs)` : '') +
             (result.config === 'raw'
               ? ''
-              : `; paced ${Math.round(result.pacedFragmentsPerSec)} fragments/s (target ${Math.round(result.pacedTargetFragmentsPerSec)}) in ${Math.round(result.pacedDeltasPerSec)} deltas/s, cpu/fragment ${result.pacedCpuPerFragmentUs.toFixed(2)} µs: ` +
+              : `; paced ${Math.round(result.pacedFragmentsPerSec)} fragments/s (target ${Math.round(result.pacedTargetFragmentsPerSec)}) in ${Math.round(result.pacedDeltasPerSec)} deltas/s, cpu/fragment ${result.pacedCpuPerFragmentUs.toFixed(2)} µs` +
+                (result.config === 'redis-1' ? ` (redis-server ${result.pacedRedisCpuPerFragmentUs.toFixed(2)} µs)` : '') +
+                ': ' +
                 `made→received p50/p99/max ${result.fragmentP50.toFixed(2)}/${result.fragmentP99.toFixed(2)}/${result.fragmentMax.toFixed(2)} ms (flush ${result.flushMs} ms), ` +
                 `append→received p50/p99 ${result.appendP50}/${result.appendP99} ms; in the gateway: append→send p99 <= ${result.serverAppendP99} ms, ` +
                 `event-loop delay p99 ${result.loopDelayP99.toFixed(1)} ms, utilization ${result.loopUtilization.toFixed(2)}, GC ${(result.gcShare * 100).toFixed(1)} %; ` +
@@ -443,6 +458,7 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
       row('delta events delivered per second (max)', 'deltas/s', (r) => r.maxDeltasPerSec, 0),
       row('  ratio to raw ws, same repetition', '×', (r) => r.ratioToRaw, 2, { text: '>= 0.8', pass: (m) => m >= 0.8 }),
       row('server CPU per delivered delta (max)', 'µs', (r) => r.cpuPerDeltaUs, 2),
+      row('  redis-server CPU per delivered delta (max)', 'µs', (r) => r.redisCpuPerDeltaUs, 2, undefined, true),
       row(
         `paced: fragments delivered per second (${atGoalLoad ? 'half of the max' : fixedRate === undefined ? `${share} of the max` : `target ${Math.round(fixedRate)}`})`,
         'fragments/s',
@@ -453,6 +469,7 @@ export function renderStreamTable(results: StreamRepResult[], fmt: Fmt): string 
       ),
       row('paced: in delta events per second', 'deltas/s', (r) => r.pacedDeltasPerSec, 0, undefined, true),
       row('paced: server CPU per fragment delivered', 'µs', (r) => r.pacedCpuPerFragmentUs, 2, undefined, true),
+      row('paced: redis-server CPU per fragment delivered', 'µs', (r) => r.pacedRedisCpuPerFragmentUs, 2, undefined, true),
       row('paced: fragment made→received p50', 'ms', (r) => r.fragmentP50, 2, undefined, true),
       row(
         'paced: fragment made→received p99',

@@ -52,9 +52,14 @@ const SCRIPT_NAMES = [
 ] as const;
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
 
+/**
+ * A script takes `numberOfKeys` keys (header `-- KEYS: a, b`), or any number of items of
+ * `keysPerItem` keys each (`-- KEYS per <item>: a, b`; the call passes the count first).
+ */
 interface Script {
   readonly command: string;
-  readonly numberOfKeys: number;
+  readonly numberOfKeys?: number;
+  readonly keysPerItem?: number;
   readonly lua: string;
 }
 
@@ -73,12 +78,13 @@ function loadScripts(): ReadonlyMap<ScriptName, Script> {
   const loaded = new Map<ScriptName, Script>();
   for (const name of SCRIPT_NAMES) {
     const source = read(`${name}.lua`);
-    const keysLine = /^-- KEYS: (.+)$/m.exec(source);
+    const keysLine = /^-- KEYS( per \w+)?: (.+)$/m.exec(source);
     if (!keysLine || !/^-- ARGV: /m.test(source)) throw new Error(`scripts/${name}.lua: its header must list KEYS and ARGV`);
     const body = source.replace(/^--#include (\S+)$/gm, (_, file: string) => read(file));
+    const keys = keysLine[2]!.split(',').length;
     loaded.set(name, {
       command: `aw${name[0]!.toUpperCase()}${name.slice(1)}`,
-      numberOfKeys: keysLine[1]!.split(',').length,
+      ...(keysLine[1] ? { keysPerItem: keys } : { numberOfKeys: keys }),
       lua: withFieldNames(body, `scripts/${name}.lua`),
     });
   }
@@ -178,7 +184,8 @@ export class RedisConnection {
     this.#commands.on('error', onError);
     this.#subscriber.on('error', onError);
     for (const script of loadScripts().values()) {
-      this.#commands.defineCommand(script.command, { numberOfKeys: script.numberOfKeys, lua: script.lua });
+      // Without numberOfKeys ioredis takes the count as the call's first argument.
+      this.#commands.defineCommand(script.command, { ...(script.numberOfKeys !== undefined ? { numberOfKeys: script.numberOfKeys } : {}), lua: script.lua });
     }
     this.#commands.on('ready', () => {
       this.#signalGaps();
@@ -322,9 +329,19 @@ export class RedisConnection {
   /** Runs one of the scripts (scripts/<name>.lua) by its SHA, sending the source only when Redis lacks it. */
   script(name: ScriptName, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     const script = loadScripts().get(name)!;
-    if (keys.length !== script.numberOfKeys) throw new TypeError(`script ${name} takes ${script.numberOfKeys} keys, not ${keys.length}`);
     const call = (this.#commands as unknown as Record<string, ScriptCall>)[script.command]!;
-    return call.call(this.#commands, ...keys, ...args);
+    if (script.keysPerItem === undefined) {
+      if (keys.length !== script.numberOfKeys) throw new TypeError(`script ${name} takes ${script.numberOfKeys} keys, not ${keys.length}`);
+      return call.call(this.#commands, ...keys, ...args);
+    }
+    if (keys.length === 0 || keys.length % script.keysPerItem !== 0)
+      throw new TypeError(`script ${name} takes ${script.keysPerItem} keys per item, not ${keys.length} in all`);
+    return call.call(this.#commands, keys.length, ...keys, ...args);
+  }
+
+  /** True on a Redis Cluster: a script's keys must then share a slot. */
+  get cluster(): boolean {
+    return this.#commands instanceof Cluster;
   }
 
   /** The publish command for `redis.call` in a script (`SPUBLISH` when pub/sub is sharded). */

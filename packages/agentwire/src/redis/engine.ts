@@ -7,6 +7,7 @@ import type { RedisConnection } from './connection.js';
 import { DEFAULTS } from '../config/settings.js';
 import { LOG_FIELD, keyTtlMs } from './keys.js';
 import { LiveOrder } from './liveOrder.js';
+import { atEndOfTick } from '../endOfTick.js';
 
 /** Retention of a `RedisEngine`'s logs. */
 export interface RedisEngineOptions {
@@ -16,6 +17,25 @@ export interface RedisEngineOptions {
   readonly retentionMs?: number;
   readonly now?: () => number;
 }
+
+/** An append waiting to be sent: its keys and arguments in the append script (append.lua). */
+interface QueuedAppend {
+  readonly keys: readonly string[];
+  readonly args: readonly (string | number)[];
+  readonly events: number;
+  /** Takes the script's reply for this append (or the error of the whole call) and the time written. */
+  readonly settle: (reply: unknown, now: number) => void;
+}
+
+/** What append.lua answers per append: epoch, first seq (-1: fenced off) and how many events it skipped. */
+type AppendReply = [string, number, number];
+
+/**
+ * Bounds of one append script: the appends of a tick beyond them go in further calls, so that a
+ * script never holds Redis for long (each event is an XADD) nor carries an outsize request.
+ */
+export const MAX_APPENDS_PER_SCRIPT = 64;
+export const MAX_EVENTS_PER_SCRIPT = 512;
 
 interface Channel {
   readonly listeners: Set<LiveListener>;
@@ -41,6 +61,9 @@ export class RedisEngine implements EventEngine {
   readonly #keyTtlMs: number;
   readonly #now: () => number;
   readonly #channels = new Map<string, Channel>();
+  /** Appends waiting for the end of the tick, by the group one script may take (see #flush). */
+  readonly #queued = new Map<string, QueuedAppend[]>();
+  #flushDue = false;
 
   constructor(connection: RedisConnection, options: RedisEngineOptions = {}) {
     this.#connection = connection;
@@ -72,38 +95,89 @@ export class RedisEngine implements EventEngine {
     return this.#maxLen;
   }
 
-  async append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
-    const keys = this.#connection.keys.user(userId);
-    const now = this.#now();
-    const args: (string | number)[] = [
-      randomUUID(),
-      this.#keyTtlMs,
-      this.#maxLen,
-      keys.live,
-      this.#connection.publishCommand,
-      now,
-      fence ? '1' : '0',
-      fence?.terminal ? '1' : '0',
-      events.length,
-      fence?.appendId ?? '',
-      this.#retentionMs,
-    ];
-    const parts = events.map((body) => splitAtSeq(body));
-    for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
-    const runKey = fence ? keys.run(fence.runId) : keys.meta;
+  append(userId: string, events: readonly EventBody[], fence?: AppendFence): Promise<LogEntry[]> {
+    // Everything in the executor: what throws (a run id not of the gateway's format) rejects.
+    return new Promise((resolve, reject) => {
+      const keys = this.#connection.keys.user(userId);
+      const parts = events.map((body) => splitAtSeq(body));
+      const args: (string | number)[] = [randomUUID(), keys.live, fence ? '1' : '0', fence?.terminal ? '1' : '0', events.length, fence?.appendId ?? ''];
+      for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
+      const queued: QueuedAppend = {
+        keys: [keys.meta, keys.log, fence ? keys.run(fence.runId) : keys.meta, keys.threadMarks],
+        args,
+        events: events.length,
+        settle: (reply, now) => {
+          if (reply instanceof Error) return reject(reply);
+          try {
+            resolve(this.#applied(keys.live, events, parts, reply as AppendReply, now, fence));
+          } catch (error) {
+            reject(error);
+          }
+        },
+      };
+      // On a Cluster a script's keys must share a slot: there, only one user's appends go together.
+      const group = this.#connection.cluster ? keys.meta : '';
+      const appends = this.#queued.get(group);
+      if (appends) appends.push(queued);
+      else this.#queued.set(group, [queued]);
+      if (!this.#flushDue) {
+        this.#flushDue = true;
+        atEndOfTick(this.#flush);
+      }
+    });
+  }
+
+  /**
+   * Sends the appends of this tick, as few scripts as their slots and the script's bounds allow:
+   * a script call costs Redis and this node about as much as a few events (docs/BENCHMARKS.md),
+   * and a streaming gateway's runs append in the same tick (after one reply of Redis's).
+   */
+  readonly #flush = (): void => {
+    this.#flushDue = false;
+    const groups = [...this.#queued.values()];
+    this.#queued.clear();
     this.#connection.coalesceWrites();
-    const [epoch, first, skipped] = (await this.#connection.script('append', [keys.meta, keys.log, runKey, keys.threadMarks], args)) as [
-      string,
-      number,
-      number,
-    ];
+    for (const appends of groups) {
+      let from = 0;
+      while (from < appends.length) {
+        let to = from + 1;
+        let events = appends[from]!.events;
+        while (to < appends.length && to - from < MAX_APPENDS_PER_SCRIPT && events + appends[to]!.events <= MAX_EVENTS_PER_SCRIPT)
+          events += appends[to++]!.events;
+        this.#send(appends.slice(from, to));
+        from = to;
+      }
+    }
+  };
+
+  #send(appends: readonly QueuedAppend[]): void {
+    const now = this.#now();
+    const keys: string[] = [];
+    const args: (string | number)[] = [this.#keyTtlMs, this.#maxLen, this.#connection.publishCommand, now, this.#retentionMs];
+    for (const append of appends) {
+      keys.push(...append.keys);
+      for (const arg of append.args) args.push(arg);
+    }
+    this.#connection.script('append', keys, args).then(
+      (replies) => {
+        for (const [index, append] of appends.entries()) append.settle((replies as unknown[])[index], now);
+      },
+      (error: Error) => {
+        for (const append of appends) append.settle(error, now);
+      },
+    );
+  }
+
+  /** The entries of an applied append (handed to this node's subscribers at once), or RunEndedError. */
+  #applied(channelName: string, events: readonly EventBody[], parts: readonly SplitEvent[], reply: AppendReply, now: number, fence?: AppendFence): LogEntry[] {
+    const [epoch, first, skipped] = reply;
     if (Number(first) === -1) throw new RunEndedError(fence!.runId);
     const skip = Number(skipped);
     const entries = parts.slice(skip).map((part, index): LogEntry => {
       const seq = Number(first) + index;
       return { seq, type: events[skip + index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
     });
-    const channel = this.#channels.get(keys.live);
+    const channel = this.#channels.get(channelName);
     if (channel) deliver(channel, channel.order.fromReply(entries));
     return entries;
   }
@@ -190,7 +264,12 @@ function deliver(channel: Channel, entries: readonly LogEntry[]): void {
 }
 
 /** Encodes the event with a placeholder seq and splits around it, so Lua can write the real one. */
-function splitAtSeq(body: EventBody): { head: string; tail: string } {
+interface SplitEvent {
+  readonly head: string;
+  readonly tail: string;
+}
+
+function splitAtSeq(body: EventBody): SplitEvent {
   const json = encodeEvent(body, 0);
   const marker = `"seq":0`;
   const at = json.indexOf(marker) + marker.length - 1;

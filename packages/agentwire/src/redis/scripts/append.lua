@@ -1,8 +1,11 @@
--- append: appends a batch of events to a user's log, assigning consecutive seqs atomically (two
--- nodes can never assign the same seq), and publishes them in one notification (see
--- parseNotification in engine.ts).
--- KEYS: meta, log, run record, thread marks
--- ARGV: newEpoch, ttlMs, maxLen, channel, publish command, now, fence, terminal, count, appendId, retentionMs, then per event: json head, json tail, type
+-- append: appends batches of events to users' logs (each an "append": one user's batch of one
+-- run, or unfenced), assigning consecutive seqs atomically (two nodes can never assign the same
+-- seq), and publishes each append in one notification (see parseNotification in engine.ts). The
+-- appends of a call are independent: one that fails (pcall) answers an error and the others are
+-- still applied, as if each had been a call of its own. Several go in one call because a call
+-- costs Redis and the gateway about as much as a few events (engine.ts, #flush).
+-- KEYS per append: meta, log, run record, thread marks
+-- ARGV: ttlMs, maxLen, publish command, now, retentionMs, then per append: newEpoch, channel, fence, terminal, count, appendId, then per event of it: json head, json tail, type
 -- ttlMs is keyTtlMs(retentionMs) (keys.ts). Meta, log and thread marks are renewed to it
 -- together once the log has less than retentionMs left (or none: new, or written without one),
 -- not on every append; so the thread marks (threadMarks.ts, written with ttlMs too) live as long
@@ -14,7 +17,7 @@
 -- the run record is not ended and marks it started; terminal '1' marks it ended. appendId is ''
 -- for none. Each event's JSON is head .. seq .. tail, so the seq is written into the event
 -- here, where it is assigned.
--- Returns {epoch, firstSeq, skipped}, or {epoch, -1, 0} when fenced off. A fenced append whose
+-- Returns per append {epoch, firstSeq, skipped}, {epoch, -1, 0} when fenced off, or an error. A fenced append whose
 -- id is the run's last applied one (a retry after a lost reply) is not applied again: it
 -- returns what it got then. A fenced append that leads with agent_started for a run that
 -- already started skips it (skipped = 1): a run whose first append was applied but never
@@ -24,45 +27,66 @@
 -- its events. It is read with HGETs: an HMGET's array reply costs Redis more than the HGETs it
 -- would replace (docs/BENCHMARKS.md, "The append script").
 --#include ensureMeta.lua
-local renew = redis.call('PTTL', KEYS[2]) < tonumber(ARGV[11])
-local fenced = ARGV[7] == '1'
-local skip = 0
-if fenced then
-  if ARGV[10] ~= '' and redis.call('HGET', KEYS[3], RUN.append) == ARGV[10] then
-    local r = redis.call('HMGET', KEYS[3], RUN.appended, RUN.skipped)
-    return {epoch, tonumber(r[1]), tonumber(r[2] or '0')}
+local ttlMs, maxLen, publish, now, retentionMs = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+
+-- One append: its keys are KEYS[k + 1] to KEYS[k + 4], its arguments begin at ARGV[a].
+local function appendOne(k, a)
+  local metaKey, logKey, runKey, marksKey = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local epoch, seq = ensureMeta(metaKey, logKey, ARGV[a], ttlMs)
+  local renew = redis.call('PTTL', logKey) < retentionMs
+  local fenced = ARGV[a + 2] == '1'
+  local appendId = ARGV[a + 5]
+  local count = tonumber(ARGV[a + 4])
+  local events = a + 6
+  local skip = 0
+  if fenced then
+    if appendId ~= '' and redis.call('HGET', runKey, RUN.append) == appendId then
+      local r = redis.call('HMGET', runKey, RUN.appended, RUN.skipped)
+      return {epoch, tonumber(r[1]), tonumber(r[2] or '0')}
+    end
+    if redis.call('HGET', runKey, RUN.state) == STATE.ended then return {epoch, -1, 0} end
+    if ARGV[events + 2] == 'agent_started' and redis.call('HGET', runKey, RUN.started) == '1' then skip = 1 end
   end
-  if redis.call('HGET', KEYS[3], RUN.state) == STATE.ended then return {epoch, -1, 0} end
-  if ARGV[14] == 'agent_started' and redis.call('HGET', KEYS[3], RUN.started) == '1' then skip = 1 end
-end
--- `last` is the last seq assigned as a string (each seq is formatted once), `seq` as a number.
-local last = seq
-seq = tonumber(seq)
-local first = seq + 1
-local count = tonumber(ARGV[9])
-local notification = {epoch .. ' ' .. ARGV[6]}
-for i = skip, count - 1 do
-  seq = seq + 1
-  last = tostring(seq)
-  local json = ARGV[12 + 3 * i] .. last .. ARGV[13 + 3 * i]
-  local etype = ARGV[14 + 3 * i]
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], last .. '-0', LOG.json, json, LOG.type, etype, LOG.appendedAt, ARGV[6])
-  notification[#notification + 1] = last .. ' ' .. etype .. ' ' .. json
-end
-if count > skip then redis.call(ARGV[5], ARGV[4], table.concat(notification, '\n')) end
-if fenced then
-  if ARGV[10] == '' then
-    redis.call('HSET', KEYS[3], RUN.started, '1')
-  else
-    redis.call('HSET', KEYS[3], RUN.started, '1', RUN.append, ARGV[10], RUN.appended, first, RUN.skipped, skip)
+  -- `last` is the last seq assigned as a string (each seq is formatted once), `seq` as a number.
+  local last = seq
+  seq = tonumber(seq)
+  local first = seq + 1
+  local notification = {epoch .. ' ' .. now}
+  for i = skip, count - 1 do
+    seq = seq + 1
+    last = tostring(seq)
+    local e = events + 3 * i
+    local json = ARGV[e] .. last .. ARGV[e + 1]
+    local etype = ARGV[e + 2]
+    redis.call('XADD', logKey, 'MAXLEN', maxLen, last .. '-0', LOG.json, json, LOG.type, etype, LOG.appendedAt, now)
+    notification[#notification + 1] = last .. ' ' .. etype .. ' ' .. json
   end
-  if ARGV[8] == '1' then redis.call('HSET', KEYS[3], RUN.state, STATE.ended) end
-  if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[11]) then redis.call('PEXPIRE', KEYS[3], ARGV[2]) end
+  if count > skip then redis.call(publish, ARGV[a + 1], table.concat(notification, '\n')) end
+  if fenced then
+    if appendId == '' then
+      redis.call('HSET', runKey, RUN.started, '1')
+    else
+      redis.call('HSET', runKey, RUN.started, '1', RUN.append, appendId, RUN.appended, first, RUN.skipped, skip)
+    end
+    if ARGV[a + 3] == '1' then redis.call('HSET', runKey, RUN.state, STATE.ended) end
+    if redis.call('PTTL', runKey) < retentionMs then redis.call('PEXPIRE', runKey, ttlMs) end
+  end
+  redis.call('HSET', metaKey, META.seq, last)
+  if renew then
+    redis.call('PEXPIRE', metaKey, ttlMs)
+    redis.call('PEXPIRE', logKey, ttlMs)
+    redis.call('PEXPIRE', marksKey, ttlMs)
+  end
+  return {epoch, first, skip}
 end
-redis.call('HSET', KEYS[1], META.seq, last)
-if renew then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  redis.call('PEXPIRE', KEYS[4], ARGV[2])
+
+local replies = {}
+local a = 6
+for k = 0, #KEYS - 4, 4 do
+  local ok, reply = pcall(appendOne, k, a)
+  -- A failed redis.call raises its error reply (a table); anything else raised is a message.
+  if not ok and type(reply) ~= 'table' then reply = redis.error_reply(tostring(reply)) end
+  replies[#replies + 1] = reply
+  a = a + 6 + 3 * tonumber(ARGV[a + 4])
 end
-return {epoch, first, skip}
+return replies
