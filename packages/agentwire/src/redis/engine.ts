@@ -61,9 +61,8 @@ export class RedisEngine implements EventEngine {
   readonly #keyTtlMs: number;
   readonly #now: () => number;
   readonly #channels = new Map<string, Channel>();
-  /** Appends waiting for the end of the tick, by the group one script may take (see #flush). */
-  readonly #queued = new Map<string, QueuedAppend[]>();
-  #flushDue = false;
+  /** Appends waiting for the end of the tick (see #flush). */
+  #queued: QueuedAppend[] = [];
 
   constructor(connection: RedisConnection, options: RedisEngineOptions = {}) {
     this.#connection = connection;
@@ -115,15 +114,7 @@ export class RedisEngine implements EventEngine {
           }
         },
       };
-      // On a Cluster a script's keys must share a slot: there, only one user's appends go together.
-      const group = this.#connection.cluster ? keys.meta : '';
-      const appends = this.#queued.get(group);
-      if (appends) appends.push(queued);
-      else this.#queued.set(group, [queued]);
-      if (!this.#flushDue) {
-        this.#flushDue = true;
-        atEndOfTick(this.#flush);
-      }
+      if (this.#queued.push(queued) === 1) atEndOfTick(this.#flush);
     });
   }
 
@@ -133,11 +124,12 @@ export class RedisEngine implements EventEngine {
    * and a streaming gateway's runs append in the same tick (after one reply of Redis's).
    */
   readonly #flush = (): void => {
-    this.#flushDue = false;
-    const groups = [...this.#queued.values()];
-    this.#queued.clear();
+    // Swapped, not cleared: a container that outlives a tick would be in the old generation,
+    // and everything it ever pointed to would survive the young generation's collections.
+    const queued = this.#queued;
+    this.#queued = [];
     this.#connection.coalesceWrites();
-    for (const appends of groups) {
+    for (const appends of this.#connection.cluster ? byUser(queued) : [queued]) {
       let from = 0;
       while (from < appends.length) {
         let to = from + 1;
@@ -255,6 +247,18 @@ export class RedisEngine implements EventEngine {
     }
     deliver(channel, channel.order.fromNotification(entries));
   }
+}
+
+/** The appends of each user, in order: on a Cluster only one user's keys are sure to share a slot. */
+function byUser(appends: readonly QueuedAppend[]): QueuedAppend[][] {
+  const users = new Map<string, QueuedAppend[]>();
+  for (const append of appends) {
+    const meta = append.keys[0]!;
+    const same = users.get(meta);
+    if (same) same.push(append);
+    else users.set(meta, [append]);
+  }
+  return [...users.values()];
 }
 
 function deliver(channel: Channel, entries: readonly LogEntry[]): void {
