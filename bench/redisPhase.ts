@@ -114,7 +114,7 @@ export async function measureRedisPhase(ctx: RedisPhaseContext): Promise<RedisRe
       // Rotate the order so no configuration always runs first (or last).
       const order = configs.map((_, i) => configs[(i + rep - 1) % configs.length]!);
       for (const config of order) {
-        await admin.flushall();
+        await redisServer.reset();
         const servers: StartedServer[] = [];
         const result: RedisRepResult = {
           config: config.name,

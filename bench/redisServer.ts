@@ -1,6 +1,13 @@
 /**
  * The bench's Redis is the tests' own server (test/helpers/redisServer.ts, started with
- * `appendfsync everysec`), flushed between configurations through an admin connection.
+ * `appendfsync everysec`), emptied between configurations through an admin connection.
+ *
+ * Its append-only file is compacted after each emptying, and no rewrite starts by itself: a
+ * configuration writes about 50-60 MB of AOF, near the 64 MB at which Redis starts a rewrite in a
+ * forked child, so one landed at a random point of about one measurement in two, and its
+ * compression and checksums (a tenth of redis-server's CPU samples in a `perf` profile of a max
+ * step) took CPU from the gateway on the two cores. What every write costs in the file (the
+ * append itself, fsync every second) is still measured; docs/BENCHMARKS.md gives a rewrite's cost.
  */
 import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
@@ -15,17 +22,31 @@ export function redisServerVersion(): string {
 
 export interface BenchRedis {
   readonly url: string;
-  /** For FLUSHALL between configurations, INFO and CONFIG RESETSTAT. */
+  /** For INFO and CONFIG RESETSTAT. */
   readonly admin: Redis;
+  /** Empties Redis and compacts its append-only file; resolves once the rewrite is done. */
+  reset(): Promise<void>;
   stop(): Promise<void>;
 }
 
 export async function startBenchRedis(): Promise<BenchRedis> {
   const server = await RedisServer.start({ appendfsync: 'everysec' });
   const admin = new Redis(server.url, { maxRetriesPerRequest: 3 });
+  // No rewrite but those of reset(): far above what a bench run writes.
+  await admin.config('SET', 'auto-aof-rewrite-min-size', String(64 * 1024 ** 3));
   return {
     url: server.url,
     admin,
+    reset: async () => {
+      await admin.flushall();
+      await admin.bgrewriteaof();
+      const deadline = Date.now() + 30_000;
+      // Redis announces no end of a rewrite: INFO is asked until none is running or scheduled.
+      while (/^aof_rewrite_(?:in_progress|scheduled):1/m.test(await admin.info('persistence'))) {
+        if (Date.now() > deadline) throw new Error('the bench Redis did not finish rewriting its append-only file in 30 s');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    },
     stop: async () => {
       admin.disconnect();
       await server.stop();

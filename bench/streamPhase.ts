@@ -161,7 +161,7 @@ export async function measureStreamPhase(ctx: StreamPhaseContext, configNames: r
       const order = configs.map((_, i) => configs[(i + rep - 1) % configs.length]!);
       const repResults: StreamRepResult[] = [];
       for (const config of order) {
-        await redis?.admin.flushall();
+        await redis?.reset();
         const nan = Number.NaN;
         const result: StreamRepResult = {
           config: config.name,
