@@ -2,12 +2,12 @@
  * The bench's Redis is the tests' own server (test/helpers/redisServer.ts, started with
  * `appendfsync everysec`), emptied between configurations through an admin connection.
  *
- * Its append-only file is compacted after each emptying, and no rewrite starts by itself: a
- * configuration writes about 50-60 MB of AOF, near the 64 MB at which Redis starts a rewrite in a
- * forked child, so one landed at a random point of about one measurement in two, and its
- * compression and checksums (a tenth of redis-server's CPU samples in a `perf` profile of a max
- * step) took CPU from the gateway on the two cores. What every write costs in the file (the
- * append itself, fsync every second) is still measured; docs/BENCHMARKS.md gives a rewrite's cost.
+ * Its append-only file is compacted after each emptying, and no rewrite starts by itself: the
+ * file grows through a run (emptying does not shrink it), and Redis rewrote it in a forked child
+ * each time it doubled past 64 MB, at a random point of about every other measurement; the
+ * rewrite's compression and checksums (a tenth of redis-server's CPU samples in a `perf` profile
+ * of a max step) took CPU from the gateway on the two cores. What every write costs in the file
+ * (the append itself, fsync every second) is still measured (docs/BENCHMARKS.md).
  */
 import { spawnSync } from 'node:child_process';
 import { Redis } from 'ioredis';
