@@ -308,86 +308,87 @@ describe('RedisEngine', () => {
       return calls;
     }
 
-    it('go to Redis in one script call, each answered with its own seqs, in the order made', async () => {
+    /** A ready engine and an admin client for one test, both closed after it. */
+    async function withEngine(test: (e: RedisEngine, admin: Redis) => Promise<void>): Promise<void> {
       const e = engine();
       await e.ready();
       const admin = redis.client();
-      await e.append('warm', [thinking('loads the script')]);
-      const before = await scriptCalls(admin);
-      const [a1, b, a2, c] = await Promise.all([
-        e.append('ana', [thinking('a1'), thinking('a2')]),
-        e.append('ben', [thinking('b1')], { runId: 'r1', terminal: false }),
-        e.append('ana', [thinking('a3')]),
-        e.append('cy', [thinking('c1'), thinking('c2'), thinking('c3')]),
-      ]);
-      expect(await scriptCalls(admin)).toBe(before + 1);
-      expect([a1, b, a2, c].map((entries) => entries.map((x) => [x.seq, JSON.parse(x.json).text]))).toEqual([
-        [
-          [1, 'a1'],
-          [2, 'a2'],
-        ],
-        [[1, 'b1']],
-        [[3, 'a3']],
-        [
-          [1, 'c1'],
-          [2, 'c2'],
-          [3, 'c3'],
-        ],
-      ]);
-      expect((await e.read('ana', 1, 3)).map((x) => JSON.parse(x.json).text)).toEqual(['a1', 'a2', 'a3']);
-      admin.disconnect();
-      await e.close();
-    });
+      try {
+        await test(e, admin);
+      } finally {
+        admin.disconnect();
+        await e.close();
+      }
+    }
 
-    it('are independent: one that fails or is fenced off does not fail the others in its call', async () => {
-      const e = engine();
-      await e.ready();
-      const admin = redis.client();
-      const keys = (user: string) => connectionOf(e).keys.user(user);
-      await e.append('dee', [thinking('earlier')]);
-      await e.append('eli', [thinking('ended', 'r2')], { runId: 'r2', terminal: true });
-      await admin.del(keys('dee').log);
-      await admin.set(keys('dee').log, 'not a stream');
-      const before = await scriptCalls(admin);
-      const [broken, fenced, fine] = await Promise.allSettled([
-        e.append('dee', [thinking('x')]),
-        e.append('eli', [thinking('late', 'r2')], { runId: 'r2', terminal: false }),
-        e.append('fay', [thinking('f1')]),
-      ]);
-      expect(await scriptCalls(admin)).toBe(before + 1);
-      expect(broken).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ message: expect.stringMatching(/WRONGTYPE/) }) });
-      expect(fenced).toMatchObject({ status: 'rejected', reason: new RunEndedError('r2') });
-      expect(fine.status === 'fulfilled' && fine.value.map((x) => x.seq)).toEqual([1]);
-      expect((await e.read('fay', 1, 1)).map((x) => JSON.parse(x.json).text)).toEqual(['f1']);
-      admin.disconnect();
-      await e.close();
-    });
+    it('go to Redis in one script call, each answered with its own seqs, in the order made', () =>
+      withEngine(async (e, admin) => {
+        await e.append('warm', [thinking('loads the script')]);
+        const before = await scriptCalls(admin);
+        const [a1, b, a2, c] = await Promise.all([
+          e.append('ana', [thinking('a1'), thinking('a2')]),
+          e.append('ben', [thinking('b1')], { runId: 'r1', terminal: false }),
+          e.append('ana', [thinking('a3')]),
+          e.append('cy', [thinking('c1'), thinking('c2'), thinking('c3')]),
+        ]);
+        expect(await scriptCalls(admin)).toBe(before + 1);
+        expect([a1, b, a2, c].map((entries) => entries.map((x) => [x.seq, JSON.parse(x.json).text]))).toEqual([
+          [
+            [1, 'a1'],
+            [2, 'a2'],
+          ],
+          [[1, 'b1']],
+          [[3, 'a3']],
+          [
+            [1, 'c1'],
+            [2, 'c2'],
+            [3, 'c3'],
+          ],
+        ]);
+        expect((await e.read('ana', 1, 3)).map((x) => JSON.parse(x.json).text)).toEqual(['a1', 'a2', 'a3']);
+      }));
 
-    it("go in more calls past a call's bounds (appends and events), an append never split", async () => {
-      const e = engine();
-      await e.ready();
-      const admin = redis.client();
-      await e.append('warm', [thinking('loads the script')]);
-      const appends = MAX_APPENDS_PER_SCRIPT + 1;
-      let before = await scriptCalls(admin);
-      await Promise.all(Array.from({ length: appends }, (_, i) => e.append(`u${i}`, [thinking('one')])));
-      expect(await scriptCalls(admin)).toBe(before + 2);
-      // Three appends of more than a third of the event bound each: two fit in a call, not three.
-      const events = Math.floor(MAX_EVENTS_PER_SCRIPT / 3) + 1;
-      before = await scriptCalls(admin);
-      const written = await Promise.all(
-        ['v1', 'v2', 'v3'].map((user) =>
-          e.append(
-            user,
-            Array.from({ length: events }, (_, i) => thinking(`e${i}`)),
+    it('are independent: one that fails or is fenced off does not fail the others in its call', () =>
+      withEngine(async (e, admin) => {
+        const keys = (user: string) => connectionOf(e).keys.user(user);
+        await e.append('dee', [thinking('earlier')]);
+        await e.append('eli', [thinking('ended', 'r2')], { runId: 'r2', terminal: true });
+        await admin.del(keys('dee').log);
+        await admin.set(keys('dee').log, 'not a stream');
+        const before = await scriptCalls(admin);
+        const [broken, fenced, fine] = await Promise.allSettled([
+          e.append('dee', [thinking('x')]),
+          e.append('eli', [thinking('late', 'r2')], { runId: 'r2', terminal: false }),
+          e.append('fay', [thinking('f1')]),
+        ]);
+        expect(await scriptCalls(admin)).toBe(before + 1);
+        expect(broken).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ message: expect.stringMatching(/WRONGTYPE/) }) });
+        expect(fenced).toMatchObject({ status: 'rejected', reason: new RunEndedError('r2') });
+        expect(fine.status === 'fulfilled' && fine.value.map((x) => x.seq)).toEqual([1]);
+        expect((await e.read('fay', 1, 1)).map((x) => JSON.parse(x.json).text)).toEqual(['f1']);
+      }));
+
+    it("go in more calls past a call's bounds (appends and events), an append never split", () =>
+      withEngine(async (e, admin) => {
+        await e.append('warm', [thinking('loads the script')]);
+        const appends = MAX_APPENDS_PER_SCRIPT + 1;
+        let before = await scriptCalls(admin);
+        await Promise.all(Array.from({ length: appends }, (_, i) => e.append(`u${i}`, [thinking('one')])));
+        expect(await scriptCalls(admin)).toBe(before + 2);
+        // Three appends of more than a third of the event bound each: two fit in a call, not three.
+        const events = Math.floor(MAX_EVENTS_PER_SCRIPT / 3) + 1;
+        before = await scriptCalls(admin);
+        const written = await Promise.all(
+          ['v1', 'v2', 'v3'].map((user) =>
+            e.append(
+              user,
+              Array.from({ length: events }, (_, i) => thinking(`e${i}`)),
+            ),
           ),
-        ),
-      );
-      expect(await scriptCalls(admin)).toBe(before + 2);
-      expect(written.map((entries) => entries.length)).toEqual([events, events, events]);
-      admin.disconnect();
-      await e.close();
-    });
+        );
+        expect(await scriptCalls(admin)).toBe(before + 2);
+        expect(written.map((entries) => entries.length)).toEqual([events, events, events]);
+      }));
   });
 
   it('trims to the retention count and changes the epoch only when the log was lost', async () => {
