@@ -20,9 +20,13 @@ export interface RedisEngineOptions {
 
 /** An append waiting to be sent: its keys and arguments in the append script (append.lua). */
 interface QueuedAppend {
+  /** A key of the user's bucket, whose hash tag decides the slot of all the user's keys (keys.ts). */
+  readonly bucket: string;
   readonly keys: readonly string[];
   readonly args: readonly (string | number)[];
   readonly events: number;
+  /** Length of its events' JSON, in UTF-16 units (a bound, not an exact byte count). */
+  readonly size: number;
   /** Takes the script's reply for this append (or the error of the whole call) and the time written. */
   readonly settle: (reply: unknown, now: number) => void;
 }
@@ -31,11 +35,13 @@ interface QueuedAppend {
 type AppendReply = [string, number, number];
 
 /**
- * Bounds of one append script: the appends of a tick beyond them go in further calls, so that a
- * script never holds Redis for long (each event is an XADD) nor carries an outsize request.
+ * Bounds of one append script: the appends of a tick beyond them go in further calls (an append
+ * is never split), so that a script never holds Redis for long (each event is an XADD), and one
+ * user's large events do not hold up or time out the appends of the users that share its call.
  */
 export const MAX_APPENDS_PER_SCRIPT = 64;
 export const MAX_EVENTS_PER_SCRIPT = 512;
+export const MAX_SIZE_PER_SCRIPT = 256 * 1024;
 
 interface Channel {
   readonly listeners: Set<LiveListener>;
@@ -100,15 +106,23 @@ export class RedisEngine implements EventEngine {
       const keys = this.#connection.keys.user(userId);
       const parts = events.map((body) => splitAtSeq(body));
       const args: (string | number)[] = [randomUUID(), keys.live, fence ? '1' : '0', fence?.terminal ? '1' : '0', events.length, fence?.appendId ?? ''];
-      for (const [index, part] of parts.entries()) args.push(part.head, part.tail, events[index]!.type);
+      let size = 0;
+      for (const [index, part] of parts.entries()) {
+        args.push(part.head, part.tail, events[index]!.type);
+        size += part.head.length + part.tail.length;
+      }
       const queued: QueuedAppend = {
+        bucket: keys.leases,
         keys: [keys.meta, keys.log, fence ? keys.run(fence.runId) : keys.meta, keys.threadMarks],
         args,
         events: events.length,
+        size,
         settle: (reply, now) => {
           if (reply instanceof Error) return reject(reply);
+          if (!isAppendReply(reply))
+            return reject(new Error(`Redis answered the append with ${JSON.stringify(reply)?.slice(0, 100)}, not [epoch, seq, skipped]`));
           try {
-            resolve(this.#applied(keys.live, events, parts, reply as AppendReply, now, fence));
+            resolve(this.#applied(keys.live, events, parts, reply, now, fence));
           } catch (error) {
             reject(error);
           }
@@ -129,33 +143,55 @@ export class RedisEngine implements EventEngine {
     const queued = this.#queued;
     this.#queued = [];
     this.#connection.coalesceWrites();
-    for (const appends of this.#connection.cluster ? byUser(queued) : [queued]) {
+    for (const appends of this.#connection.cluster ? byBucket(queued) : [queued]) {
       let from = 0;
       while (from < appends.length) {
         let to = from + 1;
-        let events = appends[from]!.events;
-        while (to < appends.length && to - from < MAX_APPENDS_PER_SCRIPT && events + appends[to]!.events <= MAX_EVENTS_PER_SCRIPT)
-          events += appends[to++]!.events;
+        let { events, size } = appends[from]!;
+        while (to < appends.length && to - from < MAX_APPENDS_PER_SCRIPT) {
+          const next = appends[to]!;
+          if (events + next.events > MAX_EVENTS_PER_SCRIPT || size + next.size > MAX_SIZE_PER_SCRIPT) break;
+          events += next.events;
+          size += next.size;
+          to++;
+        }
         this.#send(appends.slice(from, to));
         from = to;
       }
     }
   };
 
+  /** One script call of `appends`; each settles once, from its element of the reply or with the call's error. */
   #send(appends: readonly QueuedAppend[]): void {
-    const now = this.#now();
-    const keys: string[] = [];
-    const args: (string | number)[] = [this.#keyTtlMs, this.#maxLen, this.#connection.publishCommand, now, this.#retentionMs];
-    for (const append of appends) {
-      keys.push(...append.keys);
-      for (const arg of append.args) args.push(arg);
+    // Only the settle functions wait for the reply: the arguments live on in the command alone.
+    const settles = appends.map((append) => append.settle);
+    let now = 0;
+    let call: Promise<unknown>;
+    try {
+      now = this.#now();
+      const keys: string[] = [];
+      const args: (string | number)[] = [this.#keyTtlMs, this.#maxLen, this.#connection.publishCommand, now, this.#retentionMs];
+      for (const append of appends) {
+        keys.push(...append.keys);
+        for (const arg of append.args) args.push(arg);
+      }
+      call = this.#connection.script('append', keys, args);
+    } catch (error) {
+      // Thrown, not rejected: it must still fail only these appends, not the tick's other calls.
+      call = Promise.reject(error);
     }
-    this.#connection.script('append', keys, args).then(
+    call.then(
       (replies) => {
-        for (const [index, append] of appends.entries()) append.settle((replies as unknown[])[index], now);
+        const answered = Array.isArray(replies) ? replies : [];
+        for (const [index, settle] of settles.entries()) {
+          settle(
+            index < answered.length ? answered[index] : new Error(`Redis answered ${appends.length} appends with ${JSON.stringify(replies)?.slice(0, 100)}`),
+            now,
+          );
+        }
       },
       (error: Error) => {
-        for (const append of appends) append.settle(error, now);
+        for (const settle of settles) settle(error, now);
       },
     );
   }
@@ -249,16 +285,19 @@ export class RedisEngine implements EventEngine {
   }
 }
 
-/** The appends of each user, in order: on a Cluster only one user's keys are sure to share a slot. */
-function byUser(appends: readonly QueuedAppend[]): QueuedAppend[][] {
-  const users = new Map<string, QueuedAppend[]>();
+/** The appends of each bucket of users, in order: on a Cluster a script's keys must share a slot. */
+function byBucket(appends: readonly QueuedAppend[]): QueuedAppend[][] {
+  const buckets = new Map<string, QueuedAppend[]>();
   for (const append of appends) {
-    const meta = append.keys[0]!;
-    const same = users.get(meta);
+    const same = buckets.get(append.bucket);
     if (same) same.push(append);
-    else users.set(meta, [append]);
+    else buckets.set(append.bucket, [append]);
   }
-  return [...users.values()];
+  return [...buckets.values()];
+}
+
+function isAppendReply(reply: unknown): reply is AppendReply {
+  return Array.isArray(reply) && reply.length === 3 && typeof reply[0] === 'string' && Number.isInteger(reply[1]) && Number.isInteger(reply[2]);
 }
 
 function deliver(channel: Channel, entries: readonly LogEntry[]): void {

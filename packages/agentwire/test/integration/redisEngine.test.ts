@@ -4,6 +4,7 @@ import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/co
 import {
   MAX_APPENDS_PER_SCRIPT,
   MAX_EVENTS_PER_SCRIPT,
+  MAX_SIZE_PER_SCRIPT,
   RedisEngine,
   notificationSpan,
   parseNotification,
@@ -368,7 +369,30 @@ describe('RedisEngine', () => {
         expect((await e.read('fay', 1, 1)).map((x) => JSON.parse(x.json).text)).toEqual(['f1']);
       }));
 
-    it("go in more calls past a call's bounds (appends and events), an append never split", () =>
+    it('fail together, and only them, when their call cannot be made or its reply is not one per append', () =>
+      withEngine(async (e) => {
+        const script = vi.spyOn(connectionOf(e), 'script');
+        script.mockImplementationOnce(() => {
+          throw new Error('thrown while sending');
+        });
+        const thrown = await Promise.allSettled([e.append('gus', [thinking('g1')]), e.append('hal', [thinking('h1')])]);
+        expect(thrown.map((x) => x.status === 'rejected' && (x.reason as Error).message)).toEqual(['thrown while sending', 'thrown while sending']);
+        script.mockResolvedValueOnce(null);
+        const unanswered = await Promise.allSettled([e.append('gus', [thinking('g2')]), e.append('hal', [thinking('h2')])]);
+        expect(unanswered.map((x) => x.status === 'rejected' && (x.reason as Error).message)).toEqual([
+          'Redis answered 2 appends with null',
+          'Redis answered 2 appends with null',
+        ]);
+        script.mockResolvedValueOnce([['epoch', 1, 0], 'not an append reply']);
+        const [good, bad] = await Promise.allSettled([e.append('gus', [thinking('g3')]), e.append('hal', [thinking('h3')])]);
+        expect(good.status).toBe('fulfilled');
+        expect(bad.status === 'rejected' && (bad.reason as Error).message).toMatch(/^Redis answered the append with "not an append reply"/);
+        script.mockRestore();
+        // The engine goes on: nothing of the failed calls was written, the next append is the first.
+        expect((await e.append('gus', [thinking('g4')])).map((x) => x.seq)).toEqual([1]);
+      }));
+
+    it("go in more calls past a call's bounds (appends, events and size), an append never split", () =>
       withEngine(async (e, admin) => {
         await e.append('warm', [thinking('loads the script')]);
         const appends = MAX_APPENDS_PER_SCRIPT + 1;
@@ -388,6 +412,11 @@ describe('RedisEngine', () => {
         );
         expect(await scriptCalls(admin)).toBe(before + 2);
         expect(written.map((entries) => entries.length)).toEqual([events, events, events]);
+        // Two appends of more than half the size bound each: one call each.
+        const large = thinking('x'.repeat(MAX_SIZE_PER_SCRIPT / 2));
+        before = await scriptCalls(admin);
+        await Promise.all([e.append('w1', [large]), e.append('w2', [large])]);
+        expect(await scriptCalls(admin)).toBe(before + 2);
       }));
   });
 

@@ -320,6 +320,30 @@ describe('DeltaCoalescer', () => {
     expect(scheduler.holds.overdue).toBe(0);
   });
 
+  it("leaves a run as it was when another run's due hold, ended as it begins a hold, throws from its emit", async () => {
+    const clock = new ManualClock();
+    const scheduler = new FlushScheduler(
+      lateClock(clock, () => 15),
+      20,
+    );
+    const failing = new DeltaCoalescer({
+      scheduler,
+      emit: () => {
+        throw new Error('emit failed');
+      },
+    });
+    const sent: string[] = [];
+    const other = new DeltaCoalescer({ scheduler, emit: (d) => sent.push(d.text) });
+    failing.add('agent_text_delta', 'a');
+    await clock.advance(20);
+    expect(() => other.add('agent_text_delta', 'b')).toThrow('emit failed');
+    expect(other.holding).toBe(false);
+    other.add('agent_text_delta', 'c');
+    await clock.advance(40);
+    expect(sent).toEqual(['c']);
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it('ends a hold when its timer fires with the clock a millisecond short, not on a timer for the last millisecond', async () => {
     const clock = new ManualClock();
     // Date.now() and the timers tick apart: a timer armed for n ms may fire when the clock shows n - 1.
