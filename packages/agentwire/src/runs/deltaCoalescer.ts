@@ -77,16 +77,12 @@ export class DeltaCoalescer {
   /** Takes one fragment; empty ones are dropped (a delta's text is never empty). */
   add(kind: DeltaKind, text: string): void {
     if (text.length === 0) return;
-    const windowed = this.#scheduler.flushMs > 0;
-    const now = windowed ? this.#scheduler.now() : 0;
     const bytes = Buffer.byteLength(text);
     if (this.#kind !== null && (this.#kind !== kind || this.#heldBytes + bytes > this.#maxBytes)) this.flush();
-    // About to begin a hold: other runs' due holds end first, while this run holds nothing (an
-    // emit of theirs that throws then leaves this run's state as it was).
-    if (windowed && this.#kind === null) this.#scheduler.endDue(now);
     this.#held.push(text);
     this.#heldBytes += bytes;
-    if (windowed) this.#noteArrival(now);
+    const windowed = this.#scheduler.flushMs > 0;
+    const now = windowed ? this.#noteArrival() : 0;
     if (this.#kind === null) {
       this.#kind = kind;
       if (windowed) {
@@ -97,8 +93,9 @@ export class DeltaCoalescer {
     if (!windowed || this.#heldBytes >= this.#maxBytes || (this.#held.length > 1 && this.#nextArrivesTooLate(now))) this.flush();
   }
 
-  /** Notes a fragment's arrival, at `now`, in the run's cadence. */
-  #noteArrival(now: number): void {
+  /** Notes a fragment's arrival in the run's cadence; returns the time. */
+  #noteArrival(): number {
+    const now = this.#scheduler.now();
     // A gap longer than twice the window tells no more than one of twice the window (no merge
     // either way) and would keep the average long after the pace picks up again.
     const gap = Math.min(now - this.#lastAt, 2 * this.#scheduler.flushMs);
@@ -107,6 +104,7 @@ export class DeltaCoalescer {
       this.#meanGap = Number.isNaN(this.#meanGap) ? gap : this.#meanGap + (gap - this.#meanGap) * MEAN_GAP_WEIGHT;
     }
     this.#lastAt = now;
+    return now;
   }
 
   /** True if the run's next fragment, at its pace, would come only after the window may have ended the hold. */
@@ -227,16 +225,6 @@ export class FlushScheduler {
     return heldSince + this.flushMs - this.#lead - CLOCK_SLACK_MS;
   }
 
-  /**
-   * Ends the holds whose window has passed by `now`, without waiting for the timer: a coalescer
-   * calls this before it begins a hold. On a busy loop the timer fires only after the turn's I/O
-   * (several ms at 70 % load) while runs keep beginning holds, so a due hold ends on the next of
-   * them. One comparison when none is due.
-   */
-  endDue(now: number): void {
-    if (this.#head < this.#queue.length && now - this.#queue[this.#head]!.at + CLOCK_SLACK_MS >= this.flushMs - this.#lead) this.#expireDue(now);
-  }
-
   /** Begins a hold of `coalescer` at `at` (now), ended by `released()` or by its `expire(id)`; returns its id. */
   hold(coalescer: DeltaCoalescer, at: number): number {
     const id = ++this.#nextId;
@@ -279,11 +267,6 @@ export class FlushScheduler {
     this.#timer = null;
     const now = this.#clock.now();
     this.#noteLateness(now, Math.max(0, now - this.#armedFor));
-    this.#expireDue(now);
-  };
-
-  /** Ends the holds whose window has passed by `now`; arms the timer for the next one if none is armed. */
-  #expireDue(now: number): void {
     const endsAfter = this.flushMs - this.#lead;
     while (this.#head < this.#queue.length) {
       const hold = this.#queue[this.#head]!;
@@ -303,5 +286,5 @@ export class FlushScheduler {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;
     }
-  }
+  };
 }
