@@ -306,12 +306,13 @@ function deliver(channel: Channel, entries: readonly LogEntry[]): void {
   }
 }
 
-/** Encodes the event with a placeholder seq and splits around it, so Lua can write the real one. */
+/** An event's JSON around its seq: head .. seq .. tail. */
 interface SplitEvent {
   readonly head: string;
   readonly tail: string;
 }
 
+/** Encodes the event with a placeholder seq and splits around it, so Lua can write the real one. */
 function splitAtSeq(body: EventBody): SplitEvent {
   const json = encodeEvent(body, 0);
   const marker = `"seq":0`;
