@@ -198,11 +198,10 @@ export class RedisEngine implements EventEngine {
 
   /** The entries of an applied append (handed to this node's subscribers at once), or RunEndedError. */
   #applied(channelName: string, events: readonly EventBody[], parts: readonly SplitEvent[], reply: AppendReply, now: number, fence?: AppendFence): LogEntry[] {
-    const [epoch, first, skipped] = reply;
-    if (Number(first) === -1) throw new RunEndedError(fence!.runId);
-    const skip = Number(skipped);
+    const [epoch, first, skip] = reply;
+    if (first === -1) throw new RunEndedError(fence!.runId);
     const entries = parts.slice(skip).map((part, index): LogEntry => {
-      const seq = Number(first) + index;
+      const seq = first + index;
       return { seq, type: events[skip + index]!.type, json: part.head + seq + part.tail, appendedAt: now, epoch };
     });
     const channel = this.#channels.get(channelName);
