@@ -67,8 +67,10 @@ export class RedisEngine implements EventEngine {
   readonly #keyTtlMs: number;
   readonly #now: () => number;
   readonly #channels = new Map<string, Channel>();
-  /** Appends waiting for the end of the tick (see #flush). */
+  /** Appends waiting to be sent (see #flush). */
   #queued: QueuedAppend[] = [];
+  /** Append calls sent and not yet answered (or failed). */
+  #unanswered = 0;
 
   constructor(connection: RedisConnection, options: RedisEngineOptions = {}) {
     this.#connection = connection;
@@ -128,14 +130,24 @@ export class RedisEngine implements EventEngine {
           }
         },
       };
-      if (this.#queued.push(queued) === 1) atEndOfTick(this.#flush);
+      if (this.#queued.push(queued) > 1) return;
+      if (this.#unanswered === 0) atEndOfTick(this.#flush);
+      else setImmediate(this.#flush);
     });
   }
 
   /**
-   * Sends the appends of this tick, as few scripts as their slots and the script's bounds allow:
-   * a script call costs Redis and this node about as much as a few events (docs/BENCHMARKS.md),
-   * and a streaming gateway's runs append in the same tick (after one reply of Redis's).
+   * Sends the queued appends, as few scripts as their slots and the script's bounds allow: a
+   * script call costs Redis and this node about as much as a few events, and most of that is
+   * the wake-up of the other process (docs/BENCHMARKS.md).
+   *
+   * When the queue was empty and no append call was unanswered, this runs at the end of the
+   * tick: an idle gateway's append does not wait. While a call is unanswered it runs at the end
+   * of the loop's turn (`setImmediate`) instead, so that the appends of every run whose fragment
+   * came in this turn share one call: a streaming gateway's runs each flush in a tick of their
+   * own (a timer or a socket read each), and one call per run would wake Redis, and then this
+   * node twice, per delta (at half load: redis-server's CPU per fragment -20 %, docs/BENCHMARKS.md).
+   * The wait is the rest of the turn, never a timer's.
    */
   readonly #flush = (): void => {
     // Swapped, not cleared: a container that outlives a tick would be in the old generation,
@@ -180,8 +192,10 @@ export class RedisEngine implements EventEngine {
       // Thrown, not rejected: it must still fail only these appends, not the tick's other calls.
       call = Promise.reject(error);
     }
+    this.#unanswered++;
     call.then(
       (replies) => {
+        this.#unanswered--;
         const answered = Array.isArray(replies) ? replies : [];
         for (const [index, settle] of settles.entries()) {
           settle(
@@ -191,6 +205,7 @@ export class RedisEngine implements EventEngine {
         }
       },
       (error: Error) => {
+        this.#unanswered--;
         for (const settle of settles) settle(error, now);
       },
     );

@@ -420,6 +420,62 @@ describe('RedisEngine', () => {
       }));
   });
 
+  describe('appends of one turn of the event loop', () => {
+    /** Spies on the engine's script calls; the first one is sent, and its reply held until `answer()`. */
+    function holdFirstCall(e: RedisEngine) {
+      const connection = connectionOf(e);
+      const original = connection.script.bind(connection);
+      let answer!: () => void;
+      const answered = new Promise<void>((resolve) => (answer = resolve));
+      const script = vi.spyOn(connection, 'script');
+      script.mockImplementationOnce((...args) => {
+        const reply = original(...args);
+        return answered.then(() => reply);
+      });
+      return { script, answer };
+    }
+
+    it('go at the end of their tick while no append call is unanswered', async () => {
+      const e = engine();
+      await e.ready();
+      const script = vi.spyOn(connectionOf(e), 'script');
+      const written = e.append('ida', [thinking('i1')]);
+      // A tick later the call is made: no wait for the turn's end on an idle gateway.
+      await new Promise<void>((resolve) => process.nextTick(resolve));
+      expect(script).toHaveBeenCalledTimes(1);
+      expect((await written).map((x) => x.seq)).toEqual([1]);
+      script.mockRestore();
+      await e.close();
+    });
+
+    it('share one script call while one is unanswered, even when each came in a tick of its own', async () => {
+      const e = engine();
+      await e.ready();
+      const { script, answer } = holdFirstCall(e);
+      const first = e.append('jo', [thinking('j1')]);
+      await new Promise<void>((resolve) => process.nextTick(resolve));
+      expect(script).toHaveBeenCalledTimes(1);
+      // Three timers due together: one turn's timers phase, each callback a tick of its own.
+      const later = await new Promise<Promise<unknown>[]>((resolve) => {
+        const made: Promise<unknown>[] = [];
+        for (const user of ['jo', 'kim', 'lee']) {
+          setTimeout(() => {
+            made.push(e.append(user, [thinking(`${user}-late`)]));
+            if (made.length === 3) resolve(made);
+          }, 0);
+        }
+      });
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(script).toHaveBeenCalledTimes(2);
+      expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
+      answer();
+      expect((await first).map((x) => x.seq)).toEqual([1]);
+      expect((await Promise.all(later)).map((entries) => (entries as { seq: number }[]).map((x) => x.seq))).toEqual([[2], [1], [1]]);
+      script.mockRestore();
+      await e.close();
+    });
+  });
+
   it('trims to the retention count and changes the epoch only when the log was lost', async () => {
     const e = engine({ retentionEvents: 10 });
     await e.ready();
