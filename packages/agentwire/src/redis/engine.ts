@@ -146,7 +146,7 @@ export class RedisEngine implements EventEngine {
    * of the loop's turn (`setImmediate`) instead, so that the appends of every run whose fragment
    * came in this turn share one call: a streaming gateway's runs each flush in a tick of their
    * own (a timer or a socket read each), and one call per run would wake Redis, and then this
-   * node twice, per delta (at half load: redis-server's CPU per fragment -20 %, docs/BENCHMARKS.md).
+   * node twice, per delta (at half load, about a fifth of redis-server's CPU per fragment, docs/BENCHMARKS.md).
    * The wait is the rest of the turn, never a timer's.
    */
   readonly #flush = (): void => {

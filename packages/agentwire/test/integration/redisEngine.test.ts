@@ -13,7 +13,7 @@ import {
 import { RunEndedError } from '../../src/engine/types.js';
 import { keyTtlMs, type UserKeys } from '../../src/redis/keys.js';
 import type { Redis } from 'ioredis';
-import type { EventBody } from '@agentwire/protocol';
+import type { EventBody, LogEntry } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
 import { liveCollector } from '../helpers/liveCollector.js';
 import { Waiters } from '../helpers/waitFor.js';
@@ -456,8 +456,8 @@ describe('RedisEngine', () => {
       await new Promise<void>((resolve) => process.nextTick(resolve));
       expect(script).toHaveBeenCalledTimes(1);
       // Three timers due together: one turn's timers phase, each callback a tick of its own.
-      const later = await new Promise<Promise<unknown>[]>((resolve) => {
-        const made: Promise<unknown>[] = [];
+      const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
+        const made: Promise<LogEntry[]>[] = [];
         for (const user of ['jo', 'kim', 'lee']) {
           setTimeout(() => {
             made.push(e.append(user, [thinking(`${user}-late`)]));
@@ -470,7 +470,7 @@ describe('RedisEngine', () => {
       expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
       answer();
       expect((await first).map((x) => x.seq)).toEqual([1]);
-      expect((await Promise.all(later)).map((entries) => (entries as { seq: number }[]).map((x) => x.seq))).toEqual([[2], [1], [1]]);
+      expect((await Promise.all(later)).map((entries) => entries.map((x) => x.seq))).toEqual([[2], [1], [1]]);
       script.mockRestore();
       await e.close();
     });
