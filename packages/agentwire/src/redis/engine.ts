@@ -138,8 +138,8 @@ export class RedisEngine implements EventEngine {
 
   /**
    * Sends the queued appends, as few scripts as their slots and the script's bounds allow: a
-   * script call costs Redis and this node about as much as a few events, and most of that is
-   * the wake-up of the other process (docs/BENCHMARKS.md).
+   * script call costs Redis and this node about as much as a few events, likely most of it in
+   * waking the other process (docs/BENCHMARKS.md).
    *
    * When the queue was empty and no append call was unanswered, this runs at the end of the
    * tick: an idle gateway's append does not wait. While a call is unanswered it runs at the end
