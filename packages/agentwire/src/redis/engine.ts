@@ -146,8 +146,8 @@ export class RedisEngine implements EventEngine {
    * of the loop's turn (`setImmediate`) instead, so that the appends of every run whose fragment
    * came in this turn share one call: a streaming gateway's runs each flush in a tick of their
    * own (a timer or a socket read each), and one call per run would wake Redis, and then this
-   * node twice, per delta (at half load, about a fifth of redis-server's CPU per fragment, docs/BENCHMARKS.md).
-   * The wait is the rest of the turn, never a timer's.
+   * node twice, per delta. Sharing saved about a fifth of redis-server's CPU per fragment at half
+   * load (docs/BENCHMARKS.md). The wait is the rest of the turn, never a timer's.
    */
   readonly #flush = (): void => {
     // Swapped, not cleared: a container that outlives a tick would be in the old generation,

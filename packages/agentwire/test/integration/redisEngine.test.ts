@@ -43,6 +43,19 @@ function connectionOf(e: RedisEngine): RedisConnection {
   return connections.get(e)!;
 }
 
+/** A ready engine and an admin client for one test, both closed after it. */
+async function withEngine(test: (e: RedisEngine, admin: Redis) => Promise<void>): Promise<void> {
+  const e = engine();
+  await e.ready();
+  const admin = redis.client();
+  try {
+    await test(e, admin);
+  } finally {
+    admin.disconnect();
+    await e.close();
+  }
+}
+
 function thinking(text: string, run = 'r1'): EventBody {
   return { type: 'agent_thinking', text, run_id: run, thread_id: 't1', ts: new Date(0).toISOString() };
 }
@@ -309,19 +322,6 @@ describe('RedisEngine', () => {
       return calls;
     }
 
-    /** A ready engine and an admin client for one test, both closed after it. */
-    async function withEngine(test: (e: RedisEngine, admin: Redis) => Promise<void>): Promise<void> {
-      const e = engine();
-      await e.ready();
-      const admin = redis.client();
-      try {
-        await test(e, admin);
-      } finally {
-        admin.disconnect();
-        await e.close();
-      }
-    }
-
     it('go to Redis in one script call, each answered with its own seqs, in the order made', () =>
       withEngine(async (e, admin) => {
         await e.append('warm', [thinking('loads the script')]);
@@ -435,45 +435,39 @@ describe('RedisEngine', () => {
       return { script, answer };
     }
 
-    it('go at the end of their tick while no append call is unanswered', async () => {
-      const e = engine();
-      await e.ready();
-      const script = vi.spyOn(connectionOf(e), 'script');
-      const written = e.append('ida', [thinking('i1')]);
-      // A tick later the call is made: no wait for the turn's end on an idle gateway.
-      await new Promise<void>((resolve) => process.nextTick(resolve));
-      expect(script).toHaveBeenCalledTimes(1);
-      expect((await written).map((x) => x.seq)).toEqual([1]);
-      script.mockRestore();
-      await e.close();
-    });
+    it('go at the end of their tick while no append call is unanswered', () =>
+      withEngine(async (e) => {
+        const script = vi.spyOn(connectionOf(e), 'script');
+        const written = e.append('ida', [thinking('i1')]);
+        // A tick later the call is made: no wait for the turn's end on an idle gateway.
+        await new Promise<void>((resolve) => process.nextTick(resolve));
+        expect(script).toHaveBeenCalledTimes(1);
+        expect((await written).map((x) => x.seq)).toEqual([1]);
+      }));
 
-    it('share one script call while one is unanswered, even when each came in a tick of its own', async () => {
-      const e = engine();
-      await e.ready();
-      const { script, answer } = holdFirstCall(e);
-      const first = e.append('jo', [thinking('j1')]);
-      await new Promise<void>((resolve) => process.nextTick(resolve));
-      expect(script).toHaveBeenCalledTimes(1);
-      // Three timers due together: one turn's timers phase, each callback a tick of its own.
-      const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
-        const made: Promise<LogEntry[]>[] = [];
-        for (const user of ['jo', 'kim', 'lee']) {
-          setTimeout(() => {
-            made.push(e.append(user, [thinking(`${user}-late`)]));
-            if (made.length === 3) resolve(made);
-          }, 0);
-        }
-      });
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      expect(script).toHaveBeenCalledTimes(2);
-      expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
-      answer();
-      expect((await first).map((x) => x.seq)).toEqual([1]);
-      expect((await Promise.all(later)).map((entries) => entries.map((x) => x.seq))).toEqual([[2], [1], [1]]);
-      script.mockRestore();
-      await e.close();
-    });
+    it('share one script call while one is unanswered, even when each came in a tick of its own', () =>
+      withEngine(async (e) => {
+        const { script, answer } = holdFirstCall(e);
+        const first = e.append('jo', [thinking('j1')]);
+        await new Promise<void>((resolve) => process.nextTick(resolve));
+        expect(script).toHaveBeenCalledTimes(1);
+        // Three timers due together: one turn's timers phase, each callback a tick of its own.
+        const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
+          const made: Promise<LogEntry[]>[] = [];
+          for (const user of ['jo', 'kim', 'lee']) {
+            setTimeout(() => {
+              made.push(e.append(user, [thinking(`${user}-late`)]));
+              if (made.length === 3) resolve(made);
+            }, 0);
+          }
+        });
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        expect(script).toHaveBeenCalledTimes(2);
+        expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
+        answer();
+        expect((await first).map((x) => x.seq)).toEqual([1]);
+        expect((await Promise.all(later)).map((entries) => entries.map((x) => x.seq))).toEqual([[2], [1], [1]]);
+      }));
   });
 
   it('trims to the retention count and changes the epoch only when the log was lost', async () => {
