@@ -43,6 +43,12 @@ export const MAX_APPENDS_PER_SCRIPT = 64;
 export const MAX_EVENTS_PER_SCRIPT = 512;
 export const MAX_SIZE_PER_SCRIPT = 256 * 1024;
 
+/**
+ * How long the oldest queued append may wait for the end of the loop's turn, in ms: an append
+ * queued later than that sends the queue at the end of its own tick (see #flush).
+ */
+export const MAX_QUEUE_WAIT_MS = 0.5;
+
 interface Channel {
   readonly listeners: Set<LiveListener>;
   readonly gapListeners: Set<GapListener>;
@@ -69,6 +75,10 @@ export class RedisEngine implements EventEngine {
   readonly #channels = new Map<string, Channel>();
   /** Appends waiting to be sent (see #flush). */
   #queued: QueuedAppend[] = [];
+  /** When the oldest of them was queued (performance.now()). */
+  #queuedAt = 0;
+  /** A flush at the end of this tick is due, as the queue waited MAX_QUEUE_WAIT_MS. */
+  #flushDue = false;
   /** Append calls sent and not yet answered (or failed). */
   #unanswered = 0;
 
@@ -130,9 +140,14 @@ export class RedisEngine implements EventEngine {
           }
         },
       };
-      if (this.#queued.push(queued) > 1) return;
-      if (this.#unanswered === 0) atEndOfTick(this.#flush);
-      else setImmediate(this.#flush);
+      if (this.#queued.push(queued) === 1) {
+        this.#queuedAt = performance.now();
+        if (this.#unanswered === 0) atEndOfTick(this.#flush);
+        else setImmediate(this.#flush);
+      } else if (!this.#flushDue && performance.now() - this.#queuedAt >= MAX_QUEUE_WAIT_MS) {
+        this.#flushDue = true;
+        atEndOfTick(this.#flush);
+      }
     });
   }
 
@@ -148,8 +163,17 @@ export class RedisEngine implements EventEngine {
    * own (a timer or a socket read each), and one call per run would wake Redis, and then this
    * node twice, per delta. Sharing saved about a fifth of redis-server's CPU per fragment at half
    * load (docs/BENCHMARKS.md). The wait is the rest of the turn, never a timer's.
+   *
+   * But not more than MAX_QUEUE_WAIT_MS past the oldest append: an append queued later sends the
+   * queue at the end of its own tick. On a loaded gateway one turn's timers alone run for
+   * several ms; a part sent while they run is answered meanwhile, and its reply read in this
+   * turn's poll phase rather than the next turn's (made→received p99 at half load about 6 ms
+   * lower, docs/BENCHMARKS.md).
    */
   readonly #flush = (): void => {
+    this.#flushDue = false;
+    // Sent already, by a flush that was due earlier in this turn.
+    if (this.#queued.length === 0) return;
     // Swapped, not cleared: a container that outlives a tick would be in the old generation,
     // and everything it ever pointed to would survive the young generation's collections.
     const queued = this.#queued;

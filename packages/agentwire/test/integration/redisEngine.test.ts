@@ -4,6 +4,7 @@ import { RedisConnection, type RedisConnectionOptions } from '../../src/redis/co
 import {
   MAX_APPENDS_PER_SCRIPT,
   MAX_EVENTS_PER_SCRIPT,
+  MAX_QUEUE_WAIT_MS,
   MAX_SIZE_PER_SCRIPT,
   RedisEngine,
   notificationSpan,
@@ -467,6 +468,49 @@ describe('RedisEngine', () => {
         answer();
         expect((await first).map((x) => x.seq)).toEqual([1]);
         expect((await Promise.all(later)).map((entries) => entries.map((x) => x.seq))).toEqual([[2], [1], [1]]);
+      }));
+
+    it('go at the end of a tick, not of the turn, once the oldest queued one waited MAX_QUEUE_WAIT_MS', () =>
+      withEngine(async (e) => {
+        const { script, answer } = holdFirstCall(e);
+        let clock = 1000;
+        const now = vi.spyOn(performance, 'now').mockImplementation(() => clock);
+        try {
+          const first = e.append('mo', [thinking('m1')]);
+          await new Promise<void>((resolve) => process.nextTick(resolve));
+          expect(script).toHaveBeenCalledTimes(1);
+          // Four timers due together (one turn's timers phase); the clock says when each ran.
+          const callsBefore: number[] = [];
+          const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
+            const made: Promise<LogEntry[]>[] = [];
+            const runs: [string, number][] = [
+              ['mo', 0],
+              ['nia', MAX_QUEUE_WAIT_MS / 2],
+              ['ola', MAX_QUEUE_WAIT_MS],
+              ['pat', MAX_QUEUE_WAIT_MS + 0.1],
+            ];
+            for (const [user, at] of runs) {
+              setTimeout(() => {
+                clock = 1000 + at;
+                callsBefore.push(script.mock.calls.length);
+                made.push(e.append(user, [thinking(`${user}-late`)]));
+                if (made.length === runs.length) resolve(made);
+              }, 0);
+            }
+          });
+          // The third append found the oldest queued one MAX_QUEUE_WAIT_MS old: the three queued went
+          // at the end of its tick, before the fourth timer ran; the fourth waits for the turn's end.
+          expect(callsBefore).toEqual([1, 1, 1, 2]);
+          expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          expect(script).toHaveBeenCalledTimes(3);
+          expect(script.mock.calls[2]![1]).toHaveLength(4);
+          answer();
+          expect((await first).map((x) => x.seq)).toEqual([1]);
+          expect((await Promise.all(later)).map((entries) => entries.map((x) => x.seq))).toEqual([[2], [1], [1], [1]]);
+        } finally {
+          now.mockRestore();
+        }
       }));
   });
 
