@@ -167,8 +167,8 @@ export class RedisEngine implements EventEngine {
    * But not more than MAX_QUEUE_WAIT_MS past the oldest append: an append queued later sends the
    * queue at the end of its own tick. On a loaded gateway one turn's timers alone run for
    * several ms; a part sent while they run is answered meanwhile, and its reply read in this
-   * turn's poll phase rather than the next turn's (made→received p99 at half load about 6 ms
-   * lower, docs/BENCHMARKS.md).
+   * turn's poll phase rather than the next turn's (at one paced load the made→received p99 was
+   * lower in each of three alternations with the previous code, docs/BENCHMARKS.md).
    */
   readonly #flush = (): void => {
     this.#flushDue = false;

@@ -14,7 +14,7 @@ import {
 import { RunEndedError } from '../../src/engine/types.js';
 import { keyTtlMs, type UserKeys } from '../../src/redis/keys.js';
 import type { Redis } from 'ioredis';
-import type { EventBody, LogEntry } from '@agentwire/protocol';
+import type { EventBody } from '@agentwire/protocol';
 import { RedisServer } from '../helpers/redisServer.js';
 import { liveCollector } from '../helpers/liveCollector.js';
 import { Waiters } from '../helpers/waitFor.js';
@@ -436,6 +436,23 @@ describe('RedisEngine', () => {
       return { script, answer };
     }
 
+    /**
+     * Runs each job in a callback of its own (a tick of its own), all in one turn of the event
+     * loop: immediates queued together run in one check phase, whatever the clock does (timers
+     * armed in a loop may straddle a millisecond and fire in two turns). Resolves with their results.
+     */
+    function inOneTurn<T>(jobs: readonly (() => T)[]): Promise<T[]> {
+      return new Promise((resolve) => {
+        const results: T[] = [];
+        for (const job of jobs) {
+          setImmediate(() => {
+            results.push(job());
+            if (results.length === jobs.length) resolve(results);
+          });
+        }
+      });
+    }
+
     it('go at the end of their tick while no append call is unanswered', () =>
       withEngine(async (e) => {
         const script = vi.spyOn(connectionOf(e), 'script');
@@ -452,16 +469,8 @@ describe('RedisEngine', () => {
         const first = e.append('jo', [thinking('j1')]);
         await new Promise<void>((resolve) => process.nextTick(resolve));
         expect(script).toHaveBeenCalledTimes(1);
-        // Three timers due together: one turn's timers phase, each callback a tick of its own.
-        const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
-          const made: Promise<LogEntry[]>[] = [];
-          for (const user of ['jo', 'kim', 'lee']) {
-            setTimeout(() => {
-              made.push(e.append(user, [thinking(`${user}-late`)]));
-              if (made.length === 3) resolve(made);
-            }, 0);
-          }
-        });
+        const later = await inOneTurn(['jo', 'kim', 'lee'].map((user) => () => e.append(user, [thinking(`${user}-late`)])));
+        // The turn's flush was queued by the first of them, so it runs before this.
         await new Promise<void>((resolve) => setImmediate(resolve));
         expect(script).toHaveBeenCalledTimes(2);
         expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
@@ -479,27 +488,23 @@ describe('RedisEngine', () => {
           const first = e.append('mo', [thinking('m1')]);
           await new Promise<void>((resolve) => process.nextTick(resolve));
           expect(script).toHaveBeenCalledTimes(1);
-          // Four timers due together (one turn's timers phase); the clock says when each ran.
+          // Four appends in one turn; the clock says when each was made.
           const callsBefore: number[] = [];
-          const later = await new Promise<Promise<LogEntry[]>[]>((resolve) => {
-            const made: Promise<LogEntry[]>[] = [];
-            const runs: [string, number][] = [
-              ['mo', 0],
-              ['nia', MAX_QUEUE_WAIT_MS / 2],
-              ['ola', MAX_QUEUE_WAIT_MS],
-              ['pat', MAX_QUEUE_WAIT_MS + 0.1],
-            ];
-            for (const [user, at] of runs) {
-              setTimeout(() => {
-                clock = 1000 + at;
-                callsBefore.push(script.mock.calls.length);
-                made.push(e.append(user, [thinking(`${user}-late`)]));
-                if (made.length === runs.length) resolve(made);
-              }, 0);
-            }
-          });
+          const runs: [string, number][] = [
+            ['mo', 0],
+            ['nia', MAX_QUEUE_WAIT_MS / 2],
+            ['ola', MAX_QUEUE_WAIT_MS],
+            ['pat', MAX_QUEUE_WAIT_MS + 0.1],
+          ];
+          const later = await inOneTurn(
+            runs.map(([user, at]) => () => {
+              clock = 1000 + at;
+              callsBefore.push(script.mock.calls.length);
+              return e.append(user, [thinking(`${user}-late`)]);
+            }),
+          );
           // The third append found the oldest queued one MAX_QUEUE_WAIT_MS old: the three queued went
-          // at the end of its tick, before the fourth timer ran; the fourth waits for the turn's end.
+          // at the end of its tick, before the fourth callback ran; the fourth waits for the turn's end.
           expect(callsBefore).toEqual([1, 1, 1, 2]);
           expect(script.mock.calls[1]![1]).toHaveLength(3 * 4);
           await new Promise<void>((resolve) => setImmediate(resolve));
