@@ -172,7 +172,7 @@ export class RedisEngine implements EventEngine {
    */
   readonly #flush = (): void => {
     this.#flushDue = false;
-    // Sent already, by a flush that was due earlier in this turn.
+    // Sent already by another flush of this turn (one that came due early, or an earlier immediate).
     if (this.#queued.length === 0) return;
     // Swapped, not cleared: a container that outlives a tick would be in the old generation,
     // and everything it ever pointed to would survive the young generation's collections.
