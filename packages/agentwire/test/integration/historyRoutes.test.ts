@@ -29,10 +29,10 @@ interface Setup {
 
 type Mode = 'memory' | 'redis';
 
-async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
+async function setup(mode: Mode, history?: HistoryStore, options: { historyTurns?: number } = {}): Promise<Setup> {
   const agent = new GatedAgent();
   if (mode === 'memory') {
-    const gateway = await startGateway({ agent, ...(history ? { history } : {}) });
+    const gateway = await startGateway({ agent, ...options, ...(history ? { history } : {}) });
     return { agent, writer: gateway, reader: gateway, stop: () => gateway.stop() };
   }
   const nodes: TestGateway[] = [];
@@ -48,7 +48,7 @@ async function setup(mode: Mode, history?: HistoryStore): Promise<Setup> {
     });
     backends.push(backend);
     const { engine, runStore, threadMarks } = backend;
-    nodes.push(await startGateway({ agent, engine, runStore, threadMarks, ...(history ? { history } : {}) }));
+    nodes.push(await startGateway({ agent, engine, runStore, threadMarks, ...options, ...(history ? { history } : {}) }));
   }
   return {
     agent,
@@ -295,39 +295,48 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
     });
   });
 
-  it('the epoch/last_seq seam: loading messages mid-run, then connecting with that position, gives exactly the events after it', async () => {
+  it('the epoch/last_seq seam: loading messages mid-answer, then connecting with that position, gives exactly the events after it', async () => {
     env = await setup(mode);
     const alice = await user(env, 'alice');
     await completed(alice.client, 's', 'before');
     const run = await say(alice.client, 's', '/gated stream');
     const parts = ['Hel', 'lo, ', 'wor', 'ld'];
-    // Steps the run manager supports in this branch: thinking steps stand in for streamed deltas.
-    env.agent.push('s', { type: 'thinking', text: parts[0]! });
-    env.agent.push('s', { type: 'thinking', text: parts[1]! });
-    await alice.client.waitForCount((f) => f.run_id === run.run_id && f.type === 'agent_thinking', 2);
+    const isDelta = (f: Frame) => f.run_id === run.run_id && f.type === 'agent_text_delta';
+    // The test gateways do not merge (streamFlushMs 0): each fragment is a delta event of its own.
+    env.agent.push('s', { type: 'text_delta', text: parts[0]! });
+    env.agent.push('s', { type: 'thinking', text: 'mid-answer' });
+    env.agent.push('s', { type: 'text_delta', text: parts[1]! });
+    await alice.client.waitForCount(isDelta, 2);
 
     const loaded = await call(env.reader, 'GET', '/v1/threads/s/messages', { token: alice.token });
     expect(loaded.status).toBe(200);
     const answer = loaded.body.messages.at(-1);
-    expect(answer).toMatchObject({ run_id: run.run_id, status: 'running', completed_at: null });
-    expect(answer.thinking).toEqual(parts.slice(0, 2));
+    expect(answer).toMatchObject({ run_id: run.run_id, status: 'running', completed_at: null, text: parts.slice(0, 2).join(''), thinking: ['mid-answer'] });
 
     const resumed = await env.reader.connect(alice.id, { lastSeq: loaded.body.last_seq, epoch: loaded.body.epoch });
     const ready = await resumed.ready();
     expect(ready).toMatchObject({ resumed: true, epoch: loaded.body.epoch });
-    env.agent.push('s', { type: 'thinking', text: parts[2]! });
-    env.agent.push('s', { type: 'thinking', text: parts[3]! });
+    env.agent.push('s', { type: 'text_delta', text: parts[2]! });
+    env.agent.push('s', { type: 'text_delta', text: parts[3]! });
     env.agent.finish('s', parts.join(''));
     const after = await resumed.runEvents(run.run_id);
     await alice.client.runEvents(run.run_id);
     const all = alice.client.events();
     // Exactly the user's events after last_seq, none before it, none missing.
     expect(resumed.events().map((e) => e.seq)).toEqual(all.filter((e) => e.seq > loaded.body.last_seq).map((e) => e.seq));
-    expect(answer.thinking.concat(after.filter((e) => e.type === 'agent_thinking').map((e) => e.text))).toEqual(parts);
+    // What the page showed plus what the connection streamed is the whole answer, no fragment twice.
+    expect(
+      answer.text +
+        after
+          .filter((e) => e.type === 'agent_text_delta')
+          .map((e) => e.text)
+          .join(''),
+    ).toBe(parts.join(''));
+    expect(after.filter((e) => e.type === 'agent_text_delta').map((e) => e.text)).toEqual(parts.slice(2));
     expect(after.at(-1)).toMatchObject({ type: 'agent_completed', text: 'Hello, world' });
   });
 
-  it('agents receive the thread’s earlier turns, bounded by historyTurns', async () => {
+  it('agents receive the thread’s earlier turns, of that thread only, oldest first', async () => {
     env = await setup(mode);
     const alice = await user(env, 'alice');
     await completed(alice.client, 'c', 'one');
@@ -341,6 +350,19 @@ describe.each<Mode>(['memory', 'redis'])('history routes (%s engine)', (mode) =>
       { role: 'assistant', text: 'echo: one', toolCalls: [] },
       { role: 'user', text: 'two' },
       { role: 'assistant', text: 'echo: two', toolCalls: [] },
+    ]);
+  });
+
+  it('the gateway’s historyTurns bounds the earlier turns agents receive to the newest ones', async () => {
+    env = await setup(mode, undefined, { historyTurns: 2 });
+    const alice = await user(env, 'alice');
+    for (const text of ['one', 'two', 'three']) await completed(alice.client, 'c', text);
+    await completed(alice.client, 'c', 'four');
+    const inputs = await env.agent.started(4);
+    // A turn is one message, the user's or the answer: the newest two of the six earlier ones.
+    expect(inputs[3]!.history).toEqual([
+      { role: 'user', text: 'three' },
+      { role: 'assistant', text: 'echo: three', toolCalls: [] },
     ]);
   });
 });
