@@ -11,6 +11,7 @@ import type {
   CloseInfo,
   ConnectionReadyFrame,
   ErrorFrame,
+  HistoryAssistantMessage,
   HistoryPage,
   PongFrame,
   ServerFrame,
@@ -121,21 +122,36 @@ export class RequestError extends Error {
  * far as it has been yielded: streamed answers arrive as `agent_text_delta` events (a few words
  * each, PROTOCOL.md section 7), and `text` is their concatenation so far, so a UI can render
  * `events.text` after each event. Once `agent_completed` is yielded, `text` is its `text`.
+ *
+ * When the server cannot resume (`resumed: false`) while the run is in progress, the events
+ * missed meanwhile are gone from the connection: the iterator reloads the run's answer through
+ * the seam of PROTOCOL.md section 14 (its thread's newest page of messages), `text`, `thinking`
+ * and `reloaded` become the page's answer, and it goes on with the run's events after the page's
+ * `last_seq`: the page plus those events are the answer, no fragment twice. A run that ended
+ * within what was missed ends the iterator after the reload, its outcome in `reloaded.status`.
  */
 export interface RunEvents extends AsyncIterableIterator<AgentEvent> {
-  /** The answer so far: the text deltas yielded so far, concatenated; after `agent_completed`, its text. */
+  /** The answer so far: the text deltas yielded so far, concatenated (from the reloaded answer on); after `agent_completed`, its text. */
   readonly text: string;
-  /** The streamed reasoning so far: the `agent_thinking_delta` texts yielded so far, concatenated. */
+  /** The streamed reasoning so far: the `agent_thinking_delta` texts yielded so far, concatenated (from the reloaded answer's on). */
   readonly thinking: string;
+  /** The run's answer as the history page had it, once the iterator reloaded it after `resumed: false`; else null. */
+  readonly reloaded: HistoryAssistantMessage | null;
 }
 
-/** The server could not resume (`resumed: false`): events of this run may have been lost. */
+/** The server could not resume (`resumed: false`) while this run was in progress, and the run could not be reloaded (`reason`). */
 export class HistoryResetError extends Error {
   override readonly name = 'HistoryResetError';
-  constructor(readonly runId: string) {
-    super(`history was reset while run ${runId} was in progress; reload it`);
+  constructor(
+    readonly runId: string,
+    readonly reason: string,
+  ) {
+    super(`history was reset while run ${runId} was in progress, and it could not be reloaded: ${reason}`);
   }
 }
+
+/** Delays between fetches of a page that does not reach the position of a connection that could not resume (see #pageReaching). */
+const PAGE_CATCH_UP_DELAYS_MS: readonly number[] = [50, 100, 200, 400, 800, 1600];
 
 /** Live events held while threads reload after `resumed: false`; past this many, they are released unfiltered. */
 const MAX_RELOAD_BUFFER = 10_000;
@@ -160,11 +176,22 @@ interface Credential {
   readonly expiresAt: number | null;
 }
 
+/** A run's answer reloaded through the seam after `resumed: false`, in its place among the run's events. */
+interface ReloadedAnswer {
+  readonly reloaded: HistoryAssistantMessage;
+}
+
 interface RunRecord {
   readonly runId: string;
-  readonly events: AgentEvent[];
+  /** Known from the ack or from any event of the run; a run of unknown thread cannot be reloaded. */
+  threadId: string | null;
+  readonly events: Array<AgentEvent | ReloadedAnswer>;
   done: boolean;
   failure: Error | null;
+  /** While the run's answer reloads after `resumed: false`: its live events, held until the page comes. */
+  held: AgentEvent[] | null;
+  /** The reload in flight (a newer one, after another `resumed: false`, supersedes it). */
+  reloading: object | null;
   readonly wake: Set<() => void>;
 }
 
@@ -358,9 +385,9 @@ export class AgentwireClient {
     const id = options.id ?? this.#newId();
     const ack = this.send(threadId, text, { id });
     ack.catch(() => {}); // the iterator (or the caller) observes the rejection
-    const events = async function* (this: void, client: AgentwireClient): AsyncGenerator<AgentEvent, void, undefined> {
+    const events = async function* (this: void, client: AgentwireClient): AsyncGenerator<AgentEvent | ReloadedAnswer, void, undefined> {
       const answer = await ack;
-      yield* client.#iterate(client.#track(answer.run_id));
+      yield* client.#iterate(client.#track(answer.run_id, answer.thread_id));
     };
     return { id, ack, events: keepingText(events(this)) };
   }
@@ -375,8 +402,8 @@ export class AgentwireClient {
    * The events of one run, in seq order, ending after its terminal event. Includes the events
    * already received for runs this client sent (or asked for before) — the last
    * `runBufferSize` of them. Throws ClientClosedError if the client closes first, and
-   * HistoryResetError if the server could not resume while the run was in progress. Keeps the
-   * answer so far in `text` (see RunEvents).
+   * HistoryResetError if the server could not resume while the run was in progress and the run
+   * could not be reloaded (see RunEvents). Keeps the answer so far in `text`.
    */
   run(runId: string): RunEvents {
     return keepingText(this.#iterate(this.#track(runId)));
@@ -646,15 +673,14 @@ export class AgentwireClient {
     this.#startWatchdog();
     this.#armRefresh(ws, this.#credential && refreshDelay(this.#credential.obtainedAt, this.#credential.expiresAt ?? -Infinity, this.#clock.now()));
     if (!frame.resumed && hadPosition) {
-      for (const record of [...this.#runs.values()]) {
-        if (!record.done && !record.failure) {
-          this.#failRun(record, new HistoryResetError(record.runId));
-          this.#runs.delete(record.runId);
-        }
-      }
+      this.#reloadRuns(
+        [...this.#runs.values()].filter((record) => !record.done && !record.failure),
+        frame.epoch,
+        frame.last_seq,
+      );
       this.#emit('history_reset', { previousEpoch, previousLastSeq, epoch: frame.epoch, lastSeq: frame.last_seq, ready: frame });
       if (this.#ws !== ws) return;
-      this.#reload(frame.epoch);
+      this.#reload(frame.epoch, frame.last_seq);
     }
     for (const request of [...this.#pending.values()]) {
       if (request.sentOn !== serial) this.#write(request);
@@ -683,9 +709,9 @@ export class AgentwireClient {
       record = this.#track(event.run_id);
     }
     if (record && !record.done && !record.failure) {
-      record.events.push(event);
-      if (event.type === 'agent_completed' || event.type === 'agent_error') record.done = true;
-      wakeAll(record);
+      record.threadId ??= event.thread_id;
+      if (record.held) record.held.push(event);
+      else addToRun(record, event);
     }
     if (this.#reloadBuffer === null) return this.#deliver(event);
     this.#reloadBuffer.push(event);
@@ -700,9 +726,11 @@ export class AgentwireClient {
   /**
    * Reloads `reloadThreads` after `resumed: false` through the seam of section 14: live events
    * are held while the pages load; then `history_reloaded`, then the held events, less those a
-   * page already includes (same epoch, seq <= its `last_seq`).
+   * page already includes (same epoch, seq <= its `last_seq`). A page must reach the position
+   * the connection resumed at (`lastSeq`, see #pageReaching); a thread whose page does not has
+   * `error` instead.
    */
-  #reload(epoch: string): void {
+  #reload(epoch: string, lastSeq: number): void {
     if (!this.#reloadThreads) return;
     if (this.#reloadBuffer !== null) this.#endReload(new Map());
     const threadIds = [...new Set(this.#reloadThreads())];
@@ -710,7 +738,7 @@ export class AgentwireClient {
     this.#reloadBuffer = [];
     void Promise.all(
       threadIds.map((threadId) =>
-        this.#http.messages(threadId).then(
+        this.#pageReaching(threadId, epoch, lastSeq).then(
           (page) => ({ thread_id: threadId, page }),
           (error: unknown) => ({ thread_id: threadId, error: errorText(error) }),
         ),
@@ -740,7 +768,7 @@ export class AgentwireClient {
     const request = this.#pending.get(frame.id);
     if (request) {
       this.#pending.delete(frame.id);
-      if (request.kind === 'message') this.#track(frame.run_id);
+      if (request.kind === 'message') this.#track(frame.run_id, frame.thread_id);
       request.resolve(frame);
     }
     this.#emit('ack', frame);
@@ -897,10 +925,13 @@ export class AgentwireClient {
 
   // ---- runs ----
 
-  #track(runId: string): RunRecord {
+  #track(runId: string, threadId: string | null = null): RunRecord {
     let record = this.#runs.get(runId);
-    if (record) return record;
-    record = { runId, events: [], done: false, failure: null, wake: new Set() };
+    if (record) {
+      record.threadId ??= threadId;
+      return record;
+    }
+    record = { runId, threadId, events: [], done: false, failure: null, held: null, reloading: null, wake: new Set() };
     this.#runs.set(runId, record);
     if (this.#runs.size > this.#runBufferSize) {
       for (const [id, old] of this.#runs) {
@@ -913,16 +944,92 @@ export class AgentwireClient {
 
   #failRun(record: RunRecord, error: Error): void {
     record.failure = error;
+    record.held = null;
+    record.reloading = null;
     wakeAll(record);
   }
 
-  async *#iterate(record: RunRecord): AsyncGenerator<AgentEvent, void, undefined> {
+  /**
+   * After `resumed: false`, reloads the answers of the runs in progress through the seam (one
+   * page per thread): each run goes on from its answer in the page with its live events after
+   * the page's `last_seq`, held meanwhile. A run whose answer cannot be had fails with
+   * HistoryResetError.
+   */
+  #reloadRuns(records: readonly RunRecord[], epoch: string, lastSeq: number): void {
+    const byThread = new Map<string, RunRecord[]>();
+    // The failed record stays (until the run buffer evicts it): an iterator begun later, as
+    // `ask().events` first read after the reset, must see the failure, not wait for events
+    // that will never come.
+    const fail = (record: RunRecord, reason: string) => this.#failRun(record, new HistoryResetError(record.runId, reason));
+    for (const record of records) {
+      if (record.threadId === null) {
+        fail(record, 'its thread is not known (no ack or event of it was received)');
+        continue;
+      }
+      record.reloading = {};
+      // Held from now: what arrived before this connection belongs to the old position.
+      record.held = [];
+      const same = byThread.get(record.threadId);
+      if (same) same.push(record);
+      else byThread.set(record.threadId, [record]);
+    }
+    for (const [threadId, waiting] of byThread) {
+      const tokens = waiting.map((record) => record.reloading);
+      this.#pageReaching(threadId, epoch, lastSeq).then(
+        (page) => {
+          for (const [i, record] of waiting.entries()) {
+            if (record.reloading !== tokens[i] || record.failure) continue;
+            const answer = page.messages.find((m): m is HistoryAssistantMessage => m.role === 'assistant' && m.run_id === record.runId);
+            if (answer) this.#resumeFromPage(record, answer, page.last_seq);
+            else fail(record, `thread ${threadId}'s newest page of messages does not hold it`);
+          }
+        },
+        (error: unknown) => {
+          for (const [i, record] of waiting.entries()) {
+            if (record.reloading === tokens[i] && !record.failure) fail(record, `GET thread ${threadId}'s messages: ${errorText(error)}`);
+          }
+        },
+      );
+    }
+  }
+
+  /**
+   * The thread's newest page once it includes the user's events up to `lastSeq` of `epoch`, the
+   * position of a connection that could not resume: the events up to there never arrive live, so
+   * a page short of it would miss some. A store archived behind the log (PostgreSQL) lags it by a
+   * batch or so: the page is fetched again after each of PAGE_CATCH_UP_DELAYS_MS, then rejected.
+   */
+  async #pageReaching(threadId: string, epoch: string, lastSeq: number): Promise<HistoryPage> {
+    for (let attempt = 0; ; attempt++) {
+      const page = await this.#http.messages(threadId);
+      if (page.epoch !== epoch) throw new Error(`the page is of epoch ${page.epoch}, the connection of ${epoch}`);
+      if (page.last_seq >= lastSeq) return page;
+      const delayMs = PAGE_CATCH_UP_DELAYS_MS[attempt];
+      if (delayMs === undefined) throw new Error(`the page reaches seq ${page.last_seq}, short of the connection's ${lastSeq}: the history store lags the log`);
+      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, delayMs));
+      if (this.state === CLOSED) throw new Error('the client closed');
+    }
+  }
+
+  /** Places the reloaded answer among the run's events, then its held events after the page's `last_seq`. */
+  #resumeFromPage(record: RunRecord, answer: HistoryAssistantMessage, lastSeq: number): void {
+    const held = record.held ?? [];
+    record.held = null;
+    record.reloading = null;
+    record.events.push({ reloaded: answer });
+    for (const event of held) if (event.seq > lastSeq) addToRun(record, event);
+    // Ended within what the connection missed: nothing more of it will come.
+    if (answer.status !== 'queued' && answer.status !== 'running') record.done = true;
+    wakeAll(record);
+  }
+
+  async *#iterate(record: RunRecord): AsyncGenerator<AgentEvent | ReloadedAnswer, void, undefined> {
     let index = 0;
     for (;;) {
       while (index < record.events.length) {
-        const event = record.events[index++]!;
-        yield event;
-        if (event.type === 'agent_completed' || event.type === 'agent_error') return;
+        const item = record.events[index++]!;
+        yield item;
+        if ('type' in item && (item.type === 'agent_completed' || item.type === 'agent_error')) return;
       }
       if (record.failure) throw record.failure;
       if (record.done) return;
@@ -948,10 +1055,11 @@ export function createClient(options: ClientOptions): AgentwireClient {
   return new AgentwireClient(options);
 }
 
-/** Wraps a run's event iterator so that it keeps the answer and the reasoning it has yielded. */
-function keepingText(source: AsyncGenerator<AgentEvent, void, undefined>): RunEvents {
+/** Wraps a run's event iterator so that it keeps the answer and the reasoning it has yielded, and applies a reload. */
+function keepingText(source: AsyncGenerator<AgentEvent | ReloadedAnswer, void, undefined>): RunEvents {
   let text = '';
   let thinking = '';
+  let reloaded: HistoryAssistantMessage | null = null;
   return {
     get text() {
       return text;
@@ -959,22 +1067,46 @@ function keepingText(source: AsyncGenerator<AgentEvent, void, undefined>): RunEv
     get thinking() {
       return thinking;
     },
-    async next() {
-      const result = await source.next();
-      if (!result.done) {
-        const event = result.value;
-        if (event.type === 'agent_text_delta') text += event.text;
-        else if (event.type === 'agent_thinking_delta') thinking += event.text;
-        else if (event.type === 'agent_completed') text = event.text;
-      }
-      return result;
+    get reloaded() {
+      return reloaded;
     },
-    return: (value?: unknown) => source.return(value as undefined),
-    throw: (error?: unknown) => source.throw(error),
+    async next(): Promise<IteratorResult<AgentEvent, undefined>> {
+      for (;;) {
+        const result = await source.next();
+        if (result.done) return { done: true, value: undefined };
+        const item = result.value;
+        if (!('type' in item)) {
+          reloaded = item.reloaded;
+          text = reloaded.text;
+          thinking = reloaded.thinking.join('');
+          continue;
+        }
+        if (item.type === 'agent_text_delta') text += item.text;
+        else if (item.type === 'agent_thinking_delta') thinking += item.text;
+        else if (item.type === 'agent_completed') text = item.text;
+        return { done: false, value: item };
+      }
+    },
+    async return(): Promise<IteratorResult<AgentEvent, undefined>> {
+      await source.return();
+      return { done: true, value: undefined };
+    },
+    // The source catches nothing: this rejects with `error` and ends it.
+    async throw(error?: unknown): Promise<IteratorResult<AgentEvent, undefined>> {
+      await source.throw(error);
+      return { done: true, value: undefined };
+    },
     [Symbol.asyncIterator]() {
       return this;
     },
   };
+}
+
+/** Adds a live event to its run (which ends with its terminal event). */
+function addToRun(record: RunRecord, event: AgentEvent): void {
+  record.events.push(event);
+  if (event.type === 'agent_completed' || event.type === 'agent_error') record.done = true;
+  wakeAll(record);
 }
 
 function wakeAll(record: RunRecord): void {

@@ -1,7 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { createInterface, type Interface } from 'node:readline';
 import { Writable } from 'node:stream';
-import { HistoryResetError, RequestError, createClient, type AgentwireClient, type CloseInfo, type DisconnectInfo } from '@agentwire/client/node';
+import {
+  HistoryResetError,
+  RequestError,
+  createClient,
+  type AgentwireClient,
+  type CloseInfo,
+  type DisconnectInfo,
+  type HistoryAssistantMessage,
+} from '@agentwire/client/node';
 import { commandArgs, usageError, type CommandSpec } from './args.js';
 import { TranscriptFormatter } from './formatEvent.js';
 
@@ -250,11 +258,24 @@ class ChatSession {
       // Ctrl-C before the ack: the run can only be cancelled now that it has an id.
       if (this.#interrupts > 0) this.#cancelRun();
       try {
+        // After resumed:false the SDK reloads the run's answer from the thread's history.
+        let reloaded: HistoryAssistantMessage | null = null;
+        const noteReload = () => {
+          if (events.reloaded === null || events.reloaded === reloaded) return;
+          reloaded = events.reloaded;
+          this.#warn(`run ${run.id} reloaded from the thread's history (${reloaded.status}); the answer so far: ${reloaded.text}`);
+        };
         for await (const event of events) {
+          noteReload();
           this.#print(event as unknown as Record<string, unknown>);
           if (event.type === 'agent_completed') return EXIT_COMPLETED;
           if (event.type === 'agent_error') return EXIT_AGENT_ERROR;
         }
+        noteReload();
+        // Ended while the connection could not resume: its outcome is the reloaded answer's.
+        const outcome = events.reloaded?.status;
+        if (outcome === 'completed' || outcome === 'cancelled') return EXIT_COMPLETED;
+        if (outcome === 'error') return EXIT_AGENT_ERROR;
       } catch (error) {
         if (error instanceof HistoryResetError) this.#warn(`lost track of run ${run.id}: ${error.message}`);
         return EXIT_CONNECTION;

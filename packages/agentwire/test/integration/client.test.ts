@@ -116,6 +116,58 @@ function event(seq: number, type: AgentEvent['type'], runId = 'r1', extra: Recor
   return { type, seq, run_id: runId, thread_id: 't1', ts: new Date(0).toISOString(), ...extra };
 }
 
+/** A fake history route: records the paths asked for; the test answers each request when it wants. */
+function pageServer() {
+  const waiting = new Map<string, (answer: { status: number; body: unknown }) => void>();
+  const asked: string[] = [];
+  const fetch = (url: string) =>
+    new Promise<{ status: number; text: () => Promise<string> }>((resolve) => {
+      const path = new URL(url).pathname;
+      asked.push(path);
+      waiting.set(path, ({ status, body }) => resolve({ status, text: async () => JSON.stringify(body) }));
+    });
+  // The request leaves after the client's token provider answered: a few turns after the reset.
+  const requested = async (path: string) => {
+    for (let i = 0; i < 50 && !waiting.has(path); i++) await turn();
+  };
+  const answerFor = async (path: string, status: number, body: unknown) => {
+    await requested(path);
+    const respond = waiting.get(path);
+    if (!respond) throw new Error(`no request for ${path} is waiting`);
+    waiting.delete(path);
+    respond({ status, body });
+  };
+  return {
+    fetch,
+    asked,
+    answerFor,
+    /** Answers the request for thread t1's messages. */
+    answer: (status: number, body: unknown) => answerFor('/v1/threads/t1/messages', status, body),
+  };
+}
+
+/** A page of `threadId` whose newest message is `answer`. */
+function page(threadId: string, epoch: string, lastSeq: number, answer: Record<string, unknown>) {
+  const user = { id: `u-${answer.run_id as string}`, role: 'user', run_id: answer.run_id, text: 'hi', created_at: new Date(0).toISOString() };
+  return { thread_id: threadId, epoch, last_seq: lastSeq, messages: [user, answer], next_cursor: null };
+}
+
+function answerOf(runId: string, status: string, text: string, thinking: string[]) {
+  const at = new Date(0).toISOString();
+  return {
+    id: runId,
+    role: 'assistant',
+    run_id: runId,
+    status,
+    text,
+    thinking,
+    tool_calls: [],
+    error: null,
+    created_at: at,
+    completed_at: status === 'running' ? null : at,
+  };
+}
+
 let clients: AgentwireClient[] = [];
 let clock: ManualClock;
 
@@ -528,9 +580,10 @@ describe('client: events, dedupe, gaps and resume', () => {
     expect(seen).toEqual([11, 12, 13]);
   });
 
-  it('surfaces resumed:false after having a position as history_reset and fails runs in flight', async () => {
+  it('surfaces resumed:false after having a position as history_reset, and fails the runs in flight it cannot reload', async () => {
     clock = new ManualClock();
-    const client = makeClient();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch });
     const resets: unknown[] = [];
     client.on('history_reset', ({ ready: _ready, ...reset }) => resets.push(reset));
     // The first connection is not a reset.
@@ -539,18 +592,128 @@ describe('client: events, dedupe, gaps and resume', () => {
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
     await ack;
     const iterator = client.run('r1');
+    // A run this client never saw an ack or event of: its thread is unknown.
+    const unknown = client.run('r9');
     socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
     expect((await iterator.next()).value).toMatchObject({ seq: 1, type: 'agent_started' });
     socket.serverClose(1012, 'service_restart');
     await turn();
     last().ready({ epoch: 'E2', last_seq: 0, resumed: false });
     expect(resets).toEqual([{ previousEpoch: 'E1', previousLastSeq: 1, epoch: 'E2', lastSeq: 0 }]);
-    await expect(iterator.next()).rejects.toBeInstanceOf(HistoryResetError);
+    await expect(unknown.next()).rejects.toMatchObject({ name: 'HistoryResetError', runId: 'r9', reason: expect.stringMatching(/thread is not known/) });
+    await pages.answer(404, { error: 'not_found' });
+    expect(pages.asked).toEqual(['/v1/threads/t1/messages']);
+    const failure = await iterator.next().catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(HistoryResetError);
+    expect(failure).toMatchObject({ runId: 'r1', reason: expect.stringMatching(/GET thread t1's messages: .*404/) });
     expect(client.position).toEqual({ epoch: 'E2', lastSeq: 0 });
     const seen: number[] = [];
     client.on('event', (e) => seen.push(e.seq));
     last().receive(event(1, 'agent_started', 'r2', { message_id: 'x', text: 'x' }));
     expect(seen).toEqual([1]);
+  });
+
+  it('after resumed:false a run iterator reloads its answer through the seam and goes on after the page, no fragment twice', async () => {
+    clock = new ManualClock();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch });
+    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const run = client.ask('t1', 'hi');
+    socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
+    socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
+    socket.receive(event(2, 'agent_text_delta', 'r1', { text: 'Hel' }));
+    const yielded: number[] = [];
+    const texts: string[] = [];
+    const take = async () => {
+      const result = await run.events.next();
+      if (!result.done) {
+        yielded.push(result.value.seq);
+        texts.push(run.events.text);
+      }
+      return result;
+    };
+    await take();
+    await take();
+    expect(run.events.text).toBe('Hel');
+    // The connection drops; meanwhile the log went past what the server still holds.
+    socket.serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 5, resumed: false });
+    const nextOne = take();
+    // Arrives while the page loads, and the page includes it: not yielded again.
+    last().receive(event(6, 'agent_text_delta', 'r1', { text: 'lo, ' }));
+    await pages.answer(200, page('t1', 'E1', 6, answerOf('r1', 'running', 'Hello, ', ['mulling'])));
+    expect(pages.asked).toEqual(['/v1/threads/t1/messages']);
+    // After the page: yielded.
+    last().receive(event(7, 'agent_text_delta', 'r1', { text: 'world' }));
+    await nextOne;
+    expect(run.events.reloaded).toMatchObject({ run_id: 'r1', status: 'running', text: 'Hello, ' });
+    expect(run.events.thinking).toBe('mulling');
+    last().receive(event(8, 'agent_completed', 'r1', { status: 'completed', text: 'Hello, world' }));
+    expect((await take()).done).toBe(false);
+    expect((await take()).done).toBe(true);
+    expect(yielded).toEqual([1, 2, 7, 8]);
+    expect(texts).toEqual(['', 'Hel', 'Hello, world', 'Hello, world']);
+  });
+
+  it('a page short of the position the connection resumed at is fetched again on the clock until it reaches it, then given up', async () => {
+    clock = new ManualClock();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch });
+    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const lagging = client.ask('t1', 'one');
+    socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
+    await lagging.ack;
+    socket.serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    // An archive one batch behind the log: seq 7 of 9.
+    await pages.answer(200, page('t1', 'E1', 7, answerOf('r1', 'running', 'so far', [])));
+    await clock.advance(50);
+    await pages.answer(200, page('t1', 'E1', 9, answerOf('r1', 'completed', 'so far, and done', [])));
+    expect(await lagging.events.next()).toEqual({ done: true, value: undefined });
+    expect(lagging.events.text).toBe('so far, and done');
+    expect(pages.asked).toEqual(['/v1/threads/t1/messages', '/v1/threads/t1/messages']);
+
+    // A store that never catches up: after the last delay, the run fails.
+    const stuck = client.ask('t1', 'two');
+    last().receive({ type: 'ack', id: 'id2', run_id: 'r2', thread_id: 't1', status: 'started' });
+    await stuck.ack;
+    last().serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 20, resumed: false });
+    for (const delayMs of [50, 100, 200, 400, 800, 1600, 0]) {
+      await pages.answer(200, page('t1', 'E1', 12, answerOf('r2', 'running', 'behind', [])));
+      await clock.advance(delayMs);
+    }
+    await expect(stuck.events.next()).rejects.toMatchObject({
+      name: 'HistoryResetError',
+      reason: expect.stringMatching(/reaches seq 12, short of the connection's 20/),
+    });
+    expect(pages.asked).toHaveLength(2 + 7);
+  });
+
+  it('a run that ended in what the connection missed ends its iterator after the reload; one without an answer in the page fails', async () => {
+    clock = new ManualClock();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch });
+    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const ended = client.ask('t1', 'one');
+    socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
+    const missing = client.ask('t2', 'two');
+    socket.receive({ type: 'ack', id: 'id2', run_id: 'r2', thread_id: 't2', status: 'started' });
+    await Promise.all([ended.ack, missing.ack]);
+    socket.serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    await pages.answerFor('/v1/threads/t1/messages', 200, page('t1', 'E1', 9, answerOf('r1', 'completed', 'the whole answer', [])));
+    await pages.answerFor('/v1/threads/t2/messages', 200, page('t2', 'E1', 9, answerOf('r0', 'completed', 'an older run', [])));
+    // One request per thread.
+    expect(pages.asked.sort()).toEqual(['/v1/threads/t1/messages', '/v1/threads/t2/messages']);
+    expect(await ended.events.next()).toEqual({ done: true, value: undefined });
+    expect(ended.events.text).toBe('the whole answer');
+    expect(ended.events.reloaded).toMatchObject({ status: 'completed' });
+    await expect(missing.events.next()).rejects.toMatchObject({ name: 'HistoryResetError', runId: 'r2', reason: expect.stringMatching(/does not hold it/) });
   });
 
   it('resumes from a saved position given in options, and resumed:true keeps it', async () => {

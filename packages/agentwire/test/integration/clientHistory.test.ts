@@ -1,19 +1,32 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { HttpError, httpBaseOf, type AgentEvent, type FetchFunction, type HistoryReload } from '@agentwire/client';
 import { createClient } from '@agentwire/client/node';
+import { MemoryEngine } from '../../src/engine/index.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { GatedAgent } from '../helpers/gatedAgent.js';
+import { ManualClock } from '../helpers/manualClock.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { TcpProxy } from '../helpers/tcpProxy.js';
 import { Waiters } from '../helpers/waitFor.js';
 
 // The SDK's history: threads()/history()/rename/delete over HTTP with the client's token, and
 // the reload through the epoch/last_seq seam after `resumed: false`, against a real gateway.
 
 let env: TestGateway | undefined;
+let proxy: TcpProxy | undefined;
+/** Closed after the gateway: the PostgreSQL store and its database. */
+let database: { store: PostgresHistoryStore; drop: () => Promise<void> } | undefined;
 const clients: Array<{ close(): void }> = [];
 afterEach(async () => {
   for (const client of clients.splice(0)) client.close();
+  await proxy?.close();
+  proxy = undefined;
   await env?.stop();
   env = undefined;
+  await database?.store.close();
+  await database?.drop();
+  database = undefined;
 });
 
 /** A gate the test opens. */
@@ -174,5 +187,74 @@ describe('client history', () => {
         .map((e) => e.seq),
     );
     expect(delivered.filter((e) => e.type === 'agent_thinking').map((e) => (e.type === 'agent_thinking' ? e.text : ''))).toEqual(['three ']);
+  });
+  it('a run iterator goes on across resumed:false: the answer reloaded through the seam, then the later deltas, the whole answer once', async () => {
+    const agent = new GatedAgent();
+    // Six events retained: the client's position falls out of the log while it is away, and so
+    // does the run's start; the thread stays in the PostgreSQL archive (the default store, folded
+    // from the log, would answer 404 for it, and the iterator would fail with HistoryResetError).
+    const engine = new MemoryEngine({ retentionEvents: 6 });
+    const created = await createTestDatabase();
+    const store = new PostgresHistoryStore({ url: created.url, engine });
+    database = { store, drop: created.drop };
+    await store.ready();
+    env = await startGateway({ agent, engine, history: store });
+    proxy = await TcpProxy.start(env.port);
+    const pageFetched = gate();
+    const clock = new ManualClock();
+    const client = createClient({
+      url: `ws://127.0.0.1:${proxy.port}/ws`,
+      httpUrl: `http://127.0.0.1:${env.port}`,
+      token: () => env!.token('fay'),
+      clock,
+      random: () => 0.5,
+      minDelayMs: 10,
+      maxDelayMs: 40,
+      pingIntervalMs: 0,
+      fetch: async (url, init) => {
+        const response = await fetch(url, init);
+        const text = await response.text();
+        pageFetched.open();
+        return { status: response.status, text: async () => text };
+      },
+    });
+    clients.push(client);
+    await client.connect();
+    const helper = await env.ready('fay');
+    const run = client.ask('s', '/gated streaming');
+    const runId = (await run.ack).run_id;
+    agent.push('s', { type: 'text_delta', text: 'one ' });
+    expect((await run.events.next()).value).toMatchObject({ type: 'agent_started' });
+    expect((await run.events.next()).value).toMatchObject({ type: 'agent_text_delta', text: 'one ' });
+
+    const down = new Promise<void>((resolve) => client.on('disconnect', () => resolve()));
+    proxy.reset();
+    await down;
+    const away = ['two ', 'three ', 'four ', 'five ', 'six ', 'seven ', 'eight '];
+    for (const word of away) {
+      agent.push('s', { type: 'text_delta', text: word });
+      await helper.waitFor((f) => f.type === 'agent_text_delta' && f.text === word);
+    }
+    // Archived up to the log's head: the page reaches the position the client resumes at (a
+    // page short of it is fetched again on the client's clock, tested in client.test.ts).
+    await store.idle();
+    const reset = new Promise((resolve) => client.on('history_reset', resolve));
+    // The reconnect's backoff runs on the manual clock.
+    await clock.advance(100);
+    await reset;
+    const rest = (async () => {
+      const events: AgentEvent[] = [];
+      for await (const event of run.events) events.push(event);
+      return events;
+    })();
+    await pageFetched.promise;
+    agent.push('s', { type: 'text_delta', text: 'last' });
+    agent.finish('s', '');
+    const after = await rest;
+    const whole = `one ${away.join('')}last`;
+    expect(run.events.reloaded).toMatchObject({ run_id: runId, status: 'running', text: `one ${away.join('')}` });
+    expect(after.filter((e) => e.type === 'agent_text_delta').map((e) => (e.type === 'agent_text_delta' ? e.text : ''))).toEqual(['last']);
+    expect(after.at(-1)).toMatchObject({ type: 'agent_completed', status: 'completed', text: whole });
+    expect(run.events.text).toBe(whole);
   });
 });
