@@ -9,6 +9,7 @@ import {
   type AgentEvent,
   type ClientOptions,
   type ClientState,
+  type HistoryReload,
   type WebSocketLike,
 } from '@agentwire/client';
 import { ALL_CLIENT_STATES, CLIENT_TRANSITIONS, ClientStateError, ClientStateMachine } from '../../../client/src/state.js';
@@ -691,6 +692,26 @@ describe('client: events, dedupe, gaps and resume', () => {
       reason: expect.stringMatching(/reaches seq 12, short of the connection's 20/),
     });
     expect(pages.asked).toHaveLength(2 + 7);
+  });
+
+  it('reloadThreads: a page short of the position the connection resumed at is not taken; the one that reaches it is', async () => {
+    clock = new ManualClock();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch, reloadThreads: () => ['t1'] });
+    const reloads: HistoryReload[] = [];
+    client.on('history_reloaded', (reload) => reloads.push(reload));
+    const socket = await connected(client, { epoch: 'E1', last_seq: 3 });
+    socket.serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    // Events 4 to 9 never arrive live: a page up to 7 would leave 8 and 9 out.
+    await pages.answer(200, page('t1', 'E1', 7, answerOf('r1', 'running', 'so far', [])));
+    await turn();
+    expect(reloads).toEqual([]);
+    await clock.advance(50);
+    await pages.answer(200, page('t1', 'E1', 9, answerOf('r1', 'completed', 'so far, and done', [])));
+    await turn();
+    expect(reloads.map((reload) => reload.threads.map((thread) => thread.page?.last_seq))).toEqual([[9]]);
   });
 
   it('a run that ended in what the connection missed ends its iterator after the reload; one without an answer in the page fails', async () => {
