@@ -165,6 +165,8 @@ interface PendingRequest {
   reject(error: Error): void;
   /** Serial of the socket this request was last written to (-1: not yet). */
   sentOn: number;
+  /** How many connections could not resume (`resumed: false`) before this request was made. */
+  readonly resetsBefore: number;
 }
 
 /** A token as the client got it from its provider. */
@@ -263,6 +265,10 @@ export class AgentwireClient {
   #reloadBuffer: AgentEvent[] | null = null;
   /** Bumped by every reload (and close()): a reload whose number is stale delivers nothing. */
   #reloadGen = 0;
+  /** Connections that could not resume so far, and the position the last one began at. */
+  #resets = { count: 0, epoch: '', lastSeq: 0 };
+  /** Waits of #sleep, cleared by close(). */
+  readonly #sleeps = new Set<TimerHandle>();
 
   constructor(options: ClientOptions) {
     this.#WebSocket = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket ?? null;
@@ -588,6 +594,8 @@ export class AgentwireClient {
       this.#retryTimer = null;
     }
     this.#closeInfo = info;
+    for (const timer of this.#sleeps) this.#clock.clearTimeout(timer);
+    this.#sleeps.clear();
     this.#machine.transition(CLOSED);
     const closed = new ClientClosedError(info);
     for (const request of [...this.#pending.values()]) request.reject(closed);
@@ -673,6 +681,7 @@ export class AgentwireClient {
     this.#startWatchdog();
     this.#armRefresh(ws, this.#credential && refreshDelay(this.#credential.obtainedAt, this.#credential.expiresAt ?? -Infinity, this.#clock.now()));
     if (!frame.resumed && hadPosition) {
+      this.#resets = { count: this.#resets.count + 1, epoch: frame.epoch, lastSeq: frame.last_seq };
       this.#reloadRuns(
         [...this.#runs.values()].filter((record) => !record.done && !record.failure),
         frame.epoch,
@@ -768,7 +777,15 @@ export class AgentwireClient {
     const request = this.#pending.get(frame.id);
     if (request) {
       this.#pending.delete(frame.id);
-      if (request.kind === 'message') this.#track(frame.run_id, frame.thread_id);
+      if (request.kind === 'message') {
+        const record = this.#track(frame.run_id, frame.thread_id);
+        // Sent before a connection that could not resume, acked after it: what the run did
+        // before that connection's position never arrives live (a re-sent message's ack is
+        // `duplicate`). Reloaded like the runs in progress then; one that had not started goes on.
+        const reset = this.#resets;
+        if (request.resetsBefore !== reset.count && record.events.length === 0 && !record.done && !record.failure && record.reloading === null)
+          this.#reloadRuns([record], reset.epoch, reset.lastSeq);
+      }
       request.resolve(frame);
     }
     this.#emit('ack', frame);
@@ -792,7 +809,7 @@ export class AgentwireClient {
       resolve = res;
       reject = rej;
     });
-    const request: PendingRequest = { id, kind, frame: JSON.stringify(frame), promise, resolve, reject, sentOn: -1 };
+    const request: PendingRequest = { id, kind, frame: JSON.stringify(frame), promise, resolve, reject, sentOn: -1, resetsBefore: this.#resets.count };
     this.#pending.set(id, request);
     if (this.state === READY) this.#write(request);
     return promise;
@@ -980,8 +997,13 @@ export class AgentwireClient {
           for (const [i, record] of waiting.entries()) {
             if (record.reloading !== tokens[i] || record.failure) continue;
             const answer = page.messages.find((m): m is HistoryAssistantMessage => m.role === 'assistant' && m.run_id === record.runId);
-            if (answer) this.#resumeFromPage(record, answer, page.last_seq);
-            else fail(record, `thread ${threadId}'s newest page of messages does not hold it`);
+            if (page.epoch !== epoch) fail(record, `the page is of epoch ${page.epoch}, the connection of ${epoch}`);
+            else if (answer) this.#resumeFromPage(record, answer, page.last_seq);
+            // A run the client saw an event of had started: its start is gone from the history
+            // (the default store folds only what the log retains).
+            else if (record.events.length > 0) fail(record, `thread ${threadId}'s newest page of messages does not hold it`);
+            // Not started by the page's last_seq (queued): all of it comes live.
+            else this.#resumeFromPage(record, null, page.last_seq);
           }
         },
         (error: unknown) => {
@@ -1002,24 +1024,35 @@ export class AgentwireClient {
   async #pageReaching(threadId: string, epoch: string, lastSeq: number): Promise<HistoryPage> {
     for (let attempt = 0; ; attempt++) {
       const page = await this.#http.messages(threadId);
-      if (page.epoch !== epoch) throw new Error(`the page is of epoch ${page.epoch}, the connection of ${epoch}`);
-      if (page.last_seq >= lastSeq) return page;
+      // A page of another epoch is the caller's to judge (a reload delivers it unfiltered).
+      if (page.epoch !== epoch || page.last_seq >= lastSeq) return page;
       const delayMs = PAGE_CATCH_UP_DELAYS_MS[attempt];
       if (delayMs === undefined) throw new Error(`the page reaches seq ${page.last_seq}, short of the connection's ${lastSeq}: the history store lags the log`);
-      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, delayMs));
+      await this.#sleep(delayMs);
       if (this.state === CLOSED) throw new Error('the client closed');
     }
   }
 
-  /** Places the reloaded answer among the run's events, then its held events after the page's `last_seq`. */
-  #resumeFromPage(record: RunRecord, answer: HistoryAssistantMessage, lastSeq: number): void {
+  /** Resolves after `ms` on the client's clock; close() cancels it (it then never resolves, and holds no process open). */
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = this.#clock.setTimeout(() => {
+        this.#sleeps.delete(timer);
+        resolve();
+      }, ms);
+      this.#sleeps.add(timer);
+    });
+  }
+
+  /** Places the reloaded answer (if the page had one) among the run's events, then its held events after the page's `last_seq`. */
+  #resumeFromPage(record: RunRecord, answer: HistoryAssistantMessage | null, lastSeq: number): void {
     const held = record.held ?? [];
     record.held = null;
     record.reloading = null;
-    record.events.push({ reloaded: answer });
+    if (answer) record.events.push({ reloaded: answer });
     for (const event of held) if (event.seq > lastSeq) addToRun(record, event);
     // Ended within what the connection missed: nothing more of it will come.
-    if (answer.status !== 'queued' && answer.status !== 'running') record.done = true;
+    if (answer && answer.status !== 'queued' && answer.status !== 'running') record.done = true;
     wakeAll(record);
   }
 

@@ -641,20 +641,23 @@ describe('client: events, dedupe, gaps and resume', () => {
     await turn();
     last().ready({ epoch: 'E1', last_seq: 5, resumed: false });
     const nextOne = take();
-    // Arrives while the page loads, and the page includes it: not yielded again.
+    // Arrive while the page loads: the page includes the first (not yielded again), not the second.
     last().receive(event(6, 'agent_text_delta', 'r1', { text: 'lo, ' }));
+    last().receive(event(7, 'agent_text_delta', 'r1', { text: 'wor' }));
     await pages.answer(200, page('t1', 'E1', 6, answerOf('r1', 'running', 'Hello, ', ['mulling'])));
     expect(pages.asked).toEqual(['/v1/threads/t1/messages']);
     // After the page: yielded.
-    last().receive(event(7, 'agent_text_delta', 'r1', { text: 'world' }));
+    last().receive(event(8, 'agent_text_delta', 'r1', { text: 'ld' }));
     await nextOne;
+    expect(run.events.text).toBe('Hello, wor');
     expect(run.events.reloaded).toMatchObject({ run_id: 'r1', status: 'running', text: 'Hello, ' });
     expect(run.events.thinking).toBe('mulling');
-    last().receive(event(8, 'agent_completed', 'r1', { status: 'completed', text: 'Hello, world' }));
+    last().receive(event(9, 'agent_completed', 'r1', { status: 'completed', text: 'Hello, world' }));
+    expect((await take()).done).toBe(false);
     expect((await take()).done).toBe(false);
     expect((await take()).done).toBe(true);
-    expect(yielded).toEqual([1, 2, 7, 8]);
-    expect(texts).toEqual(['', 'Hel', 'Hello, world', 'Hello, world']);
+    expect(yielded).toEqual([1, 2, 7, 8, 9]);
+    expect(texts).toEqual(['', 'Hel', 'Hello, wor', 'Hello, world', 'Hello, world']);
   });
 
   it('a page short of the position the connection resumed at is fetched again on the clock until it reaches it, then given up', async () => {
@@ -714,27 +717,68 @@ describe('client: events, dedupe, gaps and resume', () => {
     expect(reloads.map((reload) => reload.threads.map((thread) => thread.page?.last_seq))).toEqual([[9]]);
   });
 
-  it('a run that ended in what the connection missed ends its iterator after the reload; one without an answer in the page fails', async () => {
+  it('after resumed:false: a run that ended meanwhile ends its iterator; a queued one not in the page goes on live; a started one not in the page fails', async () => {
     clock = new ManualClock();
     const pages = pageServer();
     const client = makeClient({ fetch: pages.fetch });
     const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
     const ended = client.ask('t1', 'one');
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
-    const missing = client.ask('t2', 'two');
-    socket.receive({ type: 'ack', id: 'id2', run_id: 'r2', thread_id: 't2', status: 'started' });
-    await Promise.all([ended.ack, missing.ack]);
+    const queued = client.ask('t2', 'two');
+    socket.receive({ type: 'ack', id: 'id2', run_id: 'r2', thread_id: 't2', status: 'queued' });
+    const lost = client.ask('t3', 'three');
+    socket.receive({ type: 'ack', id: 'id3', run_id: 'r3', thread_id: 't3', status: 'started' });
+    socket.receive(event(1, 'agent_started', 'r3', { thread_id: 't3', message_id: 'id3', text: 'three' }));
+    await Promise.all([ended.ack, queued.ack, lost.ack]);
     socket.serverClose(1012, 'service_restart');
     await turn();
     last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
     await pages.answerFor('/v1/threads/t1/messages', 200, page('t1', 'E1', 9, answerOf('r1', 'completed', 'the whole answer', [])));
     await pages.answerFor('/v1/threads/t2/messages', 200, page('t2', 'E1', 9, answerOf('r0', 'completed', 'an older run', [])));
+    await pages.answerFor('/v1/threads/t3/messages', 200, page('t3', 'E1', 9, answerOf('r0', 'completed', 'an older run', [])));
     // One request per thread.
-    expect(pages.asked.sort()).toEqual(['/v1/threads/t1/messages', '/v1/threads/t2/messages']);
+    expect(pages.asked.sort()).toEqual(['/v1/threads/t1/messages', '/v1/threads/t2/messages', '/v1/threads/t3/messages']);
     expect(await ended.events.next()).toEqual({ done: true, value: undefined });
     expect(ended.events.text).toBe('the whole answer');
     expect(ended.events.reloaded).toMatchObject({ status: 'completed' });
-    await expect(missing.events.next()).rejects.toMatchObject({ name: 'HistoryResetError', runId: 'r2', reason: expect.stringMatching(/does not hold it/) });
+    // Seen starting before the reset, and not in the page: its start is gone from the history.
+    expect((await lost.events.next()).value).toMatchObject({ seq: 1, type: 'agent_started' });
+    await expect(lost.events.next()).rejects.toMatchObject({ name: 'HistoryResetError', runId: 'r3', reason: expect.stringMatching(/does not hold it/) });
+    // Not started by the page: all of it comes live.
+    last().receive(event(10, 'agent_started', 'r2', { thread_id: 't2', message_id: 'id2', text: 'two' }));
+    last().receive(event(11, 'agent_completed', 'r2', { thread_id: 't2', status: 'completed', text: 'done' }));
+    const seqs: number[] = [];
+    for await (const e of queued.events) seqs.push(e.seq);
+    expect(seqs).toEqual([10, 11]);
+    expect(queued.events.reloaded).toBeNull();
+  });
+
+  it('a message acked only after a connection that could not resume has its run reloaded too', async () => {
+    clock = new ManualClock();
+    const pages = pageServer();
+    const client = makeClient({ fetch: pages.fetch });
+    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const run = client.ask('t1', 'hi');
+    // The connection drops before the ack; the run starts and streams meanwhile.
+    socket.serverClose(1012, 'service_restart');
+    await turn();
+    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    // The message is re-sent with its id, and the server answers that it has it.
+    expect(
+      last()
+        .sent.filter((frame) => frame.type === 'user_message')
+        .map((frame) => frame.id),
+    ).toEqual(['id1']);
+    last().receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'duplicate' });
+    await run.ack;
+    await pages.answer(200, page('t1', 'E1', 9, answerOf('r1', 'running', 'so far', [])));
+    last().receive(event(10, 'agent_text_delta', 'r1', { text: ', and more' }));
+    last().receive(event(11, 'agent_completed', 'r1', { status: 'completed', text: 'so far, and more' }));
+    const seqs: number[] = [];
+    for await (const e of run.events) seqs.push(e.seq);
+    expect(seqs).toEqual([10, 11]);
+    expect(run.events.reloaded).toMatchObject({ run_id: 'r1', text: 'so far' });
+    expect(run.events.text).toBe('so far, and more');
   });
 
   it('resumes from a saved position given in options, and resumed:true keeps it', async () => {
