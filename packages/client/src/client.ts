@@ -165,8 +165,8 @@ interface PendingRequest {
   reject(error: Error): void;
   /** Serial of the socket this request was last written to (-1: not yet). */
   sentOn: number;
-  /** How many connections could not resume (`resumed: false`) before this request was made. */
-  readonly resetsBefore: number;
+  /** Serial of the socket this request was first written to (-1: not yet). */
+  firstSentOn: number;
 }
 
 /** A token as the client got it from its provider. */
@@ -265,8 +265,8 @@ export class AgentwireClient {
   #reloadBuffer: AgentEvent[] | null = null;
   /** Bumped by every reload (and close()): a reload whose number is stale delivers nothing. */
   #reloadGen = 0;
-  /** Connections that could not resume so far, and the position the last one began at. */
-  #resets = { count: 0, epoch: '', lastSeq: 0 };
+  /** The last connection that could not resume (`resumed: false`): its socket's serial and the position it began at. */
+  #lastReset = { serial: -1, epoch: '', lastSeq: 0 };
   /** Waits of #sleep, cleared by close(). */
   readonly #sleeps = new Set<TimerHandle>();
 
@@ -681,7 +681,7 @@ export class AgentwireClient {
     this.#startWatchdog();
     this.#armRefresh(ws, this.#credential && refreshDelay(this.#credential.obtainedAt, this.#credential.expiresAt ?? -Infinity, this.#clock.now()));
     if (!frame.resumed && hadPosition) {
-      this.#resets = { count: this.#resets.count + 1, epoch: frame.epoch, lastSeq: frame.last_seq };
+      this.#lastReset = { serial, epoch: frame.epoch, lastSeq: frame.last_seq };
       this.#reloadRuns(
         [...this.#runs.values()].filter((record) => !record.done && !record.failure),
         frame.epoch,
@@ -779,11 +779,12 @@ export class AgentwireClient {
       this.#pending.delete(frame.id);
       if (request.kind === 'message') {
         const record = this.#track(frame.run_id, frame.thread_id);
-        // Sent before a connection that could not resume, acked after it: what the run did
+        // Written before a connection that could not resume, acked after it: what the run did
         // before that connection's position never arrives live (a re-sent message's ack is
         // `duplicate`). Reloaded like the runs in progress then; one that had not started goes on.
-        const reset = this.#resets;
-        if (request.resetsBefore !== reset.count && record.events.length === 0 && !record.done && !record.failure && record.reloading === null)
+        const reset = this.#lastReset;
+        const before = request.firstSentOn !== -1 && request.firstSentOn < reset.serial;
+        if (before && record.events.length === 0 && !record.done && !record.failure && record.reloading === null)
           this.#reloadRuns([record], reset.epoch, reset.lastSeq);
       }
       request.resolve(frame);
@@ -809,7 +810,7 @@ export class AgentwireClient {
       resolve = res;
       reject = rej;
     });
-    const request: PendingRequest = { id, kind, frame: JSON.stringify(frame), promise, resolve, reject, sentOn: -1, resetsBefore: this.#resets.count };
+    const request: PendingRequest = { id, kind, frame: JSON.stringify(frame), promise, resolve, reject, sentOn: -1, firstSentOn: -1 };
     this.#pending.set(id, request);
     if (this.state === READY) this.#write(request);
     return promise;
@@ -821,6 +822,7 @@ export class AgentwireClient {
     try {
       ws.send(request.frame);
       request.sentOn = this.#socketSerial;
+      if (request.firstSentOn === -1) request.firstSentOn = this.#socketSerial;
     } catch {
       // The socket is going away; the request is re-sent on the next connection.
     }
