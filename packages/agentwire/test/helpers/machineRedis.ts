@@ -26,7 +26,8 @@ export async function machineRedisBackend(options: Partial<RedisBackendOptions> 
   };
 }
 
-async function deleteKeysUnder(prefix: string): Promise<void> {
+/** Deletes the machine's Redis keys under `prefix` (a test's own), so that a test leaves nothing behind. */
+export async function deleteKeysUnder(prefix: string): Promise<void> {
   const admin = new Redis(MACHINE_REDIS);
   try {
     let cursor = '0';

@@ -147,6 +147,14 @@ function pageServer() {
   };
 }
 
+/** The server restarts the connection (1012); the client redials at once and is answered `ready` (resumed:false unless said). */
+async function reconnectedWith(ready: Record<string, unknown>): Promise<FakeSocket> {
+  last().serverClose(1012, 'service_restart');
+  await turn();
+  last().ready({ resumed: false, ...ready });
+  return last();
+}
+
 /** A page of `threadId` whose newest message is `answer`. */
 function page(threadId: string, epoch: string, lastSeq: number, answer: Record<string, unknown>) {
   const user = { id: `u-${answer.run_id as string}`, role: 'user', run_id: answer.run_id, text: 'hi', created_at: new Date(0).toISOString() };
@@ -597,9 +605,7 @@ describe('client: events, dedupe, gaps and resume', () => {
     const unknown = client.run('r9');
     socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
     expect((await iterator.next()).value).toMatchObject({ seq: 1, type: 'agent_started' });
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E2', last_seq: 0, resumed: false });
+    await reconnectedWith({ epoch: 'E2', last_seq: 0 });
     expect(resets).toEqual([{ previousEpoch: 'E1', previousLastSeq: 1, epoch: 'E2', lastSeq: 0 }]);
     await expect(unknown.next()).rejects.toMatchObject({ name: 'HistoryResetError', runId: 'r9', reason: expect.stringMatching(/thread is not known/) });
     await pages.answer(404, { error: 'not_found' });
@@ -637,9 +643,7 @@ describe('client: events, dedupe, gaps and resume', () => {
     await take();
     expect(run.events.text).toBe('Hel');
     // The connection drops; meanwhile the log went past what the server still holds.
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 5, resumed: false });
+    await reconnectedWith({ epoch: 'E1', last_seq: 5 });
     const nextOne = take();
     // Arrive while the page loads: the page includes the first (not yielded again), not the second.
     last().receive(event(6, 'agent_text_delta', 'r1', { text: 'lo, ' }));
@@ -668,9 +672,7 @@ describe('client: events, dedupe, gaps and resume', () => {
     const lagging = client.ask('t1', 'one');
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
     await lagging.ack;
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    await reconnectedWith({ epoch: 'E1', last_seq: 9 });
     // An archive one batch behind the log: seq 7 of 9.
     await pages.answer(200, page('t1', 'E1', 7, answerOf('r1', 'running', 'so far', [])));
     await clock.advance(50);
@@ -683,9 +685,7 @@ describe('client: events, dedupe, gaps and resume', () => {
     const stuck = client.ask('t1', 'two');
     last().receive({ type: 'ack', id: 'id2', run_id: 'r2', thread_id: 't1', status: 'started' });
     await stuck.ack;
-    last().serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 20, resumed: false });
+    await reconnectedWith({ epoch: 'E1', last_seq: 20 });
     for (const delayMs of [50, 100, 200, 400, 800, 1600, 0]) {
       await pages.answer(200, page('t1', 'E1', 12, answerOf('r2', 'running', 'behind', [])));
       await clock.advance(delayMs);
@@ -703,10 +703,8 @@ describe('client: events, dedupe, gaps and resume', () => {
     const client = makeClient({ fetch: pages.fetch, reloadThreads: () => ['t1'] });
     const reloads: HistoryReload[] = [];
     client.on('history_reloaded', (reload) => reloads.push(reload));
-    const socket = await connected(client, { epoch: 'E1', last_seq: 3 });
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    await connected(client, { epoch: 'E1', last_seq: 3 });
+    await reconnectedWith({ epoch: 'E1', last_seq: 9 });
     // Events 4 to 9 never arrive live: a page up to 7 would leave 8 and 9 out.
     await pages.answer(200, page('t1', 'E1', 7, answerOf('r1', 'running', 'so far', [])));
     await turn();
@@ -730,9 +728,7 @@ describe('client: events, dedupe, gaps and resume', () => {
     socket.receive({ type: 'ack', id: 'id3', run_id: 'r3', thread_id: 't3', status: 'started' });
     socket.receive(event(1, 'agent_started', 'r3', { thread_id: 't3', message_id: 'id3', text: 'three' }));
     await Promise.all([ended.ack, queued.ack, lost.ack]);
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    await reconnectedWith({ epoch: 'E1', last_seq: 9 });
     await pages.answerFor('/v1/threads/t1/messages', 200, page('t1', 'E1', 9, answerOf('r1', 'completed', 'the whole answer', [])));
     await pages.answerFor('/v1/threads/t2/messages', 200, page('t2', 'E1', 9, answerOf('r0', 'completed', 'an older run', [])));
     await pages.answerFor('/v1/threads/t3/messages', 200, page('t3', 'E1', 9, answerOf('r0', 'completed', 'an older run', [])));
@@ -757,12 +753,10 @@ describe('client: events, dedupe, gaps and resume', () => {
     clock = new ManualClock();
     const pages = pageServer();
     const client = makeClient({ fetch: pages.fetch });
-    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    await connected(client, { epoch: 'E1', last_seq: 0 });
     const run = client.ask('t1', 'hi');
     // The connection drops before the ack; the run starts and streams meanwhile.
-    socket.serverClose(1012, 'service_restart');
-    await turn();
-    last().ready({ epoch: 'E1', last_seq: 9, resumed: false });
+    await reconnectedWith({ epoch: 'E1', last_seq: 9 });
     // The message is re-sent with its id, and the server answers that it has it.
     expect(
       last()

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { HistoryStore } from '../../src/history/types.js';
 import { createRedisBackend, type RedisBackend } from '../../src/redis/index.js';
@@ -9,12 +8,12 @@ import { GatedAgent } from '../helpers/gatedAgent.js';
 import { httpGet } from '../helpers/http.js';
 import { forge, nowSec } from '../helpers/jwt.js';
 import type { Frame, TestClient } from '../helpers/wsClient.js';
+import { MACHINE_REDIS, deleteKeysUnder } from '../helpers/machineRedis.js';
 
 // Section 14 over real sockets, on the memory engine and on Redis (the machine's Redis at
 // 127.0.0.1:6379, a key prefix of this run's own): with Redis there are two gateways sharing
 // the log, and every read goes to the node that did not take the message.
 
-const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `hist-${randomUUID().slice(0, 8)}`;
 const noop = () => {};
 
@@ -39,7 +38,7 @@ async function setup(mode: Mode, history?: HistoryStore, options: { historyTurns
   const backends: RedisBackend[] = [];
   for (const nodeId of ['a', 'b']) {
     const backend = createRedisBackend({
-      url: REDIS_URL,
+      url: MACHINE_REDIS,
       keyPrefix: PREFIX,
       retentionMs: 600_000,
       nodeId: `${PREFIX}-${nodeId}`,
@@ -63,11 +62,7 @@ async function setup(mode: Mode, history?: HistoryStore, options: { historyTurns
 
 afterAll(async () => {
   // The run's keys: they would expire with retention, but a test leaves nothing behind.
-  const redis = new Redis(REDIS_URL);
-  const keys: string[] = [];
-  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
+  await deleteKeysUnder(PREFIX);
 });
 
 function call(env: TestGateway, method: string, path: string, options: HttpCallOptions = {}): Promise<HttpReply> {

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { systemClock, type Clock } from '@agentwire/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
 import { MemoryThreadMarks, type ThreadMark, type ThreadMarkStore } from '../../src/history/threadMarks.js';
 import { createRedisBackend } from '../../src/redis/index.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -19,6 +18,7 @@ import { GatedAgent } from '../helpers/gatedAgent.js';
 import { NextCallGate } from '../helpers/nextCallGate.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import type { TestClient } from '../helpers/wsClient.js';
+import { MACHINE_REDIS, deleteKeysUnder } from '../helpers/machineRedis.js';
 
 /**
  * Edges of the history routes (PROTOCOL.md section 14) that hostile-but-valid requests reach, on
@@ -32,15 +32,10 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await database?.drop();
-  // The Redis keys of this run: they would expire with retention, but a test leaves nothing behind.
-  const redis = new Redis(REDIS_URL);
-  const keys: string[] = [];
-  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
+  // The run's keys: they would expire with retention, but a test leaves nothing behind.
+  await deleteKeysUnder(PREFIX);
 });
 
-const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `edges-${randomUUID().slice(0, 8)}`;
 
 /** The real clock moved by `offsetMs`: a gateway whose clock is not the database server's. */
@@ -211,7 +206,7 @@ describe.each(['memory', 'redis'] as const)('a rename racing a DELETE of its thr
       stop = () => gateway.stop();
     } else {
       const backend = createRedisBackend({
-        url: REDIS_URL,
+        url: MACHINE_REDIS,
         keyPrefix: PREFIX,
         retentionMs: 600_000,
         nodeId: `${PREFIX}-a`,

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresHistoryStore } from '../../src/postgres/index.js';
@@ -10,12 +9,12 @@ import { historyUser, httpCall } from '../helpers/historyHttp.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { Waiters } from '../helpers/waitFor.js';
 import type { Frame, TestClient } from '../helpers/wsClient.js';
+import { MACHINE_REDIS, deleteKeysUnder } from '../helpers/machineRedis.js';
 
 // The PostgreSQL history store on two gateways that share the machine's Redis (a key prefix of
 // this run's own) and one database of this run's own (docs/DEPLOYMENT.md, "PostgreSQL"): each
 // node archives what it appended, and the thread is read whole from either node.
 
-const REDIS_URL = process.env.AGENTWIRE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFIX = `pgr-${randomUUID().slice(0, 8)}`;
 const noop = () => {};
 
@@ -32,11 +31,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await admin?.end();
   await database?.drop();
-  const redis = new Redis(REDIS_URL);
-  const keys: string[] = [];
-  for await (const batch of redis.scanStream({ match: `${PREFIX}:*`, count: 1000 })) keys.push(...(batch as string[]));
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
+  // The run's keys: they would expire with retention, but a test leaves nothing behind.
+  await deleteKeysUnder(PREFIX);
 });
 
 interface Node {
@@ -67,7 +63,7 @@ async function startCluster(holeGraceMs: number): Promise<Cluster> {
   const nodes: Node[] = [];
   for (const name of ['a', 'b']) {
     const backend = createRedisBackend({
-      url: REDIS_URL,
+      url: MACHINE_REDIS,
       keyPrefix: PREFIX,
       retentionMs: 600_000,
       nodeId: `${PREFIX}-${name}`,
