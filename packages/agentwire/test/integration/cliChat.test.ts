@@ -1,8 +1,11 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryEngine } from '../../src/engine/index.js';
+import { PostgresHistoryStore } from '../../src/postgres/index.js';
 import type { Agent, AgentStep } from '../../src/runs/agent.js';
 import { ChildTracker, screenText, type Child } from '../helpers/childProcess.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { createTestDatabase } from '../helpers/postgres.js';
 import { demoRunTypes } from '../helpers/runInvariants.js';
 import { TcpProxy } from '../helpers/tcpProxy.js';
 import { TestClient, seqProblem, type Frame } from '../helpers/wsClient.js';
@@ -157,6 +160,51 @@ describe('agentwire chat: connection failures and recovery', () => {
     ]);
     expect(child.stderr).toBe('agentwire chat: connection lost (connection closed with 1006); reconnecting\n');
     expect(proxy.accepted).toBe(2);
+  });
+
+  it('a run that ends while the server cannot resume is reloaded from the history: said on stderr, exit by its outcome', async () => {
+    const gates: Array<() => void> = [];
+    const words = ['two ', 'three ', 'four ', 'five ', 'six ', 'seven ', 'eight ', 'nine'];
+    const agent: Agent = {
+      async *run(): AsyncGenerator<AgentStep> {
+        yield { type: 'text_delta', text: 'one ' };
+        await new Promise<void>((resolve) => gates.push(resolve));
+        for (const word of words) yield { type: 'text_delta', text: word };
+      },
+    };
+    // Six events retained: the command's position leaves the log while it is away; the thread
+    // stays in the PostgreSQL archive, where the SDK reloads the run's answer from.
+    const engine = new MemoryEngine({ retentionEvents: 6 });
+    const database = await createTestDatabase();
+    const history = new PostgresHistoryStore({ url: database.url, engine });
+    cleanups.push(async () => {
+      await history.close();
+      await database.drop();
+    });
+    await history.ready();
+    const env = await gateway({ agent, engine, history });
+    const proxy = await TcpProxy.start(env.port);
+    cleanups.push(() => proxy.close());
+    const child = chat(['--url', `ws://127.0.0.1:${proxy.port}/ws`, '--token', await env.token('erin'), 'hi there']);
+    const other = new TestClient(env.url, { token: await env.token('erin') });
+    cleanups.push(async () => other.close());
+    await other.ready();
+    await child.waitForStdout(/^#2 answer: one /m);
+    proxy.stallNew = true;
+    proxy.reset();
+    await child.waitForStderr(/connection lost/);
+    gates.shift()!();
+    await other.waitFor((f) => f.type === 'agent_completed', 5000, 'the end of the run');
+    await history.idle();
+    proxy.stallNew = false;
+    proxy.unstall();
+    expect(await child.waitExit()).toEqual({ code: 0, signal: null });
+    const answer = `one ${words.join('')}`;
+    expect(child.stderr.replace(/run_\S+/, 'RUN').replace(/\(epoch \S+ -> [^)]+\)/, '(epoch E -> E)')).toBe(
+      'agentwire chat: connection lost (connection closed with 1006); reconnecting\n' +
+        'agentwire chat: the server could not resume (epoch E -> E); events may be missing\n' +
+        `agentwire chat: run RUN reloaded from the thread's history (completed); the answer so far: ${answer}\n`,
+    );
   });
 });
 
