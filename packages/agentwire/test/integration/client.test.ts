@@ -147,6 +147,15 @@ function pageServer() {
   };
 }
 
+/** A client on a manual clock whose history route is a pageServer, connected at epoch E1, seq 0. */
+async function connectedWithPages(): Promise<{ pages: ReturnType<typeof pageServer>; client: AgentwireClient; socket: FakeSocket }> {
+  clock = new ManualClock();
+  const pages = pageServer();
+  const client = makeClient({ fetch: pages.fetch });
+  const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+  return { pages, client, socket };
+}
+
 /** The server restarts the connection (1012); the client redials at once and is answered `ready` (resumed:false unless said). */
 async function reconnectedWith(ready: Record<string, unknown>): Promise<FakeSocket> {
   last().serverClose(1012, 'service_restart');
@@ -621,10 +630,7 @@ describe('client: events, dedupe, gaps and resume', () => {
   });
 
   it('after resumed:false a run iterator reloads its answer through the seam and goes on after the page, no fragment twice', async () => {
-    clock = new ManualClock();
-    const pages = pageServer();
-    const client = makeClient({ fetch: pages.fetch });
-    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const { pages, client, socket } = await connectedWithPages();
     const run = client.ask('t1', 'hi');
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
     socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
@@ -665,10 +671,7 @@ describe('client: events, dedupe, gaps and resume', () => {
   });
 
   it('a page short of the position the connection resumed at is fetched again on the clock until it reaches it, then given up', async () => {
-    clock = new ManualClock();
-    const pages = pageServer();
-    const client = makeClient({ fetch: pages.fetch });
-    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const { pages, client, socket } = await connectedWithPages();
     const lagging = client.ask('t1', 'one');
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
     await lagging.ack;
@@ -716,10 +719,7 @@ describe('client: events, dedupe, gaps and resume', () => {
   });
 
   it('after resumed:false: a run that ended meanwhile ends its iterator; a queued one not in the page goes on live; a started one not in the page fails', async () => {
-    clock = new ManualClock();
-    const pages = pageServer();
-    const client = makeClient({ fetch: pages.fetch });
-    const socket = await connected(client, { epoch: 'E1', last_seq: 0 });
+    const { pages, client, socket } = await connectedWithPages();
     const ended = client.ask('t1', 'one');
     socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
     const queued = client.ask('t2', 'two');
@@ -750,10 +750,7 @@ describe('client: events, dedupe, gaps and resume', () => {
   });
 
   it('a message acked only after a connection that could not resume has its run reloaded too', async () => {
-    clock = new ManualClock();
-    const pages = pageServer();
-    const client = makeClient({ fetch: pages.fetch });
-    await connected(client, { epoch: 'E1', last_seq: 0 });
+    const { pages, client } = await connectedWithPages();
     const run = client.ask('t1', 'hi');
     // The connection drops before the ack; the run starts and streams meanwhile.
     await reconnectedWith({ epoch: 'E1', last_seq: 9 });
