@@ -190,10 +190,12 @@ interface RunRecord {
   readonly events: Array<AgentEvent | ReloadedAnswer>;
   done: boolean;
   failure: Error | null;
-  /** While the run's answer reloads after `resumed: false`: its live events, held until the page comes. */
+  /**
+   * While the run's answer reloads after `resumed: false`: its live events, held until the page
+   * comes. A new array per reload, so it also tells a page of a reload that another
+   * `resumed: false` superseded.
+   */
   held: AgentEvent[] | null;
-  /** The reload in flight (a newer one, after another `resumed: false`, supersedes it). */
-  reloading: object | null;
   readonly wake: Set<() => void>;
 }
 
@@ -784,7 +786,7 @@ export class AgentwireClient {
         // `duplicate`). Reloaded like the runs in progress then; one that had not started goes on.
         const reset = this.#lastReset;
         const before = request.firstSentOn !== -1 && request.firstSentOn < reset.serial;
-        if (before && record.events.length === 0 && !record.done && !record.failure && record.reloading === null)
+        if (before && record.events.length === 0 && !record.done && !record.failure && record.held === null)
           this.#reloadRuns([record], reset.epoch, reset.lastSeq);
       }
       request.resolve(frame);
@@ -950,7 +952,7 @@ export class AgentwireClient {
       record.threadId ??= threadId;
       return record;
     }
-    record = { runId, threadId, events: [], done: false, failure: null, held: null, reloading: null, wake: new Set() };
+    record = { runId, threadId, events: [], done: false, failure: null, held: null, wake: new Set() };
     this.#runs.set(runId, record);
     if (this.#runs.size > this.#runBufferSize) {
       for (const [id, old] of this.#runs) {
@@ -964,7 +966,6 @@ export class AgentwireClient {
   #failRun(record: RunRecord, error: Error): void {
     record.failure = error;
     record.held = null;
-    record.reloading = null;
     wakeAll(record);
   }
 
@@ -985,7 +986,6 @@ export class AgentwireClient {
         fail(record, 'its thread is not known (no ack or event of it was received)');
         continue;
       }
-      record.reloading = {};
       // Held from now: what arrived before this connection belongs to the old position.
       record.held = [];
       const same = byThread.get(record.threadId);
@@ -993,11 +993,11 @@ export class AgentwireClient {
       else byThread.set(record.threadId, [record]);
     }
     for (const [threadId, waiting] of byThread) {
-      const tokens = waiting.map((record) => record.reloading);
+      const reloads = waiting.map((record) => record.held);
       this.#pageReaching(threadId, epoch, lastSeq).then(
         (page) => {
           for (const [i, record] of waiting.entries()) {
-            if (record.reloading !== tokens[i] || record.failure) continue;
+            if (record.held !== reloads[i] || record.failure) continue;
             const answer = page.messages.find((m): m is HistoryAssistantMessage => m.role === 'assistant' && m.run_id === record.runId);
             if (page.epoch !== epoch) fail(record, `the page is of epoch ${page.epoch}, the connection of ${epoch}`);
             else if (answer) this.#resumeFromPage(record, answer, page.last_seq);
@@ -1010,7 +1010,7 @@ export class AgentwireClient {
         },
         (error: unknown) => {
           for (const [i, record] of waiting.entries()) {
-            if (record.reloading === tokens[i] && !record.failure) fail(record, `GET thread ${threadId}'s messages: ${errorText(error)}`);
+            if (record.held === reloads[i] && !record.failure) fail(record, `GET thread ${threadId}'s messages: ${errorText(error)}`);
           }
         },
       );
@@ -1050,7 +1050,6 @@ export class AgentwireClient {
   #resumeFromPage(record: RunRecord, answer: HistoryAssistantMessage | null, lastSeq: number): void {
     const held = record.held ?? [];
     record.held = null;
-    record.reloading = null;
     if (answer) record.events.push({ reloaded: answer });
     for (const event of held) if (event.seq > lastSeq) addToRun(record, event);
     // Ended within what the connection missed: nothing more of it will come.
