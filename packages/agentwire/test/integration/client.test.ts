@@ -117,25 +117,25 @@ function event(seq: number, type: AgentEvent['type'], runId = 'r1', extra: Recor
   return { type, seq, run_id: runId, thread_id: 't1', ts: new Date(0).toISOString(), ...extra };
 }
 
-/** A fake history route: records the paths asked for; the test answers each request when it wants. */
+/** A fake history route: records the paths asked for; the test answers each request (oldest first per path) when it wants. */
 function pageServer() {
-  const waiting = new Map<string, (answer: { status: number; body: unknown }) => void>();
+  const waiting = new Map<string, Array<(answer: { status: number; body: unknown }) => void>>();
   const asked: string[] = [];
   const fetch = (url: string) =>
     new Promise<{ status: number; text: () => Promise<string> }>((resolve) => {
       const path = new URL(url).pathname;
       asked.push(path);
-      waiting.set(path, ({ status, body }) => resolve({ status, text: async () => JSON.stringify(body) }));
+      const respond = ({ status, body }: { status: number; body: unknown }) => resolve({ status, text: async () => JSON.stringify(body) });
+      waiting.set(path, [...(waiting.get(path) ?? []), respond]);
     });
   // The request leaves after the client's token provider answered: a few turns after the reset.
   const requested = async (path: string) => {
-    for (let i = 0; i < 50 && !waiting.has(path); i++) await turn();
+    for (let i = 0; i < 50 && !waiting.get(path)?.length; i++) await turn();
   };
   const answerFor = async (path: string, status: number, body: unknown) => {
     await requested(path);
-    const respond = waiting.get(path);
+    const respond = waiting.get(path)?.shift();
     if (!respond) throw new Error(`no request for ${path} is waiting`);
-    waiting.delete(path);
     respond({ status, body });
   };
   return {
@@ -747,6 +747,32 @@ describe('client: events, dedupe, gaps and resume', () => {
     for await (const e of queued.events) seqs.push(e.seq);
     expect(seqs).toEqual([10, 11]);
     expect(queued.events.reloaded).toBeNull();
+  });
+
+  it('a second resumed:false during a reload supersedes it: the first page, answered late, is not applied', async () => {
+    const { pages, client, socket } = await connectedWithPages();
+    const run = client.ask('t1', 'hi');
+    socket.receive({ type: 'ack', id: 'id1', run_id: 'r1', thread_id: 't1', status: 'started' });
+    socket.receive(event(1, 'agent_started', 'r1', { message_id: 'id1', text: 'hi' }));
+    socket.receive(event(2, 'agent_text_delta', 'r1', { text: 'a ' }));
+    expect((await run.events.next()).value).toMatchObject({ seq: 1 });
+    expect((await run.events.next()).value).toMatchObject({ seq: 2 });
+    await reconnectedWith({ epoch: 'E1', last_seq: 5 });
+    await turn();
+    await reconnectedWith({ epoch: 'E1', last_seq: 8 });
+    const rest = (async () => {
+      const seqs: number[] = [];
+      for await (const e of run.events) seqs.push(e.seq);
+      return seqs;
+    })();
+    // The first reload's page comes last but one: superseded, it is ignored.
+    await pages.answer(200, page('t1', 'E1', 5, answerOf('r1', 'running', 'a b ', [])));
+    last().receive(event(9, 'agent_text_delta', 'r1', { text: 'z' }));
+    await pages.answer(200, page('t1', 'E1', 8, answerOf('r1', 'running', 'a b c ', [])));
+    last().receive(event(10, 'agent_completed', 'r1', { status: 'completed', text: 'a b c z' }));
+    expect(await rest).toEqual([9, 10]);
+    expect(run.events.reloaded).toMatchObject({ text: 'a b c ' });
+    expect(pages.asked).toEqual(['/v1/threads/t1/messages', '/v1/threads/t1/messages']);
   });
 
   it('a message acked only after a connection that could not resume has its run reloaded too', async () => {
